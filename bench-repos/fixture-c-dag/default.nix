@@ -1,0 +1,60 @@
+# A DAG of C compile steps and one link step, built with host tools only (no nixpkgs),
+# so it builds offline. `size` sets the number of compile steps; unit i depends on
+# units i-1 and i/2, which gives the DAG both depth and fan-in. `work` sets how many
+# functions each unit compiles, so a compile step costs real compiler time.
+{ size ? 20, work ? 200, system ? builtins.currentSystem }:
+let
+  inherit (builtins) genList concatStringsSep map toString;
+
+  mkDrv = name: script: extra: derivation ({
+    inherit name system;
+    builder = "/bin/sh";
+    args = [ "-c" script ];
+    PATH = "/usr/bin:/bin";
+  } // extra);
+
+  deps = i: if i == 0 then [ ] else if i == 1 then [ 0 ] else [ (i - 1) (i / 2) ];
+
+  # Enough arithmetic per unit that compiling it is real work, not just process start-up.
+  mix = i: j: ''
+    static unsigned long mix${toString j}(unsigned long x) {
+      for (int k = 0; k < ${toString (8 + j)}; k++) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x += ${toString (i * 1000 + j)}UL; }
+      return x;
+    }
+  '';
+
+  source = i: ''
+    ${concatStringsSep "\n" (map (d: "#include \"unit${toString d}.h\"") (deps i))}
+    #include "unit${toString i}.h"
+    ${concatStringsSep "\n" (genList (mix i) work)}
+    unsigned long unit${toString i}(unsigned long x) {
+      unsigned long acc = x;
+      ${concatStringsSep "\n" (genList (j: "acc = mix${toString j}(acc);") work)}
+      ${concatStringsSep "\n" (map (d: "acc += unit${toString d}(acc);") (deps i))}
+      return acc;
+    }
+  '';
+
+  units = genList (i:
+    let depUnits = map (d: builtins.elemAt units d) (deps i);
+    in mkDrv "unit${toString i}" ''
+      set -e
+      mkdir -p $out/include $out/lib
+      echo 'unsigned long unit${toString i}(unsigned long x);' > $out/include/unit${toString i}.h
+      printf '%s' "$src" > unit.c
+      gcc -O2 -c unit.c -o $out/lib/unit${toString i}.o ${concatStringsSep " " (map (u: "-I${u}/include") depUnits)} -I$out/include
+    '' { src = source i; }) size;
+
+  main = ''
+    #include <stdio.h>
+    unsigned long unit${toString (size - 1)}(unsigned long x);
+    int main(void) { printf("%lu\n", unit${toString (size - 1)}(1)); return 0; }
+  '';
+in
+mkDrv "c-dag-${toString size}" ''
+  set -e
+  mkdir -p $out/bin
+  printf '%s' "$main" > main.c
+  gcc -O2 main.c ${concatStringsSep " " (map (u: "${u}/lib/*.o") units)} -o $out/bin/c-dag
+  $out/bin/c-dag > $out/result.txt
+'' { inherit main; }

@@ -1,0 +1,302 @@
+//! The command line: parse, run, print the error once, map it to a documented exit code.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::cache::EmbeddedCache;
+use crate::error::{exit_code, Error, Result};
+use crate::plan::{manifest, ParamValue, Plan, Scenario, Settings, System};
+use crate::results::{self, Results, RunSettings, SCHEMA_VERSION};
+use crate::run::process::{self, ProcessExecutor};
+use crate::run::progress::Progress;
+use crate::run::recorder::Recorder;
+use crate::run::{Drivers, Scheduler};
+use crate::scratch::ScratchDir;
+use crate::tools::{self, nix::NixDriver, BuildDriver};
+
+#[derive(Parser)]
+#[command(
+    name = "flywheel-bench",
+    version,
+    about = "Measures cold vs warm builds against build caches, with honest statistics"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build bench repos cold, warm and no-op, several samples each, and write results JSON.
+    Run(RunArgs),
+    /// Show which tools were found, their versions and what can run here.
+    Doctor,
+    /// Print the JSON Schema of the results file.
+    Schema,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Bench repo: a name from bench-repos/ or a path to a folder with a repo.toml
+    /// (repeatable; default: every bench repo).
+    #[arg(long = "repo", value_name = "NAME|PATH")]
+    repos: Vec<String>,
+    /// Build system (repeatable; default: every system the repo has targets for).
+    #[arg(long = "system", value_enum)]
+    systems: Vec<System>,
+    /// Scenario (repeatable; default: cold, warm and noop).
+    #[arg(long = "scenario", value_enum)]
+    scenarios: Vec<Scenario>,
+    /// Timed samples per case.
+    #[arg(long, default_value_t = Settings::default().samples)]
+    samples: usize,
+    /// Untimed builds before the samples of each case.
+    #[arg(long, default_value_t = Settings::default().warmups)]
+    warmups: usize,
+    /// Hard limit for one build, in seconds; the build's process group is killed past it.
+    #[arg(long, value_name = "SECONDS", default_value_t = Settings::default().timeout.as_secs())]
+    timeout: u64,
+    /// Override a bench repo parameter, e.g. `--param size=50` (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+    params: Vec<(String, ParamValue)>,
+    /// Results file (default: results/<UTC timestamp>.json).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Folder of bench repos (default: ./bench-repos, or $FLYWHEEL_BENCH_REPOS).
+    #[arg(long, env = "FLYWHEEL_BENCH_REPOS", value_name = "DIR")]
+    bench_repos: Option<PathBuf>,
+    /// Where temporary stores and logs live during the run (default: the system temp folder).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+}
+
+fn parse_param(text: &str) -> std::result::Result<(String, ParamValue), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE, e.g. size=50"))?;
+    if key.is_empty() {
+        return Err(format!("`{text}` has no key, e.g. size=50"));
+    }
+    Ok((key.to_string(), ParamValue::parse(value)))
+}
+
+/// Entry point: returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Doctor => doctor(),
+        Command::Schema => {
+            print!("{}", results::json_schema());
+            Ok(exit_code::OK)
+        }
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        e.exit_code()
+    })
+}
+
+fn bench_repos_dir(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    explicit.or_else(|| {
+        let local = PathBuf::from("bench-repos");
+        local.is_dir().then_some(local)
+    })
+}
+
+fn select_repos(args: &RunArgs) -> Result<Vec<manifest::RepoManifest>> {
+    let dir = bench_repos_dir(args.bench_repos.clone());
+    let mut repos = if args.repos.is_empty() {
+        let dir = dir.ok_or_else(|| {
+            Error::Usage(
+                "no bench-repos folder here\n  fix: run from the flywheel-bench checkout, pass --bench-repos DIR, or --repo PATH".into(),
+            )
+        })?;
+        manifest::discover(&dir)?
+    } else {
+        args.repos
+            .iter()
+            .map(|r| manifest::resolve(r, dir.as_deref()))
+            .collect::<Result<Vec<_>>>()?
+    };
+    manifest::apply_overrides(&mut repos, &args.params)?;
+    Ok(repos)
+}
+
+fn run(args: RunArgs) -> Result<i32> {
+    let settings = Settings {
+        samples: args.samples,
+        warmups: args.warmups,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let scenarios = if args.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        args.scenarios.clone()
+    };
+    let systems = (!args.systems.is_empty()).then_some(args.systems.as_slice());
+    let plan = Plan::build(select_repos(&args)?, systems, &scenarios, settings)?;
+
+    // Preflight: every tool the plan needs, before anything is built.
+    let nix = tools::require("nix", "for Nix cases")?;
+    let nginx = if plan.needs_cache() {
+        Some(tools::require(
+            "nginx",
+            "for the embedded cache of warm cases",
+        )?)
+    } else {
+        None
+    };
+    process::install_interrupt_handler()?;
+    let exec = ProcessExecutor;
+
+    // Declared in this order so they drop in reverse: the driver, then the cache server,
+    // then the scratch folder that holds both.
+    let work_parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = ScratchDir::new_in(&work_parent, "flywheel-bench-").map_err(|e| {
+        Error::io(
+            format!("creating a work folder in {}", work_parent.display()),
+            e,
+        )
+    })?;
+    let cache = match &nginx {
+        Some(nginx) => Some(EmbeddedCache::start(
+            nginx,
+            &nix,
+            &scratch.path().join("cache"),
+            &exec,
+        )?),
+        None => None,
+    };
+    let mut nix_driver = NixDriver::new(
+        nix,
+        &scratch.path().join("nix"),
+        cache.as_ref().map(EmbeddedCache::nix),
+    )?;
+
+    let output = args.output.clone().unwrap_or_else(default_output);
+    let started_at = results::now_rfc3339();
+    let results = Results {
+        schema_version: SCHEMA_VERSION,
+        harness_version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at,
+        finished_at: None,
+        command: std::env::args().collect(),
+        settings: RunSettings {
+            samples: plan.settings.samples,
+            warmups: plan.settings.warmups,
+            timeout_s: plan.settings.timeout.as_secs_f64(),
+        },
+        environment: crate::lanes::host::identity(&exec),
+        cases: Vec::new(),
+        comparisons: Vec::new(),
+    };
+    let mut recorder = Recorder::new(output, results);
+    eprintln!(
+        "flywheel-bench: {} cases, {} timed builds; results go to {}",
+        plan.cases.len(),
+        plan.total_builds(),
+        recorder.path().display()
+    );
+    let mut progress = Progress::new();
+    let mut drivers = Drivers::new();
+    drivers.insert(System::Nix, &mut nix_driver as &mut dyn BuildDriver);
+    let builds_dir = scratch.path().join("builds");
+    let mut scheduler = Scheduler {
+        plan: &plan,
+        exec: &exec,
+        drivers,
+        work_dir: &builds_dir,
+    };
+    let outcome = scheduler.run(&mut [&mut progress, &mut recorder]);
+    drop(progress);
+    match outcome {
+        Ok(_) => recorder.finish()?,
+        Err(e) => {
+            eprintln!("partial results: {}", recorder.path().display());
+            return Err(e);
+        }
+    }
+    print!("{}", crate::report::summary::render(recorder.results()));
+    println!("results: {}", recorder.path().display());
+    let failed = recorder
+        .results()
+        .cases
+        .iter()
+        .any(|c| c.outcome == results::Outcome::Failed);
+    Ok(if failed {
+        exit_code::CASE_FAILED
+    } else {
+        exit_code::OK
+    })
+}
+
+fn default_output() -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y-%m-%dT%H-%M-%SZ");
+    Path::new("results").join(format!("{stamp}.json"))
+}
+
+/// What the harness needs for which part of a run.
+const NEEDS: &[(&str, &[&str])] = &[
+    ("nix cold and noop cases", &["nix"]),
+    ("nix warm cases (embedded cache)", &["nix", "nginx"]),
+    ("the embedded fixture repos", &["gcc"]),
+];
+
+fn doctor() -> Result<i32> {
+    let tools = tools::probe_all(&ProcessExecutor);
+    println!("tools:");
+    for (name, _) in tools::KNOWN_TOOLS {
+        match tools.get(*name) {
+            Some(t) => println!("  {name:<8} {:<28} {}", t.path, t.version),
+            None => println!("  {name:<8} not found: {}", tools::install_hint(name)),
+        }
+    }
+    println!("can run:");
+    let mut all = true;
+    for (what, needed) in NEEDS {
+        let missing: Vec<&str> = needed
+            .iter()
+            .copied()
+            .filter(|t| !tools.contains_key(*t))
+            .collect();
+        if missing.is_empty() {
+            println!("  yes  {what}");
+        } else {
+            all = false;
+            println!("  no   {what} (missing: {})", missing.join(", "));
+        }
+    }
+    Ok(if all {
+        exit_code::OK
+    } else {
+        exit_code::ENVIRONMENT
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_parse_as_key_value() {
+        assert_eq!(
+            parse_param("size=5").unwrap(),
+            ("size".into(), ParamValue::Int(5))
+        );
+        assert_eq!(
+            parse_param("mode=fast").unwrap().1,
+            ParamValue::Str("fast".into())
+        );
+        assert!(parse_param("size").unwrap_err().contains("KEY=VALUE"));
+        assert!(parse_param("=5").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

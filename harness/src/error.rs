@@ -1,0 +1,88 @@
+//! One error type for the whole harness, and the one place that maps it to an exit code.
+
+use std::path::PathBuf;
+
+/// Documented exit codes (README "Exit codes").
+pub mod exit_code {
+    /// Every case ran and succeeded.
+    pub const OK: i32 = 0;
+    /// The run finished and its results were written, but at least one case failed.
+    pub const CASE_FAILED: i32 = 1;
+    /// Bad input: command line, manifest or results file.
+    pub const INVALID_INPUT: i32 = 2;
+    /// The machine lacks something the run needs (a tool, a free port, a working cache).
+    pub const ENVIRONMENT: i32 = 3;
+    /// An I/O or internal error stopped the run.
+    pub const INTERNAL: i32 = 4;
+    /// Interrupted (Ctrl-C / SIGTERM); results of finished cases were kept.
+    pub const INTERRUPTED: i32 = 130;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+
+    #[error("{}: {message}\n  fix: {fix}", path.display())]
+    Manifest {
+        path: PathBuf,
+        message: String,
+        fix: String,
+    },
+
+    #[error("`{tool}` is needed {needed_for} but was not found on PATH\n  fix: {fix}")]
+    MissingTool {
+        tool: &'static str,
+        needed_for: String,
+        fix: &'static str,
+    },
+
+    #[error("{0}")]
+    Environment(String),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A build step failed: fails the case it belongs to, not the run.
+    #[error("{0}")]
+    Build(String),
+
+    #[error("interrupted; results of the cases that finished were kept")]
+    Interrupted,
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Manifest { .. } => exit_code::INVALID_INPUT,
+            Error::MissingTool { .. } | Error::Environment(_) => exit_code::ENVIRONMENT,
+            Error::Build(_) => exit_code::CASE_FAILED,
+            Error::Io { .. } => exit_code::INTERNAL,
+            Error::Interrupted => exit_code::INTERRUPTED,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Adds "what we were doing" to I/O errors at the call site.
+pub trait IoContext<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(what(), e))
+    }
+}

@@ -1,0 +1,414 @@
+//! Bench repo manifests (`repo.toml`): parsing and validation. Pure apart from reading the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const MANIFEST_FILE: &str = "repo.toml";
+const FORMAT_HELP: &str = "see bench-repos/README.md for the repo.toml format";
+
+/// A validated bench repo.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepoManifest {
+    pub name: String,
+    pub description: String,
+    /// The `repo.toml` this came from (named in every error about it).
+    pub manifest_path: PathBuf,
+    pub source: Source,
+    /// Defaults from the manifest, after `--param` overrides.
+    pub parameters: BTreeMap<String, ParamValue>,
+    pub nix: Option<NixTargets>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// An embedded fixture: an absolute folder on this machine.
+    Path(PathBuf),
+    /// A remote repository pinned by commit.
+    Git { url: String, rev: String },
+}
+
+/// A parameter value: integers go to Nix as `--arg`, strings as `--argstr`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum ParamValue {
+    Int(i64),
+    Str(String),
+}
+
+impl ParamValue {
+    /// `--param size=50` gives an integer, anything else a string.
+    pub fn parse(text: &str) -> ParamValue {
+        text.parse()
+            .map(ParamValue::Int)
+            .unwrap_or_else(|_| ParamValue::Str(text.to_string()))
+    }
+}
+
+impl std::fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParamValue::Int(i) => write!(f, "{i}"),
+            ParamValue::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NixTargets {
+    /// `nix build -f FILE [ATTR...]`, parameters passed as function arguments.
+    File { file: PathBuf, attrs: Vec<String> },
+    /// Flake installables relative to the source, e.g. `.#default`; parameters are not passed.
+    Flake { installables: Vec<String> },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: String,
+    description: String,
+    source: RawSource,
+    #[serde(default)]
+    parameters: BTreeMap<String, toml::Value>,
+    nix: Option<RawNix>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    path: Option<PathBuf>,
+    git: Option<String>,
+    rev: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNix {
+    file: Option<PathBuf>,
+    #[serde(default)]
+    attrs: Vec<String>,
+    flake: Option<Vec<String>>,
+}
+
+/// Reads and validates `path` (a `repo.toml`).
+pub fn load(path: &Path) -> Result<RepoManifest> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Manifest {
+        path: path.to_path_buf(),
+        message: format!("cannot read it: {e}"),
+        fix: "check the path; a bench repo is a folder with a repo.toml".into(),
+    })?;
+    parse(&text, path)
+}
+
+/// Parses manifest text; `path` locates relative sources and names the file in errors.
+pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
+    let invalid = |message: String, fix: &str| Error::Manifest {
+        path: path.to_path_buf(),
+        message,
+        fix: fix.to_string(),
+    };
+    let raw: RawManifest = toml::from_str(text)
+        .map_err(|e| invalid(e.to_string().trim_end().to_string(), FORMAT_HELP))?;
+
+    if raw.name.is_empty()
+        || !raw
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err(invalid(
+            format!("key `name`: {:?} is not a valid bench repo name", raw.name),
+            "use letters, digits, `-`, `_` and `.` only, e.g. name = \"my-repo\"",
+        ));
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let source = match (raw.source.path, raw.source.git, raw.source.rev) {
+        (Some(p), None, None) => {
+            let dir = base.join(p);
+            if !dir.is_dir() {
+                return Err(invalid(
+                    format!("key `source.path`: {} is not a folder", dir.display()),
+                    "point source.path at the repo's sources, relative to repo.toml (\".\" for the same folder)",
+                ));
+            }
+            Source::Path(std::path::absolute(&dir).unwrap_or(dir))
+        }
+        (None, Some(url), Some(rev)) => {
+            if rev.len() != 40 || !rev.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    format!("key `source.rev`: {rev:?} is not a full commit hash"),
+                    "pin git sources by a 40-character commit hash, e.g. from `git rev-parse HEAD`",
+                ));
+            }
+            Source::Git { url, rev }
+        }
+        (None, Some(_), None) => {
+            return Err(invalid(
+                "key `source.rev` is missing: git sources must be pinned".into(),
+                "add rev = \"<40-character commit hash>\" to [source]",
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                "table `[source]` needs exactly one of `path` or `git` (with `rev`)".into(),
+                "write either path = \".\" or git = \"https://...\" and rev = \"<commit>\"",
+            ))
+        }
+    };
+    let mut parameters = BTreeMap::new();
+    for (key, value) in raw.parameters {
+        let value = match value {
+            toml::Value::Integer(i) => ParamValue::Int(i),
+            toml::Value::String(s) => ParamValue::Str(s),
+            other => {
+                return Err(invalid(
+                    format!(
+                        "key `parameters.{key}`: a {} is not allowed",
+                        other.type_str()
+                    ),
+                    "parameters are integers or strings",
+                ))
+            }
+        };
+        parameters.insert(key, value);
+    }
+    let nix = raw
+        .nix
+        .map(|n| match (n.file, n.flake) {
+            (Some(file), None) => Ok(NixTargets::File {
+                file,
+                attrs: n.attrs,
+            }),
+            (None, Some(installables)) if !installables.is_empty() && n.attrs.is_empty() => {
+                Ok(NixTargets::Flake { installables })
+            }
+            _ => Err(invalid(
+                "table `[nix]` needs exactly one of `file` (with optional `attrs`) or a non-empty `flake` list".into(),
+                "write file = \"default.nix\" or flake = [\".#default\"]",
+            )),
+        })
+        .transpose()?;
+    if nix.is_none() {
+        return Err(invalid(
+            "no build targets: add a `[nix]` table".into(),
+            FORMAT_HELP,
+        ));
+    }
+    Ok(RepoManifest {
+        name: raw.name,
+        description: raw.description,
+        manifest_path: path.to_path_buf(),
+        source,
+        parameters,
+        nix,
+    })
+}
+
+/// Finds a bench repo by name (a folder of `bench_repos`) or by path (any folder with a repo.toml).
+pub fn resolve(arg: &str, bench_repos: Option<&Path>) -> Result<RepoManifest> {
+    let as_path = Path::new(arg);
+    if arg.contains('/') || as_path.is_dir() {
+        return load(&as_path.join(MANIFEST_FILE));
+    }
+    let Some(dir) = bench_repos else {
+        return Err(Error::Usage(format!(
+            "--repo {arg}: no bench-repos folder was found to look it up in\n  fix: run from the repository root, pass --bench-repos DIR, or give a path to a folder with a repo.toml"
+        )));
+    };
+    let manifest = dir.join(arg).join(MANIFEST_FILE);
+    if !manifest.is_file() {
+        let known = discover(dir)?
+            .into_iter()
+            .map(|m| m.name)
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(Error::Usage(format!(
+            "--repo {arg}: no such bench repo in {}\n  known: {known}\n  fix: use one of those names or a path to a folder with a repo.toml",
+            dir.display()
+        )));
+    }
+    load(&manifest)
+}
+
+/// Every bench repo under `dir`, sorted by folder name.
+pub fn discover(dir: &Path) -> Result<Vec<RepoManifest>> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(format!("listing bench repos in {}", dir.display()), e))?;
+    let mut folders: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(MANIFEST_FILE).is_file())
+        .collect();
+    folders.sort();
+    folders
+        .iter()
+        .map(|f| load(&f.join(MANIFEST_FILE)))
+        .collect()
+}
+
+/// Applies `--param key=value` overrides to every repo that declares the key.
+/// A key that no selected repo declares is an error, so typos do not pass silently.
+pub fn apply_overrides(
+    repos: &mut [RepoManifest],
+    overrides: &[(String, ParamValue)],
+) -> Result<()> {
+    for (key, value) in overrides {
+        let mut used = false;
+        for repo in repos.iter_mut() {
+            if let Some(slot) = repo.parameters.get_mut(key) {
+                *slot = value.clone();
+                used = true;
+            }
+        }
+        if !used {
+            return Err(Error::Usage(format!(
+                "--param {key}={value}: none of the selected bench repos has a parameter `{key}`\n  fix: check the [parameters] table of the repo's repo.toml"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_in(text: &str) -> Result<RepoManifest> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(MANIFEST_FILE);
+        parse(text, &path)
+    }
+
+    const GOOD: &str = r#"
+name = "fixture"
+description = "a fixture"
+[source]
+path = "."
+[parameters]
+size = 20
+flavour = "plain"
+[nix]
+file = "default.nix"
+"#;
+
+    #[test]
+    fn parses_a_valid_manifest() {
+        let m = parse_in(GOOD).unwrap();
+        assert_eq!(m.name, "fixture");
+        assert!(matches!(m.source, Source::Path(ref p) if p.is_absolute()));
+        assert_eq!(m.parameters["size"], ParamValue::Int(20));
+        assert_eq!(m.parameters["flavour"], ParamValue::Str("plain".into()));
+        assert_eq!(
+            m.nix,
+            Some(NixTargets::File {
+                file: "default.nix".into(),
+                attrs: vec![]
+            })
+        );
+    }
+
+    fn error_of(text: &str) -> String {
+        parse_in(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let err = error_of(&GOOD.replace("description", "descripton"));
+        assert!(err.contains("repo.toml"), "{err}");
+        assert!(err.contains("descripton"), "{err}");
+        assert!(err.contains("line"), "{err}");
+        assert!(err.contains("fix:"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_sources() {
+        let err = error_of(&GOOD.replace("path = \".\"", "path = \"missing\""));
+        assert!(
+            err.contains("source.path") && err.contains("not a folder"),
+            "{err}"
+        );
+        let err = error_of(&GOOD.replace("path = \".\"", "git = \"https://x/y\""));
+        assert!(err.contains("source.rev"), "{err}");
+        let err = error_of(&GOOD.replace("path = \".\"", "git = \"https://x/y\"\nrev = \"main\""));
+        assert!(err.contains("40-character"), "{err}");
+        let err = error_of(&GOOD.replace("path = \".\"", "path = \".\"\ngit = \"https://x/y\""));
+        assert!(err.contains("exactly one of"), "{err}");
+    }
+
+    #[test]
+    fn accepts_pinned_git_sources() {
+        let rev = "0123456789abcdef0123456789abcdef01234567";
+        let text = GOOD.replace(
+            "path = \".\"",
+            &format!("git = \"https://x/y\"\nrev = \"{rev}\""),
+        );
+        let m = parse_in(&text).unwrap();
+        assert_eq!(
+            m.source,
+            Source::Git {
+                url: "https://x/y".into(),
+                rev: rev.into()
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_bad_names_parameters_and_targets() {
+        assert!(error_of(&GOOD.replace("\"fixture\"", "\"a b\"")).contains("key `name`"));
+        assert!(error_of(&GOOD.replace("size = 20", "size = 2.5")).contains("parameters.size"));
+        let err = error_of(&GOOD.replace(
+            "file = \"default.nix\"",
+            "file = \"d.nix\"\nflake = [\".#x\"]",
+        ));
+        assert!(err.contains("[nix]"), "{err}");
+        let no_targets = GOOD.split("[nix]").next().unwrap();
+        assert!(error_of(no_targets).contains("no build targets"));
+    }
+
+    #[test]
+    fn flake_targets() {
+        let m =
+            parse_in(&GOOD.replace("file = \"default.nix\"", "flake = [\".#default\"]")).unwrap();
+        assert_eq!(
+            m.nix,
+            Some(NixTargets::Flake {
+                installables: vec![".#default".into()]
+            })
+        );
+    }
+
+    #[test]
+    fn overrides_apply_or_fail_loudly() {
+        let mut repos = vec![parse_in(GOOD).unwrap()];
+        apply_overrides(&mut repos, &[("size".into(), ParamValue::parse("5"))]).unwrap();
+        assert_eq!(repos[0].parameters["size"], ParamValue::Int(5));
+        let err =
+            apply_overrides(&mut repos, &[("sise".into(), ParamValue::parse("5"))]).unwrap_err();
+        assert!(err.to_string().contains("sise"));
+    }
+
+    #[test]
+    fn resolve_names_the_known_repos_on_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("fixture");
+        std::fs::create_dir(&repo).unwrap();
+        std::fs::write(repo.join(MANIFEST_FILE), GOOD).unwrap();
+        assert_eq!(
+            resolve("fixture", Some(dir.path())).unwrap().name,
+            "fixture"
+        );
+        let err = resolve("nope", Some(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("known: fixture"), "{err}");
+        let by_path = resolve(repo.to_str().unwrap(), None).unwrap();
+        assert_eq!(by_path.name, "fixture");
+    }
+
+    #[test]
+    fn the_embedded_bench_repos_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-repos");
+        let repos = discover(&dir).unwrap();
+        assert!(repos.iter().any(|r| r.name == "fixture-c-dag"));
+    }
+}

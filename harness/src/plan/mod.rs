@@ -1,0 +1,284 @@
+//! The plan: selected bench repos and settings -> an ordered matrix of cases. Pure.
+
+pub mod manifest;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+pub use manifest::{ParamValue, RepoManifest, Source};
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum System {
+    Nix,
+}
+
+impl System {
+    pub const ALL: [System; 1] = [System::Nix];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Nix => "nix",
+        }
+    }
+}
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// Empty local state, no cache.
+    Cold,
+    /// Empty local state, populated cache.
+    Warm,
+    /// Everything already local: the cost of asking the tool to do nothing.
+    Noop,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 3] = [Scenario::Cold, Scenario::Warm, Scenario::Noop];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Cold => "cold",
+            Scenario::Warm => "warm",
+            Scenario::Noop => "noop",
+        }
+    }
+}
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Lane {
+    Host,
+}
+
+impl Lane {
+    pub fn name(self) -> &'static str {
+        match self {
+            Lane::Host => "host",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub samples: usize,
+    pub warmups: usize,
+    /// Hard limit for one build; the process group is killed past it.
+    pub timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            samples: 5,
+            warmups: 1,
+            timeout: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// One cell of the matrix: a repo built by one system in one scenario on one lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaseSpec {
+    /// Index into `Plan::repos`.
+    pub repo: usize,
+    pub system: System,
+    pub scenario: Scenario,
+    pub lane: Lane,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub repos: Vec<RepoManifest>,
+    pub cases: Vec<CaseSpec>,
+    pub settings: Settings,
+}
+
+impl Plan {
+    /// Cases in a stable order: repo, system, then cold -> warm -> noop.
+    /// `systems: None` means every system the repo has targets for; an explicit system that a
+    /// repo lacks is an error, so `--system` never silently does nothing.
+    pub fn build(
+        repos: Vec<RepoManifest>,
+        systems: Option<&[System]>,
+        scenarios: &[Scenario],
+        settings: Settings,
+    ) -> Result<Plan> {
+        if settings.samples == 0 {
+            return Err(Error::Usage(
+                "--samples 0: at least one sample is needed\n  fix: pass --samples 1 or more (5 is the default)".into(),
+            ));
+        }
+        if repos.is_empty() {
+            return Err(Error::Usage(
+                "no bench repos selected\n  fix: pass --repo NAME or add folders with a repo.toml to bench-repos/".into(),
+            ));
+        }
+        let mut scenarios = scenarios.to_vec();
+        scenarios.sort();
+        scenarios.dedup();
+        let mut cases = Vec::new();
+        for (index, repo) in repos.iter().enumerate() {
+            let wanted: Vec<System> = match systems {
+                Some(list) => {
+                    for &system in list {
+                        if !has_targets(repo, system) {
+                            return Err(Error::Usage(format!(
+                                "--system {}: bench repo `{}` has no {} targets ({})\n  fix: drop --system or add a [{}] table to its repo.toml",
+                                system.name(), repo.name, system.name(), repo.manifest_path.display(), system.name()
+                            )));
+                        }
+                    }
+                    list.to_vec()
+                }
+                None => System::ALL
+                    .into_iter()
+                    .filter(|s| has_targets(repo, *s))
+                    .collect(),
+            };
+            for system in wanted {
+                for &scenario in &scenarios {
+                    cases.push(CaseSpec {
+                        repo: index,
+                        system,
+                        scenario,
+                        lane: Lane::Host,
+                    });
+                }
+            }
+        }
+        Ok(Plan {
+            repos,
+            cases,
+            settings,
+        })
+    }
+
+    pub fn repo(&self, case: &CaseSpec) -> &RepoManifest {
+        &self.repos[case.repo]
+    }
+
+    pub fn needs_cache(&self) -> bool {
+        self.cases.iter().any(|c| c.scenario == Scenario::Warm)
+    }
+
+    /// Timed builds in the whole plan (for progress).
+    pub fn total_builds(&self) -> usize {
+        self.cases.len() * (self.settings.samples + self.settings.warmups)
+    }
+}
+
+fn has_targets(repo: &RepoManifest, system: System) -> bool {
+    match system {
+        System::Nix => repo.nix.is_some(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn repo(name: &str) -> RepoManifest {
+        let text = format!(
+            "name = \"{name}\"\ndescription = \"d\"\n[source]\npath = \".\"\n[nix]\nfile = \"default.nix\"\n"
+        );
+        manifest::parse(&text, Path::new("/tmp/repo.toml")).unwrap()
+    }
+
+    #[test]
+    fn orders_cases_by_repo_system_and_scenario() {
+        let plan = Plan::build(
+            vec![repo("a"), repo("b")],
+            None,
+            &[
+                Scenario::Noop,
+                Scenario::Cold,
+                Scenario::Warm,
+                Scenario::Cold,
+            ],
+            Settings::default(),
+        )
+        .unwrap();
+        let order: Vec<(usize, Scenario)> =
+            plan.cases.iter().map(|c| (c.repo, c.scenario)).collect();
+        assert_eq!(
+            order,
+            vec![
+                (0, Scenario::Cold),
+                (0, Scenario::Warm),
+                (0, Scenario::Noop),
+                (1, Scenario::Cold),
+                (1, Scenario::Warm),
+                (1, Scenario::Noop)
+            ]
+        );
+        assert!(plan.needs_cache());
+        assert_eq!(plan.total_builds(), 6 * 6);
+    }
+
+    #[test]
+    fn cold_only_needs_no_cache() {
+        let plan = Plan::build(
+            vec![repo("a")],
+            Some(&[System::Nix]),
+            &[Scenario::Cold],
+            Settings::default(),
+        )
+        .unwrap();
+        assert!(!plan.needs_cache());
+    }
+
+    #[test]
+    fn rejects_zero_samples_and_empty_selection() {
+        let settings = Settings {
+            samples: 0,
+            ..Settings::default()
+        };
+        let err = Plan::build(vec![repo("a")], None, &Scenario::ALL, settings).unwrap_err();
+        assert!(err.to_string().contains("--samples"));
+        let err = Plan::build(vec![], None, &Scenario::ALL, Settings::default()).unwrap_err();
+        assert!(err.to_string().contains("no bench repos"));
+    }
+}

@@ -1,0 +1,3 @@
+//! Reports: results in, text out. Pure.
+
+pub mod summary;

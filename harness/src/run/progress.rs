@@ -1,0 +1,126 @@
+//! The progress display: a bar over all timed builds on a terminal, one line per finished
+//! case everywhere (CI logs included).
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::error::Result;
+use crate::report::summary::seconds;
+use crate::results::{CaseResult, Outcome};
+use crate::run::events::{Event, EventSink};
+
+pub struct Progress {
+    bar: ProgressBar,
+    builds_per_case: u64,
+    done_in_case: u64,
+    labels: Vec<String>,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} builds  {msg}",
+            )
+            .expect("a valid template"),
+        );
+        Progress {
+            bar,
+            builds_per_case: 0,
+            done_in_case: 0,
+            labels: Vec::new(),
+        }
+    }
+
+    fn line(&self, text: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{text}");
+        } else {
+            self.bar.println(text);
+        }
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn case_line(label: &str, result: &CaseResult) -> String {
+    match result.outcome {
+        Outcome::Ok => {
+            let stats = result.stats.as_ref();
+            format!(
+                "ok      {label}: median {} over {} samples",
+                stats.map_or("-".into(), |s| seconds(s.median_s)),
+                result.samples.len()
+            )
+        }
+        Outcome::Failed => format!(
+            "FAILED  {label}: {}",
+            result.reason.as_deref().unwrap_or("no reason recorded")
+        ),
+        Outcome::Skipped => format!(
+            "skipped {label}: {}",
+            result.reason.as_deref().unwrap_or("no reason recorded")
+        ),
+    }
+}
+
+impl EventSink for Progress {
+    fn event(&mut self, event: &Event) -> Result<()> {
+        match *event {
+            Event::RunStarted { plan } => {
+                self.builds_per_case = (plan.settings.samples + plan.settings.warmups) as u64;
+                self.labels = plan
+                    .cases
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} {} {} {}",
+                            plan.repo(c).name,
+                            c.system.name(),
+                            c.lane.name(),
+                            c.scenario.name()
+                        )
+                    })
+                    .collect();
+                self.bar.set_length(plan.total_builds() as u64);
+                self.bar.enable_steady_tick(Duration::from_millis(200));
+            }
+            Event::CaseStarted { index, .. } => {
+                self.done_in_case = 0;
+                self.bar.set_message(self.labels[index].clone());
+            }
+            Event::Preparing { index, what } => {
+                self.bar
+                    .set_message(format!("{}: {what}", self.labels[index]));
+            }
+            Event::BuildFinished { index, warmup, .. } => {
+                self.done_in_case += 1;
+                self.bar.inc(1);
+                let kind = if warmup { "warm-up" } else { "sample" };
+                self.bar.set_message(format!(
+                    "{} ({kind} {} done)",
+                    self.labels[index], self.done_in_case
+                ));
+            }
+            Event::CaseFinished { index, result } => {
+                // A failed or skipped case gives back the builds it did not run.
+                self.bar
+                    .inc(self.builds_per_case.saturating_sub(self.done_in_case));
+                self.line(case_line(&self.labels[index], result));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}

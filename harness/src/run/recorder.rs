@@ -1,0 +1,53 @@
+//! The results writer: keeps the results document and writes it atomically after every
+//! case, so an interrupted run keeps everything it measured.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Result;
+use crate::results::{comparisons, writer::write_atomic, Results};
+use crate::run::events::{Event, EventSink};
+
+pub struct Recorder {
+    path: PathBuf,
+    results: Results,
+}
+
+impl Recorder {
+    pub fn new(path: PathBuf, results: Results) -> Self {
+        Recorder { path, results }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn results(&self) -> &Results {
+        &self.results
+    }
+
+    /// Marks the run finished and writes the final document.
+    pub fn finish(&mut self) -> Result<()> {
+        self.results.finished_at = Some(crate::results::now_rfc3339());
+        self.write()
+    }
+
+    pub fn write(&self) -> Result<()> {
+        let mut json = serde_json::to_vec_pretty(&self.results).expect("results always serialise");
+        json.push(b'\n');
+        write_atomic(&self.path, &json)
+    }
+}
+
+impl EventSink for Recorder {
+    fn event(&mut self, event: &Event) -> Result<()> {
+        match event {
+            Event::RunStarted { .. } => self.write(),
+            Event::CaseFinished { result, .. } => {
+                self.results.cases.push((*result).clone());
+                self.results.comparisons = comparisons(&self.results.cases);
+                self.write()
+            }
+            _ => Ok(()),
+        }
+    }
+}

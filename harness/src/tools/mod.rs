@@ -1,0 +1,149 @@
+//! Adapters for the external tools: how to find them, how to invoke them with isolated
+//! state, and pure parsers of what they print.
+
+pub mod nix;
+pub mod nix_log;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::plan::{RepoManifest, Scenario};
+use crate::results::{CacheUse, ToolVersion};
+use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
+
+/// External tools the harness knows, with the arguments that make them print a version.
+pub const KNOWN_TOOLS: &[(&str, &[&str])] = &[
+    ("nix", &["--version"]),
+    ("nginx", &["-v"]),
+    ("gcc", &["--version"]),
+    ("git", &["--version"]),
+];
+
+const VERSION_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `which` for one tool.
+pub fn find(name: &str) -> Option<PathBuf> {
+    which::which(name).ok()
+}
+
+/// Like `find`, but a missing tool is an error that says what needs it and how to get it.
+pub fn require(name: &'static str, needed_for: &str) -> Result<PathBuf> {
+    find(name).ok_or_else(|| Error::MissingTool {
+        tool: name,
+        needed_for: needed_for.to_string(),
+        fix: install_hint(name),
+    })
+}
+
+pub fn install_hint(name: &str) -> &'static str {
+    match name {
+        "nix" => "install Nix (Debian/Ubuntu: `sudo apt-get install nix-bin`) or run `nix run .#bench`",
+        "nginx" => "install nginx (Debian/Ubuntu: `sudo apt-get install nginx`); it serves the embedded cache",
+        "gcc" => "install a C compiler (Debian/Ubuntu: `sudo apt-get install gcc`); the fixtures compile C",
+        "git" => "install git (Debian/Ubuntu: `sudo apt-get install git`)",
+        _ => "install it and make sure it is on PATH",
+    }
+}
+
+/// Path and version of every known tool found on PATH.
+pub fn probe_all(exec: &dyn Executor) -> BTreeMap<String, ToolVersion> {
+    KNOWN_TOOLS
+        .iter()
+        .filter_map(|(name, args)| {
+            let path = find(name)?;
+            let version = version_of(exec, &path, args).unwrap_or_else(|| "unknown".into());
+            Some((
+                name.to_string(),
+                ToolVersion {
+                    path: path.display().to_string(),
+                    version,
+                },
+            ))
+        })
+        .collect()
+}
+
+fn version_of(exec: &dyn Executor, path: &Path, args: &[&str]) -> Option<String> {
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    let out = run_captured(exec, path, &args, &[], None, VERSION_TIMEOUT).ok()?;
+    // nginx prints its version on stderr; most tools on stdout.
+    first_line(&out.stdout).or_else(|| first_line(&out.stderr))
+}
+
+fn first_line(text: &str) -> Option<String> {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string)
+}
+
+/// What one build did, as counted from its own logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub built: Option<u64>,
+    pub substituted: Option<u64>,
+    pub downloaded_bytes: Option<u64>,
+}
+
+/// The report of one finished build.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BuildReport {
+    pub counters: Counters,
+    /// The tool's own error lines when the build failed.
+    pub error: Option<String>,
+}
+
+/// What a driver needs to know about the case it builds for.
+#[derive(Debug, Clone, Copy)]
+pub struct CaseContext<'a> {
+    pub repo: &'a RepoManifest,
+    pub source: &'a Path,
+    pub scenario: Scenario,
+    pub timeout: Duration,
+}
+
+/// One build system, driven in isolation. The scheduler owns timing and sampling;
+/// a driver owns the tool's state (stores, output roots) and reads its logs.
+pub trait BuildDriver {
+    /// Untimed work before a case's builds, such as priming a store or filling the cache.
+    /// `Error::Build` fails the case; other errors stop the run.
+    fn prepare(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<()>;
+
+    /// The timed command for one build, with fresh state under `dir` where the scenario wants it.
+    fn command(&mut self, case: &CaseContext, dir: &Path) -> Result<CommandSpec>;
+
+    /// Reads what the build did from its logs.
+    fn inspect(&self, spec: &CommandSpec, outcome: &ProcessOutcome) -> BuildReport;
+
+    /// The cache a case reads from, if any.
+    fn cache_use(&self, scenario: Scenario) -> Option<CacheUse>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::process::ProcessExecutor;
+
+    #[test]
+    fn probes_a_tool_that_is_always_there() {
+        let tools = probe_all(&ProcessExecutor);
+        // gcc is needed to build the Rust harness's C dependencies, so it is present here.
+        let gcc = tools.get("gcc").expect("gcc found");
+        assert!(gcc.version.contains("gcc"), "{gcc:?}");
+    }
+
+    #[test]
+    fn missing_tools_are_named_with_a_fix() {
+        let err = require("flywheel-bench-no-such-tool", "for this test").unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::exit_code::ENVIRONMENT);
+        let text = err.to_string();
+        assert!(
+            text.contains("flywheel-bench-no-such-tool") && text.contains("fix:"),
+            "{text}"
+        );
+        assert!(install_hint("nginx").contains("apt-get install nginx"));
+    }
+}

@@ -1,0 +1,345 @@
+//! The Nix adapter: every build in a private chroot store (`--store DIR`), with a private
+//! configuration, so nothing on the host (`/nix`, `~/.config/nix`, `~/.cache/nix`) is read
+//! or written and every sample starts from exactly the state its scenario asks for.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::plan::manifest::NixTargets;
+use crate::plan::{ParamValue, Scenario};
+use crate::results::CacheUse;
+use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
+use crate::tools::nix_log::{parse_build_outputs, parse_internal_json};
+use crate::tools::{BuildDriver, BuildReport, CaseContext, Counters};
+
+/// How warm builds reach a Nix binary cache.
+#[derive(Debug, Clone)]
+pub struct NixCache {
+    /// `embedded-nginx`, `http`, ...
+    pub backend: String,
+    /// The substituter URL builds read from.
+    pub substituter: String,
+    /// `name:base64` key that signed the cache's narinfos.
+    pub public_key: String,
+    /// `nix copy --to` URL that uploads and signs (may name a secret key file; never logged).
+    pub push_url: String,
+}
+
+/// Host folders the build sandbox may see, so derivations can use host tools (no nixpkgs).
+const SANDBOX_PATHS: &[&str] = &["/bin", "/usr", "/lib", "/lib64"];
+
+const NIX_CONF: &str = "\
+build-users-group =
+sandbox = false
+experimental-features = nix-command flakes
+substituters =
+";
+
+pub struct NixDriver<'c> {
+    nix: PathBuf,
+    dir: PathBuf,
+    conf_file: PathBuf,
+    cache: Option<&'c NixCache>,
+    /// Stores built once per repo and parameters: the source of the cache's contents and
+    /// the ready-made state of `noop` builds.
+    primed: BTreeMap<String, Primed>,
+}
+
+struct Primed {
+    root: PathBuf,
+    outputs: Vec<String>,
+    pushed: bool,
+}
+
+impl<'c> NixDriver<'c> {
+    /// `dir` is a private folder the driver may fill (config, primed stores).
+    pub fn new(nix: PathBuf, dir: &Path, cache: Option<&'c NixCache>) -> Result<Self> {
+        let conf_dir = dir.join("nix-conf");
+        std::fs::create_dir_all(&conf_dir)
+            .context(|| format!("creating {}", conf_dir.display()))?;
+        let conf_file = conf_dir.join("nix.conf");
+        std::fs::write(&conf_file, NIX_CONF)
+            .context(|| format!("writing {}", conf_file.display()))?;
+        Ok(NixDriver {
+            nix,
+            dir: dir.to_path_buf(),
+            conf_file,
+            cache,
+            primed: BTreeMap::new(),
+        })
+    }
+
+    /// The private environment of every Nix command: system and user config replaced,
+    /// and a narinfo cache of its own (a stale one breaks runs).
+    fn env(&self, xdg_cache: &Path) -> Vec<(String, OsString)> {
+        let conf_dir = self.conf_file.parent().expect("conf file has a folder");
+        vec![
+            ("NIX_CONF_DIR".into(), conf_dir.into()),
+            ("NIX_USER_CONF_FILES".into(), self.conf_file.clone().into()),
+            ("XDG_CACHE_HOME".into(), xdg_cache.into()),
+        ]
+    }
+
+    fn build_spec(
+        &self,
+        case: &CaseContext,
+        store: &Path,
+        dir: &Path,
+        substitute: bool,
+    ) -> Result<CommandSpec> {
+        let targets = case.repo.nix.as_ref().ok_or_else(|| {
+            Error::Usage(format!(
+                "bench repo `{}` has no [nix] targets",
+                case.repo.name
+            ))
+        })?;
+        let sandbox_paths: Vec<&str> = SANDBOX_PATHS
+            .iter()
+            .copied()
+            .filter(|p| Path::new(p).exists())
+            .collect();
+        let mut args: Vec<OsString> = vec!["build".into(), "--store".into(), store.into()];
+        push_option(&mut args, "sandbox-paths", &sandbox_paths.join(" "));
+        if substitute {
+            let cache = self
+                .cache
+                .ok_or_else(|| Error::Environment("a warm Nix case ran without a cache".into()))?;
+            push_option(&mut args, "substituters", &cache.substituter);
+            push_option(&mut args, "trusted-public-keys", &cache.public_key);
+            push_option(&mut args, "narinfo-cache-negative-ttl", "0");
+        }
+        args.extend(
+            ["--no-link", "--json", "--log-format", "internal-json", "-v"].map(OsString::from),
+        );
+        args.extend(target_args(targets, case.source, &case.repo.parameters));
+        Ok(CommandSpec {
+            program: self.nix.clone(),
+            args,
+            env: self.env(&dir.join("xdg-cache")),
+            cwd: Some(dir.to_path_buf()),
+            stdin: None,
+            stdout: dir.join("stdout.json"),
+            stderr: dir.join("stderr.log"),
+            timeout: case.timeout,
+        })
+    }
+
+    fn prime_key(case: &CaseContext) -> String {
+        format!(
+            "{}|{:?}",
+            case.repo.manifest_path.display(),
+            case.repo.parameters
+        )
+    }
+
+    /// Builds the repo once into a store kept for the whole run.
+    fn prime(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<()> {
+        let key = Self::prime_key(case);
+        if self.primed.contains_key(&key) {
+            return Ok(());
+        }
+        let dir = self.dir.join(format!("prime-{}", self.primed.len()));
+        std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
+        let root = dir.join("store");
+        let spec = self.build_spec(case, &root, &dir, false)?;
+        let outcome = exec.run(&spec)?;
+        let report = self.inspect(&spec, &outcome);
+        if !outcome.success() {
+            return Err(Error::Build(format!(
+                "priming build failed ({}): {}",
+                describe_exit(&outcome),
+                report.error.unwrap_or_default()
+            )));
+        }
+        let stdout = std::fs::read_to_string(&spec.stdout)
+            .context(|| format!("reading {}", spec.stdout.display()))?;
+        let outputs = parse_build_outputs(&stdout).map_err(Error::Build)?;
+        self.primed.insert(
+            key,
+            Primed {
+                root,
+                outputs,
+                pushed: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Uploads the primed outputs (with their closure) to the cache, signed.
+    fn push(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<()> {
+        let cache = self
+            .cache
+            .ok_or_else(|| Error::Environment("a warm Nix case ran without a cache".into()))?;
+        let key = Self::prime_key(case);
+        let env = self.env(&self.dir.join("xdg-cache-push"));
+        let primed = self.primed.get_mut(&key).expect("primed before push");
+        if primed.pushed {
+            return Ok(());
+        }
+        let mut args: Vec<OsString> = vec![
+            "copy".into(),
+            "--store".into(),
+            primed.root.clone().into(),
+            "--to".into(),
+            cache.push_url.clone().into(),
+        ];
+        args.extend(primed.outputs.iter().map(OsString::from));
+        let out = run_captured(exec, &self.nix, &args, &env, None, case.timeout)?;
+        if !out.outcome.success() {
+            // The push URL may name the secret key's file; report the public URL only.
+            return Err(Error::Build(format!(
+                "uploading to the cache {} failed ({}): {}",
+                cache.substituter,
+                describe_exit(&out.outcome),
+                out.stderr.trim()
+            )));
+        }
+        primed.pushed = true;
+        Ok(())
+    }
+}
+
+impl BuildDriver for NixDriver<'_> {
+    fn prepare(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<()> {
+        match case.scenario {
+            Scenario::Cold => Ok(()),
+            Scenario::Noop => self.prime(case, exec),
+            Scenario::Warm => {
+                self.prime(case, exec)?;
+                self.push(case, exec)
+            }
+        }
+    }
+
+    fn command(&mut self, case: &CaseContext, dir: &Path) -> Result<CommandSpec> {
+        match case.scenario {
+            Scenario::Cold => self.build_spec(case, &dir.join("store"), dir, false),
+            Scenario::Warm => self.build_spec(case, &dir.join("store"), dir, true),
+            Scenario::Noop => {
+                let root = self
+                    .primed
+                    .get(&Self::prime_key(case))
+                    .map(|p| p.root.clone())
+                    .ok_or_else(|| Error::Build("the noop store was not primed".into()))?;
+                self.build_spec(case, &root, dir, false)
+            }
+        }
+    }
+
+    fn inspect(&self, spec: &CommandSpec, outcome: &ProcessOutcome) -> BuildReport {
+        let stderr = std::fs::read_to_string(&spec.stderr).unwrap_or_default();
+        let log = parse_internal_json(&stderr);
+        BuildReport {
+            counters: Counters {
+                built: Some(log.built),
+                substituted: Some(log.substituted),
+                downloaded_bytes: Some(log.downloaded_bytes),
+            },
+            error: (!outcome.success()).then(|| {
+                log.failure_summary().unwrap_or_else(|| {
+                    format!("nix {} and printed no error", describe_exit(outcome))
+                })
+            }),
+        }
+    }
+
+    fn cache_use(&self, scenario: Scenario) -> Option<CacheUse> {
+        match (scenario, self.cache) {
+            (Scenario::Warm, Some(cache)) => Some(CacheUse {
+                backend: cache.backend.clone(),
+                url: cache.substituter.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn push_option(args: &mut Vec<OsString>, name: &str, value: &str) {
+    args.extend(["--option", name, value].map(OsString::from));
+}
+
+/// What to build: a Nix file with parameters as function arguments, or flake installables.
+pub fn target_args(
+    targets: &NixTargets,
+    source: &Path,
+    parameters: &BTreeMap<String, ParamValue>,
+) -> Vec<OsString> {
+    match targets {
+        NixTargets::File { file, attrs } => {
+            let mut args: Vec<OsString> = vec!["-f".into(), source.join(file).into()];
+            args.extend(attrs.iter().map(OsString::from));
+            for (name, value) in parameters {
+                let flag = match value {
+                    ParamValue::Int(_) => "--arg",
+                    ParamValue::Str(_) => "--argstr",
+                };
+                args.extend([flag.into(), name.into(), value.to_string().into()]);
+            }
+            args
+        }
+        NixTargets::Flake { installables } => installables
+            .iter()
+            .map(|i| match i.strip_prefix('.') {
+                // `.#attr` means the bench repo's own flake, wherever its source lives.
+                Some(rest) => format!("path:{}{rest}", source.display()).into(),
+                None => i.into(),
+            })
+            .collect(),
+    }
+}
+
+pub fn describe_exit(outcome: &ProcessOutcome) -> String {
+    use crate::run::process::Exit;
+    match outcome.exit {
+        Exit::Code(c) => format!("exit code {c}"),
+        Exit::Signal(s) => format!("killed by signal {s}"),
+        Exit::TimedOut => format!("timed out after {:.0} s", outcome.wall.as_secs_f64()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_targets_pass_parameters_by_type() {
+        let params = BTreeMap::from([
+            ("size".to_string(), ParamValue::Int(5)),
+            ("flavour".to_string(), ParamValue::Str("plain".into())),
+        ]);
+        let targets = NixTargets::File {
+            file: "default.nix".into(),
+            attrs: vec!["app".into()],
+        };
+        let args = target_args(&targets, Path::new("/src"), &params);
+        let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            args,
+            [
+                "-f",
+                "/src/default.nix",
+                "app",
+                "--argstr",
+                "flavour",
+                "plain",
+                "--arg",
+                "size",
+                "5"
+            ]
+        );
+    }
+
+    #[test]
+    fn flake_targets_resolve_against_the_source() {
+        let targets = NixTargets::Flake {
+            installables: vec![".#default".into(), "nixpkgs#hello".into()],
+        };
+        let args = target_args(&targets, Path::new("/src"), &BTreeMap::new());
+        assert_eq!(
+            args,
+            vec![OsString::from("path:/src#default"), "nixpkgs#hello".into()]
+        );
+    }
+}
