@@ -20,7 +20,10 @@ fn bootstrap(c: &mut Criterion) {
 }
 
 fn nix_log(c: &mut Criterion) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nix/cold.stderr.log");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/nix/cold.stderr.log"
+    );
     let log = std::fs::read_to_string(path).expect("recorded fixture");
     c.bench_function("parse nix internal-json (21-derivation cold build)", |b| {
         b.iter(|| parse_internal_json(&log))

@@ -449,7 +449,10 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        assert!(dies_soon(grandchild), "grandchild {grandchild} survived the timeout");
+        assert!(
+            dies_soon(grandchild),
+            "grandchild {grandchild} survived the timeout"
+        );
     }
 
     #[test]

@@ -1,0 +1,117 @@
+//! Helpers for the end-to-end tests: they run the real binary against real tools.
+
+#![allow(dead_code)] // Each test binary uses its own subset.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_flywheel-bench"))
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Fails with a clear message when a real tool the test needs is missing.
+pub fn require_tools(tools: &[&str]) {
+    for tool in tools {
+        assert!(
+            which(tool),
+            "`{tool}` is not installed: these tests use the real tool (run .ci/run or see the README)"
+        );
+    }
+}
+
+fn which(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("flywheel-bench starts");
+    assert!(
+        out.status.success(),
+        "flywheel-bench failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Validates a results document against the committed JSON Schema.
+pub fn assert_valid_results(results: &serde_json::Value) {
+    let schema = read_json(&repo_root().join("results/results.schema.json"));
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(results)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "results do not match the schema:\n{}",
+        errors.join("\n")
+    );
+}
+
+/// Pids of live processes whose command line mentions `needle` (zombies excluded).
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        if !pid.chars().all(|c| c.is_ascii_digit()) || pid == std::process::id().to_string() {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(format!("{pid}: {cmdline}"));
+        }
+    }
+    found
+}
+
+/// Every path under `/nix` with its modification time: the harness must not change it.
+pub fn host_nix_snapshot() -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
+    fn walk(dir: &Path, out: &mut Vec<(PathBuf, Option<std::time::SystemTime>)>) {
+        let Ok(meta) = std::fs::symlink_metadata(dir) else {
+            return;
+        };
+        out.push((dir.to_path_buf(), meta.modified().ok()));
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                walk(&entry.path(), out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new("/nix"), &mut out);
+    out.sort();
+    out
+}
+
+/// A bench repo in a temporary folder whose Nix file is `nix_expr`.
+pub fn temp_repo(name: &str, nix_expr: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("repo.toml"),
+        format!("name = \"{name}\"\ndescription = \"test repo\"\n[source]\npath = \".\"\n[nix]\nfile = \"default.nix\"\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("default.nix"), nix_expr).unwrap();
+    dir
+}
+
+/// A derivation built from host tools running `script`.
+pub fn derivation(name: &str, script: &str) -> String {
+    format!(
+        "derivation {{ name = \"{name}\"; system = builtins.currentSystem; builder = \"/bin/sh\"; PATH = \"/usr/bin:/bin\"; args = [ \"-c\" ''{script}'' ]; }}\n"
+    )
+}

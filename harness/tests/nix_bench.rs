@@ -1,0 +1,207 @@
+//! End to end with real Nix and a real nginx: the numbers a user would see.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn cold_warm_and_noop_against_the_embedded_cache() {
+    require_tools(&["nix", "nginx", "gcc"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    let output = tmp.path().join("results.json");
+    let nix_before = host_nix_snapshot();
+
+    let out = run_ok(
+        bin()
+            .current_dir(repo_root())
+            .args(["run", "--repo", "fixture-c-dag", "--system", "nix"])
+            .args(["--samples", "2", "--warmups", "1"])
+            .args(["--param", "size=4", "--param", "work=20"])
+            .arg("--output")
+            .arg(&output)
+            .arg("--work-dir")
+            .arg(&work),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("speedup [95% CI]") && stdout.contains("fixture-c-dag"),
+        "{stdout}"
+    );
+
+    let results = read_json(&output);
+    assert_valid_results(&results);
+    assert_eq!(results["schema_version"], 1);
+    assert!(results["finished_at"].is_string());
+    let case = |scenario: &str| {
+        results["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["scenario"] == scenario)
+            .unwrap_or_else(|| panic!("no {scenario} case"))
+            .clone()
+    };
+    // size 4: four compile steps and one link step.
+    let derivations = 5;
+    for scenario in ["cold", "warm", "noop"] {
+        let c = case(scenario);
+        assert_eq!(c["outcome"], "ok", "{c}");
+        assert_eq!(c["samples"].as_array().unwrap().len(), 2);
+        assert_eq!(c["warmups"].as_array().unwrap().len(), 1);
+        assert!(c["stats"]["median_s"].as_f64().unwrap() > 0.0);
+    }
+    for s in case("cold")["samples"].as_array().unwrap() {
+        assert_eq!(s["built"], derivations, "{s}");
+        assert_eq!(s["substituted"], 0, "{s}");
+        assert_eq!(s["exit_code"], 0);
+    }
+    for s in case("warm")["samples"].as_array().unwrap() {
+        assert_eq!(s["built"], 0, "{s}");
+        assert!(s["substituted"].as_u64().unwrap() > 0, "{s}");
+        assert!(s["downloaded_bytes"].as_u64().unwrap() > 0, "{s}");
+    }
+    for s in case("noop")["samples"].as_array().unwrap() {
+        assert_eq!(
+            (s["built"].as_u64(), s["substituted"].as_u64()),
+            (Some(0), Some(0)),
+            "{s}"
+        );
+    }
+    assert_eq!(case("warm")["cache"]["backend"], "embedded-nginx");
+
+    let cmp = &results["comparisons"][0];
+    assert_eq!(cmp["repo"], "fixture-c-dag");
+    assert!(cmp["speedup"]["ratio"].as_f64().unwrap() > 1.0, "{cmp}");
+    assert!(
+        cmp["speedup"]["ci_low"].as_f64().unwrap() <= cmp["speedup"]["ratio"].as_f64().unwrap()
+    );
+    assert_eq!(cmp["hit_ratio"], 1.0);
+
+    // Nothing left behind: no nginx or nix process, no temporary state, host /nix untouched.
+    let work_dir = work.to_string_lossy().to_string();
+    assert_eq!(processes_mentioning(&work_dir), Vec::<String>::new());
+    assert_eq!(
+        std::fs::read_dir(&work).unwrap().count(),
+        0,
+        "temporary state left in {work_dir}"
+    );
+    assert_eq!(host_nix_snapshot(), nix_before, "the host's /nix changed");
+}
+
+#[test]
+fn a_failing_build_is_recorded_with_nix_s_error_and_the_run_goes_on() {
+    require_tools(&["nix"]);
+    let broken = temp_repo(
+        "broken",
+        &derivation(
+            "broken",
+            "echo compiling; echo 'unit.c:3: error: boom' >&2; exit 1",
+        ),
+    );
+    let fine = temp_repo("fine", &derivation("fine", "echo ok > $out"));
+    let tmp = tempfile::tempdir().unwrap();
+    let output = tmp.path().join("results.json");
+    let out = bin()
+        .args([
+            "run",
+            "--scenario",
+            "cold",
+            "--samples",
+            "1",
+            "--warmups",
+            "0",
+            "--repo",
+        ])
+        .arg(broken.path())
+        .arg("--repo")
+        .arg(fine.path())
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = read_json(&output);
+    assert_valid_results(&results);
+    let cases = results["cases"].as_array().unwrap();
+    assert_eq!(cases[0]["outcome"], "failed");
+    let reason = cases[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("failed with exit code 1"), "{reason}");
+    assert_eq!(cases[0]["samples"][0]["exit_code"], 1);
+    assert_eq!(cases[1]["outcome"], "ok");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("FAILED  broken nix host cold"), "{stdout}");
+}
+
+#[test]
+fn ctrl_c_keeps_finished_cases_and_leaves_nothing_running() {
+    require_tools(&["nix", "nginx"]);
+    let quick = temp_repo("quick", &derivation("quick", "echo ok > $out"));
+    let slow = temp_repo("slow", &derivation("slow", "sleep 300; echo ok > $out"));
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    let output = tmp.path().join("results.json");
+    let mut child = bin()
+        .args([
+            "run",
+            "--scenario",
+            "cold",
+            "--samples",
+            "1",
+            "--warmups",
+            "0",
+            "--repo",
+        ])
+        .arg(quick.path())
+        .arg("--repo")
+        .arg(slow.path())
+        .arg("--output")
+        .arg(&output)
+        .arg("--work-dir")
+        .arg(&work)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the quick case is on disk and the slow build is running.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let work_dir = work.to_string_lossy().to_string();
+    loop {
+        let written = std::fs::read_to_string(&output).unwrap_or_default();
+        if written.contains("\"quick\"")
+            && !processes_mentioning(&format!("{work_dir}/flywheel-bench-")).is_empty()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the quick case never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: plain syscall on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let interrupted_at = Instant::now();
+    let status = child.wait().unwrap();
+    assert!(
+        interrupted_at.elapsed() < Duration::from_secs(30),
+        "took too long to stop"
+    );
+    assert_eq!(status.code(), Some(130));
+
+    let results = read_json(&output);
+    assert_valid_results(&results);
+    let cases = results["cases"].as_array().unwrap();
+    assert_eq!(cases[0]["repo"], "quick");
+    assert_eq!(cases[0]["outcome"], "ok");
+    assert_eq!(cases[1]["outcome"], "failed");
+    assert!(cases[1]["reason"].as_str().unwrap().contains("interrupted"));
+    assert!(results.get("finished_at").is_none());
+    assert_eq!(processes_mentioning(&work_dir), Vec::<String>::new());
+    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
+}
