@@ -14,6 +14,7 @@ use crate::run::progress::Progress;
 use crate::run::recorder::Recorder;
 use crate::run::{Drivers, Scheduler};
 use crate::scratch::ScratchDir;
+use crate::tools::bazel::{BazelCache, BazelDriver};
 use crate::tools::{self, nix::NixDriver, BuildDriver};
 
 #[derive(Parser)]
@@ -30,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Build bench repos cold, warm and no-op, several samples each, and write results JSON.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show which tools were found, their versions and what can run here.
     Doctor,
     /// Print the JSON Schema of the results file.
@@ -67,6 +68,15 @@ struct RunArgs {
     /// Folder of bench repos (default: ./bench-repos, or $FLYWHEEL_BENCH_REPOS).
     #[arg(long, env = "FLYWHEEL_BENCH_REPOS", value_name = "DIR")]
     bench_repos: Option<PathBuf>,
+    /// An external Bazel remote cache for warm cases instead of the embedded one:
+    /// http(s)://HOST:PORT or grpc(s)://HOST:PORT (bazel-remote serves both). Headers, such as
+    /// credentials, come from $FLYWHEEL_BAZEL_REMOTE_HEADERS (`Name=Value` per line).
+    #[arg(long, value_name = "URL")]
+    bazel_remote_cache: Option<String>,
+    /// Bazel `--override_repository NAME=PATH` for this machine (repeatable); Debian's
+    /// rules_cc/rules_java under /usr/share/bazel/rules are used by default when present.
+    #[arg(long = "bazel-override", value_name = "NAME=PATH", value_parser = parse_override)]
+    bazel_overrides: Vec<(String, PathBuf)>,
     /// Where temporary stores and logs live during the run (default: the system temp folder).
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
@@ -82,11 +92,23 @@ fn parse_param(text: &str) -> std::result::Result<(String, ParamValue), String> 
     Ok((key.to_string(), ParamValue::parse(value)))
 }
 
+fn parse_override(text: &str) -> std::result::Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((name, path)) if !name.is_empty() && Path::new(path).is_dir() => {
+            Ok((name.to_string(), PathBuf::from(path)))
+        }
+        Some((_, path)) if !path.is_empty() => Err(format!("{path} is not a folder")),
+        _ => Err(format!(
+            "`{text}` is not NAME=PATH, e.g. rules_cc=/opt/rules_cc"
+        )),
+    }
+}
+
 /// Entry point: returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Doctor => doctor(),
         Command::Schema => {
             print!("{}", results::json_schema());
@@ -139,21 +161,27 @@ fn run(args: RunArgs) -> Result<i32> {
     let systems = (!args.systems.is_empty()).then_some(args.systems.as_slice());
     let plan = Plan::build(select_repos(&args)?, systems, &scenarios, settings)?;
 
-    // Preflight: every tool the plan needs, before anything is built.
-    let nix = tools::require("nix", "for Nix cases")?;
-    let nginx = if plan.needs_cache() {
-        Some(tools::require(
-            "nginx",
-            "for the embedded cache of warm cases",
-        )?)
-    } else {
-        None
+    // Preflight: every tool and setting the plan needs, before anything is built.
+    let require_for = |system: System, tool: &'static str| {
+        plan.uses(system)
+            .then(|| tools::require(tool, &format!("for {} cases", system.name())))
+            .transpose()
     };
+    let nix = require_for(System::Nix, "nix")?;
+    let bazel = require_for(System::Bazel, "bazel")?;
+    let external_bazel_cache = match &args.bazel_remote_cache {
+        Some(url) => Some(BazelCache::external(url, bazel_headers_from_env())?),
+        None => None,
+    };
+    let nginx = (plan.needs_cache(System::Nix)
+        || (plan.needs_cache(System::Bazel) && external_bazel_cache.is_none()))
+    .then(|| tools::require("nginx", "for the embedded cache of warm cases"))
+    .transpose()?;
     process::install_interrupt_handler()?;
     let exec = ProcessExecutor;
 
-    // Declared in this order so they drop in reverse: the driver, then the cache server,
-    // then the scratch folder that holds both.
+    // Declared in this order so they drop in reverse: drivers (and their build servers),
+    // then the cache server, then the scratch folder that holds them all.
     let work_parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let scratch = ScratchDir::new_in(&work_parent, "flywheel-bench-").map_err(|e| {
         Error::io(
@@ -161,38 +189,38 @@ fn run(args: RunArgs) -> Result<i32> {
             e,
         )
     })?;
-    let cache = match &nginx {
-        Some(nginx) => Some(EmbeddedCache::start(
-            nginx,
-            &nix,
-            &scratch.path().join("cache"),
-            &exec,
-        )?),
+    let embedded = match &nginx {
+        Some(nginx) => Some(EmbeddedCache::start(nginx, &scratch.path().join("cache"))?),
         None => None,
     };
-    let mut nix_driver = NixDriver::new(
-        nix,
-        &scratch.path().join("nix"),
-        cache.as_ref().map(EmbeddedCache::nix),
-    )?;
+    let nix_cache = match (&embedded, &nix) {
+        (Some(cache), Some(nix)) if plan.needs_cache(System::Nix) => {
+            Some(cache.nix_cache(nix, &exec)?)
+        }
+        _ => None,
+    };
+    let bazel_cache = external_bazel_cache.or_else(|| {
+        embedded
+            .as_ref()
+            .filter(|_| plan.needs_cache(System::Bazel))
+            .map(EmbeddedCache::bazel_cache)
+    });
+    let mut nix_driver = nix
+        .map(|nix| NixDriver::new(nix, &scratch.path().join("nix"), nix_cache.as_ref()))
+        .transpose()?;
+    let mut bazel_driver = bazel
+        .map(|bazel| {
+            BazelDriver::new(
+                bazel,
+                &scratch.path().join("bazel"),
+                bazel_cache.as_ref(),
+                &args.bazel_overrides,
+            )
+        })
+        .transpose()?;
 
     let output = args.output.clone().unwrap_or_else(default_output);
-    let started_at = results::now_rfc3339();
-    let results = Results {
-        schema_version: SCHEMA_VERSION,
-        harness_version: env!("CARGO_PKG_VERSION").to_string(),
-        started_at,
-        finished_at: None,
-        command: std::env::args().collect(),
-        settings: RunSettings {
-            samples: plan.settings.samples,
-            warmups: plan.settings.warmups,
-            timeout_s: plan.settings.timeout.as_secs_f64(),
-        },
-        environment: crate::lanes::host::identity(&exec),
-        cases: Vec::new(),
-        comparisons: Vec::new(),
-    };
+    let results = new_results(&plan, &exec);
     let mut recorder = Recorder::new(output, results);
     eprintln!(
         "flywheel-bench: {} cases, {} timed builds; results go to {}",
@@ -202,7 +230,12 @@ fn run(args: RunArgs) -> Result<i32> {
     );
     let mut progress = Progress::new();
     let mut drivers = Drivers::new();
-    drivers.insert(System::Nix, &mut nix_driver as &mut dyn BuildDriver);
+    if let Some(d) = nix_driver.as_mut() {
+        drivers.insert(System::Nix, d as &mut dyn BuildDriver);
+    }
+    if let Some(d) = bazel_driver.as_mut() {
+        drivers.insert(System::Bazel, d as &mut dyn BuildDriver);
+    }
     let builds_dir = scratch.path().join("builds");
     let mut scheduler = Scheduler {
         plan: &plan,
@@ -233,6 +266,38 @@ fn run(args: RunArgs) -> Result<i32> {
     })
 }
 
+fn new_results(plan: &Plan, exec: &ProcessExecutor) -> Results {
+    Results {
+        schema_version: SCHEMA_VERSION,
+        harness_version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: results::now_rfc3339(),
+        finished_at: None,
+        command: std::env::args().collect(),
+        settings: RunSettings {
+            samples: plan.settings.samples,
+            warmups: plan.settings.warmups,
+            timeout_s: plan.settings.timeout.as_secs_f64(),
+        },
+        environment: crate::lanes::host::identity(exec),
+        cases: Vec::new(),
+        comparisons: Vec::new(),
+    }
+}
+
+/// Remote cache headers (e.g. credentials) come from the environment only, one
+/// `Name=Value` per line, so they never appear in a command line, log or results file.
+const BAZEL_HEADERS_ENV: &str = "FLYWHEEL_BAZEL_REMOTE_HEADERS";
+
+fn bazel_headers_from_env() -> Vec<String> {
+    std::env::var(BAZEL_HEADERS_ENV)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 fn default_output() -> PathBuf {
     let stamp = chrono::Utc::now().format("%Y-%m-%dT%H-%M-%SZ");
     Path::new("results").join(format!("{stamp}.json"))
@@ -242,6 +307,8 @@ fn default_output() -> PathBuf {
 const NEEDS: &[(&str, &[&str])] = &[
     ("nix cold and noop cases", &["nix"]),
     ("nix warm cases (embedded cache)", &["nix", "nginx"]),
+    ("bazel cold and noop cases", &["bazel"]),
+    ("bazel warm cases (embedded cache)", &["bazel", "nginx"]),
     ("the embedded fixture repos", &["gcc"]),
 ];
 

@@ -65,6 +65,20 @@ fn make_dirs_writable(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes a new file only its owner can read (keys, credentials).
+pub fn write_private(path: &Path, bytes: &[u8]) -> crate::error::Result<()> {
+    use crate::error::IoContext;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .context(|| format!("writing {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

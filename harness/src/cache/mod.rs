@@ -1,61 +1,69 @@
-//! Caches the warm builds read from. Today: the embedded cache (nginx on loopback with a
-//! per-run signing key); external backends plug in behind the same `NixCache` value.
+//! Caches the warm builds read from. The embedded cache (nginx on loopback, a per-run
+//! Nix signing key) and external caches both end up as a `NixCache` / `BazelCache` value.
 
 pub mod http;
 pub mod nginx;
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
-use crate::run::process::{run_captured, Executor};
+use crate::run::process::{run_captured, CommandSpec, Executor};
+use crate::tools::bazel::BazelCache;
 use crate::tools::nix::NixCache;
 use nginx::Nginx;
 
 const KEY_TIMEOUT: Duration = Duration::from_secs(60);
 const NIX_CACHE_INFO: &str = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n";
 
-/// nginx plus a signing key made for this run only; both gone when dropped.
+/// The embedded cache server: one nginx serving a Nix binary cache under `/nix` and a
+/// Bazel HTTP cache under `/bazel`; stopped when dropped.
 pub struct EmbeddedCache {
     server: Nginx,
-    nix: NixCache,
+    dir: PathBuf,
 }
 
 impl EmbeddedCache {
-    /// `dir` must be private to the harness: it holds the secret signing key.
-    pub fn start(nginx: &Path, nix: &Path, dir: &Path, exec: &dyn Executor) -> Result<Self> {
+    /// `dir` must be private to the harness: it will hold the Nix signing key.
+    pub fn start(nginx: &Path, dir: &Path) -> Result<Self> {
         let server = Nginx::start(nginx, &dir.join("nginx"))?;
         let info = server.root().join("nix/nix-cache-info");
         std::fs::write(&info, NIX_CACHE_INFO).context(|| format!("writing {}", info.display()))?;
-        let secret = dir.join("signing-key.sec");
-        let key_name = format!("flywheel-bench-{}", server.addr().port());
+        Ok(EmbeddedCache {
+            server,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The Nix side, with a signing key generated for this run only.
+    pub fn nix_cache(&self, nix: &Path, exec: &dyn Executor) -> Result<NixCache> {
+        let secret = self.dir.join("signing-key.sec");
+        let key_name = format!("flywheel-bench-{}", self.server.addr().port());
         let generated = nix_key(
             exec,
             nix,
             &["generate-secret", "--key-name", &key_name],
             None,
         )?;
-        write_private(&secret, generated.as_bytes())?;
+        crate::scratch::write_private(&secret, generated.as_bytes())?;
         let public_key = nix_key(exec, nix, &["convert-secret-to-public"], Some(&secret))?;
-        let nix_cache = NixCache {
+        let url = self.server.url("nix");
+        Ok(NixCache {
             backend: "embedded-nginx".into(),
-            substituter: server.url("nix"),
             public_key: public_key.trim().to_string(),
-            push_url: format!("{}?secret-key={}", server.url("nix"), secret.display()),
-        };
-        Ok(EmbeddedCache {
-            server,
-            nix: nix_cache,
+            push_url: format!("{url}?secret-key={}", secret.display()),
+            substituter: url,
         })
     }
 
-    pub fn nix(&self) -> &NixCache {
-        &self.nix
-    }
-
-    pub fn addr(&self) -> std::net::SocketAddr {
-        self.server.addr()
+    /// The Bazel side: nginx's WebDAV speaks Bazel's HTTP cache protocol (`/ac/`, `/cas/`).
+    pub fn bazel_cache(&self) -> BazelCache {
+        BazelCache {
+            backend: "embedded-nginx".into(),
+            url: self.server.url("bazel"),
+            headers: Vec::new(),
+        }
     }
 }
 
@@ -66,7 +74,11 @@ fn nix_key(exec: &dyn Executor, nix: &Path, args: &[&str], stdin: Option<&Path>)
         .chain(args.iter().copied())
         .map(OsString::from)
         .collect();
-    let out = run_captured(exec, nix, &argv, &[], stdin, KEY_TIMEOUT)?;
+    let mut spec = CommandSpec::new(nix, argv, KEY_TIMEOUT);
+    if let Some(file) = stdin {
+        spec = spec.stdin(file);
+    }
+    let out = run_captured(exec, spec)?;
     if !out.outcome.success() || out.stdout.trim().is_empty() {
         return Err(Error::Environment(format!(
             "`nix key {}` failed: {}\n  fix: check that `nix --version` works (Nix 2.8 or newer)",
@@ -75,16 +87,4 @@ fn nix_key(exec: &dyn Executor, nix: &Path, args: &[&str], stdin: Option<&Path>)
         )));
     }
     Ok(out.stdout)
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(bytes))
-        .context(|| format!("writing {}", path.display()))
 }

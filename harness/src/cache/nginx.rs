@@ -27,8 +27,10 @@ impl Nginx {
     /// taken the port between the check and nginx's bind): it must serve a token file.
     pub fn start(nginx: &Path, dir: &Path) -> Result<Nginx> {
         let root = dir.join("root");
-        std::fs::create_dir_all(root.join("nix"))
-            .context(|| format!("creating {}", root.display()))?;
+        for prefix in ["nix", "bazel"] {
+            std::fs::create_dir_all(root.join(prefix))
+                .context(|| format!("creating {}", root.display()))?;
+        }
         let token = format!("flywheel-bench-{}-{}", std::process::id(), nanos());
         std::fs::write(root.join("ready"), &token)
             .context(|| format!("writing {}", root.display()))?;

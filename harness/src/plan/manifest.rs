@@ -21,6 +21,7 @@ pub struct RepoManifest {
     /// Defaults from the manifest, after `--param` overrides.
     pub parameters: BTreeMap<String, ParamValue>,
     pub nix: Option<NixTargets>,
+    pub bazel: Option<BazelTargets>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +66,15 @@ pub enum NixTargets {
     Flake { installables: Vec<String> },
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct BazelTargets {
+    /// Labels or patterns for `bazel build`, e.g. `//...`.
+    pub targets: Vec<String>,
+    /// A `.bzl` file (relative to the source) the harness rewrites in its copy of the
+    /// workspace as `NAME = value` lines, one per parameter, upper-cased.
+    pub parameters_file: Option<PathBuf>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawManifest {
@@ -74,6 +84,14 @@ struct RawManifest {
     #[serde(default)]
     parameters: BTreeMap<String, toml::Value>,
     nix: Option<RawNix>,
+    bazel: Option<RawBazel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBazel {
+    targets: Vec<String>,
+    parameters_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -191,9 +209,24 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
             )),
         })
         .transpose()?;
-    if nix.is_none() {
+    let bazel = raw
+        .bazel
+        .map(|b| {
+            if b.targets.is_empty() {
+                return Err(invalid(
+                    "key `bazel.targets` is empty".into(),
+                    "list what to build, e.g. targets = [\"//...\"]",
+                ));
+            }
+            Ok(BazelTargets {
+                targets: b.targets,
+                parameters_file: b.parameters_file,
+            })
+        })
+        .transpose()?;
+    if nix.is_none() && bazel.is_none() {
         return Err(invalid(
-            "no build targets: add a `[nix]` table".into(),
+            "no build targets: add a `[nix]` or `[bazel]` table".into(),
             FORMAT_HELP,
         ));
     }
@@ -204,6 +237,7 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
         source,
         parameters,
         nix,
+        bazel,
     })
 }
 
@@ -365,6 +399,25 @@ file = "default.nix"
         assert!(err.contains("[nix]"), "{err}");
         let no_targets = GOOD.split("[nix]").next().unwrap();
         assert!(error_of(no_targets).contains("no build targets"));
+    }
+
+    #[test]
+    fn bazel_targets() {
+        let text = GOOD.replace(
+            "[nix]\nfile = \"default.nix\"\n",
+            "[bazel]\ntargets = [\"//...\"]\nparameters_file = \"size.bzl\"\n",
+        );
+        let m = parse_in(&text).unwrap();
+        assert_eq!(m.nix, None);
+        assert_eq!(
+            m.bazel,
+            Some(BazelTargets {
+                targets: vec!["//...".into()],
+                parameters_file: Some("size.bzl".into())
+            })
+        );
+        let empty = GOOD.replace("[nix]\nfile = \"default.nix\"\n", "[bazel]\ntargets = []\n");
+        assert!(error_of(&empty).contains("bazel.targets"));
     }
 
     #[test]

@@ -26,14 +26,16 @@ pub use manifest::{ParamValue, RepoManifest, Source};
 #[serde(rename_all = "lowercase")]
 pub enum System {
     Nix,
+    Bazel,
 }
 
 impl System {
-    pub const ALL: [System; 1] = [System::Nix];
+    pub const ALL: [System; 2] = [System::Nix, System::Bazel];
 
     pub fn name(self) -> &'static str {
         match self {
             System::Nix => "nix",
+            System::Bazel => "bazel",
         }
     }
 }
@@ -199,8 +201,15 @@ impl Plan {
         &self.repos[case.repo]
     }
 
-    pub fn needs_cache(&self) -> bool {
-        self.cases.iter().any(|c| c.scenario == Scenario::Warm)
+    /// Whether any warm case of `system` is planned (it needs a cache).
+    pub fn needs_cache(&self, system: System) -> bool {
+        self.cases
+            .iter()
+            .any(|c| c.system == system && c.scenario == Scenario::Warm)
+    }
+
+    pub fn uses(&self, system: System) -> bool {
+        self.cases.iter().any(|c| c.system == system)
     }
 
     /// Timed builds in the whole plan (for progress).
@@ -212,6 +221,7 @@ impl Plan {
 fn has_targets(repo: &RepoManifest, system: System) -> bool {
     match system {
         System::Nix => repo.nix.is_some(),
+        System::Bazel => repo.bazel.is_some(),
     }
 }
 
@@ -254,7 +264,8 @@ mod tests {
                 (1, Scenario::Noop)
             ]
         );
-        assert!(plan.needs_cache());
+        assert!(plan.needs_cache(System::Nix) && !plan.needs_cache(System::Bazel));
+        assert!(plan.uses(System::Nix) && !plan.uses(System::Bazel));
         assert_eq!(plan.total_builds(), 6 * 6);
     }
 
@@ -267,7 +278,19 @@ mod tests {
             Settings::default(),
         )
         .unwrap();
-        assert!(!plan.needs_cache());
+        assert!(!plan.needs_cache(System::Nix));
+    }
+
+    #[test]
+    fn explicit_system_without_targets_is_an_error() {
+        let err = Plan::build(
+            vec![repo("a")],
+            Some(&[System::Bazel]),
+            &Scenario::ALL,
+            Settings::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no bazel targets"), "{err}");
     }
 
     #[test]

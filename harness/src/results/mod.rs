@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::{Lane, ParamValue, Scenario, System};
 use crate::stats::{RatioInterval, Summary};
+pub use crate::tools::bazel_log::MnemonicCount;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -120,18 +121,42 @@ pub struct Sample {
     /// Store paths fetched from a cache (Nix).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub substituted: Option<u64>,
-    /// Bytes downloaded from caches.
+    /// Bytes downloaded from caches (Nix).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downloaded_bytes: Option<u64>,
+    /// Spawned actions in the execution log (Bazel; internal actions excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<u64>,
+    /// Actions served by the remote cache (Bazel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_cache_hits: Option<u64>,
+    /// All processes of the console summary, internal ones included (Bazel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u64>,
+    /// Actions and remote cache hits per mnemonic (Bazel).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_mnemonic: BTreeMap<String, MnemonicCount>,
+    /// Disagreements between the tool's own counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Harness time around this build, beyond `wall_s`.
     pub overhead_s: f64,
 }
 
 impl Sample {
-    /// (items from the cache, items needed) for the hit ratio.
+    /// (items from the cache, items needed) for the hit ratio: store paths for Nix,
+    /// actions for Bazel.
     fn cache_hits(&self) -> Option<(u64, u64)> {
-        let substituted = self.substituted?;
-        Some((substituted, substituted + self.built?))
+        match (
+            self.substituted,
+            self.built,
+            self.remote_cache_hits,
+            self.actions,
+        ) {
+            (Some(substituted), Some(built), _, _) => Some((substituted, substituted + built)),
+            (_, _, Some(hits), Some(actions)) => Some((hits, actions)),
+            _ => None,
+        }
     }
 }
 
@@ -231,6 +256,11 @@ mod tests {
             built: Some(built),
             substituted: Some(substituted),
             downloaded_bytes: None,
+            actions: None,
+            remote_cache_hits: None,
+            processes: None,
+            by_mnemonic: BTreeMap::new(),
+            notes: Vec::new(),
             overhead_s: 0.01,
         }
     }
@@ -274,6 +304,28 @@ mod tests {
         assert_eq!(cmp[0].speedup.ratio, 22.0);
         assert_eq!(cmp[0].hit_ratio, Some(0.8));
         assert_eq!(cmp[0].noop_median_s, Some(0.1));
+    }
+
+    #[test]
+    fn bazel_hit_ratio_counts_actions() {
+        let bazel = |wall, actions, hits| Sample {
+            built: None,
+            substituted: None,
+            actions: Some(actions),
+            remote_cache_hits: Some(hits),
+            ..sample(wall, 0, 0)
+        };
+        let cases = vec![
+            case(Scenario::Cold, vec![bazel(8.0, 106, 0)], Outcome::Ok),
+            case(
+                Scenario::Warm,
+                vec![bazel(4.0, 106, 106), bazel(4.0, 106, 53)],
+                Outcome::Ok,
+            ),
+        ];
+        let cmp = comparisons(&cases);
+        assert_eq!(cmp[0].hit_ratio, Some(0.75));
+        assert_eq!(cmp[0].speedup.ratio, 2.0);
     }
 
     #[test]

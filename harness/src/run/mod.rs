@@ -137,6 +137,7 @@ impl Scheduler<'_, '_> {
             result.command.get_or_insert_with(|| spec.display());
             let outcome = self.exec.run(&spec)?;
             let report = driver.inspect(&spec, &outcome);
+            driver.finish(&ctx, &spec, self.exec)?;
             remove_tree(&dir).context(|| format!("removing {}", dir.display()))?;
             let sample = to_sample(&outcome, &report, started.elapsed().as_secs_f64());
             let list = if warmup {
@@ -183,6 +184,11 @@ fn to_sample(outcome: &ProcessOutcome, report: &BuildReport, elapsed_s: f64) -> 
         built: report.counters.built,
         substituted: report.counters.substituted,
         downloaded_bytes: report.counters.downloaded_bytes,
+        actions: report.counters.actions,
+        remote_cache_hits: report.counters.remote_cache_hits,
+        processes: report.counters.processes,
+        by_mnemonic: report.counters.by_mnemonic.clone(),
+        notes: report.counters.notes.clone(),
         overhead_s: (elapsed_s - wall_s).max(0.0),
     }
 }

@@ -30,6 +30,36 @@ pub struct CommandSpec {
 }
 
 impl CommandSpec {
+    /// A command with no extra environment, no stdin, run in the harness's folder; its
+    /// output paths are set by whoever runs it.
+    pub fn new(program: impl Into<PathBuf>, args: Vec<OsString>, timeout: Duration) -> Self {
+        CommandSpec {
+            program: program.into(),
+            args,
+            env: Vec::new(),
+            cwd: None,
+            stdin: None,
+            stdout: PathBuf::new(),
+            stderr: PathBuf::new(),
+            timeout,
+        }
+    }
+
+    pub fn env(mut self, env: Vec<(String, OsString)>) -> Self {
+        self.env = env;
+        self
+    }
+
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    pub fn stdin(mut self, file: impl Into<PathBuf>) -> Self {
+        self.stdin = Some(file.into());
+        self
+    }
+
     /// The command line as a user could paste it (for error messages and logs).
     pub fn display(&self) -> String {
         std::iter::once(self.program.as_os_str())
@@ -72,6 +102,15 @@ pub struct ProcessOutcome {
 impl ProcessOutcome {
     pub fn success(&self) -> bool {
         self.exit == Exit::Code(0)
+    }
+
+    /// "exit code 1", "killed by signal 9", "timed out after 30 s".
+    pub fn describe(&self) -> String {
+        match self.exit {
+            Exit::Code(c) => format!("exit code {c}"),
+            Exit::Signal(s) => format!("killed by signal {s}"),
+            Exit::TimedOut => format!("timed out after {:.0} s", self.wall.as_secs_f64()),
+        }
     }
 }
 
@@ -213,26 +252,11 @@ pub struct Captured {
 }
 
 /// Runs a short helper command (a version query, a key generation, a cache upload) as an
-/// owned, time-limited child and returns what it printed.
-pub fn run_captured(
-    exec: &dyn Executor,
-    program: &Path,
-    args: &[OsString],
-    env: &[(String, OsString)],
-    stdin: Option<&Path>,
-    timeout: Duration,
-) -> Result<Captured> {
+/// owned, time-limited child and returns what it printed. `spec`'s output paths are replaced.
+pub fn run_captured(exec: &dyn Executor, mut spec: CommandSpec) -> Result<Captured> {
     let logs = tempfile::tempdir().context(|| "creating a temporary folder for logs".into())?;
-    let spec = CommandSpec {
-        program: program.to_path_buf(),
-        args: args.to_vec(),
-        env: env.to_vec(),
-        cwd: None,
-        stdin: stdin.map(Path::to_path_buf),
-        stdout: logs.path().join("stdout"),
-        stderr: logs.path().join("stderr"),
-        timeout,
-    };
+    spec.stdout = logs.path().join("stdout");
+    spec.stderr = logs.path().join("stderr");
     let outcome = exec.run(&spec)?;
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     Ok(Captured {

@@ -1,6 +1,8 @@
 //! Adapters for the external tools: how to find them, how to invoke them with isolated
 //! state, and pure parsers of what they print.
 
+pub mod bazel;
+pub mod bazel_log;
 pub mod nix;
 pub mod nix_log;
 
@@ -18,6 +20,7 @@ use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
 pub const KNOWN_TOOLS: &[(&str, &[&str])] = &[
     ("nix", &["--version"]),
     ("nginx", &["-v"]),
+    ("bazel", &["--version"]),
     ("gcc", &["--version"]),
     ("git", &["--version"]),
 ];
@@ -44,6 +47,7 @@ pub fn install_hint(name: &str) -> &'static str {
         "nginx" => "install nginx (Debian/Ubuntu: `sudo apt-get install nginx`); it serves the embedded cache",
         "gcc" => "install a C compiler (Debian/Ubuntu: `sudo apt-get install gcc`); the fixtures compile C",
         "git" => "install git (Debian/Ubuntu: `sudo apt-get install git`)",
+        "bazel" => "install Bazel (Debian/Ubuntu: `sudo apt-get install bazel-bootstrap bazel-rules-cc bazel-rules-java`) or bazelisk",
         _ => "install it and make sure it is on PATH",
     }
 }
@@ -68,7 +72,7 @@ pub fn probe_all(exec: &dyn Executor) -> BTreeMap<String, ToolVersion> {
 
 fn version_of(exec: &dyn Executor, path: &Path, args: &[&str]) -> Option<String> {
     let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-    let out = run_captured(exec, path, &args, &[], None, VERSION_TIMEOUT).ok()?;
+    let out = run_captured(exec, CommandSpec::new(path, args, VERSION_TIMEOUT)).ok()?;
     // nginx prints its version on stderr; most tools on stdout.
     first_line(&out.stdout).or_else(|| first_line(&out.stderr))
 }
@@ -86,6 +90,12 @@ pub struct Counters {
     pub built: Option<u64>,
     pub substituted: Option<u64>,
     pub downloaded_bytes: Option<u64>,
+    pub actions: Option<u64>,
+    pub remote_cache_hits: Option<u64>,
+    pub processes: Option<u64>,
+    pub by_mnemonic: BTreeMap<String, bazel_log::MnemonicCount>,
+    /// Disagreements between the tool's own counts, worth a reviewer's look.
+    pub notes: Vec<String>,
 }
 
 /// The report of one finished build.
@@ -117,6 +127,17 @@ pub trait BuildDriver {
 
     /// Reads what the build did from its logs.
     fn inspect(&self, spec: &CommandSpec, outcome: &ProcessOutcome) -> BuildReport;
+
+    /// Untimed work after each build (e.g. stopping a build server); runs before the
+    /// build's folder is removed.
+    fn finish(
+        &mut self,
+        _case: &CaseContext,
+        _spec: &CommandSpec,
+        _exec: &dyn Executor,
+    ) -> Result<()> {
+        Ok(())
+    }
 
     /// The cache a case reads from, if any.
     fn cache_use(&self, scenario: Scenario) -> Option<CacheUse>;

@@ -149,7 +149,7 @@ impl<'c> NixDriver<'c> {
         if !outcome.success() {
             return Err(Error::Build(format!(
                 "priming build failed ({}): {}",
-                describe_exit(&outcome),
+                outcome.describe(),
                 report.error.unwrap_or_default()
             )));
         }
@@ -186,13 +186,16 @@ impl<'c> NixDriver<'c> {
             cache.push_url.clone().into(),
         ];
         args.extend(primed.outputs.iter().map(OsString::from));
-        let out = run_captured(exec, &self.nix, &args, &env, None, case.timeout)?;
+        let out = run_captured(
+            exec,
+            CommandSpec::new(&self.nix, args, case.timeout).env(env),
+        )?;
         if !out.outcome.success() {
             // The push URL may name the secret key's file; report the public URL only.
             return Err(Error::Build(format!(
                 "uploading to the cache {} failed ({}): {}",
                 cache.substituter,
-                describe_exit(&out.outcome),
+                out.outcome.describe(),
                 out.stderr.trim()
             )));
         }
@@ -236,11 +239,11 @@ impl BuildDriver for NixDriver<'_> {
                 built: Some(log.built),
                 substituted: Some(log.substituted),
                 downloaded_bytes: Some(log.downloaded_bytes),
+                ..Counters::default()
             },
             error: (!outcome.success()).then(|| {
-                log.failure_summary().unwrap_or_else(|| {
-                    format!("nix {} and printed no error", describe_exit(outcome))
-                })
+                log.failure_summary()
+                    .unwrap_or_else(|| format!("nix {} and printed no error", outcome.describe()))
             }),
         }
     }
@@ -287,15 +290,6 @@ pub fn target_args(
                 None => i.into(),
             })
             .collect(),
-    }
-}
-
-pub fn describe_exit(outcome: &ProcessOutcome) -> String {
-    use crate::run::process::Exit;
-    match outcome.exit {
-        Exit::Code(c) => format!("exit code {c}"),
-        Exit::Signal(s) => format!("killed by signal {s}"),
-        Exit::TimedOut => format!("timed out after {:.0} s", outcome.wall.as_secs_f64()),
     }
 }
 
