@@ -3,7 +3,10 @@
 
 mod common;
 
-use std::path::Path;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -23,7 +26,11 @@ fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Runs fixture-cc cold and warm (and noop) and checks the counters and the cleanup.
-fn bench_fixture_cc(extra_args: &[&str], scenarios: &[&str]) -> serde_json::Value {
+/// Returns the results and everything the harness printed.
+fn bench_fixture_cc(
+    scenarios: &[&str],
+    configure: impl FnOnce(&mut Command),
+) -> (serde_json::Value, String) {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("work");
     let output = tmp.path().join("results.json");
@@ -34,12 +41,17 @@ fn bench_fixture_cc(extra_args: &[&str], scenarios: &[&str]) -> serde_json::Valu
         .args(["run", "--repo", "fixture-cc", "--system", "bazel"])
         .args(["--samples", "1", "--warmups", "0", "--param", "size=3"])
         .args(scenarios.iter().flat_map(|s| ["--scenario", s]))
-        .args(extra_args)
         .arg("--output")
         .arg(&output)
         .arg("--work-dir")
         .arg(&work);
-    run_ok(&mut cmd);
+    configure(&mut cmd);
+    let out = run_ok(&mut cmd);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let results = read_json(&output);
     assert_valid_results(&results);
 
@@ -87,16 +99,119 @@ fn bench_fixture_cc(extra_args: &[&str], scenarios: &[&str]) -> serde_json::Valu
         source_before,
         "the bench repo's source was written to"
     );
-    results
+    (results, printed)
 }
 
 #[test]
 fn cold_warm_and_noop_against_the_embedded_http_cache() {
     require_tools(&["bazel", "nginx"]);
-    let results = bench_fixture_cc(&[], &["cold", "warm", "noop"]);
+    let (results, _) = bench_fixture_cc(&["cold", "warm", "noop"], |_| {});
     let cases = results["cases"].as_array().unwrap();
     assert_eq!(cases[1]["cache"]["backend"], "embedded-nginx");
     let noop = &cases[2]["samples"][0];
     assert_eq!(noop["remote_cache_hits"], 0, "{noop}");
     assert_eq!(noop["actions"], 0, "a no-op build runs nothing: {noop}");
+}
+
+/// A real REAPI cache server (BuildGrid, installed by scripts/setup), stopped when dropped.
+struct BuildGrid {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl BuildGrid {
+    fn bgd() -> PathBuf {
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap()).join(".local/share")
+            });
+        let bgd = data.join("flywheel-bench/buildgrid/bin/bgd");
+        assert!(
+            bgd.is_file(),
+            "{} is missing: run scripts/setup (it installs BuildGrid)",
+            bgd.display()
+        );
+        bgd
+    }
+
+    fn start() -> BuildGrid {
+        let bgd = Self::bgd();
+        let template = std::fs::read_to_string(
+            repo_root().join("harness/tests/fixtures/buildgrid/server.yml.template"),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let config = dir.path().join("server.yml");
+            std::fs::write(&config, template.replace("{PORT}", &port.to_string())).unwrap();
+            let pid_file = dir.path().join("bgd.pid");
+            let mut child = Command::new(&bgd)
+                .args(["server", "start", "--pid-file"])
+                .arg(&pid_file)
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(dir.path().join("bgd.log")).unwrap())
+                .stderr(Stdio::from(
+                    std::fs::File::create(dir.path().join("bgd.err")).unwrap(),
+                ))
+                .spawn()
+                .unwrap();
+            // BuildGrid writes its pid file once the gRPC server is bound.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if std::fs::read_to_string(&pid_file).is_ok_and(|p| !p.trim().is_empty()) {
+                    return BuildGrid {
+                        child,
+                        port,
+                        _dir: dir,
+                    };
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break; // The port was taken (so_reuseport is off): try another.
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let log = std::fs::read_to_string(dir.path().join("bgd.err")).unwrap_or_default();
+        panic!("BuildGrid did not start:\n{log}");
+    }
+}
+
+impl Drop for BuildGrid {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn cold_and_warm_against_a_real_grpc_cache_without_leaking_its_headers() {
+    require_tools(&["bazel"]);
+    let server = BuildGrid::start();
+    let url = format!("grpc://127.0.0.1:{}", server.port);
+    let secret = "flywheel-test-secret-7d1c";
+    let (results, printed) = bench_fixture_cc(&["cold", "warm"], |cmd| {
+        cmd.args(["--bazel-remote-cache", &url]).env(
+            "FLYWHEEL_BAZEL_REMOTE_HEADERS",
+            format!("x-flywheel-token={secret}"),
+        );
+    });
+    let warm = &results["cases"][1];
+    assert_eq!(warm["cache"]["backend"], "grpc");
+    assert_eq!(warm["cache"]["url"], url.as_str());
+    let file = serde_json::to_string(&results).unwrap();
+    assert!(
+        !file.contains(secret),
+        "the header value reached the results file"
+    );
+    assert!(!printed.contains(secret), "the header value was printed");
 }

@@ -71,10 +71,25 @@ pub fn probe_all(exec: &dyn Executor) -> BTreeMap<String, ToolVersion> {
 }
 
 fn version_of(exec: &dyn Executor, path: &Path, args: &[&str]) -> Option<String> {
-    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-    let out = run_captured(exec, CommandSpec::new(path, args, VERSION_TIMEOUT)).ok()?;
-    // nginx prints its version on stderr; most tools on stdout.
-    first_line(&out.stdout).or_else(|| first_line(&out.stderr))
+    let output_of = |program: &Path, args: &[&str]| {
+        let args = args.iter().map(OsString::from).collect();
+        let out = run_captured(exec, CommandSpec::new(program, args, VERSION_TIMEOUT)).ok()?;
+        // nginx prints its version on stderr; most tools on stdout.
+        first_line(&out.stdout).or_else(|| first_line(&out.stderr))
+    };
+    let version = output_of(path, args)?;
+    if !version.contains("no_version") {
+        return Some(version);
+    }
+    // Debian's Bazel is built without a version stamp; its package knows the version.
+    let package = output_of(
+        Path::new("dpkg-query"),
+        &["-W", "-f=${Version}", "bazel-bootstrap"],
+    );
+    Some(match package {
+        Some(p) => format!("{version} (Debian bazel-bootstrap {p})"),
+        None => version,
+    })
 }
 
 fn first_line(text: &str) -> Option<String> {
