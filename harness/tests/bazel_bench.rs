@@ -55,15 +55,7 @@ fn bench_fixture_cc(
     let results = read_json(&output);
     assert_valid_results(&results);
 
-    let case = |scenario: &str| {
-        results["cases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["scenario"] == scenario)
-            .unwrap_or_else(|| panic!("no {scenario} case"))
-            .clone()
-    };
+    let case = |scenario: &str| case(&results, scenario).clone();
     let cold = &case("cold")["samples"][0];
     let actions = cold["actions"].as_u64().unwrap();
     assert!(actions > 0, "{cold}");

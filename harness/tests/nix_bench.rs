@@ -35,15 +35,7 @@ fn cold_warm_and_noop_against_the_embedded_cache() {
     assert_valid_results(&results);
     assert_eq!(results["schema_version"], 1);
     assert!(results["finished_at"].is_string());
-    let case = |scenario: &str| {
-        results["cases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["scenario"] == scenario)
-            .unwrap_or_else(|| panic!("no {scenario} case"))
-            .clone()
-    };
+    let case = |scenario: &str| case(&results, scenario).clone();
     // size 4: four compile steps and one link step.
     let derivations = 5;
     for scenario in ["cold", "warm", "noop"] {
@@ -104,22 +96,7 @@ fn a_failing_build_is_recorded_with_nix_s_error_and_the_run_goes_on() {
     let fine = temp_repo("fine", &derivation("fine", "echo ok > $out"));
     let tmp = tempfile::tempdir().unwrap();
     let output = tmp.path().join("results.json");
-    let out = bin()
-        .args([
-            "run",
-            "--scenario",
-            "cold",
-            "--samples",
-            "1",
-            "--warmups",
-            "0",
-            "--repo",
-        ])
-        .arg(broken.path())
-        .arg("--repo")
-        .arg(fine.path())
-        .arg("--output")
-        .arg(&output)
+    let out = cold_run(&[broken.path(), fine.path()], &output)
         .output()
         .unwrap();
     assert_eq!(
@@ -148,22 +125,7 @@ fn ctrl_c_keeps_finished_cases_and_leaves_nothing_running() {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("work");
     let output = tmp.path().join("results.json");
-    let mut child = bin()
-        .args([
-            "run",
-            "--scenario",
-            "cold",
-            "--samples",
-            "1",
-            "--warmups",
-            "0",
-            "--repo",
-        ])
-        .arg(quick.path())
-        .arg("--repo")
-        .arg(slow.path())
-        .arg("--output")
-        .arg(&output)
+    let mut child = cold_run(&[quick.path(), slow.path()], &output)
         .arg("--work-dir")
         .arg(&work)
         .stdout(std::process::Stdio::null())

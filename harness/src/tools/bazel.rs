@@ -17,7 +17,7 @@ use crate::plan::{ParamValue, Scenario};
 use crate::results::CacheUse;
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
 use crate::tools::bazel_log::{failure_summary, parse_exec_log, parse_process_summary};
-use crate::tools::{BuildDriver, BuildReport, CaseContext, Counters};
+use crate::tools::{run_priming_build, BuildDriver, BuildReport, CaseContext, Counters};
 
 /// A Bazel remote cache: the embedded nginx, bazel-remote, or any REAPI server.
 #[derive(Debug, Clone)]
@@ -202,18 +202,10 @@ impl<'c> BazelDriver<'c> {
         self.dir.join(format!("root-{}", self.next_root))
     }
 
-    fn prime_key(case: &CaseContext) -> String {
-        format!(
-            "{}|{:?}",
-            case.repo.manifest_path.display(),
-            case.repo.parameters
-        )
-    }
-
     /// Builds once in a kept workspace copy and output root, uploading to the cache when
     /// one is configured (the build that fills the cache, as a CI job would).
     fn prime(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<()> {
-        let key = Self::prime_key(case);
+        let key = case.state_key();
         let upload = self.cache.is_some() && case.scenario == Scenario::Warm;
         if let Some(p) = self.primed.get(&key) {
             if p.pushed || !upload {
@@ -232,15 +224,7 @@ impl<'c> BazelDriver<'c> {
         let logs = output_root.with_extension("logs");
         std::fs::create_dir_all(&logs).context(|| format!("creating {}", logs.display()))?;
         let spec = self.build_spec(case, &workspace, &output_root, &logs, upload)?;
-        let outcome = exec.run(&spec)?;
-        if !outcome.success() {
-            let report = self.inspect(&spec, &outcome);
-            return Err(Error::Build(format!(
-                "priming build failed ({}): {}",
-                outcome.describe(),
-                report.error.unwrap_or_default()
-            )));
-        }
+        run_priming_build(self, &spec, exec)?;
         self.primed.insert(
             key,
             Primed {
@@ -290,7 +274,7 @@ impl BuildDriver for BazelDriver<'_> {
             Scenario::Noop => {
                 let primed = self
                     .primed
-                    .get(&Self::prime_key(case))
+                    .get(&case.state_key())
                     .ok_or_else(|| Error::Build("the noop workspace was not primed".into()))?;
                 self.build_spec(case, &primed.workspace, &primed.output_root, dir, false)
             }

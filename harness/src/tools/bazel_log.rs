@@ -137,14 +137,8 @@ pub fn failure_summary(stderr: &str) -> Option<String> {
         .lines()
         .filter(|l| l.starts_with("ERROR:") || l.starts_with("FATAL:"))
         .collect();
-    let lines = if errors.is_empty() {
-        let all: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-        all[all.len().saturating_sub(10)..].to_vec()
-    } else {
-        errors
-    };
-    let text = lines.join("\n");
-    (!text.is_empty()).then_some(text)
+    let all: Vec<&str> = stderr.lines().collect();
+    super::failure_text(&errors, &all)
 }
 
 #[cfg(test)]
@@ -152,10 +146,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/bazel")
-            .join(name);
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        crate::tools::fixture(&format!("bazel/{name}"))
     }
 
     #[test]

@@ -99,6 +99,32 @@ fn first_line(text: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Why a build failed, for a human: the tool's own error lines, else its last lines.
+pub fn failure_text<'a>(errors: &[&'a str], all_lines: &[&'a str]) -> Option<String> {
+    const TAIL: usize = 10;
+    let lines = if errors.is_empty() {
+        let meaningful: Vec<&str> = all_lines
+            .iter()
+            .copied()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        meaningful[meaningful.len().saturating_sub(TAIL)..].to_vec()
+    } else {
+        errors.to_vec()
+    };
+    let text = lines.join("\n").trim().to_string();
+    (!text.is_empty()).then_some(text)
+}
+
+/// A recorded real output under `tests/fixtures/` (for parser tests).
+#[cfg(test)]
+pub(crate) fn fixture(path: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// What one build did, as counted from its own logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -128,6 +154,36 @@ pub struct CaseContext<'a> {
     pub source: &'a Path,
     pub scenario: Scenario,
     pub timeout: Duration,
+}
+
+impl CaseContext<'_> {
+    /// Cases of the same repo and parameters share primed state (stores, caches).
+    pub fn state_key(&self) -> String {
+        format!(
+            "{}|{:?}",
+            self.repo.manifest_path.display(),
+            self.repo.parameters
+        )
+    }
+}
+
+/// Runs an untimed build a case depends on (priming a store, filling a cache); its
+/// failure fails the case with the tool's own error.
+pub fn run_priming_build(
+    driver: &dyn BuildDriver,
+    spec: &CommandSpec,
+    exec: &dyn Executor,
+) -> Result<()> {
+    let outcome = exec.run(spec)?;
+    if outcome.success() {
+        return Ok(());
+    }
+    let report = driver.inspect(spec, &outcome);
+    Err(Error::Build(format!(
+        "priming build failed ({}): {}",
+        outcome.describe(),
+        report.error.unwrap_or_default()
+    )))
 }
 
 /// One build system, driven in isolation. The scheduler owns timing and sampling;

@@ -12,7 +12,7 @@ use crate::plan::{ParamValue, Scenario};
 use crate::results::CacheUse;
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
 use crate::tools::nix_log::{parse_build_outputs, parse_internal_json};
-use crate::tools::{BuildDriver, BuildReport, CaseContext, Counters};
+use crate::tools::{run_priming_build, BuildDriver, BuildReport, CaseContext, Counters};
 
 /// How warm builds reach a Nix binary cache.
 #[derive(Debug, Clone)]
@@ -126,17 +126,9 @@ impl<'c> NixDriver<'c> {
         })
     }
 
-    fn prime_key(case: &CaseContext) -> String {
-        format!(
-            "{}|{:?}",
-            case.repo.manifest_path.display(),
-            case.repo.parameters
-        )
-    }
-
     /// Builds the repo once into a store kept for the whole run.
     fn prime(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<()> {
-        let key = Self::prime_key(case);
+        let key = case.state_key();
         if self.primed.contains_key(&key) {
             return Ok(());
         }
@@ -144,15 +136,7 @@ impl<'c> NixDriver<'c> {
         std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
         let root = dir.join("store");
         let spec = self.build_spec(case, &root, &dir, false)?;
-        let outcome = exec.run(&spec)?;
-        let report = self.inspect(&spec, &outcome);
-        if !outcome.success() {
-            return Err(Error::Build(format!(
-                "priming build failed ({}): {}",
-                outcome.describe(),
-                report.error.unwrap_or_default()
-            )));
-        }
+        run_priming_build(self, &spec, exec)?;
         let stdout = std::fs::read_to_string(&spec.stdout)
             .context(|| format!("reading {}", spec.stdout.display()))?;
         let outputs = parse_build_outputs(&stdout).map_err(Error::Build)?;
@@ -172,7 +156,7 @@ impl<'c> NixDriver<'c> {
         let cache = self
             .cache
             .ok_or_else(|| Error::Environment("a warm Nix case ran without a cache".into()))?;
-        let key = Self::prime_key(case);
+        let key = case.state_key();
         let env = self.env(&self.dir.join("xdg-cache-push"));
         let primed = self.primed.get_mut(&key).expect("primed before push");
         if primed.pushed {
@@ -223,7 +207,7 @@ impl BuildDriver for NixDriver<'_> {
             Scenario::Noop => {
                 let root = self
                     .primed
-                    .get(&Self::prime_key(case))
+                    .get(&case.state_key())
                     .map(|p| p.root.clone())
                     .ok_or_else(|| Error::Build("the noop store was not primed".into()))?;
                 self.build_spec(case, &root, dir, false)

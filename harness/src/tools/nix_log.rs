@@ -88,14 +88,9 @@ impl NixLog {
     /// A short, human-readable reason for a failed build: Nix's own error messages, else
     /// the last plain lines it printed.
     pub fn failure_summary(&self) -> Option<String> {
-        let lines: Vec<&str> = if self.errors.is_empty() {
-            let start = self.plain.len().saturating_sub(10);
-            self.plain[start..].iter().map(String::as_str).collect()
-        } else {
-            self.errors.iter().map(String::as_str).collect()
-        };
-        let text = lines.join("\n").trim().to_string();
-        (!text.is_empty()).then_some(text)
+        let errors: Vec<&str> = self.errors.iter().map(String::as_str).collect();
+        let plain: Vec<&str> = self.plain.iter().map(String::as_str).collect();
+        super::failure_text(&errors, &plain)
     }
 }
 
@@ -142,10 +137,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/nix")
-            .join(name);
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        crate::tools::fixture(&format!("nix/{name}"))
     }
 
     #[test]

@@ -115,3 +115,32 @@ pub fn derivation(name: &str, script: &str) -> String {
         "derivation {{ name = \"{name}\"; system = builtins.currentSystem; builder = \"/bin/sh\"; PATH = \"/usr/bin:/bin\"; args = [ \"-c\" ''{script}'' ]; }}\n"
     )
 }
+
+/// The case of `scenario` in a results document.
+pub fn case<'a>(results: &'a serde_json::Value, scenario: &str) -> &'a serde_json::Value {
+    results["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["scenario"] == scenario)
+        .unwrap_or_else(|| panic!("no {scenario} case in {results}"))
+}
+
+/// `run` of one cold sample, no warm-up, for each of `repos`, writing to `output`.
+pub fn cold_run(repos: &[&Path], output: &Path) -> Command {
+    let mut cmd = bin();
+    cmd.args([
+        "run",
+        "--scenario",
+        "cold",
+        "--samples",
+        "1",
+        "--warmups",
+        "0",
+    ]);
+    for repo in repos {
+        cmd.arg("--repo").arg(repo);
+    }
+    cmd.arg("--output").arg(output);
+    cmd
+}
