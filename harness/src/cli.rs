@@ -7,8 +7,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::cache::EmbeddedCache;
 use crate::error::{exit_code, Error, Result};
-use crate::plan::{manifest, ParamValue, Plan, Scenario, Settings, System};
-use crate::results::{self, Results, RunSettings, SCHEMA_VERSION};
+use crate::plan::{manifest, ParamValue, Plan, Scenario, Settings, SlowSettings, System};
+use crate::results::{self, Results, RunSettings, Thresholds, SCHEMA_VERSION};
 use crate::run::process::{self, ProcessExecutor};
 use crate::run::progress::Progress;
 use crate::run::recorder::Recorder;
@@ -47,9 +47,11 @@ struct RunArgs {
     /// Build system (repeatable; default: every system the repo has targets for).
     #[arg(long = "system", value_enum)]
     systems: Vec<System>,
-    /// Scenario (repeatable; default: cold, warm and noop).
-    #[arg(long = "scenario", value_enum)]
-    scenarios: Vec<Scenario>,
+    /// Scenario (repeatable; default: cold, warm and noop): cold, warm, noop, verify,
+    /// fallback:FAULT or fallback:FAULT+tuned (FAULT: refuse, blackhole, http-500, slow,
+    /// corrupt, poison; +tuned for blackhole and slow), `fallback` for every fault, `all`.
+    #[arg(long = "scenario", value_name = "SCENARIO", value_parser = Scenario::parse_selection)]
+    scenarios: Vec<Vec<Scenario>>,
     /// Timed samples per case.
     #[arg(long, default_value_t = Settings::default().samples)]
     samples: usize,
@@ -59,6 +61,31 @@ struct RunArgs {
     /// Hard limit for one build, in seconds; the build's process group is killed past it.
     #[arg(long, value_name = "SECONDS", default_value_t = Settings::default().timeout.as_secs())]
     timeout: u64,
+    /// Timed samples per fallback case (each may take up to --fallback-timeout).
+    #[arg(long, default_value_t = Settings::default().fallback_samples)]
+    fallback_samples: usize,
+    /// Hard limit for one build through a faulty cache, in seconds; past it the build is
+    /// killed and recorded as hung.
+    #[arg(long, value_name = "SECONDS", default_value_t = Settings::default().fallback_timeout.as_secs())]
+    fallback_timeout: u64,
+    /// The `slow` fault's added latency per request, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = Settings::default().slow.latency.as_millis() as u64)]
+    slow_latency_ms: u64,
+    /// The `slow` fault's bandwidth cap, in bytes per second.
+    #[arg(long, value_name = "BYTES", default_value_t = Settings::default().slow.bytes_per_sec)]
+    slow_bytes_per_s: u64,
+    /// The `poison` fault redirects Bazel outputs whose path ends with this.
+    #[arg(long, value_name = "SUFFIX", default_value_t = Settings::default().poison_suffix)]
+    poison_suffix: String,
+    /// Verdict cache_use passes at a warm hit ratio of at least this (0 to 1).
+    #[arg(long, default_value_t = Thresholds::default().min_hit_ratio)]
+    min_hit_ratio: f64,
+    /// Verdict speedup passes when its 95% interval lies above this.
+    #[arg(long, default_value_t = Thresholds::default().min_speedup)]
+    min_speedup: f64,
+    /// Verdict fallback passes when every fault's build took at most this times the cold median.
+    #[arg(long, default_value_t = Thresholds::default().max_fallback_penalty)]
+    max_fallback_penalty: f64,
     /// Override a bench repo parameter, e.g. `--param size=50` (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
     params: Vec<(String, ParamValue)>,
@@ -152,11 +179,23 @@ fn run(args: RunArgs) -> Result<i32> {
         samples: args.samples,
         warmups: args.warmups,
         timeout: Duration::from_secs(args.timeout),
+        fallback_samples: args.fallback_samples,
+        fallback_timeout: Duration::from_secs(args.fallback_timeout),
+        slow: SlowSettings {
+            latency: Duration::from_millis(args.slow_latency_ms),
+            bytes_per_sec: args.slow_bytes_per_s,
+        },
+        poison_suffix: args.poison_suffix.clone(),
     };
-    let scenarios = if args.scenarios.is_empty() {
-        Scenario::ALL.to_vec()
+    let thresholds = Thresholds {
+        min_hit_ratio: args.min_hit_ratio,
+        min_speedup: args.min_speedup,
+        max_fallback_penalty: args.max_fallback_penalty,
+    };
+    let scenarios: Vec<Scenario> = if args.scenarios.is_empty() {
+        Scenario::DEFAULT.to_vec()
     } else {
-        args.scenarios.clone()
+        args.scenarios.concat()
     };
     let systems = (!args.systems.is_empty()).then_some(args.systems.as_slice());
     let plan = Plan::build(select_repos(&args)?, systems, &scenarios, settings)?;
@@ -220,7 +259,7 @@ fn run(args: RunArgs) -> Result<i32> {
         .transpose()?;
 
     let output = args.output.clone().unwrap_or_else(default_output);
-    let results = new_results(&plan, &exec);
+    let results = new_results(&plan, thresholds, &exec);
     let mut recorder = Recorder::new(output, results);
     eprintln!(
         "flywheel-bench: {} cases, {} timed builds; results go to {}",
@@ -266,7 +305,7 @@ fn run(args: RunArgs) -> Result<i32> {
     })
 }
 
-fn new_results(plan: &Plan, exec: &ProcessExecutor) -> Results {
+fn new_results(plan: &Plan, thresholds: Thresholds, exec: &ProcessExecutor) -> Results {
     Results {
         schema_version: SCHEMA_VERSION,
         harness_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -277,10 +316,16 @@ fn new_results(plan: &Plan, exec: &ProcessExecutor) -> Results {
             samples: plan.settings.samples,
             warmups: plan.settings.warmups,
             timeout_s: plan.settings.timeout.as_secs_f64(),
+            fallback_timeout_s: plan.settings.fallback_timeout.as_secs_f64(),
+            slow_latency_ms: plan.settings.slow.latency.as_millis() as u64,
+            slow_bytes_per_s: plan.settings.slow.bytes_per_sec,
+            thresholds,
         },
         environment: crate::lanes::host::identity(exec),
         cases: Vec::new(),
         comparisons: Vec::new(),
+        fallbacks: Vec::new(),
+        verdicts: Vec::new(),
     }
 }
 

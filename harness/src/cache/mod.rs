@@ -3,6 +3,8 @@
 
 pub mod http;
 pub mod nginx;
+pub mod proxy;
+pub mod reapi;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

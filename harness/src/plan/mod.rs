@@ -1,6 +1,7 @@
 //! The plan: selected bench repos and settings -> an ordered matrix of cases. Pure.
 
 pub mod manifest;
+pub mod scenario;
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 pub use manifest::{ParamValue, RepoManifest, Source};
+pub use scenario::{Fault, Scenario, SlowSettings};
 
 #[derive(
     Debug,
@@ -52,42 +54,6 @@ impl System {
     Serialize,
     Deserialize,
     schemars::JsonSchema,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Scenario {
-    /// Empty local state, no cache.
-    Cold,
-    /// Empty local state, populated cache.
-    Warm,
-    /// Everything already local: the cost of asking the tool to do nothing.
-    Noop,
-}
-
-impl Scenario {
-    pub const ALL: [Scenario; 3] = [Scenario::Cold, Scenario::Warm, Scenario::Noop];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Scenario::Cold => "cold",
-            Scenario::Warm => "warm",
-            Scenario::Noop => "noop",
-        }
-    }
-}
-
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Lane {
@@ -108,6 +74,13 @@ pub struct Settings {
     pub warmups: usize,
     /// Hard limit for one build; the process group is killed past it.
     pub timeout: Duration,
+    /// Samples of each fallback case (each can cost up to `fallback_timeout`).
+    pub fallback_samples: usize,
+    /// Hard limit for one build through a faulty cache; past it the build counts as hung.
+    pub fallback_timeout: Duration,
+    pub slow: SlowSettings,
+    /// Bazel outputs a poisoned action-cache entry redirects, by path suffix.
+    pub poison_suffix: String,
 }
 
 impl Default for Settings {
@@ -116,6 +89,21 @@ impl Default for Settings {
             samples: 5,
             warmups: 1,
             timeout: Duration::from_secs(1800),
+            fallback_samples: 1,
+            fallback_timeout: Duration::from_secs(120),
+            slow: SlowSettings::default(),
+            poison_suffix: ".txt".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// (warm-ups, samples) of a case: fallback cases are expensive evidence, not timings
+    /// to tune, so they get their own count and no warm-up.
+    pub fn builds(&self, scenario: Scenario) -> (usize, usize) {
+        match scenario {
+            Scenario::Fallback { .. } => (0, self.fallback_samples),
+            _ => (self.warmups, self.samples),
         }
     }
 }
@@ -205,7 +193,7 @@ impl Plan {
     pub fn needs_cache(&self, system: System) -> bool {
         self.cases
             .iter()
-            .any(|c| c.system == system && c.scenario == Scenario::Warm)
+            .any(|c| c.system == system && c.scenario.uses_cache())
     }
 
     pub fn uses(&self, system: System) -> bool {
@@ -214,7 +202,13 @@ impl Plan {
 
     /// Timed builds in the whole plan (for progress).
     pub fn total_builds(&self) -> usize {
-        self.cases.len() * (self.settings.samples + self.settings.warmups)
+        self.cases
+            .iter()
+            .map(|c| {
+                let (warmups, samples) = self.settings.builds(c.scenario);
+                warmups + samples
+            })
+            .sum()
     }
 }
 
@@ -286,7 +280,7 @@ mod tests {
         let err = Plan::build(
             vec![repo("a")],
             Some(&[System::Bazel]),
-            &Scenario::ALL,
+            &Scenario::DEFAULT,
             Settings::default(),
         )
         .unwrap_err();
@@ -299,9 +293,9 @@ mod tests {
             samples: 0,
             ..Settings::default()
         };
-        let err = Plan::build(vec![repo("a")], None, &Scenario::ALL, settings).unwrap_err();
+        let err = Plan::build(vec![repo("a")], None, &Scenario::DEFAULT, settings).unwrap_err();
         assert!(err.to_string().contains("--samples"));
-        let err = Plan::build(vec![], None, &Scenario::ALL, Settings::default()).unwrap_err();
+        let err = Plan::build(vec![], None, &Scenario::DEFAULT, Settings::default()).unwrap_err();
         assert!(err.to_string().contains("no bench repos"));
     }
 }

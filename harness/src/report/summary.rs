@@ -65,6 +65,63 @@ pub fn render(results: &Results) -> String {
         out.push_str("Medians of wall time; speedup = median(cold) / median(warm).\n");
         out.push_str(&table(&rows));
     }
+    if !results.fallbacks.is_empty() {
+        out.push_str(
+            "\nFallback: the cache behind the fault proxy; penalty = time / median(cold).\n",
+        );
+        let mut rows = vec![[
+            "repo",
+            "system",
+            "scenario",
+            "outcome",
+            "time",
+            "penalty",
+            "tool noticed",
+            "from cache",
+            "verified",
+        ]
+        .map(String::from)];
+        for f in &results.fallbacks {
+            let outcome = serde_json::to_value(f.outcome).expect("serialises");
+            rows.push([
+                f.repo.clone(),
+                f.system.name().into(),
+                f.scenario.to_string(),
+                outcome.as_str().unwrap_or("?").into(),
+                f.time_s.map_or("-".into(), seconds),
+                f.penalty.map_or("-".into(), ratio),
+                if f.detected_by_tool { "yes" } else { "no" }.into(),
+                f.from_cache.map_or("-".into(), |n| n.to_string()),
+                f.verified
+                    .map_or("-".into(), |v| if v { "yes" } else { "NO" }.into()),
+            ]);
+        }
+        out.push_str(&table(&rows));
+    }
+    if !results.verdicts.is_empty() {
+        out.push_str("\nVerdicts:\n");
+        for v in &results.verdicts {
+            let checks = [
+                ("cache_use", &v.cache_use),
+                ("speedup", &v.speedup),
+                ("fallback", &v.fallback),
+                ("verified", &v.verified),
+            ];
+            for (name, check) in checks {
+                if let Some(c) = check {
+                    let _ = writeln!(
+                        out,
+                        "  {} {} {:<9} {}  {}",
+                        v.repo,
+                        v.system.name(),
+                        name,
+                        if c.pass { "pass" } else { "FAIL" },
+                        c.detail
+                    );
+                }
+            }
+        }
+    }
     let problems: Vec<_> = results
         .cases
         .iter()
@@ -84,7 +141,7 @@ pub fn render(results: &Results) -> String {
                 c.repo,
                 c.system.name(),
                 c.lane.name(),
-                c.scenario.name(),
+                c.scenario,
                 c.reason.as_deref().unwrap_or("no reason recorded")
             );
         }

@@ -2,7 +2,10 @@
 //! New fields are additive with defaults; `schema_version` changes only on breaking changes.
 //! `results/results.schema.json` is generated from these types (`flywheel-bench schema`).
 
+pub mod derive;
 pub mod writer;
+
+pub use derive::{comparisons, derive};
 
 use std::collections::BTreeMap;
 
@@ -29,6 +32,12 @@ pub struct Results {
     pub environment: Environment,
     pub cases: Vec<CaseResult>,
     pub comparisons: Vec<Comparison>,
+    /// One row per fallback case: what a bad cache cost and whether it was noticed.
+    #[serde(default)]
+    pub fallbacks: Vec<derive::FallbackRow>,
+    /// Pass/fail per repo, system and lane, with the thresholds used.
+    #[serde(default)]
+    pub verdicts: Vec<derive::Verdicts>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -36,6 +45,38 @@ pub struct RunSettings {
     pub samples: usize,
     pub warmups: usize,
     pub timeout_s: f64,
+    /// Hard limit for one build through a faulty cache; past it the build counts as hung.
+    #[serde(default)]
+    pub fallback_timeout_s: f64,
+    /// The `slow` fault: added latency per request and bandwidth cap.
+    #[serde(default)]
+    pub slow_latency_ms: u64,
+    #[serde(default)]
+    pub slow_bytes_per_s: u64,
+    #[serde(default)]
+    pub thresholds: Thresholds,
+}
+
+/// What the verdicts require (`--min-hit-ratio`, `--min-speedup`, `--max-fallback-penalty`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Thresholds {
+    /// cache_use passes when the warm hit ratio is at least this.
+    pub min_hit_ratio: f64,
+    /// speedup passes when the lower end of its 95% interval is above this.
+    pub min_speedup: f64,
+    /// fallback passes when every fault's build succeeded (directly or by the harness's
+    /// retry without the cache) in at most this many times the cold median.
+    pub max_fallback_penalty: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            min_hit_ratio: 0.9,
+            min_speedup: 1.0,
+            max_fallback_penalty: 3.0,
+        }
+    }
 }
 
 /// Who ran the bench: the machine (lane identity) and the tools it used.
@@ -89,6 +130,12 @@ pub struct CaseResult {
     /// Statistics of the samples' wall times; absent without samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<Summary>,
+    /// Fallback cases: the fault, the settings and what the proxy and the tool did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackInfo>,
+    /// Fallback and verify cases: outputs compared with a clean build's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
     /// Median time per sample that the harness spent around the build (preparing fresh
     /// state, parsing logs, removing the store), beyond the build's own wall time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,14 +186,34 @@ pub struct Sample {
     /// Disagreements between the tool's own counts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The tool's own warnings and errors (first few, deduplicated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<String>,
+    /// When this build through a faulty cache failed: the harness's retry without the cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Attempt>,
     /// Harness time around this build, beyond `wall_s`.
     pub overhead_s: f64,
 }
 
 impl Sample {
+    /// Time until the build had a result: this build, plus the retry when there was one.
+    pub fn time_to_result_s(&self) -> f64 {
+        self.wall_s + self.retry.as_ref().map_or(0.0, |r| r.wall_s)
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+
+    /// Items the build took from the cache (store paths or actions).
+    pub fn from_cache(&self) -> Option<u64> {
+        self.substituted.or(self.remote_cache_hits)
+    }
+
     /// (items from the cache, items needed) for the hit ratio: store paths for Nix,
     /// actions for Bazel.
-    fn cache_hits(&self) -> Option<(u64, u64)> {
+    pub(crate) fn cache_hits(&self) -> Option<(u64, u64)> {
         match (
             self.substituted,
             self.built,
@@ -158,6 +225,71 @@ impl Sample {
             _ => None,
         }
     }
+}
+
+/// One extra build (not a sample), e.g. with the tool's own fallback switch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Attempt {
+    pub wall_s: f64,
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(default)]
+    pub timed_out: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<String>,
+    /// The tool's error when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FallbackInfo {
+    /// refuse, blackhole, http-500, slow, corrupt or poison.
+    pub fault: String,
+    pub tuned: bool,
+    /// The tool settings the tuned variant adds (empty otherwise).
+    pub settings: Vec<String>,
+    pub timeout_s: f64,
+    pub proxy: ProxyCounts,
+    /// The same build with the tool's own fallback switch (Nix `--fallback`), as evidence
+    /// of what the tool does by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_fallback: Option<ToolFallback>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ToolFallback {
+    pub flag: String,
+    pub attempt: Attempt,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ProxyCounts {
+    pub connections: u64,
+    pub requests: u64,
+    pub corrupted: u64,
+    pub poisoned: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Verification {
+    /// What the outputs were compared against.
+    pub clean: String,
+    /// Outputs compared per build.
+    pub compared: usize,
+    /// Outputs whose content differs: a poisoned or non-reproducible cache entry.
+    pub mismatches: Vec<Mismatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Mismatch {
+    /// Store path or output file.
+    pub path: String,
+    /// Digest of what the build with the cache produced ("absent" if it had no such output).
+    pub from_cache: String,
+    /// Digest of the clean build's output ("absent" likewise).
+    pub clean: String,
 }
 
 /// Cold vs warm for one repo, system and lane.
@@ -176,60 +308,6 @@ pub struct Comparison {
     pub hit_ratio: Option<f64>,
 }
 
-impl CaseResult {
-    fn wall_times(&self) -> Vec<f64> {
-        self.samples.iter().map(|s| s.wall_s).collect()
-    }
-}
-
-/// Derives the comparisons from the successful cases. Pure, so it can be recomputed after
-/// every case and from any results file.
-pub fn comparisons(cases: &[CaseResult]) -> Vec<Comparison> {
-    let find = |repo: &str, system, lane, scenario| {
-        cases.iter().find(|c| {
-            c.repo == repo
-                && c.system == system
-                && c.lane == lane
-                && c.scenario == scenario
-                && c.outcome == Outcome::Ok
-        })
-    };
-    let mut out = Vec::new();
-    for cold in cases
-        .iter()
-        .filter(|c| c.scenario == Scenario::Cold && c.outcome == Outcome::Ok)
-    {
-        let Some(warm) = find(&cold.repo, cold.system, cold.lane, Scenario::Warm) else {
-            continue;
-        };
-        let (Some(cold_stats), Some(warm_stats)) = (&cold.stats, &warm.stats) else {
-            continue;
-        };
-        let Some(speedup) = crate::stats::ratio_of_medians(&cold.wall_times(), &warm.wall_times())
-        else {
-            continue;
-        };
-        let (hits, needed) = warm
-            .samples
-            .iter()
-            .filter_map(Sample::cache_hits)
-            .fold((0, 0), |(h, n), (sh, sn)| (h + sh, n + sn));
-        out.push(Comparison {
-            repo: cold.repo.clone(),
-            system: cold.system,
-            lane: cold.lane,
-            cold_median_s: cold_stats.median_s,
-            warm_median_s: warm_stats.median_s,
-            noop_median_s: find(&cold.repo, cold.system, cold.lane, Scenario::Noop)
-                .and_then(|c| c.stats.as_ref())
-                .map(|s| s.median_s),
-            speedup,
-            hit_ratio: (needed > 0).then(|| hits as f64 / needed as f64),
-        });
-    }
-    out
-}
-
 /// The current time as results record it: RFC 3339, UTC, whole seconds.
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -245,98 +323,6 @@ pub fn json_schema() -> String {
 mod tests {
     use super::*;
 
-    pub(crate) fn sample(wall: f64, built: u64, substituted: u64) -> Sample {
-        Sample {
-            wall_s: wall,
-            user_s: 0.0,
-            sys_s: 0.0,
-            exit_code: Some(0),
-            signal: None,
-            timed_out: false,
-            built: Some(built),
-            substituted: Some(substituted),
-            downloaded_bytes: None,
-            actions: None,
-            remote_cache_hits: None,
-            processes: None,
-            by_mnemonic: BTreeMap::new(),
-            notes: Vec::new(),
-            overhead_s: 0.01,
-        }
-    }
-
-    fn case(scenario: Scenario, samples: Vec<Sample>, outcome: Outcome) -> CaseResult {
-        let walls: Vec<f64> = samples.iter().map(|s| s.wall_s).collect();
-        CaseResult {
-            repo: "r".into(),
-            system: System::Nix,
-            lane: Lane::Host,
-            scenario,
-            parameters: BTreeMap::new(),
-            outcome,
-            reason: None,
-            cache: None,
-            command: None,
-            warmups: vec![],
-            stats: Summary::of(&walls),
-            samples,
-            overhead_median_s: None,
-        }
-    }
-
-    #[test]
-    fn comparison_of_cold_warm_and_noop() {
-        let cases = vec![
-            case(
-                Scenario::Cold,
-                vec![sample(10.0, 21, 0), sample(12.0, 21, 0)],
-                Outcome::Ok,
-            ),
-            case(
-                Scenario::Warm,
-                vec![sample(0.5, 0, 1), sample(0.5, 1, 3)],
-                Outcome::Ok,
-            ),
-            case(Scenario::Noop, vec![sample(0.1, 0, 0)], Outcome::Ok),
-        ];
-        let cmp = comparisons(&cases);
-        assert_eq!(cmp.len(), 1);
-        assert_eq!(cmp[0].speedup.ratio, 22.0);
-        assert_eq!(cmp[0].hit_ratio, Some(0.8));
-        assert_eq!(cmp[0].noop_median_s, Some(0.1));
-    }
-
-    #[test]
-    fn bazel_hit_ratio_counts_actions() {
-        let bazel = |wall, actions, hits| Sample {
-            built: None,
-            substituted: None,
-            actions: Some(actions),
-            remote_cache_hits: Some(hits),
-            ..sample(wall, 0, 0)
-        };
-        let cases = vec![
-            case(Scenario::Cold, vec![bazel(8.0, 106, 0)], Outcome::Ok),
-            case(
-                Scenario::Warm,
-                vec![bazel(4.0, 106, 106), bazel(4.0, 106, 53)],
-                Outcome::Ok,
-            ),
-        ];
-        let cmp = comparisons(&cases);
-        assert_eq!(cmp[0].hit_ratio, Some(0.75));
-        assert_eq!(cmp[0].speedup.ratio, 2.0);
-    }
-
-    #[test]
-    fn no_comparison_without_a_successful_warm_case() {
-        let cases = vec![
-            case(Scenario::Cold, vec![sample(10.0, 21, 0)], Outcome::Ok),
-            case(Scenario::Warm, vec![sample(0.5, 0, 1)], Outcome::Failed),
-        ];
-        assert!(comparisons(&cases).is_empty());
-    }
-
     #[test]
     fn the_committed_schema_is_current() {
         let path =
@@ -347,5 +333,15 @@ mod tests {
             "{} is stale: run `cargo run -- schema > results/results.schema.json`",
             path.display()
         );
+    }
+
+    #[test]
+    fn files_without_the_newer_fields_still_load() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/results/nix-fixture.json");
+        let results: Results =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert!(results.fallbacks.is_empty() && results.verdicts.is_empty());
+        assert_eq!(results.settings.thresholds, Thresholds::default());
     }
 }

@@ -1,5 +1,6 @@
-//! The scheduler: walks the plan, prepares each case, times its warm-ups and samples,
-//! and emits typed events. It knows nothing about terminals or files.
+//! The scheduler: walks the plan, prepares each case (priming, the fault proxy), times its
+//! warm-ups and samples, retries builds that a faulty cache broke, compares outputs with a
+//! clean build's, and emits typed events. It knows nothing about terminals or files.
 
 pub mod events;
 pub mod process;
@@ -10,12 +11,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
+use crate::cache::proxy::{FaultProxy, Mode};
 use crate::error::{Error, IoContext, Result};
-use crate::plan::{CaseSpec, Plan, Source, System};
-use crate::results::{CaseResult, Outcome, Sample};
+use crate::plan::{CaseSpec, Plan, Scenario, Source, System};
+use crate::results::{
+    Attempt, CaseResult, FallbackInfo, Mismatch, Outcome, ProxyCounts, Sample, ToolFallback,
+    Verification,
+};
 use crate::scratch::remove_tree;
 use crate::stats::{median, Summary};
-use crate::tools::{BuildDriver, BuildReport, CaseContext};
+use crate::tools::{cache_route, BuildDriver, BuildMode, BuildReport, CaseContext, Outputs};
 use events::{emit, Event, EventSink};
 use process::{Executor, Exit, ProcessOutcome};
 
@@ -27,6 +32,16 @@ pub struct Scheduler<'a, 'd> {
     pub drivers: Drivers<'d>,
     /// Private folder for per-build state; each build's folder is removed after it.
     pub work_dir: &'a Path,
+}
+
+/// One finished build, inspected and cleaned up.
+struct Build {
+    outcome: ProcessOutcome,
+    report: BuildReport,
+    outputs: Option<Outputs>,
+    command: String,
+    /// Harness time around the build, beyond its own wall time.
+    overhead_s: f64,
 }
 
 impl Scheduler<'_, '_> {
@@ -79,6 +94,8 @@ impl Scheduler<'_, '_> {
             warmups: Vec::new(),
             samples: Vec::new(),
             stats: None,
+            fallback: None,
+            verification: None,
             overhead_median_s: None,
         }
     }
@@ -91,105 +108,357 @@ impl Scheduler<'_, '_> {
         sinks: &mut [&mut dyn EventSink],
     ) -> Result<()> {
         let repo = self.plan.repo(case);
+        let settings = &self.plan.settings;
+        let skip = |result: &mut CaseResult, reason: String| {
+            result.outcome = Outcome::Skipped;
+            result.reason = Some(reason);
+            Ok(())
+        };
         let source = match &repo.source {
             Source::Path(path) => path,
             Source::Git { url, rev } => {
-                result.outcome = Outcome::Skipped;
-                result.reason = Some(format!(
-                    "git source {url}@{rev} needs the fetch step, which this harness version does not have yet"
-                ));
-                return Ok(());
+                return skip(result, format!("git source {url}@{rev} needs the fetch step, which this harness version does not have yet"));
             }
         };
+        let exec = self.exec;
+        let case_dir = self.work_dir.join(format!("case-{index}"));
         let Some(driver) = self.drivers.get_mut(&case.system) else {
-            result.outcome = Outcome::Skipped;
-            result.reason = Some(format!(
-                "no {} driver is configured for this run",
-                case.system.name()
-            ));
-            return Ok(());
+            return skip(
+                result,
+                format!(
+                    "no {} driver is configured for this run",
+                    case.system.name()
+                ),
+            );
         };
-        let ctx = CaseContext {
+        let mut ctx = CaseContext {
             repo,
             source,
             scenario: case.scenario,
-            timeout: self.plan.settings.timeout,
+            timeout: settings.timeout,
+            cache_via: None,
         };
-        result.cache = driver.cache_use(case.scenario);
-        emit(
-            sinks,
-            Event::Preparing {
-                index,
-                what: "preparing",
-            },
-        )?;
-        driver.prepare(&ctx, self.exec)?;
+        if case.scenario.uses_cache() {
+            result.cache = driver.cache_use();
+        }
 
-        let settings = &self.plan.settings;
-        let case_dir = self.work_dir.join(format!("case-{index}"));
-        for build in 0..settings.warmups + settings.samples {
-            process::check_interrupted()?;
-            let warmup = build < settings.warmups;
-            let dir = case_dir.join(format!("build-{build}"));
-            std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
-            let started = Instant::now();
-            let spec = driver.command(&ctx, &dir)?;
-            result.command.get_or_insert_with(|| spec.display());
-            let outcome = self.exec.run(&spec)?;
-            let report = driver.inspect(&spec, &outcome);
-            driver.finish(&ctx, &spec, self.exec)?;
-            remove_tree(&dir).context(|| format!("removing {}", dir.display()))?;
-            let sample = to_sample(&outcome, &report, started.elapsed().as_secs_f64());
-            let list = if warmup {
-                &mut result.warmups
-            } else {
-                &mut result.samples
+        // A fallback case reads the cache through the fault proxy, with its own timeout.
+        let mut proxy = None;
+        if let Some(fault) = case.scenario.fault() {
+            let Some(route) = result.cache.as_ref().and_then(|c| cache_route(&c.url)) else {
+                return skip(result, "no cache to put the fault proxy in front of".into());
             };
-            list.push(sample);
+            if fault.needs_http() && !route.plain_http {
+                return skip(
+                    result,
+                    format!(
+                        "the {} fault needs a plain http:// cache; this one is {}",
+                        fault.name(),
+                        result.cache.as_ref().map_or("", |c| c.url.as_str())
+                    ),
+                );
+            }
+            let started = FaultProxy::start(
+                route.upstream,
+                Mode::Fault(fault),
+                settings.slow,
+                &settings.poison_suffix,
+            )?;
+            ctx.cache_via = Some(started.addr());
+            proxy = Some(started);
+            result.fallback = Some(FallbackInfo {
+                fault: fault.name().into(),
+                tuned: ctx.tuned(),
+                settings: if ctx.tuned() {
+                    driver.tuned_settings()
+                } else {
+                    Vec::new()
+                },
+                timeout_s: settings.fallback_timeout.as_secs_f64(),
+                proxy: ProxyCounts::default(),
+                tool_fallback: None,
+            });
+        }
+
+        if case.scenario != Scenario::Cold {
             emit(
                 sinks,
-                Event::BuildFinished {
+                Event::Preparing {
                     index,
-                    warmup,
-                    sample: list.last().expect("just pushed"),
+                    what: "priming (a clean build, filling the cache)",
                 },
             )?;
-            if let Some(error) = report.error {
+            driver.prime(&ctx, exec, case.scenario.uses_cache())?;
+        }
+        // What this case's outputs are checked against, and which side came from the cache.
+        let (mut reference, mut verification) = (None, None);
+        if case.scenario == Scenario::Verify {
+            emit(
+                sinks,
+                Event::Preparing {
+                    index,
+                    what: "building from the cache",
+                },
+            )?;
+            let from_cache = build(
+                *driver,
+                exec,
+                &ctx,
+                BuildMode::FromCache {
+                    tool_fallback: false,
+                },
+                &case_dir.join("from-cache"),
+                true,
+            )?;
+            if let Some(error) = from_cache.report.error {
                 return Err(Error::Build(format!(
-                    "{} {} failed: {error}",
-                    if warmup { "warm-up" } else { "sample" },
-                    build + 1
+                    "the build from the cache failed: {error}"
                 )));
             }
+            reference = from_cache.outputs;
+            verification = Some(("a clean rebuild without any cache (each sample)", true));
+        } else if matches!(case.scenario, Scenario::Fallback { .. }) {
+            reference = driver.clean_outputs(&ctx).cloned();
+            verification = Some(("the priming build, a clean build without any cache", false));
+        }
+
+        let mode = match case.scenario {
+            Scenario::Cold | Scenario::Verify => BuildMode::Fresh,
+            Scenario::Warm | Scenario::Fallback { .. } => BuildMode::FromCache {
+                tool_fallback: false,
+            },
+            Scenario::Noop => BuildMode::Noop,
+        };
+        let (warmups, samples) = settings.builds(case.scenario);
+        let mut mismatches: Vec<Mismatch> = Vec::new();
+        let mut compared = 0;
+        for n in 0..warmups + samples {
+            process::check_interrupted()?;
+            let warmup = n < warmups;
+            let mut attempt_ctx = ctx;
+            if ctx.cache_via.is_some() {
+                attempt_ctx.timeout = settings.fallback_timeout;
+            }
+            let first = build(
+                *driver,
+                exec,
+                &attempt_ctx,
+                mode,
+                &case_dir.join(format!("build-{n}")),
+                reference.is_some(),
+            )?;
+            result.command.get_or_insert_with(|| first.command.clone());
+            let mut sample = to_sample(&first);
+            let mut checked = first.outputs.clone();
+            // A build a faulty cache broke is retried without the cache: a CI job's fallback.
+            if ctx.cache_via.is_some() && !first.outcome.success() {
+                let retry = build(
+                    *driver,
+                    exec,
+                    &ctx,
+                    BuildMode::Fresh,
+                    &case_dir.join(format!("retry-{n}")),
+                    reference.is_some(),
+                )?;
+                sample.overhead_s += retry.overhead_s;
+                checked = retry.outputs.clone();
+                let failed = retry.report.error.clone();
+                sample.retry = Some(to_attempt(&retry));
+                if let Some(error) = failed {
+                    push_sample(result, warmup, sample, index, sinks)?;
+                    return Err(Error::Build(format!(
+                        "build {} failed through the faulty cache and again without it: {error}",
+                        n + 1
+                    )));
+                }
+            } else if let Some(error) = &first.report.error {
+                let error = format!(
+                    "{} {} failed: {error}",
+                    if warmup { "warm-up" } else { "sample" },
+                    n + 1
+                );
+                push_sample(result, warmup, sample, index, sinks)?;
+                return Err(Error::Build(error));
+            }
+            if let (Some(clean), Some(built)) = (&reference, &checked) {
+                let (clean, from_cache) = match verification {
+                    Some((_, true)) => (built, clean),
+                    _ => (clean, built),
+                };
+                compared = compared.max(clean.len());
+                for m in compare_outputs(clean, from_cache) {
+                    if !mismatches.iter().any(|x| x.path == m.path) {
+                        mismatches.push(m);
+                    }
+                }
+            }
+            push_sample(result, warmup, sample, index, sinks)?;
+        }
+
+        if let (Some(info), Some(proxy)) = (result.fallback.as_mut(), &proxy) {
+            // Evidence of what the tool does by itself when its cache misbehaves.
+            if let Some(flag) = driver.tool_fallback_flag() {
+                emit(
+                    sinks,
+                    Event::Preparing {
+                        index,
+                        what: "trying the tool's own fallback",
+                    },
+                )?;
+                let mut probe_ctx = ctx;
+                probe_ctx.timeout = settings.fallback_timeout;
+                let probe = build(
+                    *driver,
+                    exec,
+                    &probe_ctx,
+                    BuildMode::FromCache {
+                        tool_fallback: true,
+                    },
+                    &case_dir.join("tool-fallback"),
+                    false,
+                )?;
+                info.tool_fallback = Some(ToolFallback {
+                    flag: flag.into(),
+                    attempt: to_attempt(&probe),
+                });
+            }
+            let c = proxy.counters();
+            let load =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            info.proxy = ProxyCounts {
+                connections: load(&c.connections),
+                requests: load(&c.requests),
+                corrupted: load(&c.corrupted),
+                poisoned: load(&c.poisoned),
+            };
+        }
+        if let Some((clean, _)) = verification {
+            result.verification = Some(Verification {
+                clean: clean.into(),
+                compared,
+                mismatches,
+            });
         }
         remove_tree(&case_dir).context(|| format!("removing {}", case_dir.display()))
     }
 }
 
-fn to_sample(outcome: &ProcessOutcome, report: &BuildReport, elapsed_s: f64) -> Sample {
-    let wall_s = outcome.wall.as_secs_f64();
+fn push_sample(
+    result: &mut CaseResult,
+    warmup: bool,
+    sample: Sample,
+    index: usize,
+    sinks: &mut [&mut dyn EventSink],
+) -> Result<()> {
+    let list = if warmup {
+        &mut result.warmups
+    } else {
+        &mut result.samples
+    };
+    list.push(sample);
+    let sample = list.last().expect("just pushed");
+    emit(
+        sinks,
+        Event::BuildFinished {
+            index,
+            warmup,
+            sample,
+        },
+    )
+}
+
+/// Runs one build in `dir` and cleans up after it: inspects its logs, takes its output
+/// digests when asked, lets the driver stop what it started, removes its state.
+fn build(
+    driver: &mut dyn BuildDriver,
+    exec: &dyn Executor,
+    ctx: &CaseContext,
+    mode: BuildMode,
+    dir: &Path,
+    want_outputs: bool,
+) -> Result<Build> {
+    std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+    let started = Instant::now();
+    let spec = driver.command(ctx, mode, dir)?;
+    let outcome = exec.run(&spec)?;
+    let report = driver.inspect(&spec, &outcome);
+    let outputs = if want_outputs && outcome.success() {
+        Some(driver.outputs(&spec, exec)?)
+    } else {
+        None
+    };
+    driver.finish(&spec, exec)?;
+    remove_tree(dir).context(|| format!("removing {}", dir.display()))?;
+    let overhead_s = (started.elapsed().saturating_sub(outcome.wall)).as_secs_f64();
+    Ok(Build {
+        outcome,
+        report,
+        outputs,
+        command: spec.display(),
+        overhead_s,
+    })
+}
+
+/// Every output whose digest differs, or that only one side has.
+pub fn compare_outputs(clean: &Outputs, from_cache: &Outputs) -> Vec<Mismatch> {
+    const ABSENT: &str = "absent";
+    let mut paths: Vec<&String> = clean.keys().chain(from_cache.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    paths
+        .into_iter()
+        .filter_map(|path| {
+            let (a, b) = (clean.get(path), from_cache.get(path));
+            (a != b).then(|| Mismatch {
+                path: path.clone(),
+                from_cache: b.map_or(ABSENT.into(), Clone::clone),
+                clean: a.map_or(ABSENT.into(), Clone::clone),
+            })
+        })
+        .collect()
+}
+
+fn exit_parts(outcome: &ProcessOutcome) -> (Option<i32>, Option<i32>, bool) {
+    match outcome.exit {
+        Exit::Code(c) => (Some(c), None, false),
+        Exit::Signal(s) => (None, Some(s), false),
+        Exit::TimedOut => (None, None, true),
+    }
+}
+
+fn to_sample(b: &Build) -> Sample {
+    let (exit_code, signal, timed_out) = exit_parts(&b.outcome);
+    let c = &b.report.counters;
     Sample {
-        wall_s,
-        user_s: outcome.user.as_secs_f64(),
-        sys_s: outcome.sys.as_secs_f64(),
-        exit_code: match outcome.exit {
-            Exit::Code(c) => Some(c),
-            _ => None,
-        },
-        signal: match outcome.exit {
-            Exit::Signal(s) => Some(s),
-            _ => None,
-        },
-        timed_out: outcome.exit == Exit::TimedOut,
-        built: report.counters.built,
-        substituted: report.counters.substituted,
-        downloaded_bytes: report.counters.downloaded_bytes,
-        actions: report.counters.actions,
-        remote_cache_hits: report.counters.remote_cache_hits,
-        processes: report.counters.processes,
-        by_mnemonic: report.counters.by_mnemonic.clone(),
-        notes: report.counters.notes.clone(),
-        overhead_s: (elapsed_s - wall_s).max(0.0),
+        wall_s: b.outcome.wall.as_secs_f64(),
+        user_s: b.outcome.user.as_secs_f64(),
+        sys_s: b.outcome.sys.as_secs_f64(),
+        exit_code,
+        signal,
+        timed_out,
+        built: c.built,
+        substituted: c.substituted,
+        downloaded_bytes: c.downloaded_bytes,
+        actions: c.actions,
+        remote_cache_hits: c.remote_cache_hits,
+        processes: c.processes,
+        by_mnemonic: c.by_mnemonic.clone(),
+        notes: c.notes.clone(),
+        messages: b.report.messages.clone(),
+        retry: None,
+        overhead_s: b.overhead_s,
+    }
+}
+
+fn to_attempt(b: &Build) -> Attempt {
+    let (exit_code, signal, timed_out) = exit_parts(&b.outcome);
+    Attempt {
+        wall_s: b.outcome.wall.as_secs_f64(),
+        exit_code,
+        signal,
+        timed_out,
+        messages: b.report.messages.clone(),
+        error: b.report.error.clone(),
     }
 }
 
@@ -198,4 +467,32 @@ fn finish_stats(result: &mut CaseResult) {
     result.stats = Summary::of(&walls);
     let overheads: Vec<f64> = result.samples.iter().map(|s| s.overhead_s).collect();
     result.overhead_median_s = (!overheads.is_empty()).then(|| median(&overheads));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outputs(pairs: &[(&str, &str)]) -> Outputs {
+        pairs
+            .iter()
+            .map(|(p, d)| (p.to_string(), d.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn compares_outputs_both_ways() {
+        let clean = outputs(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        let cached = outputs(&[("a", "1"), ("b", "9"), ("d", "4")]);
+        let m = compare_outputs(&clean, &cached);
+        let described: Vec<(&str, &str, &str)> = m
+            .iter()
+            .map(|m| (m.path.as_str(), m.from_cache.as_str(), m.clean.as_str()))
+            .collect();
+        assert_eq!(
+            described,
+            vec![("b", "9", "2"), ("c", "absent", "3"), ("d", "4", "absent")]
+        );
+        assert!(compare_outputs(&clean, &clean).is_empty());
+    }
 }

@@ -12,7 +12,7 @@ use crate::run::events::{Event, EventSink};
 
 pub struct Progress {
     bar: ProgressBar,
-    builds_per_case: u64,
+    builds_per_case: Vec<u64>,
     done_in_case: u64,
     labels: Vec<String>,
 }
@@ -28,7 +28,7 @@ impl Progress {
         );
         Progress {
             bar,
-            builds_per_case: 0,
+            builds_per_case: Vec::new(),
             done_in_case: 0,
             labels: Vec::new(),
         }
@@ -74,7 +74,14 @@ impl EventSink for Progress {
     fn event(&mut self, event: &Event) -> Result<()> {
         match *event {
             Event::RunStarted { plan } => {
-                self.builds_per_case = (plan.settings.samples + plan.settings.warmups) as u64;
+                self.builds_per_case = plan
+                    .cases
+                    .iter()
+                    .map(|c| {
+                        let (warmups, samples) = plan.settings.builds(c.scenario);
+                        (warmups + samples) as u64
+                    })
+                    .collect();
                 self.labels = plan
                     .cases
                     .iter()
@@ -84,7 +91,7 @@ impl EventSink for Progress {
                             plan.repo(c).name,
                             c.system.name(),
                             c.lane.name(),
-                            c.scenario.name()
+                            c.scenario
                         )
                     })
                     .collect();
@@ -111,7 +118,7 @@ impl EventSink for Progress {
             Event::CaseFinished { index, result } => {
                 // A failed or skipped case gives back the builds it did not run.
                 self.bar
-                    .inc(self.builds_per_case.saturating_sub(self.done_in_case));
+                    .inc(self.builds_per_case[index].saturating_sub(self.done_in_case));
                 self.line(case_line(&self.labels[index], result));
             }
         }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::results::{comparisons, writer::write_atomic, Results};
+use crate::results::{derive, writer::write_atomic, Results};
 use crate::run::events::{Event, EventSink};
 
 pub struct Recorder {
@@ -44,7 +44,7 @@ impl EventSink for Recorder {
             Event::RunStarted { .. } => self.write(),
             Event::CaseFinished { result, .. } => {
                 self.results.cases.push((*result).clone());
-                self.results.comparisons = comparisons(&self.results.cases);
+                derive(&mut self.results);
                 self.write()
             }
             _ => Ok(()),

@@ -13,11 +13,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
-use crate::plan::{ParamValue, Scenario};
+use crate::plan::ParamValue;
 use crate::results::CacheUse;
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
 use crate::tools::bazel_log::{failure_summary, parse_exec_log, parse_process_summary};
-use crate::tools::{run_priming_build, BuildDriver, BuildReport, CaseContext, Counters};
+use crate::tools::{
+    first_distinct, reroute, run_priming_build, BuildDriver, BuildMode, BuildReport, CaseContext,
+    Counters, Outputs,
+};
 
 /// A Bazel remote cache: the embedded nginx, bazel-remote, or any REAPI server.
 #[derive(Debug, Clone)]
@@ -62,6 +65,11 @@ const DEBIAN_RULES_JAVA: &str = "/usr/share/bazel/rules/java";
 const SERVER_MAX_IDLE: &str = "--max_idle_secs=300";
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Settings that bound the cost of a hanging or slow cache (`fallback:*+tuned`): a short
+/// timeout per remote call, no retries, and many lookups in flight at once (Bazel 4 has
+/// no circuit breaker, so each action waits out its own timeout).
+const TUNED: &[&str] = &["--remote_timeout=2", "--remote_retries=0", "--jobs=32"];
+
 pub struct BazelDriver<'c> {
     bazel: PathBuf,
     dir: PathBuf,
@@ -69,8 +77,9 @@ pub struct BazelDriver<'c> {
     rc_file: Option<PathBuf>,
     overrides: BTreeMap<String, PathBuf>,
     cache: Option<&'c BazelCache>,
-    /// Per repo and parameters: a workspace copy and output root built once, the source
-    /// of the cache's contents and the state of `noop` builds (its server stays up).
+    /// Per repo and parameters: a workspace copy and output root built once without reading
+    /// any cache (the clean reference and the `noop` state; its server stays up), which also
+    /// fills the cache when one is configured.
     primed: BTreeMap<String, Primed>,
     next_root: usize,
 }
@@ -78,7 +87,7 @@ pub struct BazelDriver<'c> {
 struct Primed {
     workspace: PathBuf,
     output_root: PathBuf,
-    pushed: bool,
+    outputs: Outputs,
 }
 
 impl<'c> BazelDriver<'c> {
@@ -139,13 +148,21 @@ impl<'c> BazelDriver<'c> {
         args
     }
 
+    fn cache(&self) -> Result<&'c BazelCache> {
+        self.cache.ok_or_else(|| {
+            Error::Environment("a Bazel case that reads a cache ran without one".into())
+        })
+    }
+
+    /// `remote`: `None` builds without a cache; `Some(upload_only)` uses it, only to
+    /// upload when `upload_only` (the priming build must not read what it measures against).
     fn build_spec(
         &self,
         case: &CaseContext,
         workspace: &Path,
         output_root: &Path,
         logs: &Path,
-        remote: bool,
+        remote: Option<bool>,
     ) -> Result<CommandSpec> {
         let targets = case.repo.bazel.as_ref().ok_or_else(|| {
             Error::Usage(format!(
@@ -178,11 +195,19 @@ impl<'c> BazelDriver<'c> {
         for (name, path) in &self.overrides {
             args.push(format!("--override_repository={name}={}", path.display()).into());
         }
-        if remote {
-            let cache = self.cache.ok_or_else(|| {
-                Error::Environment("a warm Bazel case ran without a cache".into())
-            })?;
-            args.push(format!("--remote_cache={}", cache.url).into());
+        if let Some(upload_only) = remote {
+            let cache = self.cache()?;
+            let url = match case.cache_via {
+                Some(via) => reroute(&cache.url, via),
+                None => cache.url.clone(),
+            };
+            args.push(format!("--remote_cache={url}").into());
+            if upload_only {
+                args.push("--noremote_accept_cached".into());
+            }
+            if case.tuned() {
+                args.extend(TUNED.iter().map(OsString::from));
+            }
         }
         args.extend(targets.targets.iter().map(OsString::from));
         Ok(CommandSpec {
@@ -202,40 +227,6 @@ impl<'c> BazelDriver<'c> {
         self.dir.join(format!("root-{}", self.next_root))
     }
 
-    /// Builds once in a kept workspace copy and output root, uploading to the cache when
-    /// one is configured (the build that fills the cache, as a CI job would).
-    fn prime(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<()> {
-        let key = case.state_key();
-        let upload = self.cache.is_some() && case.scenario == Scenario::Warm;
-        if let Some(p) = self.primed.get(&key) {
-            if p.pushed || !upload {
-                return Ok(());
-            }
-        }
-        let (workspace, output_root) = match self.primed.get(&key) {
-            Some(p) => (p.workspace.clone(), p.output_root.clone()),
-            None => {
-                let root = self.new_output_root();
-                let workspace = root.with_extension("ws");
-                copy_workspace(case, &workspace)?;
-                (workspace, root)
-            }
-        };
-        let logs = output_root.with_extension("logs");
-        std::fs::create_dir_all(&logs).context(|| format!("creating {}", logs.display()))?;
-        let spec = self.build_spec(case, &workspace, &output_root, &logs, upload)?;
-        run_priming_build(self, &spec, exec)?;
-        self.primed.insert(
-            key,
-            Primed {
-                workspace,
-                output_root,
-                pushed: upload,
-            },
-        );
-        Ok(())
-    }
-
     fn shutdown(&self, output_root: &Path, workspace: &Path, exec: &dyn Executor) {
         let mut args = self.startup_args(output_root);
         args.push("shutdown".into());
@@ -250,49 +241,62 @@ impl<'c> BazelDriver<'c> {
 }
 
 impl BuildDriver for BazelDriver<'_> {
-    fn prepare(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<()> {
-        match case.scenario {
-            Scenario::Cold => Ok(()),
-            Scenario::Warm | Scenario::Noop => self.prime(case, exec),
+    /// The priming build fills the cache whenever one is configured, so later cases that
+    /// need it find it full whatever ran first.
+    fn prime(&mut self, case: &CaseContext, exec: &dyn Executor, _fill_cache: bool) -> Result<()> {
+        let key = case.state_key();
+        if self.primed.contains_key(&key) {
+            return Ok(());
         }
+        let output_root = self.new_output_root();
+        let workspace = output_root.with_extension("ws");
+        copy_workspace(case, &workspace)?;
+        let logs = output_root.with_extension("logs");
+        std::fs::create_dir_all(&logs).context(|| format!("creating {}", logs.display()))?;
+        let upload = self.cache.is_some().then_some(true);
+        let spec = self.build_spec(case, &workspace, &output_root, &logs, upload)?;
+        run_priming_build(self, &spec, exec)?;
+        let outputs = self.outputs(&spec, exec)?;
+        self.primed.insert(
+            key,
+            Primed {
+                workspace,
+                output_root,
+                outputs,
+            },
+        );
+        Ok(())
     }
 
-    fn command(&mut self, case: &CaseContext, dir: &Path) -> Result<CommandSpec> {
-        match case.scenario {
-            Scenario::Cold | Scenario::Warm => {
-                let workspace = dir.join("ws");
-                copy_workspace(case, &workspace)?;
-                let root = self.new_output_root();
-                self.build_spec(
-                    case,
-                    &workspace,
-                    &root,
-                    dir,
-                    case.scenario == Scenario::Warm,
-                )
-            }
-            Scenario::Noop => {
+    fn clean_outputs(&self, case: &CaseContext) -> Option<&Outputs> {
+        self.primed.get(&case.state_key()).map(|p| &p.outputs)
+    }
+
+    fn command(&mut self, case: &CaseContext, mode: BuildMode, dir: &Path) -> Result<CommandSpec> {
+        match mode {
+            BuildMode::Noop => {
                 let primed = self
                     .primed
                     .get(&case.state_key())
                     .ok_or_else(|| Error::Build("the noop workspace was not primed".into()))?;
-                self.build_spec(case, &primed.workspace, &primed.output_root, dir, false)
+                self.build_spec(case, &primed.workspace, &primed.output_root, dir, None)
+            }
+            BuildMode::Fresh | BuildMode::FromCache { .. } => {
+                let workspace = dir.join("ws");
+                copy_workspace(case, &workspace)?;
+                let root = self.new_output_root();
+                let remote = matches!(mode, BuildMode::FromCache { .. }).then_some(false);
+                self.build_spec(case, &workspace, &root, dir, remote)
             }
         }
     }
 
     fn inspect(&self, spec: &CommandSpec, outcome: &ProcessOutcome) -> BuildReport {
         let stderr = std::fs::read_to_string(&spec.stderr).unwrap_or_default();
-        let exec_log_path = spec
-            .stderr
-            .parent()
-            .map(|d| d.join("exec.json"))
-            .unwrap_or_default();
-        let exec_log = std::fs::read_to_string(&exec_log_path)
-            .map_err(|e| format!("no execution log at {}: {e}", exec_log_path.display()))
+        let exec_log = std::fs::read_to_string(exec_log_of(spec))
+            .map_err(|e| format!("no execution log at {}: {e}", exec_log_of(spec).display()))
             .and_then(|t| parse_exec_log(&t));
         let summary = parse_process_summary(&stderr);
-        let mut notes = Vec::new();
         let mut counters = Counters::default();
         match &exec_log {
             Ok(log) => {
@@ -301,7 +305,7 @@ impl BuildDriver for BazelDriver<'_> {
                 counters.by_mnemonic = log.by_mnemonic.clone();
                 if let Some(s) = &summary {
                     if s.remote_cache_hits() != log.remote_cache_hits {
-                        notes.push(format!(
+                        counters.notes.push(format!(
                             "the console counted {} remote cache hits, the execution log {}",
                             s.remote_cache_hits(),
                             log.remote_cache_hits
@@ -309,46 +313,67 @@ impl BuildDriver for BazelDriver<'_> {
                     }
                 }
             }
-            Err(e) if outcome.success() => notes.push(e.clone()),
+            Err(e) if outcome.success() => counters.notes.push(e.clone()),
             Err(_) => {}
         }
         counters.processes = summary.map(|s| s.total);
-        counters.notes = notes;
         BuildReport {
             counters,
             error: (!outcome.success()).then(|| {
                 failure_summary(&stderr)
                     .unwrap_or_else(|| format!("bazel {} and printed nothing", outcome.describe()))
             }),
+            messages: first_distinct(
+                stderr
+                    .lines()
+                    .filter(|l| l.starts_with("WARNING:") || l.starts_with("ERROR:")),
+            ),
         }
     }
 
-    fn finish(
-        &mut self,
-        case: &CaseContext,
-        spec: &CommandSpec,
-        exec: &dyn Executor,
-    ) -> Result<()> {
-        if case.scenario == Scenario::Noop {
-            return Ok(()); // The primed server serves every no-op sample.
-        }
+    /// Digests of every output file of every spawn, from the execution log.
+    fn outputs(&mut self, spec: &CommandSpec, _exec: &dyn Executor) -> Result<Outputs> {
+        let path = exec_log_of(spec);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::Build(format!("no execution log at {}: {e}", path.display())))?;
+        parse_exec_log(&text)
+            .map(|log| log.outputs)
+            .map_err(Error::Build)
+    }
+
+    fn finish(&mut self, spec: &CommandSpec, exec: &dyn Executor) -> Result<()> {
         let root = output_root_of(spec).ok_or_else(|| {
             Error::Environment("a Bazel command without --output_user_root".into())
         })?;
+        if self.primed.values().any(|p| p.output_root == root) {
+            return Ok(()); // The primed server serves every no-op build.
+        }
         let workspace = spec.cwd.clone().unwrap_or_default();
         self.shutdown(&root, &workspace, exec);
         crate::scratch::remove_tree(&root).context(|| format!("removing {}", root.display()))
     }
 
-    fn cache_use(&self, scenario: Scenario) -> Option<CacheUse> {
-        match (scenario, self.cache) {
-            (Scenario::Warm, Some(cache)) => Some(CacheUse {
-                backend: cache.backend.clone(),
-                url: cache.url.clone(),
-            }),
-            _ => None,
-        }
+    fn cache_use(&self) -> Option<CacheUse> {
+        self.cache.map(|cache| CacheUse {
+            backend: cache.backend.clone(),
+            url: cache.url.clone(),
+        })
     }
+
+    fn tuned_settings(&self) -> Vec<String> {
+        TUNED.iter().map(|s| s.to_string()).collect()
+    }
+}
+
+fn exec_log_of(spec: &CommandSpec) -> PathBuf {
+    spec.args
+        .iter()
+        .find_map(|a| {
+            a.to_str()?
+                .strip_prefix("--execution_log_json_file=")
+                .map(PathBuf::from)
+        })
+        .unwrap_or_default()
 }
 
 impl Drop for BazelDriver<'_> {

@@ -8,6 +8,7 @@ pub mod nix_log;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -139,12 +140,47 @@ pub struct Counters {
     pub notes: Vec<String>,
 }
 
+/// Output files of a build: path (store path, or Bazel output path) -> content digest.
+pub type Outputs = BTreeMap<String, String>;
+
 /// The report of one finished build.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BuildReport {
     pub counters: Counters,
     /// The tool's own error lines when the build failed.
     pub error: Option<String>,
+    /// The tool's warnings and errors (deduplicated, first few): did it notice a bad cache?
+    pub messages: Vec<String>,
+}
+
+/// At most this many distinct tool messages are kept per build.
+pub const MAX_MESSAGES: usize = 5;
+
+/// Keeps the first `MAX_MESSAGES` distinct lines.
+pub fn first_distinct<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in lines {
+        let line = line.trim();
+        if !line.is_empty() && !out.iter().any(|l| l == line) {
+            out.push(line.to_string());
+            if out.len() == MAX_MESSAGES {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// How one build uses the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildMode {
+    /// Fresh local state, no cache: cold builds, clean rebuilds, retries without the cache.
+    Fresh,
+    /// Fresh local state, reading the cache (through `CaseContext::cache_via` when set).
+    /// `tool_fallback`: with the tool's own fallback switch (Nix `--fallback`).
+    FromCache { tool_fallback: bool },
+    /// The primed state, where everything is already local.
+    Noop,
 }
 
 /// What a driver needs to know about the case it builds for.
@@ -154,6 +190,8 @@ pub struct CaseContext<'a> {
     pub source: &'a Path,
     pub scenario: Scenario,
     pub timeout: Duration,
+    /// Route cache traffic through this address (the fault proxy).
+    pub cache_via: Option<SocketAddr>,
 }
 
 impl CaseContext<'_> {
@@ -164,6 +202,44 @@ impl CaseContext<'_> {
             self.repo.manifest_path.display(),
             self.repo.parameters
         )
+    }
+
+    /// Whether to use the settings that bound a slow or hanging cache's penalty.
+    pub fn tuned(&self) -> bool {
+        matches!(self.scenario, Scenario::Fallback { tuned: true, .. })
+    }
+}
+
+/// A cache as a driver reaches it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheRoute {
+    /// Where the cache listens (the fault proxy forwards there).
+    pub upstream: SocketAddr,
+    /// Plain HTTP (so HTTP-level faults apply), rather than gRPC or TLS.
+    pub plain_http: bool,
+}
+
+/// `scheme://host:port/path` -> the address and whether it is plain HTTP.
+pub fn cache_route(url: &str) -> Option<CacheRoute> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .ok()?
+        .next()?;
+    Some(CacheRoute {
+        upstream,
+        plain_http: scheme == "http",
+    })
+}
+
+/// The same URL with its host and port replaced by `via`.
+pub fn reroute(url: &str, via: SocketAddr) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let path = rest.find('/').map_or("", |i| &rest[i..]);
+            format!("{scheme}://{via}{path}")
+        }
+        None => url.to_string(),
     }
 }
 
@@ -186,32 +262,42 @@ pub fn run_priming_build(
     )))
 }
 
-/// One build system, driven in isolation. The scheduler owns timing and sampling;
-/// a driver owns the tool's state (stores, output roots) and reads its logs.
+/// One build system, driven in isolation. The scheduler owns timing, sampling, retries
+/// and verification; a driver owns the tool's state (stores, output roots) and reads its logs.
 pub trait BuildDriver {
-    /// Untimed work before a case's builds, such as priming a store or filling the cache.
+    /// Untimed: builds the repo once, without any cache, into state kept for the run (the
+    /// clean reference and the `noop` state); with `fill_cache`, uploads the result too.
     /// `Error::Build` fails the case; other errors stop the run.
-    fn prepare(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<()>;
+    fn prime(&mut self, case: &CaseContext, exec: &dyn Executor, fill_cache: bool) -> Result<()>;
 
-    /// The timed command for one build, with fresh state under `dir` where the scenario wants it.
-    fn command(&mut self, case: &CaseContext, dir: &Path) -> Result<CommandSpec>;
+    /// The outputs of the primed (clean) build.
+    fn clean_outputs(&self, case: &CaseContext) -> Option<&Outputs>;
+
+    /// The command for one build in `mode`, with its fresh state under `dir`.
+    fn command(&mut self, case: &CaseContext, mode: BuildMode, dir: &Path) -> Result<CommandSpec>;
 
     /// Reads what the build did from its logs.
     fn inspect(&self, spec: &CommandSpec, outcome: &ProcessOutcome) -> BuildReport;
 
+    /// Digests of a finished build's outputs (before its state is removed).
+    fn outputs(&mut self, spec: &CommandSpec, exec: &dyn Executor) -> Result<Outputs>;
+
     /// Untimed work after each build (e.g. stopping a build server); runs before the
     /// build's folder is removed.
-    fn finish(
-        &mut self,
-        _case: &CaseContext,
-        _spec: &CommandSpec,
-        _exec: &dyn Executor,
-    ) -> Result<()> {
+    fn finish(&mut self, _spec: &CommandSpec, _exec: &dyn Executor) -> Result<()> {
         Ok(())
     }
 
-    /// The cache a case reads from, if any.
-    fn cache_use(&self, scenario: Scenario) -> Option<CacheUse>;
+    /// The cache warm builds read from, as recorded in results.
+    fn cache_use(&self) -> Option<CacheUse>;
+
+    /// The flag that turns on the tool's own fallback when substitution fails, if any.
+    fn tool_fallback_flag(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The settings `CaseContext::tuned` adds, as recorded in results.
+    fn tuned_settings(&self) -> Vec<String>;
 }
 
 #[cfg(test)]
@@ -219,6 +305,26 @@ mod tests {
     use super::*;
     use crate::run::process::ProcessExecutor;
 
+    #[test]
+    fn routes_and_reroutes_cache_urls() {
+        let route = cache_route("http://127.0.0.1:8080/nix").unwrap();
+        assert_eq!(route.upstream, "127.0.0.1:8080".parse().unwrap());
+        assert!(route.plain_http);
+        assert!(!cache_route("grpc://127.0.0.1:9092").unwrap().plain_http);
+        assert_eq!(cache_route("not a url"), None);
+        let via: SocketAddr = "127.0.0.1:1234".parse().unwrap();
+        assert_eq!(
+            reroute("http://127.0.0.1:8080/nix", via),
+            "http://127.0.0.1:1234/nix"
+        );
+        assert_eq!(reroute("grpc://cache:9092", via), "grpc://127.0.0.1:1234");
+    }
+
+    #[test]
+    fn keeps_the_first_distinct_messages() {
+        let lines = ["a", "b", "a", " ", "c", "d", "e", "f", "g"];
+        assert_eq!(first_distinct(lines), vec!["a", "b", "c", "d", "e"]);
+    }
     #[test]
     fn probes_a_tool_that_is_always_there() {
         let tools = probe_all(&ProcessExecutor);

@@ -8,11 +8,14 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::plan::manifest::NixTargets;
-use crate::plan::{ParamValue, Scenario};
+use crate::plan::ParamValue;
 use crate::results::CacheUse;
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
-use crate::tools::nix_log::{parse_build_outputs, parse_internal_json};
-use crate::tools::{run_priming_build, BuildDriver, BuildReport, CaseContext, Counters};
+use crate::tools::nix_log::{parse_build_outputs, parse_internal_json, parse_path_info};
+use crate::tools::{
+    first_distinct, reroute, run_priming_build, BuildDriver, BuildMode, BuildReport, CaseContext,
+    Counters, Outputs,
+};
 
 /// How warm builds reach a Nix binary cache.
 #[derive(Debug, Clone)]
@@ -37,19 +40,28 @@ experimental-features = nix-command flakes
 substituters =
 ";
 
+/// Settings that bound the cost of a hanging or slow cache (`fallback:*+tuned`).
+const TUNED: &[(&str, &str)] = &[
+    ("connect-timeout", "2"),
+    ("stalled-download-timeout", "3"),
+    ("download-attempts", "1"),
+];
+const PATH_INFO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub struct NixDriver<'c> {
     nix: PathBuf,
     dir: PathBuf,
     conf_file: PathBuf,
     cache: Option<&'c NixCache>,
-    /// Stores built once per repo and parameters: the source of the cache's contents and
-    /// the ready-made state of `noop` builds.
+    /// Stores built once per repo and parameters without any cache: the clean reference,
+    /// the source of the cache's contents and the ready-made state of `noop` builds.
     primed: BTreeMap<String, Primed>,
 }
 
 struct Primed {
     root: PathBuf,
     outputs: Vec<String>,
+    digests: Outputs,
     pushed: bool,
 }
 
@@ -82,12 +94,18 @@ impl<'c> NixDriver<'c> {
         ]
     }
 
+    fn cache(&self) -> Result<&'c NixCache> {
+        self.cache.ok_or_else(|| {
+            Error::Environment("a Nix case that reads a cache ran without one".into())
+        })
+    }
+
     fn build_spec(
         &self,
         case: &CaseContext,
         store: &Path,
         dir: &Path,
-        substitute: bool,
+        mode: BuildMode,
     ) -> Result<CommandSpec> {
         let targets = case.repo.nix.as_ref().ok_or_else(|| {
             Error::Usage(format!(
@@ -102,13 +120,23 @@ impl<'c> NixDriver<'c> {
             .collect();
         let mut args: Vec<OsString> = vec!["build".into(), "--store".into(), store.into()];
         push_option(&mut args, "sandbox-paths", &sandbox_paths.join(" "));
-        if substitute {
-            let cache = self
-                .cache
-                .ok_or_else(|| Error::Environment("a warm Nix case ran without a cache".into()))?;
-            push_option(&mut args, "substituters", &cache.substituter);
+        if let BuildMode::FromCache { tool_fallback } = mode {
+            let cache = self.cache()?;
+            let substituter = match case.cache_via {
+                Some(via) => reroute(&cache.substituter, via),
+                None => cache.substituter.clone(),
+            };
+            push_option(&mut args, "substituters", &substituter);
             push_option(&mut args, "trusted-public-keys", &cache.public_key);
             push_option(&mut args, "narinfo-cache-negative-ttl", "0");
+            if case.tuned() {
+                for (name, value) in TUNED {
+                    push_option(&mut args, name, value);
+                }
+            }
+            if tool_fallback {
+                args.push("--fallback".into());
+            }
         }
         args.extend(
             ["--no-link", "--json", "--log-format", "internal-json", "-v"].map(OsString::from),
@@ -126,39 +154,14 @@ impl<'c> NixDriver<'c> {
         })
     }
 
-    /// Builds the repo once into a store kept for the whole run.
-    fn prime(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<()> {
-        let key = case.state_key();
-        if self.primed.contains_key(&key) {
-            return Ok(());
-        }
-        let dir = self.dir.join(format!("prime-{}", self.primed.len()));
-        std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
-        let root = dir.join("store");
-        let spec = self.build_spec(case, &root, &dir, false)?;
-        run_priming_build(self, &spec, exec)?;
-        let stdout = std::fs::read_to_string(&spec.stdout)
-            .context(|| format!("reading {}", spec.stdout.display()))?;
-        let outputs = parse_build_outputs(&stdout).map_err(Error::Build)?;
-        self.primed.insert(
-            key,
-            Primed {
-                root,
-                outputs,
-                pushed: false,
-            },
-        );
-        Ok(())
-    }
-
     /// Uploads the primed outputs (with their closure) to the cache, signed.
     fn push(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<()> {
-        let cache = self
-            .cache
-            .ok_or_else(|| Error::Environment("a warm Nix case ran without a cache".into()))?;
-        let key = case.state_key();
+        let cache = self.cache()?;
         let env = self.env(&self.dir.join("xdg-cache-push"));
-        let primed = self.primed.get_mut(&key).expect("primed before push");
+        let primed = self
+            .primed
+            .get_mut(&case.state_key())
+            .expect("primed before push");
         if primed.pushed {
             return Ok(());
         }
@@ -186,32 +189,58 @@ impl<'c> NixDriver<'c> {
         primed.pushed = true;
         Ok(())
     }
+
+    /// The store a spec builds into (its `--store` argument).
+    fn store_of(spec: &CommandSpec) -> Option<PathBuf> {
+        let at = spec.args.iter().position(|a| a == "--store")?;
+        spec.args.get(at + 1).map(PathBuf::from)
+    }
 }
 
 impl BuildDriver for NixDriver<'_> {
-    fn prepare(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<()> {
-        match case.scenario {
-            Scenario::Cold => Ok(()),
-            Scenario::Noop => self.prime(case, exec),
-            Scenario::Warm => {
-                self.prime(case, exec)?;
-                self.push(case, exec)
-            }
+    fn prime(&mut self, case: &CaseContext, exec: &dyn Executor, fill_cache: bool) -> Result<()> {
+        let key = case.state_key();
+        if !self.primed.contains_key(&key) {
+            let dir = self.dir.join(format!("prime-{}", self.primed.len()));
+            std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
+            let root = dir.join("store");
+            let spec = self.build_spec(case, &root, &dir, BuildMode::Fresh)?;
+            run_priming_build(self, &spec, exec)?;
+            let stdout = std::fs::read_to_string(&spec.stdout)
+                .context(|| format!("reading {}", spec.stdout.display()))?;
+            let outputs = parse_build_outputs(&stdout).map_err(Error::Build)?;
+            let digests = self.outputs(&spec, exec)?;
+            self.primed.insert(
+                key,
+                Primed {
+                    root,
+                    outputs,
+                    digests,
+                    pushed: false,
+                },
+            );
         }
+        if fill_cache {
+            self.push(case, exec)?;
+        }
+        Ok(())
     }
 
-    fn command(&mut self, case: &CaseContext, dir: &Path) -> Result<CommandSpec> {
-        match case.scenario {
-            Scenario::Cold => self.build_spec(case, &dir.join("store"), dir, false),
-            Scenario::Warm => self.build_spec(case, &dir.join("store"), dir, true),
-            Scenario::Noop => {
+    fn clean_outputs(&self, case: &CaseContext) -> Option<&Outputs> {
+        self.primed.get(&case.state_key()).map(|p| &p.digests)
+    }
+
+    fn command(&mut self, case: &CaseContext, mode: BuildMode, dir: &Path) -> Result<CommandSpec> {
+        match mode {
+            BuildMode::Noop => {
                 let root = self
                     .primed
                     .get(&case.state_key())
                     .map(|p| p.root.clone())
                     .ok_or_else(|| Error::Build("the noop store was not primed".into()))?;
-                self.build_spec(case, &root, dir, false)
+                self.build_spec(case, &root, dir, mode)
             }
+            _ => self.build_spec(case, &dir.join("store"), dir, mode),
         }
     }
 
@@ -229,17 +258,51 @@ impl BuildDriver for NixDriver<'_> {
                 log.failure_summary()
                     .unwrap_or_else(|| format!("nix {} and printed no error", outcome.describe()))
             }),
+            messages: first_distinct(log.errors.iter().chain(&log.warnings).map(String::as_str)),
         }
     }
 
-    fn cache_use(&self, scenario: Scenario) -> Option<CacheUse> {
-        match (scenario, self.cache) {
-            (Scenario::Warm, Some(cache)) => Some(CacheUse {
-                backend: cache.backend.clone(),
-                url: cache.substituter.clone(),
-            }),
-            _ => None,
+    /// NAR hashes of the built paths, from `nix path-info --json` in the build's store.
+    fn outputs(&mut self, spec: &CommandSpec, exec: &dyn Executor) -> Result<Outputs> {
+        let stdout = std::fs::read_to_string(&spec.stdout).unwrap_or_default();
+        let paths = parse_build_outputs(&stdout).map_err(Error::Build)?;
+        let store = Self::store_of(spec)
+            .ok_or_else(|| Error::Build("a Nix command without --store".into()))?;
+        let mut args: Vec<OsString> = vec![
+            "path-info".into(),
+            "--json".into(),
+            "--store".into(),
+            store.into(),
+        ];
+        args.extend(paths.iter().map(OsString::from));
+        let env = self.env(&self.dir.join("xdg-cache-path-info"));
+        let out = run_captured(
+            exec,
+            CommandSpec::new(&self.nix, args, PATH_INFO_TIMEOUT).env(env),
+        )?;
+        if !out.outcome.success() {
+            return Err(Error::Build(format!(
+                "`nix path-info` of the outputs failed ({}): {}",
+                out.outcome.describe(),
+                out.stderr.trim()
+            )));
         }
+        parse_path_info(&out.stdout).map_err(Error::Build)
+    }
+
+    fn cache_use(&self) -> Option<CacheUse> {
+        self.cache.map(|cache| CacheUse {
+            backend: cache.backend.clone(),
+            url: cache.substituter.clone(),
+        })
+    }
+
+    fn tool_fallback_flag(&self) -> Option<&'static str> {
+        Some("--fallback")
+    }
+
+    fn tuned_settings(&self) -> Vec<String> {
+        TUNED.iter().map(|(k, v)| format!("{k} = {v}")).collect()
     }
 }
 

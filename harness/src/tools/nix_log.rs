@@ -14,6 +14,7 @@ const ACT_BUILD: u64 = 105;
 const ACT_SUBSTITUTE: u64 = 108;
 const RES_PROGRESS: u64 = 105;
 const LEVEL_ERROR: u64 = 0;
+const LEVEL_WARN: u64 = 1;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NixLog {
@@ -22,6 +23,8 @@ pub struct NixLog {
     pub downloaded_bytes: u64,
     /// Error messages (level 0), ANSI colours removed, in order.
     pub errors: Vec<String>,
+    /// Warnings (level 1), the same way.
+    pub warnings: Vec<String>,
     /// Lines that were not `@nix` events (Nix prints some early errors plainly).
     pub plain: Vec<String>,
 }
@@ -72,11 +75,11 @@ pub fn parse_internal_json(stderr: &str) -> NixLog {
                     *slot = done;
                 }
             }
-            "msg" if event.level == Some(LEVEL_ERROR) => {
-                if let Some(msg) = event.msg {
-                    log.errors.push(strip_ansi(&msg));
-                }
-            }
+            "msg" => match (event.level, event.msg) {
+                (Some(LEVEL_ERROR), Some(msg)) => log.errors.push(strip_ansi(&msg)),
+                (Some(LEVEL_WARN), Some(msg)) => log.warnings.push(strip_ansi(&msg)),
+                _ => {}
+            },
             _ => {}
         }
     }
@@ -111,6 +114,24 @@ pub fn parse_build_outputs(stdout: &str) -> Result<Vec<String>, String> {
         .into_iter()
         .flat_map(|b| b.outputs.into_values())
         .collect())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PathInfo {
+    path: String,
+    nar_hash: String,
+}
+
+/// Store path -> NAR hash, from `nix path-info --json`.
+pub fn parse_path_info(stdout: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let infos: Vec<PathInfo> = serde_json::from_str(stdout.trim()).map_err(|e| {
+        format!(
+            "unexpected `nix path-info --json` output ({e}): {:.200}",
+            stdout.trim()
+        )
+    })?;
+    Ok(infos.into_iter().map(|i| (i.path, i.nar_hash)).collect())
 }
 
 /// Removes ANSI CSI sequences (`ESC [ ... letter`), which Nix puts around error words.

@@ -1,0 +1,249 @@
+//! Scenarios and faults, and their names on the command line and in results
+//! (`cold`, `warm`, `noop`, `fallback:<fault>[+tuned]`, `verify`). Pure.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// What the fault proxy does to cache traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Fault {
+    /// Nothing listens: connections are refused.
+    Refuse,
+    /// Connections are accepted and never answered.
+    Blackhole,
+    /// Every request gets HTTP 500.
+    Http500,
+    /// Added latency per request and a bandwidth cap.
+    Slow,
+    /// Bytes flipped in blob bodies (NARs, CAS blobs); metadata untouched.
+    Corrupt,
+    /// Valid-looking wrong entries: unsigned narinfos (Nix), action-cache entries that
+    /// point at a valid but wrong blob (Bazel).
+    Poison,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 6] = [
+        Fault::Refuse,
+        Fault::Blackhole,
+        Fault::Http500,
+        Fault::Slow,
+        Fault::Corrupt,
+        Fault::Poison,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Refuse => "refuse",
+            Fault::Blackhole => "blackhole",
+            Fault::Http500 => "http-500",
+            Fault::Slow => "slow",
+            Fault::Corrupt => "corrupt",
+            Fault::Poison => "poison",
+        }
+    }
+
+    /// Faults whose penalty depends on the tool's timeouts, so they are also run with the
+    /// settings that bound it.
+    pub fn has_tuned_variant(self) -> bool {
+        matches!(self, Fault::Blackhole | Fault::Slow)
+    }
+
+    /// Faults that need to understand HTTP (the others work on any TCP stream, gRPC too).
+    pub fn needs_http(self) -> bool {
+        matches!(self, Fault::Http500 | Fault::Corrupt | Fault::Poison)
+    }
+}
+
+/// How `slow` slows traffic.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowSettings {
+    /// Added before every request is forwarded.
+    pub latency: Duration,
+    /// Cap on the cache's answers, bytes per second.
+    pub bytes_per_sec: u64,
+}
+
+impl Default for SlowSettings {
+    fn default() -> Self {
+        SlowSettings {
+            latency: Duration::from_millis(200),
+            bytes_per_sec: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scenario {
+    /// Empty local state, no cache.
+    Cold,
+    /// Empty local state, populated cache.
+    Warm,
+    /// Everything already local: the cost of asking the tool to do nothing.
+    Noop,
+    /// Empty local state, populated cache behind the fault proxy. `tuned`: with the
+    /// tool's timeout settings that bound the penalty.
+    Fallback { fault: Fault, tuned: bool },
+    /// A build from the cache, then a clean build without it; their outputs compared.
+    Verify,
+}
+
+impl Scenario {
+    /// What `run` does without `--scenario`.
+    pub const DEFAULT: [Scenario; 3] = [Scenario::Cold, Scenario::Warm, Scenario::Noop];
+
+    /// Every fallback scenario: each fault, and the tuned variants.
+    pub fn all_fallbacks() -> Vec<Scenario> {
+        Fault::ALL
+            .iter()
+            .flat_map(|&fault| {
+                let tuned = fault
+                    .has_tuned_variant()
+                    .then_some(Scenario::Fallback { fault, tuned: true });
+                std::iter::once(Scenario::Fallback {
+                    fault,
+                    tuned: false,
+                })
+                .chain(tuned)
+            })
+            .collect()
+    }
+
+    pub fn all() -> Vec<Scenario> {
+        let mut all = Scenario::DEFAULT.to_vec();
+        all.extend(Scenario::all_fallbacks());
+        all.push(Scenario::Verify);
+        all
+    }
+
+    /// One `--scenario` value: a scenario, or `fallback` (every fault) or `all`.
+    pub fn parse_selection(text: &str) -> Result<Vec<Scenario>, String> {
+        match text {
+            "fallback" => Ok(Scenario::all_fallbacks()),
+            "all" => Ok(Scenario::all()),
+            _ => text.parse().map(|s| vec![s]),
+        }
+    }
+
+    /// Whether the case reads from a cache (and so needs one).
+    pub fn uses_cache(self) -> bool {
+        !matches!(self, Scenario::Cold | Scenario::Noop)
+    }
+
+    pub fn fault(self) -> Option<Fault> {
+        match self {
+            Scenario::Fallback { fault, .. } => Some(fault),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scenario::Cold => f.write_str("cold"),
+            Scenario::Warm => f.write_str("warm"),
+            Scenario::Noop => f.write_str("noop"),
+            Scenario::Verify => f.write_str("verify"),
+            Scenario::Fallback { fault, tuned } => {
+                write!(
+                    f,
+                    "fallback:{}{}",
+                    fault.name(),
+                    if *tuned { "+tuned" } else { "" }
+                )
+            }
+        }
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Scenario::all()
+            .into_iter()
+            .find(|s| s.to_string() == text)
+            .ok_or_else(|| {
+                let names: Vec<String> = Scenario::all().iter().map(|s| s.to_string()).collect();
+                format!(
+                    "unknown scenario `{text}`; known: {}, or `fallback` (every fault) or `all`",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+impl serde::Serialize for Scenario {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Scenario {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl schemars::JsonSchema for Scenario {
+    fn schema_name() -> Cow<'static, str> {
+        "Scenario".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<String> = Scenario::all().iter().map(|s| s.to_string()).collect();
+        schemars::json_schema!({
+            "description": "cold, warm, noop, fallback:<fault>[+tuned] or verify",
+            "type": "string",
+            "enum": names,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for s in Scenario::all() {
+            assert_eq!(s.to_string().parse::<Scenario>().unwrap(), s);
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(serde_json::from_str::<Scenario>(&json).unwrap(), s);
+        }
+        assert_eq!(
+            Scenario::Fallback {
+                fault: Fault::Blackhole,
+                tuned: true
+            }
+            .to_string(),
+            "fallback:blackhole+tuned"
+        );
+    }
+
+    #[test]
+    fn selections_expand() {
+        assert_eq!(
+            Scenario::parse_selection("warm").unwrap(),
+            vec![Scenario::Warm]
+        );
+        // Six faults, two of them with a tuned variant.
+        assert_eq!(Scenario::parse_selection("fallback").unwrap().len(), 8);
+        assert_eq!(Scenario::parse_selection("all").unwrap().len(), 3 + 8 + 1);
+        let err = Scenario::parse_selection("fallback:fire").unwrap_err();
+        assert!(err.contains("fallback:http-500"), "{err}");
+        assert!("fallback:refuse+tuned".parse::<Scenario>().is_err());
+    }
+
+    #[test]
+    fn order_is_cold_warm_noop_fallbacks_verify() {
+        let mut all = Scenario::all();
+        all.reverse();
+        all.sort();
+        assert_eq!(all, Scenario::all());
+    }
+}

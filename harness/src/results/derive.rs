@@ -1,0 +1,513 @@
+//! What a results file concludes, derived from its cases alone: cold/warm comparisons,
+//! the fallback table and the verdicts. Pure, so it is recomputed after every case and can
+//! be recomputed from any results file.
+
+use serde::{Deserialize, Serialize};
+
+use super::{CaseResult, Comparison, Outcome, Results, Sample, Thresholds};
+use crate::plan::{Lane, Scenario, System};
+use crate::stats::median;
+
+/// Recomputes every derived part of `results` from its cases.
+pub fn derive(results: &mut Results) {
+    results.comparisons = comparisons(&results.cases);
+    results.fallbacks = fallbacks(&results.cases);
+    results.verdicts = verdicts(results);
+}
+
+fn same_target(a: &CaseResult, b: &CaseResult) -> bool {
+    a.repo == b.repo && a.system == b.system && a.lane == b.lane
+}
+
+fn ok_case<'a>(
+    cases: &'a [CaseResult],
+    like: &CaseResult,
+    scenario: Scenario,
+) -> Option<&'a CaseResult> {
+    cases
+        .iter()
+        .find(|c| same_target(c, like) && c.scenario == scenario && c.outcome == Outcome::Ok)
+}
+
+fn wall_times(case: &CaseResult) -> Vec<f64> {
+    case.samples.iter().map(|s| s.wall_s).collect()
+}
+
+/// Cold vs warm (and no-op) per repo, system and lane, from the successful cases.
+pub fn comparisons(cases: &[CaseResult]) -> Vec<Comparison> {
+    let mut out = Vec::new();
+    for cold in cases
+        .iter()
+        .filter(|c| c.scenario == Scenario::Cold && c.outcome == Outcome::Ok)
+    {
+        let Some(warm) = ok_case(cases, cold, Scenario::Warm) else {
+            continue;
+        };
+        let (Some(cold_stats), Some(warm_stats)) = (&cold.stats, &warm.stats) else {
+            continue;
+        };
+        let Some(speedup) = crate::stats::ratio_of_medians(&wall_times(cold), &wall_times(warm))
+        else {
+            continue;
+        };
+        let (hits, needed) = warm
+            .samples
+            .iter()
+            .filter_map(Sample::cache_hits)
+            .fold((0, 0), |(h, n), (sh, sn)| (h + sh, n + sn));
+        out.push(Comparison {
+            repo: cold.repo.clone(),
+            system: cold.system,
+            lane: cold.lane,
+            cold_median_s: cold_stats.median_s,
+            warm_median_s: warm_stats.median_s,
+            noop_median_s: ok_case(cases, cold, Scenario::Noop)
+                .and_then(|c| c.stats.as_ref())
+                .map(|s| s.median_s),
+            speedup,
+            hit_ratio: (needed > 0).then(|| hits as f64 / needed as f64),
+        });
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FallbackOutcome {
+    /// Every build through the faulty cache succeeded.
+    Survived,
+    /// A build through the faulty cache failed; the harness's retry without it succeeded.
+    Recovered,
+    /// A build through the faulty cache ran past the fallback timeout and was killed.
+    Hung,
+    /// Not even the retry without the cache succeeded.
+    Failed,
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FallbackRow {
+    pub repo: String,
+    pub system: System,
+    pub lane: Lane,
+    pub scenario: Scenario,
+    pub outcome: FallbackOutcome,
+    /// Median time until a build had a result (with the retry, if any).
+    pub time_s: Option<f64>,
+    /// time_s / median(cold).
+    pub penalty: Option<f64>,
+    /// The tool warned or failed before the timeout: it noticed something was wrong with
+    /// the cache (what it prints after being killed does not count).
+    pub detected_by_tool: bool,
+    /// Median number of items (store paths, actions) still taken from the cache.
+    pub from_cache: Option<u64>,
+    /// Outputs equal to a clean build's (absent when not compared).
+    pub verified: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+fn fallback_outcome(case: &CaseResult) -> FallbackOutcome {
+    match case.outcome {
+        Outcome::Skipped => FallbackOutcome::Skipped,
+        Outcome::Failed => FallbackOutcome::Failed,
+        Outcome::Ok if case.samples.iter().any(|s| s.timed_out) => FallbackOutcome::Hung,
+        Outcome::Ok if case.samples.iter().any(|s| s.retry.is_some()) => FallbackOutcome::Recovered,
+        Outcome::Ok => FallbackOutcome::Survived,
+    }
+}
+
+/// The fallback table: one row per fallback case.
+pub fn fallbacks(cases: &[CaseResult]) -> Vec<FallbackRow> {
+    cases
+        .iter()
+        .filter(|c| matches!(c.scenario, Scenario::Fallback { .. }))
+        .map(|case| {
+            let times: Vec<f64> = case.samples.iter().map(Sample::time_to_result_s).collect();
+            let time_s = (!times.is_empty()).then(|| median(&times));
+            let cold_median = ok_case(cases, case, Scenario::Cold)
+                .and_then(|c| c.stats.as_ref())
+                .map(|s| s.median_s);
+            let from_cache: Vec<f64> = case
+                .samples
+                .iter()
+                .filter_map(|s| s.from_cache().map(|n| n as f64))
+                .collect();
+            FallbackRow {
+                repo: case.repo.clone(),
+                system: case.system,
+                lane: case.lane,
+                scenario: case.scenario,
+                outcome: fallback_outcome(case),
+                time_s,
+                penalty: time_s.zip(cold_median).map(|(t, c)| t / c),
+                detected_by_tool: case
+                    .samples
+                    .iter()
+                    .any(|s| !s.timed_out && (!s.messages.is_empty() || !s.succeeded())),
+                from_cache: (!from_cache.is_empty()).then(|| median(&from_cache).round() as u64),
+                verified: case.verification.as_ref().map(|v| v.mismatches.is_empty()),
+                reason: case.reason.clone(),
+            }
+        })
+        .collect()
+}
+
+/// One pass/fail judgement with what it was judged against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Check {
+    pub pass: bool,
+    pub value: Option<f64>,
+    pub threshold: Option<f64>,
+    pub detail: String,
+}
+
+/// The platform's success criteria for one repo, system and lane. A verdict is absent when
+/// the run had no case that could judge it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Verdicts {
+    pub repo: String,
+    pub system: System,
+    pub lane: Lane,
+    pub cache_use: Option<Check>,
+    pub speedup: Option<Check>,
+    pub fallback: Option<Check>,
+    pub verified: Option<Check>,
+}
+
+fn verdicts(results: &Results) -> Vec<Verdicts> {
+    let t = &results.settings.thresholds;
+    let mut targets: Vec<&CaseResult> = Vec::new();
+    for case in &results.cases {
+        if !targets.iter().any(|c| same_target(c, case)) {
+            targets.push(case);
+        }
+    }
+    targets
+        .into_iter()
+        .map(|target| {
+            let comparison = results.comparisons.iter().find(|c| {
+                c.repo == target.repo && c.system == target.system && c.lane == target.lane
+            });
+            let rows: Vec<&FallbackRow> = results
+                .fallbacks
+                .iter()
+                .filter(|r| {
+                    r.repo == target.repo && r.system == target.system && r.lane == target.lane
+                })
+                .collect();
+            let verified_cases: Vec<&CaseResult> = results
+                .cases
+                .iter()
+                .filter(|c| same_target(c, target) && c.verification.is_some())
+                .collect();
+            Verdicts {
+                repo: target.repo.clone(),
+                system: target.system,
+                lane: target.lane,
+                cache_use: comparison.and_then(|c| cache_use_check(c, t)),
+                speedup: comparison.map(|c| speedup_check(c, t)),
+                fallback: (!rows.is_empty()).then(|| fallback_check(&rows, t)),
+                verified: (!verified_cases.is_empty()).then(|| verified_check(&verified_cases)),
+            }
+        })
+        .collect()
+}
+
+fn cache_use_check(c: &Comparison, t: &Thresholds) -> Option<Check> {
+    let ratio = c.hit_ratio?;
+    Some(Check {
+        pass: ratio >= t.min_hit_ratio,
+        value: Some(ratio),
+        threshold: Some(t.min_hit_ratio),
+        detail: format!(
+            "{:.0}% of the warm builds' work came from the cache",
+            ratio * 100.0
+        ),
+    })
+}
+
+fn speedup_check(c: &Comparison, t: &Thresholds) -> Check {
+    let s = &c.speedup;
+    Check {
+        pass: s.ci_low > t.min_speedup,
+        value: Some(s.ratio),
+        threshold: Some(t.min_speedup),
+        detail: format!(
+            "{:.2}x, 95% interval [{:.2}x, {:.2}x]; passes when the interval's low end is above the threshold",
+            s.ratio, s.ci_low, s.ci_high
+        ),
+    }
+}
+
+fn fallback_check(rows: &[&FallbackRow], t: &Thresholds) -> Check {
+    let mut problems = Vec::new();
+    for r in rows {
+        match r.outcome {
+            FallbackOutcome::Survived | FallbackOutcome::Recovered => {
+                if let Some(p) = r.penalty.filter(|p| *p > t.max_fallback_penalty) {
+                    problems.push(format!("{}: {p:.1}x the cold time", r.scenario));
+                }
+            }
+            other => problems.push(format!(
+                "{}: {}",
+                r.scenario,
+                serde_json::to_value(other).expect("serialises")
+            )),
+        }
+    }
+    let worst = rows
+        .iter()
+        .filter_map(|r| r.penalty)
+        .fold(None, |acc: Option<f64>, p| {
+            Some(acc.map_or(p, |a| a.max(p)))
+        });
+    Check {
+        pass: problems.is_empty(),
+        value: worst,
+        threshold: Some(t.max_fallback_penalty),
+        detail: if problems.is_empty() {
+            format!("all {} faults survived within the bound", rows.len())
+        } else {
+            problems.join("; ").replace('"', "")
+        },
+    }
+}
+
+fn verified_check(cases: &[&CaseResult]) -> Check {
+    let mut problems = Vec::new();
+    let mut compared = 0;
+    for case in cases {
+        let v = case
+            .verification
+            .as_ref()
+            .expect("filtered on verification");
+        compared += v.compared;
+        if let Some(m) = v.mismatches.first() {
+            problems.push(format!(
+                "{}: {} output(s) differ from a clean build, e.g. {}",
+                case.scenario,
+                v.mismatches.len(),
+                m.path
+            ));
+        }
+    }
+    Check {
+        pass: problems.is_empty(),
+        value: None,
+        threshold: None,
+        detail: if problems.is_empty() {
+            format!(
+                "{compared} outputs equal to a clean build's in {} case(s)",
+                cases.len()
+            )
+        } else {
+            problems.join("; ")
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::CaseResult;
+    use super::*;
+    use crate::stats::Summary;
+    use std::collections::BTreeMap;
+
+    fn sample(wall: f64, built: u64, substituted: u64) -> Sample {
+        Sample {
+            wall_s: wall,
+            user_s: 0.0,
+            sys_s: 0.0,
+            exit_code: Some(0),
+            signal: None,
+            timed_out: false,
+            built: Some(built),
+            substituted: Some(substituted),
+            downloaded_bytes: None,
+            actions: None,
+            remote_cache_hits: None,
+            processes: None,
+            by_mnemonic: BTreeMap::new(),
+            notes: Vec::new(),
+            messages: Vec::new(),
+            retry: None,
+            overhead_s: 0.01,
+        }
+    }
+
+    fn case(scenario: Scenario, samples: Vec<Sample>, outcome: Outcome) -> CaseResult {
+        let walls: Vec<f64> = samples.iter().map(|s| s.wall_s).collect();
+        CaseResult {
+            repo: "r".into(),
+            system: System::Nix,
+            lane: Lane::Host,
+            scenario,
+            parameters: BTreeMap::new(),
+            outcome,
+            reason: None,
+            cache: None,
+            command: None,
+            warmups: vec![],
+            stats: Summary::of(&walls),
+            samples,
+            fallback: None,
+            verification: None,
+            overhead_median_s: None,
+        }
+    }
+
+    #[test]
+    fn comparison_of_cold_warm_and_noop() {
+        let cases = vec![
+            case(
+                Scenario::Cold,
+                vec![sample(10.0, 21, 0), sample(12.0, 21, 0)],
+                Outcome::Ok,
+            ),
+            case(
+                Scenario::Warm,
+                vec![sample(0.5, 0, 1), sample(0.5, 1, 3)],
+                Outcome::Ok,
+            ),
+            case(Scenario::Noop, vec![sample(0.1, 0, 0)], Outcome::Ok),
+        ];
+        let cmp = comparisons(&cases);
+        assert_eq!(cmp.len(), 1);
+        assert_eq!(cmp[0].speedup.ratio, 22.0);
+        assert_eq!(cmp[0].hit_ratio, Some(0.8));
+        assert_eq!(cmp[0].noop_median_s, Some(0.1));
+    }
+
+    #[test]
+    fn bazel_hit_ratio_counts_actions() {
+        let bazel = |wall, actions, hits| Sample {
+            built: None,
+            substituted: None,
+            actions: Some(actions),
+            remote_cache_hits: Some(hits),
+            ..sample(wall, 0, 0)
+        };
+        let cases = vec![
+            case(Scenario::Cold, vec![bazel(8.0, 106, 0)], Outcome::Ok),
+            case(
+                Scenario::Warm,
+                vec![bazel(4.0, 106, 106), bazel(4.0, 106, 53)],
+                Outcome::Ok,
+            ),
+        ];
+        let cmp = comparisons(&cases);
+        assert_eq!(cmp[0].hit_ratio, Some(0.75));
+        assert_eq!(cmp[0].speedup.ratio, 2.0);
+    }
+
+    #[test]
+    fn no_comparison_without_a_successful_warm_case() {
+        let cases = vec![
+            case(Scenario::Cold, vec![sample(10.0, 21, 0)], Outcome::Ok),
+            case(Scenario::Warm, vec![sample(0.5, 0, 1)], Outcome::Failed),
+        ];
+        assert!(comparisons(&cases).is_empty());
+    }
+
+    fn results(cases: Vec<CaseResult>) -> Results {
+        let mut r: Results =
+            serde_json::from_str(&crate::tools::fixture("results/nix-fixture.json")).unwrap();
+        r.cases = cases;
+        derive(&mut r);
+        r
+    }
+
+    fn fallback(fault: crate::plan::Fault, samples: Vec<Sample>) -> CaseResult {
+        case(
+            Scenario::Fallback {
+                fault,
+                tuned: false,
+            },
+            samples,
+            Outcome::Ok,
+        )
+    }
+
+    #[test]
+    fn fallback_rows_classify_and_price_each_fault() {
+        use crate::plan::Fault;
+        let mut failed_first = sample(30.0, 21, 0);
+        failed_first.exit_code = Some(1);
+        failed_first.messages = vec!["error: hash mismatch".into()];
+        failed_first.retry = Some(super::super::Attempt {
+            wall_s: 10.0,
+            exit_code: Some(0),
+            signal: None,
+            timed_out: false,
+            messages: vec![],
+            error: None,
+        });
+        let mut hung = sample(120.0, 0, 0);
+        hung.timed_out = true;
+        hung.exit_code = None;
+        let r = results(vec![
+            case(Scenario::Cold, vec![sample(10.0, 21, 0)], Outcome::Ok),
+            fallback(Fault::Refuse, vec![sample(11.0, 21, 0)]),
+            fallback(Fault::Corrupt, vec![failed_first]),
+            fallback(Fault::Blackhole, vec![hung]),
+        ]);
+        let rows = &r.fallbacks;
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].outcome, FallbackOutcome::Survived);
+        assert!(!rows[0].detected_by_tool);
+        assert!((rows[0].penalty.unwrap() - 1.1).abs() < 1e-9);
+        assert_eq!(rows[1].outcome, FallbackOutcome::Recovered);
+        assert_eq!(rows[1].time_s, Some(40.0));
+        assert!(rows[1].detected_by_tool);
+        assert_eq!(rows[2].outcome, FallbackOutcome::Hung);
+
+        let verdict = r.verdicts[0].fallback.as_ref().unwrap();
+        assert!(!verdict.pass);
+        // Recovered at 4x the cold time is over the default bound of 3x; hung always fails.
+        assert!(
+            verdict.detail.contains("fallback:corrupt: 4.0x")
+                && verdict.detail.contains("fallback:blackhole: hung"),
+            "{}",
+            verdict.detail
+        );
+        assert_eq!(verdict.value, Some(12.0));
+    }
+
+    #[test]
+    fn verdicts_judge_cache_use_speedup_and_verification() {
+        let mut verify = case(Scenario::Verify, vec![sample(10.0, 21, 0)], Outcome::Ok);
+        verify.verification = Some(super::super::Verification {
+            clean: "a clean rebuild".into(),
+            compared: 3,
+            mismatches: vec![super::super::Mismatch {
+                path: "bazel-out/x.txt".into(),
+                from_cache: "aa/1".into(),
+                clean: "bb/1".into(),
+            }],
+        });
+        let r = results(vec![
+            case(
+                Scenario::Cold,
+                vec![sample(10.0, 21, 0), sample(10.5, 21, 0)],
+                Outcome::Ok,
+            ),
+            case(
+                Scenario::Warm,
+                vec![sample(0.5, 0, 1), sample(0.6, 0, 1)],
+                Outcome::Ok,
+            ),
+            verify,
+        ]);
+        let v = &r.verdicts[0];
+        assert!(v.cache_use.as_ref().unwrap().pass);
+        assert!(v.speedup.as_ref().unwrap().pass);
+        assert!(v.fallback.is_none());
+        let verified = v.verified.as_ref().unwrap();
+        assert!(
+            !verified.pass && verified.detail.contains("bazel-out/x.txt"),
+            "{}",
+            verified.detail
+        );
+    }
+}
