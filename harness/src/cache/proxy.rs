@@ -43,6 +43,8 @@ pub enum Mode {
     Fault(Fault),
 }
 
+const PASS_THROUGH_BUFFER: usize = 256 * 1024;
+
 /// The blob poisoned action-cache entries point at: valid (its digest matches), wrong.
 pub const POISON_BLOB: &[u8] =
     b"flywheel-bench poison: a valid blob that is not this action's output\n";
@@ -160,7 +162,14 @@ async fn handle_connection(client: TcpStream, ctx: Arc<Context>) {
             if let Ok(mut upstream) = TcpStream::connect(ctx.upstream).await {
                 let _ = upstream.set_nodelay(true);
                 let mut client = client;
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                // Large buffers: fewer wake-ups per megabyte, so a pass-through costs little.
+                let _ = tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut upstream,
+                    PASS_THROUGH_BUFFER,
+                    PASS_THROUGH_BUFFER,
+                )
+                .await;
             }
         }
         Mode::Fault(Fault::Blackhole) => blackhole(client).await,

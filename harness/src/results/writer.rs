@@ -2,6 +2,7 @@
 //! reader or an interrupted run never sees a half-written file.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::error::{IoContext, Result};
@@ -16,7 +17,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .prefix(".flywheel-bench-")
         .tempfile_in(dir)
         .context(|| format!("creating a temporary file in {}", dir.display()))?;
+    // Temporary files are private; a results file is for reviewers to read.
     tmp.write_all(bytes)
+        .and_then(|_| {
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+        })
         .and_then(|_| tmp.as_file().sync_all())
         .context(|| format!("writing {}", tmp.path().display()))?;
     tmp.persist(path)
@@ -39,6 +45,8 @@ mod tests {
         write_atomic(&path, b"one").unwrap();
         write_atomic(&path, b"two").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "results are readable by reviewers");
         let entries: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(entries.len(), 1);
     }
