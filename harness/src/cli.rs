@@ -36,6 +36,56 @@ enum Command {
     Doctor,
     /// Print the JSON Schema of the results file.
     Schema,
+    /// Markdown (stdout or --markdown) and self-contained HTML (--html) reports of results files.
+    Report(ReportArgs),
+    /// Compare two results files; exits 1 on a regression, 2 if they cannot be compared.
+    Compare(CompareArgs),
+    /// The results as "github-action-benchmark" input (customSmallerIsBetter).
+    Export(ExportArgs),
+    /// The runner-lane proof matrix (Markdown) from lanes.toml and results files.
+    Matrix(MatrixArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Results files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Write the Markdown here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
+    /// Also write the HTML report here.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    baseline: PathBuf,
+    new: PathBuf,
+    /// Allowed slowdown: a regression needs the whole 95% interval of new/baseline above 1 + this.
+    #[arg(long, default_value_t = crate::report::compare::DEFAULT_THRESHOLD)]
+    threshold: f64,
+    /// Also write the Markdown here.
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    file: PathBuf,
+    /// Where to write the JSON (default: standard output).
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct MatrixArgs {
+    /// Results files that are the lanes' evidence.
+    files: Vec<PathBuf>,
+    /// Lane declarations.
+    #[arg(long, value_name = "FILE", default_value = "lanes.toml")]
+    lanes: PathBuf,
 }
 
 #[derive(Args)]
@@ -141,6 +191,10 @@ pub fn main() -> i32 {
             print!("{}", results::json_schema());
             Ok(exit_code::OK)
         }
+        Command::Report(args) => report(&args),
+        Command::Compare(args) => compare(&args),
+        Command::Export(args) => export(&args),
+        Command::Matrix(args) => matrix(&args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");
@@ -312,6 +366,9 @@ fn new_results(plan: &Plan, thresholds: Thresholds, exec: &ProcessExecutor) -> R
         started_at: results::now_rfc3339(),
         finished_at: None,
         command: std::env::args().collect(),
+        git: std::env::current_dir()
+            .ok()
+            .and_then(|dir| crate::tools::git::describe(exec, &dir)),
         settings: RunSettings {
             samples: plan.settings.samples,
             warmups: plan.settings.warmups,
@@ -341,6 +398,77 @@ fn bazel_headers_from_env() -> Vec<String> {
         .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+fn load_all(files: &[PathBuf]) -> Result<Vec<(String, Results)>> {
+    files
+        .iter()
+        .map(|f| Ok((f.display().to_string(), results::load(f)?)))
+        .collect()
+}
+
+/// Writes a report file atomically, or prints it.
+fn emit_text(text: &str, to: Option<&Path>) -> Result<()> {
+    match to {
+        Some(path) => results::writer::write_atomic(path, text.as_bytes()),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn report(args: &ReportArgs) -> Result<i32> {
+    let files = load_all(&args.files)?;
+    emit_text(
+        &crate::report::markdown::render(&files),
+        args.markdown.as_deref(),
+    )?;
+    if let Some(html) = &args.html {
+        results::writer::write_atomic(html, crate::report::html::render(&files).as_bytes())?;
+    }
+    Ok(exit_code::OK)
+}
+
+fn compare(args: &CompareArgs) -> Result<i32> {
+    let baseline = results::load(&args.baseline)?;
+    let new = results::load(&args.new)?;
+    let comparison =
+        crate::report::compare::compare(&baseline, &new, args.threshold).map_err(|why| {
+            Error::Usage(format!(
+                "cannot compare {} with {}: {why}",
+                args.baseline.display(),
+                args.new.display()
+            ))
+        })?;
+    let text = crate::report::compare::render_markdown(&comparison);
+    print!("{text}");
+    if let Some(path) = &args.markdown {
+        results::writer::write_atomic(path, text.as_bytes())?;
+    }
+    Ok(if comparison.regressed() {
+        exit_code::CASE_FAILED
+    } else {
+        exit_code::OK
+    })
+}
+
+fn export(args: &ExportArgs) -> Result<i32> {
+    let results = results::load(&args.file)?;
+    let entries = crate::report::export::github_action_benchmark(&results);
+    let json = serde_json::to_string_pretty(&entries).expect("entries serialise") + "\n";
+    emit_text(&json, args.output.as_deref())?;
+    Ok(exit_code::OK)
+}
+
+fn matrix(args: &MatrixArgs) -> Result<i32> {
+    let lanes = crate::report::matrix::load_lanes(&args.lanes)?;
+    let files = load_all(&args.files)?;
+    print!(
+        "{}",
+        crate::report::matrix::render_markdown(&crate::report::matrix::judge(&lanes, &files))
+    );
+    Ok(exit_code::OK)
 }
 
 fn default_output() -> PathBuf {

@@ -128,6 +128,27 @@ pub fn ratio_of_medians(numerator: &[f64], denominator: &[f64]) -> Option<RatioI
     })
 }
 
+/// A 95% percentile-bootstrap interval of the median (fixed seed, like the ratio's).
+pub fn median_interval(xs: &[f64]) -> Option<(f64, f64)> {
+    if xs.is_empty() {
+        return None;
+    }
+    let mut rng = SplitMix64(BOOTSTRAP_SEED);
+    let mut sample = vec![0.0; xs.len()];
+    let mut medians: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
+        .map(|_| {
+            resample(xs, &mut sample, &mut rng);
+            median(&sample)
+        })
+        .collect();
+    medians.sort_by(f64::total_cmp);
+    let tail = (1.0 - CONFIDENCE) / 2.0;
+    Some((
+        percentile_sorted(&medians, tail),
+        percentile_sorted(&medians, 1.0 - tail),
+    ))
+}
+
 fn resample(from: &[f64], into: &mut [f64], rng: &mut SplitMix64) {
     for slot in into.iter_mut() {
         *slot = from[rng.below(from.len())];
@@ -224,6 +245,18 @@ mod tests {
         assert!(r.ci_low >= 12.1 / 0.30 - 1e-9 && r.ci_high <= 14.0 / 0.19 + 1e-9);
         assert!(r.ci_low < r.ci_high);
         assert_eq!(r, ratio_of_medians(&cold, &warm).unwrap());
+    }
+
+    #[test]
+    fn median_interval_lies_within_the_samples_and_holds_the_median() {
+        let xs = [3.0, 1.0, 4.0, 1.5, 5.0, 9.0, 2.6];
+        let (lo, hi) = median_interval(&xs).unwrap();
+        assert!(
+            lo >= 1.0 && hi <= 9.0 && lo <= median(&xs) && median(&xs) <= hi,
+            "{lo} {hi}"
+        );
+        assert_eq!(median_interval(&[2.0]), Some((2.0, 2.0)));
+        assert_eq!(median_interval(&[]), None);
     }
 
     #[test]

@@ -343,6 +343,7 @@ mod tests {
             system: System::Nix,
             lane: Lane::Host,
             scenario,
+            source_git: None,
             parameters: BTreeMap::new(),
             outcome,
             reason: None,

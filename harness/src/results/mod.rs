@@ -28,6 +28,9 @@ pub struct Results {
     pub finished_at: Option<String>,
     /// The harness's command line.
     pub command: Vec<String>,
+    /// The checkout the harness ran from (absent outside a git checkout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitInfo>,
     pub settings: RunSettings,
     pub environment: Environment,
     pub cases: Vec<CaseResult>,
@@ -92,6 +95,33 @@ pub struct Environment {
     pub tools: BTreeMap<String, ToolVersion>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct GitInfo {
+    pub commit: String,
+    /// e.g. `refs/heads/main`; absent for a detached checkout outside CI.
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// Tracked files had uncommitted changes.
+    pub dirty: bool,
+}
+
+impl GitInfo {
+    /// `0123abc (refs/heads/main, dirty)`.
+    pub fn describe(&self) -> String {
+        let short = &self.commit[..self.commit.len().min(12)];
+        let place = self.git_ref.as_deref().unwrap_or("detached");
+        format!(
+            "{short} ({place}{})",
+            if self.dirty { ", dirty" } else { "" }
+        )
+    }
+
+    /// On the authoritative branch.
+    pub fn is_main(&self) -> bool {
+        matches!(self.git_ref.as_deref(), Some("refs/heads/main" | "main"))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ToolVersion {
     pub path: String,
@@ -112,6 +142,9 @@ pub struct CaseResult {
     pub system: System,
     pub lane: Lane,
     pub scenario: Scenario,
+    /// The commit of the bench repo's source (absent outside a git checkout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_git: Option<GitInfo>,
     /// The bench repo's parameters as used (manifest defaults after overrides).
     pub parameters: BTreeMap<String, ParamValue>,
     pub outcome: Outcome,
@@ -306,6 +339,32 @@ pub struct Comparison {
     pub speedup: RatioInterval,
     /// Share of the warm builds' work served from the cache (0..1), over all warm samples.
     pub hit_ratio: Option<f64>,
+}
+
+/// Reads a results file, recomputing what is derived (so files from older versions of
+/// the harness get the newer tables too).
+pub fn load(path: &std::path::Path) -> crate::error::Result<Results> {
+    let bad =
+        |message: String| crate::error::Error::Usage(format!("{}: {message}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        bad(format!(
+            "cannot read it: {e}\n  fix: pass a results file written by `flywheel-bench run`"
+        ))
+    })?;
+    let version = serde_json::from_str::<serde_json::Value>(&text)
+        .map_err(|e| bad(format!("not JSON ({e})")))?
+        .get("schema_version")
+        .and_then(|v| v.as_u64());
+    if version != Some(u64::from(SCHEMA_VERSION)) {
+        return Err(bad(format!(
+            "schema_version {} is not {SCHEMA_VERSION}, the version this harness reads\n  fix: use the flywheel-bench version that wrote it",
+            version.map_or("missing".into(), |v| v.to_string())
+        )));
+    }
+    let mut results: Results = serde_json::from_str(&text)
+        .map_err(|e| bad(format!("not a flywheel-bench results file ({e})")))?;
+    derive(&mut results);
+    Ok(results)
 }
 
 /// The current time as results record it: RFC 3339, UTC, whole seconds.

@@ -86,6 +86,10 @@ impl Scheduler<'_, '_> {
             system: case.system,
             lane: case.lane,
             scenario: case.scenario,
+            source_git: match &repo.source {
+                Source::Path(path) => crate::tools::git::describe(self.exec, path),
+                Source::Git { .. } => None,
+            },
             parameters: repo.parameters.clone(),
             outcome: Outcome::Ok,
             reason: None,
@@ -142,22 +146,38 @@ impl Scheduler<'_, '_> {
             result.cache = driver.cache_use();
         }
 
-        // A fallback case reads the cache through the fault proxy, with its own timeout.
-        let mut proxy = None;
-        if let Some(fault) = case.scenario.fault() {
-            let Some(route) = result.cache.as_ref().and_then(|c| cache_route(&c.url)) else {
-                return skip(result, "no cache to put the fault proxy in front of".into());
-            };
-            if fault.needs_http() && !route.plain_http {
-                return skip(
-                    result,
-                    format!(
-                        "the {} fault needs a plain http:// cache; this one is {}",
-                        fault.name(),
-                        result.cache.as_ref().map_or("", |c| c.url.as_str())
-                    ),
-                );
+        // A fallback case needs a cache the fault proxy can stand in front of.
+        let fault_route = match case.scenario.fault() {
+            None => None,
+            Some(fault) => {
+                let Some(route) = result.cache.as_ref().and_then(|c| cache_route(&c.url)) else {
+                    return skip(result, "no cache to put the fault proxy in front of".into());
+                };
+                if fault.needs_http() && !route.plain_http {
+                    let url = result.cache.as_ref().map_or("", |c| c.url.as_str());
+                    let reason = format!(
+                        "the {} fault needs a plain http:// cache; this one is {url}",
+                        fault.name()
+                    );
+                    return skip(result, reason);
+                }
+                Some((fault, route))
             }
+        };
+        // Primed (and the cache filled) directly, before any fault proxy is in the way.
+        if case.scenario != Scenario::Cold {
+            emit(
+                sinks,
+                Event::Preparing {
+                    index,
+                    what: "priming (a clean build, filling the cache)",
+                },
+            )?;
+            driver.prime(&ctx, exec, case.scenario.uses_cache())?;
+        }
+        // From here on the case reads the cache through the proxy, with its own timeout.
+        let mut proxy = None;
+        if let Some((fault, route)) = fault_route {
             let started = FaultProxy::start(
                 route.upstream,
                 Mode::Fault(fault),
@@ -180,16 +200,6 @@ impl Scheduler<'_, '_> {
             });
         }
 
-        if case.scenario != Scenario::Cold {
-            emit(
-                sinks,
-                Event::Preparing {
-                    index,
-                    what: "priming (a clean build, filling the cache)",
-                },
-            )?;
-            driver.prime(&ctx, exec, case.scenario.uses_cache())?;
-        }
         // What this case's outputs are checked against, and which side came from the cache.
         let (mut reference, mut verification) = (None, None);
         if case.scenario == Scenario::Verify {

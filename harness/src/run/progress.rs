@@ -6,7 +6,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::Result;
-use crate::report::summary::seconds;
+use crate::report::tables::seconds;
 use crate::results::{CaseResult, Outcome};
 use crate::run::events::{Event, EventSink};
 

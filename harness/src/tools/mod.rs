@@ -3,6 +3,7 @@
 
 pub mod bazel;
 pub mod bazel_log;
+pub mod git;
 pub mod nix;
 pub mod nix_log;
 

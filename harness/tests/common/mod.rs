@@ -126,18 +126,11 @@ pub fn case<'a>(results: &'a serde_json::Value, scenario: &str) -> &'a serde_jso
         .unwrap_or_else(|| panic!("no {scenario} case in {results}"))
 }
 
-/// `run` of one cold sample, no warm-up, for each of `repos`, writing to `output`.
-pub fn cold_run(repos: &[&Path], output: &Path) -> Command {
+/// `run` of `samples` cold samples, no warm-up, for each of `repos`, writing to `output`.
+pub fn cold_run(repos: &[&Path], samples: usize, output: &Path) -> Command {
     let mut cmd = bin();
-    cmd.args([
-        "run",
-        "--scenario",
-        "cold",
-        "--samples",
-        "1",
-        "--warmups",
-        "0",
-    ]);
+    cmd.args(["run", "--scenario", "cold", "--warmups", "0", "--samples"]);
+    cmd.arg(samples.to_string());
     for repo in repos {
         cmd.arg("--repo").arg(repo);
     }

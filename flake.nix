@@ -1,0 +1,71 @@
+{
+  description = "flywheel-bench: cold vs warm Nix and Bazel builds against build caches, and proof that builds survive a bad cache";
+
+  inputs.nixpkgs.url = "github:nixos/nixpkgs/nixos-25.05";
+
+  outputs = { self, nixpkgs }:
+    let
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+
+      # The tools the harness measures and runs; `nix run .#bench` puts them on PATH.
+      benchTools = pkgs: with pkgs; [ nix bazel_7 nginx qemu gcc git coreutils ];
+
+      harness = pkgs: pkgs.rustPlatform.buildRustPackage {
+        pname = "flywheel-bench";
+        version = (builtins.fromTOML (builtins.readFile ./harness/Cargo.toml)).package.version;
+        src = pkgs.lib.cleanSource ./.;
+        cargoLock.lockFile = ./Cargo.lock;
+        cargoBuildFlags = [ "--package" "flywheel-bench" ];
+        # Only the pure tests can run in the build sandbox; the end-to-end tests need real
+        # nix, bazel and nginx and run in CI (.ci/run).
+        cargoTestFlags = [ "--package" "flywheel-bench" "--lib" ];
+        postInstall = ''
+          mkdir -p $out/share/flywheel-bench
+          cp -r bench-repos lanes.toml $out/share/flywheel-bench/
+        '';
+        meta.mainProgram = "flywheel-bench";
+      };
+    in
+    {
+      packages = forAllSystems (pkgs: { default = harness pkgs; });
+
+      apps = forAllSystems (pkgs:
+        let
+          bench = pkgs.writeShellApplication {
+            name = "flywheel-bench";
+            runtimeInputs = benchTools pkgs;
+            text = ''
+              # Without a checkout's bench-repos/ here, use the ones shipped with the package.
+              if [ -z "''${FLYWHEEL_BENCH_REPOS:-}" ] && [ ! -d bench-repos ]; then
+                export FLYWHEEL_BENCH_REPOS=${harness pkgs}/share/flywheel-bench/bench-repos
+              fi
+              # `nix run .#bench` alone runs the default bench.
+              if [ "$#" -eq 0 ]; then set -- run; fi
+              exec ${harness pkgs}/bin/flywheel-bench "$@"
+            '';
+          };
+        in
+        {
+          bench = { type = "app"; program = "${bench}/bin/flywheel-bench"; };
+          default = self.apps.${pkgs.system}.bench;
+        });
+
+      devShells = forAllSystems (pkgs: {
+        default = pkgs.mkShell {
+          packages = (benchTools pkgs) ++ (with pkgs; [ cargo rustc clippy rustfmt shellcheck actionlint ]);
+        };
+      });
+
+      checks = forAllSystems (pkgs: {
+        build = harness pkgs;
+        clippy = (harness pkgs).overrideAttrs (old: {
+          pname = "flywheel-bench-clippy";
+          nativeBuildInputs = old.nativeBuildInputs ++ [ pkgs.clippy ];
+          buildPhase = "cargo clippy --offline --all-targets -- -D warnings";
+          doCheck = false;
+          installPhase = "touch $out";
+        });
+      });
+    };
+}

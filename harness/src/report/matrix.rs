@@ -1,0 +1,224 @@
+//! `matrix`: the runner-lane proof matrix. Lanes come from `lanes.toml`; evidence from
+//! results files; each lane is judged against the graduation criteria. Pure apart from
+//! reading lanes.toml.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::results::{Outcome, Results};
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LaneDecl {
+    /// The lane's name in results (`host`, `vm`, `gpu`, ...).
+    pub name: String,
+    /// What reviewers call it, e.g. "KVM (nix-vm-test)".
+    pub title: String,
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// The bench repo whose success on this lane is the canary.
+    pub canary: String,
+    #[serde(default)]
+    pub docs: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LanesFile {
+    lane: Vec<LaneDecl>,
+}
+
+pub fn load_lanes(path: &Path) -> Result<Vec<LaneDecl>> {
+    let invalid = |message: String| {
+        Error::Manifest {
+        path: path.to_path_buf(),
+        message,
+        fix: "each [[lane]] needs name, title and canary; owner and docs are optional (see the README)".into(),
+    }
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read it: {e}")))?;
+    let file: LanesFile =
+        toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().into()))?;
+    Ok(file.lane)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Proved,
+    Experimental,
+    Backlog,
+}
+
+#[derive(Debug, Clone)]
+pub struct LaneProof {
+    pub lane: LaneDecl,
+    pub state: State,
+    /// Criterion -> met, in the order of the graduation criteria.
+    pub criteria: Vec<(&'static str, bool)>,
+    pub evidence: Vec<String>,
+}
+
+/// Judges each lane: proved when every criterion holds, experimental with some evidence,
+/// backlog with none.
+pub fn judge(lanes: &[LaneDecl], files: &[(String, Results)]) -> Vec<LaneProof> {
+    lanes
+        .iter()
+        .map(|lane| {
+            let on_lane: Vec<&(String, Results)> = files
+                .iter()
+                .filter(|(_, r)| r.cases.iter().any(|c| c.lane.name() == lane.name))
+                .collect();
+            let from_main: Vec<&(String, Results)> = on_lane
+                .iter()
+                .copied()
+                .filter(|(_, r)| r.git.as_ref().is_some_and(|g| g.is_main() && !g.dirty))
+                .collect();
+            // Cache, bootstrap and cleanup behaviour: the run recorded which cache it used,
+            // the lane's identity and tools, and finished (so its cleanup ran).
+            let behaviour = from_main.iter().any(|(_, r)| {
+                r.finished_at.is_some()
+                    && !r.environment.tools.is_empty()
+                    && r.cases
+                        .iter()
+                        .any(|c| c.lane.name() == lane.name && c.cache.is_some())
+            });
+            let canary = from_main.iter().any(|(_, r)| {
+                r.cases.iter().any(|c| {
+                    c.lane.name() == lane.name && c.repo == lane.canary && c.outcome == Outcome::Ok
+                })
+            });
+            let criteria = vec![
+                (
+                    "named lane with an owner",
+                    lane.owner.as_deref().is_some_and(|o| !o.is_empty()),
+                ),
+                ("runtime proof on main", !from_main.is_empty()),
+                ("cache, bootstrap and cleanup recorded", behaviour),
+                ("canary workload passed", canary),
+                (
+                    "docs link",
+                    lane.docs.as_deref().is_some_and(|d| !d.is_empty()),
+                ),
+            ];
+            let state = if criteria.iter().all(|(_, ok)| *ok) {
+                State::Proved
+            } else if on_lane.is_empty() {
+                State::Backlog
+            } else {
+                State::Experimental
+            };
+            LaneProof {
+                lane: lane.clone(),
+                state,
+                criteria,
+                evidence: on_lane.iter().map(|(label, _)| label.clone()).collect(),
+            }
+        })
+        .collect()
+}
+
+pub fn render_markdown(proofs: &[LaneProof]) -> String {
+    let mut out = String::from("# Runner-lane proof matrix\n\n_A lane is proved when every criterion holds, experimental when results exist for it but some criterion does not, backlog without results._\n\n| lane | state | owner |");
+    let names: Vec<&str> = proofs
+        .first()
+        .map(|p| p.criteria.iter().map(|(n, _)| *n).collect())
+        .unwrap_or_default();
+    for n in &names {
+        let _ = write!(out, " {n} |");
+    }
+    out.push_str(" evidence |\n|");
+    out.push_str(&" --- |".repeat(names.len() + 4));
+    out.push('\n');
+    for p in proofs {
+        let state = match p.state {
+            State::Proved => "proved",
+            State::Experimental => "experimental",
+            State::Backlog => "backlog",
+        };
+        let _ = write!(
+            out,
+            "| {} | {state} | {} |",
+            p.lane.title,
+            p.lane.owner.as_deref().unwrap_or("-")
+        );
+        for (_, ok) in &p.criteria {
+            out.push_str(if *ok { " yes |" } else { " no |" });
+        }
+        let _ = writeln!(
+            out,
+            " {} |",
+            if p.evidence.is_empty() {
+                "-".into()
+            } else {
+                p.evidence.join(", ")
+            }
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::GitInfo;
+
+    fn lanes() -> Vec<LaneDecl> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lanes.toml");
+        std::fs::write(
+            &path,
+            "[[lane]]\nname = \"host\"\ntitle = \"Host\"\nowner = \"platform\"\ncanary = \"fixture-c-dag\"\ndocs = \"README.md\"\n\n[[lane]]\nname = \"gpu\"\ntitle = \"GPU\"\ncanary = \"fixture-cuda\"\n",
+        )
+        .unwrap();
+        load_lanes(&path).unwrap()
+    }
+
+    fn results(git_ref: Option<&str>) -> Results {
+        let mut r: Results =
+            serde_json::from_str(&crate::tools::fixture("results/nix-fixture.json")).unwrap();
+        r.git = git_ref.map(|g| GitInfo {
+            commit: "0".repeat(40),
+            git_ref: Some(g.into()),
+            dirty: false,
+        });
+        r
+    }
+
+    #[test]
+    fn host_is_proved_only_with_results_from_main() {
+        let proved = judge(
+            &lanes(),
+            &[("run.json".into(), results(Some("refs/heads/main")))],
+        );
+        assert_eq!(proved[0].state, State::Proved, "{:?}", proved[0].criteria);
+        assert_eq!(proved[1].state, State::Backlog);
+        let branch = judge(
+            &lanes(),
+            &[("run.json".into(), results(Some("refs/heads/topic")))],
+        );
+        assert_eq!(branch[0].state, State::Experimental);
+        assert!(!branch[0].criteria[1].1);
+        let text = render_markdown(&proved);
+        assert!(
+            text.contains("| Host | proved | platform | yes | yes | yes | yes | yes | run.json |"),
+            "{text}"
+        );
+        assert!(text.contains("| GPU | backlog | - | no |"), "{text}");
+    }
+
+    #[test]
+    fn bad_lanes_files_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lanes.toml");
+        std::fs::write(&path, "[[lane]]\nname = \"x\"\n").unwrap();
+        let err = load_lanes(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("lanes.toml") && err.contains("title") && err.contains("fix:"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! The tables every report shows, built once from a results file and rendered by the
+//! terminal summary, the Markdown and the HTML report alike.
+
+use crate::results::{Outcome, Results};
+
+pub struct Table {
+    pub title: &'static str,
+    /// One line under the title saying how to read the numbers.
+    pub note: &'static str,
+    pub headers: Vec<&'static str>,
+    pub rows: Vec<Vec<String>>,
+}
+
+/// Seconds with a precision that suits the magnitude (builds run from ms to hours).
+pub fn seconds(s: f64) -> String {
+    if s >= 100.0 {
+        format!("{s:.0} s")
+    } else if s >= 10.0 {
+        format!("{s:.1} s")
+    } else if s >= 1.0 {
+        format!("{s:.2} s")
+    } else {
+        format!("{:.0} ms", s * 1000.0)
+    }
+}
+
+pub fn ratio(r: f64) -> String {
+    if r >= 100.0 {
+        format!("{r:.0}x")
+    } else {
+        format!("{r:.1}x")
+    }
+}
+
+pub fn comparisons(results: &Results) -> Table {
+    Table {
+        title: "Cold vs warm",
+        note: "Medians of wall time; speedup = median(cold) / median(warm).",
+        headers: vec![
+            "repo",
+            "system",
+            "lane",
+            "cold",
+            "warm",
+            "noop",
+            "speedup [95% CI]",
+            "hit ratio",
+        ],
+        rows: results
+            .comparisons
+            .iter()
+            .map(|c| {
+                vec![
+                    c.repo.clone(),
+                    c.system.name().into(),
+                    c.lane.name().into(),
+                    seconds(c.cold_median_s),
+                    seconds(c.warm_median_s),
+                    c.noop_median_s.map_or("-".into(), seconds),
+                    format!(
+                        "{} [{}, {}]",
+                        ratio(c.speedup.ratio),
+                        ratio(c.speedup.ci_low),
+                        ratio(c.speedup.ci_high)
+                    ),
+                    c.hit_ratio
+                        .map_or("-".into(), |h| format!("{:.0}%", h * 100.0)),
+                ]
+            })
+            .collect(),
+    }
+}
+
+pub fn fallbacks(results: &Results) -> Table {
+    Table {
+        title: "Fallback",
+        note: "The cache behind the fault proxy; penalty = time to a result / median(cold).",
+        headers: vec![
+            "repo",
+            "system",
+            "scenario",
+            "outcome",
+            "time",
+            "penalty",
+            "tool noticed",
+            "from cache",
+            "verified",
+        ],
+        rows: results
+            .fallbacks
+            .iter()
+            .map(|f| {
+                let outcome = serde_json::to_value(f.outcome).expect("an enum serialises");
+                vec![
+                    f.repo.clone(),
+                    f.system.name().into(),
+                    f.scenario.to_string(),
+                    outcome.as_str().unwrap_or("?").into(),
+                    f.time_s.map_or("-".into(), seconds),
+                    f.penalty.map_or("-".into(), ratio),
+                    if f.detected_by_tool { "yes" } else { "no" }.into(),
+                    f.from_cache.map_or("-".into(), |n| n.to_string()),
+                    f.verified
+                        .map_or("-".into(), |v| if v { "yes" } else { "NO" }.into()),
+                ]
+            })
+            .collect(),
+    }
+}
+
+pub fn verdicts(results: &Results) -> Table {
+    let mut rows = Vec::new();
+    for v in &results.verdicts {
+        let checks = [
+            ("cache_use", &v.cache_use),
+            ("speedup", &v.speedup),
+            ("fallback", &v.fallback),
+            ("verified", &v.verified),
+        ];
+        for (name, check) in checks {
+            if let Some(c) = check {
+                rows.push(vec![
+                    v.repo.clone(),
+                    v.system.name().into(),
+                    v.lane.name().into(),
+                    name.into(),
+                    if c.pass { "pass" } else { "FAIL" }.into(),
+                    c.detail.clone(),
+                ]);
+            }
+        }
+    }
+    Table {
+        title: "Verdicts",
+        note: "Each judged against the thresholds recorded in the results' settings.",
+        headers: vec!["repo", "system", "lane", "verdict", "result", "detail"],
+        rows,
+    }
+}
+
+pub fn problems(results: &Results) -> Table {
+    Table {
+        title: "Cases that did not run to the end",
+        note: "Failed cases stop at their first failing build; skipped cases never start.",
+        headers: vec!["outcome", "repo", "system", "lane", "scenario", "reason"],
+        rows: results
+            .cases
+            .iter()
+            .filter(|c| c.outcome != Outcome::Ok)
+            .map(|c| {
+                vec![
+                    if c.outcome == Outcome::Failed {
+                        "FAILED"
+                    } else {
+                        "skipped"
+                    }
+                    .into(),
+                    c.repo.clone(),
+                    c.system.name().into(),
+                    c.lane.name().into(),
+                    c.scenario.to_string(),
+                    c.reason
+                        .clone()
+                        .unwrap_or_else(|| "no reason recorded".into()),
+                ]
+            })
+            .collect(),
+    }
+}
+
+/// Every table, in reading order, that has rows.
+pub fn all(results: &Results) -> Vec<Table> {
+    [
+        comparisons(results),
+        fallbacks(results),
+        verdicts(results),
+        problems(results),
+    ]
+    .into_iter()
+    .filter(|t| !t.rows.is_empty())
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_scale_with_magnitude() {
+        assert_eq!(seconds(0.0712), "71 ms");
+        assert_eq!(seconds(1.234), "1.23 s");
+        assert_eq!(seconds(12.34), "12.3 s");
+        assert_eq!(seconds(754.2), "754 s");
+        assert_eq!(ratio(232.4), "232x");
+        assert_eq!(ratio(2.06), "2.1x");
+    }
+}

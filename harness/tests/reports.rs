@@ -1,0 +1,167 @@
+//! report, compare, export and matrix on results files the harness really produced.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::*;
+
+/// Five cold samples of a repo named `planted` whose build sleeps `seconds`.
+fn run_planted(dir: &Path, name: &str, seconds: f64) -> PathBuf {
+    let repo = temp_repo(
+        "planted",
+        &derivation("planted", &format!("sleep {seconds}; echo ok > $out")),
+    );
+    let output = dir.join(name);
+    run_ok(&mut cold_run(&[repo.path()], 5, &output));
+    output
+}
+
+fn harness(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut cmd = bin();
+    cmd.current_dir(repo_root());
+    for a in args {
+        cmd.arg(a);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn compare_passes_the_same_configuration_and_catches_a_planted_regression() {
+    require_tools(&["nix"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let base = run_planted(tmp.path(), "base.json", 0.3);
+    let again = run_planted(tmp.path(), "again.json", 0.3);
+    let slower = run_planted(tmp.path(), "slower.json", 0.9);
+
+    let same = harness(&[&"compare", &base, &again]);
+    let text = String::from_utf8_lossy(&same.stdout);
+    assert_eq!(
+        same.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+    assert!(text.contains("No regression."), "{text}");
+
+    let md = tmp.path().join("compare.md");
+    let planted = harness(&[&"compare", &base, &slower, &"--markdown", &md]);
+    let text = String::from_utf8_lossy(&planted.stdout);
+    assert_eq!(planted.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("**Regression.**") && text.contains("**slower**"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_to_string(&md).unwrap(), text);
+
+    // Different parameters are different workloads: refused, exit 2.
+    let other = tmp.path().join("other.json");
+    run_ok(
+        bin()
+            .current_dir(repo_root())
+            .args([
+                "run",
+                "--repo",
+                "fixture-c-dag",
+                "--scenario",
+                "cold",
+                "--samples",
+                "1",
+                "--warmups",
+                "0",
+            ])
+            .args(["--param", "size=2", "--param", "work=5", "--output"])
+            .arg(&other),
+    );
+    let refused = harness(&[&"compare", &base, &other]);
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("no case in common") || err.contains("different parameters"),
+        "{err}"
+    );
+}
+
+#[test]
+fn report_export_and_matrix_render_a_real_run() {
+    require_tools(&["nix", "nginx"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("run.json");
+    run_ok(
+        bin()
+            .current_dir(repo_root())
+            .args([
+                "run",
+                "--repo",
+                "fixture-c-dag",
+                "--samples",
+                "2",
+                "--warmups",
+                "0",
+            ])
+            .args([
+                "--param",
+                "size=2",
+                "--param",
+                "work=5",
+                "--scenario",
+                "cold",
+                "--scenario",
+                "warm",
+            ])
+            .args(["--scenario", "fallback:refuse", "--output"])
+            .arg(&results),
+    );
+    let (md, html) = (tmp.path().join("report.md"), tmp.path().join("report.html"));
+    let out = harness(&[&"report", &results, &"--markdown", &md, &"--html", &html]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(md).unwrap();
+    for heading in [
+        "# flywheel-bench report",
+        "### Cold vs warm",
+        "### Fallback",
+        "### Verdicts",
+        "### Cases",
+    ] {
+        assert!(md.contains(heading), "no {heading} in:\n{md}");
+    }
+    assert!(
+        md.contains("| fixture-c-dag | nix | fallback:refuse | survived |"),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(html).unwrap();
+    assert!(
+        html.starts_with("<!doctype html>")
+            && html.contains("<svg")
+            && html.contains("Sample distributions")
+    );
+    assert!(
+        !html.contains("<script") && !html.contains("http://") && !html.contains("https://"),
+        "the page must be self-contained"
+    );
+
+    let export = harness(&[&"export", &results]);
+    let entries: serde_json::Value = serde_json::from_slice(&export.stdout).unwrap();
+    assert_eq!(entries.as_array().unwrap().len(), 3);
+    assert_eq!(entries[0]["name"], "fixture-c-dag nix host cold");
+    assert_eq!(entries[0]["unit"], "s");
+
+    let matrix = harness(&[&"matrix", &results]);
+    let text = String::from_utf8_lossy(&matrix.stdout);
+    assert!(
+        matrix.status.success(),
+        "{}",
+        String::from_utf8_lossy(&matrix.stderr)
+    );
+    assert!(text.contains("| Linux host (shared CI runner) |"), "{text}");
+    assert!(text.contains("| KVM (nix-vm-test) | backlog |"), "{text}");
+
+    let bad = harness(&[&"report", &tmp.path().join("missing.json")]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("missing.json"));
+}
