@@ -7,15 +7,17 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::cache::EmbeddedCache;
 use crate::error::{exit_code, Error, Result};
-use crate::plan::{manifest, ParamValue, Plan, Scenario, Settings, SlowSettings, System};
-use crate::results::{self, Results, RunSettings, Thresholds, SCHEMA_VERSION};
+use crate::lanes::vm;
+use crate::plan::{manifest, Lane, ParamValue, Plan, Scenario, Settings, SlowSettings, System};
+use crate::results::{self, LaneIdentity, Results, RunSettings, Thresholds, SCHEMA_VERSION};
 use crate::run::process::{self, ProcessExecutor};
 use crate::run::progress::Progress;
 use crate::run::recorder::Recorder;
 use crate::run::{Drivers, Scheduler};
 use crate::scratch::ScratchDir;
 use crate::tools::bazel::{BazelCache, BazelDriver};
-use crate::tools::{self, nix::NixDriver, BuildDriver};
+use crate::tools::nix::{NixCache, NixDriver};
+use crate::tools::{self, BuildDriver};
 
 #[derive(Parser)]
 #[command(
@@ -154,9 +156,46 @@ struct RunArgs {
     /// rules_cc/rules_java under /usr/share/bazel/rules are used by default when present.
     #[arg(long = "bazel-override", value_name = "NAME=PATH", value_parser = parse_override)]
     bazel_overrides: Vec<(String, PathBuf)>,
+    /// Lanes to run on (repeatable; default: host): host, vm (a QEMU VM this harness boots;
+    /// KVM if a test VM proves it works, else TCG), gpu (needs an NVIDIA GPU; skipped with
+    /// the reason otherwise).
+    #[arg(long = "lane", value_enum)]
+    lanes: Vec<Lane>,
+    #[command(flatten)]
+    vm: VmArgs,
+    /// Inside the vm lane's guest: the lane its cases belong to (set by the harness).
+    #[arg(long, value_enum, hide = true)]
+    as_lane: Option<Lane>,
+    /// Inside the vm lane's guest: the acceleration the host proved (set by the harness).
+    #[arg(long, hide = true)]
+    lane_accel: Option<String>,
+    #[arg(long, hide = true)]
+    lane_accel_note: Option<String>,
+    /// An external Nix binary cache for warm cases instead of the embedded one.
+    #[arg(long, value_name = "URL")]
+    nix_cache: Option<String>,
+    /// The public key (`name:base64`) that signed the cache's paths.
+    #[arg(long, value_name = "KEY")]
+    nix_cache_public_key: Option<String>,
+    /// A secret key file to sign uploads with (without it uploads are unsigned).
+    #[arg(long, value_name = "FILE")]
+    nix_cache_secret_key: Option<PathBuf>,
     /// Where temporary stores and logs live during the run (default: the system temp folder).
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct VmArgs {
+    /// Memory of the vm lane's machine.
+    #[arg(long, value_name = "MIB", default_value_t = 3072)]
+    pub vm_memory_mb: u32,
+    /// Virtual CPUs of the vm lane's machine.
+    #[arg(long, default_value_t = 2)]
+    pub vm_cpus: u32,
+    /// Hard limit for the whole vm lane, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub vm_timeout: u64,
 }
 
 fn parse_param(text: &str) -> std::result::Result<(String, ParamValue), String> {
@@ -252,24 +291,50 @@ fn run(args: RunArgs) -> Result<i32> {
         args.scenarios.concat()
     };
     let systems = (!args.systems.is_empty()).then_some(args.systems.as_slice());
-    let plan = Plan::build(select_repos(&args)?, systems, &scenarios, settings)?;
+    // Inside a VM the harness runs that lane's cases itself.
+    let mut lanes: Vec<Lane> = match args.as_lane {
+        Some(lane) => vec![lane],
+        None if args.lanes.is_empty() => vec![Lane::Host],
+        None => args.lanes.clone(),
+    };
+    lanes.sort();
+    lanes.dedup();
+    let repos = select_repos(&args)?;
+    let plans: Vec<Plan> = lanes
+        .iter()
+        .map(|&lane| Plan::build(repos.clone(), systems, &scenarios, lane, settings.clone()))
+        .collect::<Result<_>>()?;
+    let uses = |system| plans.iter().any(|p| p.uses(system));
+    let needs_cache = |system| plans.iter().any(|p| p.needs_cache(system));
 
     // Preflight: every tool and setting the plan needs, before anything is built.
     let require_for = |system: System, tool: &'static str| {
-        plan.uses(system)
+        uses(system)
             .then(|| tools::require(tool, &format!("for {} cases", system.name())))
             .transpose()
     };
     let nix = require_for(System::Nix, "nix")?;
     let bazel = require_for(System::Bazel, "bazel")?;
+    let external_nix_cache = match (&args.nix_cache, &args.nix_cache_public_key) {
+        (Some(url), Some(key)) => Some(NixCache::external(url, key, args.nix_cache_secret_key.clone())),
+        (None, None) => None,
+        _ => {
+            return Err(Error::Usage(
+                "--nix-cache needs --nix-cache-public-key (and the other way round)\n  fix: pass both, e.g. --nix-cache http://cache/nix --nix-cache-public-key name:base64".into(),
+            ))
+        }
+    };
     let external_bazel_cache = match &args.bazel_remote_cache {
         Some(url) => Some(BazelCache::external(url, bazel_headers_from_env())?),
         None => None,
     };
-    let nginx = (plan.needs_cache(System::Nix)
-        || (plan.needs_cache(System::Bazel) && external_bazel_cache.is_none()))
+    let nginx = ((needs_cache(System::Nix) && external_nix_cache.is_none())
+        || (needs_cache(System::Bazel) && external_bazel_cache.is_none()))
     .then(|| tools::require("nginx", "for the embedded cache of warm cases"))
     .transpose()?;
+    let qemu = (lanes.contains(&Lane::Vm) && args.as_lane.is_none())
+        .then(|| tools::require("qemu-system-x86_64", "for the vm lane"))
+        .transpose()?;
     process::install_interrupt_handler()?;
     let exec = ProcessExecutor;
 
@@ -286,8 +351,9 @@ fn run(args: RunArgs) -> Result<i32> {
         Some(nginx) => Some(EmbeddedCache::start(nginx, &scratch.path().join("cache"))?),
         None => None,
     };
-    let nix_cache = match (&embedded, &nix) {
-        (Some(cache), Some(nix)) if plan.needs_cache(System::Nix) => {
+    let nix_cache = match (external_nix_cache, &embedded, &nix) {
+        (Some(external), _, _) => Some(external),
+        (None, Some(cache), Some(nix)) if needs_cache(System::Nix) => {
             Some(cache.nix_cache(nix, &exec)?)
         }
         _ => None,
@@ -295,7 +361,7 @@ fn run(args: RunArgs) -> Result<i32> {
     let bazel_cache = external_bazel_cache.or_else(|| {
         embedded
             .as_ref()
-            .filter(|_| plan.needs_cache(System::Bazel))
+            .filter(|_| needs_cache(System::Bazel))
             .map(EmbeddedCache::bazel_cache)
     });
     let mut nix_driver = nix
@@ -313,38 +379,93 @@ fn run(args: RunArgs) -> Result<i32> {
         .transpose()?;
 
     let output = args.output.clone().unwrap_or_else(default_output);
-    let results = new_results(&plan, thresholds, &exec);
-    let mut recorder = Recorder::new(output, results);
+    let mut recorder = Recorder::new(output, new_results(&settings, thresholds, &exec));
+    let environment = recorder.results().environment.clone();
     eprintln!(
         "flywheel-bench: {} cases, {} timed builds; results go to {}",
-        plan.cases.len(),
-        plan.total_builds(),
+        plans.iter().map(|p| p.cases.len()).sum::<usize>(),
+        plans.iter().map(Plan::total_builds).sum::<usize>(),
         recorder.path().display()
     );
-    let mut progress = Progress::new();
-    let mut drivers = Drivers::new();
-    if let Some(d) = nix_driver.as_mut() {
-        drivers.insert(System::Nix, d as &mut dyn BuildDriver);
-    }
-    if let Some(d) = bazel_driver.as_mut() {
-        drivers.insert(System::Bazel, d as &mut dyn BuildDriver);
-    }
     let builds_dir = scratch.path().join("builds");
-    let mut scheduler = Scheduler {
-        plan: &plan,
-        exec: &exec,
-        drivers,
-        work_dir: &builds_dir,
-    };
-    let outcome = scheduler.run(&mut [&mut progress, &mut recorder]);
-    drop(progress);
-    match outcome {
-        Ok(_) => recorder.finish()?,
-        Err(e) => {
+    for plan in &plans {
+        let lane = plan.cases.first().map_or(Lane::Host, |c| c.lane);
+        let mut identity = LaneIdentity::of(lane, &environment);
+        let mut skip_reason = None;
+        let gpu_shell;
+        let mut lane_exec: &dyn process::Executor = &exec;
+        match (lane, args.as_lane) {
+            (Lane::Vm, None) => {
+                let qemu = qemu.as_deref().expect("required for the vm lane");
+                let caches = vm::GuestCaches {
+                    nix: nix_cache.as_ref(),
+                    bazel: bazel_cache.as_ref(),
+                };
+                let settings = vm::VmSettings {
+                    memory_mb: args.vm.vm_memory_mb,
+                    cpus: args.vm.vm_cpus,
+                    timeout: Duration::from_secs(args.vm.vm_timeout),
+                };
+                let cases = vm::run_lane(
+                    &exec,
+                    qemu,
+                    plan,
+                    &guest_args(),
+                    caches,
+                    &scratch.path().join("vm"),
+                    settings,
+                )?;
+                recorder.add_lane(cases.identity)?;
+                recorder.add_cases(cases.cases)?;
+                continue;
+            }
+            (_, Some(_)) => {
+                identity.virtualization = Some("qemu".into());
+                identity.acceleration = args.lane_accel.clone();
+                identity.acceleration_note = args.lane_accel_note.clone();
+            }
+            (Lane::Gpu, None) => match crate::lanes::gpu::preflight(&exec) {
+                Err(reason) => skip_reason = Some(reason),
+                Ok(gpu) => {
+                    identity.gpu = Some(gpu);
+                    if let Some(prefix) = crate::lanes::gpu::dev_shell_prefix(
+                        &std::env::current_dir().unwrap_or_default(),
+                    ) {
+                        identity.shell = Some("nix develop .#gpu".into());
+                        gpu_shell = process::InShell {
+                            inner: &exec,
+                            prefix,
+                        };
+                        lane_exec = &gpu_shell;
+                    }
+                }
+            },
+            (Lane::Host, None) => {}
+        }
+        recorder.add_lane(identity)?;
+        let mut drivers = Drivers::new();
+        if let Some(d) = nix_driver.as_mut() {
+            drivers.insert(System::Nix, d as &mut dyn BuildDriver);
+        }
+        if let Some(d) = bazel_driver.as_mut() {
+            drivers.insert(System::Bazel, d as &mut dyn BuildDriver);
+        }
+        let mut scheduler = Scheduler {
+            plan,
+            exec: lane_exec,
+            drivers,
+            work_dir: &builds_dir,
+            skip_reason,
+        };
+        let mut progress = Progress::new();
+        let outcome = scheduler.run(&mut [&mut progress, &mut recorder]);
+        drop(progress);
+        if let Err(e) = outcome {
             eprintln!("partial results: {}", recorder.path().display());
             return Err(e);
         }
     }
+    recorder.finish()?;
     print!("{}", crate::report::summary::render(recorder.results()));
     println!("results: {}", recorder.path().display());
     let failed = recorder
@@ -359,7 +480,37 @@ fn run(args: RunArgs) -> Result<i32> {
     })
 }
 
-fn new_results(plan: &Plan, thresholds: Thresholds, exec: &ProcessExecutor) -> Results {
+/// This run's arguments, for the guest: without the ones the vm lane sets itself.
+fn guest_args() -> Vec<String> {
+    const OWN: &[&str] = &[
+        "--lane",
+        "--output",
+        "-o",
+        "--work-dir",
+        "--nix-cache",
+        "--nix-cache-public-key",
+        "--nix-cache-secret-key",
+        "--bazel-remote-cache",
+        "--vm-memory-mb",
+        "--vm-cpus",
+        "--vm-timeout",
+    ];
+    let mut out = Vec::new();
+    let mut args = std::env::args().skip_while(|a| a != "run").skip(1);
+    while let Some(arg) = args.next() {
+        let name = arg.split('=').next().unwrap_or(&arg);
+        if OWN.contains(&name) {
+            if !arg.contains('=') {
+                args.next();
+            }
+            continue;
+        }
+        out.push(arg);
+    }
+    out
+}
+
+fn new_results(settings: &Settings, thresholds: Thresholds, exec: &ProcessExecutor) -> Results {
     Results {
         schema_version: SCHEMA_VERSION,
         harness_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -370,15 +521,16 @@ fn new_results(plan: &Plan, thresholds: Thresholds, exec: &ProcessExecutor) -> R
             .ok()
             .and_then(|dir| crate::tools::git::describe(exec, &dir)),
         settings: RunSettings {
-            samples: plan.settings.samples,
-            warmups: plan.settings.warmups,
-            timeout_s: plan.settings.timeout.as_secs_f64(),
-            fallback_timeout_s: plan.settings.fallback_timeout.as_secs_f64(),
-            slow_latency_ms: plan.settings.slow.latency.as_millis() as u64,
-            slow_bytes_per_s: plan.settings.slow.bytes_per_sec,
+            samples: settings.samples,
+            warmups: settings.warmups,
+            timeout_s: settings.timeout.as_secs_f64(),
+            fallback_timeout_s: settings.fallback_timeout.as_secs_f64(),
+            slow_latency_ms: settings.slow.latency.as_millis() as u64,
+            slow_bytes_per_s: settings.slow.bytes_per_sec,
             thresholds,
         },
         environment: crate::lanes::host::identity(exec),
+        lanes: Vec::new(),
         cases: Vec::new(),
         comparisons: Vec::new(),
         fallbacks: Vec::new(),

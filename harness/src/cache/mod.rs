@@ -51,12 +51,9 @@ impl EmbeddedCache {
         crate::scratch::write_private(&secret, generated.as_bytes())?;
         let public_key = nix_key(exec, nix, &["convert-secret-to-public"], Some(&secret))?;
         let url = self.server.url("nix");
-        Ok(NixCache {
-            backend: "embedded-nginx".into(),
-            public_key: public_key.trim().to_string(),
-            push_url: format!("{url}?secret-key={}", secret.display()),
-            substituter: url,
-        })
+        let mut cache = NixCache::external(&url, public_key.trim(), Some(secret));
+        cache.backend = "embedded-nginx".into();
+        Ok(cache)
     }
 
     /// The Bazel side: nginx's WebDAV speaks Bazel's HTTP cache protocol (`/ac/`, `/cas/`).

@@ -54,20 +54,27 @@ impl System {
     Serialize,
     Deserialize,
     schemars::JsonSchema,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Lane {
+    /// This machine.
     Host,
+    /// A QEMU virtual machine the harness boots (KVM when it works, else TCG).
+    Vm,
+    /// A GPU dev shell (`nix develop .#gpu`) on a machine with an NVIDIA GPU.
+    Gpu,
 }
 
 impl Lane {
     pub fn name(self) -> &'static str {
         match self {
             Lane::Host => "host",
+            Lane::Vm => "vm",
+            Lane::Gpu => "gpu",
         }
     }
 }
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub samples: usize,
@@ -133,6 +140,7 @@ impl Plan {
         repos: Vec<RepoManifest>,
         systems: Option<&[System]>,
         scenarios: &[Scenario],
+        lane: Lane,
         settings: Settings,
     ) -> Result<Plan> {
         if settings.samples == 0 {
@@ -173,7 +181,7 @@ impl Plan {
                         repo: index,
                         system,
                         scenario,
-                        lane: Lane::Host,
+                        lane,
                     });
                 }
             }
@@ -242,6 +250,7 @@ mod tests {
                 Scenario::Warm,
                 Scenario::Cold,
             ],
+            Lane::Host,
             Settings::default(),
         )
         .unwrap();
@@ -269,6 +278,7 @@ mod tests {
             vec![repo("a")],
             Some(&[System::Nix]),
             &[Scenario::Cold],
+            Lane::Host,
             Settings::default(),
         )
         .unwrap();
@@ -281,6 +291,7 @@ mod tests {
             vec![repo("a")],
             Some(&[System::Bazel]),
             &Scenario::DEFAULT,
+            Lane::Host,
             Settings::default(),
         )
         .unwrap_err();
@@ -293,9 +304,23 @@ mod tests {
             samples: 0,
             ..Settings::default()
         };
-        let err = Plan::build(vec![repo("a")], None, &Scenario::DEFAULT, settings).unwrap_err();
+        let err = Plan::build(
+            vec![repo("a")],
+            None,
+            &Scenario::DEFAULT,
+            Lane::Host,
+            settings,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("--samples"));
-        let err = Plan::build(vec![], None, &Scenario::DEFAULT, Settings::default()).unwrap_err();
+        let err = Plan::build(
+            vec![],
+            None,
+            &Scenario::DEFAULT,
+            Lane::Host,
+            Settings::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("no bench repos"));
     }
 }

@@ -33,6 +33,9 @@ pub struct Results {
     pub git: Option<GitInfo>,
     pub settings: RunSettings,
     pub environment: Environment,
+    /// Who each lane of the run was: every case's `lane` names one of these.
+    #[serde(default)]
+    pub lanes: Vec<LaneIdentity>,
     pub cases: Vec<CaseResult>,
     pub comparisons: Vec<Comparison>,
     /// One row per fallback case: what a bad cache cost and whether it was noticed.
@@ -120,6 +123,62 @@ impl GitInfo {
     pub fn is_main(&self) -> bool {
         matches!(self.git_ref.as_deref(), Some("refs/heads/main" | "main"))
     }
+}
+
+/// What a lane is: the machine its builds saw, how it was virtualised and accelerated,
+/// its GPU and its tools.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LaneIdentity {
+    pub lane: Lane,
+    pub kernel: String,
+    pub cpu_model: String,
+    pub cores: usize,
+    pub memory_bytes: u64,
+    pub os: String,
+    /// e.g. `qemu`; absent on bare metal or when the harness did not start the machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtualization: Option<String>,
+    /// `kvm` or `tcg` for the vm lane; TCG timings are correctness evidence, not KVM figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceleration: Option<String>,
+    /// Why that acceleration (e.g. the KVM probe's result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceleration_note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuInfo>,
+    /// The shell the cases ran in (e.g. `nix develop .#gpu`), when not the ambient one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<String>,
+    pub tools: BTreeMap<String, ToolVersion>,
+}
+
+impl LaneIdentity {
+    pub fn of(lane: Lane, env: &Environment) -> LaneIdentity {
+        LaneIdentity {
+            lane,
+            kernel: env.kernel.clone(),
+            cpu_model: env.cpu_model.clone(),
+            cores: env.cores,
+            memory_bytes: env.memory_bytes,
+            os: env.os.clone(),
+            virtualization: None,
+            acceleration: None,
+            acceleration_note: None,
+            gpu: None,
+            shell: None,
+            tools: env.tools.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct GpuInfo {
+    pub name: String,
+    pub driver: String,
+    pub memory: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda: Option<String>,
+    pub count: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -32,6 +32,8 @@ pub struct Scheduler<'a, 'd> {
     pub drivers: Drivers<'d>,
     /// Private folder for per-build state; each build's folder is removed after it.
     pub work_dir: &'a Path,
+    /// When set, every case is recorded as skipped with this reason (e.g. no GPU).
+    pub skip_reason: Option<String>,
 }
 
 /// One finished build, inspected and cleaned up.
@@ -80,28 +82,11 @@ impl Scheduler<'_, '_> {
     }
 
     fn new_result(&self, case: &CaseSpec) -> CaseResult {
-        let repo = self.plan.repo(case);
-        CaseResult {
-            repo: repo.name.clone(),
-            system: case.system,
-            lane: case.lane,
-            scenario: case.scenario,
-            source_git: match &repo.source {
-                Source::Path(path) => crate::tools::git::describe(self.exec, path),
-                Source::Git { .. } => None,
-            },
-            parameters: repo.parameters.clone(),
-            outcome: Outcome::Ok,
-            reason: None,
-            cache: None,
-            command: None,
-            warmups: Vec::new(),
-            samples: Vec::new(),
-            stats: None,
-            fallback: None,
-            verification: None,
-            overhead_median_s: None,
+        let mut result = blank_result(self.plan, case);
+        if let Source::Path(path) = &self.plan.repo(case).source {
+            result.source_git = crate::tools::git::describe(self.exec, path);
         }
+        result
     }
 
     fn run_case(
@@ -118,6 +103,9 @@ impl Scheduler<'_, '_> {
             result.reason = Some(reason);
             Ok(())
         };
+        if let Some(reason) = &self.skip_reason {
+            return skip(result, reason.clone());
+        }
         let source = match &repo.source {
             Source::Path(path) => path,
             Source::Git { url, rev } => {
@@ -350,6 +338,29 @@ impl Scheduler<'_, '_> {
             });
         }
         remove_tree(&case_dir).context(|| format!("removing {}", case_dir.display()))
+    }
+}
+
+/// A case's result before anything ran.
+pub fn blank_result(plan: &Plan, case: &CaseSpec) -> CaseResult {
+    let repo = plan.repo(case);
+    CaseResult {
+        repo: repo.name.clone(),
+        system: case.system,
+        lane: case.lane,
+        scenario: case.scenario,
+        source_git: None,
+        parameters: repo.parameters.clone(),
+        outcome: Outcome::Ok,
+        reason: None,
+        cache: None,
+        command: None,
+        warmups: Vec::new(),
+        samples: Vec::new(),
+        stats: None,
+        fallback: None,
+        verification: None,
+        overhead_median_s: None,
     }
 }
 

@@ -71,7 +71,7 @@ impl CommandSpec {
 }
 
 /// Quotes a word for a POSIX shell when it needs it.
-fn shell_quote(word: &str) -> String {
+pub fn shell_quote(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .chars()
@@ -241,6 +241,30 @@ fn wait4(pid: i32) -> std::io::Result<WaitStatus> {
 
 fn timeval(tv: libc::timeval) -> Duration {
     Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64)
+}
+
+/// Runs every command inside a shell (e.g. `nix develop .#gpu --command`): the prefix,
+/// then the command.
+pub struct InShell<'a> {
+    pub inner: &'a dyn Executor,
+    pub prefix: Vec<OsString>,
+}
+
+impl Executor for InShell<'_> {
+    fn run(&self, spec: &CommandSpec) -> Result<ProcessOutcome> {
+        let Some((program, rest)) = self.prefix.split_first() else {
+            return self.inner.run(spec);
+        };
+        let mut wrapped = spec.clone();
+        wrapped.program = PathBuf::from(program);
+        wrapped.args = rest
+            .iter()
+            .cloned()
+            .chain(std::iter::once(spec.program.clone().into_os_string()))
+            .chain(spec.args.iter().cloned())
+            .collect();
+        self.inner.run(&wrapped)
+    }
 }
 
 /// Output of a short command run through an executor.
@@ -429,6 +453,21 @@ mod tests {
         assert_eq!(s.display(), r"/bin/sh -c 'echo it'\''s /bin /usr'");
         assert_eq!(shell_quote("--arg"), "--arg");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn in_shell_runs_the_command_after_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let shell = InShell {
+            inner: &ProcessExecutor,
+            prefix: vec!["/usr/bin/env".into(), "WRAPPED=yes".into()],
+        };
+        let s = spec(dir.path(), "echo $WRAPPED", Duration::from_secs(30));
+        assert!(shell.run(&s).unwrap().success());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out")).unwrap(),
+            "yes\n"
+        );
     }
 
     #[test]

@@ -25,6 +25,20 @@ impl Recorder {
         &self.results
     }
 
+    /// Records who a lane was.
+    pub fn add_lane(&mut self, identity: crate::results::LaneIdentity) -> Result<()> {
+        self.results.lanes.retain(|l| l.lane != identity.lane);
+        self.results.lanes.push(identity);
+        self.write()
+    }
+
+    /// Adds cases measured elsewhere (inside a VM) and writes.
+    pub fn add_cases(&mut self, cases: Vec<crate::results::CaseResult>) -> Result<()> {
+        self.results.cases.extend(cases);
+        derive(&mut self.results);
+        self.write()
+    }
+
     /// Marks the run finished and writes the final document.
     pub fn finish(&mut self) -> Result<()> {
         self.results.finished_at = Some(crate::results::now_rfc3339());

@@ -28,6 +28,26 @@ pub struct NixCache {
     pub public_key: String,
     /// `nix copy --to` URL that uploads and signs (may name a secret key file; never logged).
     pub push_url: String,
+    /// The file `push_url` signs with, if any (handed to a VM guest, never logged).
+    pub secret_key_file: Option<PathBuf>,
+}
+
+impl NixCache {
+    /// A cache given on the command line (`--nix-cache URL --nix-cache-public-key KEY
+    /// [--nix-cache-secret-key FILE]`); without a secret key, uploads go unsigned.
+    pub fn external(url: &str, public_key: &str, secret_key_file: Option<PathBuf>) -> NixCache {
+        let push_url = match &secret_key_file {
+            Some(file) => format!("{url}?secret-key={}", file.display()),
+            None => url.to_string(),
+        };
+        NixCache {
+            backend: "http".into(),
+            substituter: url.to_string(),
+            public_key: public_key.to_string(),
+            push_url,
+            secret_key_file,
+        }
+    }
 }
 
 /// Host folders the build sandbox may see, so derivations can use host tools (no nixpkgs).

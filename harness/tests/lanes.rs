@@ -1,0 +1,135 @@
+//! The vm lane boots a real VM (QEMU; TCG where KVM does not work) and runs a Nix case in
+//! it against the host's embedded cache; the gpu lane skips cleanly without a GPU.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn a_vm_runs_nix_cases_against_the_host_cache_and_says_how_it_was_accelerated() {
+    require_tools(&["qemu-system-x86_64", "nix", "nginx", "gcc"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    let output = tmp.path().join("results.json");
+    let nix_before = host_nix_snapshot();
+    run_ok(
+        bin()
+            .current_dir(repo_root())
+            .args([
+                "run",
+                "--lane",
+                "vm",
+                "--repo",
+                "fixture-c-dag",
+                "--system",
+                "nix",
+            ])
+            .args([
+                "--scenario",
+                "cold",
+                "--scenario",
+                "warm",
+                "--samples",
+                "1",
+                "--warmups",
+                "0",
+            ])
+            .args(["--param", "size=2", "--param", "work=5", "--output"])
+            .arg(&output)
+            .arg("--work-dir")
+            .arg(&work),
+    );
+    let results = read_json(&output);
+    assert_valid_results(&results);
+    let lane = &results["lanes"][0];
+    assert_eq!(lane["lane"], "vm");
+    assert_eq!(lane["virtualization"], "qemu");
+    assert!(
+        lane["cpu_model"].as_str().unwrap().contains("QEMU"),
+        "{lane}"
+    );
+    // KVM only when a test VM proved it works; on a nested PVM /dev/kvm the lane says tcg.
+    let accel = lane["acceleration"].as_str().unwrap();
+    let note = lane["acceleration_note"].as_str().unwrap();
+    assert!(
+        accel == "tcg" || (accel == "kvm" && note.contains("booted and exited under KVM")),
+        "{lane}"
+    );
+    assert!(
+        lane["tools"]["nix"]["version"]
+            .as_str()
+            .unwrap()
+            .contains("Nix"),
+        "tools inside the lane: {lane}"
+    );
+
+    let cold = case(&results, "cold");
+    assert_eq!(cold["lane"], "vm");
+    assert_eq!(cold["outcome"], "ok", "{cold}");
+    assert_eq!(
+        cold["samples"][0]["built"], 3,
+        "size 2: two compile steps and a link"
+    );
+    let warm = case(&results, "warm");
+    assert_eq!(warm["outcome"], "ok", "{warm}");
+    assert_eq!(warm["samples"][0]["built"], 0, "{warm}");
+    assert!(
+        warm["samples"][0]["substituted"].as_u64().unwrap() > 0,
+        "{warm}"
+    );
+    assert!(
+        warm["cache"]["url"].as_str().unwrap().contains("10.0.2.2"),
+        "the guest reads the host's cache: {warm}"
+    );
+
+    let work_dir = work.to_string_lossy().to_string();
+    assert_eq!(
+        processes_mentioning(&work_dir),
+        Vec::<String>::new(),
+        "qemu or nginx survived"
+    );
+    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
+    assert_eq!(host_nix_snapshot(), nix_before, "the host's /nix changed");
+}
+
+#[test]
+fn the_gpu_lane_skips_with_a_reason_when_there_is_no_gpu() {
+    require_tools(&["nix"]);
+    let has_gpu = std::process::Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_gpu {
+        return; // This test is about GPU-less machines; GPU machines run the canary instead.
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let output = tmp.path().join("results.json");
+    run_ok(
+        bin()
+            .current_dir(repo_root())
+            .args([
+                "run",
+                "--lane",
+                "gpu",
+                "--repo",
+                "fixture-c-dag",
+                "--scenario",
+                "cold",
+                "--output",
+            ])
+            .arg(&output),
+    );
+    let results = read_json(&output);
+    assert_valid_results(&results);
+    assert_eq!(results["lanes"][0]["lane"], "gpu");
+    assert!(results["lanes"][0].get("gpu").is_none());
+    let cold = case(&results, "cold");
+    assert_eq!(cold["outcome"], "skipped");
+    assert!(
+        cold["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("no NVIDIA GPU"),
+        "{cold}"
+    );
+}
