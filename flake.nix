@@ -1,9 +1,15 @@
 {
   description = "flywheel-bench: cold vs warm Nix and Bazel builds against build caches, and proof that builds survive a bad cache";
 
-  inputs.nixpkgs.url = "github:nixos/nixpkgs/nixos-25.05";
+  inputs = {
+    nixpkgs.url = "github:nixos/nixpkgs/nixos-25.05";
+    nix-vm-test = {
+      url = "github:numtide/nix-vm-test";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+  };
 
-  outputs = { self, nixpkgs }:
+  outputs = { self, nixpkgs, nix-vm-test }:
     let
       systems = [ "x86_64-linux" "aarch64-linux" ];
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
@@ -26,9 +32,18 @@
         '';
         meta.mainProgram = "flywheel-bench";
       };
+
+      vmTests = pkgs: import ./nixos-tests {
+        inherit pkgs nix-vm-test;
+        inherit (pkgs) system;
+        bench = harness pkgs;
+        src = pkgs.lib.cleanSource ./.;
+      };
     in
     {
-      packages = forAllSystems (pkgs: { default = harness pkgs; });
+      packages = forAllSystems (pkgs:
+        { default = harness pkgs; }
+        // nixpkgs.lib.optionalAttrs (pkgs.system == "x86_64-linux") (vmTests pkgs).drivers);
 
       apps = forAllSystems (pkgs:
         let
@@ -55,6 +70,16 @@
         default = pkgs.mkShell {
           packages = (benchTools pkgs) ++ (with pkgs; [ cargo rustc clippy rustfmt shellcheck actionlint ]);
         };
+        # The gpu lane's shell: the CUDA toolkit (nvcc) beside the bench tools. The driver
+        # comes from the host (nvidia-smi, /dev/nvidia*), as on any GPU runner.
+        gpu =
+          let
+            cudaPkgs = import nixpkgs { inherit (pkgs) system; config = { allowUnfree = true; cudaSupport = true; }; };
+          in
+          pkgs.mkShell {
+            packages = (benchTools pkgs) ++ [ cudaPkgs.cudaPackages.cudatoolkit ];
+            shellHook = "export CUDA_PATH=${cudaPkgs.cudaPackages.cudatoolkit}";
+          };
       });
 
       checks = forAllSystems (pkgs: {
@@ -66,6 +91,6 @@
           doCheck = false;
           installPhase = "touch $out";
         });
-      });
+      } // nixpkgs.lib.optionalAttrs (pkgs.system == "x86_64-linux") (vmTests pkgs).checks);
     };
 }

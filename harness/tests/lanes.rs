@@ -112,9 +112,11 @@ fn the_gpu_lane_skips_with_a_reason_when_there_is_no_gpu() {
                 "--lane",
                 "gpu",
                 "--repo",
-                "fixture-c-dag",
+                "fixture-cuda",
                 "--scenario",
                 "cold",
+                "--scenario",
+                "warm",
                 "--output",
             ])
             .arg(&output),

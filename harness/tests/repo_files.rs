@@ -11,7 +11,11 @@ use common::*;
 fn the_flake_parses_without_touching_the_host_store() {
     require_tools(&["nix-instantiate"]);
     let before = host_nix_snapshot();
-    for file in ["flake.nix", "bench-repos/fixture-c-dag/flake.nix"] {
+    for file in [
+        "flake.nix",
+        "bench-repos/fixture-c-dag/flake.nix",
+        "nixos-tests/default.nix",
+    ] {
         // The dummy store keeps nix-instantiate away from /nix.
         let out = Command::new("nix-instantiate")
             .args(["--store", "dummy://", "--parse"])
@@ -33,6 +37,12 @@ fn the_flake_parses_without_touching_the_host_store() {
         "nixpkgs is pinned by commit"
     );
     assert!(nixpkgs["narHash"].as_str().unwrap().starts_with("sha256-"));
+    let vm_test = &lock["nodes"]["nix-vm-test"]["locked"];
+    assert_eq!(
+        vm_test["rev"].as_str().unwrap().len(),
+        40,
+        "nix-vm-test is pinned by commit"
+    );
     assert_eq!(host_nix_snapshot(), before);
 }
 

@@ -21,7 +21,12 @@ pub struct RepoManifest {
     /// Defaults from the manifest, after `--param` overrides.
     pub parameters: BTreeMap<String, ParamValue>,
     pub nix: Option<NixTargets>,
+    /// Host paths the Nix build sandbox may also see (`[nix] sandbox_paths`), e.g. GPU
+    /// devices; paths that do not exist on a machine are left out there.
+    pub nix_sandbox_paths: Vec<PathBuf>,
     pub bazel: Option<BazelTargets>,
+    /// The lanes this repo runs on (`lanes = ["gpu"]`); `None` means every lane.
+    pub lanes: Option<Vec<crate::plan::Lane>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +90,7 @@ struct RawManifest {
     parameters: BTreeMap<String, toml::Value>,
     nix: Option<RawNix>,
     bazel: Option<RawBazel>,
+    lanes: Option<Vec<crate::plan::Lane>>,
 }
 
 #[derive(Deserialize)]
@@ -109,6 +115,8 @@ struct RawNix {
     #[serde(default)]
     attrs: Vec<String>,
     flake: Option<Vec<String>>,
+    #[serde(default)]
+    sandbox_paths: Vec<PathBuf>,
 }
 
 /// Reads and validates `path` (a `repo.toml`).
@@ -193,6 +201,11 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
         };
         parameters.insert(key, value);
     }
+    let nix_sandbox_paths = raw
+        .nix
+        .as_ref()
+        .map(|n| n.sandbox_paths.clone())
+        .unwrap_or_default();
     let nix = raw
         .nix
         .map(|n| match (n.file, n.flake) {
@@ -237,7 +250,9 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
         source,
         parameters,
         nix,
+        nix_sandbox_paths,
         bazel,
+        lanes: raw.lanes,
     })
 }
 
@@ -418,6 +433,13 @@ file = "default.nix"
         );
         let empty = GOOD.replace("[nix]\nfile = \"default.nix\"\n", "[bazel]\ntargets = []\n");
         assert!(error_of(&empty).contains("bazel.targets"));
+    }
+
+    #[test]
+    fn lanes_restrict_where_a_repo_runs() {
+        let m = parse_in(&format!("lanes = [\"gpu\"]\n{GOOD}")).unwrap();
+        assert_eq!(m.lanes, Some(vec![crate::plan::Lane::Gpu]));
+        assert!(error_of(&format!("lanes = [\"moon\"]\n{GOOD}")).contains("moon"));
     }
 
     #[test]

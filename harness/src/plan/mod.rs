@@ -158,6 +158,14 @@ impl Plan {
         scenarios.dedup();
         let mut cases = Vec::new();
         for (index, repo) in repos.iter().enumerate() {
+            // A repo declared for other lanes (a GPU canary, say) is not a case here.
+            if repo
+                .lanes
+                .as_ref()
+                .is_some_and(|lanes| !lanes.contains(&lane))
+            {
+                continue;
+            }
             let wanted: Vec<System> = match systems {
                 Some(list) => {
                     for &system in list {
@@ -185,6 +193,12 @@ impl Plan {
                     });
                 }
             }
+        }
+        if cases.is_empty() {
+            return Err(Error::Usage(format!(
+                "none of the selected bench repos runs on the {} lane (see their `lanes` key)\n  fix: pass --lane with a lane they declare, or other repos",
+                lane.name()
+            )));
         }
         Ok(Plan {
             repos,
@@ -283,6 +297,43 @@ mod tests {
         )
         .unwrap();
         assert!(!plan.needs_cache(System::Nix));
+    }
+
+    #[test]
+    fn repos_run_only_on_their_lanes() {
+        let mut gpu_only = repo("canary");
+        gpu_only.lanes = Some(vec![Lane::Gpu]);
+        let plan = Plan::build(
+            vec![repo("a"), gpu_only.clone()],
+            None,
+            &[Scenario::Cold],
+            Lane::Host,
+            Settings::default(),
+        )
+        .unwrap();
+        assert_eq!(plan.cases.len(), 1);
+        let err = Plan::build(
+            vec![gpu_only.clone()],
+            None,
+            &[Scenario::Cold],
+            Lane::Host,
+            Settings::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("host lane"), "{err}");
+        assert_eq!(
+            Plan::build(
+                vec![gpu_only],
+                None,
+                &[Scenario::Cold],
+                Lane::Gpu,
+                Settings::default()
+            )
+            .unwrap()
+            .cases
+            .len(),
+            1
+        );
     }
 
     #[test]

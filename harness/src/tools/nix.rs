@@ -133,10 +133,12 @@ impl<'c> NixDriver<'c> {
                 case.repo.name
             ))
         })?;
-        let sandbox_paths: Vec<&str> = SANDBOX_PATHS
+        let sandbox_paths: Vec<String> = SANDBOX_PATHS
             .iter()
-            .copied()
-            .filter(|p| Path::new(p).exists())
+            .map(PathBuf::from)
+            .chain(case.repo.nix_sandbox_paths.iter().cloned())
+            .filter(|p| p.exists())
+            .map(|p| p.display().to_string())
             .collect();
         let mut args: Vec<OsString> = vec!["build".into(), "--store".into(), store.into()];
         push_option(&mut args, "sandbox-paths", &sandbox_paths.join(" "));
