@@ -228,9 +228,4 @@ fn distribution_plots(r: &Results) -> String {
     out
 }
 
-fn esc(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use super::escape_html as esc;

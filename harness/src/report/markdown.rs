@@ -169,9 +169,7 @@ fn pipe_table(table: &Table) -> String {
 
 /// Table cells cannot hold pipes or line breaks; HTML tags would render.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    super::escape_html(text)
         .replace('|', "\\|")
         .replace('\n', "<br>")
 }
@@ -183,5 +181,6 @@ mod tests {
     #[test]
     fn cells_are_escaped() {
         assert_eq!(escape("a|b\n<c>"), "a\\|b<br>&lt;c&gt;");
+        assert_eq!(escape("say \"hi\""), "say &quot;hi&quot;");
     }
 }

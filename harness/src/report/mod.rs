@@ -8,6 +8,14 @@ pub mod matrix;
 pub mod summary;
 pub mod tables;
 
+/// Text made safe inside HTML (and GitHub Markdown, which renders HTML tags).
+pub fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 #[cfg(test)]
 mod snapshots {
     //! Snapshot tests of the reports, rendered from a real results file with every number
