@@ -93,7 +93,7 @@ struct MatrixArgs {
 #[derive(Args)]
 struct RunArgs {
     /// Bench repo: a name from bench-repos/ or a path to a folder with a repo.toml
-    /// (repeatable; default: every bench repo).
+    /// (repeatable; default: every embedded bench repo, i.e. those with a local source).
     #[arg(long = "repo", value_name = "NAME|PATH")]
     repos: Vec<String>,
     /// Build system (repeatable; default: every system the repo has targets for).
@@ -180,6 +180,10 @@ struct RunArgs {
     /// A secret key file to sign uploads with (without it uploads are unsigned).
     #[arg(long, value_name = "FILE")]
     nix_cache_secret_key: Option<PathBuf>,
+    /// Where git-sourced bench repos are checked out, one folder per repository and commit,
+    /// reused by later runs (default: ~/.cache/flywheel-bench/checkouts).
+    #[arg(long, value_name = "DIR")]
+    checkout_cache: Option<PathBuf>,
     /// Where temporary stores and logs live during the run (default: the system temp folder).
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
@@ -256,7 +260,12 @@ fn select_repos(args: &RunArgs) -> Result<Vec<manifest::RepoManifest>> {
                 "no bench-repos folder here\n  fix: run from the flywheel-bench checkout, pass --bench-repos DIR, or --repo PATH".into(),
             )
         })?;
+        // The default bench is the embedded fixtures (offline, quick); git-sourced repos such
+        // as the tranche-1 ones run when named with --repo.
         manifest::discover(&dir)?
+            .into_iter()
+            .filter(|r| matches!(r.source, manifest::Source::Path(_)))
+            .collect()
     } else {
         args.repos
             .iter()
@@ -300,10 +309,17 @@ fn run(args: RunArgs) -> Result<i32> {
     lanes.sort();
     lanes.dedup();
     let repos = select_repos(&args)?;
-    let plans: Vec<Plan> = lanes
+    let mut plans: Vec<Plan> = lanes
         .iter()
         .map(|&lane| Plan::build(repos.clone(), systems, &scenarios, lane, settings.clone()))
         .collect::<Result<_>>()?;
+    process::install_interrupt_handler()?;
+    let exec = ProcessExecutor;
+    fetch_sources(
+        &mut plans,
+        &exec,
+        &checkout_cache(args.checkout_cache.clone()),
+    )?;
     let uses = |system| plans.iter().any(|p| p.uses(system));
     let needs_cache = |system| plans.iter().any(|p| p.needs_cache(system));
 
@@ -335,8 +351,6 @@ fn run(args: RunArgs) -> Result<i32> {
     let qemu = (lanes.contains(&Lane::Vm) && args.as_lane.is_none())
         .then(|| tools::require("qemu-system-x86_64", "for the vm lane"))
         .transpose()?;
-    process::install_interrupt_handler()?;
-    let exec = ProcessExecutor;
 
     // Declared in this order so they drop in reverse: drivers (and their build servers),
     // then the cache server, then the scratch folder that holds them all.
@@ -478,6 +492,59 @@ fn run(args: RunArgs) -> Result<i32> {
     } else {
         exit_code::OK
     })
+}
+
+fn checkout_cache(explicit: Option<PathBuf>) -> PathBuf {
+    explicit.unwrap_or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("flywheel-bench/checkouts")
+    })
+}
+
+/// The preparation step: every git source is checked out (or found in the cache) before
+/// anything is built; one that cannot be fetched makes its cases skipped, never failed.
+fn fetch_sources(plans: &mut [Plan], exec: &ProcessExecutor, cache: &Path) -> Result<()> {
+    let mut fetched: std::collections::BTreeMap<(String, String), manifest::Source> =
+        Default::default();
+    for plan in plans.iter_mut() {
+        for repo in &mut plan.repos {
+            let manifest::Source::Git { url, rev } = &repo.source else {
+                continue;
+            };
+            let key = (url.clone(), rev.clone());
+            if !fetched.contains_key(&key) {
+                let spinner = indicatif::ProgressBar::new_spinner();
+                spinner.set_message(format!("fetching {url} at {}", &rev[..12.min(rev.len())]));
+                spinner.enable_steady_tick(Duration::from_millis(120));
+                let source = match crate::tools::git::fetch(exec, url, rev, cache) {
+                    Ok(checkout) => manifest::Source::Fetched {
+                        checkout,
+                        url: url.clone(),
+                        rev: rev.clone(),
+                    },
+                    Err(reason) => manifest::Source::Unavailable {
+                        url: url.clone(),
+                        rev: rev.clone(),
+                        reason,
+                    },
+                };
+                spinner.finish_and_clear();
+                match &source {
+                    manifest::Source::Unavailable { reason, .. } => {
+                        eprintln!("skipping {}: could not fetch {url}: {reason}", repo.name)
+                    }
+                    _ => eprintln!("fetched {} ({url} at {rev})", repo.name),
+                }
+                process::check_interrupted()?;
+                fetched.insert(key.clone(), source);
+            }
+            repo.source = fetched[&key].clone();
+        }
+    }
+    Ok(())
 }
 
 /// This run's arguments, for the guest: without the ones the vm lane sets itself.

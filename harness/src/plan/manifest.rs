@@ -33,8 +33,30 @@ pub struct RepoManifest {
 pub enum Source {
     /// An embedded fixture: an absolute folder on this machine.
     Path(PathBuf),
-    /// A remote repository pinned by commit.
+    /// A remote repository pinned by commit (before the fetch step).
     Git { url: String, rev: String },
+    /// A git source the fetch step checked out: where, and from what.
+    Fetched {
+        checkout: PathBuf,
+        url: String,
+        rev: String,
+    },
+    /// A git source the fetch step could not get (offline, say): its cases are skipped.
+    Unavailable {
+        url: String,
+        rev: String,
+        reason: String,
+    },
+}
+
+impl Source {
+    /// The folder to build in, once the source is on this machine.
+    pub fn local_path(&self) -> Option<&Path> {
+        match self {
+            Source::Path(path) | Source::Fetched { checkout: path, .. } => Some(path),
+            Source::Git { .. } | Source::Unavailable { .. } => None,
+        }
+    }
 }
 
 /// A parameter value: integers go to Nix as `--arg`, strings as `--argstr`.

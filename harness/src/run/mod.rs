@@ -83,7 +83,7 @@ impl Scheduler<'_, '_> {
 
     fn new_result(&self, case: &CaseSpec) -> CaseResult {
         let mut result = blank_result(self.plan, case);
-        if let Source::Path(path) = &self.plan.repo(case).source {
+        if let Some(path) = self.plan.repo(case).source.local_path() {
             result.source_git = crate::tools::git::describe(self.exec, path);
         }
         result
@@ -107,9 +107,12 @@ impl Scheduler<'_, '_> {
             return skip(result, reason.clone());
         }
         let source = match &repo.source {
-            Source::Path(path) => path,
+            Source::Path(path) | Source::Fetched { checkout: path, .. } => path,
             Source::Git { url, rev } => {
-                return skip(result, format!("git source {url}@{rev} needs the fetch step, which this harness version does not have yet"));
+                return skip(result, format!("git source {url}@{rev} was not fetched"));
+            }
+            Source::Unavailable { url, rev, reason } => {
+                return skip(result, format!("could not fetch {url}@{rev}: {reason}"));
             }
         };
         let exec = self.exec;
