@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::cache::EmbeddedCache;
 use crate::error::{exit_code, Error, Result};
 use crate::lanes::vm;
+use crate::plan::profile::{BazelBackend, NixBackend};
 use crate::plan::{manifest, Lane, ParamValue, Plan, Scenario, Settings, SlowSettings, System};
 use crate::results::{self, LaneIdentity, Results, RunSettings, Thresholds, SCHEMA_VERSION};
 use crate::run::process::{self, ProcessExecutor};
@@ -104,12 +105,18 @@ struct RunArgs {
     /// corrupt, poison; +tuned for blackhole and slow), `fallback` for every fault, `all`.
     #[arg(long = "scenario", value_name = "SCENARIO", value_parser = Scenario::parse_selection)]
     scenarios: Vec<Vec<Scenario>>,
-    /// Timed samples per case.
-    #[arg(long, default_value_t = Settings::default().samples)]
-    samples: usize,
-    /// Untimed builds before the samples of each case.
-    #[arg(long, default_value_t = Settings::default().warmups)]
-    warmups: usize,
+    /// Timed samples per case [default: the profile's, else 5].
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Untimed builds before the samples of each case [default: the profile's, else 1].
+    #[arg(long)]
+    warmups: Option<usize>,
+    /// Profiles file [default: ./bench.toml when present].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The profile (cache backends, lanes, samples, thresholds) to run with.
+    #[arg(long, default_value = crate::plan::profile::DEFAULT_PROFILE)]
+    profile: String,
     /// Hard limit for one build, in seconds; the build's process group is killed past it.
     #[arg(long, value_name = "SECONDS", default_value_t = Settings::default().timeout.as_secs())]
     timeout: u64,
@@ -129,15 +136,16 @@ struct RunArgs {
     /// The `poison` fault redirects Bazel outputs whose path ends with this.
     #[arg(long, value_name = "SUFFIX", default_value_t = Settings::default().poison_suffix)]
     poison_suffix: String,
-    /// Verdict cache_use passes at a warm hit ratio of at least this (0 to 1).
-    #[arg(long, default_value_t = Thresholds::default().min_hit_ratio)]
-    min_hit_ratio: f64,
-    /// Verdict speedup passes when its 95% interval lies above this.
-    #[arg(long, default_value_t = Thresholds::default().min_speedup)]
-    min_speedup: f64,
-    /// Verdict fallback passes when every fault's build took at most this times the cold median.
-    #[arg(long, default_value_t = Thresholds::default().max_fallback_penalty)]
-    max_fallback_penalty: f64,
+    /// Verdict cache_use passes at a warm hit ratio of at least this (0 to 1) [default: 0.9].
+    #[arg(long)]
+    min_hit_ratio: Option<f64>,
+    /// Verdict speedup passes when its 95% interval lies above this [default: 1.0].
+    #[arg(long)]
+    min_speedup: Option<f64>,
+    /// Verdict fallback passes when every fault's build took at most this times the cold
+    /// median [default: 3.0].
+    #[arg(long)]
+    max_fallback_penalty: Option<f64>,
     /// Override a bench repo parameter, e.g. `--param size=50` (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
     params: Vec<(String, ParamValue)>,
@@ -277,9 +285,15 @@ fn select_repos(args: &RunArgs) -> Result<Vec<manifest::RepoManifest>> {
 }
 
 fn run(args: RunArgs) -> Result<i32> {
+    let config = args.config.clone().or_else(|| {
+        let local = PathBuf::from(crate::plan::profile::CONFIG_FILE);
+        local.is_file().then_some(local)
+    });
+    let profile = crate::plan::profile::load(config.as_deref(), &args.profile)?;
+    let defaults = Settings::default();
     let settings = Settings {
-        samples: args.samples,
-        warmups: args.warmups,
+        samples: args.samples.or(profile.samples).unwrap_or(defaults.samples),
+        warmups: args.warmups.or(profile.warmups).unwrap_or(defaults.warmups),
         timeout: Duration::from_secs(args.timeout),
         fallback_samples: args.fallback_samples,
         fallback_timeout: Duration::from_secs(args.fallback_timeout),
@@ -289,10 +303,20 @@ fn run(args: RunArgs) -> Result<i32> {
         },
         poison_suffix: args.poison_suffix.clone(),
     };
+    let default_thresholds = Thresholds::default();
     let thresholds = Thresholds {
-        min_hit_ratio: args.min_hit_ratio,
-        min_speedup: args.min_speedup,
-        max_fallback_penalty: args.max_fallback_penalty,
+        min_hit_ratio: args
+            .min_hit_ratio
+            .or(profile.min_hit_ratio)
+            .unwrap_or(default_thresholds.min_hit_ratio),
+        min_speedup: args
+            .min_speedup
+            .or(profile.min_speedup)
+            .unwrap_or(default_thresholds.min_speedup),
+        max_fallback_penalty: args
+            .max_fallback_penalty
+            .or(profile.max_fallback_penalty)
+            .unwrap_or(default_thresholds.max_fallback_penalty),
     };
     let scenarios: Vec<Scenario> = if args.scenarios.is_empty() {
         Scenario::DEFAULT.to_vec()
@@ -301,10 +325,11 @@ fn run(args: RunArgs) -> Result<i32> {
     };
     let systems = (!args.systems.is_empty()).then_some(args.systems.as_slice());
     // Inside a VM the harness runs that lane's cases itself.
-    let mut lanes: Vec<Lane> = match args.as_lane {
-        Some(lane) => vec![lane],
-        None if args.lanes.is_empty() => vec![Lane::Host],
-        None => args.lanes.clone(),
+    let mut lanes: Vec<Lane> = match (args.as_lane, &profile.lanes) {
+        (Some(lane), _) => vec![lane],
+        (None, _) if !args.lanes.is_empty() => args.lanes.clone(),
+        (None, Some(lanes)) => lanes.clone(),
+        (None, None) => vec![Lane::Host],
     };
     lanes.sort();
     lanes.dedup();
@@ -333,18 +358,33 @@ fn run(args: RunArgs) -> Result<i32> {
     let bazel = require_for(System::Bazel, "bazel")?;
     let external_nix_cache = match (&args.nix_cache, &args.nix_cache_public_key) {
         (Some(url), Some(key)) => Some(NixCache::external(url, key, args.nix_cache_secret_key.clone())),
-        (None, None) => None,
+        (None, None) => None::<NixCache>,
         _ => {
             return Err(Error::Usage(
                 "--nix-cache needs --nix-cache-public-key (and the other way round)\n  fix: pass both, e.g. --nix-cache http://cache/nix --nix-cache-public-key name:base64".into(),
             ))
         }
     };
-    let external_bazel_cache = match &args.bazel_remote_cache {
-        Some(url) => Some(BazelCache::external(url, bazel_headers_from_env())?),
-        None => None,
+    let external_bazel_cache = match (&args.bazel_remote_cache, &profile.bazel) {
+        (Some(url), _) => Some(BazelCache::external(
+            url,
+            headers_from_env(BAZEL_HEADERS_ENV),
+        )?),
+        (None, BazelBackend::Remote { url, headers_env }) => Some(BazelCache::external(
+            url,
+            headers_from_env(headers_env.as_deref().unwrap_or(BAZEL_HEADERS_ENV)),
+        )?),
+        (None, BazelBackend::Disk { path }) => Some(BazelCache {
+            backend: "disk".into(),
+            url: path.display().to_string(),
+            headers: Vec::new(),
+        }),
+        (None, BazelBackend::Embedded) => None,
     };
-    let nginx = ((needs_cache(System::Nix) && external_nix_cache.is_none())
+    let profile_nix = (external_nix_cache.is_none()).then_some(&profile.nix);
+    let nix_embedded =
+        matches!(profile_nix, None | Some(NixBackend::Embedded)) && external_nix_cache.is_none();
+    let nginx = ((needs_cache(System::Nix) && nix_embedded)
         || (needs_cache(System::Bazel) && external_bazel_cache.is_none()))
     .then(|| tools::require("nginx", "for the embedded cache of warm cases"))
     .transpose()?;
@@ -365,9 +405,47 @@ fn run(args: RunArgs) -> Result<i32> {
         Some(nginx) => Some(EmbeddedCache::start(nginx, &scratch.path().join("cache"))?),
         None => None,
     };
-    let nix_cache = match (external_nix_cache, &embedded, &nix) {
-        (Some(external), _, _) => Some(external),
-        (None, Some(cache), Some(nix)) if needs_cache(System::Nix) => {
+    let nix_cache = match (external_nix_cache, profile_nix, &embedded, &nix) {
+        (Some(external), _, _, _) => Some(external),
+        (
+            None,
+            Some(NixBackend::Attic {
+                endpoint,
+                cache,
+                public_key,
+                token,
+            }),
+            _,
+            _,
+        ) if needs_cache(System::Nix) => {
+            let config = crate::cache::attic::AtticConfig {
+                endpoint,
+                cache,
+                public_key,
+                token,
+            };
+            Some(crate::cache::attic::connect(
+                config,
+                &scratch.path().join("attic"),
+                &exec,
+            )?)
+        }
+        (
+            None,
+            Some(NixBackend::Store {
+                backend,
+                url,
+                public_key,
+                secret_key_file,
+            }),
+            _,
+            _,
+        ) => {
+            let mut cache = NixCache::external(url, public_key, secret_key_file.clone());
+            cache.backend = backend.to_string();
+            Some(cache)
+        }
+        (None, _, Some(cache), Some(nix)) if needs_cache(System::Nix) => {
             Some(cache.nix_cache(nix, &exec)?)
         }
         _ => None,
@@ -393,7 +471,9 @@ fn run(args: RunArgs) -> Result<i32> {
         .transpose()?;
 
     let output = args.output.clone().unwrap_or_else(default_output);
-    let mut recorder = Recorder::new(output, new_results(&settings, thresholds, &exec));
+    let mut results = new_results(&settings, thresholds, &exec);
+    results.profile = profile.name.clone();
+    let mut recorder = Recorder::new(output, results);
     let environment = recorder.results().environment.clone();
     eprintln!(
         "flywheel-bench: {} cases, {} timed builds; results go to {}",
@@ -584,6 +664,7 @@ fn new_results(settings: &Settings, thresholds: Thresholds, exec: &ProcessExecut
         started_at: results::now_rfc3339(),
         finished_at: None,
         command: std::env::args().collect(),
+        profile: crate::plan::profile::DEFAULT_PROFILE.into(),
         git: std::env::current_dir()
             .ok()
             .and_then(|dir| crate::tools::git::describe(exec, &dir)),
@@ -609,8 +690,8 @@ fn new_results(settings: &Settings, thresholds: Thresholds, exec: &ProcessExecut
 /// `Name=Value` per line, so they never appear in a command line, log or results file.
 const BAZEL_HEADERS_ENV: &str = "FLYWHEEL_BAZEL_REMOTE_HEADERS";
 
-fn bazel_headers_from_env() -> Vec<String> {
-    std::env::var(BAZEL_HEADERS_ENV)
+fn headers_from_env(var: &str) -> Vec<String> {
+    std::env::var(var)
         .unwrap_or_default()
         .lines()
         .map(str::trim)

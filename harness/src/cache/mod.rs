@@ -1,6 +1,7 @@
 //! Caches the warm builds read from. The embedded cache (nginx on loopback, a per-run
 //! Nix signing key) and external caches both end up as a `NixCache` / `BazelCache` value.
 
+pub mod attic;
 pub mod http;
 pub mod nginx;
 pub mod proxy;

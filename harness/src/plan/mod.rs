@@ -1,6 +1,7 @@
 //! The plan: selected bench repos and settings -> an ordered matrix of cases. Pure.
 
 pub mod manifest;
+pub mod profile;
 pub mod scenario;
 
 use std::time::Duration;

@@ -28,6 +28,9 @@ pub struct Results {
     pub finished_at: Option<String>,
     /// The harness's command line.
     pub command: Vec<String>,
+    /// The profile the run used (`embedded` unless `--profile` chose another).
+    #[serde(default = "default_profile")]
+    pub profile: String,
     /// The checkout the harness ran from (absent outside a git checkout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git: Option<GitInfo>,
@@ -61,6 +64,10 @@ pub struct RunSettings {
     pub slow_bytes_per_s: u64,
     #[serde(default)]
     pub thresholds: Thresholds,
+}
+
+fn default_profile() -> String {
+    crate::plan::profile::DEFAULT_PROFILE.into()
 }
 
 /// What the verdicts require (`--min-hit-ratio`, `--min-speedup`, `--max-fallback-penalty`).

@@ -201,7 +201,11 @@ impl<'c> BazelDriver<'c> {
                 Some(via) => reroute(&cache.url, via),
                 None => cache.url.clone(),
             };
-            args.push(format!("--remote_cache={url}").into());
+            if cache.backend == "disk" {
+                args.push(format!("--disk_cache={}", cache.url).into());
+            } else {
+                args.push(format!("--remote_cache={url}").into());
+            }
             if upload_only {
                 args.push("--noremote_accept_cached".into());
             }

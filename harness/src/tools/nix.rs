@@ -26,10 +26,27 @@ pub struct NixCache {
     pub substituter: String,
     /// `name:base64` key that signed the cache's narinfos.
     pub public_key: String,
-    /// `nix copy --to` URL that uploads and signs (may name a secret key file; never logged).
-    pub push_url: String,
-    /// The file `push_url` signs with, if any (handed to a VM guest, never logged).
+    /// How the priming build's outputs get into the cache.
+    pub push: Push,
+    /// The file uploads are signed with, if any (handed to a VM guest, never logged).
     pub secret_key_file: Option<PathBuf>,
+    /// A netrc file (0600, private folder) with the cache's credentials, e.g. an Attic token.
+    pub netrc_file: Option<PathBuf>,
+}
+
+/// How outputs are uploaded to a Nix cache.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Push {
+    /// `nix copy --to URL` (the URL may name a secret key file: never logged).
+    NixCopy(String),
+    /// `attic push TARGET PATHS` with a private HOME holding its config (and so the token).
+    Attic {
+        program: PathBuf,
+        home: PathBuf,
+        target: String,
+    },
+    /// Uploading cannot work here; why, and how to fix it.
+    Unavailable(String),
 }
 
 impl NixCache {
@@ -44,8 +61,9 @@ impl NixCache {
             backend: "http".into(),
             substituter: url.to_string(),
             public_key: public_key.to_string(),
-            push_url,
+            push: Push::NixCopy(push_url),
             secret_key_file,
+            netrc_file: None,
         }
     }
 }
@@ -151,6 +169,9 @@ impl<'c> NixDriver<'c> {
             push_option(&mut args, "substituters", &substituter);
             push_option(&mut args, "trusted-public-keys", &cache.public_key);
             push_option(&mut args, "narinfo-cache-negative-ttl", "0");
+            if let Some(netrc) = &cache.netrc_file {
+                push_option(&mut args, "netrc-file", &netrc.display().to_string());
+            }
             if case.tuned() {
                 for (name, value) in TUNED {
                     push_option(&mut args, name, value);
@@ -187,18 +208,41 @@ impl<'c> NixDriver<'c> {
         if primed.pushed {
             return Ok(());
         }
-        let mut args: Vec<OsString> = vec![
-            "copy".into(),
-            "--store".into(),
-            primed.root.clone().into(),
-            "--to".into(),
-            cache.push_url.clone().into(),
-        ];
-        args.extend(primed.outputs.iter().map(OsString::from));
-        let out = run_captured(
-            exec,
-            CommandSpec::new(&self.nix, args, case.timeout).env(env),
-        )?;
+        let spec = match &cache.push {
+            Push::NixCopy(url) => {
+                let mut args: Vec<OsString> = vec![
+                    "copy".into(),
+                    "--store".into(),
+                    primed.root.clone().into(),
+                    "--to".into(),
+                    url.into(),
+                ];
+                args.extend(primed.outputs.iter().map(OsString::from));
+                CommandSpec::new(&self.nix, args, case.timeout).env(env)
+            }
+            Push::Attic {
+                program,
+                home,
+                target,
+            } => {
+                let mut args: Vec<OsString> = vec!["push".into(), target.into()];
+                args.extend(primed.outputs.iter().map(OsString::from));
+                // attic reads the paths from the store NIX_REMOTE names: the primed chroot store.
+                let store = format!("local?root={}", primed.root.display());
+                let mut env = env;
+                env.extend([
+                    ("HOME".to_string(), home.clone().into_os_string()),
+                    (
+                        "XDG_CONFIG_HOME".to_string(),
+                        home.join(".config").into_os_string(),
+                    ),
+                    ("NIX_REMOTE".to_string(), store.into()),
+                ]);
+                CommandSpec::new(program, args, case.timeout).env(env)
+            }
+            Push::Unavailable(why) => return Err(Error::Build(why.clone())),
+        };
+        let out = run_captured(exec, spec)?;
         if !out.outcome.success() {
             // The push URL may name the secret key's file; report the public URL only.
             return Err(Error::Build(format!(
