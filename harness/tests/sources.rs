@@ -50,7 +50,7 @@ fn an_unreachable_git_source_is_skipped_with_the_reason() {
 
 #[test]
 fn the_tranche_1_manifests_are_pinned() {
-    for name in ["gloriousflywheel", "scheduling-kit"] {
+    for name in ["gloriousflywheel", "scheduling-kit", "acuity-middleware"] {
         let text =
             std::fs::read_to_string(repo_root().join("bench-repos").join(name).join("repo.toml"))
                 .unwrap();
