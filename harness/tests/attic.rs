@@ -82,34 +82,22 @@ fn pulls_pushes_and_never_lets_the_token_out() {
     let output = tmp.path().join("results.json");
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
     let out = run_ok(
-        bin()
-            .current_dir(repo_root())
-            .env("PATH", path)
-            .env("FLYWHEEL_TEST_ATTIC_TOKEN", TOKEN)
-            .args(["run", "--profile", "attic", "--config"])
-            .arg(&config)
-            .args([
-                "--repo",
-                "fixture-c-dag",
-                "--system",
-                "nix",
-                "--scenario",
-                "cold",
-                "--scenario",
-                "warm",
-            ])
-            .args([
-                "--samples",
-                "1",
-                "--warmups",
-                "0",
-                "--param",
-                "size=2",
-                "--param",
-                "work=5",
-                "--output",
-            ])
-            .arg(&output),
+        tiny_nix_run(&[
+            "--profile",
+            "attic",
+            "--scenario",
+            "cold",
+            "--scenario",
+            "warm",
+            "--samples",
+            "1",
+        ])
+        .env("PATH", path)
+        .env("FLYWHEEL_TEST_ATTIC_TOKEN", TOKEN)
+        .arg("--config")
+        .arg(&config)
+        .arg("--output")
+        .arg(&output),
     );
     let results = read_json(&output);
     assert_valid_results(&results);
@@ -156,20 +144,11 @@ fn an_unreachable_attic_is_a_clear_preflight_error_without_the_token() {
     require_tools(&["nix", "curl"]);
     let tmp = tempfile::tempdir().unwrap();
     let config = profile(tmp.path(), "http://127.0.0.1:1", "main:AAAA");
-    let out = bin()
-        .current_dir(repo_root())
+    let out = tiny_nix_run(&["--profile", "attic", "--scenario", "warm"])
         .env("FLYWHEEL_TEST_ATTIC_TOKEN", TOKEN)
-        .args(["run", "--profile", "attic", "--config"])
+        .arg("--config")
         .arg(&config)
-        .args([
-            "--repo",
-            "fixture-c-dag",
-            "--system",
-            "nix",
-            "--scenario",
-            "warm",
-            "--output",
-        ])
+        .arg("--output")
         .arg(tmp.path().join("r.json"))
         .output()
         .unwrap();
@@ -180,18 +159,9 @@ fn an_unreachable_attic_is_a_clear_preflight_error_without_the_token() {
         "{err}"
     );
     assert!(!err.contains(TOKEN));
-    let missing = bin()
-        .current_dir(repo_root())
-        .args(["run", "--profile", "attic", "--config"])
+    let missing = tiny_nix_run(&["--profile", "attic", "--scenario", "warm"])
+        .arg("--config")
         .arg(&config)
-        .args([
-            "--repo",
-            "fixture-c-dag",
-            "--system",
-            "nix",
-            "--scenario",
-            "warm",
-        ])
         .output()
         .unwrap();
     assert_eq!(missing.status.code(), Some(3));

@@ -13,31 +13,20 @@ fn a_vm_runs_nix_cases_against_the_host_cache_and_says_how_it_was_accelerated() 
     let output = tmp.path().join("results.json");
     let nix_before = host_nix_snapshot();
     run_ok(
-        bin()
-            .current_dir(repo_root())
-            .args([
-                "run",
-                "--lane",
-                "vm",
-                "--repo",
-                "fixture-c-dag",
-                "--system",
-                "nix",
-            ])
-            .args([
-                "--scenario",
-                "cold",
-                "--scenario",
-                "warm",
-                "--samples",
-                "1",
-                "--warmups",
-                "0",
-            ])
-            .args(["--param", "size=2", "--param", "work=5", "--output"])
-            .arg(&output)
-            .arg("--work-dir")
-            .arg(&work),
+        tiny_nix_run(&[
+            "--lane",
+            "vm",
+            "--scenario",
+            "cold",
+            "--scenario",
+            "warm",
+            "--samples",
+            "1",
+        ])
+        .arg("--output")
+        .arg(&output)
+        .arg("--work-dir")
+        .arg(&work),
     );
     let results = read_json(&output);
     assert_valid_results(&results);

@@ -57,23 +57,7 @@ fn compare_passes_the_same_configuration_and_catches_a_planted_regression() {
 
     // Different parameters are different workloads: refused, exit 2.
     let other = tmp.path().join("other.json");
-    run_ok(
-        bin()
-            .current_dir(repo_root())
-            .args([
-                "run",
-                "--repo",
-                "fixture-c-dag",
-                "--scenario",
-                "cold",
-                "--samples",
-                "1",
-                "--warmups",
-                "0",
-            ])
-            .args(["--param", "size=2", "--param", "work=5", "--output"])
-            .arg(&other),
-    );
+    run_ok(tiny_nix_run(&["--scenario", "cold", "--samples", "1", "--output"]).arg(&other));
     let refused = harness(&[&"compare", &base, &other]);
     assert_eq!(refused.status.code(), Some(2));
     let err = String::from_utf8_lossy(&refused.stderr);
@@ -89,27 +73,7 @@ fn report_export_and_matrix_render_a_real_run() {
     let tmp = tempfile::tempdir().unwrap();
     let results = tmp.path().join("run.json");
     run_ok(
-        bin()
-            .current_dir(repo_root())
-            .args([
-                "run",
-                "--repo",
-                "fixture-c-dag",
-                "--samples",
-                "2",
-                "--warmups",
-                "0",
-            ])
-            .args([
-                "--param",
-                "size=2",
-                "--param",
-                "work=5",
-                "--scenario",
-                "cold",
-                "--scenario",
-                "warm",
-            ])
+        tiny_nix_run(&["--samples", "2", "--scenario", "cold", "--scenario", "warm"])
             .args(["--scenario", "fallback:refuse", "--output"])
             .arg(&results),
     );

@@ -17,22 +17,9 @@ fn an_unreachable_git_source_is_skipped_with_the_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let output = tmp.path().join("results.json");
     let out = run_ok(
-        bin()
-            .args([
-                "run",
-                "--scenario",
-                "cold",
-                "--samples",
-                "1",
-                "--warmups",
-                "0",
-                "--repo",
-            ])
-            .arg(repo.path())
+        cold_run(&[repo.path()], 1, &output)
             .arg("--checkout-cache")
-            .arg(tmp.path().join("checkouts"))
-            .arg("--output")
-            .arg(&output),
+            .arg(tmp.path().join("checkouts")),
     );
     let results = read_json(&output);
     assert_valid_results(&results);

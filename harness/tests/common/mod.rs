@@ -196,3 +196,22 @@ impl Drop for TestNginx {
         let _ = self.child.wait();
     }
 }
+
+/// `run` of a tiny fixture-c-dag (size 2, 5 functions per unit) with Nix, no warm-ups, from
+/// the repository root; `extra` adds scenarios, samples, lanes, profiles, the output...
+pub fn tiny_nix_run(extra: &[&str]) -> Command {
+    let mut cmd = bin();
+    cmd.current_dir(repo_root())
+        .args([
+            "run",
+            "--repo",
+            "fixture-c-dag",
+            "--system",
+            "nix",
+            "--warmups",
+            "0",
+        ])
+        .args(["--param", "size=2", "--param", "work=5"])
+        .args(extra);
+    cmd
+}
