@@ -372,6 +372,55 @@ mod tests {
     }
 }
 
+/// Echoes the lines a file gains to stderr, from a helper thread, until dropped.
+struct LogEcho {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LogEcho {
+    fn start(path: PathBuf, prefix: &'static str) -> LogEcho {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut shown = 0;
+            loop {
+                let done = flag.load(Ordering::Relaxed);
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                // Only whole lines; the rest arrives with the next read.
+                let complete = text.rfind('\n').map_or(0, |i| i + 1);
+                if complete > shown {
+                    for line in text[shown..complete]
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                    {
+                        eprintln!("{prefix}{line}");
+                    }
+                    shown = complete;
+                }
+                if done {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+        LogEcho {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for LogEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// The vm lane's resources (`--vm-memory-mb`, `--vm-cpus`, `--vm-timeout`).
 #[derive(Debug, Clone, Copy)]
 pub struct VmSettings {
@@ -487,7 +536,11 @@ pub fn run_lane(
         memory_mb: vm.memory_mb,
         cpus: vm.cpus,
     };
-    let exit = run_job(exec, machine, &job, &script, vm.timeout)?;
+    // The guest's harness reports progress into its log; show it as it comes.
+    let echo = LogEcho::start(job.join("job.log"), "  [vm] ");
+    let exit = run_job(exec, machine, &job, &script, vm.timeout);
+    drop(echo);
+    let exit = exit?;
     let fallback_identity = || {
         let env = crate::results::Environment {
             hostname: "vm".into(),

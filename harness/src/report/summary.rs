@@ -6,7 +6,7 @@ use crate::results::Results;
 pub fn render(results: &Results) -> String {
     let tables = tables::all(results);
     if tables.is_empty() {
-        return "Nothing to summarise: no case produced a comparison, a fallback row or a verdict.\n".into();
+        return "No cold/warm comparison, fallback row or verdict to show (each case's median is in the lines above and in the results file).\n".into();
     }
     tables.iter().map(aligned).collect::<Vec<_>>().join("\n")
 }
