@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::cache::EmbeddedCache;
 use crate::error::{exit_code, Error, Result};
 use crate::lanes::vm;
-use crate::plan::profile::{BazelBackend, NixBackend};
+use crate::plan::profile::NixBackend;
 use crate::plan::{manifest, Lane, ParamValue, Plan, Scenario, Settings, SlowSettings, System};
 use crate::results::{self, LaneIdentity, Results, RunSettings, Thresholds, SCHEMA_VERSION};
 use crate::run::process::{self, ProcessExecutor};
@@ -340,11 +340,8 @@ fn run(args: RunArgs) -> Result<i32> {
         .collect::<Result<_>>()?;
     process::install_interrupt_handler()?;
     let exec = ProcessExecutor;
-    fetch_sources(
-        &mut plans,
-        &exec,
-        &checkout_cache(args.checkout_cache.clone()),
-    )?;
+    let checkouts = crate::run::sources::checkout_cache(args.checkout_cache.clone());
+    crate::run::sources::fetch_sources(&mut plans, &exec, &checkouts)?;
     let uses = |system| plans.iter().any(|p| p.uses(system));
     let needs_cache = |system| plans.iter().any(|p| p.needs_cache(system));
 
@@ -365,22 +362,8 @@ fn run(args: RunArgs) -> Result<i32> {
             ))
         }
     };
-    let external_bazel_cache = match (&args.bazel_remote_cache, &profile.bazel) {
-        (Some(url), _) => Some(BazelCache::external(
-            url,
-            headers_from_env(BAZEL_HEADERS_ENV),
-        )?),
-        (None, BazelBackend::Remote { url, headers_env }) => Some(BazelCache::external(
-            url,
-            headers_from_env(headers_env.as_deref().unwrap_or(BAZEL_HEADERS_ENV)),
-        )?),
-        (None, BazelBackend::Disk { path }) => Some(BazelCache {
-            backend: "disk".into(),
-            url: path.display().to_string(),
-            headers: Vec::new(),
-        }),
-        (None, BazelBackend::Embedded) => None,
-    };
+    let external_bazel_cache =
+        BazelCache::chosen(args.bazel_remote_cache.as_deref(), &profile.bazel)?;
     let profile_nix = (external_nix_cache.is_none()).then_some(&profile.nix);
     let nix_embedded =
         matches!(profile_nix, None | Some(NixBackend::Embedded)) && external_nix_cache.is_none();
@@ -504,7 +487,7 @@ fn run(args: RunArgs) -> Result<i32> {
                     &exec,
                     qemu,
                     plan,
-                    &guest_args(),
+                    &vm::guest_args(),
                     caches,
                     &scratch.path().join("vm"),
                     settings,
@@ -574,89 +557,6 @@ fn run(args: RunArgs) -> Result<i32> {
     })
 }
 
-fn checkout_cache(explicit: Option<PathBuf>) -> PathBuf {
-    explicit.unwrap_or_else(|| {
-        std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .unwrap_or_else(std::env::temp_dir)
-            .join("flywheel-bench/checkouts")
-    })
-}
-
-/// The preparation step: every git source is checked out (or found in the cache) before
-/// anything is built; one that cannot be fetched makes its cases skipped, never failed.
-fn fetch_sources(plans: &mut [Plan], exec: &ProcessExecutor, cache: &Path) -> Result<()> {
-    let mut fetched: std::collections::BTreeMap<(String, String), manifest::Source> =
-        Default::default();
-    for plan in plans.iter_mut() {
-        for repo in &mut plan.repos {
-            let manifest::Source::Git { url, rev } = &repo.source else {
-                continue;
-            };
-            let key = (url.clone(), rev.clone());
-            if !fetched.contains_key(&key) {
-                let spinner = indicatif::ProgressBar::new_spinner();
-                spinner.set_message(format!("fetching {url} at {}", &rev[..12.min(rev.len())]));
-                spinner.enable_steady_tick(Duration::from_millis(120));
-                let source = match crate::tools::git::fetch(exec, url, rev, cache) {
-                    Ok(checkout) => manifest::Source::Fetched {
-                        checkout,
-                        url: url.clone(),
-                        rev: rev.clone(),
-                    },
-                    Err(reason) => manifest::Source::Unavailable {
-                        url: url.clone(),
-                        rev: rev.clone(),
-                        reason,
-                    },
-                };
-                spinner.finish_and_clear();
-                match &source {
-                    manifest::Source::Unavailable { reason, .. } => {
-                        eprintln!("skipping {}: could not fetch {url}: {reason}", repo.name)
-                    }
-                    _ => eprintln!("fetched {} ({url} at {rev})", repo.name),
-                }
-                process::check_interrupted()?;
-                fetched.insert(key.clone(), source);
-            }
-            repo.source = fetched[&key].clone();
-        }
-    }
-    Ok(())
-}
-
-/// This run's arguments, for the guest: without the ones the vm lane sets itself.
-fn guest_args() -> Vec<String> {
-    const OWN: &[&str] = &[
-        "--lane",
-        "--output",
-        "-o",
-        "--work-dir",
-        "--nix-cache",
-        "--nix-cache-public-key",
-        "--nix-cache-secret-key",
-        "--bazel-remote-cache",
-        "--vm-memory-mb",
-        "--vm-cpus",
-        "--vm-timeout",
-    ];
-    let mut out = Vec::new();
-    let mut args = std::env::args().skip_while(|a| a != "run").skip(1);
-    while let Some(arg) = args.next() {
-        let name = arg.split('=').next().unwrap_or(&arg);
-        if OWN.contains(&name) {
-            if !arg.contains('=') {
-                args.next();
-            }
-            continue;
-        }
-        out.push(arg);
-    }
-    out
-}
-
 fn new_results(settings: &Settings, thresholds: Thresholds, exec: &ProcessExecutor) -> Results {
     Results {
         schema_version: SCHEMA_VERSION,
@@ -684,20 +584,6 @@ fn new_results(settings: &Settings, thresholds: Thresholds, exec: &ProcessExecut
         fallbacks: Vec::new(),
         verdicts: Vec::new(),
     }
-}
-
-/// Remote cache headers (e.g. credentials) come from the environment only, one
-/// `Name=Value` per line, so they never appear in a command line, log or results file.
-const BAZEL_HEADERS_ENV: &str = "FLYWHEEL_BAZEL_REMOTE_HEADERS";
-
-fn headers_from_env(var: &str) -> Vec<String> {
-    std::env::var(var)
-        .unwrap_or_default()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 fn load_all(files: &[PathBuf]) -> Result<Vec<(String, Results)>> {

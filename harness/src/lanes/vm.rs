@@ -421,6 +421,36 @@ impl Drop for LogEcho {
     }
 }
 
+/// This run's arguments, for the guest: without the ones the vm lane sets itself.
+pub fn guest_args() -> Vec<String> {
+    const OWN: &[&str] = &[
+        "--lane",
+        "--output",
+        "-o",
+        "--work-dir",
+        "--nix-cache",
+        "--nix-cache-public-key",
+        "--nix-cache-secret-key",
+        "--bazel-remote-cache",
+        "--vm-memory-mb",
+        "--vm-cpus",
+        "--vm-timeout",
+    ];
+    let mut out = Vec::new();
+    let mut args = std::env::args().skip_while(|a| a != "run").skip(1);
+    while let Some(arg) = args.next() {
+        let name = arg.split('=').next().unwrap_or(&arg);
+        if OWN.contains(&name) {
+            if !arg.contains('=') {
+                args.next();
+            }
+            continue;
+        }
+        out.push(arg);
+    }
+    out
+}
+
 /// The vm lane's resources (`--vm-memory-mb`, `--vm-cpus`, `--vm-timeout`).
 #[derive(Debug, Clone, Copy)]
 pub struct VmSettings {

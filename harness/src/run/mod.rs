@@ -6,6 +6,7 @@ pub mod events;
 pub mod process;
 pub mod progress;
 pub mod recorder;
+pub mod sources;
 
 use std::collections::BTreeMap;
 use std::path::Path;

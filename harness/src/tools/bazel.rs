@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
+use crate::plan::profile::BazelBackend;
 use crate::plan::ParamValue;
 use crate::results::CacheUse;
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
@@ -23,7 +24,7 @@ use crate::tools::{
 };
 
 /// A Bazel remote cache: the embedded nginx, bazel-remote, or any REAPI server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BazelCache {
     /// `embedded-nginx`, `http`, `grpc`, ...
     pub backend: String,
@@ -34,7 +35,39 @@ pub struct BazelCache {
     pub headers: Vec<String>,
 }
 
+/// Remote cache headers (e.g. credentials) come from the environment only, one
+/// `Name=Value` per line, so they never appear in a command line, log or results file.
+pub const HEADERS_ENV: &str = "FLYWHEEL_BAZEL_REMOTE_HEADERS";
+
+fn headers_from_env(var: &str) -> Vec<String> {
+    std::env::var(var)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 impl BazelCache {
+    /// The cache warm cases read: `--bazel-remote-cache` wins over the profile's backend;
+    /// `None` means the embedded one.
+    pub fn chosen(cli_url: Option<&str>, profile: &BazelBackend) -> Result<Option<BazelCache>> {
+        Ok(match (cli_url, profile) {
+            (Some(url), _) => Some(BazelCache::external(url, headers_from_env(HEADERS_ENV))?),
+            (None, BazelBackend::Remote { url, headers_env }) => Some(BazelCache::external(
+                url,
+                headers_from_env(headers_env.as_deref().unwrap_or(HEADERS_ENV)),
+            )?),
+            (None, BazelBackend::Disk { path }) => Some(BazelCache {
+                backend: "disk".into(),
+                url: path.display().to_string(),
+                headers: Vec::new(),
+            }),
+            (None, BazelBackend::Embedded) => None,
+        })
+    }
+
     /// An external cache from `--bazel-remote-cache URL`.
     pub fn external(url: &str, headers: Vec<String>) -> Result<BazelCache> {
         let backend = url
@@ -545,6 +578,29 @@ mod tests {
         assert!(!patched.contains("use_cpp_toolchain"), "{patched}");
         assert!(patched.contains("\"find_cpp_toolchain\")"));
         assert!(patched.contains("toolchains = [\"@bazel_tools//tools/cpp:toolchain_type\"]"));
+    }
+
+    #[test]
+    fn the_command_line_wins_over_the_profile() {
+        let profile = BazelBackend::Disk {
+            path: "/srv/bazel".into(),
+        };
+        let chosen = BazelCache::chosen(Some("grpc://c:9092"), &profile)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (chosen.backend.as_str(), chosen.url.as_str()),
+            ("grpc", "grpc://c:9092")
+        );
+        let disk = BazelCache::chosen(None, &profile).unwrap().unwrap();
+        assert_eq!(
+            (disk.backend.as_str(), disk.url.as_str()),
+            ("disk", "/srv/bazel")
+        );
+        assert_eq!(
+            BazelCache::chosen(None, &BazelBackend::Embedded).unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -1,0 +1,62 @@
+//! The preparation step for git-sourced bench repos: fetch each pinned commit into a
+//! checkout cache before anything is built.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::plan::{Plan, Source};
+use crate::run::process::{self, ProcessExecutor};
+
+/// Where checkouts live: `explicit`, else `$XDG_CACHE_HOME` (or `~/.cache`)/flywheel-bench/checkouts.
+pub fn checkout_cache(explicit: Option<PathBuf>) -> PathBuf {
+    explicit.unwrap_or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("flywheel-bench/checkouts")
+    })
+}
+
+/// The preparation step: every git source is checked out (or found in the cache) before
+/// anything is built; one that cannot be fetched makes its cases skipped, never failed.
+pub fn fetch_sources(plans: &mut [Plan], exec: &ProcessExecutor, cache: &Path) -> Result<()> {
+    let mut fetched: std::collections::BTreeMap<(String, String), Source> = Default::default();
+    for plan in plans.iter_mut() {
+        for repo in &mut plan.repos {
+            let Source::Git { url, rev } = &repo.source else {
+                continue;
+            };
+            let key = (url.clone(), rev.clone());
+            if !fetched.contains_key(&key) {
+                let spinner = indicatif::ProgressBar::new_spinner();
+                spinner.set_message(format!("fetching {url} at {}", &rev[..12.min(rev.len())]));
+                spinner.enable_steady_tick(Duration::from_millis(120));
+                let source = match crate::tools::git::fetch(exec, url, rev, cache) {
+                    Ok(checkout) => Source::Fetched {
+                        checkout,
+                        url: url.clone(),
+                        rev: rev.clone(),
+                    },
+                    Err(reason) => Source::Unavailable {
+                        url: url.clone(),
+                        rev: rev.clone(),
+                        reason,
+                    },
+                };
+                spinner.finish_and_clear();
+                match &source {
+                    Source::Unavailable { reason, .. } => {
+                        eprintln!("skipping {}: could not fetch {url}: {reason}", repo.name)
+                    }
+                    _ => eprintln!("fetched {} ({url} at {rev})", repo.name),
+                }
+                process::check_interrupted()?;
+                fetched.insert(key.clone(), source);
+            }
+            repo.source = fetched[&key].clone();
+        }
+    }
+    Ok(())
+}
