@@ -364,9 +364,7 @@ fn run(args: RunArgs) -> Result<i32> {
     };
     let external_bazel_cache =
         BazelCache::chosen(args.bazel_remote_cache.as_deref(), &profile.bazel)?;
-    let profile_nix = (external_nix_cache.is_none()).then_some(&profile.nix);
-    let nix_embedded =
-        matches!(profile_nix, None | Some(NixBackend::Embedded)) && external_nix_cache.is_none();
+    let nix_embedded = external_nix_cache.is_none() && matches!(profile.nix, NixBackend::Embedded);
     let nginx = ((needs_cache(System::Nix) && nix_embedded)
         || (needs_cache(System::Bazel) && external_bazel_cache.is_none()))
     .then(|| tools::require("nginx", "for the embedded cache of warm cases"))
@@ -388,16 +386,16 @@ fn run(args: RunArgs) -> Result<i32> {
         Some(nginx) => Some(EmbeddedCache::start(nginx, &scratch.path().join("cache"))?),
         None => None,
     };
-    let nix_cache = match (external_nix_cache, profile_nix, &embedded, &nix) {
+    let nix_cache = match (external_nix_cache, &profile.nix, &embedded, &nix) {
         (Some(external), _, _, _) => Some(external),
         (
             None,
-            Some(NixBackend::Attic {
+            NixBackend::Attic {
                 endpoint,
                 cache,
                 public_key,
                 token,
-            }),
+            },
             _,
             _,
         ) if needs_cache(System::Nix) => {
@@ -415,12 +413,12 @@ fn run(args: RunArgs) -> Result<i32> {
         }
         (
             None,
-            Some(NixBackend::Store {
+            NixBackend::Store {
                 backend,
                 url,
                 public_key,
                 secret_key_file,
-            }),
+            },
             _,
             _,
         ) => {

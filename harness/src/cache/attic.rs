@@ -92,8 +92,8 @@ pub fn connect(config: AtticConfig, dir: &Path, exec: &dyn Executor) -> Result<N
         )));
     }
 
-    let push = match which::which("attic") {
-        Ok(program) => {
+    let push = match crate::tools::find("attic") {
+        Some(program) => {
             let home = dir.join("attic-home");
             let config_dir = home.join(".config/attic");
             std::fs::create_dir_all(&config_dir).context(|| format!("creating {}", config_dir.display()))?;
@@ -104,7 +104,7 @@ pub fn connect(config: AtticConfig, dir: &Path, exec: &dyn Executor) -> Result<N
             write_private(&config_dir.join("config.toml"), toml.as_bytes())?;
             Push::Attic { program, home, target: format!("{SERVER}:{}", config.cache) }
         }
-        Err(_) => Push::Unavailable(
+        None => Push::Unavailable(
             "filling the Attic cache needs the `attic` CLI on PATH (e.g. `nix profile install nixpkgs#attic-client`); reading it needs only Nix".into(),
         ),
     };

@@ -13,8 +13,8 @@ const SMI_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The GPU, or a clean reason why the lane must be skipped.
 pub fn preflight(exec: &dyn Executor) -> Result<GpuInfo, String> {
-    let smi = which::which("nvidia-smi")
-        .map_err(|_| "no NVIDIA GPU: nvidia-smi is not on PATH".to_string())?;
+    let smi = crate::tools::find("nvidia-smi")
+        .ok_or_else(|| "no NVIDIA GPU: nvidia-smi is not on PATH".to_string())?;
     let query = CommandSpec::new(
         &smi,
         [
@@ -68,7 +68,7 @@ pub fn parse_query(csv: &str, banner: &str) -> Option<GpuInfo> {
 
 /// `nix develop FLAKE#gpu --command` when Nix and a flake with that shell are at hand.
 pub fn dev_shell_prefix(flake_dir: &Path) -> Option<Vec<OsString>> {
-    let nix = which::which("nix").ok()?;
+    let nix = crate::tools::find("nix")?;
     let flake = std::fs::read_to_string(flake_dir.join("flake.nix")).ok()?;
     flake.contains("gpu").then(|| {
         vec![

@@ -47,16 +47,6 @@ impl Comparison {
     }
 }
 
-fn label(c: &CaseResult) -> String {
-    format!(
-        "{} {} {} {}",
-        c.repo,
-        c.system.name(),
-        c.lane.name(),
-        c.scenario
-    )
-}
-
 fn same_case(a: &CaseResult, b: &CaseResult) -> bool {
     a.repo == b.repo && a.system == b.system && a.lane == b.lane && a.scenario == b.scenario
 }
@@ -76,19 +66,19 @@ pub fn compare(baseline: &Results, new: &Results, threshold: f64) -> Result<Comp
     for base in &baseline.cases {
         let Some(now) = new.cases.iter().find(|c| same_case(c, base)) else {
             out.unmatched
-                .push(format!("{} (only in the baseline)", label(base)));
+                .push(format!("{} (only in the baseline)", base.label()));
             continue;
         };
         if base.parameters != now.parameters {
             return Err(format!(
                 "{} ran with different parameters (baseline {:?}, new {:?}): timings of different workloads do not compare",
-                label(base), base.parameters, now.parameters
+                base.label(), base.parameters, now.parameters
             ));
         }
         if base.outcome == Outcome::Ok && now.outcome != Outcome::Ok {
             out.worse.push(format!(
                 "{}: was ok, now {}",
-                label(base),
+                base.label(),
                 now.reason.as_deref().unwrap_or("not ok")
             ));
             continue;
@@ -108,7 +98,7 @@ pub fn compare(baseline: &Results, new: &Results, threshold: f64) -> Result<Comp
             Change::NoChange
         };
         out.cases.push(CaseChange {
-            label: label(base),
+            label: base.label(),
             baseline_median_s: b.median_s,
             new_median_s: n.median_s,
             ratio: r,
@@ -119,7 +109,7 @@ pub fn compare(baseline: &Results, new: &Results, threshold: f64) -> Result<Comp
         new.cases
             .iter()
             .filter(|c| !baseline.cases.iter().any(|b| same_case(b, c)))
-            .map(|c| format!("{} (only in the new file)", label(c))),
+            .map(|c| format!("{} (only in the new file)", c.label())),
     );
     if out.cases.is_empty() && out.worse.is_empty() {
         return Err(

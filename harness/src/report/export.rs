@@ -23,13 +23,7 @@ pub fn github_action_benchmark(results: &Results) -> Vec<BenchmarkEntry> {
         .filter_map(|c| {
             let s = c.stats.as_ref()?;
             Some(BenchmarkEntry {
-                name: format!(
-                    "{} {} {} {}",
-                    c.repo,
-                    c.system.name(),
-                    c.lane.name(),
-                    c.scenario
-                ),
+                name: c.label(),
                 unit: "s",
                 value: s.median_s,
                 range: format!("± {:.4}", s.mad_s),

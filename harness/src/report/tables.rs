@@ -90,12 +90,11 @@ pub fn fallbacks(results: &Results) -> Table {
             .fallbacks
             .iter()
             .map(|f| {
-                let outcome = serde_json::to_value(f.outcome).expect("an enum serialises");
                 vec![
                     f.repo.clone(),
                     f.system.name().into(),
                     f.scenario.to_string(),
-                    outcome.as_str().unwrap_or("?").into(),
+                    f.outcome.name().into(),
                     f.time_s.map_or("-".into(), seconds),
                     f.penalty.map_or("-".into(), ratio),
                     if f.detected_by_tool { "yes" } else { "no" }.into(),

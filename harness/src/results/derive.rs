@@ -107,6 +107,19 @@ pub struct FallbackRow {
     pub reason: Option<String>,
 }
 
+impl FallbackOutcome {
+    /// The name results and reports use for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FallbackOutcome::Survived => "survived",
+            FallbackOutcome::Recovered => "recovered",
+            FallbackOutcome::Hung => "hung",
+            FallbackOutcome::Failed => "failed",
+            FallbackOutcome::Skipped => "skipped",
+        }
+    }
+}
+
 fn fallback_outcome(case: &CaseResult) -> FallbackOutcome {
     match case.outcome {
         Outcome::Skipped => FallbackOutcome::Skipped,
@@ -249,11 +262,7 @@ fn fallback_check(rows: &[&FallbackRow], t: &Thresholds) -> Check {
                     problems.push(format!("{}: {p:.1}x the cold time", r.scenario));
                 }
             }
-            other => problems.push(format!(
-                "{}: {}",
-                r.scenario,
-                serde_json::to_value(other).expect("serialises")
-            )),
+            other => problems.push(format!("{}: {}", r.scenario, other.name())),
         }
     }
     let worst = rows
@@ -269,7 +278,7 @@ fn fallback_check(rows: &[&FallbackRow], t: &Thresholds) -> Check {
         detail: if problems.is_empty() {
             format!("all {} faults survived within the bound", rows.len())
         } else {
-            problems.join("; ").replace('"', "")
+            problems.join("; ")
         },
     }
 }

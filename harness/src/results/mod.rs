@@ -295,6 +295,19 @@ pub struct Sample {
     pub overhead_s: f64,
 }
 
+impl CaseResult {
+    /// `repo system lane scenario`, how reports and exports name a case.
+    pub fn label(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.repo,
+            self.system.name(),
+            self.lane.name(),
+            self.scenario
+        )
+    }
+}
+
 impl Sample {
     /// Time until the build had a result: this build, plus the retry when there was one.
     pub fn time_to_result_s(&self) -> f64 {
