@@ -79,6 +79,23 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> crate::error::Result<()> {
         .context(|| format!("writing {}", path.display()))
 }
 
+/// Copies a secret file, or a folder of them, so only its owner can read the copy.
+pub fn copy_private(from: &Path, to: &Path) -> crate::error::Result<()> {
+    use crate::error::IoContext;
+    if from.is_dir() {
+        fs::create_dir(to).context(|| format!("creating {}", to.display()))?;
+        fs::set_permissions(to, fs::Permissions::from_mode(0o700))
+            .context(|| format!("restricting {}", to.display()))?;
+        for entry in fs::read_dir(from).context(|| format!("listing {}", from.display()))? {
+            let entry = entry.context(|| format!("listing {}", from.display()))?;
+            copy_private(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        return Ok(());
+    }
+    let bytes = fs::read(from).context(|| format!("reading {}", from.display()))?;
+    write_private(to, &bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +111,19 @@ mod tests {
         let path = scratch.path().to_path_buf();
         drop(scratch);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn private_copies_are_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        fs::create_dir_all(home.join(".config")).unwrap();
+        fs::write(home.join(".config/token"), "t").unwrap();
+        let copy = dir.path().join("copy");
+        copy_private(&home, &copy).unwrap();
+        let meta = fs::metadata(copy.join(".config/token")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_to_string(copy.join(".config/token")).unwrap(), "t");
     }
 
     #[test]

@@ -8,31 +8,24 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
+use url::Url;
+
+use crate::cache::{NixCache, Push};
 use crate::error::{Error, IoContext, Result};
-use crate::plan::profile::TokenSource;
+use crate::plan::config::{AtticConfig, Token};
+use crate::results::CacheBackend;
 use crate::run::process::{run_captured, CommandSpec, Executor};
 use crate::scratch::write_private;
-use crate::tools::nix::{NixCache, Push};
 
 const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The name the harness gives the server in attic's config.
 const SERVER: &str = "flywheel-bench";
 
-pub struct AtticConfig<'a> {
-    pub endpoint: &'a str,
-    pub cache: &'a str,
-    pub public_key: &'a str,
-    pub token: &'a TokenSource,
-}
-
-fn read_token(source: &TokenSource) -> Result<String> {
-    let token = match source {
-        TokenSource::Env(var) => std::env::var(var).map_err(|_| {
-            Error::Environment(format!(
-                "the Attic token variable ${var} is not set\n  fix: export {var}=<token> before the run (it is never printed or recorded)"
-            ))
-        })?,
-        TokenSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
+/// The token, trimmed; read from its file when it is in one.
+fn read_token(token: &Token) -> Result<String> {
+    let token = match token {
+        Token::Value(secret) => secret.expose().to_string(),
+        Token::File(path) => std::fs::read_to_string(path).map_err(|e| {
             Error::Environment(format!(
                 "cannot read the Attic token file {}: {}\n  fix: point token_file at a readable file holding the token",
                 path.display(),
@@ -49,27 +42,28 @@ fn read_token(source: &TokenSource) -> Result<String> {
     Ok(token)
 }
 
-/// The host part of an endpoint URL (what netrc's `machine` matches).
-fn host_of(endpoint: &str) -> &str {
-    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    authority
-        .rsplit_once(':')
-        .map_or(authority, |(host, _)| host)
+/// `{endpoint}/{cache}`: Attic's Nix binary cache interface for one cache.
+pub fn substituter(endpoint: &Url, cache: &str) -> Result<Url> {
+    let text = format!("{}/{cache}", endpoint.as_str().trim_end_matches('/'));
+    Url::parse(&text).map_err(|e| {
+        Error::Usage(format!(
+            "the Attic cache URL {text} is not valid ({e})\n  fix: check the profile's nix.endpoint and nix.cache"
+        ))
+    })
 }
 
 /// Checks the cache answers (`nix-cache-info`) with these credentials, then describes how
 /// to read and fill it. `dir` must be private to the harness.
-pub fn connect(config: AtticConfig, dir: &Path, exec: &dyn Executor) -> Result<NixCache> {
-    let token = read_token(config.token)?;
+pub fn connect(config: &AtticConfig, dir: &Path, exec: &dyn Executor) -> Result<NixCache> {
+    let token = read_token(&config.token)?;
     std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     let netrc = dir.join("netrc");
     let entry = format!(
         "machine {}\nlogin {SERVER}\npassword {token}\n",
-        host_of(config.endpoint)
+        config.endpoint.host_str().unwrap_or_default()
     );
     write_private(&netrc, entry.as_bytes())?;
-    let substituter = format!("{}/{}", config.endpoint, config.cache);
+    let substituter = substituter(&config.endpoint, &config.cache)?;
 
     let curl = crate::tools::require("curl", "to check the Attic cache before the run")?;
     let info_url = format!("{substituter}/nix-cache-info");
@@ -102,18 +96,17 @@ pub fn connect(config: AtticConfig, dir: &Path, exec: &dyn Executor) -> Result<N
                 config.endpoint
             );
             write_private(&config_dir.join("config.toml"), toml.as_bytes())?;
-            Push::Attic { program, home, target: format!("{SERVER}:{}", config.cache) }
+            Push::AtticCli { program, home, target: format!("{SERVER}:{}", config.cache) }
         }
         None => Push::Unavailable(
             "filling the Attic cache needs the `attic` CLI on PATH (e.g. `nix profile install nixpkgs#attic-client`); reading it needs only Nix".into(),
         ),
     };
     Ok(NixCache {
-        backend: "attic".into(),
+        backend: CacheBackend::Attic,
         substituter,
-        public_key: config.public_key.to_string(),
+        public_key: config.public_key.clone(),
         push,
-        secret_key_file: None,
         netrc_file: Some(netrc),
     })
 }
@@ -121,25 +114,30 @@ pub fn connect(config: AtticConfig, dir: &Path, exec: &dyn Executor) -> Result<N
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::config::Secret;
 
     #[test]
-    fn netrc_machines_are_hosts() {
-        assert_eq!(host_of("https://attic.example.com"), "attic.example.com");
-        assert_eq!(host_of("http://127.0.0.1:8080/x"), "127.0.0.1");
+    fn the_substituter_is_the_endpoint_and_cache() {
+        let endpoint = Url::parse("https://attic.example.com/").unwrap();
+        assert_eq!(
+            substituter(&endpoint, "main").unwrap().as_str(),
+            "https://attic.example.com/main"
+        );
     }
 
     #[test]
-    fn token_errors_never_contain_the_token() {
-        let err = read_token(&TokenSource::Env("FLYWHEEL_TEST_UNSET_TOKEN_VAR".into()))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("$FLYWHEEL_TEST_UNSET_TOKEN_VAR"), "{err}");
+    fn tokens_are_trimmed_and_errors_never_contain_them() {
+        assert_eq!(
+            read_token(&Token::Value(Secret::new("t0k\n"))).unwrap(),
+            "t0k"
+        );
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
         std::fs::write(&file, "  s3cr3t-token\n").unwrap();
-        assert_eq!(
-            read_token(&TokenSource::File(file)).unwrap(),
-            "s3cr3t-token"
-        );
+        assert_eq!(read_token(&Token::File(file)).unwrap(), "s3cr3t-token");
+        let err = read_token(&Token::File(dir.path().join("missing")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("token_file"), "{err}");
     }
 }

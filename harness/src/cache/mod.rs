@@ -1,5 +1,5 @@
-//! Caches the warm builds read from. The embedded cache (nginx on loopback, a per-run
-//! Nix signing key) and external caches both end up as a `NixCache` / `BazelCache` value.
+//! Caches the warm builds read from: the embedded server or an external cache, provisioned
+//! once per run into `NixCache` / `BazelCache` values that drivers and the vm lane use.
 
 pub mod attic;
 pub mod http;
@@ -8,14 +8,289 @@ pub mod proxy;
 pub mod reapi;
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+use url::Url;
+
 use crate::error::{Error, IoContext, Result};
+use crate::plan::config::{BazelCacheConfig, NixCacheConfig, Secret, StoreCacheConfig};
+use crate::results::{CacheBackend, CacheUse};
 use crate::run::process::{run_captured, CommandSpec, Executor};
-use crate::tools::bazel::BazelCache;
-use crate::tools::nix::NixCache;
 use nginx::Nginx;
+
+/// How warm builds reach a Nix binary cache. Secrets live only in the files it names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NixCache {
+    pub backend: CacheBackend,
+    /// The substituter URL builds read from.
+    pub substituter: Url,
+    /// `name:base64` key that signed the cache's narinfos.
+    pub public_key: String,
+    /// How the priming build's outputs get into the cache.
+    pub push: Push,
+    /// A netrc file (0600, private folder) with the cache's credentials, e.g. an Attic token.
+    pub netrc_file: Option<PathBuf>,
+}
+
+/// How outputs are uploaded to a Nix cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Push {
+    /// `nix copy --to URL`, signed with the key file when there is one.
+    NixCopy {
+        to: Url,
+        secret_key_file: Option<PathBuf>,
+    },
+    /// `attic push TARGET PATHS` with a private HOME holding its config (and so the token).
+    AtticCli {
+        program: PathBuf,
+        home: PathBuf,
+        target: String,
+    },
+    /// Uploading cannot work here; why, and how to fix it.
+    Unavailable(String),
+}
+
+impl NixCache {
+    /// A binary cache that `nix copy` fills (http, file, s3, the embedded one).
+    pub fn store(backend: CacheBackend, store: &StoreCacheConfig) -> NixCache {
+        NixCache {
+            backend,
+            substituter: store.url.clone(),
+            public_key: store.public_key.clone(),
+            push: Push::NixCopy {
+                to: store.url.clone(),
+                secret_key_file: store.secret_key_file.clone(),
+            },
+            netrc_file: None,
+        }
+    }
+
+    /// What results record: never credentials (they are in the netrc file).
+    pub fn use_record(&self) -> CacheUse {
+        CacheUse {
+            backend: self.backend,
+            url: self.substituter.to_string(),
+        }
+    }
+
+    /// The files that hold this cache's secrets (netrc, signing key, the attic CLI's home),
+    /// for whoever must move them (the vm lane).
+    pub fn secret_files_mut(&mut self) -> Vec<&mut PathBuf> {
+        let mut files: Vec<&mut PathBuf> = self.netrc_file.iter_mut().collect();
+        match &mut self.push {
+            Push::NixCopy {
+                secret_key_file: Some(key),
+                ..
+            } => files.push(key),
+            Push::AtticCli { home, .. } => files.push(home),
+            _ => {}
+        }
+        files
+    }
+}
+
+/// `URL?secret-key=FILE` for `nix copy --to`: Nix reads the key from the file it names, so
+/// the URL names a secret file and must itself stay out of logs and results.
+pub fn signed_destination(to: &Url, secret_key_file: Option<&Path>) -> String {
+    let mut url = to.clone();
+    if let Some(key) = secret_key_file {
+        let pair = format!("secret-key={}", key.display());
+        let query = match url.query() {
+            Some(q) if !q.is_empty() => format!("{q}&{pair}"),
+            _ => pair,
+        };
+        url.set_query(Some(&query));
+    }
+    url.to_string()
+}
+
+/// A Bazel cache as builds reach it. Headers (credentials) live only in the rc file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BazelCache {
+    pub backend: CacheBackend,
+    pub endpoint: BazelEndpoint,
+    /// A private rc file with `build --remote_header=...` lines.
+    pub headers_rc: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum BazelEndpoint {
+    /// `--remote_cache=URL` (http(s) or grpc(s)).
+    Remote(Url),
+    /// `--disk_cache=FOLDER`.
+    Disk(PathBuf),
+}
+
+impl BazelCache {
+    pub fn use_record(&self) -> CacheUse {
+        CacheUse {
+            backend: self.backend,
+            url: match &self.endpoint {
+                BazelEndpoint::Remote(url) => url.to_string(),
+                BazelEndpoint::Disk(path) => path.display().to_string(),
+            },
+        }
+    }
+}
+
+/// The network address behind a cache URL (for the fault proxy), or why there is none to
+/// stand in front of.
+pub fn network_route(url: &Url) -> std::result::Result<CacheRoute, String> {
+    let tls = matches!(url.scheme(), "https" | "grpcs");
+    if tls {
+        return Err(format!(
+            "the fault proxy cannot stand in front of a TLS cache ({url}): rerouting it through the proxy breaks the certificate's host name check"
+        ));
+    }
+    let port = url.port_or_known_default().ok_or_else(|| {
+        format!("the cache URL {url} has no port and its scheme has no default one")
+    })?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| format!("the cache URL {url} has no host"))?;
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| format!("cannot resolve the cache's host {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("the cache's host {host} has no address"))?;
+    Ok(CacheRoute {
+        upstream,
+        plain_http: url.scheme() == "http",
+    })
+}
+
+/// A network cache as the fault proxy reaches it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheRoute {
+    /// Where the cache listens (the fault proxy forwards there).
+    pub upstream: SocketAddr,
+    /// Plain HTTP (so HTTP-level faults apply), rather than gRPC.
+    pub plain_http: bool,
+}
+
+/// The same URL with its host and port replaced by `via` (the fault proxy).
+pub fn reroute(url: &Url, via: SocketAddr) -> Url {
+    let mut rerouted = url.clone();
+    // Both succeed on URLs with a host, which every network cache URL has.
+    let _ = rerouted.set_ip_host(via.ip());
+    let _ = rerouted.set_port(Some(via.port()));
+    rerouted
+}
+
+/// The caches of one run. The embedded server is stopped when this is dropped, so its
+/// owner drops the drivers that use it first.
+pub struct Caches {
+    pub nix: Option<NixCache>,
+    pub bazel: Option<BazelCache>,
+    /// Held for its lifetime: the server stops when this is dropped.
+    _embedded: Option<EmbeddedCache>,
+}
+
+/// What a run's warm cases need.
+pub struct CacheNeeds<'a> {
+    /// `nix` when a Nix case reads a cache.
+    pub nix: Option<&'a Path>,
+    pub bazel: bool,
+    /// nginx, when a needed cache is the embedded one.
+    pub nginx: Option<&'a Path>,
+}
+
+impl Caches {
+    /// Caches someone else provisioned (the vm lane's host, for its guest).
+    pub fn given(nix: Option<NixCache>, bazel: Option<BazelCache>) -> Caches {
+        Caches {
+            nix,
+            bazel,
+            _embedded: None,
+        }
+    }
+
+    /// Starts or connects the caches the run needs. `dir` must be private to the harness:
+    /// it will hold keys and credentials.
+    pub fn provision(
+        nix: &NixCacheConfig,
+        bazel: &BazelCacheConfig,
+        needs: CacheNeeds,
+        dir: &Path,
+        exec: &dyn Executor,
+    ) -> Result<Caches> {
+        std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+        let embedded = match needs.nginx {
+            Some(nginx) => Some(EmbeddedCache::start(nginx, &dir.join("embedded"))?),
+            None => None,
+        };
+        let nix_cache = match (needs.nix, nix) {
+            (None, _) => None,
+            (Some(nix), NixCacheConfig::Embedded) => Some(
+                embedded
+                    .as_ref()
+                    .ok_or_else(|| Error::Environment("the embedded cache was not started".into()))?
+                    .nix_cache(nix, exec)?,
+            ),
+            (Some(_), NixCacheConfig::Attic(attic)) => {
+                Some(attic::connect(attic, &dir.join("attic"), exec)?)
+            }
+            (Some(_), NixCacheConfig::Http(s)) => Some(NixCache::store(CacheBackend::Http, s)),
+            (Some(_), NixCacheConfig::File(s)) => Some(NixCache::store(CacheBackend::File, s)),
+            (Some(_), NixCacheConfig::S3(s)) => Some(NixCache::store(CacheBackend::S3, s)),
+        };
+        let bazel_cache = match (needs.bazel, bazel) {
+            (false, _) => None,
+            (true, BazelCacheConfig::Embedded) => Some(
+                embedded
+                    .as_ref()
+                    .ok_or_else(|| Error::Environment("the embedded cache was not started".into()))?
+                    .bazel_cache(),
+            ),
+            (true, BazelCacheConfig::Http { url, headers }) => {
+                Some(remote_bazel(CacheBackend::Http, url, headers, dir)?)
+            }
+            (true, BazelCacheConfig::Grpc { url, headers }) => {
+                Some(remote_bazel(CacheBackend::Grpc, url, headers, dir)?)
+            }
+            (true, BazelCacheConfig::Disk { path }) => Some(BazelCache {
+                backend: CacheBackend::Disk,
+                endpoint: BazelEndpoint::Disk(path.clone()),
+                headers_rc: None,
+            }),
+        };
+        Ok(Caches {
+            nix: nix_cache,
+            bazel: bazel_cache,
+            _embedded: embedded,
+        })
+    }
+}
+
+fn remote_bazel(
+    backend: CacheBackend,
+    url: &Url,
+    headers: &[Secret],
+    dir: &Path,
+) -> Result<BazelCache> {
+    let headers_rc = if headers.is_empty() {
+        None
+    } else {
+        let rc = dir.join("bazel-headers.rc");
+        crate::scratch::write_private(&rc, headers_rc_text(headers).as_bytes())?;
+        Some(rc)
+    };
+    Ok(BazelCache {
+        backend,
+        endpoint: BazelEndpoint::Remote(url.clone()),
+        headers_rc,
+    })
+}
+
+/// `build --remote_header=Name=Value` lines.
+fn headers_rc_text(headers: &[Secret]) -> String {
+    headers
+        .iter()
+        .map(|h| format!("build --remote_header={}\n", h.expose()))
+        .collect()
+}
 
 const KEY_TIMEOUT: Duration = Duration::from_secs(60);
 const NIX_CACHE_INFO: &str = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n";
@@ -31,6 +306,11 @@ impl EmbeddedCache {
     /// `dir` must be private to the harness: it will hold the Nix signing key.
     pub fn start(nginx: &Path, dir: &Path) -> Result<Self> {
         let server = Nginx::start(nginx, &dir.join("nginx"))?;
+        for prefix in ["nix", "bazel"] {
+            let folder = server.root().join(prefix);
+            std::fs::create_dir_all(&folder)
+                .context(|| format!("creating {}", folder.display()))?;
+        }
         let info = server.root().join("nix/nix-cache-info");
         std::fs::write(&info, NIX_CACHE_INFO).context(|| format!("writing {}", info.display()))?;
         Ok(EmbeddedCache {
@@ -51,18 +331,22 @@ impl EmbeddedCache {
         )?;
         crate::scratch::write_private(&secret, generated.as_bytes())?;
         let public_key = nix_key(exec, nix, &["convert-secret-to-public"], Some(&secret))?;
-        let url = self.server.url("nix");
-        let mut cache = NixCache::external(&url, public_key.trim(), Some(secret));
-        cache.backend = "embedded-nginx".into();
-        Ok(cache)
+        Ok(NixCache::store(
+            CacheBackend::EmbeddedNginx,
+            &StoreCacheConfig {
+                url: self.server.url("nix"),
+                public_key: public_key.trim().to_string(),
+                secret_key_file: Some(secret),
+            },
+        ))
     }
 
     /// The Bazel side: nginx's WebDAV speaks Bazel's HTTP cache protocol (`/ac/`, `/cas/`).
     pub fn bazel_cache(&self) -> BazelCache {
         BazelCache {
-            backend: "embedded-nginx".into(),
-            url: self.server.url("bazel"),
-            headers: Vec::new(),
+            backend: CacheBackend::EmbeddedNginx,
+            endpoint: BazelEndpoint::Remote(self.server.url("bazel")),
+            headers_rc: None,
         }
     }
 }
@@ -87,4 +371,60 @@ fn nix_key(exec: &dyn Executor, nix: &Path, args: &[&str], stdin: Option<&Path>)
         )));
     }
     Ok(out.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signing_key_joins_any_query() {
+        let key = Path::new("/run/key.sec");
+        let plain = Url::parse("http://127.0.0.1:8080/nix").unwrap();
+        assert_eq!(
+            signed_destination(&plain, Some(key)),
+            "http://127.0.0.1:8080/nix?secret-key=/run/key.sec"
+        );
+        let s3 = Url::parse("s3://bucket?region=eu-west-1").unwrap();
+        assert_eq!(
+            signed_destination(&s3, Some(key)),
+            "s3://bucket?region=eu-west-1&secret-key=/run/key.sec"
+        );
+        assert_eq!(
+            signed_destination(&s3, None),
+            "s3://bucket?region=eu-west-1"
+        );
+    }
+
+    #[test]
+    fn fault_routes_use_default_ports_and_refuse_tls() {
+        let route = network_route(&Url::parse("http://127.0.0.1/nix").unwrap()).unwrap();
+        assert_eq!(route.upstream, "127.0.0.1:80".parse().unwrap());
+        assert!(route.plain_http);
+        let grpc = network_route(&Url::parse("grpc://127.0.0.1:9092").unwrap()).unwrap();
+        assert!(!grpc.plain_http);
+        let tls = network_route(&Url::parse("https://cache.example.com").unwrap()).unwrap_err();
+        assert!(
+            tls.contains("TLS") && tls.contains("cache.example.com"),
+            "{tls}"
+        );
+        assert!(network_route(&Url::parse("grpcs://c:443").unwrap())
+            .unwrap_err()
+            .contains("TLS"));
+    }
+
+    #[test]
+    fn rerouting_keeps_the_scheme_and_path() {
+        let via: SocketAddr = "127.0.0.1:1234".parse().unwrap();
+        let url = Url::parse("http://127.0.0.1:8080/nix").unwrap();
+        assert_eq!(reroute(&url, via).as_str(), "http://127.0.0.1:1234/nix");
+        let grpc = Url::parse("grpc://cache:9092").unwrap();
+        assert_eq!(reroute(&grpc, via).as_str(), "grpc://127.0.0.1:1234");
+    }
+
+    #[test]
+    fn header_rc_lines_carry_the_headers() {
+        let text = headers_rc_text(&[Secret::new("Authorization=Bearer t")]);
+        assert_eq!(text, "build --remote_header=Authorization=Bearer t\n");
+    }
 }

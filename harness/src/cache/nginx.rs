@@ -1,6 +1,5 @@
-//! The embedded cache server: nginx with WebDAV on loopback, one process, owned by the
-//! harness. It serves a Nix binary cache under `/nix/` (and room for other tools' caches
-//! under their own prefixes) from a private folder.
+//! nginx with WebDAV on loopback, one process, owned by the harness: the embedded cache
+//! serves its Nix and Bazel caches from it, and tests use it as a stand-in cache server.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -22,15 +21,13 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    /// Starts nginx with its config, logs, temp files and document root inside `dir`.
-    /// Picks a free port and proves the server really bound it (another program may have
-    /// taken the port between the check and nginx's bind): it must serve a token file.
+    /// Starts nginx with its config, logs, temp files and document root (`root()`) inside
+    /// `dir`, serving and accepting uploads for everything under the root. Picks a free
+    /// port and proves the server really bound it (another program may have taken the port
+    /// between the check and nginx's bind): it must serve a token file.
     pub fn start(nginx: &Path, dir: &Path) -> Result<Nginx> {
         let root = dir.join("root");
-        for prefix in ["nix", "bazel"] {
-            std::fs::create_dir_all(root.join(prefix))
-                .context(|| format!("creating {}", root.display()))?;
-        }
+        std::fs::create_dir_all(&root).context(|| format!("creating {}", root.display()))?;
         let token = format!("flywheel-bench-{}-{}", std::process::id(), nanos());
         std::fs::write(root.join("ready"), &token)
             .context(|| format!("writing {}", root.display()))?;
@@ -75,8 +72,10 @@ impl Nginx {
         self.addr
     }
 
-    pub fn url(&self, prefix: &str) -> String {
-        format!("http://{}/{prefix}", self.addr)
+    /// `http://127.0.0.1:PORT/PATH`.
+    pub fn url(&self, path: &str) -> url::Url {
+        url::Url::parse(&format!("http://{}/{path}", self.addr))
+            .expect("a loopback address and a plain path make a URL")
     }
 
     /// The folder the server stores uploads in.

@@ -1,7 +1,8 @@
 //! The `vm` lane: the harness boots a QEMU virtual machine and runs its own cases inside
 //! it. The guest sees the host's root read-only over 9p (so it has the same tools and the
-//! same harness binary), a job folder read-write (the script in, the results out), and the
-//! host's loopback as 10.0.2.2 through user-mode networking (so it reaches the cache).
+//! same harness binary), a job folder read-write (a typed job file in, the cases' events
+//! out), and the host's loopback as 10.0.2.2 through user-mode networking (so it reaches
+//! the cache).
 //!
 //! Acceleration is proved, not assumed: a tiny VM must boot and exit under KVM within a
 //! timeout, else the lane runs under TCG and says so (its timings are then correctness
@@ -12,8 +13,16 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::cache::{BazelCache, BazelEndpoint, NixCache, Push};
 use crate::error::{Error, IoContext, Result};
 use crate::lanes::initramfs::{cpio_newc, load_order, Entry};
+use crate::plan::config::VmSettings;
+use crate::plan::{Lane, Plan};
+use crate::results::{Environment, LaneIdentity};
+use crate::run::events::{emit, Event, EventSink, WireEvent};
 use crate::run::process::{CommandSpec, Executor, Exit};
 
 /// What the guest needs: virtio PCI, 9p over virtio, and a virtio network card.
@@ -62,12 +71,33 @@ fn find_kernel() -> Result<(String, PathBuf)> {
                 .then(|| (release, e.path()))
         })
         .collect();
-    found.sort();
+    found.sort_by(|a, b| natural_cmp(&a.0, &b.0));
     found.pop().ok_or_else(|| {
         Error::Environment(
             "the vm lane needs a Linux kernel with its modules: none under /boot\n  fix: `sudo apt-get install linux-image-amd64` (or your distribution's kernel package)".into(),
         )
     })
+}
+
+/// Orders version strings by their numbers: `6.1.0-10` after `6.1.0-9`.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        let mut rest = s;
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let (number, tail) = rest.split_at(digits);
+            let text = tail
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(tail.len());
+            out.push((number.parse().unwrap_or(0), tail[..text].to_string()));
+            rest = &tail[text..];
+        }
+        out
+    }
+    chunks(a).cmp(&chunks(b))
 }
 
 /// Boots through the kernel's PVH entry, which needs the uncompressed ELF inside vmlinuz.
@@ -362,6 +392,19 @@ mod tests {
     }
 
     #[test]
+    fn the_newest_kernel_is_chosen_by_version_numbers() {
+        let mut releases = [
+            "6.1.0-10-amd64",
+            "6.1.0-9-amd64",
+            "5.10.0-28-amd64",
+            "6.1.0-9-rt-amd64",
+        ];
+        releases.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(releases.last(), Some(&"6.1.0-10-amd64"));
+        assert_eq!(releases.first(), Some(&"5.10.0-28-amd64"));
+    }
+
+    #[test]
     fn tells_static_from_dynamic_executables() {
         let this_test = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         assert!(
@@ -372,264 +415,290 @@ mod tests {
     }
 }
 
-/// Echoes the lines a file gains to stderr, from a helper thread, until dropped.
-struct LogEcho {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// What the harness inside the VM runs, and against what: the plan (its repos resolved to
+/// paths the guest sees through the shared root), the caches as the guest reaches them
+/// (their secrets in private files of the job folder), and how the host accelerated it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GuestJob {
+    pub plan: Plan,
+    pub nix_cache: Option<NixCache>,
+    pub bazel_cache: Option<BazelCache>,
+    pub bazel_overrides: Vec<(String, PathBuf)>,
+    pub acceleration: String,
+    pub acceleration_note: String,
+    /// Where the guest writes its events, one JSON line each.
+    pub events: PathBuf,
+    /// Where the guest keeps its scratch folder (a tmpfs).
+    pub work_dir: PathBuf,
 }
 
-impl LogEcho {
-    fn start(path: PathBuf, prefix: &'static str) -> LogEcho {
-        use std::sync::atomic::Ordering;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut shown = 0;
+/// The job folder as the guest sees it (the guest's own /tmp is a tmpfs).
+const GUEST_JOB_DIR: &str = "/tmp/job";
+
+/// The vm lane, ready to boot: its image and the acceleration proved for it.
+pub struct GuestLane<'a> {
+    exec: &'a dyn Executor,
+    qemu: &'a Path,
+    image: VmImage,
+    accel: Accel,
+    note: String,
+    vm: VmSettings,
+    dir: PathBuf,
+    nix_cache: Option<NixCache>,
+    bazel_cache: Option<BazelCache>,
+    bazel_overrides: Vec<(String, PathBuf)>,
+}
+
+impl<'a> GuestLane<'a> {
+    /// Builds the VM image and proves KVM (else TCG, with the reason).
+    pub fn prepare(ctx: &super::LaneContext<'a>) -> Result<GuestLane<'a>> {
+        let qemu = ctx.qemu.ok_or_else(|| Error::MissingTool {
+            tool: "qemu-system-x86_64",
+            needed_for: "for the vm lane".into(),
+            fix: "install QEMU (Debian/Ubuntu: `sudo apt-get install qemu-system-x86`)",
+        })?;
+        let image = build_image(&ctx.dir.join("image"), ctx.exec)?;
+        let (accel, note) = probe_accel(ctx.exec, qemu, &image, ctx.dir)?;
+        eprintln!(
+            "vm lane: Linux {} under {} ({note})",
+            image.kernel_release,
+            accel.name()
+        );
+        Ok(GuestLane {
+            exec: ctx.exec,
+            qemu,
+            image,
+            accel,
+            note,
+            vm: ctx.vm,
+            dir: ctx.dir.to_path_buf(),
+            nix_cache: ctx.nix_cache.cloned(),
+            bazel_cache: ctx.bazel_cache.cloned(),
+            bazel_overrides: ctx.bazel_overrides.to_vec(),
+        })
+    }
+
+    /// Who the lane is until its guest describes itself from inside.
+    pub fn provisional_identity(&self, host: &Environment) -> LaneIdentity {
+        let env = Environment {
+            hostname: "vm".into(),
+            kernel: self.image.kernel_release.clone(),
+            os: "unknown".into(),
+            cpu_model: "unknown".into(),
+            cores: self.vm.cpus as usize,
+            memory_bytes: u64::from(self.vm.memory_mb) << 20,
+            tools: host.tools.clone(),
+        };
+        self.describe(LaneIdentity::of(Lane::Vm, &env))
+    }
+
+    fn describe(&self, mut identity: LaneIdentity) -> LaneIdentity {
+        identity.virtualization = Some("qemu".into());
+        identity.acceleration = Some(self.accel.name().into());
+        identity.acceleration_note = Some(self.note.clone());
+        identity
+    }
+
+    /// Boots the VM, runs `plan` in it and replays the guest's events to `sinks` as they
+    /// arrive. Cases the guest never finished are reported failed, with the end of its log.
+    pub fn run(self, plan: &Plan, sinks: &mut [&mut dyn EventSink]) -> Result<()> {
+        let job = self.dir.join("job");
+        std::fs::create_dir_all(&job).context(|| format!("creating {}", job.display()))?;
+        let guest = self.write_job(plan, &job)?;
+        let events = job.join("events.jsonl");
+        let machine = Machine {
+            qemu: self.qemu,
+            image: &self.image,
+            accel: self.accel,
+            memory_mb: self.vm.memory_mb,
+            cpus: self.vm.cpus,
+        };
+        let mut replayed = Replayed::default();
+        let exit = std::thread::scope(|scope| -> Result<GuestExit> {
+            let vm = scope.spawn(|| run_job(self.exec, machine, &job, &guest, self.vm.timeout));
+            let (mut event_lines, mut log_lines) = (LineTail::default(), LineTail::default());
             loop {
-                let done = flag.load(Ordering::Relaxed);
-                let text = std::fs::read_to_string(&path).unwrap_or_default();
-                // Only whole lines; the rest arrives with the next read.
-                let complete = text.rfind('\n').map_or(0, |i| i + 1);
-                if complete > shown {
-                    for line in text[shown..complete]
-                        .lines()
-                        .filter(|l| !l.trim().is_empty())
-                    {
-                        eprintln!("{prefix}{line}");
-                    }
-                    shown = complete;
+                let done = vm.is_finished();
+                // Guest warnings and errors go to its log; show them as they come.
+                for line in log_lines.read(&job.join("job.log"))? {
+                    eprintln!("  [vm] {line}");
+                }
+                for line in event_lines.read(&events)? {
+                    let event = parse_event(&line)?;
+                    replayed.note(&event);
+                    event.replay(plan, sinks)?;
                 }
                 if done {
-                    return;
+                    break;
                 }
-                std::thread::sleep(Duration::from_millis(500));
+                std::thread::sleep(Duration::from_millis(200));
             }
+            vm.join().map_err(|_| {
+                Error::Environment("the thread that ran the vm lane's VM panicked".into())
+            })?
         });
-        LogEcho {
-            stop,
-            thread: Some(thread),
-        }
+        let exit = exit?;
+        self.fail_unfinished(plan, &replayed, &exit, &job, sinks)
     }
-}
 
-impl Drop for LogEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// This run's arguments, for the guest: without the ones the vm lane sets itself.
-pub fn guest_args() -> Vec<String> {
-    const OWN: &[&str] = &[
-        "--lane",
-        "--output",
-        "-o",
-        "--work-dir",
-        "--nix-cache",
-        "--nix-cache-public-key",
-        "--nix-cache-secret-key",
-        "--bazel-remote-cache",
-        "--vm-memory-mb",
-        "--vm-cpus",
-        "--vm-timeout",
-    ];
-    let mut out = Vec::new();
-    let mut args = std::env::args().skip_while(|a| a != "run").skip(1);
-    while let Some(arg) = args.next() {
-        let name = arg.split('=').next().unwrap_or(&arg);
-        if OWN.contains(&name) {
-            if !arg.contains('=') {
-                args.next();
+    /// Writes the job file, the guest's script and the caches' secrets (private copies).
+    fn write_job(&self, plan: &Plan, job: &Path) -> Result<String> {
+        let mut nix_cache = self.nix_cache.clone();
+        let mut bazel_cache = self.bazel_cache.clone();
+        let mut secrets: Vec<&mut PathBuf> = Vec::new();
+        if let Some(cache) = nix_cache.as_mut() {
+            cache.substituter = guest_url(&cache.substituter);
+            if let Push::NixCopy { to, .. } = &mut cache.push {
+                *to = guest_url(to);
             }
-            continue;
+            secrets.extend(cache.secret_files_mut());
         }
-        out.push(arg);
+        if let Some(cache) = bazel_cache.as_mut() {
+            if let BazelEndpoint::Remote(url) = &mut cache.endpoint {
+                *url = guest_url(url);
+            }
+            secrets.extend(cache.headers_rc.as_mut());
+        }
+        for (n, path) in secrets.into_iter().enumerate() {
+            let name = format!("secret-{n}");
+            crate::scratch::copy_private(path, &job.join(&name))?;
+            *path = Path::new(GUEST_JOB_DIR).join(name);
+        }
+        let spec = GuestJob {
+            plan: plan.clone(),
+            nix_cache,
+            bazel_cache,
+            bazel_overrides: self.bazel_overrides.clone(),
+            acceleration: self.accel.name().into(),
+            acceleration_note: self.note.clone(),
+            events: Path::new(GUEST_JOB_DIR).join("events.jsonl"),
+            work_dir: PathBuf::from("/tmp"),
+        };
+        let json = serde_json::to_vec_pretty(&spec).expect("a guest job always serialises");
+        let file = job.join("job.json");
+        std::fs::write(&file, json).context(|| format!("writing {}", file.display()))?;
+        guest_script()
     }
-    out
+
+    fn fail_unfinished(
+        &self,
+        plan: &Plan,
+        replayed: &Replayed,
+        exit: &GuestExit,
+        job: &Path,
+        sinks: &mut [&mut dyn EventSink],
+    ) -> Result<()> {
+        let unfinished: Vec<usize> = (0..plan.cases.len())
+            .filter(|i| !replayed.finished.contains(i))
+            .collect();
+        if unfinished.is_empty() {
+            return Ok(());
+        }
+        let log = std::fs::read_to_string(job.join("job.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(8)..].join(" | ");
+        let how = match exit {
+            GuestExit::Job(rc) => format!("the guest's harness exited with {rc}"),
+            GuestExit::Lost(why) => why.clone(),
+        };
+        for index in unfinished {
+            let case = &plan.cases[index];
+            let mut result = crate::run::blank_result(plan, case);
+            result.outcome = crate::results::Outcome::Failed;
+            result.reason = Some(format!(
+                "the vm lane did not finish this case ({how}); its log ends: {tail}"
+            ));
+            if !replayed.started.contains(&index) {
+                emit(sinks, Event::CaseStarted { index, case })?;
+            }
+            emit(
+                sinks,
+                Event::CaseFinished {
+                    index,
+                    result: &result,
+                },
+            )?;
+        }
+        Ok(())
+    }
 }
 
-/// The vm lane's resources (`--vm-memory-mb`, `--vm-cpus`, `--vm-timeout`).
-#[derive(Debug, Clone, Copy)]
-pub struct VmSettings {
-    pub memory_mb: u32,
-    pub cpus: u32,
-    pub timeout: Duration,
+/// The job's script: this harness, from the shared host root, serving the job.
+fn guest_script() -> Result<String> {
+    use crate::run::process::shell_quote;
+    let exe = std::env::current_exe().context(|| "finding the harness's own executable".into())?;
+    let path = std::env::var("PATH").unwrap_or_default();
+    Ok(format!(
+        "export HOME=/tmp/home PATH={path}\nmkdir -p \"$HOME\"\ncd /tmp\nexec {exe} guest {job}\n",
+        path = shell_quote(&path),
+        exe = shell_quote(&exe.to_string_lossy()),
+        job = shell_quote(&format!("{GUEST_JOB_DIR}/job.json")),
+    ))
 }
 
-/// The caches the guest is pointed at (the host's, reached through 10.0.2.2).
-pub struct GuestCaches<'a> {
-    pub nix: Option<&'a crate::tools::nix::NixCache>,
-    pub bazel: Option<&'a crate::tools::bazel::BazelCache>,
+/// Which cases the guest reported started and finished.
+#[derive(Default)]
+struct Replayed {
+    started: Vec<usize>,
+    finished: Vec<usize>,
 }
 
-/// What the vm lane measured, and who it was.
-pub struct LaneRun {
-    pub identity: crate::results::LaneIdentity,
-    pub cases: Vec<crate::results::CaseResult>,
+impl Replayed {
+    fn note(&mut self, event: &WireEvent) {
+        match event {
+            WireEvent::CaseStarted { index } => self.started.push(*index),
+            WireEvent::CaseFinished { index, .. } => self.finished.push(*index),
+            _ => {}
+        }
+    }
+}
+
+/// Reads the whole lines a file gained since the last read.
+#[derive(Default)]
+struct LineTail {
+    consumed: usize,
+}
+
+impl LineTail {
+    fn read(&mut self, path: &Path) -> Result<Vec<String>> {
+        let text = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+        };
+        let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let fresh = text.get(self.consumed..complete).unwrap_or_default();
+        self.consumed = complete.max(self.consumed);
+        Ok(String::from_utf8_lossy(fresh)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+}
+
+fn parse_event(line: &str) -> Result<WireEvent> {
+    serde_json::from_str(line).map_err(|e| {
+        Error::Environment(format!(
+            "the vm lane's guest wrote an event this harness cannot read ({e}): {line}"
+        ))
+    })
 }
 
 /// A cache URL as the guest must write it: the host's loopback is 10.0.2.2 there.
-pub fn guest_url(url: &str) -> String {
-    for local in ["127.0.0.1", "localhost"] {
-        if let Some((scheme, rest)) = url.split_once("://") {
-            if let Some(after) = rest.strip_prefix(local) {
-                return format!("{scheme}://{HOST_FROM_GUEST}{after}");
-            }
-        }
-    }
-    url.to_string()
-}
-
-/// Runs `plan` (its cases all on the vm lane) in a VM: this harness, with `guest_args`
-/// (the user's `run` arguments), inside the guest, against the host's caches. A guest that
-/// produces no results fails every case with the reason and the end of its log.
-pub fn run_lane(
-    exec: &dyn Executor,
-    qemu: &Path,
-    plan: &crate::plan::Plan,
-    guest_args: &[String],
-    caches: GuestCaches,
-    dir: &Path,
-    vm: VmSettings,
-) -> Result<LaneRun> {
-    use crate::run::process::shell_quote;
-    let image = build_image(&dir.join("image"), exec)?;
-    let (accel, note) = probe_accel(exec, qemu, &image, dir)?;
-    eprintln!(
-        "vm lane: Linux {} under {} ({note})",
-        image.kernel_release,
-        accel.name()
-    );
-    let job = dir.join("job");
-    std::fs::create_dir_all(&job).context(|| format!("creating {}", job.display()))?;
-    // Inside the guest the job folder is /tmp/job (the guest's own /tmp is a tmpfs).
-    let mut args: Vec<String> = vec!["run".into()];
-    args.extend(guest_args.iter().cloned());
-    args.extend(
-        [
-            "--as-lane",
-            "vm",
-            "--lane-accel",
-            accel.name(),
-            "--lane-accel-note",
-            &note,
-            "--output",
-            "/tmp/job/results.json",
-            "--work-dir",
-            "/tmp",
-        ]
-        .map(String::from),
-    );
-    if let Some(nix) = caches.nix {
-        args.extend([
-            "--nix-cache".into(),
-            guest_url(&nix.substituter),
-            "--nix-cache-public-key".into(),
-            nix.public_key.clone(),
-        ]);
-        if let Some(key) = &nix.secret_key_file {
-            let bytes = std::fs::read(key).context(|| format!("reading {}", key.display()))?;
-            crate::scratch::write_private(&job.join("signing-key.sec"), &bytes)?;
-            args.extend([
-                "--nix-cache-secret-key".into(),
-                "/tmp/job/signing-key.sec".into(),
-            ]);
-        }
-    }
-    if let Some(bazel) = caches.bazel {
-        args.extend(["--bazel-remote-cache".into(), guest_url(&bazel.url)]);
-        if !bazel.headers.is_empty() {
-            crate::scratch::write_private(
-                &job.join("headers"),
-                bazel.headers.join("\n").as_bytes(),
-            )?;
-        }
-    }
-    let exe = std::env::current_exe().context(|| "finding the harness's own executable".into())?;
-    let cwd = std::env::current_dir().context(|| "reading the current folder".into())?;
-    let path = std::env::var("PATH").unwrap_or_default();
-    let quoted: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
-    let script = format!(
-        "export HOME=/tmp/home PATH={path}\nmkdir -p \"$HOME\"\n[ -f /tmp/job/headers ] && export FLYWHEEL_BAZEL_REMOTE_HEADERS=\"$(cat /tmp/job/headers)\"\ncd {cwd}\nexec {exe} {args}\n",
-        path = shell_quote(&path),
-        cwd = shell_quote(&cwd.to_string_lossy()),
-        exe = shell_quote(&exe.to_string_lossy()),
-        args = quoted.join(" ")
-    );
-    let machine = Machine {
-        qemu,
-        image: &image,
-        accel,
-        memory_mb: vm.memory_mb,
-        cpus: vm.cpus,
+pub fn guest_url(url: &Url) -> Url {
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     };
-    // The guest's harness reports progress into its log; show it as it comes.
-    let echo = LogEcho::start(job.join("job.log"), "  [vm] ");
-    let exit = run_job(exec, machine, &job, &script, vm.timeout);
-    drop(echo);
-    let exit = exit?;
-    let fallback_identity = || {
-        let env = crate::results::Environment {
-            hostname: "vm".into(),
-            kernel: image.kernel_release.clone(),
-            os: "unknown".into(),
-            cpu_model: "unknown".into(),
-            cores: vm.cpus as usize,
-            memory_bytes: u64::from(vm.memory_mb) << 20,
-            tools: Default::default(),
-        };
-        let mut identity = crate::results::LaneIdentity::of(crate::plan::Lane::Vm, &env);
-        identity.virtualization = Some("qemu".into());
-        identity.acceleration = Some(accel.name().into());
-        identity.acceleration_note = Some(note.clone());
-        identity
-    };
-    match crate::results::load(&job.join("results.json")) {
-        Ok(guest) => Ok(LaneRun {
-            identity: guest
-                .lanes
-                .into_iter()
-                .find(|l| l.lane == crate::plan::Lane::Vm)
-                .unwrap_or_else(fallback_identity),
-            cases: guest.cases,
-        }),
-        Err(_) => {
-            let log = std::fs::read_to_string(job.join("job.log")).unwrap_or_default();
-            let tail: Vec<&str> = log
-                .lines()
-                .rev()
-                .take(8)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            let reason = format!(
-                "the vm lane produced no results ({}); its log ends: {}",
-                match &exit {
-                    GuestExit::Job(rc) => format!("the guest's harness exited with {rc}"),
-                    GuestExit::Lost(why) => why.clone(),
-                },
-                tail.join(" | ")
-            );
-            let cases = plan
-                .cases
-                .iter()
-                .map(|case| {
-                    let mut result = crate::run::blank_result(plan, case);
-                    result.outcome = crate::results::Outcome::Failed;
-                    result.reason = Some(reason.clone());
-                    result
-                })
-                .collect();
-            Ok(LaneRun {
-                identity: fallback_identity(),
-                cases,
-            })
-        }
+    let mut guest = url.clone();
+    if loopback {
+        // A URL with a host can always take another.
+        let _ = guest.set_host(Some(HOST_FROM_GUEST));
     }
+    guest
 }
 
 #[cfg(test)]
@@ -638,14 +707,42 @@ mod lane_tests {
 
     #[test]
     fn loopback_caches_are_reached_through_the_host_address() {
+        let url = |s: &str| Url::parse(s).unwrap();
         assert_eq!(
-            guest_url("http://127.0.0.1:8080/nix"),
+            guest_url(&url("http://127.0.0.1:8080/nix")).as_str(),
             "http://10.0.2.2:8080/nix"
         );
-        assert_eq!(guest_url("grpc://localhost:9092"), "grpc://10.0.2.2:9092");
         assert_eq!(
-            guest_url("https://cache.example/nix"),
+            guest_url(&url("grpc://localhost:9092")).as_str(),
+            "grpc://10.0.2.2:9092"
+        );
+        assert_eq!(
+            guest_url(&url("https://cache.example/nix")).as_str(),
             "https://cache.example/nix"
         );
+    }
+
+    #[test]
+    fn the_tail_reads_only_whole_new_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mut tail = LineTail::default();
+        assert!(tail.read(&path).unwrap().is_empty(), "no file yet");
+        let first = "{\"event\":\"case-started\",\"index\":0}";
+        let second = "{\"event\":\"case-started\",\"index\":1}";
+        std::fs::write(&path, format!("{first}\n{}", &second[..10])).unwrap();
+        assert_eq!(tail.read(&path).unwrap(), vec![first]);
+        std::fs::write(&path, format!("{first}\n{second}\n")).unwrap();
+        let lines = tail.read(&path).unwrap();
+        assert_eq!(lines, vec![second]);
+        assert_eq!(
+            parse_event(&lines[0]).unwrap(),
+            WireEvent::CaseStarted { index: 1 }
+        );
+        assert!(tail.read(&path).unwrap().is_empty());
+        assert!(parse_event("{not json")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read"));
     }
 }

@@ -11,7 +11,7 @@ pub const MANIFEST_FILE: &str = "repo.toml";
 const FORMAT_HELP: &str = "see bench-repos/README.md for the repo.toml format";
 
 /// A validated bench repo.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepoManifest {
     pub name: String,
     pub description: String,
@@ -29,7 +29,7 @@ pub struct RepoManifest {
     pub lanes: Option<Vec<crate::plan::Lane>>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Source {
     /// An embedded fixture: an absolute folder on this machine.
     Path(PathBuf),
@@ -85,7 +85,7 @@ impl std::fmt::Display for ParamValue {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum NixTargets {
     /// `nix build -f FILE [ATTR...]`, parameters passed as function arguments.
     File { file: PathBuf, attrs: Vec<String> },
@@ -93,7 +93,7 @@ pub enum NixTargets {
     Flake { installables: Vec<String> },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BazelTargets {
     /// Labels or patterns for `bazel build`, e.g. `//...`.
     pub targets: Vec<String>,
@@ -317,6 +317,33 @@ pub fn discover(dir: &Path) -> Result<Vec<RepoManifest>> {
         .iter()
         .map(|f| load(&f.join(MANIFEST_FILE)))
         .collect()
+}
+
+/// The selected bench repos with their overrides applied: the named ones, or every
+/// embedded one (offline, quick; git-sourced repos such as the tranche-1 ones run when named).
+pub fn select(selection: &crate::plan::config::RepoSelection) -> Result<Vec<RepoManifest>> {
+    let dir = selection.bench_repos.as_path();
+    let mut repos = if selection.names.is_empty() {
+        if !dir.is_dir() {
+            return Err(Error::Usage(format!(
+                "no bench-repos folder at {}\n  fix: run from the flywheel-bench checkout, pass --bench-repos DIR, or --repo PATH",
+                dir.display()
+            )));
+        }
+        discover(dir)?
+            .into_iter()
+            .filter(|r| matches!(r.source, Source::Path(_)))
+            .collect()
+    } else {
+        let lookup = dir.is_dir().then_some(dir);
+        selection
+            .names
+            .iter()
+            .map(|r| resolve(r, lookup))
+            .collect::<Result<Vec<_>>>()?
+    };
+    apply_overrides(&mut repos, &selection.params)?;
+    Ok(repos)
 }
 
 /// Applies `--param key=value` overrides to every repo that declares the key.

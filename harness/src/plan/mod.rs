@@ -1,5 +1,7 @@
 //! The plan: selected bench repos and settings -> an ordered matrix of cases. Pure.
 
+pub mod args;
+pub mod config;
 pub mod manifest;
 pub mod profile;
 pub mod scenario;
@@ -9,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::results::CaseKey;
 pub use manifest::{ParamValue, RepoManifest, Source};
 pub use scenario::{Fault, Scenario, SlowSettings};
 
@@ -76,7 +79,7 @@ impl Lane {
         }
     }
 }
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     pub samples: usize,
     pub warmups: usize,
@@ -117,7 +120,7 @@ impl Settings {
 }
 
 /// One cell of the matrix: a repo built by one system in one scenario on one lane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseSpec {
     /// Index into `Plan::repos`.
     pub repo: usize,
@@ -126,7 +129,7 @@ pub struct CaseSpec {
     pub lane: Lane,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     pub repos: Vec<RepoManifest>,
     pub cases: Vec<CaseSpec>,
@@ -210,6 +213,20 @@ impl Plan {
 
     pub fn repo(&self, case: &CaseSpec) -> &RepoManifest {
         &self.repos[case.repo]
+    }
+
+    /// The case's repo, system and lane.
+    pub fn key(&self, case: &CaseSpec) -> CaseKey<'_> {
+        CaseKey {
+            repo: &self.repo(case).name,
+            system: case.system,
+            lane: case.lane,
+        }
+    }
+
+    /// The lane all cases of this plan run on.
+    pub fn lane(&self) -> Lane {
+        self.cases.first().map_or(Lane::Host, |c| c.lane)
     }
 
     /// Whether any warm case of `system` is planned (it needs a cache).

@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use url::Url;
 
 use crate::error::{Error, Result};
+use crate::plan::args::{check_fraction, check_non_negative, check_positive};
 use crate::plan::Lane;
 
 pub const CONFIG_FILE: &str = "bench.toml";
@@ -41,15 +43,14 @@ pub enum NixBackend {
     Embedded,
     /// An Attic server: pulls through its Nix binary cache interface, pushes with `attic`.
     Attic {
-        endpoint: String,
+        endpoint: Url,
         cache: String,
         public_key: String,
         token: TokenSource,
     },
     /// Any binary cache `nix copy` can write and Nix can read: http(s)://, file://, s3://.
     Store {
-        backend: &'static str,
-        url: String,
+        url: Url,
         public_key: String,
         secret_key_file: Option<PathBuf>,
     },
@@ -61,7 +62,7 @@ pub enum BazelBackend {
     Embedded,
     /// http(s):// or grpc(s):// (bazel-remote serves both); headers from an environment variable.
     Remote {
-        url: String,
+        url: Url,
         headers_env: Option<String>,
     },
     /// A local `--disk_cache` folder.
@@ -109,7 +110,7 @@ struct RawBazel {
     headers_env: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawThresholds {
     min_hit_ratio: Option<f64>,
@@ -140,11 +141,7 @@ pub fn load(path: Option<&Path>, name: &str) -> Result<Profile> {
 }
 
 pub fn parse(text: &str, path: &Path, name: &str) -> Result<Profile> {
-    let invalid = |message: String, fix: &str| Error::Manifest {
-        path: path.to_path_buf(),
-        message,
-        fix: fix.to_string(),
-    };
+    let invalid = |message: String, fix: &str| invalid(path, message, fix);
     let mut raw: RawFile = toml::from_str(text).map_err(|e| {
         invalid(
             e.to_string().trim_end().to_string(),
@@ -167,36 +164,138 @@ pub fn parse(text: &str, path: &Path, name: &str) -> Result<Profile> {
             "pass one of those to --profile, or add a [profiles.NAME] table",
         ));
     };
-    let key = |k: &str| format!("profiles.{name}.{k}");
-    let need = |v: Option<String>, k: &str, example: &str| {
+    let keys = Keys { path, name };
+    let t = p.thresholds.unwrap_or_default();
+    Ok(Profile {
+        name: name.into(),
+        samples: p
+            .samples
+            .map(|n| keys.check("samples", at_least_one(n), "samples = 5"))
+            .transpose()?,
+        warmups: p.warmups,
+        lanes: p.lanes,
+        nix: p.nix.map_or(Ok(NixBackend::Embedded), |n| keys.nix(n))?,
+        bazel: p
+            .bazel
+            .map_or(Ok(BazelBackend::Embedded), |b| keys.bazel(b))?,
+        min_hit_ratio: t
+            .min_hit_ratio
+            .map(|v| {
+                keys.check(
+                    "thresholds.min_hit_ratio",
+                    check_fraction(v),
+                    "min_hit_ratio = 0.9",
+                )
+            })
+            .transpose()?,
+        min_speedup: t
+            .min_speedup
+            .map(|v| {
+                keys.check(
+                    "thresholds.min_speedup",
+                    check_non_negative(v),
+                    "min_speedup = 1.0",
+                )
+            })
+            .transpose()?,
+        max_fallback_penalty: t
+            .max_fallback_penalty
+            .map(|v| {
+                keys.check(
+                    "thresholds.max_fallback_penalty",
+                    check_positive(v),
+                    "max_fallback_penalty = 3.0",
+                )
+            })
+            .transpose()?,
+    })
+}
+
+fn at_least_one(n: usize) -> std::result::Result<usize, String> {
+    (n >= 1)
+        .then_some(n)
+        .ok_or_else(|| "must be at least 1".to_string())
+}
+
+fn invalid(path: &Path, message: String, fix: &str) -> Error {
+    Error::Manifest {
+        path: path.to_path_buf(),
+        message,
+        fix: fix.to_string(),
+    }
+}
+
+/// Names keys of one profile in errors.
+struct Keys<'a> {
+    path: &'a Path,
+    name: &'a str,
+}
+
+impl Keys<'_> {
+    fn key(&self, k: &str) -> String {
+        format!("profiles.{}.{k}", self.name)
+    }
+
+    fn error(&self, message: String, fix: &str) -> Error {
+        invalid(self.path, message, fix)
+    }
+
+    fn check<T>(
+        &self,
+        k: &str,
+        checked: std::result::Result<T, String>,
+        example: &str,
+    ) -> Result<T> {
+        checked.map_err(|why| {
+            self.error(
+                format!("key `{}`: {why}", self.key(k)),
+                &format!("write e.g. {example}"),
+            )
+        })
+    }
+
+    fn need(&self, v: Option<String>, k: &str, example: &str) -> Result<String> {
         v.filter(|s| !s.is_empty()).ok_or_else(|| {
-            invalid(
-                format!("key `{}` is missing", key(k)),
+            self.error(
+                format!("key `{}` is missing", self.key(k)),
                 &format!("add {k} = {example}"),
             )
         })
-    };
-    let nix = match p.nix {
-        None => NixBackend::Embedded,
-        Some(n) => match n.backend.as_str() {
+    }
+
+    fn url(&self, v: Option<String>, k: &str, example: &str) -> Result<Url> {
+        let text = self.need(v, k, example)?;
+        Url::parse(&text).map_err(|e| {
+            self.error(
+                format!("key `{}`: {text:?} is not a URL ({e})", self.key(k)),
+                &format!("write it in full, e.g. {k} = {example}"),
+            )
+        })
+    }
+
+    fn nix(&self, n: RawNix) -> Result<NixBackend> {
+        const KEY_EXAMPLE: &str = "\"name:base64...\"";
+        Ok(match n.backend.as_str() {
             "embedded" => NixBackend::Embedded,
             "attic" => {
                 let token = match (n.token_env, n.token_file) {
                     (Some(var), None) => TokenSource::Env(var),
                     (None, Some(file)) => TokenSource::File(file),
                     _ => {
-                        return Err(invalid(
-                            format!("key `{}`: an Attic backend needs exactly one of token_env or token_file", key("nix")),
+                        return Err(self.error(
+                            format!("key `{}`: an Attic backend needs exactly one of token_env or token_file", self.key("nix")),
                             "add token_env = \"ATTIC_TOKEN\" (the variable's name, not the token) or token_file = \"/run/secrets/attic\"",
                         ))
                     }
                 };
                 NixBackend::Attic {
-                    endpoint: need(n.endpoint, "nix.endpoint", "\"https://attic.example.com\"")?
-                        .trim_end_matches('/')
-                        .to_string(),
-                    cache: need(n.cache, "nix.cache", "\"main\"")?,
-                    public_key: need(
+                    endpoint: self.url(
+                        n.endpoint,
+                        "nix.endpoint",
+                        "\"https://attic.example.com\"",
+                    )?,
+                    cache: self.need(n.cache, "nix.cache", "\"main\"")?,
+                    public_key: self.need(
                         n.public_key,
                         "nix.public_key",
                         "\"main:base64...\" (GET /_api/v1/cache-config/CACHE)",
@@ -205,8 +304,7 @@ pub fn parse(text: &str, path: &Path, name: &str) -> Result<Profile> {
                 }
             }
             scheme @ ("http" | "s3") => NixBackend::Store {
-                backend: if scheme == "http" { "http" } else { "s3" },
-                url: need(
+                url: self.url(
                     n.url,
                     "nix.url",
                     if scheme == "http" {
@@ -215,85 +313,86 @@ pub fn parse(text: &str, path: &Path, name: &str) -> Result<Profile> {
                         "\"s3://bucket?region=eu-west-1\""
                     },
                 )?,
-                public_key: need(n.public_key, "nix.public_key", "\"name:base64...\"")?,
+                public_key: self.need(n.public_key, "nix.public_key", KEY_EXAMPLE)?,
                 secret_key_file: n.secret_key_file,
             },
             "file" => {
-                let dir = n.path.ok_or_else(|| {
-                    invalid(
-                        format!("key `{}` is missing", key("nix.path")),
+                let dir = n.path.filter(|p| p.is_absolute()).ok_or_else(|| {
+                    self.error(
+                        format!(
+                            "key `{}` is missing or not an absolute path",
+                            self.key("nix.path")
+                        ),
                         "add path = \"/var/cache/nix-bench\"",
                     )
                 })?;
                 NixBackend::Store {
-                    backend: "file",
-                    url: format!("file://{}", dir.display()),
-                    public_key: need(n.public_key, "nix.public_key", "\"name:base64...\"")?,
+                    url: Url::from_file_path(&dir).map_err(|()| {
+                        self.error(
+                            format!(
+                                "key `{}`: {} is not a usable folder path",
+                                self.key("nix.path"),
+                                dir.display()
+                            ),
+                            "write an absolute folder path",
+                        )
+                    })?,
+                    public_key: self.need(n.public_key, "nix.public_key", KEY_EXAMPLE)?,
                     secret_key_file: n.secret_key_file,
                 }
             }
             other => {
-                return Err(invalid(
-                    format!("key `{}`: unknown backend {other:?}", key("nix.backend")),
+                return Err(self.error(
+                    format!(
+                        "key `{}`: unknown backend {other:?}",
+                        self.key("nix.backend")
+                    ),
                     "use embedded, attic, http, file or s3",
                 ))
             }
-        },
-    };
-    let bazel =
-        match p.bazel {
-            None => BazelBackend::Embedded,
-            Some(b) => match b.backend.as_str() {
-                "embedded" => BazelBackend::Embedded,
-                "http" | "grpc" => {
-                    let url = need(b.url, "bazel.url", "\"grpc://bazel-remote:9092\"")?;
-                    let scheme_ok = match b.backend.as_str() {
-                        "http" => url.starts_with("http://") || url.starts_with("https://"),
-                        _ => url.starts_with("grpc://") || url.starts_with("grpcs://"),
-                    };
-                    if !scheme_ok {
-                        return Err(invalid(
-                        format!("key `{}`: {url} is not a {} URL", key("bazel.url"), b.backend),
+        })
+    }
+
+    fn bazel(&self, b: RawBazel) -> Result<BazelBackend> {
+        Ok(match b.backend.as_str() {
+            "embedded" => BazelBackend::Embedded,
+            kind @ ("http" | "grpc") => {
+                let url = self.url(b.url, "bazel.url", "\"grpc://bazel-remote:9092\"")?;
+                let schemes: &[&str] = if kind == "http" {
+                    &["http", "https"]
+                } else {
+                    &["grpc", "grpcs"]
+                };
+                if !schemes.contains(&url.scheme()) {
+                    return Err(self.error(
+                        format!("key `{}`: {url} is not a {kind} URL", self.key("bazel.url")),
                         "write http(s)://HOST:PORT for backend http, grpc(s)://HOST:PORT for grpc",
                     ));
-                    }
-                    BazelBackend::Remote {
-                        url,
-                        headers_env: b.headers_env,
-                    }
                 }
-                "disk" => BazelBackend::Disk {
-                    path: b.path.ok_or_else(|| {
-                        invalid(
-                            format!("key `{}` is missing", key("bazel.path")),
-                            "add path = \"/var/cache/bazel-disk\"",
-                        )
-                    })?,
-                },
-                other => {
-                    return Err(invalid(
-                        format!("key `{}`: unknown backend {other:?}", key("bazel.backend")),
-                        "use embedded, http, grpc or disk",
-                    ))
+                BazelBackend::Remote {
+                    url,
+                    headers_env: b.headers_env,
                 }
+            }
+            "disk" => BazelBackend::Disk {
+                path: b.path.ok_or_else(|| {
+                    self.error(
+                        format!("key `{}` is missing", self.key("bazel.path")),
+                        "add path = \"/var/cache/bazel-disk\"",
+                    )
+                })?,
             },
-        };
-    let t = p.thresholds.unwrap_or(RawThresholds {
-        min_hit_ratio: None,
-        min_speedup: None,
-        max_fallback_penalty: None,
-    });
-    Ok(Profile {
-        name: name.into(),
-        samples: p.samples,
-        warmups: p.warmups,
-        lanes: p.lanes,
-        nix,
-        bazel,
-        min_hit_ratio: t.min_hit_ratio,
-        min_speedup: t.min_speedup,
-        max_fallback_penalty: t.max_fallback_penalty,
-    })
+            other => {
+                return Err(self.error(
+                    format!(
+                        "key `{}`: unknown backend {other:?}",
+                        self.key("bazel.backend")
+                    ),
+                    "use embedded, http, grpc or disk",
+                ))
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -339,7 +438,7 @@ path = "/srv/bazel"
         assert_eq!(
             p.nix,
             NixBackend::Attic {
-                endpoint: "https://attic.example.com".into(),
+                endpoint: Url::parse("https://attic.example.com/").unwrap(),
                 cache: "main".into(),
                 public_key: "main:AAAA".into(),
                 token: TokenSource::Env("ATTIC_TOKEN".into())
@@ -348,7 +447,7 @@ path = "/srv/bazel"
         assert_eq!(
             p.bazel,
             BazelBackend::Remote {
-                url: "grpc://bazel-remote:9092".into(),
+                url: Url::parse("grpc://bazel-remote:9092").unwrap(),
                 headers_env: Some("BAZEL_HEADERS".into())
             }
         );
@@ -357,8 +456,7 @@ path = "/srv/bazel"
         assert_eq!(
             local.nix,
             NixBackend::Store {
-                backend: "file",
-                url: "file:///srv/cache".into(),
+                url: Url::parse("file:///srv/cache").unwrap(),
                 public_key: "k:B".into(),
                 secret_key_file: None
             }
@@ -421,6 +519,18 @@ path = "/srv/bazel"
             "p",
         );
         assert!(err.contains("profiles.p.bazel.url"), "{err}");
+        let err = error("[profiles.p.thresholds]\nmin_hit_ratio = 1.5\n", "p");
+        assert!(
+            err.contains("profiles.p.thresholds.min_hit_ratio") && err.contains("between 0 and 1"),
+            "{err}"
+        );
+        let err = error("[profiles.p]\nsamples = 0\n", "p");
+        assert!(err.contains("profiles.p.samples"), "{err}");
+        let err = error(
+            "[profiles.p.nix]\nbackend = \"http\"\nurl = \"cache\"\npublic_key = \"k\"\n",
+            "p",
+        );
+        assert!(err.contains("not a URL"), "{err}");
         let err = error("[profiles.p]\nsampels = 3\n", "p");
         assert!(err.contains("sampels"), "{err}");
         let err = error(

@@ -58,7 +58,7 @@ impl Fault {
 }
 
 /// How `slow` slows traffic.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SlowSettings {
     /// Added before every request is forwarded.
     pub latency: Duration,
@@ -176,33 +176,69 @@ impl FromStr for Scenario {
     }
 }
 
-impl serde::Serialize for Scenario {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
-impl<'de> serde::Deserialize<'de> for Scenario {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+impl FromStr for Fault {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Fault::ALL
+            .into_iter()
+            .find(|f| f.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
+                format!("unknown fault `{text}`; known: {}", names.join(", "))
+            })
     }
 }
 
-impl schemars::JsonSchema for Scenario {
-    fn schema_name() -> Cow<'static, str> {
-        "Scenario".into()
-    }
+/// Serde and JSON Schema for a type written as one of a fixed set of names.
+macro_rules! named_serde {
+    ($type:ty, $description:literal, $names:expr) => {
+        impl serde::Serialize for $type {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
 
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        let names: Vec<String> = Scenario::all().iter().map(|s| s.to_string()).collect();
-        schemars::json_schema!({
-            "description": "cold, warm, noop, fallback:<fault>[+tuned] or verify",
-            "type": "string",
-            "enum": names,
-        })
-    }
+        impl<'de> serde::Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl schemars::JsonSchema for $type {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($type).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                let names: Vec<String> = $names;
+                schemars::json_schema!({
+                    "description": $description,
+                    "type": "string",
+                    "enum": names,
+                })
+            }
+        }
+    };
 }
+
+named_serde!(
+    Scenario,
+    "cold, warm, noop, fallback:<fault>[+tuned] or verify",
+    Scenario::all().iter().map(|s| s.to_string()).collect()
+);
+named_serde!(
+    Fault,
+    "What the fault proxy did to cache traffic",
+    Fault::ALL.iter().map(|f| f.name().to_string()).collect()
+);
 
 #[cfg(test)]
 mod tests {
@@ -237,6 +273,18 @@ mod tests {
         let err = Scenario::parse_selection("fallback:fire").unwrap_err();
         assert!(err.contains("fallback:http-500"), "{err}");
         assert!("fallback:refuse+tuned".parse::<Scenario>().is_err());
+    }
+
+    #[test]
+    fn faults_round_trip_by_name() {
+        for f in Fault::ALL {
+            assert_eq!(
+                serde_json::to_string(&f).unwrap(),
+                format!("\"{}\"", f.name())
+            );
+            assert_eq!(f.name().parse::<Fault>(), Ok(f));
+        }
+        assert!("fire".parse::<Fault>().unwrap_err().contains("http-500"));
     }
 
     #[test]

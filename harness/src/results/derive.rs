@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{CaseResult, Comparison, Outcome, Results, Sample, Thresholds};
+use super::{CaseKey, CaseResult, Comparison, Outcome, Results, Sample, Thresholds};
 use crate::plan::{Lane, Scenario, System};
 use crate::stats::median;
 
@@ -15,10 +15,6 @@ pub fn derive(results: &mut Results) {
     results.verdicts = verdicts(results);
 }
 
-fn same_target(a: &CaseResult, b: &CaseResult) -> bool {
-    a.repo == b.repo && a.system == b.system && a.lane == b.lane
-}
-
 fn ok_case<'a>(
     cases: &'a [CaseResult],
     like: &CaseResult,
@@ -26,7 +22,7 @@ fn ok_case<'a>(
 ) -> Option<&'a CaseResult> {
     cases
         .iter()
-        .find(|c| same_target(c, like) && c.scenario == scenario && c.outcome == Outcome::Ok)
+        .find(|c| c.key() == like.key() && c.scenario == scenario && c.outcome == Outcome::Ok)
 }
 
 fn wall_times(case: &CaseResult) -> Vec<f64> {
@@ -190,34 +186,26 @@ pub struct Verdicts {
 
 fn verdicts(results: &Results) -> Vec<Verdicts> {
     let t = &results.settings.thresholds;
-    let mut targets: Vec<&CaseResult> = Vec::new();
-    for case in &results.cases {
-        if !targets.iter().any(|c| same_target(c, case)) {
-            targets.push(case);
-        }
-    }
-    targets
-        .into_iter()
-        .map(|target| {
-            let comparison = results.comparisons.iter().find(|c| {
-                c.repo == target.repo && c.system == target.system && c.lane == target.lane
-            });
+    let mut keys: Vec<CaseKey> = results.cases.iter().map(CaseResult::key).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .map(|key| {
+            let comparison = results.comparisons.iter().find(|c| c.key() == key);
             let rows: Vec<&FallbackRow> = results
                 .fallbacks
                 .iter()
-                .filter(|r| {
-                    r.repo == target.repo && r.system == target.system && r.lane == target.lane
-                })
+                .filter(|r| r.key() == key)
                 .collect();
             let verified_cases: Vec<&CaseResult> = results
                 .cases
                 .iter()
-                .filter(|c| same_target(c, target) && c.verification.is_some())
+                .filter(|c| c.key() == key && c.verification.is_some())
                 .collect();
             Verdicts {
-                repo: target.repo.clone(),
-                system: target.system,
-                lane: target.lane,
+                repo: key.repo.to_string(),
+                system: key.system,
+                lane: key.lane,
                 cache_use: comparison.and_then(|c| cache_use_check(c, t)),
                 speedup: comparison.map(|c| speedup_check(c, t)),
                 fallback: (!rows.is_empty()).then(|| fallback_check(&rows, t)),
@@ -276,7 +264,10 @@ fn fallback_check(rows: &[&FallbackRow], t: &Thresholds) -> Check {
         value: worst,
         threshold: Some(t.max_fallback_penalty),
         detail: if problems.is_empty() {
-            format!("all {} faults survived within the bound", rows.len())
+            format!(
+                "all {} faults survived or recovered within the bound",
+                rows.len()
+            )
         } else {
             problems.join("; ")
         },
@@ -358,6 +349,7 @@ mod tests {
             reason: None,
             cache: None,
             command: None,
+            reproduce: None,
             warmups: vec![],
             stats: Summary::of(&walls),
             samples,

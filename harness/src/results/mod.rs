@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Lane, ParamValue, Scenario, System};
+use crate::plan::{Fault, Lane, ParamValue, Scenario, System};
 use crate::stats::{RatioInterval, Summary};
 pub use crate::tools::bazel_log::MnemonicCount;
 
@@ -194,6 +194,45 @@ pub struct ToolVersion {
     pub version: String,
 }
 
+/// Which repo, built by which system, on which lane: what comparisons, verdicts and
+/// reports group cases by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CaseKey<'a> {
+    pub repo: &'a str,
+    pub system: System,
+    pub lane: Lane,
+}
+
+impl std::fmt::Display for CaseKey<'_> {
+    /// `repo system lane`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {}",
+            self.repo,
+            self.system.name(),
+            self.lane.name()
+        )
+    }
+}
+
+/// Implements `key()` for result types that name a repo, system and lane.
+macro_rules! keyed {
+    ($($type:ty),*) => {$(
+        impl $type {
+            pub fn key(&self) -> CaseKey<'_> {
+                CaseKey { repo: &self.repo, system: self.system, lane: self.lane }
+            }
+        }
+    )*};
+}
+keyed!(
+    CaseResult,
+    Comparison,
+    derive::FallbackRow,
+    derive::Verdicts
+);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
@@ -223,6 +262,10 @@ pub struct CaseResult {
     /// The timed command of the first sample, as a user could paste it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// How to reproduce the first sample: the command, the environment the harness set and
+    /// the configuration files it wrote, secrets redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reproduce: Option<Reproduce>,
     /// Builds run before the samples; not in the statistics.
     pub warmups: Vec<Sample>,
     pub samples: Vec<Sample>,
@@ -243,10 +286,49 @@ pub struct CaseResult {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CacheUse {
-    /// e.g. `embedded-nginx`.
-    pub backend: String,
-    /// Where the build tool read from (never carries credentials).
+    pub backend: CacheBackend,
+    /// Where the build tool read from: a URL (never with credentials) or a folder.
     pub url: String,
+}
+
+/// The kind of cache a case read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheBackend {
+    /// The harness's own nginx (Nix binary cache and Bazel HTTP cache).
+    EmbeddedNginx,
+    Attic,
+    /// A Nix binary cache or Bazel remote cache over http(s).
+    Http,
+    /// A Nix binary cache in a local folder (`file://`).
+    File,
+    S3,
+    /// A Bazel remote cache over gRPC (REAPI).
+    Grpc,
+    /// A Bazel `--disk_cache` folder.
+    Disk,
+}
+
+/// What a reviewer needs to run a build again by hand.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Reproduce {
+    pub command: String,
+    /// The working folder of the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Variables the harness set on top of its own environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Configuration files the harness wrote for the build, with their text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<ConfigFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ConfigFile {
+    pub path: String,
+    /// The file's text with secrets replaced by `<redacted>`.
+    pub text: String,
 }
 
 /// One timed build.
@@ -298,13 +380,7 @@ pub struct Sample {
 impl CaseResult {
     /// `repo system lane scenario`, how reports and exports name a case.
     pub fn label(&self) -> String {
-        format!(
-            "{} {} {} {}",
-            self.repo,
-            self.system.name(),
-            self.lane.name(),
-            self.scenario
-        )
+        format!("{} {}", self.key(), self.scenario)
     }
 }
 
@@ -357,8 +433,7 @@ pub struct Attempt {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FallbackInfo {
-    /// refuse, blackhole, http-500, slow, corrupt or poison.
-    pub fault: String,
+    pub fault: Fault,
     pub tuned: bool,
     /// The tool settings the tuned variant adds (empty otherwise).
     pub settings: Vec<String>,
@@ -418,6 +493,43 @@ pub struct Comparison {
     pub speedup: RatioInterval,
     /// Share of the warm builds' work served from the cache (0..1), over all warm samples.
     pub hit_ratio: Option<f64>,
+}
+
+impl Results {
+    /// The document of a run that starts now: its settings and where it runs; cases and
+    /// lanes arrive as the run goes.
+    pub fn start(
+        config: &crate::plan::config::RunConfig,
+        command: Vec<String>,
+        environment: Environment,
+        git: Option<GitInfo>,
+    ) -> Results {
+        let s = &config.settings;
+        Results {
+            schema_version: SCHEMA_VERSION,
+            harness_version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: now_rfc3339(),
+            finished_at: None,
+            command,
+            profile: config.profile.clone(),
+            git,
+            settings: RunSettings {
+                samples: s.samples,
+                warmups: s.warmups,
+                timeout_s: s.timeout.as_secs_f64(),
+                fallback_timeout_s: s.fallback_timeout.as_secs_f64(),
+                slow_latency_ms: s.slow.latency.as_millis() as u64,
+                slow_bytes_per_s: s.slow.bytes_per_sec,
+                thresholds: config.thresholds,
+            },
+            environment,
+            lanes: Vec::new(),
+            cases: Vec::new(),
+            comparisons: Vec::new(),
+            fallbacks: Vec::new(),
+            verdicts: Vec::new(),
+        }
+    }
 }
 
 /// Reads a results file, recomputing what is derived (so files from older versions of

@@ -114,9 +114,16 @@ impl ProcessOutcome {
     }
 }
 
-/// Runs commands. Behind a trait so the scheduler can be tested with a fake executor.
-pub trait Executor {
+/// Runs commands. Behind a trait so the scheduler can be tested with a fake executor;
+/// `Sync` so a lane can wait on one command (a VM) while it reads what the command reports.
+pub trait Executor: Sync {
     fn run(&self, spec: &CommandSpec) -> Result<ProcessOutcome>;
+}
+
+impl<E: Executor + ?Sized> Executor for &E {
+    fn run(&self, spec: &CommandSpec) -> Result<ProcessOutcome> {
+        (**self).run(spec)
+    }
 }
 
 /// The real executor: spawns, times (wall + rusage), enforces the timeout.

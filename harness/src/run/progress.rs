@@ -85,19 +85,12 @@ impl EventSink for Progress {
                 self.labels = plan
                     .cases
                     .iter()
-                    .map(|c| {
-                        format!(
-                            "{} {} {} {}",
-                            plan.repo(c).name,
-                            c.system.name(),
-                            c.lane.name(),
-                            c.scenario
-                        )
-                    })
+                    .map(|c| format!("{} {}", plan.key(c), c.scenario))
                     .collect();
                 self.bar.set_length(plan.total_builds() as u64);
                 self.bar.enable_steady_tick(Duration::from_millis(200));
             }
+            Event::LaneIdentified { .. } => {}
             Event::CaseStarted { index, .. } => {
                 self.done_in_case = 0;
                 self.bar.set_message(self.labels[index].clone());

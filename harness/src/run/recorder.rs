@@ -25,20 +25,6 @@ impl Recorder {
         &self.results
     }
 
-    /// Records who a lane was.
-    pub fn add_lane(&mut self, identity: crate::results::LaneIdentity) -> Result<()> {
-        self.results.lanes.retain(|l| l.lane != identity.lane);
-        self.results.lanes.push(identity);
-        self.write()
-    }
-
-    /// Adds cases measured elsewhere (inside a VM) and writes.
-    pub fn add_cases(&mut self, cases: Vec<crate::results::CaseResult>) -> Result<()> {
-        self.results.cases.extend(cases);
-        derive(&mut self.results);
-        self.write()
-    }
-
     /// Marks the run finished and writes the final document.
     pub fn finish(&mut self) -> Result<()> {
         self.results.finished_at = Some(crate::results::now_rfc3339());
@@ -56,6 +42,12 @@ impl EventSink for Recorder {
     fn event(&mut self, event: &Event) -> Result<()> {
         match event {
             Event::RunStarted { .. } => self.write(),
+            // The latest word on a lane wins (a vm guest describes itself from inside).
+            Event::LaneIdentified { identity } => {
+                self.results.lanes.retain(|l| l.lane != identity.lane);
+                self.results.lanes.push((*identity).clone());
+                self.write()
+            }
             Event::CaseFinished { result, .. } => {
                 self.results.cases.push((*result).clone());
                 derive(&mut self.results);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::plan::{Plan, Source};
-use crate::run::process::{self, ProcessExecutor};
+use crate::run::process::{self, Executor};
 
 /// Where checkouts live: `explicit`, else `$XDG_CACHE_HOME` (or `~/.cache`)/flywheel-bench/checkouts.
 pub fn checkout_cache(explicit: Option<PathBuf>) -> PathBuf {
@@ -21,7 +21,7 @@ pub fn checkout_cache(explicit: Option<PathBuf>) -> PathBuf {
 
 /// The preparation step: every git source is checked out (or found in the cache) before
 /// anything is built; one that cannot be fetched makes its cases skipped, never failed.
-pub fn fetch_sources(plans: &mut [Plan], exec: &ProcessExecutor, cache: &Path) -> Result<()> {
+pub fn fetch_sources(plans: &mut [Plan], exec: &dyn Executor, cache: &Path) -> Result<()> {
     let mut fetched: std::collections::BTreeMap<(String, String), Source> = Default::default();
     for plan in plans.iter_mut() {
         for repo in &mut plan.repos {

@@ -12,84 +12,16 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::cache::{reroute, BazelCache, BazelEndpoint};
 use crate::error::{Error, IoContext, Result};
-use crate::plan::profile::BazelBackend;
 use crate::plan::ParamValue;
-use crate::results::CacheUse;
+use crate::results::{CacheUse, ConfigFile};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
 use crate::tools::bazel_log::{failure_summary, parse_exec_log, parse_process_summary};
 use crate::tools::{
-    first_distinct, reroute, run_priming_build, BuildDriver, BuildMode, BuildReport, CaseContext,
-    Counters, Outputs,
+    first_distinct, BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation, CaseContext,
+    Counters, Outputs, PreparedBuild,
 };
-
-/// A Bazel remote cache: the embedded nginx, bazel-remote, or any REAPI server.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BazelCache {
-    /// `embedded-nginx`, `http`, `grpc`, ...
-    pub backend: String,
-    /// `--remote_cache` value (never carries credentials).
-    pub url: String,
-    /// `Name=Value` headers for the cache, e.g. authorisation; written only to a private
-    /// rc file, never to a command line, log or results.
-    pub headers: Vec<String>,
-}
-
-/// Remote cache headers (e.g. credentials) come from the environment only, one
-/// `Name=Value` per line, so they never appear in a command line, log or results file.
-pub const HEADERS_ENV: &str = "FLYWHEEL_BAZEL_REMOTE_HEADERS";
-
-fn headers_from_env(var: &str) -> Vec<String> {
-    std::env::var(var)
-        .unwrap_or_default()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-impl BazelCache {
-    /// The cache warm cases read: `--bazel-remote-cache` wins over the profile's backend;
-    /// `None` means the embedded one.
-    pub fn chosen(cli_url: Option<&str>, profile: &BazelBackend) -> Result<Option<BazelCache>> {
-        Ok(match (cli_url, profile) {
-            (Some(url), _) => Some(BazelCache::external(url, headers_from_env(HEADERS_ENV))?),
-            (None, BazelBackend::Remote { url, headers_env }) => Some(BazelCache::external(
-                url,
-                headers_from_env(headers_env.as_deref().unwrap_or(HEADERS_ENV)),
-            )?),
-            (None, BazelBackend::Disk { path }) => Some(BazelCache {
-                backend: "disk".into(),
-                url: path.display().to_string(),
-                headers: Vec::new(),
-            }),
-            (None, BazelBackend::Embedded) => None,
-        })
-    }
-
-    /// An external cache from `--bazel-remote-cache URL`.
-    pub fn external(url: &str, headers: Vec<String>) -> Result<BazelCache> {
-        let backend = url
-            .split_once("://")
-            .map(|(scheme, _)| scheme)
-            .unwrap_or("");
-        let backend = match backend {
-            "http" | "https" => "http",
-            "grpc" | "grpcs" => "grpc",
-            _ => {
-                return Err(Error::Usage(format!(
-                    "--bazel-remote-cache {url}: not an http(s):// or grpc(s):// URL\n  fix: e.g. http://cache:8080 or grpc://cache:9092 (bazel-remote serves both)"
-                )))
-            }
-        };
-        Ok(BazelCache {
-            backend: backend.into(),
-            url: url.to_string(),
-            headers,
-        })
-    }
-}
 
 /// Debian's rule sets, used when present.
 const DEBIAN_RULES_CC: &str = "/usr/share/bazel/rules/cc";
@@ -103,13 +35,11 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 /// no circuit breaker, so each action waits out its own timeout).
 const TUNED: &[&str] = &["--remote_timeout=2", "--remote_retries=0", "--jobs=32"];
 
-pub struct BazelDriver<'c> {
+pub struct BazelDriver {
     bazel: PathBuf,
     dir: PathBuf,
-    /// Private rc file with the cache headers, if any.
-    rc_file: Option<PathBuf>,
     overrides: BTreeMap<String, PathBuf>,
-    cache: Option<&'c BazelCache>,
+    cache: Option<BazelCache>,
     /// Per repo and parameters: a workspace copy and output root built once without reading
     /// any cache (the clean reference and the `noop` state; its server stays up), which also
     /// fills the cache when one is configured.
@@ -123,13 +53,22 @@ struct Primed {
     outputs: Outputs,
 }
 
-impl<'c> BazelDriver<'c> {
+/// How one build reaches the cache.
+#[derive(Clone, Copy, PartialEq)]
+enum Remote {
+    None,
+    /// Upload only: the priming build must not read what it measures against.
+    UploadOnly,
+    Read,
+}
+
+impl BazelDriver {
     /// `dir` is a private folder for workspace copies, output roots and rule overrides.
     /// `extra_overrides` (`--bazel-override NAME=PATH`) win over the Debian defaults.
     pub fn new(
         bazel: PathBuf,
         dir: &Path,
-        cache: Option<&'c BazelCache>,
+        cache: Option<BazelCache>,
         extra_overrides: &[(String, PathBuf)],
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
@@ -144,28 +83,18 @@ impl<'c> BazelDriver<'c> {
             overrides.insert("rules_java".to_string(), DEBIAN_RULES_JAVA.into());
         }
         overrides.extend(extra_overrides.iter().cloned());
-        let rc_file = match cache {
-            Some(c) if !c.headers.is_empty() => {
-                let rc = dir.join("headers.bazelrc");
-                let lines: String = c
-                    .headers
-                    .iter()
-                    .map(|h| format!("build --remote_header={h}\n"))
-                    .collect();
-                crate::scratch::write_private(&rc, lines.as_bytes())?;
-                Some(rc)
-            }
-            _ => None,
-        };
         Ok(BazelDriver {
             bazel,
             dir: dir.to_path_buf(),
-            rc_file,
             overrides,
             cache,
             primed: BTreeMap::new(),
             next_root: 0,
         })
+    }
+
+    fn headers_rc(&self) -> Option<&Path> {
+        self.cache.as_ref().and_then(|c| c.headers_rc.as_deref())
     }
 
     fn startup_args(&self, output_root: &Path) -> Vec<OsString> {
@@ -175,27 +104,26 @@ impl<'c> BazelDriver<'c> {
             "--nohome_rc".into(),
             SERVER_MAX_IDLE.into(),
         ];
-        if let Some(rc) = &self.rc_file {
+        if let Some(rc) = self.headers_rc() {
             args.push(format!("--bazelrc={}", rc.display()).into());
         }
         args
     }
 
-    fn cache(&self) -> Result<&'c BazelCache> {
-        self.cache.ok_or_else(|| {
+    fn cache(&self) -> Result<&BazelCache> {
+        self.cache.as_ref().ok_or_else(|| {
             Error::Environment("a Bazel case that reads a cache ran without one".into())
         })
     }
 
-    /// `remote`: `None` builds without a cache; `Some(upload_only)` uses it, only to
-    /// upload when `upload_only` (the priming build must not read what it measures against).
     fn build_spec(
         &self,
         case: &CaseContext,
         workspace: &Path,
         output_root: &Path,
+        exec_log: &Path,
         logs: &Path,
-        remote: Option<bool>,
+        remote: Remote,
     ) -> Result<CommandSpec> {
         let targets = case.repo.bazel.as_ref().ok_or_else(|| {
             Error::Usage(format!(
@@ -218,28 +146,25 @@ impl<'c> BazelDriver<'c> {
             ]
             .map(OsString::from),
         );
-        args.push(
-            format!(
-                "--execution_log_json_file={}",
-                logs.join("exec.json").display()
-            )
-            .into(),
-        );
+        args.push(format!("--execution_log_json_file={}", exec_log.display()).into());
         for (name, path) in &self.overrides {
             args.push(format!("--override_repository={name}={}", path.display()).into());
         }
-        if let Some(upload_only) = remote {
+        if remote != Remote::None {
             let cache = self.cache()?;
-            let url = match case.cache_via {
-                Some(via) => reroute(&cache.url, via),
-                None => cache.url.clone(),
-            };
-            if cache.backend == "disk" {
-                args.push(format!("--disk_cache={}", cache.url).into());
-            } else {
-                args.push(format!("--remote_cache={url}").into());
+            match &cache.endpoint {
+                BazelEndpoint::Disk(path) => {
+                    args.push(format!("--disk_cache={}", path.display()).into())
+                }
+                BazelEndpoint::Remote(url) => {
+                    let url = match case.cache_via {
+                        Some(via) => reroute(url, via),
+                        None => url.clone(),
+                    };
+                    args.push(format!("--remote_cache={url}").into());
+                }
             }
-            if upload_only {
+            if remote == Remote::UploadOnly {
                 args.push("--noremote_accept_cached".into());
             }
             if case.tuned() {
@@ -264,6 +189,17 @@ impl<'c> BazelDriver<'c> {
         self.dir.join(format!("root-{}", self.next_root))
     }
 
+    /// The headers rc file, its values redacted.
+    fn config_files(&self) -> Vec<ConfigFile> {
+        self.headers_rc()
+            .map(|rc| ConfigFile {
+                path: rc.display().to_string(),
+                text: "build --remote_header=<redacted>\n".into(),
+            })
+            .into_iter()
+            .collect()
+    }
+
     fn shutdown(&self, output_root: &Path, workspace: &Path, exec: &dyn Executor) {
         let mut args = self.startup_args(output_root);
         args.push("shutdown".into());
@@ -277,62 +213,88 @@ impl<'c> BazelDriver<'c> {
     }
 }
 
-impl BuildDriver for BazelDriver<'_> {
-    /// The priming build fills the cache whenever one is configured, so later cases that
-    /// need it find it full whatever ran first.
-    fn prime(&mut self, case: &CaseContext, exec: &dyn Executor, _fill_cache: bool) -> Result<()> {
-        let key = case.state_key();
-        if self.primed.contains_key(&key) {
-            return Ok(());
-        }
-        let output_root = self.new_output_root();
-        let workspace = output_root.with_extension("ws");
-        copy_workspace(case, &workspace)?;
-        let logs = output_root.with_extension("logs");
-        std::fs::create_dir_all(&logs).context(|| format!("creating {}", logs.display()))?;
-        let upload = self.cache.is_some().then_some(true);
-        let spec = self.build_spec(case, &workspace, &output_root, &logs, upload)?;
-        run_priming_build(self, &spec, exec)?;
-        let outputs = self.outputs(&spec, exec)?;
+impl BuildDriver for BazelDriver {
+    fn primed(&self, case: &CaseContext) -> Option<&Outputs> {
+        self.primed.get(&case.state_key()).map(|p| &p.outputs)
+    }
+
+    fn keep_primed(&mut self, case: &CaseContext, build: PreparedBuild, outputs: Outputs) {
+        let BuildState::Bazel {
+            workspace,
+            output_root,
+            ..
+        } = build.state
+        else {
+            return;
+        };
         self.primed.insert(
-            key,
+            case.state_key(),
             Primed {
                 workspace,
                 output_root,
                 outputs,
             },
         );
+    }
+
+    /// The priming build uploads whenever a cache is configured, so later cases that need
+    /// it find it full whatever ran first.
+    fn fill_cache(&mut self, _case: &CaseContext, _exec: &dyn Executor) -> Result<()> {
         Ok(())
     }
 
-    fn clean_outputs(&self, case: &CaseContext) -> Option<&Outputs> {
-        self.primed.get(&case.state_key()).map(|p| &p.outputs)
-    }
-
-    fn command(&mut self, case: &CaseContext, mode: BuildMode, dir: &Path) -> Result<CommandSpec> {
-        match mode {
+    fn prepare(
+        &mut self,
+        case: &CaseContext,
+        mode: BuildMode,
+        dir: &Path,
+    ) -> Result<PreparedBuild> {
+        let exec_log = dir.join("exec.json");
+        let (workspace, output_root, remote, primed) = match mode {
             BuildMode::Noop => {
                 let primed = self
                     .primed
                     .get(&case.state_key())
                     .ok_or_else(|| Error::Build("the noop workspace was not primed".into()))?;
-                self.build_spec(case, &primed.workspace, &primed.output_root, dir, None)
+                (
+                    primed.workspace.clone(),
+                    primed.output_root.clone(),
+                    Remote::None,
+                    true,
+                )
             }
-            BuildMode::Fresh | BuildMode::FromCache { .. } => {
-                let workspace = dir.join("ws");
-                copy_workspace(case, &workspace)?;
+            BuildMode::Prime => {
                 let root = self.new_output_root();
-                let remote = matches!(mode, BuildMode::FromCache { .. }).then_some(false);
-                self.build_spec(case, &workspace, &root, dir, remote)
+                let remote = if self.cache.is_some() {
+                    Remote::UploadOnly
+                } else {
+                    Remote::None
+                };
+                (root.with_extension("ws"), root, remote, true)
             }
+            BuildMode::Fresh => (dir.join("ws"), self.new_output_root(), Remote::None, false),
+            BuildMode::FromCache { .. } => {
+                (dir.join("ws"), self.new_output_root(), Remote::Read, false)
+            }
+        };
+        if mode != BuildMode::Noop {
+            copy_workspace(case, &workspace)?;
         }
+        Ok(PreparedBuild {
+            spec: self.build_spec(case, &workspace, &output_root, &exec_log, dir, remote)?,
+            state: BuildState::Bazel {
+                workspace,
+                output_root,
+                exec_log,
+                primed,
+            },
+            files: self.config_files(),
+        })
     }
 
-    fn inspect(&self, spec: &CommandSpec, outcome: &ProcessOutcome) -> BuildReport {
-        let stderr = std::fs::read_to_string(&spec.stderr).unwrap_or_default();
-        let exec_log = std::fs::read_to_string(exec_log_of(spec))
-            .map_err(|e| format!("no execution log at {}: {e}", exec_log_of(spec).display()))
-            .and_then(|t| parse_exec_log(&t));
+    fn inspect(&self, build: &PreparedBuild, outcome: &ProcessOutcome) -> BuildReport {
+        let stderr = std::fs::read_to_string(&build.spec.stderr).unwrap_or_default();
+        let exec_log = read_exec_log(build);
         let summary = parse_process_summary(&stderr);
         let mut counters = Counters::default();
         match &exec_log {
@@ -369,31 +331,35 @@ impl BuildDriver for BazelDriver<'_> {
     }
 
     /// Digests of every output file of every spawn, from the execution log.
-    fn outputs(&mut self, spec: &CommandSpec, _exec: &dyn Executor) -> Result<Outputs> {
-        let path = exec_log_of(spec);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Error::Build(format!("no execution log at {}: {e}", path.display())))?;
-        parse_exec_log(&text)
+    fn outputs(&mut self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<Outputs> {
+        read_exec_log(build)
             .map(|log| log.outputs)
             .map_err(Error::Build)
     }
 
-    fn finish(&mut self, spec: &CommandSpec, exec: &dyn Executor) -> Result<()> {
-        let root = output_root_of(spec).ok_or_else(|| {
-            Error::Environment("a Bazel command without --output_user_root".into())
-        })?;
-        if self.primed.values().any(|p| p.output_root == root) {
+    fn finish(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> Result<()> {
+        let BuildState::Bazel {
+            workspace,
+            output_root,
+            primed: false,
+            ..
+        } = &build.state
+        else {
             return Ok(()); // The primed server serves every no-op build.
-        }
-        let workspace = spec.cwd.clone().unwrap_or_default();
-        self.shutdown(&root, &workspace, exec);
-        crate::scratch::remove_tree(&root).context(|| format!("removing {}", root.display()))
+        };
+        self.shutdown(output_root, workspace, exec);
+        crate::scratch::remove_tree(output_root)
+            .context(|| format!("removing {}", output_root.display()))
     }
 
     fn cache_use(&self) -> Option<CacheUse> {
-        self.cache.map(|cache| CacheUse {
-            backend: cache.backend.clone(),
-            url: cache.url.clone(),
+        self.cache.as_ref().map(BazelCache::use_record)
+    }
+
+    fn cache_location(&self) -> Option<CacheLocation<'_>> {
+        self.cache.as_ref().map(|c| match &c.endpoint {
+            BazelEndpoint::Remote(url) => CacheLocation::Url(url),
+            BazelEndpoint::Disk(path) => CacheLocation::Folder(path),
         })
     }
 
@@ -402,30 +368,23 @@ impl BuildDriver for BazelDriver<'_> {
     }
 }
 
-fn exec_log_of(spec: &CommandSpec) -> PathBuf {
-    spec.args
-        .iter()
-        .find_map(|a| {
-            a.to_str()?
-                .strip_prefix("--execution_log_json_file=")
-                .map(PathBuf::from)
-        })
-        .unwrap_or_default()
+/// The build's execution log, parsed.
+fn read_exec_log(
+    build: &PreparedBuild,
+) -> std::result::Result<crate::tools::bazel_log::ExecLog, String> {
+    let BuildState::Bazel { exec_log, .. } = &build.state else {
+        return Err("a Bazel driver was handed another tool's build".into());
+    };
+    std::fs::read_to_string(exec_log)
+        .map_err(|e| format!("no execution log at {}: {e}", exec_log.display()))
+        .and_then(|t| parse_exec_log(&t))
 }
 
-impl Drop for BazelDriver<'_> {
+impl Drop for BazelDriver {
     /// Whatever happened (error, Ctrl-C), no Bazel server of this run outlives it.
     fn drop(&mut self) {
         kill_servers(&self.dir);
     }
-}
-
-fn output_root_of(spec: &CommandSpec) -> Option<PathBuf> {
-    spec.args.iter().find_map(|a| {
-        a.to_str()?
-            .strip_prefix("--output_user_root=")
-            .map(PathBuf::from)
-    })
 }
 
 /// Kills every Bazel server whose pid file lies under `dir` (`.../server/server.pid.txt`),
@@ -578,58 +537,5 @@ mod tests {
         assert!(!patched.contains("use_cpp_toolchain"), "{patched}");
         assert!(patched.contains("\"find_cpp_toolchain\")"));
         assert!(patched.contains("toolchains = [\"@bazel_tools//tools/cpp:toolchain_type\"]"));
-    }
-
-    #[test]
-    fn the_command_line_wins_over_the_profile() {
-        let profile = BazelBackend::Disk {
-            path: "/srv/bazel".into(),
-        };
-        let chosen = BazelCache::chosen(Some("grpc://c:9092"), &profile)
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (chosen.backend.as_str(), chosen.url.as_str()),
-            ("grpc", "grpc://c:9092")
-        );
-        let disk = BazelCache::chosen(None, &profile).unwrap().unwrap();
-        assert_eq!(
-            (disk.backend.as_str(), disk.url.as_str()),
-            ("disk", "/srv/bazel")
-        );
-        assert_eq!(
-            BazelCache::chosen(None, &BazelBackend::Embedded).unwrap(),
-            None
-        );
-    }
-
-    #[test]
-    fn external_caches_by_scheme() {
-        assert_eq!(
-            BazelCache::external("grpc://127.0.0.1:9092", vec![])
-                .unwrap()
-                .backend,
-            "grpc"
-        );
-        assert_eq!(
-            BazelCache::external("https://cache:8080", vec![])
-                .unwrap()
-                .backend,
-            "http"
-        );
-        let err = BazelCache::external("ftp://x", vec![])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("--bazel-remote-cache") && err.contains("fix:"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn output_root_is_read_back_from_the_command() {
-        let args = vec!["--output_user_root=/tmp/r1".into(), "build".into()];
-        let spec = CommandSpec::new("bazel", args, Duration::from_secs(1));
-        assert_eq!(output_root_of(&spec), Some(PathBuf::from("/tmp/r1")));
     }
 }

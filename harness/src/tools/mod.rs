@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::plan::{RepoManifest, Scenario};
-use crate::results::{CacheUse, ToolVersion};
+use crate::results::{CacheUse, ConfigFile, Reproduce, ToolVersion};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
 
 /// External tools the harness knows, with the arguments that make them print a version.
@@ -175,6 +175,9 @@ pub fn first_distinct<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<Strin
 /// How one build uses the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuildMode {
+    /// Fresh state kept for the run, no cache to read (it may upload to one): the clean
+    /// reference that also fills the cache and serves `noop` builds.
+    Prime,
     /// Fresh local state, no cache: cold builds, clean rebuilds, retries without the cache.
     Fresh,
     /// Fresh local state, reading the cache (through `CaseContext::cache_via` when set).
@@ -211,86 +214,90 @@ impl CaseContext<'_> {
     }
 }
 
-/// A cache as a driver reaches it.
+/// One build, ready to run: the command and the state it builds in, so nothing needs to
+/// be read back from its argv.
+#[derive(Debug, Clone)]
+pub struct PreparedBuild {
+    pub spec: CommandSpec,
+    pub state: BuildState,
+    /// The configuration files the build reads that the harness wrote, secrets redacted.
+    pub files: Vec<ConfigFile>,
+}
+
+/// Where a build keeps its state.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CacheRoute {
-    /// Where the cache listens (the fault proxy forwards there).
-    pub upstream: SocketAddr,
-    /// Plain HTTP (so HTTP-level faults apply), rather than gRPC or TLS.
-    pub plain_http: bool,
+pub enum BuildState {
+    /// A chroot store (`--store DIR`).
+    Nix { store: PathBuf },
+    Bazel {
+        workspace: PathBuf,
+        output_root: PathBuf,
+        exec_log: PathBuf,
+        /// The primed workspace and server, kept for the run (no-op builds).
+        primed: bool,
+    },
 }
 
-/// `scheme://host:port/path` -> the address and whether it is plain HTTP.
-pub fn cache_route(url: &str) -> Option<CacheRoute> {
-    let (scheme, rest) = url.split_once("://")?;
-    let authority = rest.split('/').next()?;
-    let upstream = std::net::ToSocketAddrs::to_socket_addrs(authority)
-        .ok()?
-        .next()?;
-    Some(CacheRoute {
-        upstream,
-        plain_http: scheme == "http",
-    })
-}
-
-/// The same URL with its host and port replaced by `via`.
-pub fn reroute(url: &str, via: SocketAddr) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let path = rest.find('/').map_or("", |i| &rest[i..]);
-            format!("{scheme}://{via}{path}")
+impl PreparedBuild {
+    /// How a reviewer runs this build again by hand.
+    pub fn reproduce(&self) -> Reproduce {
+        Reproduce {
+            command: self.spec.display(),
+            cwd: self.spec.cwd.as_ref().map(|d| d.display().to_string()),
+            env: self
+                .spec
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string_lossy().into_owned()))
+                .collect(),
+            files: self.files.clone(),
         }
-        None => url.to_string(),
     }
 }
 
-/// Runs an untimed build a case depends on (priming a store, filling a cache); its
-/// failure fails the case with the tool's own error.
-pub fn run_priming_build(
-    driver: &dyn BuildDriver,
-    spec: &CommandSpec,
-    exec: &dyn Executor,
-) -> Result<()> {
-    let outcome = exec.run(spec)?;
-    if outcome.success() {
-        return Ok(());
-    }
-    let report = driver.inspect(spec, &outcome);
-    Err(Error::Build(format!(
-        "priming build failed ({}): {}",
-        outcome.describe(),
-        report.error.unwrap_or_default()
-    )))
+/// Where a driver's cache is.
+#[derive(Debug, Clone, Copy)]
+pub enum CacheLocation<'a> {
+    Url(&'a url::Url),
+    Folder(&'a Path),
 }
 
-/// One build system, driven in isolation. The scheduler owns timing, sampling, retries
-/// and verification; a driver owns the tool's state (stores, output roots) and reads its logs.
+/// One build system, driven in isolation. The scheduler owns timing, sampling, priming,
+/// retries and verification; a driver owns the tool's state (stores, output roots) and
+/// reads its logs.
 pub trait BuildDriver {
-    /// Untimed: builds the repo once, without any cache, into state kept for the run (the
-    /// clean reference and the `noop` state); with `fill_cache`, uploads the result too.
-    /// `Error::Build` fails the case; other errors stop the run.
-    fn prime(&mut self, case: &CaseContext, exec: &dyn Executor, fill_cache: bool) -> Result<()>;
+    /// The outputs of the case's primed build (a clean build without any cache, kept for
+    /// the run as the reference and the `noop` state), once there is one.
+    fn primed(&self, case: &CaseContext) -> Option<&Outputs>;
 
-    /// The outputs of the primed (clean) build.
-    fn clean_outputs(&self, case: &CaseContext) -> Option<&Outputs>;
+    /// Keeps a finished `BuildMode::Prime` build and its outputs as the case's primed state.
+    fn keep_primed(&mut self, case: &CaseContext, build: PreparedBuild, outputs: Outputs);
 
-    /// The command for one build in `mode`, with its fresh state under `dir`.
-    fn command(&mut self, case: &CaseContext, mode: BuildMode, dir: &Path) -> Result<CommandSpec>;
+    /// Uploads the primed outputs to the cache, once per primed state. `Error::Build`
+    /// fails the case; other errors stop the run.
+    fn fill_cache(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<()>;
+
+    /// One build in `mode`, with its logs (and fresh state, unless primed) under `dir`.
+    fn prepare(&mut self, case: &CaseContext, mode: BuildMode, dir: &Path)
+        -> Result<PreparedBuild>;
 
     /// Reads what the build did from its logs.
-    fn inspect(&self, spec: &CommandSpec, outcome: &ProcessOutcome) -> BuildReport;
+    fn inspect(&self, build: &PreparedBuild, outcome: &ProcessOutcome) -> BuildReport;
 
     /// Digests of a finished build's outputs (before its state is removed).
-    fn outputs(&mut self, spec: &CommandSpec, exec: &dyn Executor) -> Result<Outputs>;
+    fn outputs(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> Result<Outputs>;
 
     /// Untimed work after each build (e.g. stopping a build server); runs before the
     /// build's folder is removed.
-    fn finish(&mut self, _spec: &CommandSpec, _exec: &dyn Executor) -> Result<()> {
+    fn finish(&mut self, _build: &PreparedBuild, _exec: &dyn Executor) -> Result<()> {
         Ok(())
     }
 
     /// The cache warm builds read from, as recorded in results.
     fn cache_use(&self) -> Option<CacheUse>;
+
+    /// Where that cache is, for the fault proxy.
+    fn cache_location(&self) -> Option<CacheLocation<'_>>;
 
     /// The flag that turns on the tool's own fallback when substitution fails, if any.
     fn tool_fallback_flag(&self) -> Option<&'static str> {
@@ -305,21 +312,6 @@ pub trait BuildDriver {
 mod tests {
     use super::*;
     use crate::run::process::ProcessExecutor;
-
-    #[test]
-    fn routes_and_reroutes_cache_urls() {
-        let route = cache_route("http://127.0.0.1:8080/nix").unwrap();
-        assert_eq!(route.upstream, "127.0.0.1:8080".parse().unwrap());
-        assert!(route.plain_http);
-        assert!(!cache_route("grpc://127.0.0.1:9092").unwrap().plain_http);
-        assert_eq!(cache_route("not a url"), None);
-        let via: SocketAddr = "127.0.0.1:1234".parse().unwrap();
-        assert_eq!(
-            reroute("http://127.0.0.1:8080/nix", via),
-            "http://127.0.0.1:1234/nix"
-        );
-        assert_eq!(reroute("grpc://cache:9092", via), "grpc://127.0.0.1:1234");
-    }
 
     #[test]
     fn keeps_the_first_distinct_messages() {

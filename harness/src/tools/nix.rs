@@ -6,67 +6,17 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use crate::cache::{reroute, signed_destination, NixCache, Push};
 use crate::error::{Error, IoContext, Result};
 use crate::plan::manifest::NixTargets;
 use crate::plan::ParamValue;
-use crate::results::CacheUse;
+use crate::results::{CacheUse, ConfigFile};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
 use crate::tools::nix_log::{parse_build_outputs, parse_internal_json, parse_path_info};
 use crate::tools::{
-    first_distinct, reroute, run_priming_build, BuildDriver, BuildMode, BuildReport, CaseContext,
-    Counters, Outputs,
+    first_distinct, BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation, CaseContext,
+    Counters, Outputs, PreparedBuild,
 };
-
-/// How warm builds reach a Nix binary cache.
-#[derive(Debug, Clone)]
-pub struct NixCache {
-    /// `embedded-nginx`, `http`, ...
-    pub backend: String,
-    /// The substituter URL builds read from.
-    pub substituter: String,
-    /// `name:base64` key that signed the cache's narinfos.
-    pub public_key: String,
-    /// How the priming build's outputs get into the cache.
-    pub push: Push,
-    /// The file uploads are signed with, if any (handed to a VM guest, never logged).
-    pub secret_key_file: Option<PathBuf>,
-    /// A netrc file (0600, private folder) with the cache's credentials, e.g. an Attic token.
-    pub netrc_file: Option<PathBuf>,
-}
-
-/// How outputs are uploaded to a Nix cache.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Push {
-    /// `nix copy --to URL` (the URL may name a secret key file: never logged).
-    NixCopy(String),
-    /// `attic push TARGET PATHS` with a private HOME holding its config (and so the token).
-    Attic {
-        program: PathBuf,
-        home: PathBuf,
-        target: String,
-    },
-    /// Uploading cannot work here; why, and how to fix it.
-    Unavailable(String),
-}
-
-impl NixCache {
-    /// A cache given on the command line (`--nix-cache URL --nix-cache-public-key KEY
-    /// [--nix-cache-secret-key FILE]`); without a secret key, uploads go unsigned.
-    pub fn external(url: &str, public_key: &str, secret_key_file: Option<PathBuf>) -> NixCache {
-        let push_url = match &secret_key_file {
-            Some(file) => format!("{url}?secret-key={}", file.display()),
-            None => url.to_string(),
-        };
-        NixCache {
-            backend: "http".into(),
-            substituter: url.to_string(),
-            public_key: public_key.to_string(),
-            push: Push::NixCopy(push_url),
-            secret_key_file,
-            netrc_file: None,
-        }
-    }
-}
 
 /// Host folders the build sandbox may see, so derivations can use host tools (no nixpkgs).
 const SANDBOX_PATHS: &[&str] = &["/bin", "/usr", "/lib", "/lib64"];
@@ -86,26 +36,28 @@ const TUNED: &[(&str, &str)] = &[
 ];
 const PATH_INFO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
-pub struct NixDriver<'c> {
+pub struct NixDriver {
     nix: PathBuf,
     dir: PathBuf,
     conf_file: PathBuf,
-    cache: Option<&'c NixCache>,
+    cache: Option<NixCache>,
     /// Stores built once per repo and parameters without any cache: the clean reference,
     /// the source of the cache's contents and the ready-made state of `noop` builds.
     primed: BTreeMap<String, Primed>,
+    /// Numbers primed stores, so a retried priming never reuses a failed one's folder.
+    primes_started: usize,
 }
 
 struct Primed {
-    root: PathBuf,
+    store: PathBuf,
     outputs: Vec<String>,
     digests: Outputs,
     pushed: bool,
 }
 
-impl<'c> NixDriver<'c> {
+impl NixDriver {
     /// `dir` is a private folder the driver may fill (config, primed stores).
-    pub fn new(nix: PathBuf, dir: &Path, cache: Option<&'c NixCache>) -> Result<Self> {
+    pub fn new(nix: PathBuf, dir: &Path, cache: Option<NixCache>) -> Result<Self> {
         let conf_dir = dir.join("nix-conf");
         std::fs::create_dir_all(&conf_dir)
             .context(|| format!("creating {}", conf_dir.display()))?;
@@ -118,6 +70,7 @@ impl<'c> NixDriver<'c> {
             conf_file,
             cache,
             primed: BTreeMap::new(),
+            primes_started: 0,
         })
     }
 
@@ -132,10 +85,28 @@ impl<'c> NixDriver<'c> {
         ]
     }
 
-    fn cache(&self) -> Result<&'c NixCache> {
-        self.cache.ok_or_else(|| {
+    fn cache(&self) -> Result<&NixCache> {
+        self.cache.as_ref().ok_or_else(|| {
             Error::Environment("a Nix case that reads a cache ran without one".into())
         })
+    }
+
+    /// What a reviewer needs besides the command: the nix.conf, and where the credentials
+    /// are (never their content).
+    fn config_files(&self, reads_cache: bool) -> Vec<ConfigFile> {
+        let mut files = vec![ConfigFile {
+            path: self.conf_file.display().to_string(),
+            text: NIX_CONF.into(),
+        }];
+        if let Some(netrc) = self.cache.as_ref().and_then(|c| c.netrc_file.as_ref()) {
+            if reads_cache {
+                files.push(ConfigFile {
+                    path: netrc.display().to_string(),
+                    text: "<redacted: the cache's credentials>".into(),
+                });
+            }
+        }
+        files
     }
 
     fn build_spec(
@@ -166,7 +137,7 @@ impl<'c> NixDriver<'c> {
                 Some(via) => reroute(&cache.substituter, via),
                 None => cache.substituter.clone(),
             };
-            push_option(&mut args, "substituters", &substituter);
+            push_option(&mut args, "substituters", substituter.as_str());
             push_option(&mut args, "trusted-public-keys", &cache.public_key);
             push_option(&mut args, "narinfo-cache-negative-ttl", "0");
             if let Some(netrc) = &cache.netrc_file {
@@ -197,30 +168,30 @@ impl<'c> NixDriver<'c> {
         })
     }
 
-    /// Uploads the primed outputs (with their closure) to the cache, signed.
-    fn push(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<()> {
-        let cache = self.cache()?;
+    /// The command that uploads a primed store's outputs (with their closure).
+    fn push_spec(
+        &self,
+        cache: &NixCache,
+        primed: &Primed,
+        case: &CaseContext,
+    ) -> Result<CommandSpec> {
         let env = self.env(&self.dir.join("xdg-cache-push"));
-        let primed = self
-            .primed
-            .get_mut(&case.state_key())
-            .expect("primed before push");
-        if primed.pushed {
-            return Ok(());
-        }
-        let spec = match &cache.push {
-            Push::NixCopy(url) => {
+        Ok(match &cache.push {
+            Push::NixCopy {
+                to,
+                secret_key_file,
+            } => {
                 let mut args: Vec<OsString> = vec![
                     "copy".into(),
                     "--store".into(),
-                    primed.root.clone().into(),
+                    primed.store.clone().into(),
                     "--to".into(),
-                    url.into(),
+                    signed_destination(to, secret_key_file.as_deref()).into(),
                 ];
                 args.extend(primed.outputs.iter().map(OsString::from));
                 CommandSpec::new(&self.nix, args, case.timeout).env(env)
             }
-            Push::Attic {
+            Push::AtticCli {
                 program,
                 home,
                 target,
@@ -228,7 +199,7 @@ impl<'c> NixDriver<'c> {
                 let mut args: Vec<OsString> = vec!["push".into(), target.into()];
                 args.extend(primed.outputs.iter().map(OsString::from));
                 // attic reads the paths from the store NIX_REMOTE names: the primed chroot store.
-                let store = format!("local?root={}", primed.root.display());
+                let store = format!("local?root={}", primed.store.display());
                 let mut env = env;
                 env.extend([
                     ("HOME".to_string(), home.clone().into_os_string()),
@@ -241,8 +212,44 @@ impl<'c> NixDriver<'c> {
                 CommandSpec::new(program, args, case.timeout).env(env)
             }
             Push::Unavailable(why) => return Err(Error::Build(why.clone())),
+        })
+    }
+}
+
+impl BuildDriver for NixDriver {
+    fn primed(&self, case: &CaseContext) -> Option<&Outputs> {
+        self.primed.get(&case.state_key()).map(|p| &p.digests)
+    }
+
+    fn keep_primed(&mut self, case: &CaseContext, build: PreparedBuild, outputs: Outputs) {
+        let BuildState::Nix { store } = build.state else {
+            return;
         };
-        let out = run_captured(exec, spec)?;
+        let paths = std::fs::read_to_string(&build.spec.stdout)
+            .ok()
+            .and_then(|text| parse_build_outputs(&text).ok())
+            .unwrap_or_default();
+        self.primed.insert(
+            case.state_key(),
+            Primed {
+                store,
+                outputs: paths,
+                digests: outputs,
+                pushed: false,
+            },
+        );
+    }
+
+    fn fill_cache(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<()> {
+        let cache = self.cache()?;
+        let primed = self
+            .primed
+            .get(&case.state_key())
+            .ok_or_else(|| Error::Build("the cache was to be filled before priming".into()))?;
+        if primed.pushed {
+            return Ok(());
+        }
+        let out = run_captured(exec, self.push_spec(cache, primed, case)?)?;
         if !out.outcome.success() {
             // The push URL may name the secret key's file; report the public URL only.
             return Err(Error::Build(format!(
@@ -252,66 +259,41 @@ impl<'c> NixDriver<'c> {
                 out.stderr.trim()
             )));
         }
-        primed.pushed = true;
-        Ok(())
-    }
-
-    /// The store a spec builds into (its `--store` argument).
-    fn store_of(spec: &CommandSpec) -> Option<PathBuf> {
-        let at = spec.args.iter().position(|a| a == "--store")?;
-        spec.args.get(at + 1).map(PathBuf::from)
-    }
-}
-
-impl BuildDriver for NixDriver<'_> {
-    fn prime(&mut self, case: &CaseContext, exec: &dyn Executor, fill_cache: bool) -> Result<()> {
-        let key = case.state_key();
-        if !self.primed.contains_key(&key) {
-            let dir = self.dir.join(format!("prime-{}", self.primed.len()));
-            std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
-            let root = dir.join("store");
-            let spec = self.build_spec(case, &root, &dir, BuildMode::Fresh)?;
-            run_priming_build(self, &spec, exec)?;
-            let stdout = std::fs::read_to_string(&spec.stdout)
-                .context(|| format!("reading {}", spec.stdout.display()))?;
-            let outputs = parse_build_outputs(&stdout).map_err(Error::Build)?;
-            let digests = self.outputs(&spec, exec)?;
-            self.primed.insert(
-                key,
-                Primed {
-                    root,
-                    outputs,
-                    digests,
-                    pushed: false,
-                },
-            );
-        }
-        if fill_cache {
-            self.push(case, exec)?;
+        if let Some(primed) = self.primed.get_mut(&case.state_key()) {
+            primed.pushed = true;
         }
         Ok(())
     }
 
-    fn clean_outputs(&self, case: &CaseContext) -> Option<&Outputs> {
-        self.primed.get(&case.state_key()).map(|p| &p.digests)
-    }
-
-    fn command(&mut self, case: &CaseContext, mode: BuildMode, dir: &Path) -> Result<CommandSpec> {
-        match mode {
-            BuildMode::Noop => {
-                let root = self
-                    .primed
-                    .get(&case.state_key())
-                    .map(|p| p.root.clone())
-                    .ok_or_else(|| Error::Build("the noop store was not primed".into()))?;
-                self.build_spec(case, &root, dir, mode)
+    fn prepare(
+        &mut self,
+        case: &CaseContext,
+        mode: BuildMode,
+        dir: &Path,
+    ) -> Result<PreparedBuild> {
+        let store = match mode {
+            BuildMode::Noop => self
+                .primed
+                .get(&case.state_key())
+                .map(|p| p.store.clone())
+                .ok_or_else(|| Error::Build("the noop store was not primed".into()))?,
+            // Kept for the run, so outside the build's own folder.
+            BuildMode::Prime => {
+                self.primes_started += 1;
+                self.dir
+                    .join(format!("prime-{}/store", self.primes_started))
             }
-            _ => self.build_spec(case, &dir.join("store"), dir, mode),
-        }
+            BuildMode::Fresh | BuildMode::FromCache { .. } => dir.join("store"),
+        };
+        Ok(PreparedBuild {
+            spec: self.build_spec(case, &store, dir, mode)?,
+            state: BuildState::Nix { store },
+            files: self.config_files(matches!(mode, BuildMode::FromCache { .. })),
+        })
     }
 
-    fn inspect(&self, spec: &CommandSpec, outcome: &ProcessOutcome) -> BuildReport {
-        let stderr = std::fs::read_to_string(&spec.stderr).unwrap_or_default();
+    fn inspect(&self, build: &PreparedBuild, outcome: &ProcessOutcome) -> BuildReport {
+        let stderr = std::fs::read_to_string(&build.spec.stderr).unwrap_or_default();
         let log = parse_internal_json(&stderr);
         BuildReport {
             counters: Counters {
@@ -329,11 +311,14 @@ impl BuildDriver for NixDriver<'_> {
     }
 
     /// NAR hashes of the built paths, from `nix path-info --json` in the build's store.
-    fn outputs(&mut self, spec: &CommandSpec, exec: &dyn Executor) -> Result<Outputs> {
-        let stdout = std::fs::read_to_string(&spec.stdout).unwrap_or_default();
+    fn outputs(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> Result<Outputs> {
+        let BuildState::Nix { store } = &build.state else {
+            return Err(Error::Build(
+                "a Nix driver was handed another tool's build".into(),
+            ));
+        };
+        let stdout = std::fs::read_to_string(&build.spec.stdout).unwrap_or_default();
         let paths = parse_build_outputs(&stdout).map_err(Error::Build)?;
-        let store = Self::store_of(spec)
-            .ok_or_else(|| Error::Build("a Nix command without --store".into()))?;
         let mut args: Vec<OsString> = vec![
             "path-info".into(),
             "--json".into(),
@@ -357,10 +342,13 @@ impl BuildDriver for NixDriver<'_> {
     }
 
     fn cache_use(&self) -> Option<CacheUse> {
-        self.cache.map(|cache| CacheUse {
-            backend: cache.backend.clone(),
-            url: cache.substituter.clone(),
-        })
+        self.cache.as_ref().map(NixCache::use_record)
+    }
+
+    fn cache_location(&self) -> Option<CacheLocation<'_>> {
+        self.cache
+            .as_ref()
+            .map(|c| CacheLocation::Url(&c.substituter))
     }
 
     fn tool_fallback_flag(&self) -> Option<&'static str> {

@@ -1,0 +1,609 @@
+//! The run's configuration, resolved once into types: command-line flags over the profile
+//! over the defaults. Pure: the environment comes in as a value (`Env`), captured once by
+//! the command line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::plan::args::RunArgs;
+use crate::plan::profile::{BazelBackend, NixBackend, Profile, TokenSource};
+use crate::plan::{Lane, ParamValue, Scenario, Settings, SlowSettings, System};
+use crate::results::Thresholds;
+
+/// The process environment as the configuration sees it: variables, the current folder,
+/// the temp folder and the clock, captured once.
+#[derive(Debug, Clone)]
+pub struct Env {
+    vars: BTreeMap<String, String>,
+    pub cwd: PathBuf,
+    pub temp_dir: PathBuf,
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+impl Env {
+    /// The one place that reads the process's environment for the configuration.
+    pub fn capture() -> Env {
+        Env {
+            vars: std::env::vars().collect(),
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            temp_dir: std::env::temp_dir(),
+            now: chrono::Utc::now(),
+        }
+    }
+
+    /// An environment with just these variables (tests, and the vm lane's guest).
+    pub fn with_vars(vars: &[(&str, &str)], cwd: &Path) -> Env {
+        Env {
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            cwd: cwd.to_path_buf(),
+            temp_dir: PathBuf::from("/tmp"),
+            now: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+}
+
+/// The environment variable that names the bench repos folder (`--bench-repos` wins).
+pub const BENCH_REPOS_ENV: &str = "FLYWHEEL_BENCH_REPOS";
+/// Bazel remote cache headers (e.g. credentials), one `Name=Value` per line.
+pub const BAZEL_HEADERS_ENV: &str = "FLYWHEEL_BAZEL_REMOTE_HEADERS";
+
+/// A credential: shown as `<redacted>` by `Debug`, never serialised.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value, for the one private file it is written to.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Where an Attic token is, once resolved: read from its variable now, or from its file
+/// when the cache is connected.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Token {
+    Value(Secret),
+    File(PathBuf),
+}
+
+/// A binary cache that `nix copy` writes and Nix reads (http(s)://, file://, s3://).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreCacheConfig {
+    pub url: Url,
+    pub public_key: String,
+    /// Uploads are signed with this key when given (the file is never logged).
+    pub secret_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AtticConfig {
+    /// The server, e.g. `https://attic.example.com/` (no cache name).
+    pub endpoint: Url,
+    pub cache: String,
+    pub public_key: String,
+    pub token: Token,
+}
+
+/// The Nix cache warm cases read from.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum NixCacheConfig {
+    /// The harness's own nginx, with a signing key generated for the run.
+    #[default]
+    Embedded,
+    Attic(AtticConfig),
+    Http(StoreCacheConfig),
+    File(StoreCacheConfig),
+    S3(StoreCacheConfig),
+}
+
+/// The Bazel cache warm cases read from.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum BazelCacheConfig {
+    /// The harness's own nginx, speaking Bazel's HTTP cache protocol.
+    #[default]
+    Embedded,
+    Http {
+        url: Url,
+        headers: Vec<Secret>,
+    },
+    Grpc {
+        url: Url,
+        headers: Vec<Secret>,
+    },
+    /// A local `--disk_cache` folder.
+    Disk {
+        path: PathBuf,
+    },
+}
+
+/// The vm lane's machine (`--vm-memory-mb`, `--vm-cpus`, `--vm-timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct VmSettings {
+    pub memory_mb: u32,
+    pub cpus: u32,
+    pub timeout: Duration,
+}
+
+impl Default for VmSettings {
+    fn default() -> Self {
+        VmSettings {
+            memory_mb: 3072,
+            cpus: 2,
+            timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Which bench repos to load: names or paths (none: every embedded one), where to look
+/// them up, and parameter overrides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepoSelection {
+    pub names: Vec<String>,
+    /// `--bench-repos`, else `$FLYWHEEL_BENCH_REPOS`, else `./bench-repos`.
+    pub bench_repos: PathBuf,
+    pub params: Vec<(String, ParamValue)>,
+}
+
+/// Everything a run needs to know, resolved once.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub profile: String,
+    pub repos: RepoSelection,
+    /// `None`: every system each repo has targets for.
+    pub systems: Option<Vec<System>>,
+    pub scenarios: Vec<Scenario>,
+    /// Sorted, without duplicates.
+    pub lanes: Vec<Lane>,
+    pub settings: Settings,
+    pub thresholds: Thresholds,
+    pub nix_cache: NixCacheConfig,
+    pub bazel_cache: BazelCacheConfig,
+    pub bazel_overrides: Vec<(String, PathBuf)>,
+    pub vm: VmSettings,
+    pub output: PathBuf,
+    /// Where the run's scratch folder is made.
+    pub work_dir: PathBuf,
+    pub checkout_cache: PathBuf,
+    /// The folder the run started in: the flake whose dev shells the gpu lane may use.
+    pub flake_dir: PathBuf,
+}
+
+impl RunConfig {
+    /// Layers `args` over `profile` over the defaults. Values that name an environment
+    /// variable (headers, tokens) are read from `env`.
+    pub fn resolve(args: &RunArgs, profile: &Profile, env: &Env) -> Result<RunConfig> {
+        let defaults = Settings::default();
+        let settings = Settings {
+            samples: args.samples.or(profile.samples).unwrap_or(defaults.samples),
+            warmups: args.warmups.or(profile.warmups).unwrap_or(defaults.warmups),
+            timeout: args.timeout.map_or(defaults.timeout, Duration::from_secs),
+            fallback_samples: args.fallback_samples.unwrap_or(defaults.fallback_samples),
+            fallback_timeout: args
+                .fallback_timeout
+                .map_or(defaults.fallback_timeout, Duration::from_secs),
+            slow: SlowSettings {
+                latency: args
+                    .slow_latency_ms
+                    .map_or(defaults.slow.latency, Duration::from_millis),
+                bytes_per_sec: args.slow_bytes_per_s.unwrap_or(defaults.slow.bytes_per_sec),
+            },
+            poison_suffix: args.poison_suffix.clone().unwrap_or(defaults.poison_suffix),
+        };
+        let t = Thresholds::default();
+        let thresholds = Thresholds {
+            min_hit_ratio: args
+                .min_hit_ratio
+                .or(profile.min_hit_ratio)
+                .unwrap_or(t.min_hit_ratio),
+            min_speedup: args
+                .min_speedup
+                .or(profile.min_speedup)
+                .unwrap_or(t.min_speedup),
+            max_fallback_penalty: args
+                .max_fallback_penalty
+                .or(profile.max_fallback_penalty)
+                .unwrap_or(t.max_fallback_penalty),
+        };
+        let mut lanes = if !args.lanes.is_empty() {
+            args.lanes.clone()
+        } else {
+            profile.lanes.clone().unwrap_or_else(|| vec![Lane::Host])
+        };
+        lanes.sort();
+        lanes.dedup();
+        let vm_defaults = VmSettings::default();
+        let vm = VmSettings {
+            memory_mb: args.vm.vm_memory_mb.unwrap_or(vm_defaults.memory_mb),
+            cpus: args.vm.vm_cpus.unwrap_or(vm_defaults.cpus),
+            timeout: args
+                .vm
+                .vm_timeout
+                .map_or(vm_defaults.timeout, Duration::from_secs),
+        };
+        let bench_repos = args
+            .bench_repos
+            .clone()
+            .or_else(|| env.var(BENCH_REPOS_ENV).map(PathBuf::from))
+            .unwrap_or_else(|| env.cwd.join("bench-repos"));
+        Ok(RunConfig {
+            profile: profile.name.clone(),
+            repos: RepoSelection {
+                names: args.repos.clone(),
+                bench_repos,
+                params: args.params.clone(),
+            },
+            systems: (!args.systems.is_empty()).then(|| args.systems.clone()),
+            scenarios: if args.scenarios.is_empty() {
+                Scenario::DEFAULT.to_vec()
+            } else {
+                args.scenarios.concat()
+            },
+            lanes,
+            settings,
+            thresholds,
+            nix_cache: nix_cache(args, &profile.nix, env)?,
+            bazel_cache: bazel_cache(args, &profile.bazel, env)?,
+            bazel_overrides: args.bazel_overrides.clone(),
+            vm,
+            output: args.output.clone().unwrap_or_else(|| {
+                let stamp = env.now.format("%Y-%m-%dT%H-%M-%SZ");
+                env.cwd.join("results").join(format!("{stamp}.json"))
+            }),
+            work_dir: args
+                .work_dir
+                .clone()
+                .unwrap_or_else(|| env.temp_dir.clone()),
+            checkout_cache: args
+                .checkout_cache
+                .clone()
+                .unwrap_or_else(|| default_checkout_cache(env)),
+            flake_dir: env.cwd.clone(),
+        })
+    }
+}
+
+/// `$XDG_CACHE_HOME` (or `~/.cache`)/flywheel-bench/checkouts.
+fn default_checkout_cache(env: &Env) -> PathBuf {
+    env.var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env.var("HOME").map(|h| Path::new(h).join(".cache")))
+        .unwrap_or_else(|| env.temp_dir.clone())
+        .join("flywheel-bench/checkouts")
+}
+
+/// Parses a cache URL, naming where it came from in the error.
+pub fn parse_url(text: &str, source: &str, example: &str) -> Result<Url> {
+    Url::parse(text).map_err(|e| {
+        Error::Usage(format!(
+            "{source} {text}: not a URL ({e})\n  fix: write it in full, e.g. {example}"
+        ))
+    })
+}
+
+fn nix_cache(args: &RunArgs, profile: &NixBackend, env: &Env) -> Result<NixCacheConfig> {
+    match (&args.nix_cache, &args.nix_cache_public_key) {
+        (Some(url), Some(key)) => {
+            let url = parse_url(url, "--nix-cache", "http://cache:8080/nix")?;
+            let store = StoreCacheConfig {
+                url,
+                public_key: key.clone(),
+                secret_key_file: args.nix_cache_secret_key.clone(),
+            };
+            return store_cache(store, "--nix-cache");
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::Usage(
+                "--nix-cache needs --nix-cache-public-key (and the other way round)\n  fix: pass both, e.g. --nix-cache http://cache/nix --nix-cache-public-key name:base64".into(),
+            ))
+        }
+    }
+    Ok(match profile {
+        NixBackend::Embedded => NixCacheConfig::Embedded,
+        NixBackend::Attic {
+            endpoint,
+            cache,
+            public_key,
+            token,
+        } => NixCacheConfig::Attic(AtticConfig {
+            endpoint: endpoint.clone(),
+            cache: cache.clone(),
+            public_key: public_key.clone(),
+            token: match token {
+                TokenSource::Env(var) => Token::Value(token_from_env(var, env)?),
+                TokenSource::File(path) => Token::File(path.clone()),
+            },
+        }),
+        NixBackend::Store {
+            url,
+            public_key,
+            secret_key_file,
+        } => store_cache(
+            StoreCacheConfig {
+                url: url.clone(),
+                public_key: public_key.clone(),
+                secret_key_file: secret_key_file.clone(),
+            },
+            "the profile's nix.url",
+        )?,
+    })
+}
+
+/// The store cache kind its URL's scheme names.
+fn store_cache(store: StoreCacheConfig, source: &str) -> Result<NixCacheConfig> {
+    Ok(match store.url.scheme() {
+        "http" | "https" => NixCacheConfig::Http(store),
+        "file" => NixCacheConfig::File(store),
+        "s3" => NixCacheConfig::S3(store),
+        other => {
+            return Err(Error::Usage(format!(
+                "{source} {}: Nix binary caches are http(s)://, file:// or s3://, not {other}://\n  fix: e.g. https://cache.example.com or file:///var/cache/nix",
+                store.url
+            )))
+        }
+    })
+}
+
+fn token_from_env(var: &str, env: &Env) -> Result<Secret> {
+    let value = env.var(var).map(str::trim).unwrap_or_default();
+    if env.var(var).is_none() {
+        return Err(Error::Environment(format!(
+            "the Attic token variable ${var} is not set\n  fix: export {var}=<token> before the run (it is never printed or recorded)"
+        )));
+    }
+    if value.is_empty() {
+        return Err(Error::Environment(format!(
+            "the Attic token variable ${var} is empty\n  fix: set it to the token"
+        )));
+    }
+    Ok(Secret::new(value))
+}
+
+/// `Name=Value` lines from a variable; blank lines are skipped.
+fn headers_from_env(var: &str, env: &Env) -> Vec<Secret> {
+    env.var(var)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(Secret::new)
+        .collect()
+}
+
+fn bazel_cache(args: &RunArgs, profile: &BazelBackend, env: &Env) -> Result<BazelCacheConfig> {
+    let remote = |url: &str, source: &str, headers_env: &str| -> Result<BazelCacheConfig> {
+        let parsed = parse_url(url, source, "grpc://bazel-remote:9092")?;
+        let headers = headers_from_env(headers_env, env);
+        match parsed.scheme() {
+            "http" | "https" => Ok(BazelCacheConfig::Http {
+                url: parsed,
+                headers,
+            }),
+            "grpc" | "grpcs" => Ok(BazelCacheConfig::Grpc {
+                url: parsed,
+                headers,
+            }),
+            _ => Err(Error::Usage(format!(
+                "{source} {url}: not an http(s):// or grpc(s):// URL\n  fix: e.g. http://cache:8080 or grpc://cache:9092 (bazel-remote serves both)"
+            ))),
+        }
+    };
+    match (&args.bazel_remote_cache, profile) {
+        (Some(url), _) => remote(url, "--bazel-remote-cache", BAZEL_HEADERS_ENV),
+        (None, BazelBackend::Remote { url, headers_env }) => remote(
+            url.as_str(),
+            "the profile's bazel.url",
+            headers_env.as_deref().unwrap_or(BAZEL_HEADERS_ENV),
+        ),
+        (None, BazelBackend::Disk { path }) => Ok(BazelCacheConfig::Disk { path: path.clone() }),
+        (None, BazelBackend::Embedded) => Ok(BazelCacheConfig::Embedded),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(flags: &[&str]) -> RunArgs {
+        Cli::try_parse_from(std::iter::once("run").chain(flags.iter().copied()))
+            .unwrap()
+            .run
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Env {
+        Env::with_vars(vars, Path::new("/checkout"))
+    }
+
+    fn profile(text: &str) -> Profile {
+        crate::plan::profile::parse(text, Path::new("bench.toml"), "p").unwrap()
+    }
+
+    #[test]
+    fn defaults_without_flags_or_profile() {
+        let config = RunConfig::resolve(
+            &args(&[]),
+            &Profile::default(),
+            &env(&[("HOME", "/home/u")]),
+        )
+        .unwrap();
+        assert_eq!(config.settings, Settings::default());
+        assert_eq!(config.thresholds, Thresholds::default());
+        assert_eq!(config.lanes, vec![Lane::Host]);
+        assert_eq!(config.scenarios, Scenario::DEFAULT.to_vec());
+        assert_eq!(config.systems, None);
+        assert_eq!(config.nix_cache, NixCacheConfig::Embedded);
+        assert_eq!(config.bazel_cache, BazelCacheConfig::Embedded);
+        assert_eq!(config.repos.bench_repos, Path::new("/checkout/bench-repos"));
+        assert_eq!(
+            config.checkout_cache,
+            Path::new("/home/u/.cache/flywheel-bench/checkouts")
+        );
+        assert_eq!(
+            config.output,
+            Path::new("/checkout/results/1970-01-01T00-00-00Z.json")
+        );
+        assert_eq!(config.vm, VmSettings::default());
+    }
+
+    #[test]
+    fn flags_win_over_the_profile_which_wins_over_defaults() {
+        let p = profile(
+            "[profiles.p]\nsamples = 7\nwarmups = 2\nlanes = [\"vm\", \"host\"]\n[profiles.p.thresholds]\nmin_hit_ratio = 0.5\nmin_speedup = 2.0\n",
+        );
+        let config = RunConfig::resolve(
+            &args(&["--samples", "3", "--min-speedup", "1.5", "--timeout", "60"]),
+            &p,
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(config.settings.samples, 3, "the flag wins");
+        assert_eq!(config.settings.warmups, 2, "the profile fills the gap");
+        assert_eq!(config.settings.timeout, Duration::from_secs(60));
+        assert_eq!(config.thresholds.min_speedup, 1.5);
+        assert_eq!(config.thresholds.min_hit_ratio, 0.5);
+        assert_eq!(
+            config.thresholds.max_fallback_penalty,
+            Thresholds::default().max_fallback_penalty
+        );
+        assert_eq!(config.lanes, vec![Lane::Host, Lane::Vm], "sorted");
+        let config = RunConfig::resolve(&args(&["--lane", "gpu"]), &p, &env(&[])).unwrap();
+        assert_eq!(
+            config.lanes,
+            vec![Lane::Gpu],
+            "--lane replaces the profile's lanes"
+        );
+    }
+
+    #[test]
+    fn cache_backends_are_typed_with_parsed_urls() {
+        let p = profile(
+            "[profiles.p.nix]\nbackend = \"attic\"\nendpoint = \"https://attic.example.com\"\ncache = \"main\"\npublic_key = \"main:K\"\ntoken_env = \"ATTIC_TOKEN\"\n[profiles.p.bazel]\nbackend = \"grpc\"\nurl = \"grpcs://cache.example.com\"\nheaders_env = \"HDRS\"\n",
+        );
+        let config = RunConfig::resolve(
+            &args(&[]),
+            &p,
+            &env(&[
+                ("ATTIC_TOKEN", " s3cr3t\n"),
+                ("HDRS", "Authorization=Bearer x\n\n"),
+            ]),
+        )
+        .unwrap();
+        let NixCacheConfig::Attic(attic) = &config.nix_cache else {
+            panic!("{:?}", config.nix_cache)
+        };
+        assert_eq!(attic.endpoint.host_str(), Some("attic.example.com"));
+        assert_eq!(attic.token, Token::Value(Secret::new("s3cr3t")));
+        assert!(!format!("{config:?}").contains("s3cr3t"), "Debug redacts");
+        let BazelCacheConfig::Grpc { url, headers } = &config.bazel_cache else {
+            panic!("{:?}", config.bazel_cache)
+        };
+        assert_eq!(url.port_or_known_default(), None);
+        assert_eq!(headers, &vec![Secret::new("Authorization=Bearer x")]);
+
+        // The command line wins, and picks the kind by scheme.
+        let config = RunConfig::resolve(
+            &args(&[
+                "--bazel-remote-cache",
+                "http://127.0.0.1:9090",
+                "--nix-cache",
+                "file:///srv/cache",
+                "--nix-cache-public-key",
+                "k:1",
+            ]),
+            &p,
+            &env(&[("ATTIC_TOKEN", "t")]),
+        )
+        .unwrap();
+        assert!(matches!(config.nix_cache, NixCacheConfig::File(_)));
+        assert!(matches!(config.bazel_cache, BazelCacheConfig::Http { .. }));
+    }
+
+    #[test]
+    fn a_disk_backend_stays_a_folder() {
+        let p = profile("[profiles.p.bazel]\nbackend = \"disk\"\npath = \"/srv/bazel\"\n");
+        let config = RunConfig::resolve(&args(&[]), &p, &env(&[])).unwrap();
+        assert_eq!(
+            config.bazel_cache,
+            BazelCacheConfig::Disk {
+                path: "/srv/bazel".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_cache_settings_name_their_source_and_the_fix() {
+        let err = |flags: &[&str], vars: &[(&str, &str)]| {
+            RunConfig::resolve(&args(flags), &Profile::default(), &env(vars))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(&["--bazel-remote-cache", "ftp://x"], &[]);
+        assert!(
+            e.contains("--bazel-remote-cache") && e.contains("fix:"),
+            "{e}"
+        );
+        let e = err(&["--bazel-remote-cache", "not a url"], &[]);
+        assert!(e.contains("not a URL"), "{e}");
+        let e = err(&["--nix-cache", "http://c"], &[]);
+        assert!(e.contains("--nix-cache-public-key"), "{e}");
+        let e = err(
+            &["--nix-cache", "gopher://c", "--nix-cache-public-key", "k:1"],
+            &[],
+        );
+        assert!(e.contains("s3://"), "{e}");
+        let p = profile(
+            "[profiles.p.nix]\nbackend = \"attic\"\nendpoint = \"https://a\"\ncache = \"c\"\npublic_key = \"k\"\ntoken_env = \"UNSET_TOKEN\"\n",
+        );
+        let e = RunConfig::resolve(&args(&[]), &p, &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("$UNSET_TOKEN"), "{e}");
+    }
+
+    #[test]
+    fn bench_repos_come_from_the_flag_then_the_environment() {
+        let config = RunConfig::resolve(
+            &args(&[]),
+            &Profile::default(),
+            &env(&[(BENCH_REPOS_ENV, "/r")]),
+        )
+        .unwrap();
+        assert_eq!(config.repos.bench_repos, Path::new("/r"));
+        let config = RunConfig::resolve(
+            &args(&["--bench-repos", "/flag"]),
+            &Profile::default(),
+            &env(&[(BENCH_REPOS_ENV, "/r")]),
+        )
+        .unwrap();
+        assert_eq!(config.repos.bench_repos, Path::new("/flag"));
+    }
+}

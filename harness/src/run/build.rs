@@ -1,0 +1,99 @@
+//! One build, start to finish: prepared by its driver, run, inspected, its outputs taken
+//! when asked, its state cleaned up; and how a build becomes a sample or an attempt.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::error::{IoContext, Result};
+use crate::results::{Attempt, Reproduce, Sample};
+use crate::run::process::{Executor, Exit, ProcessOutcome};
+use crate::scratch::remove_tree;
+use crate::tools::{BuildDriver, BuildMode, BuildReport, CaseContext, Outputs};
+
+/// One finished build, inspected and cleaned up.
+pub struct Build {
+    pub outcome: ProcessOutcome,
+    pub report: BuildReport,
+    pub outputs: Option<Outputs>,
+    pub reproduce: Reproduce,
+    /// Harness time around the build, beyond its own wall time.
+    pub overhead_s: f64,
+}
+
+/// Runs one build in `dir` and cleans up after it: inspects its logs, takes its output
+/// digests when asked, lets the driver stop what it started, removes its folder.
+pub fn run_build(
+    driver: &mut dyn BuildDriver,
+    exec: &dyn Executor,
+    ctx: &CaseContext,
+    mode: BuildMode,
+    dir: &Path,
+    want_outputs: bool,
+) -> Result<Build> {
+    std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+    let started = Instant::now();
+    let build = driver.prepare(ctx, mode, dir)?;
+    let outcome = exec.run(&build.spec)?;
+    let report = driver.inspect(&build, &outcome);
+    let outputs = if want_outputs && outcome.success() {
+        Some(driver.outputs(&build, exec)?)
+    } else {
+        None
+    };
+    driver.finish(&build, exec)?;
+    remove_tree(dir).context(|| format!("removing {}", dir.display()))?;
+    let overhead_s = (started.elapsed().saturating_sub(outcome.wall)).as_secs_f64();
+    Ok(Build {
+        outcome,
+        report,
+        outputs,
+        reproduce: build.reproduce(),
+        overhead_s,
+    })
+}
+
+fn exit_parts(outcome: &ProcessOutcome) -> (Option<i32>, Option<i32>, bool) {
+    match outcome.exit {
+        Exit::Code(c) => (Some(c), None, false),
+        Exit::Signal(s) => (None, Some(s), false),
+        Exit::TimedOut => (None, None, true),
+    }
+}
+
+impl Build {
+    pub fn to_sample(&self) -> Sample {
+        let (exit_code, signal, timed_out) = exit_parts(&self.outcome);
+        let c = &self.report.counters;
+        Sample {
+            wall_s: self.outcome.wall.as_secs_f64(),
+            user_s: self.outcome.user.as_secs_f64(),
+            sys_s: self.outcome.sys.as_secs_f64(),
+            exit_code,
+            signal,
+            timed_out,
+            built: c.built,
+            substituted: c.substituted,
+            downloaded_bytes: c.downloaded_bytes,
+            actions: c.actions,
+            remote_cache_hits: c.remote_cache_hits,
+            processes: c.processes,
+            by_mnemonic: c.by_mnemonic.clone(),
+            notes: c.notes.clone(),
+            messages: self.report.messages.clone(),
+            retry: None,
+            overhead_s: self.overhead_s,
+        }
+    }
+
+    pub fn to_attempt(&self) -> Attempt {
+        let (exit_code, signal, timed_out) = exit_parts(&self.outcome);
+        Attempt {
+            wall_s: self.outcome.wall.as_secs_f64(),
+            exit_code,
+            signal,
+            timed_out,
+            messages: self.report.messages.clone(),
+            error: self.report.error.clone(),
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! One case, step by step: prime (a clean build that fills the cache), put the fault
+//! proxy in front of the cache, take the reference outputs, time the samples (retrying
+//! a build a faulty cache broke), try the tool's own fallback, record the verification.
+
+use std::path::PathBuf;
+
+use crate::cache::proxy::{FaultProxy, Mode};
+use crate::cache::CacheRoute;
+use crate::error::{Error, IoContext, Result};
+use crate::plan::{Fault, Scenario, Settings};
+use crate::results::{
+    CaseResult, FallbackInfo, Mismatch, Outcome, Sample, ToolFallback, Verification,
+};
+use crate::run::build::run_build;
+use crate::run::events::{emit, Event, EventSink};
+use crate::run::fallback::{plan_fault, proxy_counts};
+use crate::run::process::{self, Executor};
+use crate::scratch::remove_tree;
+use crate::tools::{BuildDriver, BuildMode, CaseContext, Outputs};
+
+/// What every step of one case works with.
+pub struct CaseRun<'r, 's> {
+    pub index: usize,
+    pub scenario: Scenario,
+    pub ctx: CaseContext<'r>,
+    pub driver: &'r mut dyn BuildDriver,
+    pub exec: &'r dyn Executor,
+    pub settings: &'r Settings,
+    /// The case's private folder; removed when the case is done.
+    pub dir: PathBuf,
+    pub sinks: &'r mut [&'s mut dyn EventSink],
+}
+
+/// Records a case as skipped, with the reason.
+pub fn skip(result: &mut CaseResult, reason: String) {
+    result.outcome = Outcome::Skipped;
+    result.reason = Some(reason);
+}
+
+/// What a case's outputs are checked against.
+enum Reference {
+    None,
+    /// Each sample read the cache: compared with the clean priming build (fallback).
+    Clean(Outputs),
+    /// Each sample is a clean rebuild: the build from the cache is compared with it (verify).
+    FromCache(Outputs),
+}
+
+impl Reference {
+    fn describe(&self) -> Option<&'static str> {
+        match self {
+            Reference::None => None,
+            Reference::Clean(_) => Some("the priming build, a clean build without any cache"),
+            Reference::FromCache(_) => Some("a clean rebuild without any cache (each sample)"),
+        }
+    }
+}
+
+/// The outputs compared so far and every mismatch, once per path.
+#[derive(Default)]
+struct Checked {
+    compared: usize,
+    mismatches: Vec<Mismatch>,
+}
+
+impl Checked {
+    fn add(&mut self, reference: &Reference, built: &Outputs) {
+        let (clean, from_cache) = match reference {
+            Reference::None => return,
+            Reference::Clean(clean) => (clean, built),
+            Reference::FromCache(cached) => (built, cached),
+        };
+        self.compared = self.compared.max(clean.len());
+        for m in compare_outputs(clean, from_cache) {
+            if !self.mismatches.iter().any(|x| x.path == m.path) {
+                self.mismatches.push(m);
+            }
+        }
+    }
+}
+
+/// Every output whose digest differs, or that only one side has.
+pub fn compare_outputs(clean: &Outputs, from_cache: &Outputs) -> Vec<Mismatch> {
+    const ABSENT: &str = "absent";
+    let mut paths: Vec<&String> = clean.keys().chain(from_cache.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    paths
+        .into_iter()
+        .filter_map(|path| {
+            let (a, b) = (clean.get(path), from_cache.get(path));
+            (a != b).then(|| Mismatch {
+                path: path.clone(),
+                from_cache: b.map_or(ABSENT.into(), Clone::clone),
+                clean: a.map_or(ABSENT.into(), Clone::clone),
+            })
+        })
+        .collect()
+}
+
+impl CaseRun<'_, '_> {
+    /// Runs every step of the case into `result`.
+    pub fn execute(mut self, result: &mut CaseResult) -> Result<()> {
+        if self.scenario.uses_cache() {
+            result.cache = self.driver.cache_use();
+        }
+        let route = match self.scenario.fault() {
+            None => None,
+            Some(fault) => match plan_fault(fault, self.driver.cache_location()) {
+                Ok(route) => Some((fault, route)),
+                Err(reason) => {
+                    skip(result, reason);
+                    return Ok(());
+                }
+            },
+        };
+        // Primed (and the cache filled) directly, before any fault proxy is in the way.
+        if self.scenario != Scenario::Cold {
+            self.prime()?;
+        }
+        let proxy = match route {
+            Some((fault, route)) => Some(self.start_proxy(fault, &route, result)?),
+            None => None,
+        };
+        let reference = self.reference()?;
+        let mut checked = Checked::default();
+        self.samples(&reference, &mut checked, result)?;
+        if let Some(proxy) = &proxy {
+            self.tool_fallback(proxy, result)?;
+        }
+        if let Some(clean) = reference.describe() {
+            result.verification = Some(Verification {
+                clean: clean.into(),
+                compared: checked.compared,
+                mismatches: checked.mismatches,
+            });
+        }
+        remove_tree(&self.dir).context(|| format!("removing {}", self.dir.display()))
+    }
+
+    fn preparing(&mut self, what: &str) -> Result<()> {
+        emit(
+            self.sinks,
+            Event::Preparing {
+                index: self.index,
+                what,
+            },
+        )
+    }
+
+    /// A clean build without any cache, once per repo and parameters, kept as the
+    /// reference and the no-op state; then the cache is filled from it when read.
+    fn prime(&mut self) -> Result<()> {
+        if self.driver.primed(&self.ctx).is_none() {
+            self.preparing("priming (a clean build, filling the cache)")?;
+            let dir = self.dir.join("prime");
+            std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
+            let build = self.driver.prepare(&self.ctx, BuildMode::Prime, &dir)?;
+            let outcome = self.exec.run(&build.spec)?;
+            if !outcome.success() {
+                let report = self.driver.inspect(&build, &outcome);
+                return Err(Error::Build(format!(
+                    "priming build failed ({}): {}",
+                    outcome.describe(),
+                    report.error.unwrap_or_default()
+                )));
+            }
+            let outputs = self.driver.outputs(&build, self.exec)?;
+            self.driver.keep_primed(&self.ctx, build, outputs);
+            remove_tree(&dir).context(|| format!("removing {}", dir.display()))?;
+        }
+        if self.scenario.uses_cache() {
+            self.driver.fill_cache(&self.ctx, self.exec)?;
+        }
+        Ok(())
+    }
+
+    /// From here on the case reads its cache through the proxy.
+    fn start_proxy(
+        &mut self,
+        fault: Fault,
+        route: &CacheRoute,
+        result: &mut CaseResult,
+    ) -> Result<FaultProxy> {
+        let proxy = FaultProxy::start(
+            route.upstream,
+            Mode::Fault(fault),
+            self.settings.slow,
+            &self.settings.poison_suffix,
+        )?;
+        self.ctx.cache_via = Some(proxy.addr());
+        let tuned = self.ctx.tuned();
+        result.fallback = Some(FallbackInfo {
+            fault,
+            tuned,
+            settings: if tuned {
+                self.driver.tuned_settings()
+            } else {
+                Vec::new()
+            },
+            timeout_s: self.settings.fallback_timeout.as_secs_f64(),
+            proxy: Default::default(),
+            tool_fallback: None,
+        });
+        Ok(proxy)
+    }
+
+    fn reference(&mut self) -> Result<Reference> {
+        match self.scenario {
+            Scenario::Verify => {
+                self.preparing("building from the cache")?;
+                let from_cache = run_build(
+                    self.driver,
+                    self.exec,
+                    &self.ctx,
+                    BuildMode::FromCache {
+                        tool_fallback: false,
+                    },
+                    &self.dir.join("from-cache"),
+                    true,
+                )?;
+                if let Some(error) = from_cache.report.error {
+                    return Err(Error::Build(format!(
+                        "the build from the cache failed: {error}"
+                    )));
+                }
+                Ok(Reference::FromCache(from_cache.outputs.unwrap_or_default()))
+            }
+            Scenario::Fallback { .. } => Ok(self
+                .driver
+                .primed(&self.ctx)
+                .cloned()
+                .map_or(Reference::None, Reference::Clean)),
+            Scenario::Cold | Scenario::Warm | Scenario::Noop => Ok(Reference::None),
+        }
+    }
+
+    fn samples(
+        &mut self,
+        reference: &Reference,
+        checked: &mut Checked,
+        result: &mut CaseResult,
+    ) -> Result<()> {
+        let mode = match self.scenario {
+            Scenario::Cold | Scenario::Verify => BuildMode::Fresh,
+            Scenario::Warm | Scenario::Fallback { .. } => BuildMode::FromCache {
+                tool_fallback: false,
+            },
+            Scenario::Noop => BuildMode::Noop,
+        };
+        let (warmups, samples) = self.settings.builds(self.scenario);
+        for n in 0..warmups + samples {
+            process::check_interrupted()?;
+            let warmup = n < warmups;
+            let (sample, built, error) = self.one_sample(n, mode, reference, result)?;
+            if let Some(error) = error {
+                self.push_sample(result, warmup, sample)?;
+                let which = if warmup { "warm-up" } else { "sample" };
+                return Err(Error::Build(format!("{which} {} {error}", n + 1)));
+            }
+            if let Some(built) = &built {
+                checked.add(reference, built);
+            }
+            self.push_sample(result, warmup, sample)?;
+        }
+        Ok(())
+    }
+
+    /// Build `n`: through the faulty cache (with its own timeout) when there is one, and
+    /// again without the cache when the fault broke it, as a CI job's fallback would.
+    /// Returns the sample, the outputs to check and why the build failed, if it did.
+    fn one_sample(
+        &mut self,
+        n: usize,
+        mode: BuildMode,
+        reference: &Reference,
+        result: &mut CaseResult,
+    ) -> Result<(Sample, Option<Outputs>, Option<String>)> {
+        let want_outputs = !matches!(reference, Reference::None);
+        let proxied = self.ctx.cache_via.is_some();
+        let mut ctx = self.ctx;
+        if proxied {
+            ctx.timeout = self.settings.fallback_timeout;
+        }
+        let first = run_build(
+            self.driver,
+            self.exec,
+            &ctx,
+            mode,
+            &self.dir.join(format!("build-{n}")),
+            want_outputs,
+        )?;
+        result
+            .command
+            .get_or_insert_with(|| first.reproduce.command.clone());
+        result
+            .reproduce
+            .get_or_insert_with(|| first.reproduce.clone());
+        let mut sample = first.to_sample();
+        if !proxied || first.outcome.success() {
+            let error = first.report.error.map(|e| format!("failed: {e}"));
+            return Ok((sample, first.outputs, error));
+        }
+        let retry = run_build(
+            self.driver,
+            self.exec,
+            &self.ctx,
+            BuildMode::Fresh,
+            &self.dir.join(format!("retry-{n}")),
+            want_outputs,
+        )?;
+        sample.overhead_s += retry.overhead_s;
+        sample.retry = Some(retry.to_attempt());
+        let error = retry
+            .report
+            .error
+            .map(|e| format!("failed through the faulty cache and again without it: {e}"));
+        Ok((sample, retry.outputs, error))
+    }
+
+    fn push_sample(&mut self, result: &mut CaseResult, warmup: bool, sample: Sample) -> Result<()> {
+        let list = if warmup {
+            &mut result.warmups
+        } else {
+            &mut result.samples
+        };
+        list.push(sample);
+        let sample = list.last().expect("just pushed");
+        emit(
+            self.sinks,
+            Event::BuildFinished {
+                index: self.index,
+                warmup,
+                sample,
+            },
+        )
+    }
+
+    /// Evidence of what the tool does by itself when its cache misbehaves, and what the
+    /// proxy did.
+    fn tool_fallback(&mut self, proxy: &FaultProxy, result: &mut CaseResult) -> Result<()> {
+        if let Some(flag) = self.driver.tool_fallback_flag() {
+            self.preparing("trying the tool's own fallback")?;
+            let mut ctx = self.ctx;
+            ctx.timeout = self.settings.fallback_timeout;
+            let probe = run_build(
+                self.driver,
+                self.exec,
+                &ctx,
+                BuildMode::FromCache {
+                    tool_fallback: true,
+                },
+                &self.dir.join("tool-fallback"),
+                false,
+            )?;
+            if let Some(info) = result.fallback.as_mut() {
+                info.tool_fallback = Some(ToolFallback {
+                    flag: flag.into(),
+                    attempt: probe.to_attempt(),
+                });
+            }
+        }
+        if let Some(info) = result.fallback.as_mut() {
+            info.proxy = proxy_counts(proxy.counters());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outputs(pairs: &[(&str, &str)]) -> Outputs {
+        pairs
+            .iter()
+            .map(|(p, d)| (p.to_string(), d.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn compares_outputs_both_ways() {
+        let clean = outputs(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        let cached = outputs(&[("a", "1"), ("b", "9"), ("d", "4")]);
+        let m = compare_outputs(&clean, &cached);
+        let described: Vec<(&str, &str, &str)> = m
+            .iter()
+            .map(|m| (m.path.as_str(), m.from_cache.as_str(), m.clean.as_str()))
+            .collect();
+        assert_eq!(
+            described,
+            vec![("b", "9", "2"), ("c", "absent", "3"), ("d", "4", "absent")]
+        );
+        assert!(compare_outputs(&clean, &clean).is_empty());
+    }
+
+    #[test]
+    fn verify_compares_the_cached_build_against_each_clean_rebuild() {
+        let cached = outputs(&[("out", "poisoned")]);
+        let rebuilt = outputs(&[("out", "good")]);
+        let mut checked = Checked::default();
+        checked.add(&Reference::FromCache(cached), &rebuilt);
+        checked.add(
+            &Reference::FromCache(outputs(&[("out", "poisoned")])),
+            &rebuilt,
+        );
+        assert_eq!(checked.compared, 1);
+        assert_eq!(checked.mismatches.len(), 1, "once per path");
+        assert_eq!(checked.mismatches[0].from_cache, "poisoned");
+        assert_eq!(checked.mismatches[0].clean, "good");
+    }
+}

@@ -1,0 +1,232 @@
+//! One run session: loads the plan, finds the tools, owns the scratch folder, the caches
+//! and the drivers, and runs each lane's plan, handing every event to the sinks.
+
+use std::path::{Path, PathBuf};
+
+use crate::cache::{CacheNeeds, Caches};
+use crate::error::{Error, Result};
+use crate::lanes::vm::GuestJob;
+use crate::lanes::{self, GuestRole, LaneContext, LaneRunner};
+use crate::plan::config::{BazelCacheConfig, NixCacheConfig, RunConfig, VmSettings};
+use crate::plan::{manifest, Lane, Plan, System};
+use crate::results::Environment;
+use crate::run::events::{emit, Event, EventSink};
+use crate::run::process::Executor;
+use crate::run::scheduler::{Drivers, Scheduler};
+use crate::scratch::ScratchDir;
+use crate::tools::bazel::BazelDriver;
+use crate::tools::nix::NixDriver;
+
+/// The external tools a run needs, found before anything is built.
+#[derive(Debug, Default)]
+struct Tools {
+    nix: Option<PathBuf>,
+    bazel: Option<PathBuf>,
+    nginx: Option<PathBuf>,
+    qemu: Option<PathBuf>,
+}
+
+impl Tools {
+    /// Every tool the plans need, or the first that is missing with how to get it.
+    fn require(plans: &[Plan], embedded_cache: bool, vm_lane: bool) -> Result<Tools> {
+        let uses = |system: System| plans.iter().any(|p| p.uses(system));
+        let need = |wanted: bool, tool: &'static str, what: &str| {
+            wanted
+                .then(|| crate::tools::require(tool, what))
+                .transpose()
+        };
+        Ok(Tools {
+            nix: need(uses(System::Nix), "nix", "for nix cases")?,
+            bazel: need(uses(System::Bazel), "bazel", "for bazel cases")?,
+            nginx: need(
+                embedded_cache,
+                "nginx",
+                "for the embedded cache of warm cases",
+            )?,
+            qemu: need(vm_lane, "qemu-system-x86_64", "for the vm lane")?,
+        })
+    }
+}
+
+/// Settings of the lanes the session prepares.
+struct LaneSettings {
+    vm: VmSettings,
+    flake_dir: PathBuf,
+    bazel_overrides: Vec<(String, PathBuf)>,
+    /// Set inside a vm lane's guest: the lane as the host booted it.
+    guest: Option<GuestRole>,
+}
+
+pub struct Session {
+    // Field order is drop order: the drivers stop their build servers first, then the
+    // cache servers stop, then the scratch folder that held them all is removed.
+    drivers: Drivers,
+    caches: Caches,
+    scratch: ScratchDir,
+    plans: Vec<Plan>,
+    tools: Tools,
+    lanes: LaneSettings,
+    environment: Environment,
+}
+
+impl Session {
+    /// Loads the repos, fetches git sources, finds the tools, then makes the scratch
+    /// folder, starts or connects the caches and sets up the drivers.
+    pub fn open(config: &RunConfig, exec: &dyn Executor) -> Result<Session> {
+        let repos = manifest::select(&config.repos)?;
+        let mut plans = config
+            .lanes
+            .iter()
+            .map(|&lane| {
+                Plan::build(
+                    repos.clone(),
+                    config.systems.as_deref(),
+                    &config.scenarios,
+                    lane,
+                    config.settings.clone(),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        crate::run::sources::fetch_sources(&mut plans, exec, &config.checkout_cache)?;
+        let warm = |system: System| plans.iter().any(|p| p.needs_cache(system));
+        let embedded = (warm(System::Nix) && config.nix_cache == NixCacheConfig::Embedded)
+            || (warm(System::Bazel) && config.bazel_cache == BazelCacheConfig::Embedded);
+        let tools = Tools::require(&plans, embedded, config.lanes.contains(&Lane::Vm))?;
+        let scratch = new_scratch(&config.work_dir)?;
+        let caches = Caches::provision(
+            &config.nix_cache,
+            &config.bazel_cache,
+            CacheNeeds {
+                nix: tools.nix.as_deref().filter(|_| warm(System::Nix)),
+                bazel: warm(System::Bazel),
+                nginx: tools.nginx.as_deref(),
+            },
+            &scratch.path().join("cache"),
+            exec,
+        )?;
+        let lanes = LaneSettings {
+            vm: config.vm,
+            flake_dir: config.flake_dir.clone(),
+            bazel_overrides: config.bazel_overrides.clone(),
+            guest: None,
+        };
+        Session::assemble(plans, tools, caches, scratch, lanes, exec)
+    }
+
+    /// Inside a vm lane's guest: the host's plan against the host's caches.
+    pub fn guest(job: GuestJob, exec: &dyn Executor) -> Result<Session> {
+        let plans = vec![job.plan];
+        let tools = Tools::require(&plans, false, false)?;
+        let scratch = new_scratch(&job.work_dir)?;
+        let caches = Caches::given(job.nix_cache, job.bazel_cache);
+        let lanes = LaneSettings {
+            vm: VmSettings::default(),
+            flake_dir: job.work_dir,
+            bazel_overrides: job.bazel_overrides,
+            guest: Some(GuestRole {
+                acceleration: job.acceleration,
+                acceleration_note: job.acceleration_note,
+            }),
+        };
+        Session::assemble(plans, tools, caches, scratch, lanes, exec)
+    }
+
+    fn assemble(
+        plans: Vec<Plan>,
+        tools: Tools,
+        caches: Caches,
+        scratch: ScratchDir,
+        lanes: LaneSettings,
+        exec: &dyn Executor,
+    ) -> Result<Session> {
+        let mut drivers = Drivers::new();
+        if let Some(nix) = &tools.nix {
+            let dir = scratch.path().join("nix");
+            let driver = NixDriver::new(nix.clone(), &dir, caches.nix.clone())?;
+            drivers.insert(System::Nix, Box::new(driver));
+        }
+        if let Some(bazel) = &tools.bazel {
+            let dir = scratch.path().join("bazel");
+            let cache = caches.bazel.clone();
+            let driver = BazelDriver::new(bazel.clone(), &dir, cache, &lanes.bazel_overrides)?;
+            drivers.insert(System::Bazel, Box::new(driver));
+        }
+        Ok(Session {
+            drivers,
+            caches,
+            scratch,
+            plans,
+            tools,
+            lanes,
+            environment: crate::lanes::host::identity(exec),
+        })
+    }
+
+    /// This machine, as results describe it.
+    pub fn environment(&self) -> &Environment {
+        &self.environment
+    }
+
+    pub fn plans(&self) -> &[Plan] {
+        &self.plans
+    }
+
+    /// Runs every lane's plan in turn. A failed case is recorded and the run goes on;
+    /// an error that stops the run (or an interruption) is returned after the events of
+    /// everything that finished.
+    pub fn run(&mut self, exec: &dyn Executor, sinks: &mut [&mut dyn EventSink]) -> Result<()> {
+        let Session {
+            drivers,
+            caches,
+            scratch,
+            plans,
+            tools,
+            lanes,
+            environment,
+        } = self;
+        let builds = scratch.path().join("builds");
+        for plan in plans.iter() {
+            let ctx = LaneContext {
+                exec,
+                environment,
+                flake_dir: &lanes.flake_dir,
+                qemu: tools.qemu.as_deref(),
+                vm: lanes.vm,
+                nix_cache: caches.nix.as_ref(),
+                bazel_cache: caches.bazel.as_ref(),
+                bazel_overrides: &lanes.bazel_overrides,
+                dir: &scratch.path().join(format!("lane-{}", plan.lane().name())),
+                guest: lanes.guest.as_ref(),
+            };
+            let lane = lanes::prepare(plan.lane(), &ctx)?;
+            emit(
+                sinks,
+                Event::LaneIdentified {
+                    identity: &lane.identity,
+                },
+            )?;
+            match lane.runner {
+                LaneRunner::Local(lane_exec) => {
+                    Scheduler {
+                        plan,
+                        exec: &*lane_exec,
+                        drivers,
+                        work_dir: &builds,
+                        skip_reason: lane.skip_reason.as_deref(),
+                    }
+                    .run(sinks)?;
+                }
+                LaneRunner::Guest(guest) => {
+                    emit(sinks, Event::RunStarted { plan })?;
+                    guest.run(plan, sinks)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn new_scratch(parent: &Path) -> Result<ScratchDir> {
+    ScratchDir::new_in(parent, "flywheel-bench-")
+        .map_err(|e| Error::io(format!("creating a work folder in {}", parent.display()), e))
+}
