@@ -272,8 +272,27 @@ fn nix_files() -> Vec<String> {
     out
 }
 
+/// The NixOS test driver runs test scripts as Python: a syntax error would fail on the runner.
+fn assert_python_parses(name: &str, script: &str) {
+    require_tools(&["python3"]);
+    let mut child = Command::new("python3")
+        .args(["-c", "import ast, sys; ast.parse(sys.stdin.read())"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{name}'s test script is not valid Python:\n{}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Parses every .nix file, evaluates flake.nix's inputs against the lock and nixos-tests/
-/// against the recorded nix-vm-test; returns the Nix version that did it.
+/// against the recorded nix-vm-test (its test scripts must be valid Python); returns the Nix
+/// version that did it.
 fn check_every_nix_file(nix: &NixHost) -> String {
     let files = nix_files();
     for expected in [
@@ -292,8 +311,11 @@ fn check_every_nix_file(nix: &NixHost) -> String {
     nix.assert_lock_matches_flake();
     let eval = nix.eval_nixos_tests(None);
     for output in ["drivers", "checks"] {
-        let names: Vec<&String> = eval[output].as_object().unwrap().keys().collect();
-        assert_eq!(names.len(), 3, "{output}: {names:?}");
+        let scripts = eval[output].as_object().unwrap();
+        assert_eq!(scripts.len(), 3, "{output}: {scripts:?}");
+        for (name, script) in scripts {
+            assert_python_parses(name, script.as_str().unwrap());
+        }
     }
     nix.run_ok("nix-instantiate", &["--version"])
         .trim()
