@@ -3,10 +3,11 @@
 
   inputs = {
     nixpkgs.url = "github:nixos/nixpkgs/nixos-25.05";
-    nix-vm-test = {
-      url = "github:numtide/nix-vm-test";
-      inputs.nixpkgs.follows = "nixpkgs";
-    };
+    # Not following our nixpkgs: its lib starts nixpkgs' NixOS test driver with a JSON
+    # configuration file (`nixos-test-driver -c`), which nixos-25.05's driver does not take.
+    # Its own lock pins the nixos-unstable it was tested with; that nixpkgs builds the VM
+    # images and the driver, ours the harness and the tools inside the guest.
+    nix-vm-test.url = "github:numtide/nix-vm-test";
   };
 
   outputs = { self, nixpkgs, nix-vm-test }:
@@ -37,7 +38,6 @@
         inherit pkgs nix-vm-test;
         inherit (pkgs) system;
         bench = harness pkgs;
-        src = pkgs.lib.cleanSource ./.;
       };
     in
     {

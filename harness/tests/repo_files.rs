@@ -1,4 +1,7 @@
-//! The repository's own non-Rust files: the flake parses, the CI workflow lints clean.
+//! The repository's own non-Rust files: the CI workflow lints clean (actionlint, with
+//! shellcheck on its scripts), runs one job per lane that lanes.toml and the harness know,
+//! keeps hours-long scenarios off the nightly run; the shell scripts pass shellcheck.
+//! (The flake and its lock: tests/flake.rs.)
 
 mod common;
 
@@ -7,47 +10,11 @@ use std::process::Command;
 
 use common::*;
 
-#[test]
-fn the_flake_parses_without_touching_the_host_store() {
-    require_tools(&["nix-instantiate"]);
-    let before = host_nix_snapshot();
-    for file in [
-        "flake.nix",
-        "bench-repos/fixture-c-dag/flake.nix",
-        "nixos-tests/default.nix",
-    ] {
-        // The dummy store keeps nix-instantiate away from /nix.
-        let out = Command::new("nix-instantiate")
-            .args(["--store", "dummy://", "--parse"])
-            .arg(repo_root().join(file))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{file}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let lock = read_json(&repo_root().join("flake.lock"));
-    assert_eq!(lock["version"], 7);
-    let nixpkgs = &lock["nodes"]["nixpkgs"]["locked"];
-    assert_eq!(
-        nixpkgs["rev"].as_str().unwrap().len(),
-        40,
-        "nixpkgs is pinned by commit"
-    );
-    assert!(nixpkgs["narHash"].as_str().unwrap().starts_with("sha256-"));
-    let vm_test = &lock["nodes"]["nix-vm-test"]["locked"];
-    assert_eq!(
-        vm_test["rev"].as_str().unwrap().len(),
-        40,
-        "nix-vm-test is pinned by commit"
-    );
-    assert_eq!(host_nix_snapshot(), before);
-}
+const WORKFLOW: &str = ".github/workflows/bench.yml";
 
 #[test]
 fn the_benchmark_workflow_lints_clean() {
+    require_tools(&["shellcheck"]); // actionlint checks the run: scripts with it
     let data = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".local/share"));
@@ -58,7 +25,7 @@ fn the_benchmark_workflow_lints_clean() {
         actionlint.display()
     );
     let out = Command::new(actionlint)
-        .arg(".github/workflows/bench.yml")
+        .arg(WORKFLOW)
         .current_dir(repo_root())
         .output()
         .unwrap();
@@ -67,5 +34,194 @@ fn the_benchmark_workflow_lints_clean() {
         "actionlint:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_shell_scripts_pass_shellcheck() {
+    require_tools(&["shellcheck"]);
+    let out = Command::new("shellcheck")
+        .args(["scripts/setup", "scripts/in-debian13-root", ".ci/run"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "shellcheck:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// The lane matrix of the workflow: `(runner, lane)` from its `- { runner: R, lane: L }`
+/// lines under `include:`.
+fn workflow_lanes(workflow: &str) -> Result<Vec<(String, String)>, String> {
+    let mut lines = workflow
+        .lines()
+        .skip_while(|l| l.trim() != "include:")
+        .skip(1);
+    let mut lanes = Vec::new();
+    for line in lines.by_ref() {
+        let Some(entry) = line.trim().strip_prefix("- {") else {
+            break;
+        };
+        let fields: Vec<(&str, &str)> = entry
+            .trim_end_matches('}')
+            .split(',')
+            .filter_map(|f| f.split_once(':'))
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .collect();
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+                .ok_or_else(|| format!("{WORKFLOW}: matrix entry `{}` has no {name}", line.trim()))
+        };
+        lanes.push((field("runner")?, field("lane")?));
+    }
+    if lanes.is_empty() {
+        return Err(format!(
+            "{WORKFLOW}: no `include:` list of `- {{ runner: R, lane: L }}` entries"
+        ));
+    }
+    Ok(lanes)
+}
+
+/// Disagreements between the workflow's lanes, the lanes lanes.toml declares and the lanes
+/// the harness can run (`--lane`): every lane the harness runs has exactly one runner, and
+/// every workflow lane is declared in lanes.toml (so `matrix` judges it).
+fn lane_problems(
+    workflow: &[(String, String)],
+    declared: &[String],
+    harness: &[String],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (runner, lane) in workflow {
+        if !declared.contains(lane) {
+            problems.push(format!(
+                "{WORKFLOW} runs lane `{lane}` on {runner}, which lanes.toml does not declare"
+            ));
+        }
+        if !harness.contains(lane) {
+            problems.push(format!(
+                "{WORKFLOW} runs lane `{lane}` on {runner}, which flywheel-bench has no --lane for"
+            ));
+        }
+        if workflow.iter().filter(|(r, _)| r == runner).count() > 1 {
+            problems.push(format!("{WORKFLOW} lists runner {runner} more than once"));
+        }
+    }
+    for lane in harness {
+        match workflow.iter().filter(|(_, l)| l == lane).count() {
+            0 => problems.push(format!("lane `{lane}` has no runner in {WORKFLOW}")),
+            1 => {}
+            n => problems.push(format!("lane `{lane}` has {n} runners in {WORKFLOW}")),
+        }
+    }
+    problems
+}
+
+fn declared_lanes(lanes_toml: &str) -> Vec<String> {
+    let doc: toml::Value = toml::from_str(lanes_toml).expect("lanes.toml parses");
+    doc["lane"]
+        .as_array()
+        .expect("lanes.toml has [[lane]] entries")
+        .iter()
+        .map(|l| {
+            l["name"]
+                .as_str()
+                .expect("every lane has a name")
+                .to_string()
+        })
+        .collect()
+}
+
+/// The `--lane` values the harness accepts, from its own usage error.
+fn harness_lanes() -> Vec<String> {
+    let out = bin()
+        .args(["run", "--lane", "flywheel-no-such-lane"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let values = stderr
+        .split_once("[possible values: ")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .unwrap_or_else(|| panic!("no list of possible --lane values in:\n{stderr}"))
+        .0;
+    values.split(", ").map(str::to_string).collect()
+}
+
+#[test]
+fn the_workflow_runs_every_lane_of_lanes_toml_and_the_harness() {
+    let workflow = std::fs::read_to_string(repo_root().join(WORKFLOW)).unwrap();
+    let lanes = workflow_lanes(&workflow).unwrap();
+    let pairs: Vec<(&str, &str)> = lanes
+        .iter()
+        .map(|(r, l)| (r.as_str(), l.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("tinyland-nix", "host"),
+            ("tinyland-nix-kvm", "vm"),
+            ("tinyland-nix-gpu", "gpu")
+        ]
+    );
+    let declared =
+        declared_lanes(&std::fs::read_to_string(repo_root().join("lanes.toml")).unwrap());
+    let harness = harness_lanes();
+    assert_eq!(harness, ["host", "vm", "gpu"]);
+    let problems = lane_problems(&lanes, &declared, &harness);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn lanes_that_disagree_are_named() {
+    let workflow = "    matrix:\n      include:\n        - { runner: tinyland-nix, lane: host }\n        - { runner: tinyland-nix-kvm, lane: kvm }\n        - { runner: tinyland-nix, lane: gpu }\n    steps:\n";
+    let lanes = workflow_lanes(workflow).unwrap();
+    // lanes.toml without gpu, as if the lane had been dropped there.
+    let declared = declared_lanes(
+        "[[lane]]\nname = \"host\"\ntitle = \"h\"\ncanary = \"c\"\n[[lane]]\nname = \"vm\"\ntitle = \"v\"\ncanary = \"c\"\n",
+    );
+    let harness = ["host", "vm", "gpu"].map(String::from);
+    let problems = lane_problems(&lanes, &declared, &harness);
+    assert_eq!(
+        problems,
+        [
+            format!("{WORKFLOW} lists runner tinyland-nix more than once"),
+            format!("{WORKFLOW} runs lane `kvm` on tinyland-nix-kvm, which lanes.toml does not declare"),
+            format!("{WORKFLOW} runs lane `kvm` on tinyland-nix-kvm, which flywheel-bench has no --lane for"),
+            format!("{WORKFLOW} runs lane `gpu` on tinyland-nix, which lanes.toml does not declare"),
+            format!("{WORKFLOW} lists runner tinyland-nix more than once"),
+            format!("lane `vm` has no runner in {WORKFLOW}"),
+        ]
+    );
+    assert!(workflow_lanes("jobs:\n  x:\n    runs-on: a\n")
+        .unwrap_err()
+        .contains("no `include:` list"));
+}
+
+#[test]
+fn nightly_runs_no_scenario_that_takes_hours() {
+    let workflow = std::fs::read_to_string(repo_root().join(WORKFLOW)).unwrap();
+    let line = workflow
+        .lines()
+        .find(|l| l.trim_start().starts_with("SCENARIOS:"))
+        .expect("the workflow sets SCENARIOS");
+    let nightly = line
+        .split_once("|| '")
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .unwrap_or_else(|| panic!("no nightly default in `{line}`"))
+        .0;
+    let scenarios: Vec<&str> = nightly.split_whitespace().collect();
+    // `fallback` and `all` include blackhole at default settings, which waits out every
+    // timeout of the tools (hours).
+    for slow in ["fallback:blackhole", "fallback", "all"] {
+        assert!(!scenarios.contains(&slow), "nightly runs {slow}: {nightly}");
+    }
+    assert!(scenarios.contains(&"fallback:blackhole+tuned"), "{nightly}");
+    assert!(
+        workflow.contains(&format!("default: \"{nightly}\"")),
+        "the manual dispatch default differs from the nightly list"
     );
 }

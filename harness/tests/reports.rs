@@ -123,7 +123,12 @@ fn report_export_and_matrix_render_a_real_run() {
         String::from_utf8_lossy(&matrix.stderr)
     );
     assert!(text.contains("| Linux host (shared CI runner) |"), "{text}");
-    assert!(text.contains("| KVM (nix-vm-test) | backlog |"), "{text}");
+    assert!(
+        text.contains(
+            "| QEMU VM the harness boots (KVM when proved by boot, else TCG) | backlog |"
+        ),
+        "{text}"
+    );
 
     let bad = harness(&[&"report", &tmp.path().join("missing.json")]);
     assert_eq!(bad.status.code(), Some(2));

@@ -2,6 +2,7 @@
 //! state, and pure parsers of what they print.
 
 pub mod bazel;
+pub mod bazel_flags;
 pub mod bazel_log;
 pub mod git;
 pub mod nix;

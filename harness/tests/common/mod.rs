@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // Each test binary uses its own subset.
 
+pub mod debian13;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
