@@ -47,6 +47,13 @@ enum Command {
     Export(ExportArgs),
     /// The runner-lane proof matrix (Markdown) from lanes.toml and results files.
     Matrix(MatrixArgs),
+    /// Remove what runs that died left in the work folder (scratch folders, their processes
+    /// such as Bazel servers, their cgroups), and say what was removed.
+    Clean {
+        /// The folder runs were given with --work-dir (default: the system temp folder).
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -246,6 +253,9 @@ pub fn main() -> i32 {
         Command::Compare(args) => compare(&args),
         Command::Export(args) => export(&args),
         Command::Matrix(args) => matrix(&args),
+        Command::Clean { work_dir } => {
+            crate::run::janitor::clean(&work_dir.unwrap_or_else(std::env::temp_dir))
+        }
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");
@@ -376,6 +386,9 @@ fn run(args: RunArgs) -> Result<i32> {
     // Declared in this order so they drop in reverse: drivers (and their build servers),
     // then the cache server, then the scratch folder that holds them all.
     let work_parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    crate::run::janitor::sweep(&work_parent)
+        .iter()
+        .for_each(|s| eprintln!("flywheel-bench: {s}"));
     let scratch = ScratchDir::new_in(&work_parent, "flywheel-bench-").map_err(|e| {
         Error::io(
             format!("creating a work folder in {}", work_parent.display()),

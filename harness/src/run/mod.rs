@@ -2,8 +2,11 @@
 //! warm-ups and samples, retries builds that a faulty cache broke, compares outputs with a
 //! clean build's, and emits typed events. It knows nothing about terminals or files.
 
+pub mod cgroup;
 pub mod events;
+pub mod janitor;
 pub mod process;
+pub mod procfs;
 pub mod progress;
 pub mod recorder;
 pub mod sources;
