@@ -83,12 +83,46 @@ impl ScratchDir {
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
+        // Builders a killed build tool orphaned (Nix's sandboxed ones outlive `nix build`).
+        stop_processes_in(&self.path, Owner::current().start_ticks);
         if let Err(e) = remove_tree(&self.path) {
             eprintln!(
                 "warning: could not remove temporary folder {}: {e}",
                 self.path.display()
             );
         }
+    }
+}
+
+/// SIGKILLs the processes that still work in `dir` (a scratch folder or a folder in one):
+/// those started after `since` (the owner's start, in clock ticks) whose command line or
+/// mounts name it: Bazel servers, Nix's sandboxed builders (which outlive a killed `nix
+/// build`). Returns their pids.
+pub fn stop_processes_in(dir: &Path, since: u64) -> Vec<i32> {
+    let needle = unique_part(dir);
+    procfs::kill_processes(|pid| {
+        procfs::Stat::of(pid).is_some_and(|s| s.start_ticks >= since)
+            && procfs::mentions(pid, &needle)
+    })
+}
+
+/// `dir` from its scratch folder's (unique) name on, e.g. `flywheel-bench-Ab12Cd/nix/root3`:
+/// a sandbox's mounts show paths relative to their file system, which may be a tmpfs
+/// mounted anywhere. The whole path when it is in no scratch folder.
+fn unique_part(dir: &Path) -> String {
+    let components: Vec<_> = dir.components().collect();
+    let scratch = components.iter().rposition(|c| {
+        c.as_os_str()
+            .to_string_lossy()
+            .starts_with(crate::run::janitor::SCRATCH_PREFIX)
+    });
+    match scratch {
+        Some(at) => components[at..]
+            .iter()
+            .collect::<PathBuf>()
+            .to_string_lossy()
+            .into_owned(),
+        None => dir.to_string_lossy().into_owned(),
     }
 }
 
@@ -295,6 +329,15 @@ mod tests {
         assert_eq!(Owner::parse(&me.render()), Some(me));
         assert_eq!(Owner::parse("pid -1\nstart_ticks 1\nboot_id x\n"), None);
         assert_eq!(Owner::parse(""), None);
+    }
+
+    #[test]
+    fn names_a_folder_from_its_scratch_folder_on() {
+        assert_eq!(
+            unique_part(Path::new("/tmp/flywheel-bench-Ab12Cd/nix/root3")),
+            "flywheel-bench-Ab12Cd/nix/root3"
+        );
+        assert_eq!(unique_part(Path::new("/srv/other")), "/srv/other");
     }
 
     #[test]

@@ -5,7 +5,6 @@
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use super::{cgroup, procfs};
 use crate::error::{exit_code, Result};
@@ -138,11 +137,11 @@ fn clean_folder(folder: PathBuf, owner: Owner) -> Swept {
     for root in &record.server_roots {
         swept.processes_killed.extend(stop_bazel_servers(root, 1));
     }
-    // Whatever still runs in the folder or names it: servers, builds a crash orphaned.
-    let folder_text = swept.folder.to_string_lossy().into_owned();
-    swept.processes_killed.extend(kill_processes(|pid| {
-        working_in(pid, &swept.folder, &folder_text)
-    }));
+    // Whatever still works in the folder: servers, builders a crash orphaned.
+    let since = swept.owner.start_ticks;
+    swept
+        .processes_killed
+        .extend(scratch::stop_processes_in(&swept.folder, since));
     if let Err(e) = scratch::remove_tree(&swept.folder) {
         swept.problems.push(format!("{e}"));
     }
@@ -158,49 +157,14 @@ pub fn stop_bazel_servers(root: &Path, depth: usize) -> Vec<i32> {
         .iter()
         .filter_map(|f| std::fs::read_to_string(f).ok()?.trim().parse().ok())
         .collect();
-    kill_processes(|pid| pids.contains(&pid) && procfs::cmdline(pid).contains(&root_text))
-}
-
-/// Whether `pid` works in `folder`: its command line names it or its working folder is in it.
-fn working_in(pid: i32, folder: &Path, folder_text: &str) -> bool {
-    procfs::cmdline(pid).contains(folder_text)
-        || std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(folder))
-}
-
-/// SIGKILLs this user's live processes (never the harness itself) that `chosen` picks, and
-/// waits a little for them to go. Returns their pids.
-fn kill_processes(chosen: impl Fn(i32) -> bool) -> Vec<i32> {
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
-    let own = std::process::id() as i32;
-    let pids: Vec<i32> = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.metadata().is_ok_and(|m| m.uid() == me))
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|&pid| pid != own && procfs::Stat::of(pid).is_some_and(|s| s.alive()))
-        .filter(|&pid| chosen(pid))
-        .collect();
-    for &pid in &pids {
-        // SAFETY: plain syscall on a pid just checked to be ours and chosen.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while pids
-        .iter()
-        .any(|&p| procfs::Stat::of(p).is_some_and(|s| s.alive()))
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    pids
+    procfs::kill_processes(|pid| pids.contains(&pid) && procfs::cmdline(pid).contains(&root_text))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
 
     /// A scratch folder as a dead run leaves it: its lock names a process that is gone.
     fn stale_folder(parent: &Path, name: &str) -> PathBuf {
@@ -226,10 +190,12 @@ mod tests {
             std::os::unix::fs::PermissionsExt::from_mode(0o555),
         )
         .unwrap();
-        // A leftover working in the folder, in its own session like a daemon.
+        // A leftover naming the folder, in its own session like a daemon.
+        std::fs::write(stale.join("log"), "").unwrap();
         let mut orphan = Command::new("setsid")
-            .args(["sleep", "300"])
-            .current_dir(&stale)
+            .arg("tail")
+            .arg("-f")
+            .arg(stale.join("log"))
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
@@ -237,9 +203,9 @@ mod tests {
         let foreign = work.path().join("flywheel-bench-other-tool");
         std::fs::create_dir(&foreign).unwrap();
         let live = scratch::ScratchDir::new_in(work.path(), SCRATCH_PREFIX).unwrap();
-        // setsid execs sleep in the same process when it can; wait until it has.
+        // setsid execs tail in the same process when it can; wait until it has.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !procfs::cmdline(orphan.id() as i32).starts_with("sleep") && Instant::now() < deadline
+        while !procfs::cmdline(orphan.id() as i32).starts_with("tail") && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(10));
         }

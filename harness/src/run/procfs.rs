@@ -1,9 +1,10 @@
-//! Readers of /proc: who a process is (start time, group), what it used (CPU ticks, peak
-//! memory), and what it was started with, for accounting and for telling a live owner from
-//! a reused pid.
+//! /proc: who a process is (start time, group), what it used (CPU ticks, peak memory),
+//! what it was started with and where it works, for accounting, for telling a live owner
+//! from a reused pid, and for finding and killing what a run left behind.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The fields of `/proc/PID/stat` the harness uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +75,52 @@ pub fn cmdline(pid: i32) -> String {
     String::from_utf8_lossy(&raw).replace('\0', " ")
 }
 
+/// Whether `pid`'s command line or mount table names the path `needle` or a path in it.
+/// Nix's sandboxed builders name nothing on their command line, but their mounts name the
+/// store they build in.
+pub fn mentions(pid: i32, needle: &str) -> bool {
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    names_path(&cmdline(pid), needle) || names_path(&mounts, needle)
+}
+
+/// Whether `text` holds `path` ending at a path component's end (`root3` is not `root30`).
+pub fn names_path(text: &str, path: &str) -> bool {
+    !path.is_empty()
+        && text.match_indices(path).any(|(at, _)| {
+            text[at + path.len()..]
+                .chars()
+                .next()
+                .is_none_or(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        })
+}
+
+/// SIGKILLs this user's live processes (never the harness itself) that `chosen` picks, and
+/// waits up to 5 s for them to go. Returns their pids.
+pub fn kill_processes(chosen: impl Fn(i32) -> bool) -> Vec<i32> {
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let own = std::process::id() as i32;
+    let pids: Vec<i32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.metadata().is_ok_and(|m| m.uid() == me))
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&pid| pid != own && Stat::of(pid).is_some_and(|s| s.alive()))
+        .filter(|&pid| chosen(pid))
+        .collect();
+    for &pid in &pids {
+        // SAFETY: plain syscall on a pid just checked to be this user's and chosen.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|&p| Stat::of(p).is_some_and(|s| s.alive())) && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pids
+}
+
 /// This boot's id: a pid and start time name one process only within one boot.
 pub fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -125,6 +172,21 @@ mod tests {
         assert!(peak_rss_bytes(std::process::id() as i32).unwrap() > 1024 * 1024);
         assert!(cmdline(std::process::id() as i32).contains("flywheel"));
         assert_eq!(boot_id().len(), 36);
+    }
+
+    #[test]
+    fn names_whole_path_components_only() {
+        assert!(names_path(
+            "nix build --store /t/fb-x/root3 -f",
+            "fb-x/root3"
+        ));
+        assert!(names_path(
+            "123 1 0:1 /t/fb-x/root3/nix/store / rw",
+            "fb-x/root3"
+        ));
+        assert!(names_path("/t/fb-x/root3", "fb-x/root3"));
+        assert!(!names_path("/t/fb-x/root30/nix", "fb-x/root3"));
+        assert!(!names_path("anything", ""));
     }
 
     #[test]
