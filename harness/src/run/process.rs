@@ -394,7 +394,9 @@ fn run_accounted(
     let (status, timed_out) =
         waited.context(|| format!("waiting for `{}`", spec.program.display()))?;
     let usage = match (&build_cgroup, cgroups) {
-        (Some(group), Some(run)) => measure_cgroup(&status, pid, group, run, &before, probe),
+        (Some(group), Some(run)) => {
+            measure_cgroup(&status, pid, group, run, &before, probe, !timed_out)
+        }
         _ => None,
     }
     .unwrap_or_else(|| measure_children(&status, &before, probe));
@@ -456,7 +458,9 @@ struct Usage {
 }
 
 /// Everything in the build's cgroup, plus what the run's servers did meanwhile. Processes
-/// that outlive the build (servers) move to the run's servers cgroup.
+/// that outlive a build (servers) move to the run's servers cgroup when `keep_servers`;
+/// otherwise (a build killed at its timeout) they die with the build's cgroup: Nix's
+/// sandboxed builders outlive a killed `nix build`.
 fn measure_cgroup(
     status: &WaitStatus,
     pid: i32,
@@ -464,6 +468,7 @@ fn measure_cgroup(
     run: &RunCgroups,
     before: &ServersBefore,
     probe: &ServerProbe,
+    keep_servers: bool,
 ) -> Option<Usage> {
     let (mut user, mut sys) = group.cpu()?;
     // What is left of the build's own process group is dying (killed above).
@@ -472,7 +477,9 @@ fn measure_cgroup(
         .into_iter()
         .filter(|&p| procfs::Stat::of(p).is_some_and(|s| s.alive() && s.process_group != pid))
         .collect();
-    run.adopt_servers(&survivors);
+    if keep_servers {
+        run.adopt_servers(&survivors);
+    }
     if let (Some(then), Some(now)) = (before.cgroup_cpu, run.servers_cpu()) {
         user += now.0.saturating_sub(then.0);
         sys += now.1.saturating_sub(then.1);
@@ -755,7 +762,9 @@ pub fn install_interrupt_handler() -> Result<()> {
     if *installed {
         return Ok(());
     }
-    let mut signals = signal_hook::iterator::Signals::new(INTERRUPTING_SIGNALS).map_err(|e| {
+    // A signal the harness was started ignoring (`nohup`, a background job) stays ignored.
+    let wanted = INTERRUPTING_SIGNALS.into_iter().filter(|&s| !ignored(s));
+    let mut signals = signal_hook::iterator::Signals::new(wanted).map_err(|e| {
         Error::Environment(format!(
             "cannot install the handler of SIGINT, SIGTERM and SIGHUP: {e}"
         ))
@@ -777,6 +786,16 @@ pub fn install_interrupt_handler() -> Result<()> {
         .context(|| "starting the signal handler thread".into())?;
     *installed = true;
     Ok(())
+}
+
+/// Whether `signal`'s disposition is SIG_IGN.
+fn ignored(signal: i32) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into a local.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 fn kill_owned() {
@@ -1069,6 +1088,35 @@ mod tests {
     #[test]
     fn cgroup_v1_counts_a_server_later_and_kills_it_with_the_run() {
         server_is_counted_later_and_dies_with_the_run(cgroup::Version::V1);
+    }
+
+    #[test]
+    fn a_timed_out_build_leaves_no_daemon_in_cgroup_mode() {
+        for version in [cgroup::Version::V2, cgroup::Version::V1] {
+            let Some((scratch, exec)) = cgroup_executor(version) else {
+                continue;
+            };
+            let script = "setsid -f sh -c 'echo $$ > daemon.pid; exec sleep 300' </dev/null >/dev/null 2>&1; sleep 300";
+            let outcome = exec
+                .run(&spec(scratch.path(), script, Duration::from_millis(500)))
+                .unwrap();
+            assert_eq!(outcome.exit, Exit::TimedOut);
+            let daemon: i32 = std::fs::read_to_string(scratch.path().join("daemon.pid"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            assert!(dies_soon(daemon), "{version:?}: daemon {daemon} survived");
+        }
+    }
+
+    #[test]
+    fn tells_an_ignored_signal() {
+        // SIGUSR2 is no one's in this test binary.
+        // SAFETY: plain syscall, setting a disposition no test relies on.
+        unsafe { libc::signal(libc::SIGUSR2, libc::SIG_IGN) };
+        assert!(ignored(libc::SIGUSR2));
+        assert!(!ignored(libc::SIGTERM));
     }
 
     #[test]
