@@ -306,6 +306,19 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_with_a_hostile_url_is_refused_when_read() {
+        let text = format!(
+            "name = \"x\"\ndescription = \"x\"\n[source]\ngit = \"--upload-pack=touch /tmp/x\"\nrev = \"{}\"\n[nix]\nfile = \"default.nix\"\n",
+            "a".repeat(40)
+        );
+        let err = crate::plan::manifest::parse(&text, Path::new("/r/repo.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("/r/repo.toml: key `source.git`"), "{err}");
+        assert!(err.contains(GIT_URL_FIX), "{err}");
+    }
+
+    #[test]
     fn allows_the_usual_url_forms() {
         for url in [
             "https://github.com/owner/repo",
