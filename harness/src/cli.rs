@@ -45,6 +45,13 @@ enum Command {
     /// Inside a vm lane's guest: runs the job the host wrote (set up by the harness).
     #[command(hide = true)]
     Guest { job: PathBuf },
+    /// Remove what runs that died left in the work folder (scratch folders, their processes
+    /// such as Bazel servers, their cgroups), and say what was removed.
+    Clean {
+        /// The folder runs were given with --work-dir (default: the system temp folder).
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -104,6 +111,9 @@ pub fn main() -> i32 {
         Command::Export(args) => export(&args),
         Command::Matrix(args) => matrix(&args),
         Command::Guest { job } => guest(&job),
+        Command::Clean { work_dir } => {
+            crate::run::janitor::clean(&work_dir.unwrap_or_else(std::env::temp_dir))
+        }
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");
@@ -119,15 +129,17 @@ fn run(args: RunArgs) -> Result<i32> {
     });
     let profile = crate::plan::profile::load(config_file.as_deref(), &args.profile)?;
     let config = RunConfig::resolve(&args, &profile, &env)?;
+    crate::checks::check_output_path(&config.output)?;
     process::install_interrupt_handler()?;
     let exec = ProcessExecutor;
     let mut session = Session::open(&config, &exec)?;
-    let header = Results::start(
+    let mut header = Results::start(
         &config,
         std::env::args().collect(),
         session.environment().clone(),
         tools::git::describe(&exec, &config.flake_dir),
     );
+    header.notes = session.notes();
     let mut recorder = Recorder::new(config.output.clone(), header);
     eprintln!(
         "flywheel-bench: {} cases, {} timed builds; results go to {}",
@@ -140,7 +152,7 @@ fn run(args: RunArgs) -> Result<i32> {
         recorder.path().display()
     );
     let mut progress = Progress::new();
-    let outcome = session.run(&exec, &mut [&mut progress, &mut recorder]);
+    let outcome = session.run(&mut [&mut progress, &mut recorder]);
     drop(progress);
     drop(session);
     if let Err(e) = outcome {
@@ -177,7 +189,7 @@ fn guest(job_file: &Path) -> Result<i32> {
     let mut events = EventLog::create(&job.events)?;
     let mut session = Session::guest(job, &exec)?;
     let sinks: &mut [&mut dyn EventSink] = &mut [&mut events];
-    session.run(&exec, sinks)?;
+    session.run(sinks)?;
     Ok(exit_code::OK)
 }
 

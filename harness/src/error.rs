@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::run::process::interrupting_signal;
+
 /// Documented exit codes (README "Exit codes").
 pub mod exit_code {
     /// Every case ran and succeeded.
@@ -14,8 +16,17 @@ pub mod exit_code {
     pub const ENVIRONMENT: i32 = 3;
     /// An I/O or internal error stopped the run.
     pub const INTERNAL: i32 = 4;
-    /// Interrupted (Ctrl-C / SIGTERM); results of finished cases were kept.
+    /// Interrupted by SIGINT (Ctrl-C); results of finished cases were kept.
     pub const INTERRUPTED: i32 = 130;
+    /// Interrupted by SIGHUP (a closed terminal).
+    pub const HANGUP: i32 = 129;
+    /// Interrupted by SIGTERM (a cancelled CI job).
+    pub const TERMINATED: i32 = 143;
+
+    /// 128 + the signal's number, as shells report a death by that signal.
+    pub fn interrupted_by(signal: i32) -> i32 {
+        128 + signal
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +62,13 @@ pub enum Error {
     #[error("{0}")]
     Build(String),
 
-    #[error("interrupted; results of the cases that finished were kept")]
+    /// The signal is the process's first interrupting one ([`interrupting_signal`]).
+    ///
+    /// [`interrupting_signal`]: crate::run::process::interrupting_signal
+    #[error(
+        "interrupted{}; results of the cases that finished were kept",
+        signal_name(interrupting_signal())
+    )]
     Interrupted,
 }
 
@@ -69,8 +86,20 @@ impl Error {
             Error::MissingTool { .. } | Error::Environment(_) => exit_code::ENVIRONMENT,
             Error::Build(_) => exit_code::CASE_FAILED,
             Error::Io { .. } => exit_code::INTERNAL,
-            Error::Interrupted => exit_code::INTERRUPTED,
+            Error::Interrupted => {
+                interrupting_signal().map_or(exit_code::INTERRUPTED, exit_code::interrupted_by)
+            }
         }
+    }
+}
+
+/// " by SIGTERM" for the interrupting signals, nothing otherwise.
+fn signal_name(signal: Option<i32>) -> &'static str {
+    match signal {
+        Some(libc::SIGINT) => " by SIGINT",
+        Some(libc::SIGTERM) => " by SIGTERM",
+        Some(libc::SIGHUP) => " by SIGHUP",
+        _ => "",
     }
 }
 
@@ -84,5 +113,25 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|e| Error::io(what(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_interrupting_signal_has_its_documented_exit_code() {
+        assert_eq!(
+            exit_code::interrupted_by(libc::SIGINT),
+            exit_code::INTERRUPTED
+        );
+        assert_eq!(
+            exit_code::interrupted_by(libc::SIGTERM),
+            exit_code::TERMINATED
+        );
+        assert_eq!(exit_code::interrupted_by(libc::SIGHUP), exit_code::HANGUP);
+        assert_eq!(signal_name(Some(libc::SIGTERM)), " by SIGTERM");
+        assert_eq!(signal_name(None), "");
     }
 }

@@ -7,6 +7,7 @@
 //! `report` (pure renderers), `cli` (the thin command-line layer).
 
 pub mod cache;
+pub mod checks;
 pub mod cli;
 pub mod error;
 pub mod lanes;

@@ -191,6 +191,8 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
                     "pin git sources by a 40-character commit hash, e.g. from `git rev-parse HEAD`",
                 ));
             }
+            crate::tools::git::validate_git_url(&url)
+                .map_err(|why| invalid(why, crate::tools::git::GIT_URL_FIX))?;
             Source::Git { url, rev }
         }
         (None, Some(_), None) => {

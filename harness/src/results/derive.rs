@@ -317,45 +317,26 @@ mod tests {
     fn sample(wall: f64, built: u64, substituted: u64) -> Sample {
         Sample {
             wall_s: wall,
-            user_s: 0.0,
-            sys_s: 0.0,
             exit_code: Some(0),
-            signal: None,
-            timed_out: false,
             built: Some(built),
             substituted: Some(substituted),
-            downloaded_bytes: None,
-            actions: None,
-            remote_cache_hits: None,
-            processes: None,
-            by_mnemonic: BTreeMap::new(),
-            notes: Vec::new(),
-            messages: Vec::new(),
-            retry: None,
             overhead_s: 0.01,
+            ..Sample::default()
         }
     }
 
     fn case(scenario: Scenario, samples: Vec<Sample>, outcome: Outcome) -> CaseResult {
-        let walls: Vec<f64> = samples.iter().map(|s| s.wall_s).collect();
-        CaseResult {
-            repo: "r".into(),
+        let key = CaseKey {
+            repo: "r",
             system: System::Nix,
             lane: Lane::Host,
-            scenario,
-            source_git: None,
-            parameters: BTreeMap::new(),
+        };
+        let walls: Vec<f64> = samples.iter().map(|s| s.wall_s).collect();
+        CaseResult {
             outcome,
-            reason: None,
-            cache: None,
-            command: None,
-            reproduce: None,
-            warmups: vec![],
             stats: Summary::of(&walls),
             samples,
-            fallback: None,
-            verification: None,
-            overhead_median_s: None,
+            ..CaseResult::new(key, scenario, BTreeMap::new())
         }
     }
 

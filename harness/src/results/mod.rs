@@ -47,6 +47,10 @@ pub struct Results {
     /// Pass/fail per repo, system and lane, with the thresholds used.
     #[serde(default)]
     pub verdicts: Vec<derive::Verdicts>,
+    /// What a reviewer should know about how the run measured (e.g. no cgroup for CPU
+    /// accounting, and why).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -332,11 +336,23 @@ pub struct ConfigFile {
 }
 
 /// One timed build.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Sample {
     pub wall_s: f64,
+    /// CPU time of everything the build ran, as far as `cpu_scope` says.
     pub user_s: f64,
     pub sys_s: f64,
+    /// What the CPU times count: `cgroup-v2` or `cgroup-v1` (every process of the build,
+    /// servers it started included), `children+server-proc` (the tool's processes plus the
+    /// build servers' own counters), `children` (only the tool's own processes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_scope: Option<String>,
+    /// Peak resident memory of the largest process the tool ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rss_bytes: Option<u64>,
+    /// Peak resident memory of the build server (Bazel's), where there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_max_rss_bytes: Option<u64>,
     /// Absent when the build was killed by a signal or the timeout.
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -378,6 +394,33 @@ pub struct Sample {
 }
 
 impl CaseResult {
+    /// A case before anything ran: `ok` until a step says otherwise.
+    pub fn new(
+        key: CaseKey,
+        scenario: Scenario,
+        parameters: BTreeMap<String, ParamValue>,
+    ) -> CaseResult {
+        CaseResult {
+            repo: key.repo.to_string(),
+            system: key.system,
+            lane: key.lane,
+            scenario,
+            source_git: None,
+            parameters,
+            outcome: Outcome::Ok,
+            reason: None,
+            cache: None,
+            command: None,
+            reproduce: None,
+            warmups: Vec::new(),
+            samples: Vec::new(),
+            stats: None,
+            fallback: None,
+            verification: None,
+            overhead_median_s: None,
+        }
+    }
+
     /// `repo system lane scenario`, how reports and exports name a case.
     pub fn label(&self) -> String {
         format!("{} {}", self.key(), self.scenario)
@@ -528,6 +571,7 @@ impl Results {
             comparisons: Vec::new(),
             fallbacks: Vec::new(),
             verdicts: Vec::new(),
+            notes: Vec::new(),
         }
     }
 }

@@ -33,7 +33,7 @@ pub fn run_build(
     std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     let started = Instant::now();
     let build = driver.prepare(ctx, mode, dir)?;
-    let outcome = exec.run(&build.spec)?;
+    let outcome = exec.run_with_servers(&build.spec, &driver.servers(&build))?;
     let report = driver.inspect(&build, &outcome);
     let outputs = if want_outputs && outcome.success() {
         Some(driver.outputs(&build, exec)?)
@@ -68,6 +68,9 @@ impl Build {
             wall_s: self.outcome.wall.as_secs_f64(),
             user_s: self.outcome.user.as_secs_f64(),
             sys_s: self.outcome.sys.as_secs_f64(),
+            cpu_scope: Some(self.outcome.cpu_scope.name().into()),
+            max_rss_bytes: self.outcome.max_rss_bytes,
+            server_max_rss_bytes: self.outcome.server_max_rss_bytes,
             exit_code,
             signal,
             timed_out,

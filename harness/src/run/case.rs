@@ -156,7 +156,8 @@ impl CaseRun<'_, '_> {
             let dir = self.dir.join("prime");
             std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
             let build = self.driver.prepare(&self.ctx, BuildMode::Prime, &dir)?;
-            let outcome = self.exec.run(&build.spec)?;
+            let servers = self.driver.servers(&build);
+            let outcome = self.exec.run_with_servers(&build.spec, &servers)?;
             if !outcome.success() {
                 let report = self.driver.inspect(&build, &outcome);
                 return Err(Error::Build(format!(

@@ -3,9 +3,12 @@
 
 pub mod build;
 pub mod case;
+pub mod cgroup;
 pub mod events;
 pub mod fallback;
+pub mod janitor;
 pub mod process;
+pub mod procfs;
 pub mod progress;
 pub mod recorder;
 pub mod scheduler;

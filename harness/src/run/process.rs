@@ -1,18 +1,21 @@
 //! Owned child processes. Every child runs in its own process group, which is killed on
-//! timeout, on Ctrl-C and when its owner is dropped; long-lived servers also die with the
-//! harness (PR_SET_PDEATHSIG), so no server outlives it.
+//! timeout, on SIGINT/SIGTERM/SIGHUP and when its owner is dropped, and dies with the
+//! harness (PR_SET_PDEATHSIG); a run's builds are measured whole (cgroups where possible).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::cgroup::{self, BuildCgroup, RunCgroups};
+use super::procfs;
 use crate::error::{Error, IoContext, Result};
+use crate::scratch::ScratchDir;
 
 /// One command to time: what to run, in which environment, where its output goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,12 +94,46 @@ pub enum Exit {
     TimedOut,
 }
 
+/// What a build's CPU time counts (results record it as `cpu_scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuScope {
+    /// Every process the build started, in its own cgroup v2, daemons it forked included,
+    /// plus what the run's servers (in their own cgroup) did meanwhile.
+    CgroupV2,
+    /// The same through the cgroup v1 `cpuacct` controller.
+    CgroupV1,
+    /// The child and the descendants it waited for (rusage), plus the /proc counters of the
+    /// servers a [`ServerProbe`] named, read before and after the build.
+    ChildrenAndServers,
+    /// The child and the descendants it waited for (rusage) only.
+    Children,
+}
+
+impl CpuScope {
+    /// The name results record.
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuScope::CgroupV2 => "cgroup-v2",
+            CpuScope::CgroupV1 => "cgroup-v1",
+            CpuScope::ChildrenAndServers => "children+server-proc",
+            CpuScope::Children => "children",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProcessOutcome {
     pub exit: Exit,
     pub wall: Duration,
+    /// User CPU time of everything the build ran, as far as `cpu_scope` reaches.
     pub user: Duration,
+    /// System CPU time, likewise.
     pub sys: Duration,
+    pub cpu_scope: CpuScope,
+    /// Peak resident memory of the largest process the build ran (its servers included).
+    pub max_rss_bytes: Option<u64>,
+    /// Peak resident memory of the largest long-lived server the build used (Bazel's).
+    pub server_max_rss_bytes: Option<u64>,
 }
 
 impl ProcessOutcome {
@@ -114,82 +151,406 @@ impl ProcessOutcome {
     }
 }
 
+/// Long-lived servers a build talks to (Bazel's), named by where their pid files are or
+/// will be. Where no cgroup counts them, their /proc counters (their own CPU time and that
+/// of the workers they reaped) are read before and after the build; a server born during
+/// the build counts whole. Either way their peak memory is read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServerProbe {
+    pid_files: Vec<PathBuf>,
+    bazel_roots: Vec<PathBuf>,
+}
+
+impl ServerProbe {
+    /// A server whose pid is written in `path`.
+    pub fn pid_file(path: impl Into<PathBuf>) -> Self {
+        ServerProbe {
+            pid_files: vec![path.into()],
+            ..Self::default()
+        }
+    }
+
+    /// Bazel's server for `--output_user_root=ROOT` (`ROOT/<hash>/server/server.pid.txt`).
+    pub fn bazel(output_user_root: impl Into<PathBuf>) -> Self {
+        ServerProbe {
+            bazel_roots: vec![output_user_root.into()],
+            ..Self::default()
+        }
+    }
+
+    fn pids(&self) -> BTreeSet<i32> {
+        let found = self
+            .bazel_roots
+            .iter()
+            .flat_map(|root| bazel_server_pid_files(root, 1));
+        self.pid_files
+            .iter()
+            .cloned()
+            .chain(found)
+            .filter_map(|f| std::fs::read_to_string(f).ok()?.trim().parse().ok())
+            .collect()
+    }
+}
+
+/// Bazel server pid files (`.../server/server.pid.txt`) in `dir` and the folders at most
+/// `depth` levels below it.
+pub fn bazel_server_pid_files(dir: &Path, depth: usize) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut level = vec![dir.to_path_buf()];
+    for remaining in (0..=depth).rev() {
+        let mut next = Vec::new();
+        for folder in level {
+            let pid_file = folder.join("server/server.pid.txt");
+            if pid_file.is_file() {
+                found.push(pid_file);
+            }
+            if remaining == 0 {
+                continue;
+            }
+            for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+                // Symlinks are not followed: a build tree may point anywhere.
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    next.push(entry.path());
+                }
+            }
+        }
+        level = next;
+    }
+    found
+}
+
 /// Runs commands. Behind a trait so the scheduler can be tested with a fake executor;
 /// `Sync` so a lane can wait on one command (a VM) while it reads what the command reports.
 pub trait Executor: Sync {
     fn run(&self, spec: &CommandSpec) -> Result<ProcessOutcome>;
+
+    /// Runs `spec` and also counts the servers `servers` names; executors that count
+    /// nothing beyond their child just run it.
+    fn run_with_servers(
+        &self,
+        spec: &CommandSpec,
+        servers: &ServerProbe,
+    ) -> Result<ProcessOutcome> {
+        let _ = servers;
+        self.run(spec)
+    }
 }
 
 impl<E: Executor + ?Sized> Executor for &E {
     fn run(&self, spec: &CommandSpec) -> Result<ProcessOutcome> {
         (**self).run(spec)
     }
+
+    fn run_with_servers(
+        &self,
+        spec: &CommandSpec,
+        servers: &ServerProbe,
+    ) -> Result<ProcessOutcome> {
+        (**self).run_with_servers(spec, servers)
+    }
 }
 
-/// The real executor: spawns, times (wall + rusage), enforces the timeout.
+/// The plain executor: spawns, times (wall + rusage), enforces the timeout. For helper
+/// commands; a run's builds go through a [`BuildExecutor`].
 #[derive(Debug, Default)]
 pub struct ProcessExecutor;
+
+impl Executor for ProcessExecutor {
+    fn run(&self, spec: &CommandSpec) -> Result<ProcessOutcome> {
+        run_accounted(spec, None, &ServerProbe::default())
+    }
+
+    fn run_with_servers(
+        &self,
+        spec: &CommandSpec,
+        servers: &ServerProbe,
+    ) -> Result<ProcessOutcome> {
+        run_accounted(spec, None, servers)
+    }
+}
+
+/// The executor of one run: like [`ProcessExecutor`], and each child runs in a cgroup of
+/// its own when one can be created, so its CPU time counts every process the build started,
+/// servers it forked off included. Dropping it kills what is left in its cgroups.
+#[derive(Debug)]
+pub struct BuildExecutor {
+    cgroups: Option<RunCgroups>,
+    /// Why no cgroup counts the builds.
+    note: Option<String>,
+}
+
+impl BuildExecutor {
+    /// The executor of the run that owns `scratch`: its cgroup is named after that folder
+    /// and recorded in it, so the janitor can remove it if the run dies. `version` forces
+    /// one hierarchy; `None` tries v2, then v1.
+    pub fn for_run(scratch: &ScratchDir, version: Option<cgroup::Version>) -> BuildExecutor {
+        let name = scratch
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = if name.starts_with(cgroup::NAME_PREFIX) {
+            name
+        } else {
+            format!("{}{name}", cgroup::NAME_PREFIX)
+        };
+        let created = RunCgroups::create(version, &name).and_then(|run| {
+            scratch
+                .record_cgroup(run.dir())
+                .map(|()| run)
+                .map_err(|e| e.to_string())
+        });
+        match created {
+            Ok(run) => BuildExecutor {
+                cgroups: Some(run),
+                note: None,
+            },
+            Err(why) => BuildExecutor {
+                cgroups: None,
+                note: Some(format!(
+                    "no cgroup for the builds ({why}): CPU time counts the build tool's own child processes and the servers named to it"
+                )),
+            },
+        }
+    }
+
+    /// Why CPU time counts less than every process a build started (`None` when a cgroup
+    /// counts it all): worth a note in the results.
+    pub fn accounting_note(&self) -> Option<&str> {
+        self.note.as_deref()
+    }
+
+    /// The scope builds are counted with when nothing goes wrong for one of them.
+    pub fn cpu_scope(&self) -> CpuScope {
+        match self.cgroups.as_ref().map(RunCgroups::version) {
+            Some(cgroup::Version::V2) => CpuScope::CgroupV2,
+            Some(cgroup::Version::V1) => CpuScope::CgroupV1,
+            None => CpuScope::ChildrenAndServers,
+        }
+    }
+}
+
+impl Executor for BuildExecutor {
+    fn run(&self, spec: &CommandSpec) -> Result<ProcessOutcome> {
+        run_accounted(spec, self.cgroups.as_ref(), &ServerProbe::default())
+    }
+
+    fn run_with_servers(
+        &self,
+        spec: &CommandSpec,
+        servers: &ServerProbe,
+    ) -> Result<ProcessOutcome> {
+        run_accounted(spec, self.cgroups.as_ref(), servers)
+    }
+}
 
 /// How long a process group gets between SIGTERM and SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(2);
 
-impl Executor for ProcessExecutor {
-    fn run(&self, spec: &CommandSpec) -> Result<ProcessOutcome> {
-        check_interrupted()?;
-        let mut cmd = Command::new(&spec.program);
-        cmd.args(&spec.args)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(match &spec.stdin {
-                Some(path) => {
-                    Stdio::from(File::open(path).context(|| format!("opening {}", path.display()))?)
-                }
-                None => Stdio::null(),
-            })
-            .stdout(create_log(&spec.stdout)?)
-            .stderr(create_log(&spec.stderr)?)
-            .process_group(0);
-        if let Some(cwd) = &spec.cwd {
-            cmd.current_dir(cwd);
-        }
-        let start = Instant::now();
-        let child = spawn_registered(&mut cmd, &spec.program)?;
-        let pid = child.id() as i32;
-        // `Child::wait` gives no rusage, so a helper thread reaps with wait4 and reports back.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(wait4(pid));
-        });
-        let waited = match rx.recv_timeout(spec.timeout) {
-            Ok(status) => status.map(|s| (s, false)),
-            Err(_) => {
-                kill_group(pid, libc::SIGTERM);
-                let status = match rx.recv_timeout(TERM_GRACE) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        kill_group(pid, libc::SIGKILL);
-                        rx.recv().expect("the reaper thread always sends")
-                    }
-                };
-                status.map(|s| (s, true))
+/// Spawns `spec` from the calling thread (PR_SET_PDEATHSIG follows that thread: callers
+/// are the run's own long-lived thread), waits for it within its timeout, and measures it.
+fn run_accounted(
+    spec: &CommandSpec,
+    cgroups: Option<&RunCgroups>,
+    probe: &ServerProbe,
+) -> Result<ProcessOutcome> {
+    check_interrupted()?;
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(match &spec.stdin {
+            Some(path) => {
+                Stdio::from(File::open(path).context(|| format!("opening {}", path.display()))?)
             }
-        };
-        let wall = start.elapsed();
-        // Grandchildren left in the group (build hooks, daemons) die with their leader.
-        kill_group(pid, libc::SIGKILL);
-        unregister(pid);
-        let (status, timed_out) =
-            waited.context(|| format!("waiting for `{}`", spec.program.display()))?;
-        check_interrupted()?;
-        Ok(ProcessOutcome {
-            exit: if timed_out {
-                Exit::TimedOut
-            } else {
-                status.exit
-            },
-            wall,
-            user: status.user,
-            sys: status.sys,
+            None => Stdio::null(),
         })
+        .stdout(create_log(&spec.stdout)?)
+        .stderr(create_log(&spec.stderr)?)
+        .process_group(0);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    die_with_parent(&mut cmd);
+    // A cgroup that cannot be made only narrows what is counted (cpu_scope says so).
+    let build_cgroup = cgroups.and_then(|c| c.new_build().ok());
+    if let Some(group) = &build_cgroup {
+        // SAFETY: the hook makes only async-signal-safe calls.
+        unsafe { cmd.pre_exec(group.join_hook()) };
+    }
+    let before = ServersBefore::read(cgroups, probe);
+    let start = Instant::now();
+    let child = spawn_registered(&mut cmd, &spec.program)?;
+    let pid = child.id() as i32;
+    // Joining happened before exec; a child that is not in it is counted without it.
+    let build_cgroup = build_cgroup.filter(|g| g.contains(pid));
+    // `Child::wait` gives no rusage, so a helper thread reaps with wait4 and reports back.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(wait4(pid));
+    });
+    let waited = match rx.recv_timeout(spec.timeout) {
+        Ok(status) => status.map(|s| (s, false)),
+        Err(_) => {
+            kill_group(pid, libc::SIGTERM);
+            let status = match rx.recv_timeout(TERM_GRACE) {
+                Ok(s) => s,
+                Err(_) => {
+                    kill_group(pid, libc::SIGKILL);
+                    rx.recv().expect("the reaper thread always sends")
+                }
+            };
+            status.map(|s| (s, true))
+        }
+    };
+    let wall = start.elapsed();
+    // Grandchildren left in the group (build hooks) die with their leader.
+    kill_group(pid, libc::SIGKILL);
+    unregister(pid);
+    let (status, timed_out) =
+        waited.context(|| format!("waiting for `{}`", spec.program.display()))?;
+    let usage = match (&build_cgroup, cgroups) {
+        (Some(group), Some(run)) => {
+            measure_cgroup(&status, pid, group, run, &before, probe, !timed_out)
+        }
+        _ => None,
+    }
+    .unwrap_or_else(|| measure_children(&status, &before, probe));
+    check_interrupted()?;
+    Ok(ProcessOutcome {
+        exit: if timed_out {
+            Exit::TimedOut
+        } else {
+            status.exit
+        },
+        wall,
+        user: usage.user,
+        sys: usage.sys,
+        cpu_scope: usage.scope,
+        max_rss_bytes: usage.max_rss_bytes,
+        server_max_rss_bytes: usage.server_max_rss_bytes,
+    })
+}
+
+/// Servers' counters before a build: the run's servers cgroup and each known server.
+struct ServersBefore {
+    cgroup_cpu: Option<(Duration, Duration)>,
+    stats: BTreeMap<i32, procfs::Stat>,
+}
+
+impl ServersBefore {
+    fn read(cgroups: Option<&RunCgroups>, probe: &ServerProbe) -> ServersBefore {
+        let pids = cgroups
+            .map(RunCgroups::server_pids)
+            .unwrap_or_default()
+            .into_iter()
+            .chain(probe.pids());
+        ServersBefore {
+            cgroup_cpu: cgroups.and_then(RunCgroups::servers_cpu),
+            stats: pids
+                .filter_map(|pid| Some((pid, procfs::Stat::of(pid)?)))
+                .collect(),
+        }
+    }
+
+    /// `pid`'s CPU ticks (user, sys) since this snapshot; whole when it is a new process.
+    fn ticks_since(&self, pid: i32, now: &procfs::Stat) -> (u64, u64) {
+        match self.stats.get(&pid) {
+            Some(then) if then.start_ticks == now.start_ticks => (
+                now.user_ticks.saturating_sub(then.user_ticks),
+                now.sys_ticks.saturating_sub(then.sys_ticks),
+            ),
+            _ => (now.user_ticks, now.sys_ticks),
+        }
+    }
+}
+
+struct Usage {
+    user: Duration,
+    sys: Duration,
+    scope: CpuScope,
+    max_rss_bytes: Option<u64>,
+    server_max_rss_bytes: Option<u64>,
+}
+
+/// Everything in the build's cgroup, plus what the run's servers did meanwhile. Processes
+/// that outlive a build (servers) move to the run's servers cgroup when `keep_servers`;
+/// otherwise (a build killed at its timeout) they die with the build's cgroup: Nix's
+/// sandboxed builders outlive a killed `nix build`.
+fn measure_cgroup(
+    status: &WaitStatus,
+    pid: i32,
+    group: &BuildCgroup,
+    run: &RunCgroups,
+    before: &ServersBefore,
+    probe: &ServerProbe,
+    keep_servers: bool,
+) -> Option<Usage> {
+    let (mut user, mut sys) = group.cpu()?;
+    // What is left of the build's own process group is dying (killed above).
+    let survivors: Vec<i32> = group
+        .pids()
+        .into_iter()
+        .filter(|&p| procfs::Stat::of(p).is_some_and(|s| s.alive() && s.process_group != pid))
+        .collect();
+    if keep_servers {
+        run.adopt_servers(&survivors);
+    }
+    if let (Some(then), Some(now)) = (before.cgroup_cpu, run.servers_cpu()) {
+        user += now.0.saturating_sub(then.0);
+        sys += now.1.saturating_sub(then.1);
+    }
+    // Servers that worked for this build: new ones, and earlier ones whose time grew.
+    let worked = before.stats.iter().filter(|(&p, then)| {
+        procfs::Stat::of(p).is_some_and(|now| {
+            now.start_ticks == then.start_ticks && now.cpu_ticks() > then.cpu_ticks()
+        })
+    });
+    let servers: BTreeSet<i32> = survivors
+        .into_iter()
+        .chain(worked.map(|(&p, _)| p))
+        .chain(probe.pids())
+        .collect();
+    let server_max_rss_bytes = servers
+        .iter()
+        .filter_map(|&p| procfs::peak_rss_bytes(p))
+        .max();
+    Some(Usage {
+        user,
+        sys,
+        scope: match group.version() {
+            cgroup::Version::V2 => CpuScope::CgroupV2,
+            cgroup::Version::V1 => CpuScope::CgroupV1,
+        },
+        max_rss_bytes: status.max_rss_bytes.max(server_max_rss_bytes),
+        server_max_rss_bytes,
+    })
+}
+
+/// The child's rusage, plus the /proc counters of the servers `probe` names.
+fn measure_children(status: &WaitStatus, before: &ServersBefore, probe: &ServerProbe) -> Usage {
+    let (mut user, mut sys) = (status.user, status.sys);
+    let mut server_max_rss_bytes = None;
+    let mut counted_any = false;
+    for pid in probe.pids() {
+        let Some(now) = procfs::Stat::of(pid) else {
+            continue;
+        };
+        let (u, s) = before.ticks_since(pid, &now);
+        user += procfs::ticks(u);
+        sys += procfs::ticks(s);
+        counted_any = true;
+        server_max_rss_bytes = server_max_rss_bytes.max(procfs::peak_rss_bytes(pid));
+    }
+    Usage {
+        user,
+        sys,
+        scope: if counted_any {
+            CpuScope::ChildrenAndServers
+        } else {
+            CpuScope::Children
+        },
+        max_rss_bytes: status.max_rss_bytes.max(server_max_rss_bytes),
+        server_max_rss_bytes,
     }
 }
 
@@ -197,8 +558,30 @@ fn create_log(path: &Path) -> Result<File> {
     File::create(path).context(|| format!("creating log file {}", path.display()))
 }
 
+/// The child gets SIGKILL when the thread that spawned it exits: PR_SET_PDEATHSIG follows
+/// the parent *thread*, so spawn only from a thread that lives as long as the run (the
+/// caller's), never from a short-lived helper thread. A crashed or SIGKILLed harness then
+/// leaves no build tool behind (daemons the tool forks, like Bazel's server, are the
+/// janitor's: the flag is not inherited across fork).
+fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id() as i32;
+    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl; then nothing would kill this child.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 fn spawn_registered(cmd: &mut Command, program: &Path) -> Result<Child> {
-    // Hold the registry lock across spawn so a Ctrl-C cannot slip between spawn and register.
+    // Hold the registry lock across spawn so a signal cannot slip between spawn and register.
     let mut groups = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
     let child = cmd.spawn().map_err(|e| {
         Error::io(
@@ -217,6 +600,8 @@ struct WaitStatus {
     exit: Exit,
     user: Duration,
     sys: Duration,
+    /// The largest of the child and the descendants it waited for.
+    max_rss_bytes: Option<u64>,
 }
 
 fn wait4(pid: i32) -> std::io::Result<WaitStatus> {
@@ -243,6 +628,11 @@ fn wait4(pid: i32) -> std::io::Result<WaitStatus> {
         exit,
         user: timeval(usage.ru_utime),
         sys: timeval(usage.ru_stime),
+        // Linux counts ru_maxrss in KiB.
+        max_rss_bytes: u64::try_from(usage.ru_maxrss)
+            .ok()
+            .filter(|&kib| kib > 0)
+            .map(|kib| kib * 1024),
     })
 }
 
@@ -257,20 +647,33 @@ pub struct InShell<'a> {
     pub prefix: Vec<OsString>,
 }
 
+impl InShell<'_> {
+    fn wrap(&self, spec: &CommandSpec) -> CommandSpec {
+        let mut wrapped = spec.clone();
+        if let Some((program, rest)) = self.prefix.split_first() {
+            wrapped.program = PathBuf::from(program);
+            wrapped.args = rest
+                .iter()
+                .cloned()
+                .chain(std::iter::once(spec.program.clone().into_os_string()))
+                .chain(spec.args.iter().cloned())
+                .collect();
+        }
+        wrapped
+    }
+}
+
 impl Executor for InShell<'_> {
     fn run(&self, spec: &CommandSpec) -> Result<ProcessOutcome> {
-        let Some((program, rest)) = self.prefix.split_first() else {
-            return self.inner.run(spec);
-        };
-        let mut wrapped = spec.clone();
-        wrapped.program = PathBuf::from(program);
-        wrapped.args = rest
-            .iter()
-            .cloned()
-            .chain(std::iter::once(spec.program.clone().into_os_string()))
-            .chain(spec.args.iter().cloned())
-            .collect();
-        self.inner.run(&wrapped)
+        self.inner.run(&self.wrap(spec))
+    }
+
+    fn run_with_servers(
+        &self,
+        spec: &CommandSpec,
+        servers: &ServerProbe,
+    ) -> Result<ProcessOutcome> {
+        self.inner.run_with_servers(&self.wrap(spec), servers)
     }
 }
 
@@ -308,15 +711,7 @@ pub struct OwnedChild {
 impl OwnedChild {
     pub fn spawn(mut cmd: Command, name: &str) -> Result<Self> {
         cmd.stdin(Stdio::null()).process_group(0);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         let program = PathBuf::from(cmd.get_program());
         let child = spawn_registered(&mut cmd, &program)?;
         Ok(OwnedChild {
@@ -350,9 +745,10 @@ impl Drop for OwnedChild {
     }
 }
 
-/// Process groups the harness owns right now; killed on Ctrl-C.
+/// Process groups the harness owns right now; killed on SIGINT, SIGTERM and SIGHUP.
 static GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The first interrupting signal that arrived (0: none).
+static INTERRUPT_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 fn unregister(pid: i32) {
     GROUPS
@@ -368,32 +764,80 @@ fn kill_group(pid: i32, signal: i32) {
     }
 }
 
-/// Installs the Ctrl-C / SIGTERM handler: the first signal kills every owned process group
-/// and makes the run stop at the next check; a second one exits at once.
+/// The signals that stop a run: Ctrl-C, a cancelled CI job, a closed terminal.
+pub const INTERRUPTING_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// Installs the SIGINT / SIGTERM / SIGHUP handler (once per process): the first signal
+/// kills every owned process group and everything in the run's cgroups (Bazel servers),
+/// and makes the run stop at its next check and unwind, so temporary state is removed
+/// and finished cases are kept; a second signal exits at once.
 pub fn install_interrupt_handler() -> Result<()> {
-    ctrlc::set_handler(|| {
-        let again = INTERRUPTED.swap(true, Ordering::SeqCst);
-        let groups: Vec<i32> = GROUPS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .copied()
-            .collect();
-        for pid in groups {
-            kill_group(pid, libc::SIGKILL);
-        }
-        if again {
-            std::process::exit(crate::error::exit_code::INTERRUPTED);
-        }
-    })
-    .map_err(|e| Error::Environment(format!("cannot install the Ctrl-C handler: {e}")))
+    static INSTALLED: Mutex<bool> = Mutex::new(false);
+    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if *installed {
+        return Ok(());
+    }
+    // A signal the harness was started ignoring (`nohup`, a background job) stays ignored.
+    let wanted = INTERRUPTING_SIGNALS.into_iter().filter(|&s| !ignored(s));
+    let mut signals = signal_hook::iterator::Signals::new(wanted).map_err(|e| {
+        Error::Environment(format!(
+            "cannot install the handler of SIGINT, SIGTERM and SIGHUP: {e}"
+        ))
+    })?;
+    // A plain thread, not a signal handler: it may lock, kill and exit freely.
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let first = INTERRUPT_SIGNAL
+                    .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok();
+                kill_owned();
+                if !first {
+                    std::process::exit(crate::error::exit_code::interrupted_by(signal));
+                }
+            }
+        })
+        .context(|| "starting the signal handler thread".into())?;
+    *installed = true;
+    Ok(())
+}
+
+/// Whether `signal`'s disposition is SIG_IGN.
+fn ignored(signal: i32) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into a local.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+fn kill_owned() {
+    let groups: Vec<i32> = GROUPS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .copied()
+        .collect();
+    for pid in groups {
+        kill_group(pid, libc::SIGKILL);
+    }
+    cgroup::kill_registered();
+}
+
+/// The signal that interrupted the run, if one did.
+pub fn interrupting_signal() -> Option<i32> {
+    match INTERRUPT_SIGNAL.load(Ordering::SeqCst) {
+        0 => None,
+        signal => Some(signal),
+    }
 }
 
 pub fn check_interrupted() -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        Err(Error::Interrupted)
-    } else {
-        Ok(())
+    match interrupting_signal() {
+        Some(_) => Err(Error::Interrupted),
+        None => Ok(()),
     }
 }
 
@@ -532,6 +976,176 @@ mod tests {
         s.program = "/nonexistent/tool".into();
         let err = ProcessExecutor.run(&s).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/tool"), "{err}");
+    }
+
+    /// Burns about a second of CPU in sh arithmetic.
+    const BURN: &str = "i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); done";
+
+    fn cpu(outcome: &ProcessOutcome) -> Duration {
+        outcome.user + outcome.sys
+    }
+
+    /// A run's executor forced onto one cgroup version; `None` when this machine lacks it.
+    fn cgroup_executor(version: cgroup::Version) -> Option<(ScratchDir, BuildExecutor)> {
+        let parent = std::env::temp_dir();
+        let scratch = ScratchDir::new_in(&parent, "flywheel-bench-test-").unwrap();
+        let exec = BuildExecutor::for_run(&scratch, Some(version));
+        match exec.accounting_note() {
+            Some(note) => {
+                eprintln!("skipped: {version:?} cannot be used here: {note}");
+                None
+            }
+            None => Some((scratch, exec)),
+        }
+    }
+
+    fn counts_a_daemonised_cpu_burner(version: cgroup::Version, scope: CpuScope) {
+        let Some((scratch, exec)) = cgroup_executor(version) else {
+            return;
+        };
+        // The burner leaves the build's session and process group and is never reaped by
+        // it, as Bazel's server is not: rusage cannot see it, the cgroup can.
+        let script = format!(
+            "setsid -f sh -c '{BURN}; touch burnt' </dev/null >/dev/null 2>&1; while [ ! -f burnt ]; do sleep 0.05; done"
+        );
+        let dir = scratch.path().join("a");
+        std::fs::create_dir(&dir).unwrap();
+        let counted = exec
+            .run(&spec(&dir, &script, Duration::from_secs(120)))
+            .unwrap();
+        assert!(counted.success());
+        assert_eq!(counted.cpu_scope, scope);
+        assert!(counted.max_rss_bytes.is_some());
+        let dir = scratch.path().join("b");
+        std::fs::create_dir(&dir).unwrap();
+        let plain = ProcessExecutor
+            .run(&spec(&dir, &script, Duration::from_secs(120)))
+            .unwrap();
+        assert_eq!(plain.cpu_scope, CpuScope::Children);
+        assert!(
+            cpu(&counted) > Duration::from_millis(400) && cpu(&counted) > cpu(&plain) * 3,
+            "cgroup: {:?} of {:?} wall; rusage alone: {:?}",
+            cpu(&counted),
+            counted.wall,
+            cpu(&plain)
+        );
+    }
+
+    #[test]
+    fn cgroup_v2_counts_a_daemonised_cpu_burner() {
+        counts_a_daemonised_cpu_burner(cgroup::Version::V2, CpuScope::CgroupV2);
+    }
+
+    #[test]
+    fn cgroup_v1_counts_a_daemonised_cpu_burner() {
+        counts_a_daemonised_cpu_burner(cgroup::Version::V1, CpuScope::CgroupV1);
+    }
+
+    /// A server started by one build and used by the next, like Bazel's for no-op builds:
+    /// it works when a `work` file appears and says so with a `done` file.
+    const SERVER: &str = "setsid -f sh -c 'echo $$ > server.pid; while :; do if [ -f work ]; then rm work; BURN; touch done; fi; sleep 0.05; done' </dev/null >/dev/null 2>&1; while [ ! -s server.pid ]; do sleep 0.05; done";
+    const USE_SERVER: &str = "touch work; while [ ! -f done ]; do sleep 0.05; done; rm done";
+
+    fn server_is_counted_later_and_dies_with_the_run(version: cgroup::Version) {
+        let Some((scratch, exec)) = cgroup_executor(version) else {
+            return;
+        };
+        let dir = scratch.path();
+        let start = exec
+            .run(&spec(
+                dir,
+                &SERVER.replace("BURN", BURN),
+                Duration::from_secs(60),
+            ))
+            .unwrap();
+        assert!(start.success());
+        let server: i32 = std::fs::read_to_string(dir.join("server.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(running(server), "the server outlives its build");
+        assert!(start.server_max_rss_bytes.is_some());
+
+        let used = exec
+            .run(&spec(dir, USE_SERVER, Duration::from_secs(60)))
+            .unwrap();
+        assert!(
+            cpu(&used) > Duration::from_millis(400),
+            "the server's work counts: {used:?}"
+        );
+        assert!(used.server_max_rss_bytes.is_some());
+
+        // Without a cgroup, a probe reads the server's /proc counters around the build.
+        let probe = ServerProbe::pid_file(dir.join("server.pid"));
+        let probed = ProcessExecutor
+            .run_with_servers(&spec(dir, USE_SERVER, Duration::from_secs(60)), &probe)
+            .unwrap();
+        assert_eq!(probed.cpu_scope, CpuScope::ChildrenAndServers);
+        assert!(cpu(&probed) > Duration::from_millis(400), "{probed:?}");
+        assert!(probed.server_max_rss_bytes.is_some());
+
+        let run_dir = exec.cgroups.as_ref().unwrap().dir().to_path_buf();
+        assert_eq!(
+            crate::scratch::read_record(dir).cgroups,
+            vec![run_dir.clone()]
+        );
+        drop(exec);
+        assert!(dies_soon(server), "the run's end kills its servers");
+        assert!(!run_dir.exists(), "the run's cgroup is removed");
+    }
+
+    #[test]
+    fn cgroup_v2_counts_a_server_later_and_kills_it_with_the_run() {
+        server_is_counted_later_and_dies_with_the_run(cgroup::Version::V2);
+    }
+
+    #[test]
+    fn cgroup_v1_counts_a_server_later_and_kills_it_with_the_run() {
+        server_is_counted_later_and_dies_with_the_run(cgroup::Version::V1);
+    }
+
+    #[test]
+    fn a_timed_out_build_leaves_no_daemon_in_cgroup_mode() {
+        for version in [cgroup::Version::V2, cgroup::Version::V1] {
+            let Some((scratch, exec)) = cgroup_executor(version) else {
+                continue;
+            };
+            let script = "setsid -f sh -c 'echo $$ > daemon.pid; exec sleep 300' </dev/null >/dev/null 2>&1; sleep 300";
+            let outcome = exec
+                .run(&spec(scratch.path(), script, Duration::from_millis(500)))
+                .unwrap();
+            assert_eq!(outcome.exit, Exit::TimedOut);
+            let daemon: i32 = std::fs::read_to_string(scratch.path().join("daemon.pid"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            assert!(dies_soon(daemon), "{version:?}: daemon {daemon} survived");
+        }
+    }
+
+    #[test]
+    fn tells_an_ignored_signal() {
+        // SIGUSR2 is no one's in this test binary.
+        // SAFETY: plain syscall, setting a disposition no test relies on.
+        unsafe { libc::signal(libc::SIGUSR2, libc::SIG_IGN) };
+        assert!(ignored(libc::SIGUSR2));
+        assert!(!ignored(libc::SIGTERM));
+    }
+
+    #[test]
+    fn finds_bazel_server_pid_files_within_the_depth() {
+        let root = tempfile::tempdir().unwrap();
+        let server = root.path().join("0123abcd/server");
+        std::fs::create_dir_all(&server).unwrap();
+        std::fs::write(server.join("server.pid.txt"), "1\n").unwrap();
+        assert_eq!(
+            bazel_server_pid_files(root.path(), 1),
+            vec![server.join("server.pid.txt")]
+        );
+        assert!(bazel_server_pid_files(root.path(), 0).is_empty());
+        assert_eq!(ServerProbe::bazel(root.path()).pids(), BTreeSet::from([1]));
     }
 
     #[test]

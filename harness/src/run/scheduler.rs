@@ -123,26 +123,11 @@ impl Scheduler<'_> {
 
 /// A case's result before anything ran.
 pub fn blank_result(plan: &Plan, case: &CaseSpec) -> CaseResult {
-    let repo = plan.repo(case);
-    CaseResult {
-        repo: repo.name.clone(),
-        system: case.system,
-        lane: case.lane,
-        scenario: case.scenario,
-        source_git: None,
-        parameters: repo.parameters.clone(),
-        outcome: Outcome::Ok,
-        reason: None,
-        cache: None,
-        command: None,
-        reproduce: None,
-        warmups: Vec::new(),
-        samples: Vec::new(),
-        stats: None,
-        fallback: None,
-        verification: None,
-        overhead_median_s: None,
-    }
+    CaseResult::new(
+        plan.key(case),
+        case.scenario,
+        plan.repo(case).parameters.clone(),
+    )
 }
 
 fn finish_stats(result: &mut CaseResult) {

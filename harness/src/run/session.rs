@@ -11,7 +11,8 @@ use crate::plan::config::{BazelCacheConfig, NixCacheConfig, RunConfig, VmSetting
 use crate::plan::{manifest, Lane, Plan, System};
 use crate::results::Environment;
 use crate::run::events::{emit, Event, EventSink};
-use crate::run::process::Executor;
+use crate::run::janitor;
+use crate::run::process::{BuildExecutor, Executor};
 use crate::run::scheduler::{Drivers, Scheduler};
 use crate::scratch::ScratchDir;
 use crate::tools::bazel::BazelDriver;
@@ -58,9 +59,11 @@ struct LaneSettings {
 }
 
 pub struct Session {
-    // Field order is drop order: the drivers stop their build servers first, then the
-    // cache servers stop, then the scratch folder that held them all is removed.
+    // Field order is drop order: the drivers stop their build servers first, then what is
+    // left in the builds' cgroups is killed, then the cache servers stop, then the scratch
+    // folder that held them all is removed.
     drivers: Drivers,
+    builds: BuildExecutor,
     caches: Caches,
     scratch: ScratchDir,
     plans: Vec<Plan>,
@@ -139,6 +142,7 @@ impl Session {
         lanes: LaneSettings,
         exec: &dyn Executor,
     ) -> Result<Session> {
+        let builds = BuildExecutor::for_run(&scratch, None);
         let mut drivers = Drivers::new();
         if let Some(nix) = &tools.nix {
             let dir = scratch.path().join("nix");
@@ -153,6 +157,7 @@ impl Session {
         }
         Ok(Session {
             drivers,
+            builds,
             caches,
             scratch,
             plans,
@@ -171,12 +176,22 @@ impl Session {
         &self.plans
     }
 
+    /// What reviewers should know about how this session measures.
+    pub fn notes(&self) -> Vec<String> {
+        self.builds
+            .accounting_note()
+            .map(str::to_string)
+            .into_iter()
+            .collect()
+    }
+
     /// Runs every lane's plan in turn. A failed case is recorded and the run goes on;
     /// an error that stops the run (or an interruption) is returned after the events of
     /// everything that finished.
-    pub fn run(&mut self, exec: &dyn Executor, sinks: &mut [&mut dyn EventSink]) -> Result<()> {
+    pub fn run(&mut self, sinks: &mut [&mut dyn EventSink]) -> Result<()> {
         let Session {
             drivers,
+            builds,
             caches,
             scratch,
             plans,
@@ -184,10 +199,10 @@ impl Session {
             lanes,
             environment,
         } = self;
-        let builds = scratch.path().join("builds");
+        let work_dir = scratch.path().join("builds");
         for plan in plans.iter() {
             let ctx = LaneContext {
-                exec,
+                exec: &*builds,
                 environment,
                 flake_dir: &lanes.flake_dir,
                 qemu: tools.qemu.as_deref(),
@@ -211,7 +226,7 @@ impl Session {
                         plan,
                         exec: &*lane_exec,
                         drivers,
-                        work_dir: &builds,
+                        work_dir: &work_dir,
                         skip_reason: lane.skip_reason.as_deref(),
                     }
                     .run(sinks)?;
@@ -226,7 +241,11 @@ impl Session {
     }
 }
 
+/// A fresh scratch folder, after removing what runs that died left in `parent`.
 fn new_scratch(parent: &Path) -> Result<ScratchDir> {
-    ScratchDir::new_in(parent, "flywheel-bench-")
+    for swept in janitor::sweep(parent) {
+        eprintln!("flywheel-bench: {swept}");
+    }
+    ScratchDir::new_in(parent, janitor::SCRATCH_PREFIX)
         .map_err(|e| Error::io(format!("creating a work folder in {}", parent.display()), e))
 }

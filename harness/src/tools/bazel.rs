@@ -16,7 +16,7 @@ use crate::cache::{reroute, BazelCache, BazelEndpoint};
 use crate::error::{Error, IoContext, Result};
 use crate::plan::ParamValue;
 use crate::results::{CacheUse, ConfigFile};
-use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
+use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
 use crate::tools::bazel_log::{failure_summary, parse_exec_log, parse_process_summary};
 use crate::tools::{
     first_distinct, BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation, CaseContext,
@@ -209,7 +209,7 @@ impl BazelDriver {
             exec,
             CommandSpec::new(&self.bazel, args, SHUTDOWN_TIMEOUT).cwd(workspace),
         );
-        kill_servers(output_root);
+        crate::run::janitor::stop_bazel_servers(output_root, 1);
     }
 }
 
@@ -352,6 +352,14 @@ impl BuildDriver for BazelDriver {
             .context(|| format!("removing {}", output_root.display()))
     }
 
+    /// The server of the build's output root does the work; the client only asks.
+    fn servers(&self, build: &PreparedBuild) -> ServerProbe {
+        match &build.state {
+            BuildState::Bazel { output_root, .. } => ServerProbe::bazel(output_root),
+            BuildState::Nix { .. } => ServerProbe::default(),
+        }
+    }
+
     fn cache_use(&self) -> Option<CacheUse> {
         self.cache.as_ref().map(BazelCache::use_record)
     }
@@ -383,50 +391,8 @@ fn read_exec_log(
 impl Drop for BazelDriver {
     /// Whatever happened (error, Ctrl-C), no Bazel server of this run outlives it.
     fn drop(&mut self) {
-        kill_servers(&self.dir);
+        crate::run::janitor::stop_bazel_servers(&self.dir, 3);
     }
-}
-
-/// Kills every Bazel server whose pid file lies under `dir` (`.../server/server.pid.txt`),
-/// after checking that the pid still belongs to a process started for `dir`.
-fn kill_servers(dir: &Path) {
-    for pid_file in find_files(dir, "server.pid.txt") {
-        let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy()) {
-            // SAFETY: plain syscall; the pid was checked to be this run's server.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-fn find_files(dir: &Path, name: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            let path = entry.path();
-            if kind.is_dir() {
-                stack.push(path);
-            } else if entry.file_name() == name {
-                found.push(path);
-            }
-        }
-    }
-    found
 }
 
 /// Copies the bench repo's workspace (its source is never written) and writes its

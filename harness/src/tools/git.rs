@@ -1,5 +1,6 @@
 //! Which commit and ref a checkout is at, so results say exactly what was measured.
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
@@ -36,14 +37,104 @@ pub fn describe(exec: &dyn Executor, dir: &Path) -> Option<GitInfo> {
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(900);
 
+/// How to write `source.git` when a URL is refused.
+pub const GIT_URL_FIX: &str = "use an https://, ssh://, git:// or file:// URL, or user@host:path, e.g. git = \"https://github.com/owner/repo\"";
+
+/// The transports a bench repo's source may use: exactly those of the URL forms
+/// [`validate_git_url`] allows (scp-like `user@host:path` is ssh). Git refuses all others,
+/// remote helpers such as `ext::` and `fd::` included.
+const ALLOWED_PROTOCOLS: [&str; 4] = ["https", "ssh", "git", "file"];
+
+/// Checks a `source.git` URL before git sees it: only `https://`, `ssh://`, `git://`,
+/// `file://` and scp-like `user@host:path`, nothing git could read as an option (a leading
+/// `-`, here or in a host or user name, which ssh would read as one), no whitespace or
+/// control characters. `Err` names the key and what is wrong; [`GIT_URL_FIX`] is the fix.
+pub fn validate_git_url(url: &str) -> Result<(), String> {
+    let refuse = |why: &str| Err(format!("key `source.git`: {url:?} {why}"));
+    if url.is_empty() {
+        return refuse("is empty");
+    }
+    if url.starts_with('-') {
+        return refuse("starts with `-`, which git would read as an option");
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return refuse("contains whitespace or a control character");
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if !ALLOWED_PROTOCOLS.contains(&scheme) {
+            return refuse(&format!(
+                "uses the scheme `{scheme}://`, which is not allowed"
+            ));
+        }
+        let authority = rest.split('/').next().unwrap_or("");
+        let (user, host) = match authority.rsplit_once('@') {
+            Some((user, host)) => (Some(user), host),
+            None => (None, authority),
+        };
+        if scheme != "file" && host.is_empty() {
+            return refuse("names no host");
+        }
+        if host.starts_with('-') || user.is_some_and(|u| u.is_empty() || u.starts_with('-')) {
+            return refuse("has a host or user starting with `-` (or an empty user), which ssh would read as an option");
+        }
+        if rest.len() <= authority.len() + 1 {
+            return refuse("names no repository path");
+        }
+        return Ok(());
+    }
+    if url.contains("::") {
+        return refuse("asks for a git remote helper (`ext::`, `fd::`, ...), which is not allowed");
+    }
+    // scp-like: user@host:path, with the colon before any slash (else git reads a local path).
+    let Some((user_host, path)) = url
+        .split_once(':')
+        .filter(|(before, _)| !before.contains('/'))
+    else {
+        return refuse("is not a URL: local paths and other forms are not allowed");
+    };
+    let Some((user, host)) = user_host.split_once('@') else {
+        return refuse("has no user: scp-like sources are written user@host:path");
+    };
+    let word = |w: &str, extra: &str| {
+        !w.is_empty()
+            && !w.starts_with('-')
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+    };
+    if !word(user, "._-") || !word(host, ".-") {
+        return refuse("has a user or host that is empty, starts with `-` or holds characters other than letters, digits, `.`, `_` and `-`");
+    }
+    if path.is_empty() || path.starts_with('-') {
+        return refuse("has a repository path that is empty or starts with `-`");
+    }
+    Ok(())
+}
+
+/// `git` with only [`ALLOWED_PROTOCOLS`] enabled, then `args`.
+fn restricted_git_args(args: &[&str]) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = vec!["-c".into(), "protocol.allow=never".into()];
+    for protocol in ALLOWED_PROTOCOLS {
+        argv.push("-c".into());
+        argv.push(format!("protocol.{protocol}.allow=always").into());
+    }
+    argv.extend(args.iter().map(Into::into));
+    argv
+}
+
 /// Gets `url` at commit `rev` into `cache` (a checkout per repository and commit, reused by
-/// later runs). `Err` says why it could not (no network, say).
+/// later runs). `Err` says why it could not (no network, a refused URL, say).
 pub fn fetch(
     exec: &dyn Executor,
     url: &str,
     rev: &str,
     cache: &Path,
 ) -> Result<std::path::PathBuf, String> {
+    validate_git_url(url).map_err(|why| format!("{why}\n  fix: {GIT_URL_FIX}"))?;
+    if rev.is_empty() || !rev.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "key `source.rev`: {rev:?} is not a commit hash\n  fix: pin the source by a 40-character commit hash"
+        ));
+    }
     let name: String = url
         .trim_end_matches(".git")
         .rsplit('/')
@@ -66,10 +157,9 @@ pub fn fetch(
     std::fs::create_dir_all(&checkout)
         .map_err(|e| format!("cannot create {}: {e}", checkout.display()))?;
     let step = |args: &[&str]| -> Result<(), String> {
-        let argv = args.iter().map(Into::into).collect();
         let out = run_captured(
             exec,
-            CommandSpec::new("git", argv, FETCH_TIMEOUT).cwd(&checkout),
+            CommandSpec::new("git", restricted_git_args(args), FETCH_TIMEOUT).cwd(&checkout),
         )
         .map_err(|e| e.to_string())?;
         if out.outcome.success() {
@@ -90,8 +180,9 @@ pub fn fetch(
             ))
         }
     };
+    // `--` ends the options: the URL is never read as one, whatever slipped through.
     let fetched = step(&["init", "--quiet"])
-        .and_then(|_| step(&["fetch", "--quiet", "--depth", "1", url, rev]))
+        .and_then(|_| step(&["fetch", "--quiet", "--depth", "1", "--", url, rev]))
         .and_then(|_| step(&["checkout", "--quiet", "--detach", "FETCH_HEAD"]));
     if let Err(e) = fetched {
         let _ = crate::scratch::remove_tree(&checkout);
@@ -161,6 +252,114 @@ mod tests {
             0,
             "no half checkout is left"
         );
+    }
+
+    #[test]
+    fn refuses_every_hostile_url_form() {
+        let hostile = [
+            "--upload-pack=touch /tmp/x",
+            "--upload-pack=touch%20/tmp/x",
+            "-oProxyCommand=touch /tmp/x",
+            "-u",
+            "ext::sh -c touch% /tmp/pwned",
+            "ext::sh",
+            "fd::17",
+            "fd::0,1/repo",
+            "https::https://example.com/repo",
+            "ssh://-oProxyCommand=touch%20x/repo",
+            "ssh://user@-oProxyCommand=x/repo",
+            "ssh://-user@host/repo",
+            "git@-oProxyCommand=x:repo",
+            "-git@host:repo",
+            "git@host:-repo",
+            "git@host:--upload-pack=x",
+            "git@ho st:repo",
+            "host:repo",
+            "@host:repo",
+            "git@:repo",
+            "http://example.com/repo",
+            "ftp://example.com/repo",
+            "HTTPS://example.com/repo",
+            "https://",
+            "https:///repo",
+            "https://example.com",
+            "https://example.com/repo\n--upload-pack=x",
+            "https://example.com/re po",
+            "https://example.com/repo\0",
+            "/srv/repo",
+            "./repo",
+            "../repo",
+            "repo",
+            "",
+        ];
+        for url in hostile {
+            let err = validate_git_url(url).expect_err(url);
+            assert!(err.starts_with("key `source.git`: "), "{url}: {err}");
+            let fetched = fetch(
+                &ProcessExecutor,
+                url,
+                &"a".repeat(40),
+                Path::new("/nonexistent"),
+            );
+            assert!(fetched.unwrap_err().contains(GIT_URL_FIX), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_manifest_with_a_hostile_url_is_refused_when_read() {
+        let text = format!(
+            "name = \"x\"\ndescription = \"x\"\n[source]\ngit = \"--upload-pack=touch /tmp/x\"\nrev = \"{}\"\n[nix]\nfile = \"default.nix\"\n",
+            "a".repeat(40)
+        );
+        let err = crate::plan::manifest::parse(&text, Path::new("/r/repo.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("/r/repo.toml: key `source.git`"), "{err}");
+        assert!(err.contains(GIT_URL_FIX), "{err}");
+    }
+
+    #[test]
+    fn allows_the_usual_url_forms() {
+        for url in [
+            "https://github.com/owner/repo",
+            "https://github.com/owner/repo.git",
+            "https://user@example.com:8443/a/b",
+            "https://[::1]:8080/repo",
+            "ssh://git@github.com/owner/repo.git",
+            "ssh://git@github.com:22/owner/repo",
+            "git://example.com/repo",
+            "file:///srv/repo",
+            "git@github.com:owner/repo.git",
+            "deploy.bot@git.example.com:group/sub/repo",
+        ] {
+            assert_eq!(validate_git_url(url), Ok(()), "{url}");
+        }
+    }
+
+    #[test]
+    fn git_only_speaks_the_allowed_protocols() {
+        let argv = restricted_git_args(&["fetch"]);
+        let text: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into()).collect();
+        assert_eq!(&text[..2], ["-c", "protocol.allow=never"]);
+        for p in ALLOWED_PROTOCOLS {
+            assert!(
+                text.contains(&format!("protocol.{p}.allow=always")),
+                "{text:?}"
+            );
+        }
+        assert_eq!(text.last().unwrap(), "fetch");
+    }
+
+    #[test]
+    fn a_bad_rev_is_an_error_not_a_panic() {
+        let err = fetch(
+            &ProcessExecutor,
+            "https://example.com/r",
+            "é",
+            Path::new("/nonexistent"),
+        )
+        .unwrap_err();
+        assert!(err.contains("source.rev"), "{err}");
     }
 
     #[test]

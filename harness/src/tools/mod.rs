@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::plan::{RepoManifest, Scenario};
 use crate::results::{CacheUse, ConfigFile, Reproduce, ToolVersion};
-use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
+use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
 
 /// External tools the harness knows, with the arguments that make them print a version.
 pub const KNOWN_TOOLS: &[(&str, &[&str])] = &[
@@ -292,6 +292,11 @@ pub trait BuildDriver {
     /// build's folder is removed.
     fn finish(&mut self, _build: &PreparedBuild, _exec: &dyn Executor) -> Result<()> {
         Ok(())
+    }
+
+    /// Long-lived servers the build works through, so their CPU and memory count too.
+    fn servers(&self, _build: &PreparedBuild) -> ServerProbe {
+        ServerProbe::default()
     }
 
     /// The cache warm builds read from, as recorded in results.

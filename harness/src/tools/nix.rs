@@ -12,6 +12,7 @@ use crate::plan::manifest::NixTargets;
 use crate::plan::ParamValue;
 use crate::results::{CacheUse, ConfigFile};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
+use crate::scratch::Owner;
 use crate::tools::nix_log::{parse_build_outputs, parse_internal_json, parse_path_info};
 use crate::tools::{
     first_distinct, BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation, CaseContext,
@@ -339,6 +340,17 @@ impl BuildDriver for NixDriver {
             )));
         }
         parse_path_info(&out.stdout).map_err(Error::Build)
+    }
+
+    /// A sandboxed builder is not in the build's process group (Nix forks it into its own
+    /// namespaces): whatever still works in a fresh store stops before it is removed.
+    fn finish(&mut self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<()> {
+        if let BuildState::Nix { store } = &build.state {
+            if !self.primed.values().any(|p| &p.store == store) {
+                crate::scratch::stop_processes_in(store, Owner::current().start_ticks);
+            }
+        }
+        Ok(())
     }
 
     fn cache_use(&self) -> Option<CacheUse> {
