@@ -8,12 +8,10 @@ use crate::error::{exit_code, Error, Result};
 use crate::plan::args::RunArgs;
 use crate::plan::config::{Env, RunConfig};
 use crate::results::{self, Results};
-use crate::run::events::{EventLog, EventSink};
 use crate::run::process::{self, ProcessExecutor};
 use crate::run::progress::Progress;
 use crate::run::recorder::Recorder;
 use crate::run::session::Session;
-use crate::tools;
 
 #[derive(Parser)]
 #[command(
@@ -72,7 +70,7 @@ struct CompareArgs {
     baseline: PathBuf,
     new: PathBuf,
     /// Allowed slowdown: a regression needs the whole 95% interval of new/baseline above 1 + this.
-    #[arg(long, default_value_t = crate::report::compare::DEFAULT_THRESHOLD)]
+    #[arg(long, default_value_t = crate::report::compare::DEFAULT_THRESHOLD, value_parser = crate::plan::args::parse_non_negative)]
     threshold: f64,
     /// Also write the Markdown here.
     #[arg(long, value_name = "FILE")]
@@ -101,7 +99,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(*args),
-        Command::Doctor => doctor(),
+        Command::Doctor => crate::doctor::run(&ProcessExecutor),
         Command::Schema => {
             print!("{}", results::json_schema());
             Ok(exit_code::OK)
@@ -110,7 +108,9 @@ pub fn main() -> i32 {
         Command::Compare(args) => compare(&args),
         Command::Export(args) => export(&args),
         Command::Matrix(args) => matrix(&args),
-        Command::Guest { job } => guest(&job),
+        Command::Guest { job } => process::install_interrupt_handler()
+            .and_then(|()| Session::serve_guest_job(&job, &ProcessExecutor))
+            .map(|()| exit_code::OK),
         Command::Clean { work_dir } => {
             crate::run::janitor::clean(&work_dir.unwrap_or_else(std::env::temp_dir))
         }
@@ -133,22 +133,11 @@ fn run(args: RunArgs) -> Result<i32> {
     process::install_interrupt_handler()?;
     let exec = ProcessExecutor;
     let mut session = Session::open(&config, &exec)?;
-    let mut header = Results::start(
-        &config,
-        std::env::args().collect(),
-        session.environment().clone(),
-        tools::git::describe(&exec, &config.flake_dir),
-    );
-    header.notes = session.notes();
+    let header = session.start_results(&config, std::env::args().collect(), &exec);
     let mut recorder = Recorder::new(config.output.clone(), header);
     eprintln!(
-        "flywheel-bench: {} cases, {} timed builds; results go to {}",
-        session.plans().iter().map(|p| p.cases.len()).sum::<usize>(),
-        session
-            .plans()
-            .iter()
-            .map(|p| p.total_builds())
-            .sum::<usize>(),
+        "flywheel-bench: {}; results go to {}",
+        session.describe_work(),
         recorder.path().display()
     );
     let mut progress = Progress::new();
@@ -162,35 +151,11 @@ fn run(args: RunArgs) -> Result<i32> {
     recorder.finish()?;
     print!("{}", crate::report::summary::render(recorder.results()));
     println!("results: {}", recorder.path().display());
-    let failed = recorder
-        .results()
-        .cases
-        .iter()
-        .any(|c| c.outcome == results::Outcome::Failed);
-    Ok(if failed {
+    Ok(if recorder.results().any_failed() {
         exit_code::CASE_FAILED
     } else {
         exit_code::OK
     })
-}
-
-/// Inside a vm lane's guest: the job's cases, their events written for the host.
-fn guest(job_file: &Path) -> Result<i32> {
-    let text = std::fs::read_to_string(job_file)
-        .map_err(|e| Error::io(format!("reading the guest job {}", job_file.display()), e))?;
-    let job: crate::lanes::vm::GuestJob = serde_json::from_str(&text).map_err(|e| {
-        Error::Usage(format!(
-            "{}: not a guest job of this harness ({e})",
-            job_file.display()
-        ))
-    })?;
-    process::install_interrupt_handler()?;
-    let exec = ProcessExecutor;
-    let mut events = EventLog::create(&job.events)?;
-    let mut session = Session::guest(job, &exec)?;
-    let sinks: &mut [&mut dyn EventSink] = &mut [&mut events];
-    session.run(sinks)?;
-    Ok(exit_code::OK)
 }
 
 fn load_all(files: &[PathBuf]) -> Result<Vec<(String, Results)>> {
@@ -262,46 +227,6 @@ fn matrix(args: &MatrixArgs) -> Result<i32> {
         crate::report::matrix::render_markdown(&crate::report::matrix::judge(&lanes, &files))
     );
     Ok(exit_code::OK)
-}
-
-/// What the harness needs for which part of a run.
-const NEEDS: &[(&str, &[&str])] = &[
-    ("nix cold and noop cases", &["nix"]),
-    ("nix warm cases (embedded cache)", &["nix", "nginx"]),
-    ("bazel cold and noop cases", &["bazel"]),
-    ("bazel warm cases (embedded cache)", &["bazel", "nginx"]),
-    ("the embedded fixture repos", &["gcc"]),
-];
-
-fn doctor() -> Result<i32> {
-    let tools = tools::probe_all(&ProcessExecutor);
-    println!("tools:");
-    for (name, _) in tools::KNOWN_TOOLS {
-        match tools.get(*name) {
-            Some(t) => println!("  {name:<8} {:<28} {}", t.path, t.version),
-            None => println!("  {name:<8} not found: {}", tools::install_hint(name)),
-        }
-    }
-    println!("can run:");
-    let mut all = true;
-    for (what, needed) in NEEDS {
-        let missing: Vec<&str> = needed
-            .iter()
-            .copied()
-            .filter(|t| !tools.contains_key(*t))
-            .collect();
-        if missing.is_empty() {
-            println!("  yes  {what}");
-        } else {
-            all = false;
-            println!("  no   {what} (missing: {})", missing.join(", "));
-        }
-    }
-    Ok(if all {
-        exit_code::OK
-    } else {
-        exit_code::ENVIRONMENT
-    })
 }
 
 #[cfg(test)]

@@ -1,14 +1,18 @@
-//! flywheel-bench: measures cold vs warm Nix builds against binary caches, with honest
-//! statistics, and writes versioned results JSON.
+//! flywheel-bench: measures cold vs warm Nix and Bazel builds against their caches, proves
+//! fallback when a cache misbehaves, with honest statistics, as versioned results JSON.
 //!
-//! Layout: `plan` (manifests -> cases, pure), `tools` (one adapter per external tool),
-//! `cache` (embedded cache server), `lanes` (where builds run), `run` (scheduler, events,
-//! progress, results recorder), `stats` (pure), `results` (schema types, atomic writer),
-//! `report` (pure renderers), `cli` (the thin command-line layer).
+//! Layout: `plan` (manifests, profiles and flags resolved into a run's configuration and
+//! its cases; pure), `tools` (one adapter per external tool, pure parsers of their output),
+//! `cache` (the embedded cache server, external caches, the fault proxy), `lanes` (where
+//! builds run: host, vm, gpu), `run` (the session, the scheduler and its steps, owned
+//! processes, events and their consumers), `stats` (pure), `results` (schema types, the
+//! atomic writer), `report` (pure renderers), `doctor`, `checks`, and `cli` (parses, then
+//! hands a resolved configuration to a session and maps the outcome to an exit code).
 
 pub mod cache;
 pub mod checks;
 pub mod cli;
+pub mod doctor;
 pub mod error;
 pub mod lanes;
 pub mod plan;
@@ -17,4 +21,6 @@ pub mod results;
 pub mod run;
 pub mod scratch;
 pub mod stats;
+#[cfg(test)]
+mod testing;
 pub mod tools;

@@ -74,6 +74,20 @@ fn bench_fixture_cc(
         "console and execution log disagree: {warm}"
     );
     assert_eq!(results["comparisons"][0]["hit_ratio"], 1.0);
+    // The server does the work: its CPU time counts, of the order of the wall time on
+    // 2 cores, not the client's few milliseconds; and every build has a peak memory.
+    let cpu = cold["user_s"].as_f64().unwrap() + cold["sys_s"].as_f64().unwrap();
+    let wall = cold["wall_s"].as_f64().unwrap();
+    assert!(
+        cpu > 0.3 * wall,
+        "cold CPU {cpu:.2} s in {wall:.2} s: {cold}"
+    );
+    for case in results["cases"].as_array().unwrap() {
+        for s in case["samples"].as_array().unwrap() {
+            assert!(s["max_rss_bytes"].as_u64().unwrap() > 1 << 20, "{s}");
+            assert!(s["cpu_scope"].is_string(), "{s}");
+        }
+    }
 
     let work_dir = work.to_string_lossy().to_string();
     assert_eq!(

@@ -19,6 +19,7 @@ use url::Url;
 use crate::cache::{BazelCache, BazelEndpoint, NixCache, Push};
 use crate::error::{Error, IoContext, Result};
 use crate::lanes::initramfs::{cpio_newc, load_order, Entry};
+use crate::lanes::GuestRole;
 use crate::plan::config::VmSettings;
 use crate::plan::{Lane, Plan};
 use crate::results::{Environment, LaneIdentity};
@@ -432,6 +433,55 @@ pub struct GuestJob {
     pub work_dir: PathBuf,
 }
 
+impl GuestJob {
+    /// Writes the job for `plan` into the host's `job` folder: the caches as the guest
+    /// reaches them (loopback URLs through 10.0.2.2), their secret files copied privately
+    /// beside the job, and `job.json`.
+    pub fn write(
+        job: &Path,
+        plan: &Plan,
+        (nix_cache, bazel_cache): (Option<&NixCache>, Option<&BazelCache>),
+        bazel_overrides: &[(String, PathBuf)],
+        role: GuestRole,
+    ) -> Result<GuestJob> {
+        let mut nix_cache = nix_cache.cloned();
+        let mut bazel_cache = bazel_cache.cloned();
+        let mut secrets: Vec<&mut PathBuf> = Vec::new();
+        if let Some(cache) = nix_cache.as_mut() {
+            cache.substituter = guest_url(&cache.substituter);
+            if let Push::NixCopy { to, .. } = &mut cache.push {
+                *to = guest_url(to);
+            }
+            secrets.extend(cache.secret_files_mut());
+        }
+        if let Some(cache) = bazel_cache.as_mut() {
+            if let BazelEndpoint::Remote(url) = &mut cache.endpoint {
+                *url = guest_url(url);
+            }
+            secrets.extend(cache.headers_rc.as_mut());
+        }
+        for (n, path) in secrets.into_iter().enumerate() {
+            let name = format!("secret-{n}");
+            crate::scratch::copy_private(path, &job.join(&name))?;
+            *path = Path::new(GUEST_JOB_DIR).join(name);
+        }
+        let spec = GuestJob {
+            plan: plan.clone(),
+            nix_cache,
+            bazel_cache,
+            bazel_overrides: bazel_overrides.to_vec(),
+            acceleration: role.acceleration,
+            acceleration_note: role.acceleration_note,
+            events: Path::new(GUEST_JOB_DIR).join("events.jsonl"),
+            work_dir: PathBuf::from("/tmp"),
+        };
+        let json = serde_json::to_vec_pretty(&spec).expect("a guest job always serialises");
+        let file = job.join("job.json");
+        std::fs::write(&file, json).context(|| format!("writing {}", file.display()))?;
+        Ok(spec)
+    }
+}
+
 /// The job folder as the guest sees it (the guest's own /tmp is a tmpfs).
 const GUEST_JOB_DIR: &str = "/tmp/job";
 
@@ -543,40 +593,12 @@ impl<'a> GuestLane<'a> {
 
     /// Writes the job file, the guest's script and the caches' secrets (private copies).
     fn write_job(&self, plan: &Plan, job: &Path) -> Result<String> {
-        let mut nix_cache = self.nix_cache.clone();
-        let mut bazel_cache = self.bazel_cache.clone();
-        let mut secrets: Vec<&mut PathBuf> = Vec::new();
-        if let Some(cache) = nix_cache.as_mut() {
-            cache.substituter = guest_url(&cache.substituter);
-            if let Push::NixCopy { to, .. } = &mut cache.push {
-                *to = guest_url(to);
-            }
-            secrets.extend(cache.secret_files_mut());
-        }
-        if let Some(cache) = bazel_cache.as_mut() {
-            if let BazelEndpoint::Remote(url) = &mut cache.endpoint {
-                *url = guest_url(url);
-            }
-            secrets.extend(cache.headers_rc.as_mut());
-        }
-        for (n, path) in secrets.into_iter().enumerate() {
-            let name = format!("secret-{n}");
-            crate::scratch::copy_private(path, &job.join(&name))?;
-            *path = Path::new(GUEST_JOB_DIR).join(name);
-        }
-        let spec = GuestJob {
-            plan: plan.clone(),
-            nix_cache,
-            bazel_cache,
-            bazel_overrides: self.bazel_overrides.clone(),
+        let role = GuestRole {
             acceleration: self.accel.name().into(),
             acceleration_note: self.note.clone(),
-            events: Path::new(GUEST_JOB_DIR).join("events.jsonl"),
-            work_dir: PathBuf::from("/tmp"),
         };
-        let json = serde_json::to_vec_pretty(&spec).expect("a guest job always serialises");
-        let file = job.join("job.json");
-        std::fs::write(&file, json).context(|| format!("writing {}", file.display()))?;
+        let caches = (self.nix_cache.as_ref(), self.bazel_cache.as_ref());
+        GuestJob::write(job, plan, caches, &self.bazel_overrides, role)?;
         guest_script()
     }
 
@@ -719,6 +741,90 @@ mod lane_tests {
         assert_eq!(
             guest_url(&url("https://cache.example/nix")).as_str(),
             "https://cache.example/nix"
+        );
+    }
+
+    #[test]
+    fn a_disk_backend_profile_gives_the_guest_the_folder_and_secrets_stay_private() {
+        use crate::cache::{CacheNeeds, Caches};
+        use crate::plan::config::{Env, RunConfig};
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk-cache");
+        let text = format!(
+            "[profiles.p.bazel]\nbackend = \"disk\"\npath = \"{}\"\n[profiles.p.nix]\nbackend = \"attic\"\nendpoint = \"http://127.0.0.1:8080\"\ncache = \"main\"\npublic_key = \"main:K\"\ntoken_env = \"T\"\n",
+            disk.display()
+        );
+        let profile = crate::plan::profile::parse(&text, Path::new("bench.toml"), "p").unwrap();
+        let env = Env::with_vars(&[("T", "s3cr3t-token")], dir.path());
+        let config = RunConfig::resolve(&Default::default(), &profile, &env).unwrap();
+        let needs = CacheNeeds {
+            nix: None,
+            bazel: true,
+            nginx: None,
+        };
+        let cache_dir = dir.path().join("cache");
+        let exec = crate::run::process::ProcessExecutor;
+        let caches = Caches::provision(
+            &config.nix_cache,
+            &config.bazel_cache,
+            needs,
+            &cache_dir,
+            &exec,
+        )
+        .unwrap();
+        // An Attic pull cache as connecting it makes one: credentials in a netrc file.
+        std::fs::write(
+            dir.path().join("netrc"),
+            "machine 127.0.0.1 password s3cr3t-token\n",
+        )
+        .unwrap();
+        let nix = NixCache {
+            backend: crate::results::CacheBackend::Attic,
+            substituter: Url::parse("http://127.0.0.1:8080/main").unwrap(),
+            public_key: "main:K".into(),
+            push: Push::Unavailable("read-only".into()),
+            netrc_file: Some(dir.path().join("netrc")),
+        };
+        let job_dir = dir.path().join("job");
+        std::fs::create_dir(&job_dir).unwrap();
+        let plan = crate::testing::plan(&[crate::plan::Scenario::Warm], Default::default());
+        let role = GuestRole {
+            acceleration: "tcg".into(),
+            acceleration_note: "test".into(),
+        };
+        let job = GuestJob::write(
+            &job_dir,
+            &plan,
+            (Some(&nix), caches.bazel.as_ref()),
+            &[],
+            role,
+        )
+        .unwrap();
+        let bazel = job.bazel_cache.unwrap();
+        assert_eq!(
+            bazel.endpoint,
+            BazelEndpoint::Disk(disk),
+            "a folder, not a URL"
+        );
+        let nix = job.nix_cache.unwrap();
+        assert_eq!(nix.substituter.as_str(), "http://10.0.2.2:8080/main");
+        assert_eq!(
+            nix.netrc_file.as_deref(),
+            Some(Path::new("/tmp/job/secret-0"))
+        );
+        let copy = job_dir.join("secret-0");
+        assert_eq!(
+            std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(std::fs::read_to_string(copy)
+            .unwrap()
+            .contains("s3cr3t-token"));
+        let written = std::fs::read_to_string(job_dir.join("job.json")).unwrap();
+        assert!(
+            !written.contains("s3cr3t-token"),
+            "the job file names secrets, never holds them"
         );
     }
 

@@ -183,7 +183,8 @@ pub fn parse_fraction(text: &str) -> Result<f64, String> {
     check_fraction(parse_finite(text)?)
 }
 
-fn parse_non_negative(text: &str) -> Result<f64, String> {
+/// A number of 0 or more (a threshold).
+pub fn parse_non_negative(text: &str) -> Result<f64, String> {
     check_non_negative(parse_finite(text)?)
 }
 

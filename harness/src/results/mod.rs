@@ -539,6 +539,11 @@ pub struct Comparison {
 }
 
 impl Results {
+    /// Whether any case failed (the run's exit code says so).
+    pub fn any_failed(&self) -> bool {
+        self.cases.iter().any(|c| c.outcome == Outcome::Failed)
+    }
+
     /// The document of a run that starts now: its settings and where it runs; cases and
     /// lanes arrive as the run goes.
     pub fn start(

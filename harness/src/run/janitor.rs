@@ -123,6 +123,14 @@ fn clean_folder(folder: PathBuf, owner: Owner) -> Swept {
         cgroups_removed: Vec::new(),
         problems: Vec::new(),
     };
+    // Servers first, by name, so the report says which ones; the drivers keep their
+    // output roots two folders down (`bazel/root-N/<workspace hash>/server`).
+    for root in record.server_roots.iter().chain([&swept.folder]) {
+        let depth = if *root == swept.folder { 3 } else { 1 };
+        swept
+            .processes_killed
+            .extend(stop_bazel_servers(root, depth));
+    }
     for dir in &record.cgroups {
         if !cgroup::is_run_cgroup(dir) {
             continue; // Already gone, or not one of ours: never touched.
@@ -133,9 +141,6 @@ fn clean_folder(folder: PathBuf, owner: Owner) -> Swept {
                 .problems
                 .push(format!("could not remove cgroup {}: {e}", dir.display())),
         }
-    }
-    for root in &record.server_roots {
-        swept.processes_killed.extend(stop_bazel_servers(root, 1));
     }
     // Whatever still works in the folder: servers, builders a crash orphaned.
     let since = swept.owner.start_ticks;

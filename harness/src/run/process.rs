@@ -355,22 +355,7 @@ fn run_accounted(
     probe: &ServerProbe,
 ) -> Result<ProcessOutcome> {
     check_interrupted()?;
-    let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(match &spec.stdin {
-            Some(path) => {
-                Stdio::from(File::open(path).context(|| format!("opening {}", path.display()))?)
-            }
-            None => Stdio::null(),
-        })
-        .stdout(create_log(&spec.stdout)?)
-        .stderr(create_log(&spec.stderr)?)
-        .process_group(0);
-    if let Some(cwd) = &spec.cwd {
-        cmd.current_dir(cwd);
-    }
-    die_with_parent(&mut cmd);
+    let mut cmd = command_of(spec)?;
     // A cgroup that cannot be made only narrows what is counted (cpu_scope says so).
     let build_cgroup = cgroups.and_then(|c| c.new_build().ok());
     if let Some(group) = &build_cgroup {
@@ -383,25 +368,7 @@ fn run_accounted(
     let pid = child.id() as i32;
     // Joining happened before exec; a child that is not in it is counted without it.
     let build_cgroup = build_cgroup.filter(|g| g.contains(pid));
-    // `Child::wait` gives no rusage, so a helper thread reaps with wait4 and reports back.
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(wait4(pid));
-    });
-    let waited = match rx.recv_timeout(spec.timeout) {
-        Ok(status) => status.map(|s| (s, false)),
-        Err(_) => {
-            kill_group(pid, libc::SIGTERM);
-            let status = match rx.recv_timeout(TERM_GRACE) {
-                Ok(s) => s,
-                Err(_) => {
-                    kill_group(pid, libc::SIGKILL);
-                    rx.recv().expect("the reaper thread always sends")
-                }
-            };
-            status.map(|s| (s, true))
-        }
-    };
+    let waited = wait_within(pid, spec.timeout);
     let wall = start.elapsed();
     // Grandchildren left in the group (build hooks) die with their leader.
     kill_group(pid, libc::SIGKILL);
@@ -429,6 +396,50 @@ fn run_accounted(
         max_rss_bytes: usage.max_rss_bytes,
         server_max_rss_bytes: usage.server_max_rss_bytes,
     })
+}
+
+/// The child process of `spec`: its own process group, its logs, dying with the harness.
+fn command_of(spec: &CommandSpec) -> Result<Command> {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(match &spec.stdin {
+            Some(path) => {
+                Stdio::from(File::open(path).context(|| format!("opening {}", path.display()))?)
+            }
+            None => Stdio::null(),
+        })
+        .stdout(create_log(&spec.stdout)?)
+        .stderr(create_log(&spec.stderr)?)
+        .process_group(0);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    die_with_parent(&mut cmd);
+    Ok(cmd)
+}
+
+/// Reaps `pid`, killing its group (SIGTERM, then SIGKILL) past `timeout`; whether it timed
+/// out. `Child::wait` gives no rusage, so a helper thread reaps with wait4 and reports back.
+fn wait_within(pid: i32, timeout: Duration) -> std::io::Result<(WaitStatus, bool)> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(wait4(pid));
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(status) => status.map(|s| (s, false)),
+        Err(_) => {
+            kill_group(pid, libc::SIGTERM);
+            let status = match rx.recv_timeout(TERM_GRACE) {
+                Ok(s) => s,
+                Err(_) => {
+                    kill_group(pid, libc::SIGKILL);
+                    rx.recv().expect("the reaper thread always sends")
+                }
+            };
+            status.map(|s| (s, true))
+        }
+    }
 }
 
 /// Servers' counters before a build: the run's servers cgroup and each known server.

@@ -136,3 +136,165 @@ fn finish_stats(result: &mut CaseResult) {
     let overheads: Vec<f64> = result.samples.iter().map(|s| s.overhead_s).collect();
     result.overhead_median_s = (!overheads.is_empty()).then(|| median(&overheads));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Fault, Scenario, Settings};
+    use crate::results::derive::{fallbacks, FallbackOutcome};
+    use crate::run::process::Exit;
+    use crate::testing::{plan, EventNames, FakeDriver, FakeExecutor};
+
+    /// Runs `plan` with one fake driver for Nix; returns the results and the events.
+    fn schedule(
+        plan: &Plan,
+        exec: &FakeExecutor,
+        driver: FakeDriver,
+        skip_reason: Option<&str>,
+    ) -> (Vec<CaseResult>, Vec<String>) {
+        let work = tempfile::tempdir().unwrap();
+        let mut drivers = Drivers::new();
+        drivers.insert(System::Nix, Box::new(driver));
+        let mut events = EventNames::default();
+        let results = Scheduler {
+            plan,
+            exec,
+            drivers: &mut drivers,
+            work_dir: work.path(),
+            skip_reason,
+        }
+        .run(&mut [&mut events])
+        .unwrap();
+        (results, events.0)
+    }
+
+    fn settings(warmups: usize, samples: usize) -> Settings {
+        Settings {
+            warmups,
+            samples,
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn a_failing_warm_up_stops_the_case() {
+        let exec = FakeExecutor::new(|_| Exit::Code(1));
+        let plan = plan(&[Scenario::Cold], settings(1, 3));
+        let (results, events) = schedule(&plan, &exec, FakeDriver::new(None), None);
+        let case = &results[0];
+        assert_eq!(case.outcome, Outcome::Failed);
+        assert!(
+            case.reason
+                .as_deref()
+                .unwrap()
+                .starts_with("warm-up 1 failed"),
+            "{case:?}"
+        );
+        assert_eq!((case.warmups.len(), case.samples.len()), (1, 0));
+        assert_eq!(exec.builds().len(), 1, "nothing ran after the failure");
+        assert_eq!(
+            events,
+            [
+                "run-started",
+                "case-started 0",
+                "warm-up finished",
+                "case-finished 0"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_timeout_is_recorded_as_timed_out() {
+        let exec = FakeExecutor::new(|_| Exit::TimedOut);
+        let plan = plan(&[Scenario::Cold], settings(0, 2));
+        let (results, _) = schedule(&plan, &exec, FakeDriver::new(None), None);
+        let sample = &results[0].samples[0];
+        assert!(sample.timed_out && sample.exit_code.is_none(), "{sample:?}");
+        assert!(results[0].reason.as_deref().unwrap().contains("timed out"));
+    }
+
+    #[test]
+    fn a_build_the_faulty_cache_broke_is_retried_without_the_cache() {
+        // Reading the cache (through the proxy) fails; a fresh build succeeds.
+        let exec = FakeExecutor::new(|args| match args[0].as_str() {
+            "from-cache" => Exit::Code(1),
+            _ => Exit::Code(0),
+        });
+        let fallback = Scenario::Fallback {
+            fault: Fault::Http500,
+            tuned: false,
+        };
+        let plan = plan(&[fallback], settings(1, 5));
+        let driver = FakeDriver::new(Some("http://127.0.0.1:9/nix"));
+        let (results, events) = schedule(&plan, &exec, driver, None);
+        let case = &results[0];
+        assert_eq!(case.outcome, Outcome::Ok, "{case:?}");
+        assert_eq!(case.samples.len(), 1, "fallback cases take their own count");
+        let sample = &case.samples[0];
+        assert_eq!(sample.exit_code, Some(1));
+        assert_eq!(sample.retry.as_ref().unwrap().exit_code, Some(0));
+        let builds = exec.builds();
+        assert!(builds[1][0] == "from-cache" && builds[1][1].starts_with("via=127.0.0.1:"));
+        assert_eq!(builds[2], ["fresh"], "the retry does not read the cache");
+        let info = case.fallback.as_ref().unwrap();
+        assert_eq!(info.fault, Fault::Http500);
+        assert!(
+            info.tool_fallback.is_some(),
+            "the tool's own fallback was tried"
+        );
+        assert!(events.contains(&"preparing trying the tool's own fallback".to_string()));
+        assert_eq!(fallbacks(&results)[0].outcome, FallbackOutcome::Recovered);
+        assert_eq!(case.verification.as_ref().unwrap().mismatches, vec![]);
+    }
+
+    #[test]
+    fn a_verify_mismatch_names_the_output() {
+        let exec = FakeExecutor::new(|_| Exit::Code(0));
+        let mut driver = FakeDriver::new(Some("http://127.0.0.1:9/nix"));
+        driver.outputs.insert(
+            "from-cache",
+            [("out".to_string(), "poisoned".to_string())].into(),
+        );
+        let plan = plan(&[Scenario::Verify], settings(0, 2));
+        let (results, _) = schedule(&plan, &exec, driver, None);
+        let verification = results[0].verification.as_ref().unwrap();
+        assert_eq!(verification.compared, 1);
+        assert_eq!(verification.mismatches.len(), 1);
+        let m = &verification.mismatches[0];
+        assert_eq!(
+            (m.path.as_str(), m.from_cache.as_str(), m.clean.as_str()),
+            ("out", "poisoned", "good")
+        );
+    }
+
+    #[test]
+    fn a_skip_reason_skips_every_case() {
+        let exec = FakeExecutor::new(|_| Exit::Code(0));
+        let plan = plan(&[Scenario::Cold, Scenario::Warm], settings(1, 1));
+        let (results, _) = schedule(&plan, &exec, FakeDriver::new(None), Some("no GPU here"));
+        assert_eq!(results.len(), 2);
+        for case in &results {
+            assert_eq!(case.outcome, Outcome::Skipped);
+            assert_eq!(case.reason.as_deref(), Some("no GPU here"));
+        }
+        assert!(exec.builds().is_empty());
+    }
+
+    #[test]
+    fn a_fault_case_on_a_tls_cache_is_skipped_for_tls() {
+        let exec = FakeExecutor::new(|_| Exit::Code(0));
+        let fallback = Scenario::Fallback {
+            fault: Fault::Refuse,
+            tuned: false,
+        };
+        let plan = plan(&[fallback], settings(0, 1));
+        let driver = FakeDriver::new(Some("https://cache.example.com"));
+        let (results, _) = schedule(&plan, &exec, driver, None);
+        assert_eq!(results[0].outcome, Outcome::Skipped);
+        assert!(results[0].reason.as_deref().unwrap().contains("TLS"));
+        assert!(
+            exec.builds().is_empty(),
+            "nothing is primed for a skipped case"
+        );
+    }
+}

@@ -9,8 +9,8 @@ use crate::lanes::vm::GuestJob;
 use crate::lanes::{self, GuestRole, LaneContext, LaneRunner};
 use crate::plan::config::{BazelCacheConfig, NixCacheConfig, RunConfig, VmSettings};
 use crate::plan::{manifest, Lane, Plan, System};
-use crate::results::Environment;
-use crate::run::events::{emit, Event, EventSink};
+use crate::results::{Environment, Results};
+use crate::run::events::{emit, Event, EventLog, EventSink};
 use crate::run::janitor;
 use crate::run::process::{BuildExecutor, Executor};
 use crate::run::scheduler::{Drivers, Scheduler};
@@ -116,8 +116,23 @@ impl Session {
         Session::assemble(plans, tools, caches, scratch, lanes, exec)
     }
 
+    /// Inside a vm lane's guest: runs the job the host wrote, its events written for the
+    /// host as they happen.
+    pub fn serve_guest_job(job_file: &Path, exec: &dyn Executor) -> Result<()> {
+        let text = std::fs::read_to_string(job_file)
+            .map_err(|e| Error::io(format!("reading the guest job {}", job_file.display()), e))?;
+        let job: GuestJob = serde_json::from_str(&text).map_err(|e| {
+            Error::Usage(format!(
+                "{}: not a guest job of this harness ({e})",
+                job_file.display()
+            ))
+        })?;
+        let mut events = EventLog::create(&job.events)?;
+        Session::guest(job, exec)?.run(&mut [&mut events])
+    }
+
     /// Inside a vm lane's guest: the host's plan against the host's caches.
-    pub fn guest(job: GuestJob, exec: &dyn Executor) -> Result<Session> {
+    fn guest(job: GuestJob, exec: &dyn Executor) -> Result<Session> {
         let plans = vec![job.plan];
         let tools = Tools::require(&plans, false, false)?;
         let scratch = new_scratch(&job.work_dir)?;
@@ -167,13 +182,29 @@ impl Session {
         })
     }
 
-    /// This machine, as results describe it.
-    pub fn environment(&self) -> &Environment {
-        &self.environment
+    /// The results document of this session's run, before any case: its settings, this
+    /// machine, the harness checkout it ran from and how it measures.
+    pub fn start_results(
+        &self,
+        config: &RunConfig,
+        command: Vec<String>,
+        exec: &dyn Executor,
+    ) -> Results {
+        let mut results = Results::start(
+            config,
+            command,
+            self.environment.clone(),
+            crate::tools::git::describe(exec, &config.flake_dir),
+        );
+        results.notes = self.notes();
+        results
     }
 
-    pub fn plans(&self) -> &[Plan] {
-        &self.plans
+    /// `N cases, M timed builds`.
+    pub fn describe_work(&self) -> String {
+        let cases: usize = self.plans.iter().map(|p| p.cases.len()).sum();
+        let builds: usize = self.plans.iter().map(Plan::total_builds).sum();
+        format!("{cases} cases, {builds} timed builds")
     }
 
     /// What reviewers should know about how this session measures.
