@@ -43,14 +43,13 @@ fn pulls_pushes_and_never_lets_the_token_out() {
     require_tools(&["nix", "nginx", "curl", "gcc"]);
     let tmp = tempfile::tempdir().unwrap();
     // The "Attic server": a binary cache at /main under nginx.
-    let root = tmp.path().join("www");
-    std::fs::create_dir_all(root.join("main")).unwrap();
+    let server = nginx(&tmp.path().join("www"));
+    std::fs::create_dir_all(server.root().join("main")).unwrap();
     std::fs::write(
-        root.join("main/nix-cache-info"),
+        server.root().join("main/nix-cache-info"),
         "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n",
     )
     .unwrap();
-    let server = TestNginx::start(&root);
     let secret = tmp.path().join("key.sec");
     std::fs::write(
         &secret,
@@ -67,7 +66,7 @@ fn pulls_pushes_and_never_lets_the_token_out() {
     let stand_in = format!(
         "#!/bin/sh\nset -e\necho \"args: $*\" >> {log}\necho \"NIX_REMOTE=$NIX_REMOTE\" >> {log}\ngrep -q '^\\[servers.flywheel-bench\\]' \"$HOME/.config/attic/config.toml\"\n[ \"$1\" = push ] && [ \"$2\" = flywheel-bench:main ]\nshift 2\nexec nix --extra-experimental-features nix-command copy --store \"$NIX_REMOTE\" --to \"http://127.0.0.1:{port}/main?secret-key={secret}\" \"$@\"\n",
         log = log.display(),
-        port = server.port,
+        port = server.addr().port(),
         secret = secret.display()
     );
     let attic = bin_dir.join("attic");
@@ -76,7 +75,7 @@ fn pulls_pushes_and_never_lets_the_token_out() {
 
     let config = profile(
         tmp.path(),
-        &format!("http://127.0.0.1:{}", server.port),
+        &format!("http://127.0.0.1:{}", server.addr().port()),
         &public,
     );
     let output = tmp.path().join("results.json");
@@ -107,7 +106,7 @@ fn pulls_pushes_and_never_lets_the_token_out() {
     assert_eq!(warm["cache"]["backend"], "attic");
     assert_eq!(
         warm["cache"]["url"],
-        format!("http://127.0.0.1:{}/main", server.port)
+        format!("http://127.0.0.1:{}/main", server.addr().port())
     );
     assert_eq!(warm["samples"][0]["built"], 0, "{warm}");
     assert!(

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::report::tables::{self, seconds, Table};
+use crate::report::tables::{self, seconds, Table, Tone};
 use crate::results::{CaseResult, Results};
 use crate::stats::median_interval;
 
@@ -11,7 +11,7 @@ const STYLE: &str = "
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:72rem;color:#1b1f24;padding:0 1rem}
 h1{font-size:1.6rem}h2{border-bottom:1px solid #d0d7de;padding-bottom:.3rem;margin-top:2.5rem}
 table{border-collapse:collapse;margin:.5rem 0 1rem}th,td{border:1px solid #d0d7de;padding:.25rem .6rem;text-align:left;vertical-align:top}
-th{background:#f6f8fa}td.pass{color:#1a7f37;font-weight:600}td.FAIL,td.NO,td.hung,td.failed{color:#cf222e;font-weight:600}
+th{background:#f6f8fa}td.good{color:#1a7f37;font-weight:600}td.bad{color:#cf222e;font-weight:600}
 .note{color:#57606a;font-style:italic;margin:.2rem 0}.plots{display:flex;flex-wrap:wrap;gap:1rem}
 figure{margin:0;border:1px solid #d0d7de;border-radius:6px;padding:.5rem}figcaption{font-weight:600;margin-bottom:.3rem}
 svg text{font:11px system-ui,sans-serif;fill:#1b1f24}";
@@ -55,13 +55,13 @@ fn html_table(table: &Table) -> String {
     for row in &table.rows {
         out.push_str("<tr>");
         for cell in row {
-            // Cells that are verdict words get a class, so pass and fail stand out.
-            let class = if matches!(cell.as_str(), "pass" | "FAIL" | "NO" | "hung" | "failed") {
-                format!(" class=\"{cell}\"")
-            } else {
-                String::new()
+            // Good and bad news stand out.
+            let class = match cell.tone {
+                Tone::Plain => "",
+                Tone::Good => " class=\"good\"",
+                Tone::Bad => " class=\"bad\"",
             };
-            let _ = write!(out, "<td{class}>{}</td>", esc(cell));
+            let _ = write!(out, "<td{class}>{}</td>", esc(&cell.text));
         }
         out.push_str("</tr>\n");
     }

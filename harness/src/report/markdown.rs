@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::report::tables::{self, seconds, Table};
+use crate::report::tables::{self, cells, seconds, Table};
 use crate::results::{Outcome, Results};
 
 /// One report for several results files (each under its own heading).
@@ -36,7 +36,7 @@ fn run_facts(r: &Results) -> String {
         .git
         .as_ref()
         .map_or("not a git checkout".to_string(), |g| g.describe());
-    let rows = vec![
+    let rows = [
         vec![
             "started".to_string(),
             format!(
@@ -76,7 +76,7 @@ fn run_facts(r: &Results) -> String {
         title: "",
         note: "",
         headers: vec!["run", ""],
-        rows,
+        rows: rows.into_iter().map(cells).collect(),
     })
 }
 
@@ -111,7 +111,7 @@ fn case_details(r: &Results) -> String {
             .enumerate()
             .map(|(i, s)| {
                 let count = |v: Option<u64>| v.map_or("-".into(), |n| n.to_string());
-                vec![
+                cells([
                     (i + 1).to_string(),
                     seconds(s.wall_s),
                     seconds(s.user_s),
@@ -134,7 +134,7 @@ fn case_details(r: &Results) -> String {
                                 .map_or("no exit code".into(), |e| format!("exit {e}"))
                         )
                     }),
-                ]
+                ])
             })
             .collect();
         out.push_str(&pipe_table(&Table {
@@ -161,7 +161,7 @@ fn pipe_table(table: &Table) -> String {
     let mut out = format!("| {} |\n", table.headers.join(" | "));
     let _ = writeln!(out, "|{}", " --- |".repeat(table.headers.len()));
     for row in &table.rows {
-        let cells: Vec<String> = row.iter().map(|c| escape(c)).collect();
+        let cells: Vec<String> = row.iter().map(|c| escape(&c.text)).collect();
         let _ = writeln!(out, "| {} |", cells.join(" | "));
     }
     out

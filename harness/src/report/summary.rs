@@ -13,12 +13,16 @@ pub fn render(results: &Results) -> String {
 
 fn aligned(table: &Table) -> String {
     let header: Vec<String> = table.headers.iter().map(|h| h.to_string()).collect();
-    let rows: Vec<&Vec<String>> = std::iter::once(&header).chain(&table.rows).collect();
+    let body = table
+        .rows
+        .iter()
+        .map(|row| row.iter().map(|c| c.text.clone()).collect());
+    let rows: Vec<Vec<String>> = std::iter::once(header.clone()).chain(body).collect();
     let widths: Vec<usize> = (0..header.len())
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = format!("{}: {}\n", table.title, table.note);
-    for row in rows {
+    for row in &rows {
         let cells: Vec<String> = row
             .iter()
             .zip(&widths)

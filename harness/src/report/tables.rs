@@ -1,6 +1,7 @@
 //! The tables every report shows, built once from a results file and rendered by the
 //! terminal summary, the Markdown and the HTML report alike.
 
+use crate::results::derive::FallbackOutcome;
 use crate::results::{Outcome, Results};
 
 pub struct Table {
@@ -8,7 +9,56 @@ pub struct Table {
     /// One line under the title saying how to read the numbers.
     pub note: &'static str,
     pub headers: Vec<&'static str>,
-    pub rows: Vec<Vec<String>>,
+    pub rows: Vec<Vec<Cell>>,
+}
+
+/// One cell: its text, and whether it is good or bad news (the HTML colours it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    pub text: String,
+    pub tone: Tone,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    Plain,
+    Good,
+    Bad,
+}
+
+impl Cell {
+    pub fn toned(text: impl Into<String>, tone: Tone) -> Cell {
+        Cell {
+            text: text.into(),
+            tone,
+        }
+    }
+
+    /// A verdict: `pass` is good news, `fail` bad.
+    pub fn verdict(pass: bool, pass_text: &str, fail_text: &str) -> Cell {
+        if pass {
+            Cell::toned(pass_text, Tone::Good)
+        } else {
+            Cell::toned(fail_text, Tone::Bad)
+        }
+    }
+}
+
+impl From<String> for Cell {
+    fn from(text: String) -> Cell {
+        Cell::toned(text, Tone::Plain)
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(text: &str) -> Cell {
+        Cell::toned(text, Tone::Plain)
+    }
+}
+
+/// A row of plain cells.
+pub fn cells<T: Into<Cell>>(texts: impl IntoIterator<Item = T>) -> Vec<Cell> {
+    texts.into_iter().map(Into::into).collect()
 }
 
 /// Seconds with a precision that suits the magnitude (builds run from ms to hours).
@@ -50,7 +100,7 @@ pub fn comparisons(results: &Results) -> Table {
             .comparisons
             .iter()
             .map(|c| {
-                vec![
+                cells([
                     c.repo.clone(),
                     c.system.name().into(),
                     c.lane.name().into(),
@@ -65,7 +115,7 @@ pub fn comparisons(results: &Results) -> Table {
                     ),
                     c.hit_ratio
                         .map_or("-".into(), |h| format!("{:.0}%", h * 100.0)),
-                ]
+                ])
             })
             .collect(),
     }
@@ -90,17 +140,26 @@ pub fn fallbacks(results: &Results) -> Table {
             .fallbacks
             .iter()
             .map(|f| {
+                let survived = matches!(
+                    f.outcome,
+                    FallbackOutcome::Survived | FallbackOutcome::Recovered
+                );
+                let outcome_tone = match f.outcome {
+                    FallbackOutcome::Hung | FallbackOutcome::Failed => Tone::Bad,
+                    _ if survived => Tone::Good,
+                    _ => Tone::Plain,
+                };
                 vec![
-                    f.repo.clone(),
+                    f.repo.clone().into(),
                     f.system.name().into(),
-                    f.scenario.to_string(),
-                    f.outcome.name().into(),
-                    f.time_s.map_or("-".into(), seconds),
-                    f.penalty.map_or("-".into(), ratio),
+                    f.scenario.to_string().into(),
+                    Cell::toned(f.outcome.name(), outcome_tone),
+                    f.time_s.map_or("-".into(), seconds).into(),
+                    f.penalty.map_or("-".into(), ratio).into(),
                     if f.detected_by_tool { "yes" } else { "no" }.into(),
-                    f.from_cache.map_or("-".into(), |n| n.to_string()),
+                    f.from_cache.map_or("-".into(), |n| n.to_string()).into(),
                     f.verified
-                        .map_or("-".into(), |v| if v { "yes" } else { "NO" }.into()),
+                        .map_or("-".into(), |v| Cell::verdict(v, "yes", "NO")),
                 ]
             })
             .collect(),
@@ -119,12 +178,12 @@ pub fn verdicts(results: &Results) -> Table {
         for (name, check) in checks {
             if let Some(c) = check {
                 rows.push(vec![
-                    v.repo.clone(),
+                    v.repo.clone().into(),
                     v.system.name().into(),
                     v.lane.name().into(),
                     name.into(),
-                    if c.pass { "pass" } else { "FAIL" }.into(),
-                    c.detail.clone(),
+                    Cell::verdict(c.pass, "pass", "FAIL"),
+                    c.detail.clone().into(),
                 ]);
             }
         }
@@ -149,18 +208,18 @@ pub fn problems(results: &Results) -> Table {
             .map(|c| {
                 vec![
                     if c.outcome == Outcome::Failed {
-                        "FAILED"
+                        Cell::toned("FAILED", Tone::Bad)
                     } else {
-                        "skipped"
-                    }
-                    .into(),
-                    c.repo.clone(),
+                        "skipped".into()
+                    },
+                    c.repo.clone().into(),
                     c.system.name().into(),
                     c.lane.name().into(),
-                    c.scenario.to_string(),
+                    c.scenario.to_string().into(),
                     c.reason
                         .clone()
-                        .unwrap_or_else(|| "no reason recorded".into()),
+                        .unwrap_or_else(|| "no reason recorded".into())
+                        .into(),
                 ]
             })
             .collect(),

@@ -26,9 +26,7 @@ pub fn require_tools(tools: &[&str]) {
 }
 
 fn which(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
-        .unwrap_or(false)
+    which_path(tool).is_some()
 }
 
 pub fn run_ok(cmd: &mut Command) -> Output {
@@ -140,63 +138,19 @@ pub fn cold_run(repos: &[&Path], samples: usize, output: &Path) -> Command {
     cmd
 }
 
-/// A WebDAV nginx on a free loopback port serving `root` (a stand-in for a cache server),
-/// killed when dropped.
-pub struct TestNginx {
-    child: std::process::Child,
-    pub port: u16,
-    _dir: tempfile::TempDir,
+/// The harness's own nginx (WebDAV on a free loopback port) as a stand-in cache server,
+/// serving `server.root()`; stopped when dropped.
+pub fn nginx(dir: &Path) -> flywheel_bench::cache::nginx::Nginx {
+    let nginx = which_path("nginx").expect("nginx is installed (scripts/setup)");
+    flywheel_bench::cache::nginx::Nginx::start(&nginx, dir).expect("the test nginx starts")
 }
 
-impl TestNginx {
-    pub fn start(root: &Path) -> TestNginx {
-        let dir = tempfile::tempdir().unwrap();
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let d = dir.path().display();
-            let conf = format!(
-                "daemon off; master_process off; pid {d}/pid; error_log {d}/error.log;\nevents {{}}\nhttp {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n server {{ listen 127.0.0.1:{port}; root {root}; location / {{ dav_methods PUT; create_full_put_path on; client_max_body_size 0; }} }} }}\n",
-                root = root.display()
-            );
-            std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-            let mut child = Command::new("nginx")
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-c")
-                .arg(dir.path().join("nginx.conf"))
-                .arg("-e")
-                .arg(dir.path().join("error.log"))
-                .spawn()
-                .unwrap();
-            for _ in 0..100 {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return TestNginx {
-                        child,
-                        port,
-                        _dir: dir,
-                    };
-                }
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("the test nginx did not start");
-    }
-}
-
-impl Drop for TestNginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn which_path(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(tool))
+            .find(|p| p.is_file())
+    })
 }
 
 /// `run` of a tiny fixture-c-dag (size 2, 5 functions per unit) with Nix, no warm-ups, from
