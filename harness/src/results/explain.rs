@@ -277,7 +277,7 @@ impl TimeSplit {
     /// `other_s` is what the phases leave of `wall_s` (never negative: when the tool's
     /// clock overshoots the harness's, the excess shows in `accounted_s`).
     pub fn from_phases(wall_s: f64, phases: Vec<PhaseTime>) -> TimeSplit {
-        let known: f64 = phases.iter().map(|p| p.seconds).sum();
+        let known = total(phases.iter().map(|p| p.seconds));
         TimeSplit {
             wall_s,
             phases,
@@ -289,15 +289,16 @@ impl TimeSplit {
 
     /// Phases plus other: equals `wall_s` unless the tool's timestamps overshoot it.
     pub fn accounted_s(&self) -> f64 {
-        self.phases.iter().map(|p| p.seconds).sum::<f64>() + self.other_s
+        total(self.phases.iter().map(|p| p.seconds)) + self.other_s
     }
 
     pub fn seconds(&self, phase: Phase) -> f64 {
-        self.phases
-            .iter()
-            .filter(|p| p.phase == phase)
-            .map(|p| p.seconds)
-            .sum()
+        total(
+            self.phases
+                .iter()
+                .filter(|p| p.phase == phase)
+                .map(|p| p.seconds),
+        )
     }
 
     /// Time before the tool could fetch anything, and the words for it.
@@ -320,6 +321,11 @@ impl TimeSplit {
         self.remote_cache_s
             .unwrap_or_else(|| self.seconds(Phase::NarinfoQueries) + self.seconds(Phase::Downloads))
     }
+}
+
+/// A sum that is +0 when empty (`Iterator::sum` of floats gives -0, which prints as `-0`).
+pub(crate) fn total(values: impl Iterator<Item = f64>) -> f64 {
+    values.fold(0.0, |sum, v| sum + v)
 }
 
 /// The cache link as measured once per run.

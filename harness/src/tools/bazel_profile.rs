@@ -20,7 +20,7 @@ use std::io::BufRead;
 
 use serde::Deserialize;
 
-use crate::results::explain::{Phase, PhaseTime, TimeSplit};
+use crate::results::explain::{total, Phase, PhaseTime, TimeSplit};
 use crate::tools::bazel_log::JsonReader;
 
 /// What a profile says about where a build's time went (microseconds).
@@ -138,28 +138,26 @@ impl Collected {
                 .spans
                 .sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
         }
-        profile.remote_cache_critical_path_us = self
-            .critical
-            .iter()
-            .map(|(name, start, end)| {
+        profile.remote_cache_critical_path_us =
+            total(self.critical.iter().map(|(name, start, end)| {
                 let Some(action) = name
                     .strip_prefix("action '")
                     .and_then(|n| n.strip_suffix('\''))
                 else {
                     return 0.0;
                 };
-                self.actions
-                    .get(action)
-                    .into_iter()
-                    .flatten()
-                    .filter(|a| a.end > *start && a.start < *end)
-                    .filter_map(|a| {
-                        let thread = threads.get(&a.tid)?;
-                        Some(thread.covered(start.max(a.start), end.min(a.end)))
-                    })
-                    .sum::<f64>()
-            })
-            .sum();
+                total(
+                    self.actions
+                        .get(action)
+                        .into_iter()
+                        .flatten()
+                        .filter(|a| a.end > *start && a.start < *end)
+                        .filter_map(|a| {
+                            let thread = threads.get(&a.tid)?;
+                            Some(thread.covered(start.max(a.start), end.min(a.end)))
+                        }),
+                )
+            }));
         profile
     }
 }
@@ -423,6 +421,9 @@ mod tests {
         assert!(split.seconds(Phase::Startup) < 0.2);
         // A no-op is so short that the launcher and exit are a large share: shown, not hidden.
         assert!(split.other_s > 0.0);
+        // No transfers: zero, not the -0 an empty float sum gives (it would print as "-0").
+        let critical = split.remote_cache_critical_path_s.unwrap();
+        assert!(critical == 0.0 && critical.is_sign_positive());
     }
 
     #[test]
