@@ -115,10 +115,6 @@ pub struct ActionDiff {
 }
 
 impl ActionDiff {
-    pub fn is_empty(&self) -> bool {
-        *self == ActionDiff::default()
-    }
-
     /// The difference that names the miss: the action's own settings before its inputs,
     /// whose changes are often only the consequence of an upstream action's.
     pub fn reason(&self) -> Option<MissReason> {
