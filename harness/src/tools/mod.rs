@@ -4,9 +4,12 @@
 pub mod bazel;
 pub mod bazel_flags;
 pub mod bazel_log;
+pub mod bazel_profile;
+pub mod explain;
 pub mod git;
 pub mod nix;
 pub mod nix_log;
+pub mod nix_phases;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
