@@ -11,7 +11,7 @@ use url::Url;
 
 use crate::error::Result;
 use crate::plan::{manifest, Lane, Plan, Scenario, Settings};
-use crate::results::CacheUse;
+use crate::results::{CacheUse, ToolUse};
 use crate::run::events::{Event, EventSink};
 use crate::run::process::{CommandSpec, CpuScope, Executor, Exit, ProcessOutcome};
 use crate::tools::{
@@ -163,6 +163,13 @@ impl BuildDriver for FakeDriver {
             .or_else(|| self.outputs.get("fresh"))
             .cloned()
             .unwrap_or_default())
+    }
+
+    fn tool_use(&self, _case: &CaseContext) -> Result<ToolUse> {
+        Ok(ToolUse {
+            version: "fake 1.0".into(),
+            ..ToolUse::default()
+        })
     }
 
     fn cache_use(&self) -> Option<CacheUse> {

@@ -13,7 +13,7 @@ use flywheel_bench::run::process::{
     BuildExecutor, CpuScope, Executor, ProcessExecutor, ProcessOutcome, ServerProbe,
 };
 use flywheel_bench::scratch::ScratchDir;
-use flywheel_bench::tools::bazel::BazelDriver;
+use flywheel_bench::tools::bazel::{BazelDriver, BazelSetup};
 use flywheel_bench::tools::{BuildDriver, BuildMode, CaseContext};
 
 /// One cold build of fixture-cc (size 2) through `exec`, its server probed when `probe`.
@@ -26,7 +26,11 @@ fn cold_build(exec: &dyn Executor, scratch: &Path, probe: bool) -> ProcessOutcom
     .unwrap();
     let source = repo.source.local_path().unwrap().to_path_buf();
     let bazel = which::which("bazel").unwrap();
-    let mut driver = BazelDriver::new(bazel, &scratch.join("bazel"), None, &[]).unwrap();
+    let setup = BazelSetup {
+        version: "bazel 4.2.3".into(),
+        ..BazelSetup::default()
+    };
+    let mut driver = BazelDriver::new(bazel, &scratch.join("bazel"), None, &setup).unwrap();
     let case = CaseContext {
         repo: &repo,
         source: &source,

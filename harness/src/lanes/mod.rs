@@ -30,7 +30,8 @@ pub struct LaneContext<'a> {
     /// The caches the run's cases read (a guest reads the same ones).
     pub nix_cache: Option<&'a NixCache>,
     pub bazel_cache: Option<&'a BazelCache>,
-    pub bazel_overrides: &'a [(String, std::path::PathBuf)],
+    pub nix: &'a crate::tools::nix::NixSetup,
+    pub bazel: &'a crate::tools::bazel::BazelSetup,
     /// A private folder for the lane's own files (VM image, guest job).
     pub dir: &'a Path,
     /// Set inside a vm lane's guest: its cases run right here.

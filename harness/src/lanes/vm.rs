@@ -20,11 +20,14 @@ use crate::cache::{BazelCache, BazelEndpoint, NixCache, Push};
 use crate::error::{Error, IoContext, Result};
 use crate::lanes::initramfs::{cpio_newc, load_order, Entry};
 use crate::lanes::GuestRole;
+use crate::plan::config::Upstream;
 use crate::plan::config::VmSettings;
 use crate::plan::{Lane, Plan};
 use crate::results::{Environment, LaneIdentity};
 use crate::run::events::{emit, Event, EventSink, WireEvent};
 use crate::run::process::{CommandSpec, Executor, Exit};
+use crate::tools::bazel::BazelSetup;
+use crate::tools::nix::NixSetup;
 
 /// What the guest needs: virtio PCI, 9p over virtio, and a virtio network card.
 const MODULES: &[&str] = &["virtio_pci", "9p", "9pnet_virtio", "virtio_net"];
@@ -424,7 +427,8 @@ pub struct GuestJob {
     pub plan: Plan,
     pub nix_cache: Option<NixCache>,
     pub bazel_cache: Option<BazelCache>,
-    pub bazel_overrides: Vec<(String, PathBuf)>,
+    pub nix: NixSetup,
+    pub bazel: BazelSetup,
     pub acceleration: String,
     pub acceleration_note: String,
     /// Where the guest writes its events, one JSON line each.
@@ -441,7 +445,7 @@ impl GuestJob {
         job: &Path,
         plan: &Plan,
         (nix_cache, bazel_cache): (Option<&NixCache>, Option<&BazelCache>),
-        bazel_overrides: &[(String, PathBuf)],
+        (nix, bazel): (&NixSetup, &BazelSetup),
         role: GuestRole,
     ) -> Result<GuestJob> {
         let mut nix_cache = nix_cache.cloned();
@@ -469,7 +473,11 @@ impl GuestJob {
             plan: plan.clone(),
             nix_cache,
             bazel_cache,
-            bazel_overrides: bazel_overrides.to_vec(),
+            nix: NixSetup {
+                upstream: nix.upstream.iter().map(Upstream::for_guest).collect(),
+                ..nix.clone()
+            },
+            bazel: bazel.clone(),
             acceleration: role.acceleration,
             acceleration_note: role.acceleration_note,
             events: Path::new(GUEST_JOB_DIR).join("events.jsonl"),
@@ -496,7 +504,8 @@ pub struct GuestLane<'a> {
     dir: PathBuf,
     nix_cache: Option<NixCache>,
     bazel_cache: Option<BazelCache>,
-    bazel_overrides: Vec<(String, PathBuf)>,
+    nix: NixSetup,
+    bazel: BazelSetup,
 }
 
 impl<'a> GuestLane<'a> {
@@ -524,7 +533,8 @@ impl<'a> GuestLane<'a> {
             dir: ctx.dir.to_path_buf(),
             nix_cache: ctx.nix_cache.cloned(),
             bazel_cache: ctx.bazel_cache.cloned(),
-            bazel_overrides: ctx.bazel_overrides.to_vec(),
+            nix: ctx.nix.clone(),
+            bazel: ctx.bazel.clone(),
         })
     }
 
@@ -598,7 +608,7 @@ impl<'a> GuestLane<'a> {
             acceleration_note: self.note.clone(),
         };
         let caches = (self.nix_cache.as_ref(), self.bazel_cache.as_ref());
-        GuestJob::write(job, plan, caches, &self.bazel_overrides, role)?;
+        GuestJob::write(job, plan, caches, (&self.nix, &self.bazel), role)?;
         guest_script()
     }
 
@@ -797,7 +807,7 @@ mod lane_tests {
             &job_dir,
             &plan,
             (Some(&nix), caches.bazel.as_ref()),
-            &[],
+            (&Default::default(), &Default::default()),
             role,
         )
         .unwrap();

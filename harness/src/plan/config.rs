@@ -14,6 +14,8 @@ use crate::plan::args::RunArgs;
 use crate::plan::profile::{BazelBackend, NixBackend, Profile, TokenSource};
 use crate::plan::{Lane, ParamValue, Scenario, Settings, SlowSettings, System};
 use crate::results::Thresholds;
+use crate::tools::bazel::BazelSetup;
+use crate::tools::nix::NixSetup;
 
 /// The process environment as the configuration sees it: variables, the current folder,
 /// the temp folder and the clock, captured once.
@@ -106,6 +108,24 @@ pub struct AtticConfig {
     pub token: Token,
 }
 
+/// A Nix binary cache every build may substitute from, cold ones included: the public
+/// layer (e.g. https://cache.nixos.org) under the team cache that is measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Upstream {
+    pub url: Url,
+    pub public_key: String,
+}
+
+impl Upstream {
+    /// As a vm lane's guest reaches it (the host's loopback is 10.0.2.2 there).
+    pub fn for_guest(&self) -> Upstream {
+        Upstream {
+            url: crate::lanes::vm::guest_url(&self.url),
+            public_key: self.public_key.clone(),
+        }
+    }
+}
+
 /// The Nix cache warm cases read from.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum NixCacheConfig {
@@ -180,7 +200,10 @@ pub struct RunConfig {
     pub thresholds: Thresholds,
     pub nix_cache: NixCacheConfig,
     pub bazel_cache: BazelCacheConfig,
-    pub bazel_overrides: Vec<(String, PathBuf)>,
+    /// How Nix and Bazel are used besides the team cache (versions are filled in once the
+    /// tools are found).
+    pub nix: NixSetup,
+    pub bazel: BazelSetup,
     pub vm: VmSettings,
     pub output: PathBuf,
     /// Where the run's scratch folder is made.
@@ -265,7 +288,15 @@ impl RunConfig {
             thresholds,
             nix_cache: nix_cache(args, &profile.nix, env)?,
             bazel_cache: bazel_cache(args, &profile.bazel, env)?,
-            bazel_overrides: args.bazel_overrides.clone(),
+            nix: NixSetup {
+                version: String::new(),
+                upstream: profile.nix_upstream.clone(),
+            },
+            bazel: BazelSetup {
+                version: String::new(),
+                overrides: args.bazel_overrides.clone(),
+                shared_repository_cache: profile.bazel_shared_repository_cache.unwrap_or(true),
+            },
             vm,
             output: args.output.clone().unwrap_or_else(|| {
                 let stamp = env.now.format("%Y-%m-%dT%H-%M-%SZ");

@@ -11,6 +11,7 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::plan::args::{check_fraction, check_non_negative, check_positive};
+use crate::plan::config::Upstream;
 use crate::plan::Lane;
 
 pub const CONFIG_FILE: &str = "bench.toml";
@@ -23,7 +24,11 @@ pub struct Profile {
     pub warmups: Option<usize>,
     pub lanes: Option<Vec<Lane>>,
     pub nix: NixBackend,
+    /// Caches present in every build, cold ones included (`[nix] upstream`).
+    pub nix_upstream: Vec<Upstream>,
     pub bazel: BazelBackend,
+    /// `[bazel] repository_cache`: share one repository cache between all builds.
+    pub bazel_shared_repository_cache: Option<bool>,
     pub min_hit_ratio: Option<f64>,
     pub min_speedup: Option<f64>,
     pub max_fallback_penalty: Option<f64>,
@@ -90,7 +95,10 @@ struct RawProfile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNix {
+    #[serde(default = "embedded")]
     backend: String,
+    #[serde(default)]
+    upstream: Vec<RawUpstream>,
     endpoint: Option<String>,
     cache: Option<String>,
     url: Option<String>,
@@ -104,10 +112,23 @@ struct RawNix {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBazel {
+    #[serde(default = "embedded")]
     backend: String,
+    repository_cache: Option<bool>,
     url: Option<String>,
     path: Option<PathBuf>,
     headers_env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: String,
+    public_key: String,
+}
+
+fn embedded() -> String {
+    "embedded".into()
 }
 
 #[derive(Deserialize, Default)]
@@ -174,6 +195,11 @@ pub fn parse(text: &str, path: &Path, name: &str) -> Result<Profile> {
             .transpose()?,
         warmups: p.warmups,
         lanes: p.lanes,
+        nix_upstream: p
+            .nix
+            .as_ref()
+            .map_or(Ok(Vec::new()), |n| keys.upstream(&n.upstream))?,
+        bazel_shared_repository_cache: p.bazel.as_ref().and_then(|b| b.repository_cache),
         nix: p.nix.map_or(Ok(NixBackend::Embedded), |n| keys.nix(n))?,
         bazel: p
             .bazel
@@ -271,6 +297,32 @@ impl Keys<'_> {
                 &format!("write it in full, e.g. {k} = {example}"),
             )
         })
+    }
+
+    fn upstream(&self, raw: &[RawUpstream]) -> Result<Vec<Upstream>> {
+        raw.iter()
+            .map(|u| {
+                let example = "\"https://cache.nixos.org\"";
+                let url = self.url(Some(u.url.clone()), "nix.upstream.url", example)?;
+                if !matches!(url.scheme(), "http" | "https" | "file" | "s3") {
+                    return Err(self.error(
+                        format!(
+                            "key `{}`: {url} is not a Nix binary cache URL",
+                            self.key("nix.upstream.url")
+                        ),
+                        "use an http(s)://, file:// or s3:// cache",
+                    ));
+                }
+                Ok(Upstream {
+                    url,
+                    public_key: self.need(
+                        Some(u.public_key.clone()),
+                        "nix.upstream.public_key",
+                        "\"cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=\"",
+                    )?,
+                })
+            })
+            .collect()
     }
 
     fn nix(&self, n: RawNix) -> Result<NixBackend> {

@@ -267,6 +267,10 @@ pub struct CaseResult {
     /// The timed command of the first sample, as a user could paste it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// The build tool as this case used it: its version and the choices that shape what
+    /// was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<ToolUse>,
     /// How to reproduce the first sample: the command, the environment the harness set and
     /// the configuration files it wrote, secrets redacted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -312,6 +316,23 @@ pub enum CacheBackend {
     Grpc,
     /// A Bazel `--disk_cache` folder.
     Disk,
+}
+
+/// The build tool as a case used it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ToolUse {
+    /// What `nix --version` or `bazel --version` said.
+    pub version: String,
+    /// Nix: the upstream caches present in every build, cold ones included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream: Vec<String>,
+    /// Bazel: the flags chosen for its version and the repo's dependency files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bazel_flags: Option<crate::tools::bazel_flags::FlagSet>,
+    /// Bazel: one repository cache shared by every build of the run (so samples measure
+    /// building, not fetching external repositories).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_repository_cache: Option<bool>,
 }
 
 /// What a reviewer needs to run a build again by hand.
@@ -412,6 +433,7 @@ impl CaseResult {
             reason: None,
             cache: None,
             command: None,
+            tool: None,
             reproduce: None,
             warmups: Vec::new(),
             samples: Vec::new(),

@@ -101,6 +101,7 @@ pub fn compare_outputs(clean: &Outputs, from_cache: &Outputs) -> Vec<Mismatch> {
 impl CaseRun<'_, '_> {
     /// Runs every step of the case into `result`.
     pub fn execute(mut self, result: &mut CaseResult) -> Result<()> {
+        result.tool = Some(self.driver.tool_use(&self.ctx)?);
         if self.scenario.uses_cache() {
             result.cache = self.driver.cache_use();
         }

@@ -15,8 +15,8 @@ use crate::run::janitor;
 use crate::run::process::{BuildExecutor, Executor};
 use crate::run::scheduler::{Drivers, Scheduler};
 use crate::scratch::ScratchDir;
-use crate::tools::bazel::BazelDriver;
-use crate::tools::nix::NixDriver;
+use crate::tools::bazel::{BazelDriver, BazelSetup};
+use crate::tools::nix::{NixDriver, NixSetup};
 
 /// The external tools a run needs, found before anything is built.
 #[derive(Debug, Default)]
@@ -53,7 +53,8 @@ impl Tools {
 struct LaneSettings {
     vm: VmSettings,
     flake_dir: PathBuf,
-    bazel_overrides: Vec<(String, PathBuf)>,
+    nix: NixSetup,
+    bazel: BazelSetup,
     /// Set inside a vm lane's guest: the lane as the host booted it.
     guest: Option<GuestRole>,
 }
@@ -110,7 +111,8 @@ impl Session {
         let lanes = LaneSettings {
             vm: config.vm,
             flake_dir: config.flake_dir.clone(),
-            bazel_overrides: config.bazel_overrides.clone(),
+            nix: config.nix.clone(),
+            bazel: config.bazel.clone(),
             guest: None,
         };
         Session::assemble(plans, tools, caches, scratch, lanes, exec)
@@ -140,7 +142,8 @@ impl Session {
         let lanes = LaneSettings {
             vm: VmSettings::default(),
             flake_dir: job.work_dir,
-            bazel_overrides: job.bazel_overrides,
+            nix: job.nix,
+            bazel: job.bazel,
             guest: Some(GuestRole {
                 acceleration: job.acceleration,
                 acceleration_note: job.acceleration_note,
@@ -158,16 +161,31 @@ impl Session {
         exec: &dyn Executor,
     ) -> Result<Session> {
         let builds = BuildExecutor::for_run(&scratch, None);
+        let environment = crate::lanes::host::identity(exec);
+        let version = |tool: &str| {
+            environment
+                .tools
+                .get(tool)
+                .map_or_else(String::new, |t| t.version.clone())
+        };
         let mut drivers = Drivers::new();
         if let Some(nix) = &tools.nix {
             let dir = scratch.path().join("nix");
-            let driver = NixDriver::new(nix.clone(), &dir, caches.nix.clone())?;
+            let setup = NixSetup {
+                version: version("nix"),
+                ..lanes.nix.clone()
+            };
+            let driver = NixDriver::new(nix.clone(), &dir, caches.nix.clone(), setup)?;
             drivers.insert(System::Nix, Box::new(driver));
         }
         if let Some(bazel) = &tools.bazel {
             let dir = scratch.path().join("bazel");
             let cache = caches.bazel.clone();
-            let driver = BazelDriver::new(bazel.clone(), &dir, cache, &lanes.bazel_overrides)?;
+            let setup = BazelSetup {
+                version: version("bazel"),
+                ..lanes.bazel.clone()
+            };
+            let driver = BazelDriver::new(bazel.clone(), &dir, cache, &setup)?;
             drivers.insert(System::Bazel, Box::new(driver));
         }
         Ok(Session {
@@ -178,7 +196,7 @@ impl Session {
             plans,
             tools,
             lanes,
-            environment: crate::lanes::host::identity(exec),
+            environment,
         })
     }
 
@@ -240,7 +258,8 @@ impl Session {
                 vm: lanes.vm,
                 nix_cache: caches.nix.as_ref(),
                 bazel_cache: caches.bazel.as_ref(),
-                bazel_overrides: &lanes.bazel_overrides,
+                nix: &lanes.nix,
+                bazel: &lanes.bazel,
                 dir: &scratch.path().join(format!("lane-{}", plan.lane().name())),
                 guest: lanes.guest.as_ref(),
             };

@@ -15,8 +15,9 @@ use std::time::Duration;
 use crate::cache::{reroute, BazelCache, BazelEndpoint};
 use crate::error::{Error, IoContext, Result};
 use crate::plan::ParamValue;
-use crate::results::{CacheUse, ConfigFile};
+use crate::results::{CacheUse, ConfigFile, ToolUse};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
+use crate::tools::bazel_flags::{ExternalDeps, FlagSet};
 use crate::tools::bazel_log::{failure_summary, parse_exec_log, parse_process_summary};
 use crate::tools::{
     first_distinct, BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation, CaseContext,
@@ -38,7 +39,15 @@ const TUNED: &[&str] = &["--remote_timeout=2", "--remote_retries=0", "--jobs=32"
 pub struct BazelDriver {
     bazel: PathBuf,
     dir: PathBuf,
-    overrides: BTreeMap<String, PathBuf>,
+    /// What `bazel --version` said, as recorded: the flags depend on it.
+    version: String,
+    /// Debian's rule sets, passed only to the Bazel they were packaged for.
+    debian_overrides: BTreeMap<String, PathBuf>,
+    /// `--bazel-override NAME=PATH`: always passed, and win over Debian's.
+    extra_overrides: Vec<(String, PathBuf)>,
+    /// One repository cache for every build of the run, so samples measure building, not
+    /// fetching external repositories; `None` when the profile turns it off.
+    repository_cache: Option<PathBuf>,
     cache: Option<BazelCache>,
     /// Per repo and parameters: a workspace copy and output root built once without reading
     /// any cache (the clean reference and the `noop` state; its server stays up), which also
@@ -62,31 +71,46 @@ enum Remote {
     Read,
 }
 
+/// How a run uses Bazel, besides its cache.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BazelSetup {
+    /// `bazel --version` as recorded.
+    pub version: String,
+    /// `--bazel-override NAME=PATH`.
+    pub overrides: Vec<(String, PathBuf)>,
+    /// Share one repository cache between all builds of the run.
+    pub shared_repository_cache: bool,
+}
+
 impl BazelDriver {
-    /// `dir` is a private folder for workspace copies, output roots and rule overrides.
-    /// `extra_overrides` (`--bazel-override NAME=PATH`) win over the Debian defaults.
+    /// `dir` is a private folder for workspace copies, output roots, the repository cache
+    /// and rule overrides.
     pub fn new(
         bazel: PathBuf,
         dir: &Path,
         cache: Option<BazelCache>,
-        extra_overrides: &[(String, PathBuf)],
+        setup: &BazelSetup,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
-        let mut overrides = BTreeMap::new();
+        let mut debian_overrides = BTreeMap::new();
         if Path::new(DEBIAN_RULES_CC).is_dir() {
-            overrides.insert(
+            debian_overrides.insert(
                 "rules_cc".to_string(),
                 patched_rules_cc(Path::new(DEBIAN_RULES_CC), dir)?,
             );
         }
         if Path::new(DEBIAN_RULES_JAVA).is_dir() {
-            overrides.insert("rules_java".to_string(), DEBIAN_RULES_JAVA.into());
+            debian_overrides.insert("rules_java".to_string(), DEBIAN_RULES_JAVA.into());
         }
-        overrides.extend(extra_overrides.iter().cloned());
         Ok(BazelDriver {
             bazel,
             dir: dir.to_path_buf(),
-            overrides,
+            version: setup.version.clone(),
+            debian_overrides,
+            extra_overrides: setup.overrides.clone(),
+            repository_cache: setup
+                .shared_repository_cache
+                .then(|| dir.join("repository-cache")),
             cache,
             primed: BTreeMap::new(),
             next_root: 0,
@@ -131,6 +155,7 @@ impl BazelDriver {
                 case.repo.name
             ))
         })?;
+        let flags = self.flag_set(case)?;
         let mut args = self.startup_args(output_root);
         args.extend(
             [
@@ -141,35 +166,26 @@ impl BazelDriver {
                 "--sandbox_debug=false",
                 // No convenience symlinks in the workspace.
                 "--symlink_prefix=/",
-                // Keep the caller's PATH out of action keys, or caches never hit across machines.
-                "--incompatible_strict_action_env",
             ]
             .map(OsString::from),
         );
-        args.push(format!("--execution_log_json_file={}", exec_log.display()).into());
-        for (name, path) in &self.overrides {
+        args.extend(flags.build_flags.iter().map(OsString::from));
+        args.push(flags.execution_log_flag(exec_log).into());
+        let overrides = self
+            .debian_overrides
+            .iter()
+            .filter(|(name, _)| !self.extra_overrides.iter().any(|(n, _)| n == *name))
+            .filter(|_| flags.debian_rule_overrides)
+            .chain(self.extra_overrides.iter().map(|(n, p)| (n, p)));
+        for (name, path) in overrides {
             args.push(format!("--override_repository={name}={}", path.display()).into());
         }
-        if remote != Remote::None {
-            let cache = self.cache()?;
-            match &cache.endpoint {
-                BazelEndpoint::Disk(path) => {
-                    args.push(format!("--disk_cache={}", path.display()).into())
-                }
-                BazelEndpoint::Remote(url) => {
-                    let url = match case.cache_via {
-                        Some(via) => reroute(url, via),
-                        None => url.clone(),
-                    };
-                    args.push(format!("--remote_cache={url}").into());
-                }
-            }
-            if remote == Remote::UploadOnly {
-                args.push("--noremote_accept_cached".into());
-            }
-            if case.tuned() {
-                args.extend(TUNED.iter().map(OsString::from));
-            }
+        if let Some(dir) = &self.repository_cache {
+            args.push(flags.repository_cache_flag(dir).into());
+        }
+        args.extend(self.cache_flags(case, remote)?);
+        if remote != Remote::None && case.tuned() {
+            args.extend(TUNED.iter().map(OsString::from));
         }
         args.extend(targets.targets.iter().map(OsString::from));
         Ok(CommandSpec {
@@ -182,6 +198,44 @@ impl BazelDriver {
             stderr: logs.join("stderr.log"),
             timeout: case.timeout,
         })
+    }
+
+    /// The version-dependent flags for this case's workspace.
+    fn flag_set(&self, case: &CaseContext) -> Result<FlagSet> {
+        let has = |name: &str| case.source.join(name).is_file();
+        let deps = ExternalDeps::from_markers(
+            has("MODULE.bazel"),
+            has("WORKSPACE") || has("WORKSPACE.bazel"),
+        );
+        FlagSet::choose(&self.version, deps)
+            .map_err(|why| Error::Build(format!("bench repo `{}`: {why}", case.repo.name)))
+    }
+
+    /// Both cache flags, always: whatever the workspace's own rc files set (a disk cache,
+    /// a remote cache) is overridden, so a cold build reads no cache and a warm build reads
+    /// only the one measured.
+    fn cache_flags(&self, case: &CaseContext, remote: Remote) -> Result<Vec<OsString>> {
+        let (mut disk, mut remote_url) = (String::new(), String::new());
+        if remote != Remote::None {
+            match &self.cache()?.endpoint {
+                BazelEndpoint::Disk(path) => disk = path.display().to_string(),
+                BazelEndpoint::Remote(url) => {
+                    remote_url = match case.cache_via {
+                        Some(via) => reroute(url, via),
+                        None => url.clone(),
+                    }
+                    .to_string()
+                }
+            }
+        }
+        let mut flags: Vec<OsString> = vec![
+            format!("--disk_cache={disk}").into(),
+            format!("--remote_cache={remote_url}").into(),
+        ];
+        if remote == Remote::UploadOnly {
+            flags.push("--noremote_accept_cached".into());
+        }
+        Ok(flags)
     }
 
     fn new_output_root(&mut self) -> PathBuf {
@@ -350,6 +404,15 @@ impl BuildDriver for BazelDriver {
         self.shutdown(output_root, workspace, exec);
         crate::scratch::remove_tree(output_root)
             .context(|| format!("removing {}", output_root.display()))
+    }
+
+    fn tool_use(&self, case: &CaseContext) -> Result<ToolUse> {
+        Ok(ToolUse {
+            version: self.version.clone(),
+            bazel_flags: Some(self.flag_set(case)?),
+            shared_repository_cache: Some(self.repository_cache.is_some()),
+            ..ToolUse::default()
+        })
     }
 
     /// The server of the build's output root does the work; the client only asks.

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::plan::{RepoManifest, Scenario};
-use crate::results::{CacheUse, ConfigFile, Reproduce, ToolVersion};
+use crate::results::{CacheUse, ConfigFile, Reproduce, ToolUse, ToolVersion};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
 
 /// External tools the harness knows, with the arguments that make them print a version.
@@ -296,6 +296,10 @@ pub trait BuildDriver {
     fn finish(&mut self, _build: &PreparedBuild, _exec: &dyn Executor) -> Result<()> {
         Ok(())
     }
+
+    /// The tool as it builds this case: its version and the choices that shape the numbers.
+    /// `Error::Build` fails the case (e.g. a Bazel that cannot build this repo at all).
+    fn tool_use(&self, case: &CaseContext) -> Result<ToolUse>;
 
     /// Long-lived servers the build works through, so their CPU and memory count too.
     fn servers(&self, _build: &PreparedBuild) -> ServerProbe {

@@ -6,11 +6,14 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::cache::{reroute, signed_destination, NixCache, Push};
 use crate::error::{Error, IoContext, Result};
+use crate::plan::config::Upstream;
 use crate::plan::manifest::NixTargets;
 use crate::plan::ParamValue;
-use crate::results::{CacheUse, ConfigFile};
+use crate::results::{CacheUse, ConfigFile, ToolUse};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
 use crate::scratch::Owner;
 use crate::tools::nix_log::{parse_build_outputs, parse_internal_json, parse_path_info};
@@ -22,12 +25,25 @@ use crate::tools::{
 /// Host folders the build sandbox may see, so derivations can use host tools (no nixpkgs).
 const SANDBOX_PATHS: &[&str] = &["/bin", "/usr", "/lib", "/lib64"];
 
+/// Chroot-store builds must be sandboxed: without the sandbox Nix would write outputs to the
+/// real `/nix/store`. `sandbox-fallback = false` makes a machine that cannot sandbox fail the
+/// build instead of silently building unsandboxed (the run's sandbox probe says why first).
 const NIX_CONF: &str = "\
 build-users-group =
-sandbox = false
+sandbox = true
+sandbox-fallback = false
 experimental-features = nix-command flakes
 substituters =
 ";
+
+/// How a run uses Nix, besides the team cache.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NixSetup {
+    /// `nix --version` as recorded.
+    pub version: String,
+    /// Caches present in every build, cold ones included.
+    pub upstream: Vec<Upstream>,
+}
 
 /// Settings that bound the cost of a hanging or slow cache (`fallback:*+tuned`).
 const TUNED: &[(&str, &str)] = &[
@@ -42,6 +58,7 @@ pub struct NixDriver {
     dir: PathBuf,
     conf_file: PathBuf,
     cache: Option<NixCache>,
+    setup: NixSetup,
     /// Stores built once per repo and parameters without any cache: the clean reference,
     /// the source of the cache's contents and the ready-made state of `noop` builds.
     primed: BTreeMap<String, Primed>,
@@ -58,7 +75,7 @@ struct Primed {
 
 impl NixDriver {
     /// `dir` is a private folder the driver may fill (config, primed stores).
-    pub fn new(nix: PathBuf, dir: &Path, cache: Option<NixCache>) -> Result<Self> {
+    pub fn new(nix: PathBuf, dir: &Path, cache: Option<NixCache>, setup: NixSetup) -> Result<Self> {
         let conf_dir = dir.join("nix-conf");
         std::fs::create_dir_all(&conf_dir)
             .context(|| format!("creating {}", conf_dir.display()))?;
@@ -70,6 +87,7 @@ impl NixDriver {
             dir: dir.to_path_buf(),
             conf_file,
             cache,
+            setup,
             primed: BTreeMap::new(),
             primes_started: 0,
         })
@@ -132,15 +150,31 @@ impl NixDriver {
             .collect();
         let mut args: Vec<OsString> = vec!["build".into(), "--store".into(), store.into()];
         push_option(&mut args, "sandbox-paths", &sandbox_paths.join(" "));
-        if let BuildMode::FromCache { tool_fallback } = mode {
-            let cache = self.cache()?;
-            let substituter = match case.cache_via {
+        // The team cache only where the mode reads it, first; the upstream layer always.
+        let team = match mode {
+            BuildMode::FromCache { .. } => Some(self.cache()?),
+            _ => None,
+        };
+        let mut substituters: Vec<String> = Vec::new();
+        let mut keys: Vec<&str> = Vec::new();
+        if let Some(cache) = team {
+            let url = match case.cache_via {
                 Some(via) => reroute(&cache.substituter, via),
                 None => cache.substituter.clone(),
             };
-            push_option(&mut args, "substituters", substituter.as_str());
-            push_option(&mut args, "trusted-public-keys", &cache.public_key);
+            substituters.push(url.to_string());
+            keys.push(&cache.public_key);
+        }
+        for upstream in &self.setup.upstream {
+            substituters.push(upstream.url.to_string());
+            keys.push(&upstream.public_key);
+        }
+        if !substituters.is_empty() {
+            push_option(&mut args, "substituters", &substituters.join(" "));
+            push_option(&mut args, "trusted-public-keys", &keys.join(" "));
             push_option(&mut args, "narinfo-cache-negative-ttl", "0");
+        }
+        if let (Some(cache), BuildMode::FromCache { tool_fallback }) = (team, mode) {
             if let Some(netrc) = &cache.netrc_file {
                 push_option(&mut args, "netrc-file", &netrc.display().to_string());
             }
@@ -351,6 +385,19 @@ impl BuildDriver for NixDriver {
             }
         }
         Ok(())
+    }
+
+    fn tool_use(&self, _case: &CaseContext) -> Result<ToolUse> {
+        Ok(ToolUse {
+            version: self.setup.version.clone(),
+            upstream: self
+                .setup
+                .upstream
+                .iter()
+                .map(|u| u.url.to_string())
+                .collect(),
+            ..ToolUse::default()
+        })
     }
 
     fn cache_use(&self) -> Option<CacheUse> {
