@@ -3,6 +3,7 @@
 //! `results/results.schema.json` is generated from these types (`flywheel-bench schema`).
 
 pub mod derive;
+pub mod growth;
 pub mod writer;
 
 pub use derive::{comparisons, derive};
