@@ -102,19 +102,13 @@ impl StoppingRule {
     /// narrow enough, or both have their maximum.
     pub fn check_ratio(&self, numerator: &[f64], denominator: &[f64]) -> Progress {
         let ratio = ratio_of_medians(numerator, denominator);
-        let n = numerator.len().min(denominator.len());
-        let mut progress = self.progress(
-            n,
+        // The side with fewer samples decides: until both reach the maximum, the other
+        // side may still narrow the interval.
+        self.progress(
+            numerator.len().min(denominator.len()),
             ratio.as_ref().map(|r| r.ratio),
             ratio.as_ref().and_then(|r| r.interval()),
-        );
-        if progress.stop == Some(StopReason::MaxSamples)
-            && numerator.len().max(denominator.len()) < self.max_samples
-        {
-            // One side is at its maximum, the other may still narrow the interval.
-            progress.stop = None;
-        }
-        progress
+        )
     }
 
     /// The side of a ratio to sample next: one still below the minimum, else the one
