@@ -32,7 +32,12 @@ pub fn render(files: &[(String, Results)]) -> String {
             esc(&results.started_at)
         );
         out.push_str(&comparison_plots(results));
-        for table in tables::all(results) {
+        let growth = crate::results::growth::growth(&results.cases);
+        out.push_str(&super::growth::plots(&growth));
+        for table in tables::all(results)
+            .into_iter()
+            .chain(super::growth::table(&growth))
+        {
             out.push_str(&html_table(&table));
         }
         out.push_str(&distribution_plots(results));

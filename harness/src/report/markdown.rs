@@ -11,7 +11,8 @@ pub fn render(files: &[(String, Results)]) -> String {
     for (label, results) in files {
         let _ = writeln!(out, "\n## {}\n", escape(label));
         out.push_str(&run_facts(results));
-        for table in tables::all(results) {
+        let growth = super::growth::table(&crate::results::growth::growth(&results.cases));
+        for table in tables::all(results).into_iter().chain(growth) {
             let _ = write!(
                 out,
                 "\n### {}\n\n_{}_\n\n{}",

@@ -2,6 +2,7 @@
 
 pub mod compare;
 pub mod export;
+pub mod growth;
 pub mod html;
 pub mod markdown;
 pub mod matrix;

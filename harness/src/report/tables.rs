@@ -3,6 +3,7 @@
 
 use crate::results::derive::FallbackOutcome;
 use crate::results::{Outcome, Results};
+use crate::stats::RatioInterval;
 
 pub struct Table {
     pub title: &'static str,
@@ -82,10 +83,18 @@ pub fn ratio(r: f64) -> String {
     }
 }
 
+/// `2.1x [1.9x, 2.3x]`, or `2.1x [n/a]` when there were too few samples for an interval.
+pub fn ratio_interval(r: &RatioInterval) -> String {
+    match r.interval() {
+        Some((low, high)) => format!("{} [{}, {}]", ratio(r.ratio), ratio(low), ratio(high)),
+        None => format!("{} [n/a]", ratio(r.ratio)),
+    }
+}
+
 pub fn comparisons(results: &Results) -> Table {
     Table {
         title: "Cold vs warm",
-        note: "Medians of wall time; speedup = median(cold) / median(warm).",
+        note: "Medians of wall time; speedup = median(cold) / median(warm); no interval (n/a) from fewer than 3 samples a side.",
         headers: vec![
             "repo",
             "system",
@@ -107,12 +116,7 @@ pub fn comparisons(results: &Results) -> Table {
                     seconds(c.cold_median_s),
                     seconds(c.warm_median_s),
                     c.noop_median_s.map_or("-".into(), seconds),
-                    format!(
-                        "{} [{}, {}]",
-                        ratio(c.speedup.ratio),
-                        ratio(c.speedup.ci_low),
-                        ratio(c.speedup.ci_high)
-                    ),
+                    ratio_interval(&c.speedup),
                     c.hit_ratio
                         .map_or("-".into(), |h| format!("{:.0}%", h * 100.0)),
                 ])
@@ -251,5 +255,9 @@ mod tests {
         assert_eq!(seconds(754.2), "754 s");
         assert_eq!(ratio(232.4), "232x");
         assert_eq!(ratio(2.06), "2.1x");
+        let mut r = crate::stats::ratio_of_medians(&[7.33], &[0.1]).unwrap();
+        assert_eq!(ratio_interval(&r), "73.3x [n/a]");
+        (r.ci_low, r.ci_high) = (Some(70.0), Some(75.51));
+        assert_eq!(ratio_interval(&r), "73.3x [70.0x, 75.5x]");
     }
 }

@@ -230,14 +230,21 @@ fn cache_use_check(c: &Comparison, t: &Thresholds) -> Option<Check> {
 
 fn speedup_check(c: &Comparison, t: &Thresholds) -> Check {
     let s = &c.speedup;
+    let detail = match s.interval() {
+        Some((low, high)) => format!(
+            "{:.2}x, 95% interval [{low:.2}x, {high:.2}x]; passes when the interval's low end is above the threshold",
+            s.ratio
+        ),
+        None => format!(
+            "{:.2}x, no 95% interval (fewer than 3 samples on a side): it cannot pass without one; take more samples",
+            s.ratio
+        ),
+    };
     Check {
-        pass: s.ci_low > t.min_speedup,
+        pass: s.ci_low.is_some_and(|low| low > t.min_speedup),
         value: Some(s.ratio),
         threshold: Some(t.min_speedup),
-        detail: format!(
-            "{:.2}x, 95% interval [{:.2}x, {:.2}x]; passes when the interval's low end is above the threshold",
-            s.ratio, s.ci_low, s.ci_high
-        ),
+        detail,
     }
 }
 
@@ -472,12 +479,12 @@ mod tests {
         let r = results(vec![
             case(
                 Scenario::Cold,
-                vec![sample(10.0, 21, 0), sample(10.5, 21, 0)],
+                vec![sample(10.0, 21, 0), sample(10.5, 21, 0), sample(9.8, 21, 0)],
                 Outcome::Ok,
             ),
             case(
                 Scenario::Warm,
-                vec![sample(0.5, 0, 1), sample(0.6, 0, 1)],
+                vec![sample(0.5, 0, 1), sample(0.6, 0, 1), sample(0.55, 0, 1)],
                 Outcome::Ok,
             ),
             verify,
@@ -491,6 +498,23 @@ mod tests {
             !verified.pass && verified.detail.contains("bazel-out/x.txt"),
             "{}",
             verified.detail
+        );
+    }
+
+    #[test]
+    fn a_speedup_without_an_interval_cannot_pass() {
+        // One cold and one warm sample: a ratio, but nothing to say how sure it is.
+        let r = results(vec![
+            case(Scenario::Cold, vec![sample(7.33, 21, 0)], Outcome::Ok),
+            case(Scenario::Warm, vec![sample(0.1, 0, 21)], Outcome::Ok),
+        ]);
+        assert_eq!(r.comparisons[0].speedup.interval(), None);
+        let speedup = r.verdicts[0].speedup.as_ref().unwrap();
+        assert!(!speedup.pass);
+        assert!(
+            speedup.detail.contains("73.30x, no 95% interval"),
+            "{}",
+            speedup.detail
         );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod derive;
 pub mod explain;
+pub mod growth;
 pub mod writer;
 
 pub use derive::{comparisons, derive};
