@@ -23,38 +23,6 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<R
     parse_response(&raw)
 }
 
-/// A loopback HTTP server on its own thread that answers every request with `body`
-/// (for the proxy's tests and benchmark). It lives as long as the process.
-#[doc(hidden)]
-pub fn serve_static(body: Vec<u8>) -> std::io::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let body = std::sync::Arc::new(body);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let body = body.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(&body);
-            });
-        }
-    });
-    Ok(addr)
-}
-
 fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
     let invalid =
         |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());

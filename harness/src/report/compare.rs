@@ -142,18 +142,14 @@ impl Comparison {
     }
 }
 
-fn same_key(a: &CaseResult, b: &CaseResult) -> bool {
-    a.repo == b.repo && a.system == b.system && a.lane == b.lane && a.scenario == b.scenario
-}
-
 fn same_case(a: &CaseResult, b: &CaseResult) -> bool {
-    same_key(a, b) && a.parameters == b.parameters
+    a.same_scenario(b) && a.parameters == b.parameters
 }
 
 /// The case's label, with its parameters when its file has the same case at other values
 /// (a sweep).
 fn label(case: &CaseResult, file: &Results) -> String {
-    if file.cases.iter().filter(|c| same_key(c, case)).count() < 2 {
+    if file.cases.iter().filter(|c| c.same_scenario(case)).count() < 2 {
         return case.label();
     }
     let params: Vec<String> = case
@@ -222,7 +218,7 @@ pub fn compare(baseline: &Results, new: &Results, threshold: f64) -> Result<Comp
             Some(now) => now,
             None => {
                 let counterparts: Vec<&CaseResult> =
-                    new.cases.iter().filter(|c| same_key(c, base)).collect();
+                    new.cases.iter().filter(|c| c.same_scenario(base)).collect();
                 if let [other] = counterparts.as_slice() {
                     if label(base, baseline) == base.label() {
                         return Err(format!(
@@ -308,9 +304,7 @@ fn within_runs(baseline: &Results, new: &Results, threshold: f64) -> Vec<CaseCha
         file.cases
             .iter()
             .find(|c| {
-                c.repo == like.repo
-                    && c.system == like.system
-                    && c.lane == like.lane
+                c.key() == like.key()
                     && c.parameters == like.parameters
                     && c.scenario == scenario
                     && c.outcome == Outcome::Ok
@@ -377,11 +371,7 @@ fn within_runs(baseline: &Results, new: &Results, threshold: f64) -> Vec<CaseCha
 fn worse_verdicts(baseline: &Results, new: &Results) -> Vec<String> {
     let mut out = Vec::new();
     for base in &baseline.verdicts {
-        let Some(now) = new
-            .verdicts
-            .iter()
-            .find(|v| v.repo == base.repo && v.system == base.system && v.lane == base.lane)
-        else {
+        let Some(now) = new.verdicts.iter().find(|v| v.key() == base.key()) else {
             continue;
         };
         let pairs = [

@@ -102,12 +102,7 @@ const COLORS: [&str; 6] = [
 pub fn plots(growth: &[Growth]) -> String {
     let mut groups: Vec<Vec<&Growth>> = Vec::new();
     for g in growth {
-        let same = |other: &&Growth| {
-            other.repo == g.repo
-                && other.system == g.system
-                && other.lane == g.lane
-                && other.parameter == g.parameter
-        };
+        let same = |other: &&Growth| other.key() == g.key() && other.parameter == g.parameter;
         match groups.iter_mut().find(|group| same(&group[0])) {
             Some(group) => group.push(g),
             None => groups.push(vec![g]),

@@ -85,12 +85,10 @@ fn comparison_plots(r: &Results) -> String {
         let bars: Vec<(&str, Vec<f64>)> = ["cold", "warm", "noop"]
             .into_iter()
             .filter_map(|scenario| {
-                let case = r.cases.iter().find(|k| {
-                    k.repo == c.repo
-                        && k.system == c.system
-                        && k.lane == c.lane
-                        && k.scenario.to_string() == scenario
-                })?;
+                let case = r
+                    .cases
+                    .iter()
+                    .find(|k| k.key() == c.key() && k.scenario.to_string() == scenario)?;
                 Some((scenario, walls(case)))
             })
             .filter(|(_, w)| !w.is_empty())

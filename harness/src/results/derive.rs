@@ -20,9 +20,12 @@ fn ok_case<'a>(
     like: &CaseResult,
     scenario: Scenario,
 ) -> Option<&'a CaseResult> {
-    cases
-        .iter()
-        .find(|c| c.key() == like.key() && c.scenario == scenario && c.outcome == Outcome::Ok)
+    cases.iter().find(|c| {
+        c.key() == like.key()
+            && c.parameters == like.parameters
+            && c.scenario == scenario
+            && c.outcome == Outcome::Ok
+    })
 }
 
 fn wall_times(case: &CaseResult) -> Vec<f64> {

@@ -82,16 +82,12 @@ pub fn growth(cases: &[CaseResult]) -> Vec<Growth> {
         .collect();
     let mut groups: Vec<Vec<&CaseResult>> = Vec::new();
     for case in measured {
-        match groups.iter_mut().find(|g| same_scenario(g[0], case)) {
+        match groups.iter_mut().find(|g| g[0].same_scenario(case)) {
             Some(group) => group.push(case),
             None => groups.push(vec![case]),
         }
     }
     groups.iter().filter_map(|g| series(g)).collect()
-}
-
-fn same_scenario(a: &CaseResult, b: &CaseResult) -> bool {
-    a.repo == b.repo && a.system == b.system && a.lane == b.lane && a.scenario == b.scenario
 }
 
 fn series(group: &[&CaseResult]) -> Option<Growth> {

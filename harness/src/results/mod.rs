@@ -236,7 +236,8 @@ keyed!(
     CaseResult,
     Comparison,
     derive::FallbackRow,
-    derive::Verdicts
+    derive::Verdicts,
+    growth::Growth
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -443,6 +444,11 @@ impl CaseResult {
             verification: None,
             overhead_median_s: None,
         }
+    }
+
+    /// The same repo, system, lane and scenario (at any parameters: a sweep's points).
+    pub fn same_scenario(&self, other: &CaseResult) -> bool {
+        self.key() == other.key() && self.scenario == other.scenario
     }
 
     /// `repo system lane scenario`, how reports and exports name a case.
