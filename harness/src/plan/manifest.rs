@@ -49,6 +49,19 @@ pub enum Source {
     },
 }
 
+impl RepoManifest {
+    /// The error for a build of `system` this repo has no targets for.
+    pub fn no_targets(&self, system: crate::plan::System) -> Error {
+        Error::Usage(format!(
+            "bench repo `{}` has no [{}] targets\n  fix: add a [{}] table to {}",
+            self.name,
+            system.name(),
+            system.name(),
+            self.manifest_path.display()
+        ))
+    }
+}
+
 impl Source {
     /// The folder to build in, once the source is on this machine.
     pub fn local_path(&self) -> Option<&Path> {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::cache::{reroute, BazelCache, BazelEndpoint};
 use crate::error::{Error, IoContext, Result};
-use crate::plan::ParamValue;
+use crate::plan::{ParamValue, System};
 use crate::results::{CacheUse, ConfigFile, ToolUse};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
 use crate::tools::bazel_flags::{ExternalDeps, FlagSet};
@@ -149,12 +149,11 @@ impl BazelDriver {
         logs: &Path,
         remote: Remote,
     ) -> Result<CommandSpec> {
-        let targets = case.repo.bazel.as_ref().ok_or_else(|| {
-            Error::Usage(format!(
-                "bench repo `{}` has no [bazel] targets",
-                case.repo.name
-            ))
-        })?;
+        let targets = case
+            .repo
+            .bazel
+            .as_ref()
+            .ok_or_else(|| case.repo.no_targets(System::Bazel))?;
         let flags = self.flag_set(case)?;
         let mut args = self.startup_args(output_root);
         args.extend(

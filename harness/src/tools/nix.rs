@@ -12,7 +12,7 @@ use crate::cache::{reroute, signed_destination, NixCache, Push};
 use crate::error::{Error, IoContext, Result};
 use crate::plan::config::Upstream;
 use crate::plan::manifest::NixTargets;
-use crate::plan::ParamValue;
+use crate::plan::{ParamValue, System};
 use crate::results::{CacheUse, ConfigFile, ToolUse};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
 use crate::scratch::Owner;
@@ -135,12 +135,11 @@ impl NixDriver {
         dir: &Path,
         mode: BuildMode,
     ) -> Result<CommandSpec> {
-        let targets = case.repo.nix.as_ref().ok_or_else(|| {
-            Error::Usage(format!(
-                "bench repo `{}` has no [nix] targets",
-                case.repo.name
-            ))
-        })?;
+        let targets = case
+            .repo
+            .nix
+            .as_ref()
+            .ok_or_else(|| case.repo.no_targets(System::Nix))?;
         let sandbox_paths: Vec<String> = SANDBOX_PATHS
             .iter()
             .map(PathBuf::from)
