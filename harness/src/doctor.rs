@@ -1,9 +1,12 @@
 //! `flywheel-bench doctor`: which tools are here, their versions, and which parts of a run
 //! can work on this machine.
 
-use crate::error::{exit_code, Result};
+use std::path::Path;
+
+use crate::error::{exit_code, Error, IoContext, Result};
 use crate::run::process::Executor;
 use crate::tools;
+use crate::tools::nix::{NixDriver, NixSetup};
 
 /// What the harness needs for which part of a run.
 const NEEDS: &[(&str, &[&str])] = &[
@@ -39,9 +42,31 @@ pub fn run(exec: &dyn Executor) -> Result<i32> {
             println!("  no   {what} (missing: {})", missing.join(", "));
         }
     }
+    if let Some(nix) = tools.get("nix") {
+        let what = "nix builds sandboxed in a private store (the host's /nix stays untouched)";
+        match sandbox_probe(exec, Path::new(&nix.path)) {
+            Ok(()) => println!("  yes  {what}"),
+            Err(why) => {
+                all = false;
+                println!("  no   {what}: {why}");
+            }
+        }
+    }
     Ok(if all {
         exit_code::OK
     } else {
         exit_code::ENVIRONMENT
     })
+}
+
+/// The run's sandbox probe, in a temporary folder.
+fn sandbox_probe(exec: &dyn Executor, nix: &Path) -> Result<(), String> {
+    let dir = tempfile::tempdir()
+        .context(|| "creating a folder for the sandbox probe".into())
+        .map_err(|e: Error| e.to_string())?;
+    let driver = NixDriver::new(nix.to_path_buf(), dir.path(), None, NixSetup::default())
+        .map_err(|e| e.to_string())?;
+    let probed = driver.probe_sandbox(exec);
+    let _ = crate::scratch::remove_tree(dir.path());
+    probed
 }

@@ -38,3 +38,116 @@ fn the_harness_runs_in_the_root_against_its_nix_and_leaves_nothing_mounted() {
     let left = host_mounts_under(&root_dir);
     assert!(left.is_empty(), "still mounted on the host: {left:?}");
 }
+
+/// Every path under the root's `/nix` with its modification time.
+fn root_nix_snapshot(
+    root: &std::path::Path,
+) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.join("nix")];
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        out.push((path.clone(), meta.modified().ok()));
+        if meta.is_dir() {
+            stack.extend(
+                std::fs::read_dir(&path)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn nix_2_26_runs_every_kind_of_case_with_the_same_counters_as_nix_2_8() {
+    let root_dir = Debian13::root_dir();
+    let nix_before = root_nix_snapshot(&root_dir);
+    let out_dir = tempfile::tempdir().unwrap();
+    let scenarios = [
+        "cold",
+        "warm",
+        "noop",
+        "verify",
+        "fallback:poison",
+        "fallback:corrupt",
+    ];
+    let mut args: Vec<&str> = vec![
+        "run",
+        "--repo",
+        "fixture-c-dag",
+        "--system",
+        "nix",
+        "--samples",
+        "1",
+        "--warmups",
+        "0",
+        "--param",
+        "size=2",
+        "--param",
+        "work=5",
+        "--output",
+        "/out/results.json",
+    ];
+    for s in &scenarios {
+        args.extend(["--scenario", s]);
+    }
+    let out = Debian13::new()
+        .with_harness()
+        .bind(out_dir.path(), "/out")
+        .chdir(GUEST_REPO)
+        .output(GUEST_HARNESS, &args);
+    assert!(
+        out.status.success(),
+        "the run under Nix 2.26 failed ({:?}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = read_json(&out_dir.path().join("results.json"));
+    assert_valid_results(&results);
+    for scenario in scenarios {
+        let c = case(&results, scenario);
+        assert_eq!(c["outcome"], "ok", "{c}");
+        assert!(
+            c["tool"]["version"].as_str().unwrap().contains("2.26"),
+            "each case records the Nix version: {c}"
+        );
+    }
+    // size 2: two compile steps and a link, as under Nix 2.8.
+    let sample = |scenario: &str| case(&results, scenario)["samples"][0].clone();
+    assert_eq!(
+        (
+            sample("cold")["built"].as_u64(),
+            sample("cold")["substituted"].as_u64()
+        ),
+        (Some(3), Some(0))
+    );
+    assert_eq!(sample("warm")["built"], 0);
+    assert!(sample("warm")["substituted"].as_u64().unwrap() > 0);
+    assert_eq!(
+        (
+            sample("noop")["built"].as_u64(),
+            sample("noop")["substituted"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    for scenario in ["verify", "fallback:poison", "fallback:corrupt"] {
+        let v = &case(&results, scenario)["verification"];
+        assert_eq!(v["mismatches"], serde_json::json!([]), "{scenario}: {v}");
+        assert!(v["compared"].as_u64().unwrap() > 0, "{scenario}: {v}");
+    }
+    // The poisoned (unsigned) narinfos are refused and everything is built locally.
+    assert_eq!(sample("fallback:poison")["substituted"], 0);
+    assert_eq!(
+        root_nix_snapshot(&root_dir),
+        nix_before,
+        "the root's /nix changed"
+    );
+    assert!(host_mounts_under(&root_dir).is_empty());
+}

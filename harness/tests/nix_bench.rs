@@ -172,3 +172,37 @@ fn ctrl_c_keeps_finished_cases_and_leaves_nothing_running() {
     assert_eq!(processes_mentioning(&work_dir), Vec::<String>::new());
     assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
 }
+
+#[test]
+fn a_machine_that_cannot_sandbox_stops_before_building_and_writes_no_nix() {
+    require_tools(&["nix", "unshare", "chroot"]);
+    let nix_before = host_nix_snapshot();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let output = tmp.path().join("results.json");
+    // A plain chroot (here of the host's own tree): the kernel refuses user namespaces to a
+    // chrooted process, so Nix cannot sandbox; unsandboxed it would write the real /nix.
+    let script = format!(
+        "mount --rbind / {root} && exec chroot {root} {bin} run --repo {repo} --system nix --scenario cold --samples 1 --warmups 0 --param size=2 --param work=5 --output {out}",
+        root = root.display(),
+        bin = env!("CARGO_BIN_EXE_flywheel-bench"),
+        repo = repo_root().join("bench-repos/fixture-c-dag").display(),
+        out = output.display(),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("cannot sandbox")
+            && stderr.contains("user namespaces")
+            && stderr.contains("fix:"),
+        "{stderr}"
+    );
+    assert!(!output.exists(), "nothing ran, so nothing was recorded");
+    assert_eq!(host_nix_snapshot(), nix_before, "the host's /nix changed");
+    std::fs::remove_dir(&root).unwrap();
+}

@@ -176,6 +176,7 @@ impl Session {
                 ..lanes.nix.clone()
             };
             let driver = NixDriver::new(nix.clone(), &dir, caches.nix.clone(), setup)?;
+            driver.require_sandbox(exec)?;
             drivers.insert(System::Nix, Box::new(driver));
         }
         if let Some(bazel) = &tools.bazel {

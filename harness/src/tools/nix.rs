@@ -52,6 +52,17 @@ const TUNED: &[(&str, &str)] = &[
     ("download-attempts", "1"),
 ];
 const PATH_INFO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A derivation that records the uid map it builds under: `0 0 4294967295` (the host's)
+/// means no user namespace, so no sandbox.
+const SANDBOX_PROBE: &str = r#"derivation {
+  name = "flywheel-bench-sandbox-probe";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-c" "read -r map < /proc/self/uid_map; echo $map > $out" ];
+}
+"#;
 
 pub struct NixDriver {
     nix: PathBuf,
@@ -90,6 +101,66 @@ impl NixDriver {
             setup,
             primed: BTreeMap::new(),
             primes_started: 0,
+        })
+    }
+
+    /// Proves that chroot-store builds are sandboxed here: a probe derivation must build in
+    /// a private store and see a user namespace (its uid map is not the identity). Where
+    /// Nix cannot sandbox (a plain chroot, a container without user namespaces), building
+    /// would write the real `/nix`, so the run must not start.
+    pub fn probe_sandbox(&self, exec: &dyn Executor) -> std::result::Result<(), String> {
+        let dir = self.dir.join("sandbox-probe");
+        let probe = dir.join("probe.nix");
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&probe, SANDBOX_PROBE))
+            .map_err(|e| format!("cannot write the probe in {}: {e}", dir.display()))?;
+        let store = dir.join("store");
+        let mut args: Vec<OsString> = vec!["build".into(), "--store".into(), (&store).into()];
+        push_option(
+            &mut args,
+            "sandbox-paths",
+            &existing_sandbox_paths(&[]).join(" "),
+        );
+        args.extend(["--no-link", "--json", "-f"].map(OsString::from));
+        args.push(probe.into());
+        let spec = CommandSpec::new(&self.nix, args, PROBE_TIMEOUT).env(self.env(&dir.join("xdg")));
+        let out = run_captured(exec, spec).map_err(|e| e.to_string())?;
+        let result = if out.outcome.success() {
+            let map = parse_build_outputs(&out.stdout)
+                .ok()
+                .and_then(|paths| paths.into_iter().next())
+                .and_then(|path| {
+                    let on_disk = store.join(path.trim_start_matches('/'));
+                    std::fs::read_to_string(on_disk).ok()
+                })
+                .unwrap_or_default();
+            let fields: Vec<&str> = map.split_whitespace().collect();
+            if fields.len() == 3 && fields != ["0", "0", "4294967295"] {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the probe build ran without a user namespace (uid map {:?})",
+                    map.trim()
+                ))
+            }
+        } else {
+            let log = out.stderr.lines().rev().find(|l| !l.trim().is_empty());
+            Err(format!(
+                "the probe build failed ({}): {}",
+                out.outcome.describe(),
+                log.unwrap_or("no error printed").trim()
+            ))
+        };
+        let _ = crate::scratch::remove_tree(&dir);
+        result
+    }
+
+    /// `probe_sandbox`, as the error that stops a run before anything is built.
+    pub fn require_sandbox(&self, exec: &dyn Executor) -> Result<()> {
+        self.probe_sandbox(exec).map_err(|why| {
+            Error::Environment(format!(
+                "Nix cannot sandbox builds into a private store on this machine: {why}\n  why it matters: without its sandbox Nix writes build outputs into the real /nix\n  fix: run where processes may create user namespaces (a host, or a container that allows them: `sysctl user.max_user_namespaces` above 0); enter a root with `unshare` and `pivot_root`, not `chroot`"
+            ))
         })
     }
 
@@ -140,13 +211,7 @@ impl NixDriver {
             .nix
             .as_ref()
             .ok_or_else(|| case.repo.no_targets(System::Nix))?;
-        let sandbox_paths: Vec<String> = SANDBOX_PATHS
-            .iter()
-            .map(PathBuf::from)
-            .chain(case.repo.nix_sandbox_paths.iter().cloned())
-            .filter(|p| p.exists())
-            .map(|p| p.display().to_string())
-            .collect();
+        let sandbox_paths = existing_sandbox_paths(&case.repo.nix_sandbox_paths);
         let mut args: Vec<OsString> = vec!["build".into(), "--store".into(), store.into()];
         push_option(&mut args, "sandbox-paths", &sandbox_paths.join(" "));
         // The team cache only where the mode reads it, first; the upstream layer always.
@@ -416,6 +481,17 @@ impl BuildDriver for NixDriver {
     fn tuned_settings(&self) -> Vec<String> {
         TUNED.iter().map(|(k, v)| format!("{k} = {v}")).collect()
     }
+}
+
+/// The host folders the sandbox shows, and the repo's own, that exist on this machine.
+fn existing_sandbox_paths(extra: &[PathBuf]) -> Vec<String> {
+    SANDBOX_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .chain(extra.iter().cloned())
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect()
 }
 
 fn push_option(args: &mut Vec<OsString>, name: &str, value: &str) {
