@@ -39,7 +39,9 @@ fn bench_fixture_cc(
     let mut cmd = bin();
     cmd.current_dir(repo_root())
         .args(["run", "--repo", "fixture-cc", "--system", "bazel"])
-        .args(["--samples", "1", "--warmups", "0", "--param", "size=3"])
+        // A warm-up before each sample: were the workspace's own .bazelrc disk cache not
+        // overridden, the warm-up would fill it and the cold sample would read it.
+        .args(["--samples", "1", "--warmups", "1", "--param", "size=3"])
         .args(scenarios.iter().flat_map(|s| ["--scenario", s]))
         .arg("--output")
         .arg(&output)
@@ -59,7 +61,12 @@ fn bench_fixture_cc(
     let cold = &case("cold")["samples"][0];
     let actions = cold["actions"].as_u64().unwrap();
     assert!(actions > 0, "{cold}");
-    assert_eq!(cold["remote_cache_hits"], 0, "{cold}");
+    assert_eq!(cold["remote_cache_hits"], 0, "cold is cold: {cold}");
+    assert_eq!(case("cold")["outcome"], "ok");
+    assert!(
+        !Path::new("/tmp/flywheel-fixture-cc-disk-cache").exists(),
+        "the workspace's own disk cache was used"
+    );
     // size 3: three compiled libraries plus the binary's main.
     assert_eq!(cold["by_mnemonic"]["CppCompile"]["actions"], 4, "{cold}");
     let warm = &case("warm")["samples"][0];

@@ -89,8 +89,7 @@ fn case_details(r: &Results) -> String {
                 format!("median {} over {} samples", seconds(s.median_s), s.n)
             }
             (Outcome::Ok, None) => "no samples".into(),
-            (Outcome::Failed, _) => "FAILED".into(),
-            (Outcome::Skipped, _) => "skipped".into(),
+            (other, _) => other.name().into(),
         };
         let _ = writeln!(
             out,

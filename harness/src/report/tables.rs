@@ -202,8 +202,8 @@ pub fn verdicts(results: &Results) -> Table {
 
 pub fn problems(results: &Results) -> Table {
     Table {
-        title: "Cases that did not run to the end",
-        note: "Failed cases stop at their first failing build; skipped cases never start.",
+        title: "Cases that did not run to the end, or measured the wrong thing",
+        note: "Failed cases stop at their first failing build; skipped cases never start; invalid cases ran but their numbers must not be used.",
         headers: vec!["outcome", "repo", "system", "lane", "scenario", "reason"],
         rows: results
             .cases
@@ -211,10 +211,10 @@ pub fn problems(results: &Results) -> Table {
             .filter(|c| c.outcome != Outcome::Ok)
             .map(|c| {
                 vec![
-                    if c.outcome == Outcome::Failed {
-                        Cell::toned("FAILED", Tone::Bad)
+                    if c.outcome == Outcome::Skipped {
+                        c.outcome.name().into()
                     } else {
-                        "skipped".into()
+                        Cell::toned(c.outcome.name(), Tone::Bad)
                     },
                     c.repo.clone().into(),
                     c.system.name().into(),

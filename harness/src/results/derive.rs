@@ -122,7 +122,7 @@ impl FallbackOutcome {
 fn fallback_outcome(case: &CaseResult) -> FallbackOutcome {
     match case.outcome {
         Outcome::Skipped => FallbackOutcome::Skipped,
-        Outcome::Failed => FallbackOutcome::Failed,
+        Outcome::Failed | Outcome::Invalid => FallbackOutcome::Failed,
         Outcome::Ok if case.samples.iter().any(|s| s.timed_out) => FallbackOutcome::Hung,
         Outcome::Ok if case.samples.iter().any(|s| s.retry.is_some()) => FallbackOutcome::Recovered,
         Outcome::Ok => FallbackOutcome::Survived,
@@ -210,12 +210,28 @@ fn verdicts(results: &Results) -> Vec<Verdicts> {
                 system: key.system,
                 lane: key.lane,
                 cache_use: comparison.and_then(|c| cache_use_check(c, t)),
-                speedup: comparison.map(|c| speedup_check(c, t)),
+                speedup: match invalid_cold(&results.cases, key) {
+                    Some(reason) => Some(Check {
+                        pass: false,
+                        value: None,
+                        threshold: Some(t.min_speedup),
+                        detail: format!("no speedup: the cold case is invalid ({reason})"),
+                    }),
+                    None => comparison.map(|c| speedup_check(c, t)),
+                },
                 fallback: (!rows.is_empty()).then(|| fallback_check(&rows, t)),
                 verified: (!verified_cases.is_empty()).then(|| verified_check(&verified_cases)),
             }
         })
         .collect()
+}
+
+/// Why the key's cold case measured the wrong thing, if it did.
+fn invalid_cold<'a>(cases: &'a [CaseResult], key: CaseKey) -> Option<&'a str> {
+    cases
+        .iter()
+        .find(|c| c.key() == key && c.scenario == Scenario::Cold && c.outcome == Outcome::Invalid)
+        .map(|c| c.reason.as_deref().unwrap_or("no reason recorded"))
 }
 
 fn cache_use_check(c: &Comparison, t: &Thresholds) -> Option<Check> {
@@ -501,6 +517,33 @@ mod tests {
             !verified.pass && verified.detail.contains("bazel-out/x.txt"),
             "{}",
             verified.detail
+        );
+    }
+
+    #[test]
+    fn an_invalid_cold_case_gives_no_speedup_and_a_failing_verdict() {
+        let mut cold = case(
+            Scenario::Cold,
+            vec![sample(3.0, 0, 25), sample(2.7, 0, 25), sample(4.5, 0, 25)],
+            Outcome::Invalid,
+        );
+        cold.reason = Some("cold is not cold: sample 1 took 25 item(s)".into());
+        let r = results(vec![
+            cold,
+            case(
+                Scenario::Warm,
+                vec![sample(2.1, 0, 25), sample(2.0, 0, 25), sample(2.2, 0, 25)],
+                Outcome::Ok,
+            ),
+        ]);
+        assert!(
+            r.comparisons.is_empty(),
+            "no speedup from an invalid cold case"
+        );
+        let speedup = r.verdicts[0].speedup.as_ref().unwrap();
+        assert!(
+            !speedup.pass && speedup.detail.contains("cold is not cold"),
+            "{speedup:?}"
         );
     }
 

@@ -246,6 +246,21 @@ pub enum Outcome {
     Ok,
     Failed,
     Skipped,
+    /// The builds ran but measured the wrong thing (a cold sample took items from a cache
+    /// it must not use): no speedup or passing verdict may come from it. `reason` says why.
+    Invalid,
+}
+
+impl Outcome {
+    /// The word reports use for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "FAILED",
+            Outcome::Skipped => "skipped",
+            Outcome::Invalid => "INVALID",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -392,6 +407,14 @@ pub struct Sample {
     /// Bytes downloaded from caches (Nix).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downloaded_bytes: Option<u64>,
+    /// Items taken from the team cache, the one measured (Nix: substitutions from any
+    /// cache but the upstream layer; Bazel: remote and disk cache hits). A cold sample
+    /// must take none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_team_cache: Option<u64>,
+    /// Nix: substitutions and downloaded bytes per substituter URL.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_source: BTreeMap<String, SourceCount>,
     /// Spawned actions in the execution log (Bazel; internal actions excluded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actions: Option<u64>,
@@ -467,9 +490,11 @@ impl Sample {
         self.exit_code == Some(0)
     }
 
-    /// Items the build took from the cache (store paths or actions).
+    /// Items the build took from the team cache (store paths or actions).
     pub fn from_cache(&self) -> Option<u64> {
-        self.substituted.or(self.remote_cache_hits)
+        self.from_team_cache
+            .or(self.substituted)
+            .or(self.remote_cache_hits)
     }
 
     /// (items from the cache, items needed) for the hit ratio: store paths for Nix,
@@ -486,6 +511,15 @@ impl Sample {
             _ => None,
         }
     }
+}
+
+/// What one cache served a build.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub struct SourceCount {
+    pub substituted: u64,
+    pub downloaded_bytes: u64,
 }
 
 /// One extra build (not a sample), e.g. with the tool's own fallback switch.
@@ -571,7 +605,9 @@ pub struct Comparison {
 impl Results {
     /// Whether any case failed (the run's exit code says so).
     pub fn any_failed(&self) -> bool {
-        self.cases.iter().any(|c| c.outcome == Outcome::Failed)
+        self.cases
+            .iter()
+            .any(|c| matches!(c.outcome, Outcome::Failed | Outcome::Invalid))
     }
 
     /// The document of a run that starts now: its settings and where it runs; cases and

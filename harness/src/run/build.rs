@@ -77,6 +77,8 @@ impl Build {
             built: c.built,
             substituted: c.substituted,
             downloaded_bytes: c.downloaded_bytes,
+            from_team_cache: c.from_team_cache,
+            by_source: c.by_source.clone(),
             actions: c.actions,
             remote_cache_hits: c.remote_cache_hits,
             processes: c.processes,

@@ -79,6 +79,21 @@ impl Checked {
     }
 }
 
+/// Why a case's samples measured the wrong thing, if they did: a cold sample (or verify's
+/// clean rebuild) that took items from the team cache was not cold, whatever it cost.
+pub fn cold_guard(scenario: Scenario, samples: &[Sample]) -> Option<String> {
+    if !matches!(scenario, Scenario::Cold | Scenario::Verify) {
+        return None;
+    }
+    let (n, hits) = samples
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| s.from_team_cache.filter(|&h| h > 0).map(|h| (i + 1, h)))?;
+    Some(format!(
+        "cold is not cold: sample {n} took {hits} item(s) from a cache it must not read (a disk or remote cache set outside the harness, e.g. in the workspace's .bazelrc); no speedup is derived from it"
+    ))
+}
+
 /// Every output whose digest differs, or that only one side has.
 pub fn compare_outputs(clean: &Outputs, from_cache: &Outputs) -> Vec<Mismatch> {
     const ABSENT: &str = "absent";
@@ -126,6 +141,10 @@ impl CaseRun<'_, '_> {
         let reference = self.reference()?;
         let mut checked = Checked::default();
         self.samples(&reference, &mut checked, result)?;
+        if let Some(reason) = cold_guard(self.scenario, &result.samples) {
+            result.outcome = Outcome::Invalid;
+            result.reason = Some(reason);
+        }
         if let Some(proxy) = &proxy {
             self.tool_fallback(proxy, result)?;
         }
@@ -378,6 +397,26 @@ mod tests {
             .iter()
             .map(|(p, d)| (p.to_string(), d.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_cold_sample_with_cache_hits_is_invalid() {
+        let hit = Sample {
+            from_team_cache: Some(25),
+            ..Sample::default()
+        };
+        let clean = Sample {
+            from_team_cache: Some(0),
+            ..Sample::default()
+        };
+        let why = cold_guard(Scenario::Cold, &[clean.clone(), hit.clone()]).unwrap();
+        assert!(why.contains("sample 2 took 25 item(s)"), "{why}");
+        assert_eq!(cold_guard(Scenario::Cold, &[clean.clone()]), None);
+        assert_eq!(
+            cold_guard(Scenario::Warm, &[hit]),
+            None,
+            "warm reads the cache"
+        );
     }
 
     #[test]

@@ -59,12 +59,9 @@ fn case_line(label: &str, result: &CaseResult) -> String {
                 result.samples.len()
             )
         }
-        Outcome::Failed => format!(
-            "FAILED  {label}: {}",
-            result.reason.as_deref().unwrap_or("no reason recorded")
-        ),
-        Outcome::Skipped => format!(
-            "skipped {label}: {}",
+        other => format!(
+            "{:<7} {label}: {}",
+            other.name(),
             result.reason.as_deref().unwrap_or("no reason recorded")
         ),
     }

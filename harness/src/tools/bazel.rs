@@ -354,6 +354,8 @@ impl BuildDriver for BazelDriver {
             Ok(log) => {
                 counters.actions = Some(log.actions);
                 counters.remote_cache_hits = Some(log.remote_cache_hits);
+                // Disk cache hits are logged as remote ones: both are a cache's work.
+                counters.from_team_cache = Some(log.remote_cache_hits);
                 counters.by_mnemonic = log.by_mnemonic.clone();
                 if let Some(s) = &summary {
                     if s.remote_cache_hits() != log.remote_cache_hits {

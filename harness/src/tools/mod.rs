@@ -140,6 +140,9 @@ pub struct Counters {
     pub actions: Option<u64>,
     pub remote_cache_hits: Option<u64>,
     pub processes: Option<u64>,
+    /// Items from the team cache (not the upstream layer): see `Sample::from_team_cache`.
+    pub from_team_cache: Option<u64>,
+    pub by_source: BTreeMap<String, crate::results::SourceCount>,
     pub by_mnemonic: BTreeMap<String, bazel_log::MnemonicCount>,
     /// Disagreements between the tool's own counts, worth a reviewer's look.
     pub notes: Vec<String>,

@@ -13,7 +13,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::plan::config::Upstream;
 use crate::plan::manifest::NixTargets;
 use crate::plan::{ParamValue, System};
-use crate::results::{CacheUse, ConfigFile, ToolUse};
+use crate::results::{CacheUse, ConfigFile, SourceCount, ToolUse};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
 use crate::scratch::Owner;
 use crate::tools::nix_log::{parse_build_outputs, parse_internal_json, parse_path_info};
@@ -153,6 +153,15 @@ impl NixDriver {
         };
         let _ = crate::scratch::remove_tree(&dir);
         result
+    }
+
+    /// Whether a substituter URL, as Nix logs it, is one of the upstream layer's.
+    fn is_upstream(&self, url: &str) -> bool {
+        let url = url.trim_end_matches('/');
+        self.setup
+            .upstream
+            .iter()
+            .any(|u| u.url.as_str().trim_end_matches('/') == url)
     }
 
     /// `probe_sandbox`, as the error that stops a run before anything is built.
@@ -399,6 +408,25 @@ impl BuildDriver for NixDriver {
                 built: Some(log.built),
                 substituted: Some(log.substituted),
                 downloaded_bytes: Some(log.downloaded_bytes),
+                from_team_cache: Some(
+                    log.by_source
+                        .iter()
+                        .filter(|(url, _)| !url.is_empty() && !self.is_upstream(url))
+                        .map(|(_, c)| c.substitutions)
+                        .sum(),
+                ),
+                by_source: log
+                    .by_source
+                    .iter()
+                    .filter(|(url, _)| !url.is_empty())
+                    .map(|(url, c)| {
+                        let count = SourceCount {
+                            substituted: c.substitutions,
+                            downloaded_bytes: c.downloaded_bytes,
+                        };
+                        (url.clone(), count)
+                    })
+                    .collect(),
                 ..Counters::default()
             },
             error: (!outcome.success()).then(|| {
