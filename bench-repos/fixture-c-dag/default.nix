@@ -1,8 +1,11 @@
 # A DAG of C compile steps and one link step, built with host tools only (no nixpkgs),
 # so it builds offline. `size` sets the number of compile steps; unit i depends on
 # units i-1 and i/2, which gives the DAG both depth and fan-in. `work` sets how many
-# functions each unit compiles, so a compile step costs real compiler time.
-{ size ? 20, work ? 200, system ? builtins.currentSystem }:
+# functions each unit compiles, so a compile step costs real compiler time. `toolchain`
+# adds a chain of that many "toolchain" derivations every unit builds against (as a real
+# flake builds against nixpkgs): an upstream cache can serve them while the team cache
+# serves the repo's own paths.
+{ size ? 20, work ? 200, toolchain ? 0, system ? builtins.currentSystem }:
 let
   inherit (builtins) genList concatStringsSep map toString;
 
@@ -15,6 +18,18 @@ let
 
   deps = i: if i == 0 then [ ] else if i == 1 then [ 0 ] else [ (i - 1) (i / 2) ];
 
+  # Each toolchain layer refers to the one before it, so the last one's closure is all.
+  toolchainLayers = genList (t:
+    mkDrv "toolchain${toString t}" ''
+      set -e
+      mkdir -p $out/include
+      echo '#define TOOLCHAIN_LAYERS ${toString (t + 1)}' > $out/include/toolchain.h
+      ${if t == 0 then "" else "echo ${builtins.elemAt toolchainLayers (t - 1)} > $out/previous"}
+    '' { }) toolchain;
+  toolchainTop = if toolchain == 0 then null else builtins.elemAt toolchainLayers (toolchain - 1);
+  toolchainFlags = if toolchainTop == null then "" else " -I${toolchainTop}/include";
+  toolchainInclude = if toolchain == 0 then [ ] else [ "#include \"toolchain.h\"" ];
+
   # Enough arithmetic per unit that compiling it is real work, not just process start-up.
   mix = i: j: ''
     static unsigned long mix${toString j}(unsigned long x) {
@@ -24,7 +39,7 @@ let
   '';
 
   source = i: ''
-    ${concatStringsSep "\n" (map (d: "#include \"unit${toString d}.h\"") (deps i))}
+    ${concatStringsSep "\n" (toolchainInclude ++ map (d: "#include \"unit${toString d}.h\"") (deps i))}
     #include "unit${toString i}.h"
     ${concatStringsSep "\n" (genList (mix i) work)}
     unsigned long unit${toString i}(unsigned long x) {
@@ -42,7 +57,7 @@ let
       mkdir -p $out/include $out/lib
       echo 'unsigned long unit${toString i}(unsigned long x);' > $out/include/unit${toString i}.h
       printf '%s' "$src" > unit.c
-      gcc -O2 -c unit.c -o $out/lib/unit${toString i}.o ${concatStringsSep " " (map (u: "-I${u}/include") depUnits)} -I$out/include
+      gcc -O2 -c unit.c -o $out/lib/unit${toString i}.o ${concatStringsSep " " (map (u: "-I${u}/include") depUnits)} -I$out/include${toolchainFlags}
     '' { src = source i; }) size;
 
   main = ''
@@ -57,4 +72,4 @@ mkDrv "c-dag-${toString size}" ''
   printf '%s' "$main" > main.c
   gcc -O2 main.c ${concatStringsSep " " (map (u: "${u}/lib/*.o") units)} -o $out/bin/c-dag
   $out/bin/c-dag > $out/result.txt
-'' { inherit main; }
+'' { inherit main; } // { toolchain = toolchainTop; }

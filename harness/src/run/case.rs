@@ -411,7 +411,10 @@ mod tests {
         };
         let why = cold_guard(Scenario::Cold, &[clean.clone(), hit.clone()]).unwrap();
         assert!(why.contains("sample 2 took 25 item(s)"), "{why}");
-        assert_eq!(cold_guard(Scenario::Cold, std::slice::from_ref(&clean)), None);
+        assert_eq!(
+            cold_guard(Scenario::Cold, std::slice::from_ref(&clean)),
+            None
+        );
         assert_eq!(
             cold_guard(Scenario::Warm, &[hit]),
             None,

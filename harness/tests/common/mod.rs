@@ -171,3 +171,60 @@ pub fn tiny_nix_run(extra: &[&str]) -> Command {
         .args(extra);
     cmd
 }
+
+/// A fresh Nix signing key pair named `name` in `dir`: the secret key's file and the
+/// public key.
+pub fn signing_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = |args: &[&str], stdin: Option<&Path>| {
+        let mut cmd = Command::new("nix");
+        cmd.args(["--extra-experimental-features", "nix-command", "key"])
+            .args(args);
+        if let Some(file) = stdin {
+            cmd.stdin(std::fs::File::open(file).unwrap());
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let secret = dir.join(format!("{name}.sec"));
+    std::fs::write(&secret, key(&["generate-secret", "--key-name", name], None)).unwrap();
+    let public = key(&["convert-secret-to-public"], Some(&secret));
+    (secret, public)
+}
+
+/// `nix ARGS` with a private configuration, narinfo cache and chroot store under `dir`
+/// (as the harness runs it), so the host's /nix is never read or written.
+pub fn private_nix(dir: &Path, args: &[&str]) -> String {
+    let conf = dir.join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("nix.conf"),
+        "build-users-group =\nsandbox = true\nexperimental-features = nix-command flakes\nsubstituters =\n",
+    )
+    .unwrap();
+    let out = Command::new("nix")
+        .args(args)
+        .arg("--store")
+        .arg(dir.join("store"))
+        .args(["--option", "sandbox-paths", "/bin /usr /lib /lib64"])
+        .env("NIX_CONF_DIR", &conf)
+        .env("NIX_USER_CONF_FILES", conf.join("nix.conf"))
+        .env("XDG_CACHE_HOME", dir.join("xdg"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nix {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Removes a private store made by `private_nix` (its folders are read-only).
+pub fn remove_private_nix(dir: &Path) {
+    flywheel_bench::scratch::remove_tree(dir).unwrap();
+}
