@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::plan::Scenario;
+use crate::results::Claim;
 
 pub const MANIFEST_FILE: &str = "repo.toml";
 const FORMAT_HELP: &str = "see bench-repos/README.md for the repo.toml format";
@@ -27,6 +29,9 @@ pub struct RepoManifest {
     pub bazel: Option<BazelTargets>,
     /// The lanes this repo runs on (`lanes = ["gpu"]`); `None` means every lane.
     pub lanes: Option<Vec<crate::plan::Lane>>,
+    /// What the platform claims about this repo's builds (`[[claims]]`), shown beside
+    /// what was measured.
+    pub claims: Vec<Claim>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +118,9 @@ pub struct BazelTargets {
     /// A `.bzl` file (relative to the source) the harness rewrites in its copy of the
     /// workspace as `NAME = value` lines, one per parameter, upper-cased.
     pub parameters_file: Option<PathBuf>,
+    /// The Bazel the repo pins (its `.bazelversion`): bazelisk honours it; another Bazel
+    /// on PATH is refused for this repo rather than measured.
+    pub version: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +134,18 @@ struct RawManifest {
     nix: Option<RawNix>,
     bazel: Option<RawBazel>,
     lanes: Option<Vec<crate::plan::Lane>>,
+    #[serde(default)]
+    claims: Vec<RawClaim>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaim {
+    system: crate::plan::System,
+    scenario: String,
+    seconds: Option<f64>,
+    hit_ratio: Option<f64>,
+    source: String,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +153,7 @@ struct RawManifest {
 struct RawBazel {
     targets: Vec<String>,
     parameters_file: Option<PathBuf>,
+    version: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -271,6 +292,7 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
             Ok(BazelTargets {
                 targets: b.targets,
                 parameters_file: b.parameters_file,
+                version: b.version,
             })
         })
         .transpose()?;
@@ -280,6 +302,39 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
             FORMAT_HELP,
         ));
     }
+    let claims = raw
+        .claims
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let bad = |why: String| {
+                invalid(
+                    format!("claims[{i}]: {why}"),
+                    "write e.g. [[claims]] system = \"nix\", scenario = \"cold\", seconds = 720, source = \"where the platform says so\"",
+                )
+            };
+            let scenario: Scenario = c.scenario.parse().map_err(bad)?;
+            if c.source.trim().is_empty() {
+                return Err(bad("`source` is empty: a claim names where it was made".into()));
+            }
+            match (c.seconds, c.hit_ratio) {
+                (Some(s), None) if s.is_finite() && s > 0.0 => {}
+                (None, Some(h)) if (0.0..=1.0).contains(&h) => {}
+                _ => {
+                    return Err(bad(
+                        "needs exactly one of `seconds` (above 0) or `hit_ratio` (0 to 1)".into(),
+                    ))
+                }
+            }
+            Ok(Claim {
+                system: c.system,
+                scenario,
+                seconds: c.seconds,
+                hit_ratio: c.hit_ratio,
+                source: c.source,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(RepoManifest {
         name: raw.name,
         description: raw.description,
@@ -290,6 +345,7 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
         nix_sandbox_paths,
         bazel,
         lanes: raw.lanes,
+        claims,
     })
 }
 
@@ -492,11 +548,35 @@ file = "default.nix"
             m.bazel,
             Some(BazelTargets {
                 targets: vec!["//...".into()],
-                parameters_file: Some("size.bzl".into())
+                parameters_file: Some("size.bzl".into()),
+                version: None,
             })
         );
         let empty = GOOD.replace("[nix]\nfile = \"default.nix\"\n", "[bazel]\ntargets = []\n");
         assert!(error_of(&empty).contains("bazel.targets"));
+    }
+
+    #[test]
+    fn claims_name_their_source_and_one_measure() {
+        let claim = |body: &str| format!("{GOOD}[[claims]]\nsystem = \"nix\"\n{body}");
+        let m = parse_in(&claim(
+            "scenario = \"cold\"\nseconds = 720\nsource = \"README\"\n",
+        ))
+        .unwrap();
+        assert_eq!(m.claims[0].scenario, Scenario::Cold);
+        assert_eq!(m.claims[0].seconds, Some(720.0));
+        let err = error_of(&claim(
+            "scenario = \"cold\"\nseconds = 720\nsource = \"\"\n",
+        ));
+        assert!(err.contains("claims[0]") && err.contains("source"), "{err}");
+        let err = error_of(&claim(
+            "scenario = \"warm\"\nseconds = 1\nhit_ratio = 0.9\nsource = \"x\"\n",
+        ));
+        assert!(err.contains("exactly one"), "{err}");
+        let err = error_of(&claim(
+            "scenario = \"lukewarm\"\nseconds = 1\nsource = \"x\"\n",
+        ));
+        assert!(err.contains("unknown scenario"), "{err}");
     }
 
     #[test]

@@ -531,6 +531,22 @@ path = "/srv/bazel"
     }
 
     #[test]
+    fn the_tranche_1_profile_puts_cache_nixos_org_under_every_build() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench.toml");
+        let p = load(Some(&path), "tranche-1").unwrap();
+        assert_eq!(p.nix, NixBackend::Embedded);
+        assert_eq!(p.nix_upstream[0].url.host_str(), Some("cache.nixos.org"));
+        let off = parse(
+            "[profiles.p.bazel]\nrepository_cache = false\n",
+            Path::new("bench.toml"),
+            "p",
+        )
+        .unwrap();
+        assert_eq!(off.bazel, BazelBackend::Embedded, "the backend defaults to embedded");
+        assert_eq!(off.bazel_shared_repository_cache, Some(false));
+    }
+
+    #[test]
     fn the_embedded_profile_is_built_in() {
         assert_eq!(parse_named("embedded").unwrap().nix, NixBackend::Embedded);
         assert_eq!(

@@ -231,9 +231,61 @@ pub fn problems(results: &Results) -> Table {
 }
 
 /// Every table, in reading order, that has rows.
+/// The platform's claims beside what this run measured for the same repo, system and
+/// scenario.
+pub fn claims(results: &Results) -> Table {
+    let mut rows = Vec::new();
+    for case in &results.cases {
+        for claim in &case.claims {
+            let measured = match (claim.seconds, claim.hit_ratio) {
+                (Some(_), _) => case
+                    .stats
+                    .as_ref()
+                    .filter(|_| case.outcome == Outcome::Ok)
+                    .map(|s| s.median_s),
+                (None, Some(_)) => results
+                    .comparisons
+                    .iter()
+                    .find(|c| c.key() == case.key())
+                    .and_then(|c| c.hit_ratio),
+                (None, None) => None,
+            };
+            let percent = |h: f64| format!("{:.0}%", h * 100.0);
+            let (claimed, measured, against) = match (claim.seconds, claim.hit_ratio) {
+                (Some(s), _) => (
+                    seconds(s),
+                    measured.map_or("-".into(), seconds),
+                    measured.map_or("-".into(), |m| ratio(m / s)),
+                ),
+                (None, Some(h)) => (percent(h), measured.map_or("-".into(), percent), "-".into()),
+                (None, None) => continue,
+            };
+            rows.push(cells([
+                case.repo.clone(),
+                case.system.name().into(),
+                case.lane.name().into(),
+                case.scenario.to_string(),
+                claimed,
+                measured,
+                against,
+                claim.source.clone(),
+            ]));
+        }
+    }
+    Table {
+        title: "Claimed vs measured",
+        note: "What the platform says (from the bench repo's manifest) beside this run's median or hit ratio; measured / claimed for times.",
+        headers: vec![
+            "repo", "system", "lane", "scenario", "claimed", "measured", "measured / claimed", "source",
+        ],
+        rows,
+    }
+}
+
 pub fn all(results: &Results) -> Vec<Table> {
     [
         comparisons(results),
+        claims(results),
         fallbacks(results),
         verdicts(results),
         problems(results),
@@ -246,6 +298,32 @@ pub fn all(results: &Results) -> Vec<Table> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claims_stand_beside_the_measured_median() {
+        let mut results: Results =
+            serde_json::from_str(&crate::tools::fixture("results/nix-fixture.json")).unwrap();
+        let cold = results
+            .cases
+            .iter_mut()
+            .find(|c| c.scenario == crate::plan::Scenario::Cold)
+            .unwrap();
+        cold.claims.push(crate::results::Claim {
+            system: cold.system,
+            scenario: cold.scenario,
+            seconds: Some(720.0),
+            hit_ratio: None,
+            source: "the platform's README".into(),
+        });
+        let median = cold.stats.as_ref().unwrap().median_s;
+        crate::results::derive(&mut results);
+        let table = claims(&results);
+        let row: Vec<&str> = table.rows[0].iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(row[4], "720 s");
+        assert_eq!(row[5], seconds(median));
+        assert_eq!(row[6], ratio(median / 720.0));
+        assert_eq!(row[7], "the platform's README");
+    }
 
     #[test]
     fn seconds_scale_with_magnitude() {

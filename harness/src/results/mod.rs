@@ -284,6 +284,9 @@ pub struct CaseResult {
     /// The timed command of the first sample, as a user could paste it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// What the platform claims for this case's repo, system and scenario.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<Claim>,
     /// The build tool as this case used it: its version and the choices that shape what
     /// was measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -333,6 +336,21 @@ pub enum CacheBackend {
     Grpc,
     /// A Bazel `--disk_cache` folder.
     Disk,
+}
+
+/// A claim the platform makes about a repo's builds, from its manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Claim {
+    pub system: System,
+    pub scenario: Scenario,
+    /// The claimed wall time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    /// The claimed share of work served from the cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hit_ratio: Option<f64>,
+    /// Where it was claimed.
+    pub source: String,
 }
 
 /// The build tool as a case used it.
@@ -458,6 +476,7 @@ impl CaseResult {
             reason: None,
             cache: None,
             command: None,
+            claims: Vec::new(),
             tool: None,
             reproduce: None,
             warmups: Vec::new(),

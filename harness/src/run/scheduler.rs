@@ -123,11 +123,16 @@ impl Scheduler<'_> {
 
 /// A case's result before anything ran.
 pub fn blank_result(plan: &Plan, case: &CaseSpec) -> CaseResult {
-    CaseResult::new(
-        plan.key(case),
-        case.scenario,
-        plan.repo(case).parameters.clone(),
-    )
+    let repo = plan.repo(case);
+    CaseResult {
+        claims: repo
+            .claims
+            .iter()
+            .filter(|c| c.system == case.system && c.scenario == case.scenario)
+            .cloned()
+            .collect(),
+        ..CaseResult::new(plan.key(case), case.scenario, repo.parameters.clone())
+    }
 }
 
 fn finish_stats(result: &mut CaseResult) {

@@ -17,7 +17,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::plan::{ParamValue, System};
 use crate::results::{CacheUse, ConfigFile, ToolUse};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
-use crate::tools::bazel_flags::{ExternalDeps, FlagSet};
+use crate::tools::bazel_flags::{BazelVersion, ExternalDeps, FlagSet};
 use crate::tools::bazel_log::{failure_summary, parse_exec_log, parse_process_summary};
 use crate::tools::{
     first_distinct, BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation, CaseContext,
@@ -41,6 +41,8 @@ pub struct BazelDriver {
     dir: PathBuf,
     /// What `bazel --version` said, as recorded: the flags depend on it.
     version: String,
+    /// `bazel` is bazelisk, which runs the version a workspace's `.bazelversion` pins.
+    bazelisk: bool,
     /// Debian's rule sets, passed only to the Bazel they were packaged for.
     debian_overrides: BTreeMap<String, PathBuf>,
     /// `--bazel-override NAME=PATH`: always passed, and win over Debian's.
@@ -102,10 +104,18 @@ impl BazelDriver {
         if Path::new(DEBIAN_RULES_JAVA).is_dir() {
             debian_overrides.insert("rules_java".to_string(), DEBIAN_RULES_JAVA.into());
         }
+        let bazelisk = std::fs::canonicalize(&bazel)
+            .ok()
+            .and_then(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().contains("bazelisk"))
+            })
+            .unwrap_or(false);
         Ok(BazelDriver {
             bazel,
             dir: dir.to_path_buf(),
             version: setup.version.clone(),
+            bazelisk,
             debian_overrides,
             extra_overrides: setup.overrides.clone(),
             repository_cache: setup
@@ -206,8 +216,31 @@ impl BazelDriver {
             has("MODULE.bazel"),
             has("WORKSPACE") || has("WORKSPACE.bazel"),
         );
-        FlagSet::choose(&self.version, deps)
+        FlagSet::choose(&self.version_for(case)?, deps)
             .map_err(|why| Error::Build(format!("bench repo `{}`: {why}", case.repo.name)))
+    }
+
+    /// The Bazel version that builds this case: the repo's pinned one under bazelisk; any
+    /// other Bazel must match it (same major and minor), or the case fails saying so,
+    /// rather than measuring a Bazel the repo does not build with.
+    fn version_for(&self, case: &CaseContext) -> Result<String> {
+        let Some(pinned) = case.repo.bazel.as_ref().and_then(|b| b.version.as_deref()) else {
+            return Ok(self.version.clone());
+        };
+        if self.bazelisk {
+            return Ok(format!("bazel {pinned}"));
+        }
+        let wanted = BazelVersion::parse(&format!("bazel {pinned}"));
+        let found = BazelVersion::parse(&self.version);
+        match (wanted, found) {
+            (Some(w), Some(f)) if (w.major, w.minor) == (f.major, f.minor) => {
+                Ok(self.version.clone())
+            }
+            _ => Err(Error::Build(format!(
+                "bench repo `{}` pins Bazel {pinned} (its .bazelversion), but `bazel` here is {:?}\n  fix: put bazelisk on PATH as `bazel` (it runs the pinned version), or run where Bazel {pinned} is installed",
+                case.repo.name, self.version
+            ))),
+        }
     }
 
     /// Both cache flags, always: whatever the workspace's own rc files set (a disk cache,
@@ -557,6 +590,43 @@ mod tests {
         assert!(
             text.contains("MODE = \"fast\"\n") && text.contains("SIZE = 7\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_repo_pinning_another_bazel_is_refused_unless_bazelisk_runs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo_dir = dir.path().join("repo");
+        std::fs::create_dir(&repo_dir).unwrap();
+        std::fs::write(repo_dir.join("MODULE.bazel"), "").unwrap();
+        let text = "name = \"r\"\ndescription = \"d\"\n[source]\npath = \".\"\n[bazel]\ntargets = [\"//...\"]\nversion = \"7.4.0\"\n";
+        let repo = crate::plan::manifest::parse(text, &repo_dir.join("repo.toml")).unwrap();
+        let case = CaseContext {
+            repo: &repo,
+            source: &repo_dir,
+            scenario: crate::plan::Scenario::Cold,
+            timeout: Duration::from_secs(1),
+            cache_via: None,
+        };
+        let driver = |version: &str| {
+            let setup = BazelSetup {
+                version: version.into(),
+                ..BazelSetup::default()
+            };
+            BazelDriver::new("bazel".into(), &dir.path().join("driver"), None, &setup).unwrap()
+        };
+        let debian = driver("bazel no_version (Debian bazel-bootstrap 4.2.3+ds-9)");
+        let err = debian.tool_use(&case).unwrap_err().to_string();
+        assert!(
+            err.contains("pins Bazel 7.4.0") && err.contains("bazelisk"),
+            "{err}"
+        );
+        let matching = driver("bazel 7.4.1").tool_use(&case).unwrap();
+        let flags = matching.bazel_flags.unwrap();
+        assert_eq!(flags.version.as_deref(), Some("7.4.1"));
+        assert!(
+            !flags.debian_rule_overrides,
+            "Debian's rules are for the WORKSPACE era"
         );
     }
 
