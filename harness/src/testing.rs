@@ -152,6 +152,11 @@ impl BuildDriver for FakeDriver {
                 )
             }),
             messages: Vec::new(),
+            log_tail: if outcome.success() {
+                Vec::new()
+            } else {
+                vec!["fake-build: the last line it printed".into()]
+            },
         }
     }
 

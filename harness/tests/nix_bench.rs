@@ -112,6 +112,13 @@ fn a_failing_build_is_recorded_with_nix_s_error_and_the_run_goes_on() {
     let reason = cases[0]["reason"].as_str().unwrap();
     assert!(reason.contains("failed with exit code 1"), "{reason}");
     assert_eq!(cases[0]["samples"][0]["exit_code"], 1);
+    // The builder's own words are kept, not only Nix's "builder failed".
+    let tail = cases[0]["samples"][0]["log_tail"].as_array().unwrap();
+    assert!(
+        tail.iter()
+            .any(|l| l.as_str().unwrap().ends_with("unit.c:3: error: boom")),
+        "{tail:?}"
+    );
     assert_eq!(cases[1]["outcome"], "ok");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -119,6 +126,11 @@ fn a_failing_build_is_recorded_with_nix_s_error_and_the_run_goes_on() {
             && l.contains("broken")
             && l.contains("sample 1 failed")),
         "{stdout}"
+    );
+    let printed = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        printed.contains("| broken> unit.c:3: error: boom"),
+        "{printed}"
     );
 }
 

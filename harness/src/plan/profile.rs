@@ -542,7 +542,11 @@ path = "/srv/bazel"
             "p",
         )
         .unwrap();
-        assert_eq!(off.bazel, BazelBackend::Embedded, "the backend defaults to embedded");
+        assert_eq!(
+            off.bazel,
+            BazelBackend::Embedded,
+            "the backend defaults to embedded"
+        );
         assert_eq!(off.bazel_shared_repository_cache, Some(false));
     }
 

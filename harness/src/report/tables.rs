@@ -94,13 +94,15 @@ pub fn ratio_interval(r: &RatioInterval) -> String {
 pub fn comparisons(results: &Results) -> Table {
     Table {
         title: "Cold vs warm",
-        note: "Medians of wall time; speedup = median(cold) / median(warm); no interval (n/a) from fewer than 3 samples a side.",
+        note: "Medians of wall time, and of CPU time (user + system of everything the build ran, as each sample's cpu_scope counts); speedup = median(cold) / median(warm); no interval (n/a) from fewer than 3 samples a side.",
         headers: vec![
             "repo",
             "system",
             "lane",
             "cold",
+            "cold cpu",
             "warm",
+            "warm cpu",
             "noop",
             "speedup [95% CI]",
             "hit ratio",
@@ -114,7 +116,9 @@ pub fn comparisons(results: &Results) -> Table {
                     c.system.name().into(),
                     c.lane.name().into(),
                     seconds(c.cold_median_s),
+                    c.cold_cpu_median_s.map_or("-".into(), seconds),
                     seconds(c.warm_median_s),
+                    c.warm_cpu_median_s.map_or("-".into(), seconds),
                     c.noop_median_s.map_or("-".into(), seconds),
                     ratio_interval(&c.speedup),
                     c.hit_ratio

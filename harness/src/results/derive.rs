@@ -28,6 +28,12 @@ fn ok_case<'a>(
     })
 }
 
+/// Median CPU time of a case's samples.
+pub fn cpu_median(case: &CaseResult) -> Option<f64> {
+    let cpu: Vec<f64> = case.samples.iter().map(|s| s.user_s + s.sys_s).collect();
+    (!cpu.is_empty()).then(|| median(&cpu))
+}
+
 fn wall_times(case: &CaseResult) -> Vec<f64> {
     case.samples.iter().map(|s| s.wall_s).collect()
 }
@@ -58,8 +64,11 @@ pub fn comparisons(cases: &[CaseResult]) -> Vec<Comparison> {
             repo: cold.repo.clone(),
             system: cold.system,
             lane: cold.lane,
+            parameters: cold.parameters.clone(),
             cold_median_s: cold_stats.median_s,
             warm_median_s: warm_stats.median_s,
+            cold_cpu_median_s: cpu_median(cold),
+            warm_cpu_median_s: cpu_median(warm),
             noop_median_s: ok_case(cases, cold, Scenario::Noop)
                 .and_then(|c| c.stats.as_ref())
                 .map(|s| s.median_s),
@@ -447,10 +456,7 @@ mod tests {
         failed_first.retry = Some(super::super::Attempt {
             wall_s: 10.0,
             exit_code: Some(0),
-            signal: None,
-            timed_out: false,
-            messages: vec![],
-            error: None,
+            ..Default::default()
         });
         let mut hung = sample(120.0, 0, 0);
         hung.timed_out = true;

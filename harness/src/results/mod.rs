@@ -451,6 +451,10 @@ pub struct Sample {
     /// The tool's own warnings and errors (first few, deduplicated).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub messages: Vec<String>,
+    /// A failed build's last lines of its own output (the builder's, the failing action's),
+    /// secrets redacted: why it failed, in the tool's words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
     /// When this build through a faulty cache failed: the harness's retry without the cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Attempt>,
@@ -542,7 +546,7 @@ pub struct SourceCount {
 }
 
 /// One extra build (not a sample), e.g. with the tool's own fallback switch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Attempt {
     pub wall_s: f64,
     pub exit_code: Option<i32>,
@@ -552,6 +556,9 @@ pub struct Attempt {
     pub timed_out: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub messages: Vec<String>,
+    /// Its last lines of output when it failed, secrets redacted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
     /// The tool's error when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -611,8 +618,16 @@ pub struct Comparison {
     pub repo: String,
     pub system: System,
     pub lane: Lane,
+    /// The parameters both cases ran with (a sweep has one comparison per point).
+    #[serde(default)]
+    pub parameters: BTreeMap<String, ParamValue>,
     pub cold_median_s: f64,
     pub warm_median_s: f64,
+    /// Median CPU time (user + system, as far as the samples' `cpu_scope` counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_cpu_median_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_cpu_median_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noop_median_s: Option<f64>,
     /// median(cold) / median(warm) with a 95% bootstrap interval.

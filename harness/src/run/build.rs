@@ -85,6 +85,7 @@ impl Build {
             by_mnemonic: c.by_mnemonic.clone(),
             notes: c.notes.clone(),
             messages: self.report.messages.clone(),
+            log_tail: self.report.log_tail.clone(),
             retry: None,
             overhead_s: self.overhead_s,
         }
@@ -98,6 +99,7 @@ impl Build {
             signal,
             timed_out,
             messages: self.report.messages.clone(),
+            log_tail: self.report.log_tail.clone(),
             error: self.report.error.clone(),
         }
     }

@@ -59,11 +59,21 @@ fn case_line(label: &str, result: &CaseResult) -> String {
                 result.samples.len()
             )
         }
-        other => format!(
-            "{:<7} {label}: {}",
-            other.name(),
-            result.reason.as_deref().unwrap_or("no reason recorded")
-        ),
+        other => {
+            let mut line = format!(
+                "{:<7} {label}: {}",
+                other.name(),
+                result.reason.as_deref().unwrap_or("no reason recorded")
+            );
+            // The failing build's own last words (its retry's, when it had one).
+            let last = result.warmups.iter().chain(&result.samples).last();
+            let tail = last.map(|s| s.retry.as_ref().map_or(&s.log_tail, |r| &r.log_tail));
+            for l in tail.into_iter().flatten() {
+                line.push_str("\n        | ");
+                line.push_str(l);
+            }
+            line
+        }
     }
 }
 

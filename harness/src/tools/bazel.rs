@@ -18,10 +18,12 @@ use crate::plan::{ParamValue, System};
 use crate::results::{CacheUse, ConfigFile, ToolUse};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
 use crate::tools::bazel_flags::{BazelVersion, ExternalDeps, FlagSet};
-use crate::tools::bazel_log::{failure_summary, parse_exec_log, parse_process_summary};
+use crate::tools::bazel_log::{
+    failure_summary, failure_tail, parse_exec_log, parse_process_summary,
+};
 use crate::tools::{
-    first_distinct, BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation, CaseContext,
-    Counters, Outputs, PreparedBuild,
+    failed_tail, first_distinct, BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation,
+    CaseContext, Counters, Outputs, PreparedBuild, LOG_TAIL_LINES,
 };
 
 /// Debian's rule sets, used when present.
@@ -415,6 +417,7 @@ impl BuildDriver for BazelDriver {
                     .lines()
                     .filter(|l| l.starts_with("WARNING:") || l.starts_with("ERROR:")),
             ),
+            log_tail: failed_tail(outcome, || failure_tail(&stderr, LOG_TAIL_LINES)),
         }
     }
 

@@ -159,6 +159,42 @@ pub struct BuildReport {
     pub error: Option<String>,
     /// The tool's warnings and errors (deduplicated, first few): did it notice a bad cache?
     pub messages: Vec<String>,
+    /// A failed build's last lines of its own output (the builder's, the failing
+    /// action's), secrets redacted: why it failed, in the tool's words.
+    pub log_tail: Vec<String>,
+}
+
+/// A failed build's tail, redacted; nothing for a build that succeeded.
+pub fn failed_tail(outcome: &ProcessOutcome, tail: impl FnOnce() -> Vec<String>) -> Vec<String> {
+    if outcome.success() {
+        return Vec::new();
+    }
+    tail().iter().map(|l| redact_secrets(l)).collect()
+}
+
+/// Lines of build output kept when a build fails.
+pub const LOG_TAIL_LINES: usize = 40;
+
+/// A line of tool output with credential values masked: cache headers (`--remote_header=`,
+/// `Authorization:`), bearer tokens and netrc passwords. The harness never hands a tool a
+/// secret on its command line, but a tool may echo its configuration.
+pub fn redact_secrets(line: &str) -> String {
+    const KEYS: &[&str] = &[
+        "remote_header=",
+        "authorization:",
+        "authorization=",
+        "bearer ",
+        "password ",
+    ];
+    let lower = line.to_ascii_lowercase();
+    match KEYS
+        .iter()
+        .filter_map(|k| lower.find(k).map(|i| i + k.len()))
+        .min()
+    {
+        Some(start) => format!("{}<redacted>", &line[..start]),
+        None => line.to_string(),
+    }
 }
 
 /// At most this many distinct tool messages are kept per build.
@@ -328,6 +364,26 @@ pub trait BuildDriver {
 mod tests {
     use super::*;
     use crate::run::process::ProcessExecutor;
+
+    #[test]
+    fn secrets_in_tool_output_are_masked() {
+        assert_eq!(
+            redact_secrets("INFO: --remote_header=Authorization=Bearer abc"),
+            "INFO: --remote_header=<redacted>"
+        );
+        assert_eq!(
+            redact_secrets("Authorization: Basic xyz"),
+            "Authorization:<redacted>"
+        );
+        assert_eq!(
+            redact_secrets("machine h password t0k"),
+            "machine h password <redacted>"
+        );
+        assert_eq!(
+            redact_secrets("sh: 4: nvcc: not found"),
+            "sh: 4: nvcc: not found"
+        );
+    }
 
     #[test]
     fn keeps_the_first_distinct_messages() {

@@ -16,10 +16,12 @@ use crate::plan::{ParamValue, System};
 use crate::results::{CacheUse, ConfigFile, SourceCount, ToolUse};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
 use crate::scratch::Owner;
-use crate::tools::nix_log::{parse_build_outputs, parse_internal_json, parse_path_info};
+use crate::tools::nix_log::{
+    build_log_tail, parse_build_outputs, parse_internal_json, parse_path_info,
+};
 use crate::tools::{
-    first_distinct, BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation, CaseContext,
-    Counters, Outputs, PreparedBuild,
+    failed_tail, first_distinct, BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation,
+    CaseContext, Counters, Outputs, PreparedBuild, LOG_TAIL_LINES,
 };
 
 /// Host folders the build sandbox may see, so derivations can use host tools (no nixpkgs).
@@ -434,6 +436,7 @@ impl BuildDriver for NixDriver {
                     .unwrap_or_else(|| format!("nix {} and printed no error", outcome.describe()))
             }),
             messages: first_distinct(log.errors.iter().chain(&log.warnings).map(String::as_str)),
+            log_tail: failed_tail(outcome, || build_log_tail(&stderr, LOG_TAIL_LINES)),
         }
     }
 
