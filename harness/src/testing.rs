@@ -152,6 +152,8 @@ impl BuildDriver for FakeDriver {
                 )
             }),
             messages: Vec::new(),
+            time_split: None,
+            transfer: None,
             log_tail: if outcome.success() {
                 Vec::new()
             } else {

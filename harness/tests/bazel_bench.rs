@@ -81,6 +81,13 @@ fn bench_fixture_cc(
         "console and execution log disagree: {warm}"
     );
     assert_eq!(results["comparisons"][0]["hit_ratio"], 1.0);
+    for scenario in scenarios {
+        assert_time_split_sums(&case(scenario)["samples"][0]);
+    }
+    assert!(
+        warm["time_split"]["remote_cache_s"].as_f64().is_some(),
+        "{warm}"
+    );
     // The server does the work: its CPU time counts, of the order of the wall time on
     // 2 cores, not the client's few milliseconds; and every build has a peak memory.
     let cpu = cold["user_s"].as_f64().unwrap() + cold["sys_s"].as_f64().unwrap();

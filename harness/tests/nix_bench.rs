@@ -45,6 +45,16 @@ fn cold_warm_and_noop_against_the_embedded_cache() {
         assert_eq!(c["warmups"].as_array().unwrap().len(), 1);
         assert!(c["stats"]["median_s"].as_f64().unwrap() > 0.0);
     }
+    for scenario in ["cold", "warm", "noop"] {
+        for s in case(scenario)["samples"].as_array().unwrap() {
+            assert_time_split_sums(s);
+        }
+    }
+    for s in case("warm")["samples"].as_array().unwrap() {
+        let floor = &s["transfer_floor"];
+        assert!(floor["floor_s"].as_f64().unwrap() > 0.0, "{s}");
+        assert!(floor["link"]["throughput_bytes_per_s"].as_f64().unwrap() > 0.0);
+    }
     for s in case("cold")["samples"].as_array().unwrap() {
         assert_eq!(s["built"], derivations, "{s}");
         assert_eq!(s["substituted"], 0, "{s}");

@@ -17,6 +17,7 @@ use url::Url;
 
 use crate::error::{Error, IoContext, Result};
 use crate::plan::config::{BazelCacheConfig, NixCacheConfig, Secret, StoreCacheConfig};
+use crate::results::explain::CacheLink;
 use crate::results::{CacheBackend, CacheUse};
 use crate::run::process::{run_captured, CommandSpec, Executor};
 use nginx::Nginx;
@@ -107,6 +108,28 @@ pub fn signed_destination(to: &Url, secret_key_file: Option<&Path>) -> String {
     url.to_string()
 }
 
+/// A small text document from a cache (a narinfo): its status and body, or `None` when
+/// it cannot be asked here. Reads `file://` caches directly and plain `http://` ones with
+/// the harness's minimal client (loopback and LAN caches: the embedded one, a test one).
+pub fn fetch_text(url: &str) -> Option<(u16, String)> {
+    let url = Url::parse(url).ok()?;
+    match url.scheme() {
+        "file" => Some(match std::fs::read_to_string(url.to_file_path().ok()?) {
+            Ok(text) => (200, text),
+            Err(_) => (404, String::new()),
+        }),
+        "http" => {
+            let addr = url.socket_addrs(|| None).ok()?.into_iter().next()?;
+            let response = http::get(addr, url.path(), Duration::from_secs(10)).ok()?;
+            Some((
+                response.status,
+                String::from_utf8_lossy(&response.body).into_owned(),
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// A Bazel cache as builds reach it. Headers (credentials) live only in the rc file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BazelCache {
@@ -184,8 +207,8 @@ pub fn reroute(url: &Url, via: SocketAddr) -> Url {
 pub struct Caches {
     pub nix: Option<NixCache>,
     pub bazel: Option<BazelCache>,
-    /// Held for its lifetime: the server stops when this is dropped.
-    _embedded: Option<EmbeddedCache>,
+    /// The server stops when this is dropped.
+    embedded: Option<EmbeddedCache>,
 }
 
 /// What a run's warm cases need.
@@ -198,12 +221,21 @@ pub struct CacheNeeds<'a> {
 }
 
 impl Caches {
+    /// The link to the embedded cache, measured once (`None` without the embedded cache:
+    /// an external one offers no blob of known size to time).
+    pub fn measure_link(&self) -> Result<Option<CacheLink>> {
+        self.embedded
+            .as_ref()
+            .map(EmbeddedCache::measure_link)
+            .transpose()
+    }
+
     /// Caches someone else provisioned (the vm lane's host, for its guest).
     pub fn given(nix: Option<NixCache>, bazel: Option<BazelCache>) -> Caches {
         Caches {
             nix,
             bazel,
-            _embedded: None,
+            embedded: None,
         }
     }
 
@@ -259,7 +291,7 @@ impl Caches {
         Ok(Caches {
             nix: nix_cache,
             bazel: bazel_cache,
-            _embedded: embedded,
+            embedded,
         })
     }
 }
@@ -339,6 +371,45 @@ impl EmbeddedCache {
                 secret_key_file: Some(secret),
             },
         ))
+    }
+
+    /// Measures the link the builds reach this cache through, once per run: throughput from
+    /// downloading a blob of known size (the median of three), latency from small requests
+    /// (the median of twenty).
+    pub fn measure_link(&self) -> Result<CacheLink> {
+        const PROBE_BYTES: usize = 8 << 20;
+        let root = self.server.root();
+        let io =
+            |what: &str, e: std::io::Error| Error::io(format!("{what} the cache link probe"), e);
+        std::fs::write(root.join("link-probe"), vec![0x5a; PROBE_BYTES])
+            .map_err(|e| io("writing", e))?;
+        std::fs::write(root.join("link-ping"), b"1").map_err(|e| io("writing", e))?;
+        let timed = |path: &str, runs: usize| -> Result<f64> {
+            let mut times = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let started = std::time::Instant::now();
+                let r = http::get(self.server.addr(), path, Duration::from_secs(30))
+                    .map_err(|e| io("fetching", e))?;
+                if r.status != 200 {
+                    return Err(Error::Environment(format!(
+                        "the embedded cache answered {} for its link probe {path}",
+                        r.status
+                    )));
+                }
+                times.push(started.elapsed().as_secs_f64());
+            }
+            Ok(crate::stats::median(&times))
+        };
+        let latency_s = timed("/link-ping", 20)?;
+        let blob_s = timed("/link-probe", 3)?;
+        for probe in ["link-probe", "link-ping"] {
+            let _ = std::fs::remove_file(root.join(probe));
+        }
+        Ok(CacheLink {
+            throughput_bytes_per_s: PROBE_BYTES as f64 / (blob_s - latency_s).max(1e-6),
+            latency_s,
+            probe_bytes: PROBE_BYTES as u64,
+        })
     }
 
     /// The Bazel side: nginx's WebDAV speaks Bazel's HTTP cache protocol (`/ac/`, `/cas/`).

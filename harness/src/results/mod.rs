@@ -49,6 +49,9 @@ pub struct Results {
     /// Pass/fail per repo, system and lane, with the thresholds used.
     #[serde(default)]
     pub verdicts: Vec<derive::Verdicts>,
+    /// The link to the cache as measured once at the start of the run (the embedded cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_link: Option<explain::CacheLink>,
     /// What a reviewer should know about how the run measured (e.g. no cgroup for CPU
     /// accounting, and why).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -455,6 +458,16 @@ pub struct Sample {
     /// secrets redacted: why it failed, in the tool's words.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_tail: Vec<String>,
+    /// Where the wall time went: start-up, analysis or evaluation, execution or builds,
+    /// downloads, and the rest ("other"), summing to `wall_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_split: Option<explain::TimeSplit>,
+    /// Why items of a build that read the cache were built anyway (warm and fallback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanations: Option<explain::MissExplanations>,
+    /// The least time the sample's cache traffic could take on the measured link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_floor: Option<explain::TransferFloor>,
     /// When this build through a faulty cache failed: the harness's retry without the cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Attempt>,
@@ -676,6 +689,7 @@ impl Results {
             comparisons: Vec::new(),
             fallbacks: Vec::new(),
             verdicts: Vec::new(),
+            cache_link: None,
             notes: Vec::new(),
         }
     }

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::error::{IoContext, Result};
+use crate::results::explain::MissExplanations;
 use crate::results::{Attempt, Reproduce, Sample};
 use crate::run::process::{Executor, Exit, ProcessOutcome};
 use crate::scratch::remove_tree;
@@ -14,6 +15,7 @@ use crate::tools::{BuildDriver, BuildMode, BuildReport, CaseContext, Outputs};
 pub struct Build {
     pub outcome: ProcessOutcome,
     pub report: BuildReport,
+    pub explanations: Option<MissExplanations>,
     pub outputs: Option<Outputs>,
     pub reproduce: Reproduce,
     /// Harness time around the build, beyond its own wall time.
@@ -35,6 +37,10 @@ pub fn run_build(
     let build = driver.prepare(ctx, mode, dir)?;
     let outcome = exec.run_with_servers(&build.spec, &driver.servers(&build))?;
     let report = driver.inspect(&build, &outcome);
+    let explanations = match mode {
+        BuildMode::FromCache { .. } => driver.explain_misses(&build, &report),
+        _ => None,
+    };
     let outputs = if want_outputs && outcome.success() {
         Some(driver.outputs(&build, exec)?)
     } else {
@@ -46,6 +52,7 @@ pub fn run_build(
     Ok(Build {
         outcome,
         report,
+        explanations,
         outputs,
         reproduce: build.reproduce(),
         overhead_s,
@@ -86,6 +93,9 @@ impl Build {
             notes: c.notes.clone(),
             messages: self.report.messages.clone(),
             log_tail: self.report.log_tail.clone(),
+            time_split: self.report.time_split.clone(),
+            explanations: self.explanations.clone(),
+            transfer_floor: None,
             retry: None,
             overhead_s: self.overhead_s,
         }

@@ -8,6 +8,7 @@ use crate::cache::proxy::{FaultProxy, Mode};
 use crate::cache::CacheRoute;
 use crate::error::{Error, IoContext, Result};
 use crate::plan::{Fault, Scenario, Settings};
+use crate::results::explain::{CacheLink, TransferFloor};
 use crate::results::{
     CaseResult, FallbackInfo, Mismatch, Outcome, Sample, ToolFallback, Verification,
 };
@@ -26,6 +27,8 @@ pub struct CaseRun<'r, 's> {
     pub driver: &'r mut dyn BuildDriver,
     pub exec: &'r dyn Executor,
     pub settings: &'r Settings,
+    /// The cache link measured for the run, for warm samples' transfer floors.
+    pub cache_link: Option<CacheLink>,
     /// The case's private folder; removed when the case is done.
     pub dir: PathBuf,
     pub sinks: &'r mut [&'s mut dyn EventSink],
@@ -318,6 +321,21 @@ impl CaseRun<'_, '_> {
             .reproduce
             .get_or_insert_with(|| first.reproduce.clone());
         let mut sample = first.to_sample();
+        if self.scenario == Scenario::Warm {
+            sample.transfer_floor =
+                self.cache_link
+                    .zip(first.report.transfer)
+                    .and_then(|(link, t)| {
+                        TransferFloor::compute(
+                            t.bytes,
+                            t.requests,
+                            t.parallelism,
+                            link,
+                            sample.wall_s,
+                        )
+                        .ok()
+                    });
+        }
         if !proxied || first.outcome.success() {
             let error = first.report.error.map(|e| format!("failed: {e}"));
             return Ok((sample, first.outputs, error));

@@ -29,7 +29,17 @@ pub struct CommandSpec {
     pub stdin: Option<PathBuf>,
     pub stdout: PathBuf,
     pub stderr: PathBuf,
+    /// Also note when each stderr line arrived: `<stderr>.t`, one line per stderr line,
+    /// microseconds since the spawn (for a tool whose log has no timestamps of its own).
+    pub stderr_times: bool,
     pub timeout: Duration,
+}
+
+/// Where `CommandSpec::stderr_times` writes the arrival times.
+pub fn stderr_times_path(stderr: &Path) -> PathBuf {
+    let mut name = stderr.as_os_str().to_owned();
+    name.push(".t");
+    PathBuf::from(name)
 }
 
 impl CommandSpec {
@@ -44,6 +54,7 @@ impl CommandSpec {
             stdin: None,
             stdout: PathBuf::new(),
             stderr: PathBuf::new(),
+            stderr_times: false,
             timeout,
         }
     }
@@ -364,12 +375,19 @@ fn run_accounted(
     }
     let before = ServersBefore::read(cgroups, probe);
     let start = Instant::now();
-    let child = spawn_registered(&mut cmd, &spec.program)?;
+    let mut child = spawn_registered(&mut cmd, &spec.program)?;
     let pid = child.id() as i32;
+    let timer = match child.stderr.take() {
+        Some(pipe) => Some(StderrTimer::start(pipe, spec, start)?),
+        None => None,
+    };
     // Joining happened before exec; a child that is not in it is counted without it.
     let build_cgroup = build_cgroup.filter(|g| g.contains(pid));
     let waited = wait_within(pid, spec.timeout);
     let wall = start.elapsed();
+    if let Some(timer) = timer {
+        timer.finish();
+    }
     // Grandchildren left in the group (build hooks) die with their leader.
     kill_group(pid, libc::SIGKILL);
     unregister(pid);
@@ -398,6 +416,51 @@ fn run_accounted(
     })
 }
 
+/// Copies a child's stderr into its log file as it arrives and notes when each line came.
+struct StderrTimer {
+    done: mpsc::Receiver<()>,
+}
+
+impl StderrTimer {
+    fn start(
+        mut pipe: std::process::ChildStderr,
+        spec: &CommandSpec,
+        start: Instant,
+    ) -> Result<Self> {
+        use std::io::{Read, Write};
+        let mut log = create_log(&spec.stderr)?;
+        let times_path = stderr_times_path(&spec.stderr);
+        let mut times = create_log(&times_path)?;
+        let (tx, done) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut stamps = String::new();
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                // Lines read together arrived together, as far as anyone can tell.
+                let micros = start.elapsed().as_micros();
+                for _ in buf[..n].iter().filter(|&&b| b == b'\n') {
+                    stamps.push_str(&format!("{micros}\n"));
+                }
+                if log.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = times.write_all(stamps.as_bytes());
+            let _ = tx.send(());
+        });
+        Ok(StderrTimer { done })
+    }
+
+    /// Waits until the log is written: the pipe closes when the build's processes are gone
+    /// (a grandchild holding it past a short grace is not waited for).
+    fn finish(self) {
+        let _ = self.done.recv_timeout(Duration::from_secs(5));
+    }
+}
+
 /// The child process of `spec`: its own process group, its logs, dying with the harness.
 fn command_of(spec: &CommandSpec) -> Result<Command> {
     let mut cmd = Command::new(&spec.program);
@@ -410,7 +473,11 @@ fn command_of(spec: &CommandSpec) -> Result<Command> {
             None => Stdio::null(),
         })
         .stdout(create_log(&spec.stdout)?)
-        .stderr(create_log(&spec.stderr)?)
+        .stderr(if spec.stderr_times {
+            Stdio::piped()
+        } else {
+            Stdio::from(create_log(&spec.stderr)?)
+        })
         .process_group(0);
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
@@ -865,6 +932,7 @@ mod tests {
             stdin: None,
             stdout: dir.join("out"),
             stderr: dir.join("err"),
+            stderr_times: false,
             timeout,
         }
     }
@@ -978,6 +1046,30 @@ mod tests {
             dies_soon(grandchild),
             "grandchild {grandchild} survived the timeout"
         );
+    }
+
+    #[test]
+    fn stderr_lines_get_their_arrival_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(
+            dir.path(),
+            "echo one >&2; sleep 0.3; echo two >&2; echo three >&2",
+            Duration::from_secs(30),
+        );
+        s.stderr_times = true;
+        assert!(ProcessExecutor.run(&s).unwrap().success());
+        assert_eq!(
+            std::fs::read_to_string(&s.stderr).unwrap(),
+            "one\ntwo\nthree\n"
+        );
+        let times: Vec<u64> = std::fs::read_to_string(stderr_times_path(&s.stderr))
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        assert_eq!(times.len(), 3, "one time per line");
+        assert!(times[1] >= times[0] + 250_000, "{times:?}");
+        assert!(times[2] >= times[1]);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::plan::{CaseSpec, Plan, Source, System};
+use crate::results::explain::CacheLink;
 use crate::results::{CaseResult, Outcome};
 use crate::run::case::{skip, CaseRun};
 use crate::run::events::{emit, Event, EventSink};
@@ -24,6 +25,8 @@ pub struct Scheduler<'a> {
     pub work_dir: &'a Path,
     /// When set, every case is recorded as skipped with this reason (e.g. no GPU).
     pub skip_reason: Option<&'a str>,
+    /// The cache link measured for the run, for warm samples' transfer floors.
+    pub cache_link: Option<CacheLink>,
 }
 
 impl Scheduler<'_> {
@@ -114,6 +117,7 @@ impl Scheduler<'_> {
             driver: driver.as_mut(),
             exec: self.exec,
             settings,
+            cache_link: self.cache_link,
             dir: self.work_dir.join(format!("case-{index}")),
             sinks,
         }
@@ -167,6 +171,7 @@ mod tests {
             drivers: &mut drivers,
             work_dir: work.path(),
             skip_reason,
+            cache_link: None,
         }
         .run(&mut [&mut events])
         .unwrap();

@@ -9,6 +9,7 @@ use crate::lanes::vm::GuestJob;
 use crate::lanes::{self, GuestRole, LaneContext, LaneRunner};
 use crate::plan::config::{BazelCacheConfig, NixCacheConfig, RunConfig, VmSettings};
 use crate::plan::{manifest, Lane, Plan, System};
+use crate::results::explain::CacheLink;
 use crate::results::{Environment, Results};
 use crate::run::events::{emit, Event, EventLog, EventSink};
 use crate::run::janitor;
@@ -66,6 +67,8 @@ pub struct Session {
     drivers: Drivers,
     builds: BuildExecutor,
     caches: Caches,
+    /// The link to the embedded cache, measured once.
+    cache_link: Option<CacheLink>,
     scratch: ScratchDir,
     plans: Vec<Plan>,
     tools: Tools,
@@ -189,10 +192,12 @@ impl Session {
             let driver = BazelDriver::new(bazel.clone(), &dir, cache, &setup)?;
             drivers.insert(System::Bazel, Box::new(driver));
         }
+        let cache_link = caches.measure_link()?;
         Ok(Session {
             drivers,
             builds,
             caches,
+            cache_link,
             scratch,
             plans,
             tools,
@@ -216,6 +221,7 @@ impl Session {
             crate::tools::git::describe(exec, &config.flake_dir),
         );
         results.notes = self.notes();
+        results.cache_link = self.cache_link;
         results
     }
 
@@ -243,6 +249,7 @@ impl Session {
             drivers,
             builds,
             caches,
+            cache_link,
             scratch,
             plans,
             tools,
@@ -279,6 +286,7 @@ impl Session {
                         drivers,
                         work_dir: &work_dir,
                         skip_reason: lane.skip_reason.as_deref(),
+                        cache_link: *cache_link,
                     }
                     .run(sinks)?;
                 }

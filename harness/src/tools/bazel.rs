@@ -15,12 +15,14 @@ use std::time::Duration;
 use crate::cache::{reroute, BazelCache, BazelEndpoint};
 use crate::error::{Error, IoContext, Result};
 use crate::plan::{ParamValue, System};
+use crate::results::explain::{MissExplanations, TimeSplit};
 use crate::results::{CacheUse, ConfigFile, ToolUse};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
 use crate::tools::bazel_flags::{BazelVersion, ExternalDeps, FlagSet};
 use crate::tools::bazel_log::{
-    failure_summary, failure_tail, parse_exec_log, parse_process_summary,
+    self, failure_summary, failure_tail, parse_process_summary, ExecLog, ExecLogReader,
 };
+use crate::tools::{bazel_profile, Transfer};
 use crate::tools::{
     failed_tail, first_distinct, BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation,
     CaseContext, Counters, Outputs, PreparedBuild, LOG_TAIL_LINES,
@@ -32,6 +34,9 @@ const DEBIAN_RULES_JAVA: &str = "/usr/share/bazel/rules/java";
 /// Servers left behind by a crash exit on their own after this long.
 const SERVER_MAX_IDLE: &str = "--max_idle_secs=300";
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bazel keeps up to this many remote cache connections in flight
+/// (`--remote_max_connections`, 100 by default from 4.x on).
+const REMOTE_PARALLELISM: u32 = 100;
 
 /// Settings that bound the cost of a hanging or slow cache (`fallback:*+tuned`): a short
 /// timeout per remote call, no retries, and many lookups in flight at once (Bazel 4 has
@@ -63,6 +68,8 @@ pub struct BazelDriver {
 struct Primed {
     workspace: PathBuf,
     output_root: PathBuf,
+    /// Its execution log, kept for the run: warm builds' misses are compared with it.
+    exec_log: PathBuf,
     outputs: Outputs,
 }
 
@@ -152,15 +159,26 @@ impl BazelDriver {
         })
     }
 
+    /// The command of a build in `state`, its console logs in `logs`.
     fn build_spec(
         &self,
         case: &CaseContext,
-        workspace: &Path,
-        output_root: &Path,
-        exec_log: &Path,
+        state: &BuildState,
         logs: &Path,
         remote: Remote,
     ) -> Result<CommandSpec> {
+        let BuildState::Bazel {
+            workspace,
+            output_root,
+            exec_log,
+            profile,
+            ..
+        } = state
+        else {
+            return Err(Error::Build(
+                "a Bazel build was prepared with another tool's state".into(),
+            ));
+        };
         let targets = case
             .repo
             .bazel
@@ -182,6 +200,7 @@ impl BazelDriver {
         );
         args.extend(flags.build_flags.iter().map(OsString::from));
         args.push(flags.execution_log_flag(exec_log).into());
+        args.push(flags.profile_flag(profile).into());
         let overrides = self
             .debian_overrides
             .iter()
@@ -207,6 +226,7 @@ impl BazelDriver {
             stdin: None,
             stdout: logs.join("stdout.log"),
             stderr: logs.join("stderr.log"),
+            stderr_times: false,
             timeout: case.timeout,
         })
     }
@@ -310,6 +330,7 @@ impl BuildDriver for BazelDriver {
         let BuildState::Bazel {
             workspace,
             output_root,
+            exec_log,
             ..
         } = build.state
         else {
@@ -320,6 +341,7 @@ impl BuildDriver for BazelDriver {
             Primed {
                 workspace,
                 output_root,
+                exec_log,
                 outputs,
             },
         );
@@ -337,7 +359,12 @@ impl BuildDriver for BazelDriver {
         mode: BuildMode,
         dir: &Path,
     ) -> Result<PreparedBuild> {
-        let exec_log = dir.join("exec.json");
+        let mut exec_log = dir.join("exec.json");
+        let profile = dir.join("profile.json");
+        let priming_log = self
+            .primed
+            .get(&case.state_key())
+            .map(|p| p.exec_log.clone());
         let (workspace, output_root, remote, primed) = match mode {
             BuildMode::Noop => {
                 let primed = self
@@ -358,6 +385,7 @@ impl BuildDriver for BazelDriver {
                 } else {
                     Remote::None
                 };
+                exec_log = root.with_extension("exec.json");
                 (root.with_extension("ws"), root, remote, true)
             }
             BuildMode::Fresh => (dir.join("ws"), self.new_output_root(), Remote::None, false),
@@ -368,14 +396,17 @@ impl BuildDriver for BazelDriver {
         if mode != BuildMode::Noop {
             copy_workspace(case, &workspace)?;
         }
+        let state = BuildState::Bazel {
+            workspace,
+            output_root,
+            exec_log,
+            profile,
+            priming_log: priming_log.filter(|_| remote == Remote::Read),
+            primed,
+        };
         Ok(PreparedBuild {
-            spec: self.build_spec(case, &workspace, &output_root, &exec_log, dir, remote)?,
-            state: BuildState::Bazel {
-                workspace,
-                output_root,
-                exec_log,
-                primed,
-            },
+            spec: self.build_spec(case, &state, dir, remote)?,
+            state,
             files: self.config_files(),
         })
     }
@@ -384,6 +415,7 @@ impl BuildDriver for BazelDriver {
         let stderr = std::fs::read_to_string(&build.spec.stderr).unwrap_or_default();
         let exec_log = read_exec_log(build);
         let summary = parse_process_summary(&stderr);
+        let split = time_split(build, outcome.wall.as_secs_f64());
         let mut counters = Counters::default();
         match &exec_log {
             Ok(log) => {
@@ -418,7 +450,37 @@ impl BuildDriver for BazelDriver {
                     .filter(|l| l.starts_with("WARNING:") || l.starts_with("ERROR:")),
             ),
             log_tail: failed_tail(outcome, || failure_tail(&stderr, LOG_TAIL_LINES)),
+            time_split: split.as_ref().map(|(s, _)| s.clone()),
+            transfer: exec_log.as_ref().ok().map(|log| Transfer {
+                bytes: log.hit_output_bytes,
+                requests: split.map_or(0, |(_, requests)| requests),
+                parallelism: REMOTE_PARALLELISM,
+            }),
         }
+    }
+
+    /// Each action that read no cache hit, against the priming build's same action.
+    fn explain_misses(
+        &self,
+        build: &PreparedBuild,
+        report: &BuildReport,
+    ) -> Option<MissExplanations> {
+        let c = &report.counters;
+        if c.remote_cache_hits? >= c.actions? {
+            return None;
+        }
+        let BuildState::Bazel {
+            exec_log,
+            priming_log: Some(priming),
+            ..
+        } = &build.state
+        else {
+            return None;
+        };
+        let reader =
+            |p: &Path| open_log(p).map(|r| ExecLogReader::new(r, &p.display().to_string()));
+        crate::tools::explain::explain_bazel_misses(reader(exec_log).ok()?, reader(priming).ok()?)
+            .ok()
     }
 
     /// Digests of every output file of every spawn, from the execution log.
@@ -476,16 +538,30 @@ impl BuildDriver for BazelDriver {
     }
 }
 
-/// The build's execution log, parsed.
-fn read_exec_log(
-    build: &PreparedBuild,
-) -> std::result::Result<crate::tools::bazel_log::ExecLog, String> {
+/// The build's execution log, parsed as it streams.
+fn read_exec_log(build: &PreparedBuild) -> std::result::Result<ExecLog, String> {
     let BuildState::Bazel { exec_log, .. } = &build.state else {
         return Err("a Bazel driver was handed another tool's build".into());
     };
-    std::fs::read_to_string(exec_log)
-        .map_err(|e| format!("no execution log at {}: {e}", exec_log.display()))
-        .and_then(|t| parse_exec_log(&t))
+    bazel_log::read_exec_log(open_log(exec_log)?, &exec_log.display().to_string())
+}
+
+fn open_log(path: &Path) -> std::result::Result<std::io::BufReader<std::fs::File>, String> {
+    std::fs::File::open(path)
+        .map(std::io::BufReader::new)
+        .map_err(|e| format!("no log at {}: {e}", path.display()))
+}
+
+/// Where the build's time went, from its JSON trace profile, and the remote cache
+/// requests it made.
+fn time_split(build: &PreparedBuild, wall_s: f64) -> Option<(TimeSplit, u64)> {
+    let BuildState::Bazel { profile, .. } = &build.state else {
+        return None;
+    };
+    let name = profile.display().to_string();
+    let read = bazel_profile::read_profile(open_log(profile).ok()?, &name);
+    read.ok()
+        .map(|p| (p.split(wall_s), p.remote_cache_requests()))
 }
 
 impl Drop for BazelDriver {

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::plan::{RepoManifest, Scenario};
+use crate::results::explain::MissExplanations;
 use crate::results::{CacheUse, ConfigFile, Reproduce, ToolUse, ToolVersion};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
 
@@ -162,6 +163,19 @@ pub struct BuildReport {
     /// A failed build's last lines of its own output (the builder's, the failing
     /// action's), secrets redacted: why it failed, in the tool's words.
     pub log_tail: Vec<String>,
+    /// Where the build's wall time went, phase by phase.
+    pub time_split: Option<crate::results::explain::TimeSplit>,
+    /// What the build fetched from caches, for the transfer floor: bytes and requests.
+    pub transfer: Option<Transfer>,
+}
+
+/// What a build fetched from caches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Transfer {
+    pub bytes: u64,
+    pub requests: u64,
+    /// How many requests the tool keeps in flight at once.
+    pub parallelism: u32,
 }
 
 /// A failed build's tail, redacted; nothing for a build that succeeded.
@@ -276,6 +290,11 @@ pub enum BuildState {
         workspace: PathBuf,
         output_root: PathBuf,
         exec_log: PathBuf,
+        /// The JSON trace profile: where the time went.
+        profile: PathBuf,
+        /// The execution log of the build that filled the cache, for builds that read it
+        /// (what their misses are compared with).
+        priming_log: Option<PathBuf>,
         /// The primed workspace and server, kept for the run (no-op builds).
         primed: bool,
     },
@@ -339,6 +358,16 @@ pub trait BuildDriver {
     /// The tool as it builds this case: its version and the choices that shape the numbers.
     /// `Error::Build` fails the case (e.g. a Bazel that cannot build this repo at all).
     fn tool_use(&self, case: &CaseContext) -> Result<ToolUse>;
+
+    /// Why a build that read the cache still built some items (warm and fallback
+    /// samples): `None` when nothing missed or the tool's logs cannot tell.
+    fn explain_misses(
+        &self,
+        _build: &PreparedBuild,
+        _report: &BuildReport,
+    ) -> Option<MissExplanations> {
+        None
+    }
 
     /// Long-lived servers the build works through, so their CPU and memory count too.
     fn servers(&self, _build: &PreparedBuild) -> ServerProbe {

@@ -13,12 +13,19 @@ use crate::error::{Error, IoContext, Result};
 use crate::plan::config::Upstream;
 use crate::plan::manifest::NixTargets;
 use crate::plan::{ParamValue, System};
+use crate::results::explain::MissExplanations;
 use crate::results::{CacheUse, ConfigFile, SourceCount, ToolUse};
+use crate::run::process::stderr_times_path;
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
 use crate::scratch::Owner;
+use crate::tools::explain::{
+    explain_nix_misses, narinfo_answer, narinfo_url, nix_built_derivations,
+};
 use crate::tools::nix_log::{
     build_log_tail, parse_build_outputs, parse_internal_json, parse_path_info,
 };
+use crate::tools::nix_phases::{parse_arrival_times, split_nix_time};
+use crate::tools::Transfer;
 use crate::tools::{
     failed_tail, first_distinct, BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation,
     CaseContext, Counters, Outputs, PreparedBuild, LOG_TAIL_LINES,
@@ -55,6 +62,8 @@ const TUNED: &[(&str, &str)] = &[
 ];
 const PATH_INFO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// Nix's default `http-connections`: how many downloads it keeps in flight.
+const HTTP_CONNECTIONS: u32 = 25;
 
 /// A derivation that records the uid map it builds under: `0 0 4294967295` (the host's)
 /// means no user namespace, so no sandbox.
@@ -274,6 +283,8 @@ impl NixDriver {
             stdin: None,
             stdout: dir.join("stdout.json"),
             stderr: dir.join("stderr.log"),
+            // Nix's internal-json log has no timestamps: its phases come from when lines arrive.
+            stderr_times: true,
             timeout: case.timeout,
         })
     }
@@ -437,6 +448,16 @@ impl BuildDriver for NixDriver {
             }),
             messages: first_distinct(log.errors.iter().chain(&log.warnings).map(String::as_str)),
             log_tail: failed_tail(outcome, || build_log_tail(&stderr, LOG_TAIL_LINES)),
+            time_split: std::fs::read_to_string(stderr_times_path(&build.spec.stderr))
+                .ok()
+                .and_then(|t| parse_arrival_times(&t).ok())
+                .map(|times| split_nix_time(&stderr, &times, outcome.wall.as_secs_f64())),
+            transfer: Some(Transfer {
+                // A file:// cache transfers nothing over HTTP: its NARs' announced size.
+                bytes: log.downloaded_bytes.max(log.expected_download_bytes),
+                requests: log.file_transfers,
+                parallelism: HTTP_CONNECTIONS,
+            }),
         }
     }
 
@@ -493,6 +514,44 @@ impl BuildDriver for NixDriver {
                 .collect(),
             ..ToolUse::default()
         })
+    }
+
+    /// Each derivation built instead of substituted, from the log and from what the cache
+    /// answers for its narinfos now (asked directly, not through a fault proxy).
+    fn explain_misses(
+        &self,
+        build: &PreparedBuild,
+        report: &BuildReport,
+    ) -> Option<MissExplanations> {
+        if report.counters.built? == 0 {
+            return None;
+        }
+        let cache = self.cache.as_ref()?;
+        let stderr = std::fs::read_to_string(&build.spec.stderr).ok()?;
+        let built = nix_built_derivations(&stderr);
+        let mut keys: Vec<&str> = vec![&cache.public_key];
+        keys.extend(self.setup.upstream.iter().map(|u| u.public_key.as_str()));
+        let mut answers = std::collections::HashMap::new();
+        for b in &built {
+            for (path, queried_url) in b.narinfo_requests() {
+                // The team cache's narinfos are asked of the cache itself (the log may
+                // name the fault proxy); the upstream layer's where the log says.
+                let upstream = self
+                    .setup
+                    .upstream
+                    .iter()
+                    .any(|u| queried_url.starts_with(u.url.as_str().trim_end_matches('/')));
+                let url = if upstream {
+                    queried_url
+                } else {
+                    narinfo_url(cache.substituter.as_str(), &path)?
+                };
+                if let Some((status, body)) = crate::cache::fetch_text(&url) {
+                    answers.insert(path, narinfo_answer(status, &body, &keys));
+                }
+            }
+        }
+        Some(explain_nix_misses(&built, &answers))
     }
 
     fn cache_use(&self) -> Option<CacheUse> {

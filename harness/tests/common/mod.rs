@@ -116,6 +116,23 @@ pub fn derivation(name: &str, script: &str) -> String {
     )
 }
 
+/// Checks a sample's time split: its phases and "other" sum to its wall time within 5%.
+pub fn assert_time_split_sums(sample: &serde_json::Value) {
+    let split = &sample["time_split"];
+    let phases: f64 = split["phases"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no time split: {sample}"))
+        .iter()
+        .map(|p| p["seconds"].as_f64().unwrap())
+        .sum();
+    let wall = sample["wall_s"].as_f64().unwrap();
+    let sum = phases + split["other_s"].as_f64().unwrap();
+    assert!(
+        (sum - wall).abs() <= 0.05 * wall,
+        "phases {sum} s against wall {wall} s: {split}"
+    );
+}
+
 /// The case of `scenario` in a results document.
 pub fn case<'a>(results: &'a serde_json::Value, scenario: &str) -> &'a serde_json::Value {
     results["cases"]

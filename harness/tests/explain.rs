@@ -1,0 +1,236 @@
+//! Miss explanations from real builds: one Bazel action and one Nix derivation made to
+//! miss on purpose, through the real drivers, tools and cache server.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use flywheel_bench::cache::{signed_destination, BazelCache, BazelEndpoint, EmbeddedCache, Push};
+use flywheel_bench::plan::{manifest, RepoManifest, Scenario};
+use flywheel_bench::results::explain::{MissExplanations, MissReason};
+use flywheel_bench::results::CacheBackend;
+use flywheel_bench::run::process::{Executor, ProcessExecutor};
+use flywheel_bench::tools::bazel::{BazelDriver, BazelSetup};
+use flywheel_bench::tools::nix::{NixDriver, NixSetup};
+use flywheel_bench::tools::{BuildDriver, BuildMode, BuildState, CaseContext, PreparedBuild};
+
+fn case<'a>(repo: &'a RepoManifest, scenario: Scenario) -> CaseContext<'a> {
+    CaseContext {
+        repo,
+        source: repo.source.local_path().unwrap(),
+        scenario,
+        timeout: Duration::from_secs(600),
+        cache_via: None,
+    }
+}
+
+/// Runs one build through `driver`, with `env` added, and returns its explanations.
+fn build(
+    driver: &mut dyn BuildDriver,
+    case: &CaseContext,
+    mode: BuildMode,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (PreparedBuild, Option<MissExplanations>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut build = driver.prepare(case, mode, dir).unwrap();
+    build
+        .spec
+        .env
+        .extend(env.iter().map(|(k, v)| (k.to_string(), v.into())));
+    let outcome = ProcessExecutor.run(&build.spec).unwrap();
+    assert!(
+        outcome.success(),
+        "{}",
+        std::fs::read_to_string(&build.spec.stderr).unwrap_or_default()
+    );
+    let report = driver.inspect(&build, &outcome);
+    let explained = driver.explain_misses(&build, &report);
+    (build, explained)
+}
+
+#[test]
+fn a_bazel_action_whose_environment_changed_is_explained_by_the_variable() {
+    require_tools(&["bazel", "nginx"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::write(ws.join("WORKSPACE"), "").unwrap();
+    // The client's PLANTED reaches the action (--action_env applies to every action, so
+    // the workspace has just the one).
+    std::fs::write(ws.join(".bazelrc"), "build --action_env=PLANTED\n").unwrap();
+    std::fs::write(
+        ws.join("BUILD"),
+        "genrule(name = \"planted\", outs = [\"planted.txt\"], cmd = \"echo $$PLANTED > $@\")\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ws.join("repo.toml"),
+        "name = \"planted\"\ndescription = \"d\"\n[source]\npath = \".\"\n[bazel]\ntargets = [\"//...\"]\n",
+    )
+    .unwrap();
+    let repo = manifest::load(&ws.join("repo.toml")).unwrap();
+    let server = nginx(&tmp.path().join("nginx"));
+    std::fs::create_dir_all(server.root().join("bazel")).unwrap();
+    let cache = BazelCache {
+        backend: CacheBackend::EmbeddedNginx,
+        endpoint: BazelEndpoint::Remote(server.url("bazel")),
+        headers_rc: None,
+    };
+    let bazel = which::which("bazel").unwrap();
+    let version = flywheel_bench::tools::probe_all(&ProcessExecutor)["bazel"]
+        .version
+        .clone();
+    let setup = BazelSetup {
+        version,
+        ..BazelSetup::default()
+    };
+    let mut driver =
+        BazelDriver::new(bazel, &tmp.path().join("driver"), Some(cache), &setup).unwrap();
+
+    let warm = case(&repo, Scenario::Warm);
+    let (primed, _) = build(
+        &mut driver,
+        &warm,
+        BuildMode::Prime,
+        &tmp.path().join("p"),
+        &[("PLANTED", "1")],
+    );
+    let outputs = driver.outputs(&primed, &ProcessExecutor).unwrap();
+    driver.keep_primed(&warm, primed, outputs);
+    let mode = BuildMode::FromCache {
+        tool_fallback: false,
+    };
+    let (sample, explained) = build(
+        &mut driver,
+        &warm,
+        mode,
+        &tmp.path().join("w"),
+        &[("PLANTED", "2")],
+    );
+    driver.finish(&sample, &ProcessExecutor).unwrap();
+    drop(driver);
+
+    let explained = explained.expect("one action missed");
+    assert_eq!(explained.misses, 1, "{explained:?}");
+    let miss = &explained.items[0];
+    assert!(miss.item.ends_with("planted.txt"), "{miss:?}");
+    assert_eq!(miss.reason, MissReason::EnvironmentDiffers);
+    let diff = miss.differences.as_ref().unwrap();
+    assert_eq!(diff.environment, vec!["PLANTED".to_string()]);
+    drop(server);
+    let left = || processes_mentioning(&tmp.path().to_string_lossy());
+    for _ in 0..50 {
+        if left().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        left(),
+        Vec::<String>::new(),
+        "a Bazel server or nginx survived"
+    );
+}
+
+#[test]
+fn a_nix_derivation_whose_narinfo_is_gone_is_the_one_explained_as_404() {
+    require_tools(&["nix", "nginx", "gcc"]);
+    let nix_before = host_nix_snapshot();
+    let tmp = tempfile::tempdir().unwrap();
+    let nix = which::which("nix").unwrap();
+    let embedded =
+        EmbeddedCache::start(&which::which("nginx").unwrap(), &tmp.path().join("cache")).unwrap();
+    let cache = embedded.nix_cache(&nix, &ProcessExecutor).unwrap();
+    let Push::NixCopy {
+        to,
+        secret_key_file,
+    } = cache.push.clone()
+    else {
+        unreachable!("the embedded cache is filled with nix copy")
+    };
+    let destination = signed_destination(&to, secret_key_file.as_deref());
+    let mut repo =
+        manifest::load(&repo_root().join("bench-repos/fixture-c-dag/repo.toml")).unwrap();
+    manifest::apply_overrides(
+        std::slice::from_mut(&mut repo),
+        &[
+            ("size".into(), flywheel_bench::plan::ParamValue::Int(3)),
+            ("work".into(), flywheel_bench::plan::ParamValue::Int(5)),
+        ],
+    )
+    .unwrap();
+    let mut driver = NixDriver::new(
+        nix,
+        &tmp.path().join("driver"),
+        Some(cache),
+        NixSetup::default(),
+    )
+    .unwrap();
+    let warm = case(&repo, Scenario::Warm);
+    let (primed, _) = build(
+        &mut driver,
+        &warm,
+        BuildMode::Prime,
+        &tmp.path().join("p"),
+        &[],
+    );
+    let outputs = driver.outputs(&primed, &ProcessExecutor).unwrap();
+    let top = outputs
+        .keys()
+        .find(|p| p.ends_with("-c-dag-3"))
+        .unwrap()
+        .clone();
+    let BuildState::Nix { store } = primed.state.clone() else {
+        unreachable!()
+    };
+    let conf = primed.spec.env.clone();
+    driver.keep_primed(&warm, primed, outputs);
+    driver.fill_cache(&warm, &ProcessExecutor).unwrap();
+    // The harness fills the cache with the outputs' runtime closure; this test puts every
+    // unit in too, so that one deleted narinfo makes exactly one derivation miss.
+    let copied = std::process::Command::new("nix")
+        .args(["copy", "--all", "--store"])
+        .arg(&store)
+        .args(["--to", &destination])
+        .envs(conf)
+        .output()
+        .unwrap();
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    // The top-level output's narinfo is deleted: Nix must build it, and substitutes
+    // the units it needs for that.
+    let hash = top
+        .trim_start_matches("/nix/store/")
+        .split('-')
+        .next()
+        .unwrap();
+    let narinfo = tmp
+        .path()
+        .join(format!("cache/nginx/root/nix/{hash}.narinfo"));
+    std::fs::remove_file(&narinfo).unwrap();
+    let mode = BuildMode::FromCache {
+        tool_fallback: false,
+    };
+    let (_, explained) = build(&mut driver, &warm, mode, &tmp.path().join("w"), &[]);
+    let explained = explained.expect("one derivation was built");
+    assert_eq!(explained.misses, 1, "{explained:?}");
+    let miss = &explained.items[0];
+    assert!(miss.item.ends_with("-c-dag-3.drv"), "{miss:?}");
+    assert_eq!(miss.reason, MissReason::NoNarinfo, "{miss:?}");
+    assert!(miss.queried.contains(&top), "{miss:?}");
+    for item in &explained.items {
+        assert!(
+            item.reason != MissReason::NotRequested || item.queried.is_empty(),
+            "a queried derivation called not requested: {item:?}"
+        );
+    }
+    drop(driver);
+    drop(embedded);
+    assert_eq!(host_nix_snapshot(), nix_before);
+}
