@@ -40,6 +40,7 @@ pub fn render(files: &[(String, Results)]) -> String {
         {
             out.push_str(&html_table(&table));
         }
+        out.push_str(&super::time::html(results));
         out.push_str(&distribution_plots(results));
         out.push_str("</section>\n");
     }

@@ -21,6 +21,7 @@ pub fn render(files: &[(String, Results)]) -> String {
                 pipe_table(&table)
             );
         }
+        out.push_str(&super::time::markdown(results));
         out.push_str(&case_details(results));
     }
     out
@@ -168,7 +169,7 @@ fn pipe_table(table: &Table) -> String {
 }
 
 /// Table cells cannot hold pipes or line breaks; HTML tags would render.
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     super::escape_html(text)
         .replace('|', "\\|")
         .replace('\n', "<br>")

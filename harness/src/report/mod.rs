@@ -8,6 +8,7 @@ pub mod markdown;
 pub mod matrix;
 pub mod summary;
 pub mod tables;
+pub mod time;
 
 /// Text made safe inside HTML (and GitHub Markdown, which renders HTML tags).
 pub fn escape_html(text: &str) -> String {

@@ -1,0 +1,257 @@
+//! Where the time went and why items missed, per case: a line per case for Markdown, the
+//! top miss reasons, and stacked phase bars (cold / warm / noop) for the HTML. Pure.
+
+use std::fmt::Write;
+
+use crate::report::escape_html as esc;
+use crate::report::tables::seconds;
+use crate::results::explain::{time_line, MissExplanations, Phase, TimeSplit};
+use crate::results::{CaseResult, Outcome, Results, Sample};
+
+/// The sample whose wall time is the case's median (the lower one for an even count):
+/// its split stands for the case.
+fn median_sample(case: &CaseResult) -> Option<&Sample> {
+    let mut samples: Vec<&Sample> = case.samples.iter().collect();
+    samples.sort_by(|a, b| a.wall_s.total_cmp(&b.wall_s));
+    samples.get(samples.len().saturating_sub(1) / 2).copied()
+}
+
+/// Every miss explanation of a case's samples, counted together.
+fn all_misses(case: &CaseResult) -> MissExplanations {
+    MissExplanations::collect(
+        case.samples
+            .iter()
+            .filter_map(|s| s.explanations.as_ref())
+            .flat_map(|e| e.items.iter().cloned()),
+    )
+}
+
+/// One line per case with a time split: "warm 4.28 s, of which ...; floor ..." and, for
+/// cases with misses, their top reasons.
+pub fn lines(results: &Results) -> Vec<String> {
+    let mut out = Vec::new();
+    for case in results.cases.iter().filter(|c| c.outcome == Outcome::Ok) {
+        let Some(sample) = median_sample(case) else {
+            continue;
+        };
+        let Some(split) = &sample.time_split else {
+            continue;
+        };
+        let label = format!("{} {}", case.key(), case.scenario);
+        let mut line = time_line(&label, split, sample.transfer_floor.as_ref());
+        let misses = all_misses(case);
+        if misses.misses > 0 {
+            let _ = write!(line, " Misses: {}.", misses.top_reasons(3));
+        }
+        out.push(line);
+    }
+    out
+}
+
+/// The colour of a phase in the stacked bars.
+fn colour(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Startup => "#8c959f",
+        Phase::LoadingAnalysis | Phase::Evaluation => "#bf8700",
+        Phase::Execution | Phase::Builds => "#0969da",
+        Phase::NarinfoQueries => "#8250df",
+        Phase::Downloads => "#2da44e",
+        Phase::Finish => "#57606a",
+    }
+}
+
+const BAR_W: f64 = 420.0;
+const LABEL_W: f64 = 60.0;
+const ROW_H: f64 = 26.0;
+
+/// One stacked bar per scenario of a repo, system and lane: each phase a segment, "other"
+/// hatched grey, all scaled to the slowest scenario.
+fn stacked(rows: &[(String, &TimeSplit)]) -> String {
+    let longest = rows
+        .iter()
+        .map(|(_, s)| s.wall_s)
+        .fold(0.0_f64, f64::max)
+        .max(1e-9);
+    let scale = (BAR_W - LABEL_W - 70.0) / longest;
+    let mut svg = format!(
+        "<svg width=\"{BAR_W}\" height=\"{:.0}\" role=\"img\">",
+        ROW_H * rows.len() as f64 + 4.0
+    );
+    for (i, (label, split)) in rows.iter().enumerate() {
+        let y = 4.0 + ROW_H * i as f64;
+        let _ = write!(
+            svg,
+            "<text x=\"0\" y=\"{:.1}\">{}</text>",
+            y + 13.0,
+            esc(label)
+        );
+        let mut x = LABEL_W;
+        let segments = split
+            .phases
+            .iter()
+            .map(|p| (p.phase.describe(), colour(p.phase), p.seconds))
+            .chain(std::iter::once(("other", "#d0d7de", split.other_s)));
+        for (name, fill, s) in segments.filter(|(_, _, s)| *s > 0.0) {
+            let w = s * scale;
+            let _ = write!(
+                svg,
+                "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"18\" fill=\"{fill}\"><title>{name}: {}</title></rect>",
+                seconds(s)
+            );
+            x += w;
+        }
+        let _ = write!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            x + 4.0,
+            y + 13.0,
+            seconds(split.wall_s)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The legend of the stacked bars, for the phases that occur.
+fn legend(results: &Results) -> String {
+    let mut phases: Vec<Phase> = Vec::new();
+    for s in results.cases.iter().flat_map(|c| &c.samples) {
+        for p in s.time_split.iter().flat_map(|t| &t.phases) {
+            if !phases.contains(&p.phase) {
+                phases.push(p.phase);
+            }
+        }
+    }
+    let mut out = String::from("<p class=\"note\">");
+    for phase in phases {
+        let _ = write!(
+            out,
+            "<span style=\"color:{}\">&#9632;</span> {} &nbsp; ",
+            colour(phase),
+            esc(phase.describe())
+        );
+    }
+    out.push_str(
+        "<span style=\"color:#d0d7de\">&#9632;</span> other (in no phase the tool's log names)</p>",
+    );
+    out
+}
+
+/// The HTML section: a stacked bar chart per repo, system and lane, then the lines.
+pub fn html(results: &Results) -> String {
+    let mut groups: Vec<(String, Vec<(String, &TimeSplit)>)> = Vec::new();
+    for case in results.cases.iter().filter(|c| c.outcome == Outcome::Ok) {
+        let Some(split) = median_sample(case).and_then(|s| s.time_split.as_ref()) else {
+            continue;
+        };
+        let key = case.key().to_string();
+        let row = (case.scenario.to_string(), split);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, rows)) => rows.push(row),
+            None => groups.push((key, vec![row])),
+        }
+    }
+    if groups.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("<h3>Where the time went</h3><p class=\"note\">Each bar is a case's median sample split into the phases the tool's own log shows (Bazel's JSON trace profile; Nix's log, timed as its lines arrived); the grey rest is in no phase.</p>");
+    out.push_str(&legend(results));
+    out.push_str("<div class=\"plots\">\n");
+    for (key, rows) in &groups {
+        let _ = writeln!(
+            out,
+            "<figure><figcaption>{}</figcaption>{}</figure>",
+            esc(key),
+            stacked(rows)
+        );
+    }
+    out.push_str("</div>\n<ul>\n");
+    for line in lines(results) {
+        let _ = writeln!(out, "<li>{}</li>", esc(&line));
+    }
+    out.push_str("</ul>\n");
+    out
+}
+
+/// The Markdown section: the lines, as a list.
+pub fn markdown(results: &Results) -> String {
+    let lines = lines(results);
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n### Where the time went\n\n");
+    for line in lines {
+        let _ = writeln!(out, "- {}", super::markdown::escape(&line));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::explain::{MissExplanation, MissReason, PhaseTime};
+
+    fn split(wall: f64, phases: &[(Phase, f64)]) -> TimeSplit {
+        TimeSplit::from_phases(
+            wall,
+            phases
+                .iter()
+                .map(|&(phase, seconds)| PhaseTime { phase, seconds })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn the_median_sample_speaks_for_the_case_with_its_misses() {
+        let mut results: Results =
+            serde_json::from_str(&crate::tools::fixture("results/nix-fixture.json")).unwrap();
+        let warm = results
+            .cases
+            .iter_mut()
+            .find(|c| c.scenario == crate::plan::Scenario::Warm)
+            .unwrap();
+        for (i, s) in warm.samples.iter_mut().enumerate() {
+            s.wall_s = 1.0 + i as f64;
+            s.time_split = Some(split(
+                s.wall_s,
+                &[(Phase::Evaluation, 0.5), (Phase::Downloads, 0.25)],
+            ));
+        }
+        warm.samples[0].explanations = Some(MissExplanations::collect([MissExplanation {
+            item: "/nix/store/x-unit0.drv".into(),
+            mnemonic: None,
+            reason: MissReason::NoNarinfo,
+            differences: None,
+            queried: vec![],
+        }]));
+        let lines = lines(&results);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let median = (warm_count(&results) - 1) / 2;
+        assert!(
+            lines[0].starts_with(&format!(
+                "fixture-c-dag nix host warm {}",
+                seconds(1.0 + median as f64)
+            )),
+            "{lines:?}"
+        );
+        assert!(
+            lines[0].contains("Misses: ") && lines[0].contains("no narinfo"),
+            "{lines:?}"
+        );
+        let page = html(&results);
+        assert!(
+            page.contains("<svg") && page.contains("downloads"),
+            "{page}"
+        );
+    }
+
+    fn warm_count(results: &Results) -> usize {
+        results
+            .cases
+            .iter()
+            .find(|c| c.scenario == crate::plan::Scenario::Warm)
+            .unwrap()
+            .samples
+            .len()
+    }
+}
