@@ -10,6 +10,7 @@ pub mod git;
 pub mod nix;
 pub mod nix_log;
 pub mod nix_phases;
+pub mod nix_sandbox;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

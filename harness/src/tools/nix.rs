@@ -14,6 +14,7 @@ use crate::results::{CacheUse, ConfigFile};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
 use crate::scratch::Owner;
 use crate::tools::nix_log::{parse_build_outputs, parse_internal_json, parse_path_info};
+use crate::tools::nix_sandbox::sandbox_entries;
 use crate::tools::{
     first_distinct, BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation, CaseContext,
     Counters, Outputs, PreparedBuild,
@@ -123,13 +124,12 @@ impl NixDriver {
                 case.repo.name
             ))
         })?;
-        let sandbox_paths: Vec<String> = SANDBOX_PATHS
+        let host_paths: Vec<PathBuf> = SANDBOX_PATHS
             .iter()
             .map(PathBuf::from)
             .chain(case.repo.nix_sandbox_paths.iter().cloned())
-            .filter(|p| p.exists())
-            .map(|p| p.display().to_string())
             .collect();
+        let sandbox_paths = sandbox_entries(&host_paths);
         let mut args: Vec<OsString> = vec!["build".into(), "--store".into(), store.into()];
         push_option(&mut args, "sandbox-paths", &sandbox_paths.join(" "));
         if let BuildMode::FromCache { tool_fallback } = mode {
