@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -163,6 +163,13 @@ impl BuildDriver for FakeDriver {
             .or_else(|| self.outputs.get("fresh"))
             .cloned()
             .unwrap_or_default())
+    }
+
+    fn output_paths(&self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<Vec<PathBuf>> {
+        let BuildState::Nix { store } = &build.state else {
+            return Ok(Vec::new());
+        };
+        Ok(vec![store.clone()])
     }
 
     fn cache_use(&self) -> Option<CacheUse> {

@@ -425,6 +425,7 @@ mod tests {
             timed_out: false,
             messages: vec![],
             error: None,
+            check: None,
         });
         let mut hung = sample(120.0, 0, 0);
         hung.timed_out = true;

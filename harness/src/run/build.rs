@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::error::{IoContext, Result};
-use crate::results::{Attempt, Reproduce, Sample};
+use crate::results::{Attempt, CheckResult, Reproduce, Sample};
+use crate::run::check;
+use crate::run::observe::Observation;
 use crate::run::process::{Executor, Exit, ProcessOutcome};
 use crate::scratch::remove_tree;
 use crate::tools::{BuildDriver, BuildMode, BuildReport, CaseContext, Outputs};
@@ -16,12 +18,17 @@ pub struct Build {
     pub report: BuildReport,
     pub outputs: Option<Outputs>,
     pub reproduce: Reproduce,
-    /// Harness time around the build, beyond its own wall time.
+    /// Harness time around the build, beyond its own wall time and its check's.
     pub overhead_s: f64,
+    /// The repo's `[check]` on the output (a failed one is also the report's error).
+    pub check: Option<CheckResult>,
+    /// What the lane's observer saw while the build and its check ran.
+    pub observed: Observation,
 }
 
-/// Runs one build in `dir` and cleans up after it: inspects its logs, takes its output
-/// digests when asked, lets the driver stop what it started, removes its folder.
+/// Runs one build in `dir` and cleans up after it: inspects its logs, runs the repo's check
+/// on its output (under the lane's watch, if any), takes its output digests when asked,
+/// lets the driver stop what it started, removes its folder.
 pub fn run_build(
     driver: &mut dyn BuildDriver,
     exec: &dyn Executor,
@@ -33,8 +40,14 @@ pub fn run_build(
     std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     let started = Instant::now();
     let build = driver.prepare(ctx, mode, dir)?;
+    let watch = exec.observer().map(|o| o.start());
     let outcome = exec.run_with_servers(&build.spec, &driver.servers(&build))?;
-    let report = driver.inspect(&build, &outcome);
+    let mut report = driver.inspect(&build, &outcome);
+    let check = check::after_build(ctx, driver, &build, &outcome, exec, dir)?;
+    if let (Some(check), Some(spec)) = (&check, &ctx.repo.check) {
+        report.error = report.error.or_else(|| check::failure(check, spec));
+    }
+    let observed = watch.map(|w| w.stop()).unwrap_or_default();
     let outputs = if want_outputs && outcome.success() {
         Some(driver.outputs(&build, exec)?)
     } else {
@@ -42,13 +55,17 @@ pub fn run_build(
     };
     driver.finish(&build, exec)?;
     remove_tree(dir).context(|| format!("removing {}", dir.display()))?;
-    let overhead_s = (started.elapsed().saturating_sub(outcome.wall)).as_secs_f64();
+    let check_s = check.as_ref().map_or(0.0, |c| c.wall_s);
+    let overhead_s =
+        (started.elapsed().saturating_sub(outcome.wall).as_secs_f64() - check_s).max(0.0);
     Ok(Build {
         outcome,
         report,
         outputs,
         reproduce: build.reproduce(),
         overhead_s,
+        check,
+        observed,
     })
 }
 
@@ -84,6 +101,8 @@ impl Build {
             notes: c.notes.clone(),
             messages: self.report.messages.clone(),
             retry: None,
+            check: self.check.clone(),
+            gpu_trace: self.observed.gpu_trace.clone(),
             overhead_s: self.overhead_s,
         }
     }
@@ -97,6 +116,7 @@ impl Build {
             timed_out,
             messages: self.report.messages.clone(),
             error: self.report.error.clone(),
+            check: self.check.clone(),
         }
     }
 }

@@ -54,6 +54,8 @@ struct LaneSettings {
     vm: VmSettings,
     flake_dir: PathBuf,
     bazel_overrides: Vec<(String, PathBuf)>,
+    /// `$PATH` as the run started (the gpu lane's tools).
+    search_path: std::ffi::OsString,
     /// Set inside a vm lane's guest: the lane as the host booted it.
     guest: Option<GuestRole>,
 }
@@ -111,6 +113,7 @@ impl Session {
             vm: config.vm,
             flake_dir: config.flake_dir.clone(),
             bazel_overrides: config.bazel_overrides.clone(),
+            search_path: config.search_path.clone(),
             guest: None,
         };
         Session::assemble(plans, tools, caches, scratch, lanes, exec)
@@ -141,6 +144,8 @@ impl Session {
             vm: VmSettings::default(),
             flake_dir: job.work_dir,
             bazel_overrides: job.bazel_overrides,
+            // A guest runs vm-lane cases only, which look for no tool on PATH.
+            search_path: Default::default(),
             guest: Some(GuestRole {
                 acceleration: job.acceleration,
                 acceleration_note: job.acceleration_note,
@@ -234,6 +239,8 @@ impl Session {
         for plan in plans.iter() {
             let ctx = LaneContext {
                 exec: &*builds,
+                plan,
+                search_path: &lanes.search_path,
                 environment,
                 flake_dir: &lanes.flake_dir,
                 qemu: tools.qemu.as_deref(),
@@ -245,6 +252,7 @@ impl Session {
                 guest: lanes.guest.as_ref(),
             };
             let lane = lanes::prepare(plan.lane(), &ctx)?;
+            let plan = lane.plan.as_ref().unwrap_or(plan);
             emit(
                 sinks,
                 Event::LaneIdentified {

@@ -60,12 +60,7 @@ struct Primed {
 impl NixDriver {
     /// `dir` is a private folder the driver may fill (config, primed stores).
     pub fn new(nix: PathBuf, dir: &Path, cache: Option<NixCache>) -> Result<Self> {
-        let conf_dir = dir.join("nix-conf");
-        std::fs::create_dir_all(&conf_dir)
-            .context(|| format!("creating {}", conf_dir.display()))?;
-        let conf_file = conf_dir.join("nix.conf");
-        std::fs::write(&conf_file, NIX_CONF)
-            .context(|| format!("writing {}", conf_file.display()))?;
+        let conf_file = write_private_conf(&dir.join("nix-conf"))?;
         Ok(NixDriver {
             nix,
             dir: dir.to_path_buf(),
@@ -79,12 +74,7 @@ impl NixDriver {
     /// The private environment of every Nix command: system and user config replaced,
     /// and a narinfo cache of its own (a stale one breaks runs).
     fn env(&self, xdg_cache: &Path) -> Vec<(String, OsString)> {
-        let conf_dir = self.conf_file.parent().expect("conf file has a folder");
-        vec![
-            ("NIX_CONF_DIR".into(), conf_dir.into()),
-            ("NIX_USER_CONF_FILES".into(), self.conf_file.clone().into()),
-            ("XDG_CACHE_HOME".into(), xdg_cache.into()),
-        ]
+        private_env(&self.conf_file, xdg_cache)
     }
 
     fn cache(&self) -> Result<&NixCache> {
@@ -342,6 +332,22 @@ impl BuildDriver for NixDriver {
         parse_path_info(&out.stdout).map_err(Error::Build)
     }
 
+    /// The outputs `nix build --json` named, inside the build's chroot store (the store
+    /// path `/nix/store/X` is the file `STORE/nix/store/X`).
+    fn output_paths(&self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<Vec<PathBuf>> {
+        let BuildState::Nix { store } = &build.state else {
+            return Err(Error::Build(
+                "a Nix driver was handed another tool's build".into(),
+            ));
+        };
+        let stdout = std::fs::read_to_string(&build.spec.stdout).unwrap_or_default();
+        let paths = parse_build_outputs(&stdout).map_err(Error::Build)?;
+        Ok(paths
+            .iter()
+            .map(|p| store.join(p.trim_start_matches('/')))
+            .collect())
+    }
+
     /// A sandboxed builder is not in the build's process group (Nix forks it into its own
     /// namespaces): whatever still works in a fresh store stops before it is removed.
     fn finish(&mut self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<()> {
@@ -370,6 +376,25 @@ impl BuildDriver for NixDriver {
     fn tuned_settings(&self) -> Vec<String> {
         TUNED.iter().map(|(k, v)| format!("{k} = {v}")).collect()
     }
+}
+
+/// Writes the harness's private nix.conf into `conf_dir`; returns the file.
+pub fn write_private_conf(conf_dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(conf_dir).context(|| format!("creating {}", conf_dir.display()))?;
+    let conf_file = conf_dir.join("nix.conf");
+    std::fs::write(&conf_file, NIX_CONF).context(|| format!("writing {}", conf_file.display()))?;
+    Ok(conf_file)
+}
+
+/// The environment of a Nix command that reads only `conf_file` (system and user
+/// configuration replaced) and keeps its narinfo cache in `xdg_cache`.
+pub fn private_env(conf_file: &Path, xdg_cache: &Path) -> Vec<(String, OsString)> {
+    let conf_dir = conf_file.parent().unwrap_or(Path::new("/"));
+    vec![
+        ("NIX_CONF_DIR".into(), conf_dir.into()),
+        ("NIX_USER_CONF_FILES".into(), conf_file.into()),
+        ("XDG_CACHE_HOME".into(), xdg_cache.into()),
+    ]
 }
 
 fn push_option(args: &mut Vec<OsString>, name: &str, value: &str) {
