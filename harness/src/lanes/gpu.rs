@@ -311,6 +311,8 @@ fn eval_shell_names(
     let args: Vec<OsString> = vec![
         "eval".into(),
         "--json".into(),
+        // Never rewrite the checkout's flake.lock.
+        "--no-write-lock-file".into(),
         "--store".into(),
         dir.join("eval-store").into(),
         format!("{flake}#devShells.{system}").into(),
@@ -644,6 +646,29 @@ mod tests {
         assert!(
             reason.starts_with("no CUDA toolkit for `cuda`") && reason.contains("fix:"),
             "{reason}"
+        );
+    }
+
+    #[test]
+    fn the_shell_s_start_up_is_timed_after_one_entry_that_realises_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let entries = tmp.path().join("entries");
+        let script = format!("echo in >> {}; sleep 0.2; exec \"$@\"", entries.display());
+        let prefix: Vec<OsString> = ["sh", "-c", &script, "shell"].map(OsString::from).to_vec();
+        let seconds = shell_startup(&crate::run::process::ProcessExecutor, &prefix).unwrap();
+        assert!(seconds >= 0.2, "{seconds}");
+        assert_eq!(std::fs::read_to_string(&entries).unwrap(), "in\nin\n");
+        let broken: Vec<OsString> = [
+            "sh",
+            "-c",
+            "echo 'cannot build the shell' >&2; exit 1",
+            "shell",
+        ]
+        .map(OsString::from)
+        .to_vec();
+        assert_eq!(
+            shell_startup(&crate::run::process::ProcessExecutor, &broken),
+            Err("exit code 1: cannot build the shell".into())
         );
     }
 

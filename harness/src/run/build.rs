@@ -69,7 +69,8 @@ pub fn run_build(
     })
 }
 
-fn exit_parts(outcome: &ProcessOutcome) -> (Option<i32>, Option<i32>, bool) {
+/// (exit code, signal, timed out), as results record how a process ended.
+pub(crate) fn exit_parts(outcome: &ProcessOutcome) -> (Option<i32>, Option<i32>, bool) {
     match outcome.exit {
         Exit::Code(c) => (Some(c), None, false),
         Exit::Signal(s) => (None, Some(s), false),

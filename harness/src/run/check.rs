@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::plan::manifest::CheckSpec;
 use crate::results::CheckResult;
-use crate::run::process::{CommandSpec, Executor, Exit, ProcessOutcome};
+use crate::run::process::{CommandSpec, Executor, ProcessOutcome};
 use crate::tools::{BuildDriver, CaseContext, PreparedBuild};
 
 /// The first output's path on disk (a Nix output inside the build's chroot store, Bazel's
@@ -119,11 +119,7 @@ fn command_of(spec: &CheckSpec, outputs: &[PathBuf], source: &Path, dir: &Path) 
 fn finished(outcome: &ProcessOutcome, command: &CommandSpec) -> CheckResult {
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     let printed = format!("{}\n{}", read(&command.stdout), read(&command.stderr));
-    let (exit_code, signal, timed_out) = match outcome.exit {
-        Exit::Code(c) => (Some(c), None, false),
-        Exit::Signal(s) => (None, Some(s), false),
-        Exit::TimedOut => (None, None, true),
-    };
+    let (exit_code, signal, timed_out) = crate::run::build::exit_parts(outcome);
     CheckResult {
         passed: outcome.success(),
         wall_s: outcome.wall.as_secs_f64(),
@@ -160,7 +156,7 @@ fn tail(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::process::ProcessExecutor;
+    use crate::run::process::{Exit, ProcessExecutor};
     use std::time::Duration;
 
     fn spec(command: &[&str]) -> CheckSpec {
