@@ -411,11 +411,21 @@ fn the_gpu_lane_checks_and_traces_every_sample_with_stand_ins_for_the_gpu() {
     let tmp = tempfile::tempdir().unwrap();
     let output = tmp.path().join("results.json");
     let work = tmp.path().join("work");
+    // From a folder without a flake: the lane must not enter this checkout's CUDA shell
+    // (on a machine with a network it would download the toolkit into the host's /nix).
     run_ok(
         bin()
-            .current_dir(repo_root())
+            .current_dir(tmp.path())
             .env("PATH", runner.path())
-            .args(["run", "--lane", "gpu", "--repo", "fixture-cuda"])
+            .args([
+                "run",
+                "--lane",
+                "gpu",
+                "--repo",
+                "fixture-cuda",
+                "--bench-repos",
+            ])
+            .arg(repo_root().join("bench-repos"))
             .args(["--samples", "2", "--warmups", "1", "--output"])
             .arg(&output)
             .arg("--work-dir")
@@ -438,10 +448,10 @@ fn the_gpu_lane_checks_and_traces_every_sample_with_stand_ins_for_the_gpu() {
         .as_array()
         .unwrap()
         .contains(&real_home.display().to_string().into()));
-    // Offline, this checkout's flake cannot fetch nixpkgs: its shell could not be entered.
     assert_eq!(lane["shell"], "ambient");
-    assert!(
-        lane["shell_reason"].as_str().unwrap().contains("nix eval"),
+    assert_eq!(
+        lane["shell_reason"],
+        format!("no flake.nix in {}", tmp.path().display()),
         "{lane}"
     );
     for scenario in ["cold", "warm", "noop"] {
@@ -512,4 +522,53 @@ fn the_recorded_gpu_results_and_the_synthetic_one_match_the_schema() {
             Some("13.0")
         );
     }
+}
+
+#[test]
+fn doctor_checks_each_need_of_a_gpu_runner() {
+    let runner = FakeRunner::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = bin()
+        .current_dir(elsewhere.path())
+        .env("PATH", runner.path())
+        .args(["doctor", "--lane", "gpu"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = |what: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no `{what}` in\n{stdout}"))
+            .trim()
+            .to_string()
+    };
+    // The stand-in nvidia-smi answers; the toolkit is found through its links.
+    assert!(
+        line("an NVIDIA GPU").starts_with(
+            "yes  an NVIDIA GPU (nvidia-smi): NVIDIA H100 80GB HBM3 (driver 580.159.04, CUDA 13.0)"
+        ),
+        "{stdout}"
+    );
+    let real_home = runner.dir.path().join("cuda-13.0").canonicalize().unwrap();
+    assert!(
+        line("a CUDA toolkit").contains(&format!("{} (from nvcc on PATH", real_home.display())),
+        "{stdout}"
+    );
+    assert!(line("Nix (builds)").starts_with("yes"), "{stdout}");
+    // This machine has no GPU device files and no driver library: each is named, with a fix.
+    if !Path::new("/dev/nvidiactl").exists() {
+        assert!(
+            line("nvidiactl").starts_with("no   nvidiactl: /dev/nvidiactl is missing: "),
+            "{stdout}"
+        );
+        assert_eq!(out.status.code(), Some(3), "{stdout}");
+    }
+    assert_eq!(
+        line("the flake's gpu dev shell"),
+        format!(
+            "note the flake's gpu dev shell: cases run in the ambient environment: no flake.nix in {}",
+            elsewhere.path().display()
+        )
+    );
 }

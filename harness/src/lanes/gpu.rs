@@ -371,7 +371,7 @@ pub struct Need {
 
 /// The device files CUDA programs open, as found under `dev` (`/dev`).
 pub fn device_needs(dev: &Path) -> Vec<Need> {
-    let gpus: Vec<String> = std::fs::read_dir(dev)
+    let mut gpus: Vec<String> = std::fs::read_dir(dev)
         .into_iter()
         .flatten()
         .flatten()
@@ -381,12 +381,14 @@ pub fn device_needs(dev: &Path) -> Vec<Need> {
                 .is_some_and(|i| !i.is_empty() && i.chars().all(|c| c.is_ascii_digit()))
         })
         .collect();
-    let mut gpus = gpus;
     gpus.sort();
     let mut needs = vec![Need {
         what: "nvidiaN (a GPU's device file)",
         found: if gpus.is_empty() {
-            Err(format!("no nvidia[0-9]* in {}: load the NVIDIA driver, or pass the devices into the container (--gpus all)", dev.display()))
+            Err(format!(
+                "no nvidia[0-9]* in {}: load the NVIDIA driver, or pass the devices into the container (--gpus all)",
+                dev.display()
+            ))
         } else {
             Ok(gpus.join(" "))
         },
@@ -409,67 +411,76 @@ pub fn device_needs(dev: &Path) -> Vec<Need> {
 
 /// Everything the gpu lane needs on this runner (`doctor --lane gpu`).
 pub fn needs(exec: &dyn Executor, search_path: &OsStr, flake_dir: &Path, dir: &Path) -> Vec<Need> {
-    let mut needs = vec![Need {
-        what: "an NVIDIA GPU (nvidia-smi)",
-        found: preflight(exec, search_path).map(|(gpu, smi)| {
-            format!(
-                "{} (driver {}, CUDA {}) via {}",
-                gpu.name,
-                gpu.driver,
-                gpu.cuda.as_deref().unwrap_or("?"),
-                smi.display()
-            )
-        }).map_err(|why| format!("{why}: install the NVIDIA driver; nvidia-smi comes with it (often /usr/local/nvidia/bin: add it to PATH)")),
-        required: true,
-    }];
+    let need = |what, found, required| Need {
+        what,
+        found,
+        required,
+    };
+    let gpu = preflight(exec, search_path).map(|(gpu, smi)| {
+        let cuda = gpu.cuda.as_deref().unwrap_or("?");
+        format!(
+            "{} (driver {}, CUDA {cuda}) via {}",
+            gpu.name,
+            gpu.driver,
+            smi.display()
+        )
+    });
+    let mut needs = vec![need(
+        "an NVIDIA GPU (nvidia-smi)",
+        gpu.map_err(|why| {
+            format!("{why}: install the NVIDIA driver; nvidia-smi comes with it (often in /usr/local/nvidia/bin: add it to PATH)")
+        }),
+        true,
+    )];
     needs.extend(device_needs(Path::new("/dev")));
     let layout = CudaLayout::discover(exec, search_path);
-    needs.push(Need {
-        what: "the driver's libcuda.so.1 (ldconfig -p)",
-        found: layout
-            .libcuda_dir
-            .map(|d| d.display().to_string())
-            .map_err(|why| {
-                format!("{why}: install the driver's user-space libraries and run ldconfig")
-            }),
-        required: true,
-    });
-    needs.push(Need {
-        what: "a CUDA toolkit (cuda_home = \"auto\")",
-        found: layout.cuda_home.map(|(home, from)| format!("{} (from {from})", home.display())).map_err(|why| format!("{why}: install the toolkit, put its bin/ on PATH, or pass --param cuda_home=DIR")),
-        required: true,
-    });
-    let nix = find_in("nix", search_path);
+    let libcuda = layout.libcuda_dir.map(|d| d.display().to_string());
+    needs.push(need(
+        "the driver's libcuda.so.1 (ldconfig -p)",
+        libcuda.map_err(|why| format!("{why}: install the driver's libraries and run ldconfig")),
+        true,
+    ));
+    let toolkit = layout
+        .cuda_home
+        .map(|(home, from)| format!("{} (from {from})", home.display()));
+    needs.push(need(
+        "a CUDA toolkit (cuda_home = \"auto\")",
+        toolkit.map_err(|why| {
+            format!("{why}: install the toolkit and put its bin/ on PATH, or pass --param cuda_home=DIR")
+        }),
+        true,
+    ));
     for (tool, what) in [
         ("nix", "Nix (builds)"),
         ("nginx", "nginx (the embedded cache of warm cases)"),
     ] {
-        needs.push(Need {
+        let found = find_in(tool, search_path).map(|p| p.display().to_string());
+        needs.push(need(
             what,
-            found: find_in(tool, search_path).map(|p| p.display().to_string()).ok_or_else(|| format!("{tool} is not on PATH: see the README's GPU section for bringing it to a runner without a registry")),
-            required: true,
-        });
+            found.ok_or_else(|| {
+                format!("{tool} is not on PATH: see the README's GPU section for bringing it to a runner without a registry")
+            }),
+            true,
+        ));
     }
-    needs.push(Need {
-        what: "user namespaces (Nix's build sandbox)",
-        found: std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
-            .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok())
-            .filter(|n| *n > 0)
-            .map(|n| format!("up to {n}"))
-            .ok_or_else(|| "user namespaces are off (/proc/sys/user/max_user_namespaces): chroot-store builds fail; run on a host or a container that allows them".to_string()),
-        required: true,
-    });
-    needs.push(Need {
-        what: "the flake's gpu dev shell",
-        found: match choose_shell(exec, nix.as_deref(), flake_dir, dir) {
-            Shell::Flake { name, .. } => Ok(name),
-            Shell::Ambient { reason } => {
-                Err(format!("cases run in the ambient environment: {reason}"))
-            }
-        },
-        required: false,
-    });
+    let namespaces = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .filter(|n| *n > 0)
+        .map(|n| format!("up to {n}"));
+    needs.push(need(
+        "user namespaces (Nix's build sandbox)",
+        namespaces.ok_or_else(|| {
+            "they are off (/proc/sys/user/max_user_namespaces): chroot-store builds fail; run on a host or in a container that allows them".to_string()
+        }),
+        true,
+    ));
+    let nix = find_in("nix", search_path);
+    let shell = match choose_shell(exec, nix.as_deref(), flake_dir, dir) {
+        Shell::Flake { name, .. } => Ok(name),
+        Shell::Ambient { reason } => Err(format!("cases run in the ambient environment: {reason}")),
+    };
+    needs.push(need("the flake's gpu dev shell", shell, false));
     needs
 }
 

@@ -19,6 +19,9 @@ use crate::plan::{Lane, Plan};
 use crate::results::{Environment, LaneIdentity};
 use crate::run::process::{Executor, InShell};
 
+/// The shell a lane names when its cases run in the harness's own environment.
+pub const AMBIENT: &str = "ambient";
+
 /// What preparing a lane may use.
 pub struct LaneContext<'a> {
     pub exec: &'a dyn Executor,
@@ -158,6 +161,3 @@ fn gpu_lane<'a>(mut identity: LaneIdentity, ctx: &LaneContext<'a>) -> Result<Pre
         plan: Some(plan),
     })
 }
-
-/// The shell a lane names when its cases run in the harness's own environment.
-pub const AMBIENT: &str = "ambient";
