@@ -44,16 +44,13 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
-/// A bench repo in a temporary folder: `default.nix` and a repo.toml with `nix_extra`
-/// under `[nix]` and `tail` after it.
+/// `common::temp_repo` with `nix_extra` added to its `[nix]` table (the manifest's last)
+/// and `tail` after it.
 fn repo(name: &str, nix_expr: &str, nix_extra: &str, tail: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("repo.toml"),
-        format!("name = \"{name}\"\ndescription = \"test repo\"\n[source]\npath = \".\"\n[nix]\nfile = \"default.nix\"\n{nix_extra}\n{tail}"),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("default.nix"), nix_expr).unwrap();
+    let dir = temp_repo(name, nix_expr);
+    let manifest = dir.path().join("repo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, format!("{text}{nix_extra}\n{tail}")).unwrap();
     dir
 }
 
