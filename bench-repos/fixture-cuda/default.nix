@@ -1,6 +1,6 @@
-# GPU canary: compiles a CUDA kernel with the host's nvcc, runs it on the GPU and checks
-# its result. Built with host tools (no nixpkgs), like the other fixtures; the GPU devices
-# reach the build sandbox through the manifest's `sandbox_paths`.
+# GPU canary: compiles a CUDA kernel with the runner's nvcc (host tools, no nixpkgs, like
+# the other fixtures). The derivation only builds it: the manifest's [check] runs it on the
+# GPU after every build, so a binary that came from the cache is exercised too.
 { cuda_home ? "/usr/local/cuda", system ? builtins.currentSystem }:
 derivation {
   name = "cuda-canary";
@@ -13,7 +13,5 @@ derivation {
     mkdir -p $out/bin
     printf '%s' "$src" > saxpy.cu
     nvcc -O2 -o $out/bin/saxpy saxpy.cu
-    $out/bin/saxpy > $out/result.txt
-    grep -q '^ok ' $out/result.txt
   '' ];
 }

@@ -29,7 +29,12 @@ enum Command {
     /// Build bench repos cold, warm and no-op, several samples each, and write results JSON.
     Run(Box<RunArgs>),
     /// Show which tools were found, their versions and what can run here.
-    Doctor,
+    Doctor {
+        /// Also check what this lane needs here (gpu: the GPU, its device files, the
+        /// driver's library, a CUDA toolkit, Nix, nginx, user namespaces, the dev shell).
+        #[arg(long, value_enum)]
+        lane: Option<crate::plan::Lane>,
+    },
     /// Print the JSON Schema of the results file.
     Schema,
     /// Markdown (stdout or --markdown) and self-contained HTML (--html) reports of results files.
@@ -99,7 +104,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(*args),
-        Command::Doctor => crate::doctor::run(&ProcessExecutor),
+        Command::Doctor { lane } => crate::doctor::run(&ProcessExecutor, lane, &Env::capture()),
         Command::Schema => {
             print!("{}", results::json_schema());
             Ok(exit_code::OK)

@@ -1,9 +1,13 @@
 //! `flywheel-bench doctor`: which tools are here, their versions, and which parts of a run
-//! can work on this machine.
+//! can work on this machine; `--lane gpu` adds what a GPU runner needs.
 
+use std::ffi::OsString;
 use std::path::Path;
 
 use crate::error::{exit_code, Error, IoContext, Result};
+use crate::lanes::gpu;
+use crate::plan::config::Env;
+use crate::plan::Lane;
 use crate::run::process::Executor;
 use crate::tools;
 use crate::tools::nix::{NixDriver, NixSetup};
@@ -17,8 +21,9 @@ const NEEDS: &[(&str, &[&str])] = &[
     ("the embedded fixture repos", &["gcc"]),
 ];
 
-/// Prints what was found and what can run; exit 3 when something is missing.
-pub fn run(exec: &dyn Executor) -> Result<i32> {
+/// Prints what was found and what can run (and, for `lane`, what that lane needs here);
+/// exit 3 when something is missing.
+pub fn run(exec: &dyn Executor, lane: Option<Lane>, env: &Env) -> Result<i32> {
     let tools = tools::probe_all(exec);
     println!("tools:");
     for (name, _) in tools::KNOWN_TOOLS {
@@ -52,6 +57,9 @@ pub fn run(exec: &dyn Executor) -> Result<i32> {
             }
         }
     }
+    if lane == Some(Lane::Gpu) {
+        all &= gpu_lane(exec, env)?;
+    }
     Ok(if all {
         exit_code::OK
     } else {
@@ -69,4 +77,22 @@ fn sandbox_probe(exec: &dyn Executor, nix: &Path) -> Result<(), String> {
     let probed = driver.probe_sandbox(exec);
     let _ = crate::scratch::remove_tree(dir.path());
     probed
+}
+
+/// Prints each need of the gpu lane; whether every required one is met.
+fn gpu_lane(exec: &dyn Executor, env: &Env) -> Result<bool> {
+    let scratch = tempfile::tempdir().context(|| "creating a temporary folder".into())?;
+    let search_path = OsString::from(env.var("PATH").unwrap_or_default());
+    println!("gpu lane:");
+    let mut all = true;
+    for need in gpu::needs(exec, &search_path, &env.cwd, scratch.path()) {
+        let (mark, text) = match (&need.found, need.required) {
+            (Ok(found), _) => ("yes ", found),
+            (Err(fix), true) => ("no  ", fix),
+            (Err(note), false) => ("note", note),
+        };
+        all &= need.found.is_ok() || !need.required;
+        println!("  {mark} {}: {text}", need.what);
+    }
+    Ok(all)
 }

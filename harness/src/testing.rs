@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -179,6 +179,13 @@ impl BuildDriver for FakeDriver {
         })
     }
 
+    fn output_paths(&self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<Vec<PathBuf>> {
+        let BuildState::Nix { store } = &build.state else {
+            return Ok(Vec::new());
+        };
+        Ok(vec![store.clone()])
+    }
+
     fn cache_use(&self) -> Option<CacheUse> {
         self.cache.as_ref().map(|url| CacheUse {
             backend: crate::results::CacheBackend::Http,
@@ -204,6 +211,31 @@ pub fn plan(scenarios: &[Scenario], settings: Settings) -> Plan {
     let text = "name = \"r\"\ndescription = \"d\"\n[source]\npath = \".\"\n[nix]\nfile = \"default.nix\"\n";
     let repo = manifest::parse(text, Path::new("/tmp/repo.toml")).unwrap();
     Plan::build(vec![repo], None, scenarios, Lane::Host, settings).unwrap()
+}
+
+/// Runs `plan` through a scheduler with `driver` for Nix; returns the results and the
+/// events' names.
+pub fn schedule(
+    plan: &Plan,
+    exec: &dyn Executor,
+    driver: FakeDriver,
+    skip_reason: Option<&str>,
+) -> (Vec<crate::results::CaseResult>, Vec<String>) {
+    let work = tempfile::tempdir().unwrap();
+    let mut drivers = crate::run::Drivers::new();
+    drivers.insert(crate::plan::System::Nix, Box::new(driver));
+    let mut events = EventNames::default();
+    let results = crate::run::Scheduler {
+        plan,
+        exec,
+        drivers: &mut drivers,
+        work_dir: work.path(),
+        skip_reason,
+        cache_link: None,
+    }
+    .run(&mut [&mut events])
+    .unwrap();
+    (results, events.0)
 }
 
 /// Remembers the events' names, for tests that check what a scheduler reported.

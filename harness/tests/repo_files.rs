@@ -41,7 +41,12 @@ fn the_benchmark_workflow_lints_clean() {
 fn the_shell_scripts_pass_shellcheck() {
     require_tools(&["shellcheck"]);
     let out = Command::new("shellcheck")
-        .args(["scripts/setup", "scripts/in-debian13-root", ".ci/run"])
+        .args([
+            "scripts/setup",
+            "scripts/in-debian13-root",
+            "scripts/pack-runner",
+            ".ci/run",
+        ])
         .current_dir(repo_root())
         .output()
         .unwrap();

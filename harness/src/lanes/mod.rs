@@ -4,22 +4,31 @@
 //! VM guest that reports them back as events.
 
 pub mod gpu;
+pub mod gpu_trace;
 pub mod host;
 pub mod initramfs;
 pub mod vm;
 
+use std::ffi::OsStr;
 use std::path::Path;
 
 use crate::cache::{BazelCache, NixCache};
 use crate::error::Result;
 use crate::plan::config::VmSettings;
-use crate::plan::Lane;
+use crate::plan::{Lane, Plan};
 use crate::results::{Environment, LaneIdentity};
 use crate::run::process::{Executor, InShell};
+
+/// The shell a lane names when its cases run in the harness's own environment.
+pub const AMBIENT: &str = "ambient";
 
 /// What preparing a lane may use.
 pub struct LaneContext<'a> {
     pub exec: &'a dyn Executor,
+    /// The cases the lane is to run.
+    pub plan: &'a Plan,
+    /// `$PATH` as the run started (the gpu lane looks for nvidia-smi, nvcc, ldconfig there).
+    pub search_path: &'a OsStr,
     /// The host, as results describe it.
     pub environment: &'a Environment,
     /// Where the gpu lane looks for the flake's dev shell.
@@ -51,6 +60,8 @@ pub struct PreparedLane<'a> {
     /// When set, every case of the lane is skipped with this reason.
     pub skip_reason: Option<String>,
     pub runner: LaneRunner<'a>,
+    /// The plan as the lane runs it, when it differs (the gpu lane resolves CUDA paths).
+    pub plan: Option<Plan>,
 }
 
 pub enum LaneRunner<'a> {
@@ -69,35 +80,9 @@ pub fn prepare<'a>(lane: Lane, ctx: &LaneContext<'a>) -> Result<PreparedLane<'a>
             identity,
             skip_reason: None,
             runner: LaneRunner::Local(Box::new(ctx.exec)),
+            plan: None,
         }),
-        (Lane::Gpu, _) => {
-            let gpu = match gpu::preflight(ctx.exec) {
-                Ok(gpu) => gpu,
-                Err(reason) => {
-                    return Ok(PreparedLane {
-                        identity,
-                        skip_reason: Some(reason),
-                        runner: LaneRunner::Local(Box::new(ctx.exec)),
-                    })
-                }
-            };
-            identity.gpu = Some(gpu);
-            let runner: Box<dyn Executor + 'a> = match gpu::dev_shell_prefix(ctx.flake_dir) {
-                Some(prefix) => {
-                    identity.shell = Some("nix develop .#gpu".into());
-                    Box::new(InShell {
-                        inner: ctx.exec,
-                        prefix,
-                    })
-                }
-                None => Box::new(ctx.exec),
-            };
-            Ok(PreparedLane {
-                identity,
-                skip_reason: None,
-                runner: LaneRunner::Local(runner),
-            })
-        }
+        (Lane::Gpu, _) => gpu_lane(identity, ctx),
         (Lane::Vm, Some(role)) => {
             identity.virtualization = Some("qemu".into());
             identity.acceleration = Some(role.acceleration.clone());
@@ -106,6 +91,7 @@ pub fn prepare<'a>(lane: Lane, ctx: &LaneContext<'a>) -> Result<PreparedLane<'a>
                 identity,
                 skip_reason: None,
                 runner: LaneRunner::Local(Box::new(ctx.exec)),
+                plan: None,
             })
         }
         (Lane::Vm, None) => {
@@ -114,7 +100,65 @@ pub fn prepare<'a>(lane: Lane, ctx: &LaneContext<'a>) -> Result<PreparedLane<'a>
                 identity: guest.provisional_identity(ctx.environment),
                 skip_reason: None,
                 runner: LaneRunner::Guest(Box::new(guest)),
+                plan: None,
             })
         }
     }
+}
+
+/// The gpu lane: its GPU (or why none), the CUDA paths resolved into the plan, the shell
+/// chosen from the flake's outputs (its start-up timed), and the GPU traced around builds.
+fn gpu_lane<'a>(mut identity: LaneIdentity, ctx: &LaneContext<'a>) -> Result<PreparedLane<'a>> {
+    let skipped = |identity, reason| PreparedLane {
+        identity,
+        skip_reason: Some(reason),
+        runner: LaneRunner::Local(Box::new(ctx.exec)),
+        plan: None,
+    };
+    let (mut info, smi) = match gpu::preflight(ctx.exec, ctx.search_path) {
+        Ok(found) => found,
+        Err(reason) => return Ok(skipped(identity, reason)),
+    };
+    let mut plan = ctx.plan.clone();
+    let no_toolkit =
+        gpu::CudaLayout::discover(ctx.exec, ctx.search_path).apply(&mut plan.repos, &mut info);
+    identity.gpu = Some(info);
+    if let Some(reason) = no_toolkit {
+        return Ok(skipped(identity, reason));
+    }
+    let nix = gpu::find_in("nix", ctx.search_path);
+    let shell = gpu::choose_shell(ctx.exec, nix.as_deref(), ctx.flake_dir, ctx.dir);
+    let inner: Box<dyn Executor + 'a> = match shell {
+        gpu::Shell::Flake { name, prefix } => match gpu::shell_startup(ctx.exec, &prefix) {
+            Ok(seconds) => {
+                identity.shell = Some(name);
+                identity.shell_reason =
+                    Some(format!("the flake has devShells.{}.gpu", gpu::nix_system()));
+                identity.shell_startup_s = Some(seconds);
+                Box::new(InShell {
+                    inner: ctx.exec,
+                    prefix,
+                })
+            }
+            Err(why) => {
+                identity.shell = Some(AMBIENT.into());
+                identity.shell_reason = Some(format!("`{name}` did not start: {why}"));
+                Box::new(ctx.exec)
+            }
+        },
+        gpu::Shell::Ambient { reason } => {
+            identity.shell = Some(AMBIENT.into());
+            identity.shell_reason = Some(reason);
+            Box::new(ctx.exec)
+        }
+    };
+    Ok(PreparedLane {
+        identity,
+        skip_reason: None,
+        runner: LaneRunner::Local(Box::new(gpu_trace::Traced {
+            inner,
+            sampler: gpu_trace::GpuSampler::new(smi, &ctx.dir.join("gpu-trace")),
+        })),
+        plan: Some(plan),
+    })
 }

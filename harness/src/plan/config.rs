@@ -211,6 +211,8 @@ pub struct RunConfig {
     pub checkout_cache: PathBuf,
     /// The folder the run started in: the flake whose dev shells the gpu lane may use.
     pub flake_dir: PathBuf,
+    /// `$PATH` as the run started: where the gpu lane looks for nvidia-smi, nvcc and ldconfig.
+    pub search_path: std::ffi::OsString,
 }
 
 impl RunConfig {
@@ -311,6 +313,7 @@ impl RunConfig {
                 .clone()
                 .unwrap_or_else(|| default_checkout_cache(env)),
             flake_dir: env.cwd.clone(),
+            search_path: env.var("PATH").unwrap_or_default().into(),
         })
     }
 }

@@ -32,7 +32,23 @@ pub struct RepoManifest {
     /// What the platform claims about this repo's builds (`[[claims]]`), shown beside
     /// what was measured.
     pub claims: Vec<Claim>,
+    /// A command run on the built output after every build (`[check]`).
+    pub check: Option<CheckSpec>,
 }
+
+/// `[check]`: proves the output works (tests, a smoke run, a GPU kernel), whether it was
+/// built, substituted or already there. It runs outside the build and any cache, timed
+/// apart from the build, with `FLYWHEEL_OUTPUT` naming the output on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckSpec {
+    /// The program and its arguments; a relative program path with a `/` is taken from the
+    /// repo's source, a bare name from PATH.
+    pub command: Vec<String>,
+    pub timeout: std::time::Duration,
+}
+
+/// A check gets this long unless `[check] timeout_s` says otherwise.
+pub const DEFAULT_CHECK_TIMEOUT_S: u64 = 600;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Source {
@@ -136,6 +152,7 @@ struct RawManifest {
     lanes: Option<Vec<crate::plan::Lane>>,
     #[serde(default)]
     claims: Vec<RawClaim>,
+    check: Option<RawCheck>,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +163,13 @@ struct RawClaim {
     seconds: Option<f64>,
     hit_ratio: Option<f64>,
     source: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    command: Vec<String>,
+    timeout_s: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -296,6 +320,29 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
             })
         })
         .transpose()?;
+    let check = raw
+        .check
+        .map(|c| {
+            if c.command.first().is_none_or(|p| p.is_empty()) {
+                return Err(invalid(
+                    "key `check.command` is empty".into(),
+                    "name the program and its arguments, e.g. command = [\"sh\", \"-c\", \"$FLYWHEEL_OUTPUT/bin/app --self-test\"]",
+                ));
+            }
+            if c.timeout_s == Some(0) {
+                return Err(invalid(
+                    "key `check.timeout_s`: 0 leaves the check no time".into(),
+                    "give the seconds it may take, or leave the key out (600)",
+                ));
+            }
+            Ok(CheckSpec {
+                command: c.command,
+                timeout: std::time::Duration::from_secs(
+                    c.timeout_s.unwrap_or(DEFAULT_CHECK_TIMEOUT_S),
+                ),
+            })
+        })
+        .transpose()?;
     if nix.is_none() && bazel.is_none() {
         return Err(invalid(
             "no build targets: add a `[nix]` or `[bazel]` table".into(),
@@ -346,6 +393,7 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
         bazel,
         lanes: raw.lanes,
         claims,
+        check,
     })
 }
 
@@ -584,6 +632,31 @@ file = "default.nix"
         let m = parse_in(&format!("lanes = [\"gpu\"]\n{GOOD}")).unwrap();
         assert_eq!(m.lanes, Some(vec![crate::plan::Lane::Gpu]));
         assert!(error_of(&format!("lanes = [\"moon\"]\n{GOOD}")).contains("moon"));
+    }
+
+    #[test]
+    fn a_check_runs_a_command_within_its_timeout() {
+        assert_eq!(parse_in(GOOD).unwrap().check, None);
+        let m = parse_in(&format!(
+            "{GOOD}[check]\ncommand = [\"sh\", \"-c\", \"true\"]\ntimeout_s = 30\n"
+        ))
+        .unwrap();
+        let check = m.check.unwrap();
+        assert_eq!(check.command, ["sh", "-c", "true"]);
+        assert_eq!(check.timeout, std::time::Duration::from_secs(30));
+        let m = parse_in(&format!("{GOOD}[check]\ncommand = [\"true\"]\n")).unwrap();
+        assert_eq!(m.check.unwrap().timeout.as_secs(), DEFAULT_CHECK_TIMEOUT_S);
+        let err = error_of(&format!("{GOOD}[check]\ncommand = []\n"));
+        assert!(
+            err.contains("check.command") && err.contains("fix:"),
+            "{err}"
+        );
+        let err = error_of(&format!(
+            "{GOOD}[check]\ncommand = [\"true\"]\ntimeout_s = 0\n"
+        ));
+        assert!(err.contains("check.timeout_s"), "{err}");
+        let err = error_of(&format!("{GOOD}[check]\ncmd = [\"true\"]\n"));
+        assert!(err.contains("cmd"), "{err}");
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-use crate::report::tables::{self, seconds, Table, Tone};
-use crate::results::{CaseResult, Results};
+use crate::report::tables::{self, cells, seconds, Cell, Table, Tone};
+use crate::results::{CaseResult, GpuSeries, Results};
 use crate::stats::median_interval;
 
 const STYLE: &str = "
@@ -42,6 +42,7 @@ pub fn render(files: &[(String, Results)]) -> String {
         }
         out.push_str(&super::time::html(results));
         out.push_str(&distribution_plots(results));
+        out.push_str(&checks_and_gpu(results));
         out.push_str("</section>\n");
     }
     out.push_str("</body></html>\n");
@@ -232,4 +233,270 @@ fn distribution_plots(r: &Results) -> String {
     out
 }
 
+/// The repos' checks, the lanes' GPU and shell, and the GPU traces, where there are any.
+fn checks_and_gpu(r: &Results) -> String {
+    let mut out = String::new();
+    for table in [checks_table(r), lanes_table(r)].into_iter().flatten() {
+        out.push_str(&html_table(&table));
+    }
+    out.push_str(&trace_plots(r));
+    out
+}
+
+fn checks_table(r: &Results) -> Option<Table> {
+    let rows: Vec<Vec<Cell>> = r
+        .cases
+        .iter()
+        .filter_map(|c| {
+            let checks: Vec<_> = c
+                .warmups
+                .iter()
+                .chain(&c.samples)
+                .flat_map(|s| s.check.iter().chain(s.retry.iter().flat_map(|a| &a.check)))
+                .collect();
+            if checks.is_empty() {
+                return None;
+            }
+            let passed = checks.iter().filter(|k| k.passed).count();
+            let count = format!("{passed}/{}", checks.len());
+            let times: Vec<f64> = checks.iter().map(|k| k.wall_s).collect();
+            let last_failure = checks.iter().rev().find(|k| !k.passed);
+            Some(vec![
+                c.label().into(),
+                Cell::verdict(passed == checks.len(), &count, &count),
+                seconds(crate::stats::median(&times)).into(),
+                last_failure
+                    .map_or("-".into(), |k| k.output_tail.clone())
+                    .into(),
+            ])
+        })
+        .collect();
+    (!rows.is_empty()).then(|| Table {
+        title: "Checks",
+        note: "Each repo's [check], run on the output after every build (warm-ups included) and timed apart from it: how many passed, their median time, and what the last failing one printed.",
+        headers: vec!["case", "passed", "median time", "last failure"],
+        rows,
+    })
+}
+
+fn lanes_table(r: &Results) -> Option<Table> {
+    let rows: Vec<Vec<Cell>> = r
+        .lanes
+        .iter()
+        .filter(|l| l.gpu.is_some() || l.shell.is_some())
+        .map(|l| {
+            let gpu = l.gpu.as_ref();
+            let described = gpu.map_or("-".into(), |g| {
+                format!(
+                    "{} x{} (driver {}, CUDA {})",
+                    g.name,
+                    g.count,
+                    g.driver,
+                    g.cuda.as_deref().unwrap_or("?")
+                )
+            });
+            let toolkit = gpu
+                .and_then(|g| {
+                    let home = g.cuda_home.as_deref()?;
+                    Some(match &g.cuda_home_from {
+                        Some(from) => format!("{home} (from {from})"),
+                        None => home.to_string(),
+                    })
+                })
+                .unwrap_or_else(|| "-".into());
+            let shell = match (&l.shell, &l.shell_reason) {
+                (Some(shell), Some(why)) => format!("{shell}: {why}"),
+                (Some(shell), None) => shell.clone(),
+                (None, _) => "-".into(),
+            };
+            cells([
+                l.lane.name().to_string(),
+                described,
+                toolkit,
+                gpu.and_then(|g| g.libcuda_dir.clone())
+                    .unwrap_or_else(|| "-".into()),
+                shell,
+                l.shell_startup_s.map_or("-".into(), seconds),
+            ])
+        })
+        .collect();
+    (!rows.is_empty()).then(|| Table {
+        title: "Lanes",
+        note: "Where the cases ran: the GPU, the CUDA toolkit and driver library the builds were given (symlinks resolved), and the shell; a shell's start-up is part of every build's and check's time.",
+        headers: vec!["lane", "GPU", "CUDA toolkit", "libcuda.so.1", "shell", "shell start-up"],
+        rows,
+    })
+}
+
+/// A plotted trace column.
+type Column = fn(&GpuSeries) -> &[Option<f64>];
+
+/// The trace columns plotted, with their labels.
+const TRACE_PANELS: [(&str, Column); 4] = [
+    ("utilisation %", |s| &s.utilization_pct),
+    ("memory MiB", |s| &s.memory_used_mib),
+    ("power W", |s| &s.power_w),
+    ("SM clock MHz", |s| &s.sm_clock_mhz),
+];
+const PANEL_H: f64 = 44.0;
+
+/// One figure per case with GPU traces: each metric over the case's samples, one after
+/// the other (a dashed line where a sample starts), on its own axis from 0 to its maximum.
+fn trace_plots(r: &Results) -> String {
+    let traced: Vec<&CaseResult> = r
+        .cases
+        .iter()
+        .filter(|c| c.samples.iter().any(|s| s.gpu_trace.is_some()))
+        .collect();
+    if traced.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("<h3>GPU traces</h3><p class=\"note\">The GPU while each sample's build and check ran (nvidia-smi, about every 100 ms), the samples one after the other.</p><div class=\"plots\">\n");
+    for c in traced {
+        let traces: Vec<_> = c
+            .samples
+            .iter()
+            .filter_map(|s| s.gpu_trace.as_ref())
+            .collect();
+        // Each sample starts one period after the previous one's last reading.
+        let mut offsets = Vec::new();
+        let mut span = 0.0;
+        for t in &traces {
+            offsets.push(span);
+            span += t.series.t_ms.last().map_or(0.0, |&l| l as f64) + t.period_ms as f64;
+        }
+        let span = f64::max(span, 1.0);
+        let x = |ms: f64| LABEL_W + 50.0 + ms / span * (CHART_W - LABEL_W - 60.0);
+        let bottom = PANEL_H * TRACE_PANELS.len() as f64;
+        let mut svg = format!(
+            "<svg width=\"{CHART_W}\" height=\"{:.0}\" role=\"img\">",
+            bottom + 18.0
+        );
+        for (row, (label, column)) in TRACE_PANELS.iter().enumerate() {
+            let top = 4.0 + PANEL_H * row as f64;
+            let max = traces
+                .iter()
+                .flat_map(|t| column(&t.series).iter().flatten())
+                .copied()
+                .fold(0.0, f64::max);
+            let y = |v: f64| top + PANEL_H - 8.0 - v / max.max(1e-9) * (PANEL_H - 14.0);
+            let _ = write!(
+                svg,
+                "<text x=\"0\" y=\"{label_y:.1}\">{label}</text><text x=\"0\" y=\"{max_y:.1}\">max {max:.0}</text><line x1=\"{left:.1}\" x2=\"{right:.1}\" y1=\"{zero:.1}\" y2=\"{zero:.1}\" stroke=\"#d0d7de\"/>",
+                label_y = top + 14.0,
+                max_y = top + 28.0,
+                left = x(0.0),
+                right = x(span),
+                zero = y(0.0),
+            );
+            for (t, offset) in traces.iter().zip(&offsets) {
+                // A missing value (nvidia-smi printed none) breaks the line.
+                let mut runs: Vec<Vec<String>> = vec![Vec::new()];
+                for (ms, v) in t.series.t_ms.iter().zip(column(&t.series)) {
+                    match v {
+                        Some(v) => runs.last_mut().expect("one run").push(format!(
+                            "{:.1},{:.1}",
+                            x(offset + *ms as f64),
+                            y(*v)
+                        )),
+                        None => runs.push(Vec::new()),
+                    }
+                }
+                for run in runs.iter().filter(|r| !r.is_empty()) {
+                    let _ = write!(
+                        svg,
+                        "<polyline points=\"{}\" fill=\"none\" stroke=\"#0969da\" stroke-width=\"1.5\"/>",
+                        run.join(" ")
+                    );
+                }
+            }
+        }
+        for (i, offset) in offsets.iter().enumerate() {
+            let _ = write!(
+                svg,
+                "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"4\" y2=\"{bottom:.1}\" stroke=\"#8c959f\" stroke-dasharray=\"2,2\"/><text x=\"{1:.1}\" y=\"{2:.1}\">{3}</text>",
+                x(*offset),
+                x(*offset) + 2.0,
+                bottom + 14.0,
+                i + 1
+            );
+        }
+        svg.push_str("</svg>");
+        let untraced: Vec<&str> = traces
+            .iter()
+            .filter_map(|t| t.unavailable.as_deref())
+            .collect();
+        let note = match untraced.first() {
+            None => String::new(),
+            Some(why) => format!(
+                "<p class=\"note\">{} of {} samples untraced: {}</p>",
+                untraced.len(),
+                traces.len(),
+                esc(why)
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "<figure><figcaption>{}: {} of samples</figcaption>{svg}{note}</figure>",
+            esc(&c.label()),
+            seconds(span / 1000.0)
+        );
+    }
+    out.push_str("</div>\n");
+    out
+}
+
 use super::escape_html as esc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lanes::gpu_trace::trace_of;
+    use crate::results::GpuTrace;
+
+    /// The synthetic checked results (see tests/fixtures/gpu-lane-h100/README.md) with the
+    /// recorded H100 trace on every sample, one sampler that could not start, one failed
+    /// check, and a gpu lane that ran in the flake's shell.
+    fn gpu_results() -> Results {
+        let mut r: Results = serde_json::from_str(&crate::tools::fixture(
+            "gpu-lane-h100/results-checked-synthetic.json",
+        ))
+        .unwrap();
+        let trace = trace_of(&crate::tools::fixture("gpu-lane-h100/trace-lms100.csv"));
+        for case in &mut r.cases {
+            for s in &mut case.samples {
+                s.gpu_trace = Some(trace.clone());
+            }
+        }
+        r.cases[1].samples[2].gpu_trace = Some(GpuTrace {
+            unavailable: Some("nvidia-smi could not start: No such file or directory".into()),
+            period_ms: 100,
+            ..GpuTrace::default()
+        });
+        let check = r.cases[2].samples[1].check.as_mut().unwrap();
+        check.passed = false;
+        check.exit_code = Some(2);
+        check.output_tail = "no CUDA device usable".into();
+        let lane = &mut r.lanes[0];
+        let gpu = lane.gpu.as_mut().unwrap();
+        gpu.cuda_home = Some("/usr/local/cuda-13.0".into());
+        gpu.cuda_home_from = Some("/usr/local/cuda".into());
+        gpu.libcuda_dir = Some("/usr/local/nvidia/lib64".into());
+        lane.shell = Some("nix develop /src#gpu".into());
+        lane.shell_reason = Some("the flake has devShells.x86_64-linux.gpu".into());
+        lane.shell_startup_s = Some(1.234);
+        r
+    }
+
+    #[test]
+    fn gpu_section() {
+        insta::assert_snapshot!("gpu_section.html", checks_and_gpu(&gpu_results()));
+    }
+
+    #[test]
+    fn nothing_without_checks_traces_or_gpu_lanes() {
+        let r: Results =
+            serde_json::from_str(&crate::tools::fixture("results/fallback-host.json")).unwrap();
+        assert_eq!(checks_and_gpu(&r), "");
+    }
+}

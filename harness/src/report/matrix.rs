@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::results::{Outcome, Results};
+use crate::results::{CaseResult, CheckResult, Outcome, Results, Sample};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +23,10 @@ pub struct LaneDecl {
     pub canary: String,
     #[serde(default)]
     pub docs: Option<String>,
+    /// The canary must also have passed its `[check]` after every build: a GPU canary
+    /// whose output came from a cache or was already there proves nothing about the GPU.
+    #[serde(default)]
+    pub canary_checked: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,11 +90,7 @@ pub fn judge(lanes: &[LaneDecl], files: &[(String, Results)]) -> Vec<LaneProof> 
                         .iter()
                         .any(|c| c.lane.name() == lane.name && c.cache.is_some())
             });
-            let canary = from_main.iter().any(|(_, r)| {
-                r.cases.iter().any(|c| {
-                    c.lane.name() == lane.name && c.repo == lane.canary && c.outcome == Outcome::Ok
-                })
-            });
+            let canary = from_main.iter().any(|(_, r)| canary_passed(lane, r));
             let criteria = vec![
                 (
                     "named lane with an owner",
@@ -119,6 +119,33 @@ pub fn judge(lanes: &[LaneDecl], files: &[(String, Results)]) -> Vec<LaneProof> 
             }
         })
         .collect()
+}
+
+/// Whether `results` show the lane's canary passing: a case of it succeeded, and no build
+/// of it failed its check (nor, where the lane asks for checks, went without one).
+fn canary_passed(lane: &LaneDecl, results: &Results) -> bool {
+    let cases: Vec<&CaseResult> = results
+        .cases
+        .iter()
+        .filter(|c| c.lane.name() == lane.name && c.repo == lane.canary)
+        .collect();
+    let checks_passed = cases
+        .iter()
+        .flat_map(|c| c.warmups.iter().chain(&c.samples))
+        .all(|build| match build_check(build) {
+            Some(check) => check.passed,
+            None => !lane.canary_checked,
+        });
+    checks_passed && cases.iter().any(|c| c.outcome == Outcome::Ok)
+}
+
+/// The check of the build that gave a sample its result (the retry's, when there was one).
+fn build_check(sample: &Sample) -> Option<&CheckResult> {
+    sample
+        .retry
+        .as_ref()
+        .and_then(|r| r.check.as_ref())
+        .or(sample.check.as_ref())
 }
 
 pub fn render_markdown(proofs: &[LaneProof]) -> String {
@@ -208,6 +235,71 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("| GPU | backlog | - | no |"), "{text}");
+    }
+
+    fn recorded_gpu(name: &str) -> Results {
+        let mut r: Results =
+            serde_json::from_str(&crate::tools::fixture(&format!("gpu-lane-h100/{name}"))).unwrap();
+        r.git = Some(GitInfo {
+            commit: "0".repeat(40),
+            git_ref: Some("refs/heads/main".into()),
+            dirty: false,
+        });
+        r
+    }
+
+    fn gpu_lane() -> LaneDecl {
+        let lanes = lanes();
+        LaneDecl {
+            owner: Some("platform".into()),
+            docs: Some("README.md#the-gpu-lane".into()),
+            canary_checked: true,
+            ..lanes[1].clone()
+        }
+    }
+
+    fn canary(files: &[(&str, Results)]) -> bool {
+        let files: Vec<(String, Results)> = files
+            .iter()
+            .map(|(n, r)| (n.to_string(), r.clone()))
+            .collect();
+        let proof = &judge(&[gpu_lane()], &files)[0];
+        assert_eq!(proof.criteria[3].0, "canary workload passed");
+        proof.criteria[3].1
+    }
+
+    #[test]
+    fn the_gpu_canary_passes_only_with_a_passing_check_on_every_build() {
+        // Recorded on the H100 runner: every case failed (exit 127, nvcc not found).
+        let default = recorded_gpu("results-default-manifest.json");
+        assert!(!canary(&[("default.json", default)]));
+        // With the toolkit's real path the builds worked, but warm and noop came from the
+        // cache or were already there: nothing ran on the GPU, and no check says otherwise.
+        let mut resolved = recorded_gpu("results-resolved-cuda-path.json");
+        for case in &mut resolved.cases {
+            case.repo = "fixture-cuda".into();
+        }
+        assert!(!canary(&[("resolved.json", resolved)]));
+        // Synthetic: those results with a passing check after every build.
+        let checked = recorded_gpu("results-checked-synthetic.json");
+        assert!(canary(&[("checked.json", checked.clone())]));
+        let proof = &judge(&[gpu_lane()], &[("checked.json".into(), checked.clone())])[0];
+        assert_eq!(proof.state, State::Proved, "{:?}", proof.criteria);
+        // One failed check (here the noop case's last sample) and it does not pass.
+        let mut one_failed = checked;
+        let noop = one_failed
+            .cases
+            .iter_mut()
+            .find(|c| c.scenario.to_string() == "noop")
+            .unwrap();
+        noop.samples
+            .last_mut()
+            .unwrap()
+            .check
+            .as_mut()
+            .unwrap()
+            .passed = false;
+        assert!(!canary(&[("one-failed.json", one_failed)]));
     }
 
     #[test]

@@ -162,9 +162,17 @@ pub struct LaneIdentity {
     pub acceleration_note: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuInfo>,
-    /// The shell the cases ran in (e.g. `nix develop .#gpu`), when not the ambient one.
+    /// The shell the cases ran in: e.g. `nix develop /src#gpu`, or `ambient` (the harness's
+    /// own environment) where the lane chooses one; absent where the lane has no choice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell: Option<String>,
+    /// Why that shell (e.g. why not the flake's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell_reason: Option<String>,
+    /// Seconds that entering the shell costs each command run in it (builds and checks
+    /// included), measured once before the cases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell_startup_s: Option<f64>,
     pub tools: BTreeMap<String, ToolVersion>,
 }
 
@@ -182,12 +190,14 @@ impl LaneIdentity {
             acceleration_note: None,
             gpu: None,
             shell: None,
+            shell_reason: None,
+            shell_startup_s: None,
             tools: env.tools.clone(),
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GpuInfo {
     pub name: String,
     pub driver: String,
@@ -195,6 +205,19 @@ pub struct GpuInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cuda: Option<String>,
     pub count: usize,
+    /// The CUDA toolkit the builds were given (the `cuda_home` parameter), symlinks resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda_home: Option<String>,
+    /// Where that came from: `parameter`, `nvcc on PATH` or `/usr/local/cuda`; or why none
+    /// was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda_home_from: Option<String>,
+    /// The folder of the driver's `libcuda.so.1`, as `ldconfig -p` lists it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub libcuda_dir: Option<String>,
+    /// Host paths the lane added to the Nix build sandbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sandbox_paths: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -471,7 +494,13 @@ pub struct Sample {
     /// When this build through a faulty cache failed: the harness's retry without the cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Attempt>,
-    /// Harness time around this build, beyond `wall_s`.
+    /// The bench repo's `[check]`, run on this build's output after it (not in `wall_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckResult>,
+    /// The GPU while this build and its check ran (gpu lane).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_trace: Option<GpuTrace>,
+    /// Harness time around this build, beyond `wall_s` (and the check's time).
     pub overhead_s: f64,
 }
 
@@ -575,6 +604,70 @@ pub struct Attempt {
     /// The tool's error when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The bench repo's `[check]` on this build's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckResult>,
+}
+
+/// A bench repo's `[check]` command, run on a build's output.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CheckResult {
+    pub passed: bool,
+    pub wall_s: f64,
+    /// Absent when it was killed (signal, timeout) or could not start.
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(default)]
+    pub timed_out: bool,
+    /// The last lines it printed (standard output, then standard error), or why it could
+    /// not start.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output_tail: String,
+}
+
+/// The GPU sampled about every `period_ms` while a build and its check ran (`nvidia-smi
+/// --query-gpu ... -lms`). Over several GPUs: the busiest one's utilisation and SM clock,
+/// the memory and power of all.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct GpuTrace {
+    /// Why nothing was sampled (the sampler could not run); the build itself is unaffected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+    pub period_ms: u64,
+    pub summary: GpuTraceSummary,
+    pub series: GpuSeries,
+}
+
+/// Max and mean of each metric over a trace (absent where no sample had a value).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct GpuTraceSummary {
+    pub samples: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization_pct: Option<MaxMean>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_mib: Option<MaxMean>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_w: Option<MaxMean>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sm_clock_mhz: Option<MaxMean>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MaxMean {
+    pub max: f64,
+    pub mean: f64,
+}
+
+/// A trace column by column, one entry per sample; `null` where nvidia-smi had no value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct GpuSeries {
+    /// Milliseconds since the first sample.
+    pub t_ms: Vec<u64>,
+    pub utilization_pct: Vec<Option<f64>>,
+    pub memory_used_mib: Vec<Option<f64>>,
+    pub power_w: Vec<Option<f64>>,
+    pub sm_clock_mhz: Vec<Option<f64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

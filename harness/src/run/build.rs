@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use crate::error::{IoContext, Result};
 use crate::results::explain::MissExplanations;
-use crate::results::{Attempt, Reproduce, Sample};
+use crate::results::{Attempt, CheckResult, Reproduce, Sample};
+use crate::run::check;
+use crate::run::observe::Observation;
 use crate::run::process::{Executor, Exit, ProcessOutcome};
 use crate::scratch::remove_tree;
 use crate::tools::{BuildDriver, BuildMode, BuildReport, CaseContext, Outputs};
@@ -18,12 +20,17 @@ pub struct Build {
     pub explanations: Option<MissExplanations>,
     pub outputs: Option<Outputs>,
     pub reproduce: Reproduce,
-    /// Harness time around the build, beyond its own wall time.
+    /// Harness time around the build, beyond its own wall time and its check's.
     pub overhead_s: f64,
+    /// The repo's `[check]` on the output (a failed one is also the report's error).
+    pub check: Option<CheckResult>,
+    /// What the lane's observer saw while the build and its check ran.
+    pub observed: Observation,
 }
 
-/// Runs one build in `dir` and cleans up after it: inspects its logs, takes its output
-/// digests when asked, lets the driver stop what it started, removes its folder.
+/// Runs one build in `dir` and cleans up after it: inspects its logs, runs the repo's check
+/// on its output (under the lane's watch, if any), takes its output digests when asked,
+/// lets the driver stop what it started, removes its folder.
 pub fn run_build(
     driver: &mut dyn BuildDriver,
     exec: &dyn Executor,
@@ -35,8 +42,14 @@ pub fn run_build(
     std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     let started = Instant::now();
     let build = driver.prepare(ctx, mode, dir)?;
+    let watch = exec.observer().map(|o| o.start());
     let outcome = exec.run_with_servers(&build.spec, &driver.servers(&build))?;
-    let report = driver.inspect(&build, &outcome);
+    let mut report = driver.inspect(&build, &outcome);
+    let check = check::after_build(ctx, driver, &build, &outcome, exec, dir)?;
+    if let (Some(check), Some(spec)) = (&check, &ctx.repo.check) {
+        report.error = report.error.or_else(|| check::failure(check, spec));
+    }
+    let observed = watch.map(|w| w.stop()).unwrap_or_default();
     let explanations = match mode {
         BuildMode::FromCache { .. } => driver.explain_misses(&build, &report),
         _ => None,
@@ -48,7 +61,9 @@ pub fn run_build(
     };
     driver.finish(&build, exec)?;
     remove_tree(dir).context(|| format!("removing {}", dir.display()))?;
-    let overhead_s = (started.elapsed().saturating_sub(outcome.wall)).as_secs_f64();
+    let check_s = check.as_ref().map_or(0.0, |c| c.wall_s);
+    let overhead_s =
+        (started.elapsed().saturating_sub(outcome.wall).as_secs_f64() - check_s).max(0.0);
     Ok(Build {
         outcome,
         report,
@@ -56,10 +71,13 @@ pub fn run_build(
         outputs,
         reproduce: build.reproduce(),
         overhead_s,
+        check,
+        observed,
     })
 }
 
-fn exit_parts(outcome: &ProcessOutcome) -> (Option<i32>, Option<i32>, bool) {
+/// (exit code, signal, timed out), as results record how a process ended.
+pub(crate) fn exit_parts(outcome: &ProcessOutcome) -> (Option<i32>, Option<i32>, bool) {
     match outcome.exit {
         Exit::Code(c) => (Some(c), None, false),
         Exit::Signal(s) => (None, Some(s), false),
@@ -97,6 +115,8 @@ impl Build {
             explanations: self.explanations.clone(),
             transfer_floor: None,
             retry: None,
+            check: self.check.clone(),
+            gpu_trace: self.observed.gpu_trace.clone(),
             overhead_s: self.overhead_s,
         }
     }
@@ -111,6 +131,7 @@ impl Build {
             messages: self.report.messages.clone(),
             log_tail: self.report.log_tail.clone(),
             error: self.report.error.clone(),
+            check: self.check.clone(),
         }
     }
 }

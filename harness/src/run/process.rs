@@ -13,6 +13,7 @@ use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::cgroup::{self, BuildCgroup, RunCgroups};
+use super::observe::BuildObserver;
 use super::procfs;
 use crate::error::{Error, IoContext, Result};
 use crate::scratch::ScratchDir;
@@ -245,6 +246,12 @@ pub trait Executor: Sync {
         let _ = servers;
         self.run(spec)
     }
+
+    /// What watches the builds run through this executor (a lane's hook, such as the gpu
+    /// lane's GPU trace), if anything.
+    fn observer(&self) -> Option<&dyn BuildObserver> {
+        None
+    }
 }
 
 impl<E: Executor + ?Sized> Executor for &E {
@@ -258,6 +265,10 @@ impl<E: Executor + ?Sized> Executor for &E {
         servers: &ServerProbe,
     ) -> Result<ProcessOutcome> {
         (**self).run_with_servers(spec, servers)
+    }
+
+    fn observer(&self) -> Option<&dyn BuildObserver> {
+        (**self).observer()
     }
 }
 
@@ -752,6 +763,10 @@ impl Executor for InShell<'_> {
         servers: &ServerProbe,
     ) -> Result<ProcessOutcome> {
         self.inner.run_with_servers(&self.wrap(spec), servers)
+    }
+
+    fn observer(&self) -> Option<&dyn BuildObserver> {
+        self.inner.observer()
     }
 }
 

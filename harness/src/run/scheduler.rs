@@ -152,31 +152,7 @@ mod tests {
     use crate::plan::{Fault, Scenario, Settings};
     use crate::results::derive::{fallbacks, FallbackOutcome};
     use crate::run::process::Exit;
-    use crate::testing::{plan, EventNames, FakeDriver, FakeExecutor};
-
-    /// Runs `plan` with one fake driver for Nix; returns the results and the events.
-    fn schedule(
-        plan: &Plan,
-        exec: &FakeExecutor,
-        driver: FakeDriver,
-        skip_reason: Option<&str>,
-    ) -> (Vec<CaseResult>, Vec<String>) {
-        let work = tempfile::tempdir().unwrap();
-        let mut drivers = Drivers::new();
-        drivers.insert(System::Nix, Box::new(driver));
-        let mut events = EventNames::default();
-        let results = Scheduler {
-            plan,
-            exec,
-            drivers: &mut drivers,
-            work_dir: work.path(),
-            skip_reason,
-            cache_link: None,
-        }
-        .run(&mut [&mut events])
-        .unwrap();
-        (results, events.0)
-    }
+    use crate::testing::{plan, schedule, FakeDriver, FakeExecutor};
 
     fn settings(warmups: usize, samples: usize) -> Settings {
         Settings {

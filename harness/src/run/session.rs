@@ -56,6 +56,8 @@ struct LaneSettings {
     flake_dir: PathBuf,
     nix: NixSetup,
     bazel: BazelSetup,
+    /// `$PATH` as the run started (the gpu lane's tools).
+    search_path: std::ffi::OsString,
     /// Set inside a vm lane's guest: the lane as the host booted it.
     guest: Option<GuestRole>,
 }
@@ -116,6 +118,7 @@ impl Session {
             flake_dir: config.flake_dir.clone(),
             nix: config.nix.clone(),
             bazel: config.bazel.clone(),
+            search_path: config.search_path.clone(),
             guest: None,
         };
         Session::assemble(plans, tools, caches, scratch, lanes, exec)
@@ -147,6 +150,8 @@ impl Session {
             flake_dir: job.work_dir,
             nix: job.nix,
             bazel: job.bazel,
+            // A guest runs vm-lane cases only, which look for no tool on PATH.
+            search_path: Default::default(),
             guest: Some(GuestRole {
                 acceleration: job.acceleration,
                 acceleration_note: job.acceleration_note,
@@ -260,6 +265,8 @@ impl Session {
         for plan in plans.iter() {
             let ctx = LaneContext {
                 exec: &*builds,
+                plan,
+                search_path: &lanes.search_path,
                 environment,
                 flake_dir: &lanes.flake_dir,
                 qemu: tools.qemu.as_deref(),
@@ -272,6 +279,7 @@ impl Session {
                 guest: lanes.guest.as_ref(),
             };
             let lane = lanes::prepare(plan.lane(), &ctx)?;
+            let plan = lane.plan.as_ref().unwrap_or(plan);
             emit(
                 sinks,
                 Event::LaneIdentified {

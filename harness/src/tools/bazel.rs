@@ -33,6 +33,7 @@ const DEBIAN_RULES_CC: &str = "/usr/share/bazel/rules/cc";
 const DEBIAN_RULES_JAVA: &str = "/usr/share/bazel/rules/java";
 /// Servers left behind by a crash exit on their own after this long.
 const SERVER_MAX_IDLE: &str = "--max_idle_secs=300";
+/// For `bazel shutdown` and `bazel info`, with the server up.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bazel keeps up to this many remote cache connections in flight
 /// (`--remote_max_connections`, 100 by default from 4.x on).
@@ -488,6 +489,36 @@ impl BuildDriver for BazelDriver {
         read_exec_log(build)
             .map(|log| log.outputs)
             .map_err(Error::Build)
+    }
+
+    /// bazel-bin, as `bazel info` names it for the build's output root (the build makes
+    /// no convenience symlinks); the server is still up.
+    fn output_paths(&self, build: &PreparedBuild, exec: &dyn Executor) -> Result<Vec<PathBuf>> {
+        let BuildState::Bazel {
+            workspace,
+            output_root,
+            ..
+        } = &build.state
+        else {
+            return Err(Error::Build(
+                "a Bazel driver was handed another tool's build".into(),
+            ));
+        };
+        let mut args = self.startup_args(output_root);
+        args.extend(["info", "bazel-bin"].map(OsString::from));
+        let out = run_captured(
+            exec,
+            CommandSpec::new(&self.bazel, args, SHUTDOWN_TIMEOUT).cwd(workspace),
+        )?;
+        let bin = out.stdout.trim();
+        if !out.outcome.success() || bin.is_empty() {
+            return Err(Error::Build(format!(
+                "`bazel info bazel-bin` {}: {}",
+                out.outcome.describe(),
+                out.stderr.trim()
+            )));
+        }
+        Ok(vec![PathBuf::from(bin)])
     }
 
     fn finish(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> Result<()> {

@@ -10,6 +10,7 @@ pub mod git;
 pub mod nix;
 pub mod nix_log;
 pub mod nix_phases;
+pub mod nix_sandbox;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -348,6 +349,10 @@ pub trait BuildDriver {
 
     /// Digests of a finished build's outputs (before its state is removed).
     fn outputs(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> Result<Outputs>;
+
+    /// Where a finished build's outputs are on disk (before its state is removed), for the
+    /// repo's `[check]`.
+    fn output_paths(&self, build: &PreparedBuild, exec: &dyn Executor) -> Result<Vec<PathBuf>>;
 
     /// Untimed work after each build (e.g. stopping a build server); runs before the
     /// build's folder is removed.

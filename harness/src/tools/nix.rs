@@ -25,6 +25,7 @@ use crate::tools::nix_log::{
     build_log_tail, parse_build_outputs, parse_internal_json, parse_path_info,
 };
 use crate::tools::nix_phases::{parse_arrival_times, split_nix_time};
+use crate::tools::nix_sandbox::sandbox_entries;
 use crate::tools::Transfer;
 use crate::tools::{
     failed_tail, first_distinct, BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation,
@@ -98,12 +99,7 @@ struct Primed {
 impl NixDriver {
     /// `dir` is a private folder the driver may fill (config, primed stores).
     pub fn new(nix: PathBuf, dir: &Path, cache: Option<NixCache>, setup: NixSetup) -> Result<Self> {
-        let conf_dir = dir.join("nix-conf");
-        std::fs::create_dir_all(&conf_dir)
-            .context(|| format!("creating {}", conf_dir.display()))?;
-        let conf_file = conf_dir.join("nix.conf");
-        std::fs::write(&conf_file, NIX_CONF)
-            .context(|| format!("writing {}", conf_file.display()))?;
+        let conf_file = write_private_conf(&dir.join("nix-conf"))?;
         Ok(NixDriver {
             nix,
             dir: dir.to_path_buf(),
@@ -127,11 +123,7 @@ impl NixDriver {
             .map_err(|e| format!("cannot write the probe in {}: {e}", dir.display()))?;
         let store = dir.join("store");
         let mut args: Vec<OsString> = vec!["build".into(), "--store".into(), (&store).into()];
-        push_option(
-            &mut args,
-            "sandbox-paths",
-            &existing_sandbox_paths(&[]).join(" "),
-        );
+        push_option(&mut args, "sandbox-paths", &sandbox_paths(&[]).join(" "));
         args.extend(["--no-link", "--json", "-f"].map(OsString::from));
         args.push(probe.into());
         let spec = CommandSpec::new(&self.nix, args, PROBE_TIMEOUT).env(self.env(&dir.join("xdg")));
@@ -187,12 +179,7 @@ impl NixDriver {
     /// The private environment of every Nix command: system and user config replaced,
     /// and a narinfo cache of its own (a stale one breaks runs).
     fn env(&self, xdg_cache: &Path) -> Vec<(String, OsString)> {
-        let conf_dir = self.conf_file.parent().expect("conf file has a folder");
-        vec![
-            ("NIX_CONF_DIR".into(), conf_dir.into()),
-            ("NIX_USER_CONF_FILES".into(), self.conf_file.clone().into()),
-            ("XDG_CACHE_HOME".into(), xdg_cache.into()),
-        ]
+        private_env(&self.conf_file, xdg_cache)
     }
 
     fn cache(&self) -> Result<&NixCache> {
@@ -231,7 +218,7 @@ impl NixDriver {
             .nix
             .as_ref()
             .ok_or_else(|| case.repo.no_targets(System::Nix))?;
-        let sandbox_paths = existing_sandbox_paths(&case.repo.nix_sandbox_paths);
+        let sandbox_paths = sandbox_paths(&case.repo.nix_sandbox_paths);
         let mut args: Vec<OsString> = vec!["build".into(), "--store".into(), store.into()];
         push_option(&mut args, "sandbox-paths", &sandbox_paths.join(" "));
         // The team cache only where the mode reads it, first; the upstream layer always.
@@ -492,6 +479,22 @@ impl BuildDriver for NixDriver {
         parse_path_info(&out.stdout).map_err(Error::Build)
     }
 
+    /// The outputs `nix build --json` named, inside the build's chroot store (the store
+    /// path `/nix/store/X` is the file `STORE/nix/store/X`).
+    fn output_paths(&self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<Vec<PathBuf>> {
+        let BuildState::Nix { store } = &build.state else {
+            return Err(Error::Build(
+                "a Nix driver was handed another tool's build".into(),
+            ));
+        };
+        let stdout = std::fs::read_to_string(&build.spec.stdout).unwrap_or_default();
+        let paths = parse_build_outputs(&stdout).map_err(Error::Build)?;
+        Ok(paths
+            .iter()
+            .map(|p| store.join(p.trim_start_matches('/')))
+            .collect())
+    }
+
     /// A sandboxed builder is not in the build's process group (Nix forks it into its own
     /// namespaces): whatever still works in a fresh store stops before it is removed.
     fn finish(&mut self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<()> {
@@ -573,15 +576,34 @@ impl BuildDriver for NixDriver {
     }
 }
 
-/// The host folders the sandbox shows, and the repo's own, that exist on this machine.
-fn existing_sandbox_paths(extra: &[PathBuf]) -> Vec<String> {
-    SANDBOX_PATHS
+/// The host folders the sandbox shows, and the repo's own, as Nix sandbox entries (links
+/// mounted where they resolve).
+fn sandbox_paths(extra: &[PathBuf]) -> Vec<String> {
+    let host_paths: Vec<PathBuf> = SANDBOX_PATHS
         .iter()
         .map(PathBuf::from)
         .chain(extra.iter().cloned())
-        .filter(|p| p.exists())
-        .map(|p| p.display().to_string())
-        .collect()
+        .collect();
+    sandbox_entries(&host_paths)
+}
+
+/// Writes the harness's private nix.conf into `conf_dir`; returns the file.
+pub fn write_private_conf(conf_dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(conf_dir).context(|| format!("creating {}", conf_dir.display()))?;
+    let conf_file = conf_dir.join("nix.conf");
+    std::fs::write(&conf_file, NIX_CONF).context(|| format!("writing {}", conf_file.display()))?;
+    Ok(conf_file)
+}
+
+/// The environment of a Nix command that reads only `conf_file` (system and user
+/// configuration replaced) and keeps its narinfo cache in `xdg_cache`.
+pub fn private_env(conf_file: &Path, xdg_cache: &Path) -> Vec<(String, OsString)> {
+    let conf_dir = conf_file.parent().unwrap_or(Path::new("/"));
+    vec![
+        ("NIX_CONF_DIR".into(), conf_dir.into()),
+        ("NIX_USER_CONF_FILES".into(), conf_file.into()),
+        ("XDG_CACHE_HOME".into(), xdg_cache.into()),
+    ]
 }
 
 fn push_option(args: &mut Vec<OsString>, name: &str, value: &str) {
