@@ -29,6 +29,8 @@ type Answer = Box<dyn Fn(&[String]) -> Exit + Sync>;
 /// command lines it was given (helper commands, such as git, get exit code 1).
 pub struct FakeExecutor {
     answer: Answer,
+    /// Wall time of the n-th fake build (10 ms unless set).
+    walls: Option<Box<dyn Fn(usize) -> Duration + Sync>>,
     pub ran: Mutex<Vec<Vec<String>>>,
 }
 
@@ -37,8 +39,15 @@ impl FakeExecutor {
     pub fn new(answer: impl Fn(&[String]) -> Exit + Sync + 'static) -> Self {
         FakeExecutor {
             answer: Box::new(answer),
+            walls: None,
             ran: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Gives the n-th fake build (0-based, all modes) the wall time `wall(n)`.
+    pub fn with_walls(mut self, wall: impl Fn(usize) -> Duration + Sync + 'static) -> Self {
+        self.walls = Some(Box::new(wall));
+        self
     }
 
     /// The fake builds it ran, by their arguments.
@@ -54,15 +63,21 @@ impl Executor for FakeExecutor {
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        let exit = if spec.program == Path::new(FAKE_TOOL) {
-            self.ran.lock().unwrap().push(args.clone());
-            (self.answer)(&args)
+        let (exit, n) = if spec.program == Path::new(FAKE_TOOL) {
+            let mut ran = self.ran.lock().unwrap();
+            ran.push(args.clone());
+            ((self.answer)(&args), ran.len() - 1)
         } else {
-            Exit::Code(1)
+            (Exit::Code(1), 0)
+        };
+        let wall = match (&self.walls, exit) {
+            (_, Exit::TimedOut) => Duration::from_millis(500),
+            (Some(wall), _) => wall(n),
+            (None, _) => Duration::from_millis(10),
         };
         Ok(ProcessOutcome {
             exit,
-            wall: Duration::from_millis(if exit == Exit::TimedOut { 500 } else { 10 }),
+            wall,
             user: Duration::from_millis(5),
             sys: Duration::from_millis(1),
             cpu_scope: CpuScope::Children,

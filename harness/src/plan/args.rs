@@ -25,6 +25,14 @@ pub struct RunArgs {
     /// Timed samples per case, at least 1 [default: the profile's, else 5].
     #[arg(long, value_parser = parse_count)]
     pub samples: Option<usize>,
+    /// Keep sampling a case until the 95% interval of its median (and of a warm case's
+    /// speedup) is narrower than this fraction of it, e.g. 0.05; --samples is then the
+    /// minimum and --max-samples the maximum.
+    #[arg(long, value_name = "FRACTION", value_parser = parse_positive)]
+    pub target_precision: Option<f64>,
+    /// With --target-precision: never more samples than this per case [default: 30].
+    #[arg(long, value_parser = parse_count)]
+    pub max_samples: Option<usize>,
     /// Untimed builds before the samples of each case [default: the profile's, else 1].
     #[arg(long)]
     pub warmups: Option<usize>,
@@ -65,6 +73,10 @@ pub struct RunArgs {
     /// median [default: 3.0].
     #[arg(long, value_parser = parse_positive)]
     pub max_fallback_penalty: Option<f64>,
+    /// Run the selected scenarios at each value of a repo parameter, e.g.
+    /// `--sweep size=10,50,200`: results then fit how each scenario's median grows.
+    #[arg(long, value_name = "KEY=V1,V2,...", value_parser = parse_sweep)]
+    pub sweep: Option<(String, Vec<ParamValue>)>,
     /// Override a bench repo parameter, e.g. `--param size=50` (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, ParamValue)>,
@@ -129,6 +141,26 @@ pub fn parse_param(text: &str) -> Result<(String, ParamValue), String> {
         return Err(format!("`{text}` has no key, e.g. size=50"));
     }
     Ok((key.to_string(), ParamValue::parse(value)))
+}
+
+/// `size=10,50,200`: a parameter and at least two distinct values.
+pub fn parse_sweep(text: &str) -> Result<(String, Vec<ParamValue>), String> {
+    let (key, values) = parse_param(text)?;
+    let values: Vec<ParamValue> = values
+        .to_string()
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(ParamValue::parse)
+        .collect();
+    let mut distinct = values.clone();
+    distinct.dedup();
+    if distinct.len() < 2 || distinct.len() != values.len() {
+        return Err(format!(
+            "`{text}` needs at least two distinct values, e.g. {key}=10,50,200"
+        ));
+    }
+    Ok((key, values))
 }
 
 fn parse_override(text: &str) -> Result<(String, PathBuf), String> {
@@ -227,6 +259,20 @@ mod tests {
         );
         assert!(parse_param("size").unwrap_err().contains("KEY=VALUE"));
         assert!(parse_param("=5").is_err());
+    }
+
+    #[test]
+    fn sweeps_need_two_distinct_values() {
+        assert_eq!(
+            parse_sweep("size=2,4,8").unwrap(),
+            (
+                "size".into(),
+                vec![ParamValue::Int(2), ParamValue::Int(4), ParamValue::Int(8)]
+            )
+        );
+        assert!(parse_sweep("size=2").unwrap_err().contains("two distinct"));
+        assert!(parse_sweep("size=2,2").is_err());
+        assert!(parse_sweep("size").is_err());
     }
 
     #[test]

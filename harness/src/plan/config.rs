@@ -184,6 +184,8 @@ pub struct RepoSelection {
     /// `--bench-repos`, else `$FLYWHEEL_BENCH_REPOS`, else `./bench-repos`.
     pub bench_repos: PathBuf,
     pub params: Vec<(String, ParamValue)>,
+    /// `--sweep`: every repo declaring the parameter runs at each of these values.
+    pub sweep: Option<(String, Vec<ParamValue>)>,
 }
 
 /// Everything a run needs to know, resolved once.
@@ -222,6 +224,8 @@ impl RunConfig {
         let defaults = Settings::default();
         let settings = Settings {
             samples: args.samples.or(profile.samples).unwrap_or(defaults.samples),
+            max_samples: args.max_samples.unwrap_or(defaults.max_samples),
+            target_precision: args.target_precision,
             warmups: args.warmups.or(profile.warmups).unwrap_or(defaults.warmups),
             timeout: args.timeout.map_or(defaults.timeout, Duration::from_secs),
             fallback_samples: args.fallback_samples.unwrap_or(defaults.fallback_samples),
@@ -278,6 +282,7 @@ impl RunConfig {
                 names: args.repos.clone(),
                 bench_repos,
                 params: args.params.clone(),
+                sweep: args.sweep.clone(),
             },
             systems: (!args.systems.is_empty()).then(|| args.systems.clone()),
             scenarios: if args.scenarios.is_empty() {

@@ -462,7 +462,39 @@ pub fn select(selection: &crate::plan::config::RepoSelection) -> Result<Vec<Repo
             .collect::<Result<Vec<_>>>()?
     };
     apply_overrides(&mut repos, &selection.params)?;
-    Ok(repos)
+    match &selection.sweep {
+        Some((key, values)) => sweep(repos, key, values),
+        None => Ok(repos),
+    }
+}
+
+/// Each repo that declares `key`, once per value (in order); the others as they are.
+pub fn sweep(
+    repos: Vec<RepoManifest>,
+    key: &str,
+    values: &[ParamValue],
+) -> Result<Vec<RepoManifest>> {
+    if !repos.iter().any(|r| r.parameters.contains_key(key)) {
+        return Err(Error::Usage(format!(
+            "--sweep {key}=...: none of the selected bench repos has a parameter `{key}`\n  fix: check the [parameters] table of the repo's repo.toml"
+        )));
+    }
+    Ok(repos
+        .into_iter()
+        .flat_map(|repo| {
+            if !repo.parameters.contains_key(key) {
+                return vec![repo];
+            }
+            values
+                .iter()
+                .map(|value| {
+                    let mut point = repo.clone();
+                    point.parameters.insert(key.to_string(), value.clone());
+                    point
+                })
+                .collect()
+        })
+        .collect())
 }
 
 /// Applies `--param key=value` overrides to every repo that declares the key.

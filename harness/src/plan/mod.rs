@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::results::CaseKey;
+use crate::stats::stopping::StoppingRule;
 pub use manifest::{ParamValue, RepoManifest, Source};
 pub use scenario::{Fault, Scenario, SlowSettings};
 
@@ -81,7 +82,13 @@ impl Lane {
 }
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
+    /// Samples per case; the minimum when `target_precision` is set.
     pub samples: usize,
+    /// With `target_precision`: never more samples than this per case.
+    pub max_samples: usize,
+    /// Keep sampling a case until the 95% interval of its median (and of a warm case's
+    /// speedup) is narrower than this fraction of it, or `max_samples` is reached.
+    pub target_precision: Option<f64>,
     pub warmups: usize,
     /// Hard limit for one build; the process group is killed past it.
     pub timeout: Duration,
@@ -98,6 +105,8 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             samples: 5,
+            max_samples: 30,
+            target_precision: None,
             warmups: 1,
             timeout: Duration::from_secs(1800),
             fallback_samples: 1,
@@ -110,12 +119,34 @@ impl Default for Settings {
 
 impl Settings {
     /// (warm-ups, samples) of a case: fallback cases are expensive evidence, not timings
-    /// to tune, so they get their own count and no warm-up.
+    /// to tune, so they get their own count and no warm-up. With a target precision the
+    /// samples are the minimum.
     pub fn builds(&self, scenario: Scenario) -> (usize, usize) {
         match scenario {
             Scenario::Fallback { .. } => (0, self.fallback_samples),
             _ => (self.warmups, self.samples),
         }
+    }
+
+    /// When a case stops sampling (fallback cases: at their fixed count).
+    pub fn stopping_rule(&self, scenario: Scenario) -> StoppingRule {
+        let (_, samples) = self.builds(scenario);
+        let adaptive = !matches!(scenario, Scenario::Fallback { .. });
+        StoppingRule {
+            min_samples: samples,
+            max_samples: if adaptive {
+                self.max_samples.max(samples)
+            } else {
+                samples
+            },
+            target_precision: self.target_precision.filter(|_| adaptive),
+        }
+    }
+
+    /// The most builds a case may take (for progress).
+    pub fn max_builds(&self, scenario: Scenario) -> usize {
+        let (warmups, _) = self.builds(scenario);
+        warmups + self.stopping_rule(scenario).max_samples_taken()
     }
 }
 
@@ -241,13 +272,11 @@ impl Plan {
     }
 
     /// Timed builds in the whole plan (for progress).
+    /// The most timed builds the plan can take (for progress).
     pub fn total_builds(&self) -> usize {
         self.cases
             .iter()
-            .map(|c| {
-                let (warmups, samples) = self.settings.builds(c.scenario);
-                warmups + samples
-            })
+            .map(|c| self.settings.max_builds(c.scenario))
             .sum()
     }
 }

@@ -32,11 +32,10 @@ pub fn render(files: &[(String, Results)]) -> String {
             esc(&results.started_at)
         );
         out.push_str(&comparison_plots(results));
-        let growth = crate::results::growth::growth(&results.cases);
-        out.push_str(&super::growth::plots(&growth));
+        out.push_str(&super::growth::plots(&results.growth));
         for table in tables::all(results)
             .into_iter()
-            .chain(super::growth::table(&growth))
+            .chain(super::growth::table(&results.growth))
         {
             out.push_str(&html_table(&table));
         }

@@ -13,6 +13,7 @@ pub fn derive(results: &mut Results) {
     results.comparisons = comparisons(&results.cases);
     results.fallbacks = fallbacks(&results.cases);
     results.verdicts = verdicts(results);
+    results.growth = super::growth::growth(&results.cases);
 }
 
 fn ok_case<'a>(

@@ -49,6 +49,9 @@ pub struct Results {
     /// Pass/fail per repo, system and lane, with the thresholds used.
     #[serde(default)]
     pub verdicts: Vec<derive::Verdicts>,
+    /// How each scenario's median grows with a swept parameter (`--sweep`), with fits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub growth: Vec<growth::Growth>,
     /// The link to the cache as measured once at the start of the run (the embedded cache).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_link: Option<explain::CacheLink>,
@@ -333,6 +336,10 @@ pub struct CaseResult {
     /// Fallback and verify cases: outputs compared with a clean build's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// Why the case took the samples it did (a fixed count, the target precision reached,
+    /// or the maximum reached first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<crate::stats::stopping::StopReason>,
     /// Median time per sample that the harness spent around the build (preparing fresh
     /// state, parsing logs, removing the store), beyond the build's own wall time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -530,6 +537,7 @@ impl CaseResult {
             stats: None,
             fallback: None,
             verification: None,
+            stopped: None,
             overhead_median_s: None,
         }
     }
@@ -782,6 +790,7 @@ impl Results {
             comparisons: Vec::new(),
             fallbacks: Vec::new(),
             verdicts: Vec::new(),
+            growth: Vec::new(),
             cache_link: None,
             notes: Vec::new(),
         }

@@ -17,6 +17,7 @@ use crate::run::events::{emit, Event, EventSink};
 use crate::run::fallback::{plan_fault, proxy_counts};
 use crate::run::process::{self, Executor};
 use crate::scratch::remove_tree;
+use crate::stats::stopping::{StopReason, StoppingRule};
 use crate::tools::{BuildDriver, BuildMode, CaseContext, Outputs};
 
 /// What every step of one case works with.
@@ -27,6 +28,9 @@ pub struct CaseRun<'r, 's> {
     pub driver: &'r mut dyn BuildDriver,
     pub exec: &'r dyn Executor,
     pub settings: &'r Settings,
+    /// A warm case's cold counterpart (same repo, system, lane and parameters): its
+    /// samples' wall times, so sampling can go on until the speedup is as precise as asked.
+    pub cold_walls: Option<Vec<f64>>,
     /// The cache link measured for the run, for warm samples' transfer floors.
     pub cache_link: Option<CacheLink>,
     /// The case's private folder; removed when the case is done.
@@ -272,10 +276,17 @@ impl CaseRun<'_, '_> {
             },
             Scenario::Noop => BuildMode::Noop,
         };
-        let (warmups, samples) = self.settings.builds(self.scenario);
-        for n in 0..warmups + samples {
-            process::check_interrupted()?;
+        let (warmups, _) = self.settings.builds(self.scenario);
+        let rule = self.settings.stopping_rule(self.scenario);
+        for n in 0.. {
             let warmup = n < warmups;
+            if !warmup {
+                if let Some(reason) = self.stop(&rule, &result.samples) {
+                    result.stopped = Some(reason);
+                    break;
+                }
+            }
+            process::check_interrupted()?;
             let (sample, built, error) = self.one_sample(n, mode, reference, result)?;
             if let Some(error) = error {
                 self.push_sample(result, warmup, sample)?;
@@ -288,6 +299,28 @@ impl CaseRun<'_, '_> {
             self.push_sample(result, warmup, sample)?;
         }
         Ok(())
+    }
+
+    /// Whether the case has samples enough: its median's interval (and a warm case's
+    /// speedup's, against its cold case) as narrow as asked, or the maximum reached.
+    fn stop(&self, rule: &StoppingRule, samples: &[Sample]) -> Option<StopReason> {
+        let walls: Vec<f64> = samples.iter().map(|s| s.wall_s).collect();
+        let own = rule.check_median(&walls).stop?;
+        match (&self.cold_walls, own) {
+            (Some(cold), StopReason::PrecisionReached) => {
+                // Only this side can still be sampled: the cold case is done.
+                let ratio = StoppingRule {
+                    min_samples: rule.min_samples.min(cold.len()),
+                    ..*rule
+                };
+                match ratio.check_ratio(cold, &walls).stop {
+                    Some(StopReason::PrecisionReached) => Some(StopReason::PrecisionReached),
+                    _ if walls.len() >= rule.max_samples_taken() => Some(StopReason::MaxSamples),
+                    _ => None,
+                }
+            }
+            (_, reason) => Some(reason),
+        }
     }
 
     /// Build `n`: through the faulty cache (with its own timeout) when there is one, and

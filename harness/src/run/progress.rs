@@ -9,11 +9,14 @@ use crate::error::Result;
 use crate::report::tables::seconds;
 use crate::results::{CaseResult, Outcome};
 use crate::run::events::{Event, EventSink};
+use crate::stats::stopping::StopReason;
 
 pub struct Progress {
     bar: ProgressBar,
     builds_per_case: Vec<u64>,
     done_in_case: u64,
+    /// The current case's sample wall times: its interval narrows as they come.
+    walls: Vec<f64>,
     labels: Vec<String>,
 }
 
@@ -30,6 +33,7 @@ impl Progress {
             bar,
             builds_per_case: Vec::new(),
             done_in_case: 0,
+            walls: Vec::new(),
             labels: Vec::new(),
         }
     }
@@ -49,15 +53,36 @@ impl Default for Progress {
     }
 }
 
+/// `median 1.20 s [1.10 s, 1.31 s]` once there are samples enough for an interval.
+fn median_so_far(walls: &[f64]) -> String {
+    let median = seconds(crate::stats::median(walls));
+    match crate::stats::median_interval(walls) {
+        Some((lo, hi)) => format!("median {median} [{}, {}]", seconds(lo), seconds(hi)),
+        None => format!("median {median}"),
+    }
+}
+
 fn case_line(label: &str, result: &CaseResult) -> String {
     match result.outcome {
         Outcome::Ok => {
-            let stats = result.stats.as_ref();
-            format!(
-                "ok      {label}: median {} over {} samples",
-                stats.map_or("-".into(), |s| seconds(s.median_s)),
-                result.samples.len()
-            )
+            let walls: Vec<f64> = result.samples.iter().map(|s| s.wall_s).collect();
+            let mut line = format!(
+                "ok      {label}: {} over {} samples",
+                if walls.is_empty() {
+                    "-".into()
+                } else {
+                    median_so_far(&walls)
+                },
+                walls.len()
+            );
+            if let Some(stopped) = result.stopped.filter(|s| *s != StopReason::SampleCount) {
+                line.push_str(&format!(" ({})", stopped.describe()));
+            }
+            // As hyperfine does: say when the samples themselves look suspicious.
+            for warning in crate::stats::warnings(&walls) {
+                line.push_str(&format!("\n        warning: {warning}"));
+            }
+            line
         }
         other => {
             let mut line = format!(
@@ -84,15 +109,27 @@ impl EventSink for Progress {
                 self.builds_per_case = plan
                     .cases
                     .iter()
-                    .map(|c| {
-                        let (warmups, samples) = plan.settings.builds(c.scenario);
-                        (warmups + samples) as u64
-                    })
+                    .map(|c| plan.settings.max_builds(c.scenario) as u64)
                     .collect();
                 self.labels = plan
                     .cases
                     .iter()
-                    .map(|c| format!("{} {}", plan.key(c), c.scenario))
+                    .map(|c| {
+                        let label = format!("{} {}", plan.key(c), c.scenario);
+                        // A sweep runs the same case at several parameters: name them.
+                        let repo = plan.repo(c);
+                        match plan.repos.iter().filter(|r| r.name == repo.name).count() {
+                            1 => label,
+                            _ => {
+                                let params: Vec<String> = repo
+                                    .parameters
+                                    .iter()
+                                    .map(|(k, v)| format!("{k}={v}"))
+                                    .collect();
+                                format!("{label} [{}]", params.join(" "))
+                            }
+                        }
+                    })
                     .collect();
                 self.bar.set_length(plan.total_builds() as u64);
                 self.bar.enable_steady_tick(Duration::from_millis(200));
@@ -100,20 +137,32 @@ impl EventSink for Progress {
             Event::LaneIdentified { .. } => {}
             Event::CaseStarted { index, .. } => {
                 self.done_in_case = 0;
+                self.walls.clear();
                 self.bar.set_message(self.labels[index].clone());
             }
             Event::Preparing { index, what } => {
                 self.bar
                     .set_message(format!("{}: {what}", self.labels[index]));
             }
-            Event::BuildFinished { index, warmup, .. } => {
+            Event::BuildFinished {
+                index,
+                warmup,
+                sample,
+            } => {
                 self.done_in_case += 1;
                 self.bar.inc(1);
-                let kind = if warmup { "warm-up" } else { "sample" };
-                self.bar.set_message(format!(
-                    "{} ({kind} {} done)",
-                    self.labels[index], self.done_in_case
-                ));
+                let status = if warmup {
+                    format!("warm-up {} done", self.done_in_case)
+                } else {
+                    self.walls.push(sample.wall_s);
+                    format!(
+                        "sample {}, {}",
+                        self.walls.len(),
+                        median_so_far(&self.walls)
+                    )
+                };
+                self.bar
+                    .set_message(format!("{} ({status})", self.labels[index]));
             }
             Event::CaseFinished { index, result } => {
                 // A failed or skipped case gives back the builds it did not run.

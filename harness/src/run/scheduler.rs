@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::plan::{CaseSpec, Plan, Source, System};
+use crate::plan::{CaseSpec, Plan, Scenario, Source, System};
 use crate::results::explain::CacheLink;
 use crate::results::{CaseResult, Outcome};
 use crate::run::case::{skip, CaseRun};
@@ -39,7 +39,7 @@ impl Scheduler<'_> {
             process::check_interrupted()?;
             emit(sinks, Event::CaseStarted { index, case })?;
             let mut result = self.new_result(case);
-            let interrupted = match self.run_case(index, case, &mut result, sinks) {
+            let interrupted = match self.run_case(index, case, &mut result, &results, sinks) {
                 Ok(()) => false,
                 Err(e @ (Error::Build(_) | Error::Interrupted)) => {
                     result.outcome = Outcome::Failed;
@@ -77,6 +77,7 @@ impl Scheduler<'_> {
         index: usize,
         case: &CaseSpec,
         result: &mut CaseResult,
+        done: &[CaseResult],
         sinks: &mut [&mut dyn EventSink],
     ) -> Result<()> {
         let repo = self.plan.repo(case);
@@ -104,6 +105,17 @@ impl Scheduler<'_> {
             return Ok(());
         };
         let settings = &self.plan.settings;
+        let cold_walls = (case.scenario == Scenario::Warm)
+            .then(|| {
+                done.iter().find(|c| {
+                    c.key() == result.key()
+                        && c.parameters == result.parameters
+                        && c.scenario == Scenario::Cold
+                        && c.outcome == Outcome::Ok
+                })
+            })
+            .flatten()
+            .map(|c| c.samples.iter().map(|s| s.wall_s).collect());
         CaseRun {
             index,
             scenario: case.scenario,
@@ -117,6 +129,7 @@ impl Scheduler<'_> {
             driver: driver.as_mut(),
             exec: self.exec,
             settings,
+            cold_walls,
             cache_link: self.cache_link,
             dir: self.work_dir.join(format!("case-{index}")),
             sinks,
@@ -152,7 +165,9 @@ mod tests {
     use crate::plan::{Fault, Scenario, Settings};
     use crate::results::derive::{fallbacks, FallbackOutcome};
     use crate::run::process::Exit;
+    use crate::stats::stopping::StopReason;
     use crate::testing::{plan, schedule, FakeDriver, FakeExecutor};
+    use std::time::Duration;
 
     fn settings(warmups: usize, samples: usize) -> Settings {
         Settings {
@@ -251,6 +266,78 @@ mod tests {
             (m.path.as_str(), m.from_cache.as_str(), m.clean.as_str()),
             ("out", "poisoned", "good")
         );
+    }
+
+    #[test]
+    fn adaptive_sampling_stops_when_precise_or_at_the_maximum() {
+        let adaptive = Settings {
+            warmups: 0,
+            samples: 3,
+            max_samples: 12,
+            target_precision: Some(0.05),
+            ..Settings::default()
+        };
+        // Every build takes 10 ms: the interval is as narrow as it gets at the minimum.
+        let tight = FakeExecutor::new(|_| Exit::Code(0));
+        let (results, _) = schedule(
+            &plan(&[Scenario::Cold], adaptive.clone()),
+            &tight,
+            FakeDriver::new(None),
+            None,
+        );
+        assert_eq!(results[0].samples.len(), 3);
+        assert_eq!(results[0].stopped, Some(StopReason::PrecisionReached));
+        // Builds alternate between 10 ms and 40 ms: the median's interval never narrows.
+        let noisy = FakeExecutor::new(|_| Exit::Code(0))
+            .with_walls(|n| Duration::from_millis(if n % 2 == 0 { 10 } else { 40 }));
+        let (results, _) = schedule(
+            &plan(&[Scenario::Cold], adaptive.clone()),
+            &noisy,
+            FakeDriver::new(None),
+            None,
+        );
+        assert_eq!(results[0].samples.len(), 12);
+        assert_eq!(results[0].stopped, Some(StopReason::MaxSamples));
+        // Without a target precision the count is fixed.
+        let (results, _) = schedule(
+            &plan(&[Scenario::Cold], settings(0, 4)),
+            &noisy,
+            FakeDriver::new(None),
+            None,
+        );
+        assert_eq!(results[0].samples.len(), 4);
+        assert_eq!(results[0].stopped, Some(StopReason::SampleCount));
+    }
+
+    #[test]
+    fn a_warm_case_samples_on_until_its_speedup_is_precise() {
+        let adaptive = Settings {
+            warmups: 0,
+            samples: 3,
+            max_samples: 10,
+            target_precision: Some(0.05),
+            ..Settings::default()
+        };
+        // The cold builds (the first ten) are noisy, the warm ones steady: the warm median
+        // is precise at the minimum, but the speedup is not, so warm samples on to the max.
+        let exec = FakeExecutor::new(|_| Exit::Code(0)).with_walls(|n| {
+            Duration::from_millis(match n {
+                0..10 if n % 2 == 0 => 100,
+                0..10 => 200,
+                _ => 10,
+            })
+        });
+        let plan = plan(&[Scenario::Cold, Scenario::Warm], adaptive);
+        let driver = FakeDriver::new(Some("http://127.0.0.1:9/nix"));
+        let (results, _) = schedule(&plan, &exec, driver, None);
+        assert_eq!(
+            results[0].samples.len(),
+            10,
+            "the noisy cold case goes to the max"
+        );
+        let warm = &results[1];
+        assert_eq!(warm.samples.len(), 10, "{warm:?}");
+        assert_eq!(warm.stopped, Some(StopReason::MaxSamples));
     }
 
     #[test]

@@ -91,6 +91,15 @@ impl StoppingRule {
         })
     }
 
+    /// The most samples this rule can take.
+    pub fn max_samples_taken(&self) -> usize {
+        if self.target_precision.is_some() {
+            self.max_samples.max(self.min_samples)
+        } else {
+            self.min_samples
+        }
+    }
+
     /// Where a case stands after `samples` (its wall times so far).
     pub fn check_median(&self, samples: &[f64]) -> Progress {
         let estimate = (!samples.is_empty()).then(|| median(samples));
