@@ -762,6 +762,8 @@ mod lane_tests {
             nix: None,
             bazel: true,
             nginx: None,
+            fill: true,
+            proxies: &config.proxies,
         };
         let cache_dir = dir.path().join("cache");
         let exec = crate::run::process::ProcessExecutor;

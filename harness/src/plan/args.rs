@@ -65,6 +65,11 @@ pub struct RunArgs {
     /// median [default: 3.0].
     #[arg(long, value_parser = parse_positive)]
     pub max_fallback_penalty: Option<f64>,
+    /// Measure the caches as they are: warm cases read them, nothing is uploaded, so a
+    /// pull-only token is enough, and warm and verify cases need no priming build
+    /// [default: the profile's `fill`, else fill the caches first].
+    #[arg(long)]
+    pub no_fill: bool,
     /// Override a bench repo parameter, e.g. `--param size=50` (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, ParamValue)>,

@@ -103,6 +103,8 @@ impl Session {
                 nix: tools.nix.as_deref().filter(|_| warm(System::Nix)),
                 bazel: warm(System::Bazel),
                 nginx: tools.nginx.as_deref(),
+                fill: config.settings.fill,
+                proxies: &config.proxies,
             },
             &scratch.path().join("cache"),
             exec,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::cache::{reroute, BazelCache, BazelEndpoint};
 use crate::error::{Error, IoContext, Result};
 use crate::plan::ParamValue;
-use crate::results::{CacheUse, ConfigFile};
+use crate::results::{CacheFill, CacheUse, ConfigFile};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
 use crate::tools::bazel_log::{failure_summary, parse_exec_log, parse_process_summary};
 use crate::tools::{
@@ -167,6 +167,9 @@ impl BazelDriver {
             if remote == Remote::UploadOnly {
                 args.push("--noremote_accept_cached".into());
             }
+            if cache.read_only {
+                args.push("--noremote_upload_local_results".into());
+            }
             if case.tuned() {
                 args.extend(TUNED.iter().map(OsString::from));
             }
@@ -237,10 +240,18 @@ impl BuildDriver for BazelDriver {
         );
     }
 
-    /// The priming build uploads whenever a cache is configured, so later cases that need
-    /// it find it full whatever ran first.
-    fn fill_cache(&mut self, _case: &CaseContext, _exec: &dyn Executor) -> Result<()> {
-        Ok(())
+    /// The priming build uploads whenever a cache is configured (unless it is read-only),
+    /// so later cases that need it find it full whatever ran first.
+    fn fill_cache(
+        &mut self,
+        _case: &CaseContext,
+        _exec: &dyn Executor,
+    ) -> Result<Option<CacheFill>> {
+        Ok(self
+            .cache
+            .as_ref()
+            .filter(|c| c.read_only)
+            .map(|_| CacheFill::read_only()))
     }
 
     fn prepare(
@@ -265,7 +276,7 @@ impl BuildDriver for BazelDriver {
             }
             BuildMode::Prime => {
                 let root = self.new_output_root();
-                let remote = if self.cache.is_some() {
+                let remote = if self.cache.as_ref().is_some_and(|c| !c.read_only) {
                     Remote::UploadOnly
                 } else {
                     Remote::None
