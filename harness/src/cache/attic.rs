@@ -26,7 +26,7 @@ const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(30);
 const SERVER: &str = "flywheel-bench";
 
 /// The token, trimmed; read from its file when it is in one.
-fn read_token(token: &Token) -> Result<String> {
+pub(crate) fn read_token(token: &Token) -> Result<String> {
     let token = match token {
         Token::Value(secret) => secret.expose().to_string(),
         Token::File(path) => std::fs::read_to_string(path).map_err(|e| {

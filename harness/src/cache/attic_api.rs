@@ -111,7 +111,8 @@ pub struct UploadInfo {
     pub cache: String,
     pub store_path_hash: String,
     pub store_path: String,
-    /// Full store paths.
+    /// Base names (`<hash>-<name>`), as Attic's own client sends them: its server puts them
+    /// as they are into the narinfo's `References:` line, where Nix refuses full paths.
     pub references: Vec<String>,
     pub system: Option<String>,
     /// The derivation's base name.
@@ -130,12 +131,9 @@ impl UploadInfo {
             cache: cache.to_string(),
             store_path_hash: store_path_hash(&path.path)?,
             store_path: path.path.clone(),
-            references: path.references.clone(),
+            references: path.references.iter().map(|r| base_name(r)).collect(),
             system: None,
-            deriver: path
-                .deriver
-                .as_deref()
-                .map(|d| d.rsplit('/').next().unwrap_or(d).to_string()),
+            deriver: path.deriver.as_deref().map(base_name),
             sigs: path.signatures.clone(),
             ca: path.ca.clone(),
             nar_hash: nar_hash_hex(&path.nar_hash)?,
@@ -158,6 +156,11 @@ impl UploadInfo {
             (vec![(NAR_INFO_HEADER, json)], Vec::new())
         }
     }
+}
+
+/// `/nix/store/<hash>-<name>` -> `<hash>-<name>`.
+fn base_name(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or(path).to_string()
 }
 
 /// The hash part of a store path: `/nix/store/<32 chars>-name`.
@@ -421,7 +424,7 @@ mod tests {
         );
         assert_eq!(
             info.references,
-            ["/nix/store/127s998hz07z025zwaqjlkqxxbvwwyyc-refs-lib"]
+            ["127s998hz07z025zwaqjlkqxxbvwwyyc-refs-lib"]
         );
         assert_eq!(info.sigs.len(), 1);
         let (headers, prefix) = info.encode();

@@ -170,7 +170,7 @@ pub struct Request<'a> {
     method: Method,
     url: &'a Url,
     auth: Auth<'a>,
-    headers: Vec<(&'static str, String)>,
+    headers: Vec<(String, String)>,
     body: Body,
     timeout: Duration,
 }
@@ -192,8 +192,8 @@ impl<'a> Request<'a> {
         self
     }
 
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
         self
     }
 
@@ -302,7 +302,7 @@ impl Client {
             }
         }
         for (name, value) in &request.headers {
-            builder = builder.header(*name, value.as_str());
+            builder = builder.header(name.as_str(), value.as_str());
         }
         let timeout = request.timeout;
         let answer = match &request.body {

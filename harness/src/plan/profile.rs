@@ -135,6 +135,14 @@ struct RawThresholds {
     max_fallback_penalty: Option<f64>,
 }
 
+/// The profile `name` from `config` (`--config`), else from `bench.toml` in `cwd` when
+/// there is one.
+pub fn load_from(config: Option<&Path>, cwd: &Path, name: &str) -> Result<Profile> {
+    let local = cwd.join(CONFIG_FILE);
+    let file = config.or_else(|| local.is_file().then_some(local.as_path()));
+    load(file, name)
+}
+
 /// The profile `name` from `path`; the built-in embedded profile when `path` is absent and
 /// `name` is the default.
 pub fn load(path: Option<&Path>, name: &str) -> Result<Profile> {

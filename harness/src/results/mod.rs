@@ -2,6 +2,7 @@
 //! New fields are additive with defaults; `schema_version` changes only on breaking changes.
 //! `results/results.schema.json` is generated from these types (`flywheel-bench schema`).
 
+pub mod coverage;
 pub mod derive;
 pub mod explain;
 pub mod writer;

@@ -275,7 +275,7 @@ impl Session {
 }
 
 /// A fresh scratch folder, after removing what runs that died left in `parent`.
-fn new_scratch(parent: &Path) -> Result<ScratchDir> {
+pub(crate) fn new_scratch(parent: &Path) -> Result<ScratchDir> {
     for swept in janitor::sweep(parent) {
         eprintln!("flywheel-bench: {swept}");
     }

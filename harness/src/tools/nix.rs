@@ -79,7 +79,7 @@ impl NixDriver {
 
     /// The private environment of every Nix command: system and user config replaced,
     /// and a narinfo cache of its own (a stale one breaks runs).
-    fn env(&self, xdg_cache: &Path) -> Vec<(String, OsString)> {
+    pub(crate) fn env(&self, xdg_cache: &Path) -> Vec<(String, OsString)> {
         let conf_dir = self.conf_file.parent().expect("conf file has a folder");
         vec![
             ("NIX_CONF_DIR".into(), conf_dir.into()),

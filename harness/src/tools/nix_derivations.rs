@@ -31,8 +31,8 @@ pub struct Derivation {
     /// Output name -> store path; absent for floating content-addressed outputs, whose
     /// path is known only once built.
     pub outputs: BTreeMap<String, Option<String>>,
-    /// The `.drv` store paths it builds from.
-    pub input_drvs: Vec<String>,
+    /// The derivations it builds from, each with the outputs it uses.
+    pub input_drvs: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -64,6 +64,18 @@ fn full_path(path: &str) -> String {
     }
 }
 
+/// The output names of an `inputDrvs` value: `["out"]` (2.8), or
+/// `{"outputs": ["out"], ...}` (2.18 on).
+fn output_names(used: &serde_json::Value) -> Vec<String> {
+    used.get("outputs")
+        .unwrap_or(used)
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.as_str().map(str::to_string))
+        .collect()
+}
+
 /// Every derivation the command printed, ordered by path.
 pub fn parse_derivations(stdout: &str) -> Result<Vec<Derivation>, String> {
     let raw: BTreeMap<String, RawDerivation> =
@@ -93,7 +105,11 @@ pub fn parse_derivations(stdout: &str) -> Result<Vec<Derivation>, String> {
                     .into_iter()
                     .map(|(output, o)| (output, o.path.as_deref().map(full_path)))
                     .collect(),
-                input_drvs: raw.input_drvs.keys().map(|d| full_path(d)).collect(),
+                input_drvs: raw
+                    .input_drvs
+                    .iter()
+                    .map(|(d, used)| (full_path(d), output_names(used)))
+                    .collect(),
                 drv,
             }
         })
@@ -124,7 +140,10 @@ mod tests {
         );
         assert_eq!(
             app.input_drvs,
-            ["/nix/store/p3nbzs8m68nqizk1h71jzdl8m028i6dv-refs-lib.drv"]
+            BTreeMap::from([(
+                "/nix/store/p3nbzs8m68nqizk1h71jzdl8m028i6dv-refs-lib.drv".to_string(),
+                vec!["out".to_string()]
+            )])
         );
         let lib = old.iter().find(|d| d.name == "refs-lib").unwrap();
         assert_eq!(lib.input_drvs.len(), 1);
@@ -146,7 +165,10 @@ mod tests {
         assert_eq!(d.name, "x");
         assert_eq!(d.outputs["out"].as_deref(), Some("/nix/store/def-x"));
         assert_eq!(d.outputs["dev"], None);
-        assert_eq!(d.input_drvs, ["/nix/store/ghi-y.drv"]);
+        assert_eq!(
+            d.input_drvs,
+            BTreeMap::from([("/nix/store/ghi-y.drv".to_string(), vec!["out".to_string()])])
+        );
         assert!(parse_derivations("[]")
             .unwrap_err()
             .contains("derivation show"));

@@ -5,7 +5,9 @@
 //! NAR info in `X-Attic-Nar-Info` or as a body preamble of
 //! `X-Attic-Nar-Info-Preamble-Size` bytes; the NAR re-hashed and its size checked, a
 //! mismatch refused with 400 "Bad NAR Hash or Size"; a NAR it already holds counted as
-//! deduplicated), and the Nix binary cache interface `{cache}/nix-cache-info`,
+//! deduplicated; references stored and served as sent, so full paths where Attic's client
+//! sends base names give a narinfo Nix refuses, as with the real server), and the Nix
+//! binary cache interface `{cache}/nix-cache-info`,
 //! `{cache}/{hash}.narinfo`, `{cache}/nar/...`, whose narinfos it signs with the cache's
 //! ed25519 key as Attic does. Tokens are bearer (API) or the HTTP Basic password (binary
 //! cache). A token without any permission on a cache, or none, gets 401 (Attic hides the
@@ -421,27 +423,28 @@ fn upload(
     let nar_file = dir.join("nar").join(format!("{hash32}.nar"));
     let deduplicated = !state.nars.insert(hash32.clone());
     std::fs::write(&nar_file, &nar).unwrap();
-    let references: Vec<String> = info["references"]
+    // Stored and served as sent, as Attic does: base names make a valid narinfo.
+    let references: Vec<&str> = info["references"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|r| r.as_str().map(str::to_string))
+        .filter_map(|r| r.as_str())
         .collect();
-    let bases: Vec<&str> = references
+    let full: Vec<String> = references
         .iter()
-        .map(|r| r.rsplit('/').next().unwrap_or(r))
+        .map(|r| format!("/nix/store/{r}"))
         .collect();
     let narinfo_hash = format!("sha256:{hash32}");
     let fingerprint = format!(
         "1;{store_path};{narinfo_hash};{nar_size};{}",
-        references.join(",")
+        full.join(",")
     );
     let key = &state.caches[&cache];
     let sig = base64::engine::general_purpose::STANDARD
         .encode(key.key.sign(fingerprint.as_bytes()).to_bytes());
     let mut narinfo = format!(
         "StorePath: {store_path}\nURL: nar/{hash32}.nar\nCompression: none\nFileHash: {narinfo_hash}\nFileSize: {nar_size}\nNarHash: {narinfo_hash}\nNarSize: {nar_size}\nReferences: {}\n",
-        bases.join(" ")
+        references.join(" ")
     );
     if let Some(deriver) = info["deriver"].as_str() {
         narinfo.push_str(&format!("Deriver: {deriver}\n"));
