@@ -262,6 +262,7 @@ fn no_fill_measures_warm_with_a_pull_only_token_and_writes_nothing() {
     let warm = case(&results, "warm");
     assert_eq!(warm["outcome"], "ok", "{warm}");
     assert_eq!(warm["cache_fill"]["method"], "read-only");
+    assert_eq!(warm["cache_fill"]["hit_ratio"], 1.0, "the evidence: {warm}");
     assert_eq!(warm["samples"][0]["built"], 0);
     assert_eq!(warm["samples"][0]["substituted"], 3);
     // No priming build: the only build is the sample, reading the cache.

@@ -330,6 +330,10 @@ pub struct CacheFill {
     pub dedup_fraction: Option<f64>,
     /// Wall time of the fill.
     pub wall_s: f64,
+    /// Read-only cases: the share of what the samples needed that came from the cache as
+    /// it was (why each item missed is in the samples' explanations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hit_ratio: Option<f64>,
 }
 
 impl CacheFill {
@@ -345,6 +349,7 @@ impl CacheFill {
             stored_bytes: None,
             dedup_fraction: None,
             wall_s,
+            hit_ratio: None,
         }
     }
 
@@ -537,6 +542,16 @@ impl Sample {
             _ => None,
         }
     }
+}
+
+/// The share of the samples' items that came from the cache (store paths for Nix,
+/// actions for Bazel), over every sample that counted them.
+pub fn hit_ratio(samples: &[Sample]) -> Option<f64> {
+    let (hits, needed) = samples
+        .iter()
+        .filter_map(Sample::cache_hits)
+        .fold((0, 0), |(h, n), (sh, sn)| (h + sh, n + sn));
+    (needed > 0).then(|| hits as f64 / needed as f64)
 }
 
 /// One extra build (not a sample), e.g. with the tool's own fallback switch.

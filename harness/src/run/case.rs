@@ -9,7 +9,8 @@ use crate::cache::CacheRoute;
 use crate::error::{Error, IoContext, Result};
 use crate::plan::{Fault, Scenario, Settings};
 use crate::results::{
-    CaseResult, FallbackInfo, Mismatch, Outcome, Sample, ToolFallback, Verification,
+    hit_ratio, CaseResult, FallbackInfo, FillMethod, Mismatch, Outcome, Sample, ToolFallback,
+    Verification,
 };
 use crate::run::build::run_build;
 use crate::run::events::{emit, Event, EventSink};
@@ -135,6 +136,14 @@ impl CaseRun<'_, '_> {
         let reference = self.reference()?;
         let mut checked = Checked::default();
         self.samples(&reference, &mut checked, result)?;
+        // A read-only case's evidence: how much of what it needed the cache held as it was.
+        if let Some(fill) = result
+            .cache_fill
+            .as_mut()
+            .filter(|f| f.method == FillMethod::ReadOnly)
+        {
+            fill.hit_ratio = hit_ratio(&result.samples);
+        }
         if let Some(proxy) = &proxy {
             self.tool_fallback(proxy, result)?;
         }

@@ -95,6 +95,7 @@ pub fn summarise(closure: usize, uploads: &[(u64, UploadAnswer)], wall: Duration
                 / weight as f64
         }),
         wall_s: wall.as_secs_f64(),
+        hit_ratio: None,
     }
 }
 
