@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::attic_server::{from_nix32, nix32, AtticServer, Grant};
+use common::debian13::{Debian13, GUEST_HARNESS};
 use common::*;
 
 const TOKEN_ENV: &str = "FLYWHEEL_TEST_ATTIC_TOKEN";
@@ -214,6 +215,70 @@ fn fills_through_the_api_then_warm_substitutes_everything_and_a_refill_uploads_n
     texts.extend(out_texts(&out));
     texts.extend(out_texts(&out2));
     assert_no_token(&token, &texts);
+}
+
+#[test]
+fn under_nix_2_26_the_closure_is_filled_and_substituted_the_same() {
+    // Nix 2.26 prints `path-info --json` as an object; the fill reads it the same way.
+    let tmp = tempfile::tempdir().unwrap();
+    let server = AtticServer::start(&tmp.path().join("attic"));
+    let token = server.token(&[("main", PUSH)]);
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let repo = closure_repo();
+    main_profile(&work, &server, FROM_ENV);
+    let out = Debian13::new()
+        .with_harness()
+        .bind(&work, "/work")
+        .ro_bind(repo.path(), "/repo")
+        .setenv(TOKEN_ENV, &token)
+        .chdir("/work")
+        .output(
+            GUEST_HARNESS,
+            &[
+                "run",
+                "--repo",
+                "/repo",
+                "--system",
+                "nix",
+                "--scenario",
+                "warm",
+                "--samples",
+                "1",
+                "--warmups",
+                "0",
+                "--profile",
+                "attic",
+                "--config",
+                "/work/bench.toml",
+                "--output",
+                "/work/results.json",
+                "--work-dir",
+                "/work",
+            ],
+        );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = read_json(&work.join("results.json"));
+    assert!(results["environment"]["tools"]["nix"]["version"]
+        .as_str()
+        .unwrap()
+        .contains("2.26"));
+    let warm = case(&results, "warm");
+    assert_eq!(warm["cache_fill"]["uploaded_paths"], 4, "{warm}");
+    assert_eq!(warm["cache_fill"]["uploaded_bytes"], 400 + 336 + 288 + 144);
+    assert_eq!(
+        (
+            warm["samples"][0]["built"].as_u64(),
+            warm["samples"][0]["substituted"].as_u64()
+        ),
+        (Some(0), Some(3)),
+        "{warm}"
+    );
+    assert_eq!(server.counts(|c| c.puts), 4);
 }
 
 #[test]
