@@ -646,6 +646,32 @@ mod tests {
     }
 
     #[test]
+    fn https_speaks_tls_itself_and_names_the_url_when_the_handshake_fails() {
+        // A plain-HTTP answer where TLS is expected: rustls (no OpenSSL, no curl) tries the
+        // handshake, and the error says where and what.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        });
+        let client = Client::new(&Proxies::default()).unwrap();
+        let target = url(&format!("https://{addr}/nix-cache-info"));
+        let err = client
+            .send(Request::new(Method::Get, &target, Duration::from_secs(10)))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("GET https://{addr}/nix-cache-info: ")),
+            "{err}"
+        );
+        assert!(
+            err.why.contains("corrupt message"),
+            "a TLS record error: {err}"
+        );
+    }
+
+    #[test]
     fn requests_go_through_the_proxy_unless_the_host_is_excluded() {
         // A CONNECT proxy that answers the tunnelled request itself.
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

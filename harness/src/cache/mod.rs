@@ -57,8 +57,6 @@ pub enum Push {
     AtticApi(Box<AtticTarget>),
     /// A read-only run (`--no-fill`): nothing is ever written to the cache.
     ReadOnly,
-    /// Uploading cannot work here; why, and how to fix it.
-    Unavailable(String),
 }
 
 /// One Attic cache as the harness reaches its API.

@@ -258,7 +258,6 @@ impl BuildDriver for NixDriver {
         let substituter = cache.substituter.clone();
         let primed = match (&push, self.primed.get(&case.state_key())) {
             (Push::ReadOnly, _) => return Ok(Some(CacheFill::read_only())),
-            (Push::Unavailable(why), _) => return Err(Error::Build(why.clone())),
             (_, None) => {
                 return Err(Error::Build(
                     "the cache was to be filled before priming".into(),
@@ -295,8 +294,8 @@ impl BuildDriver for NixDriver {
                 FillMethod::AtticCli,
                 self.attic_cli_spec(program, home, target, primed, case),
             ),
-            // Answered above: they upload nothing.
-            Push::ReadOnly | Push::Unavailable(_) => return Ok(None),
+            // Answered above: it uploads nothing.
+            Push::ReadOnly => return Ok(None),
         };
         let out = run_captured(exec, spec)?;
         if !out.outcome.success() {
