@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::{exit_code, Error, Result};
-use crate::plan::args::RunArgs;
+use crate::plan::args::{CoverageArgs, RunArgs};
 use crate::plan::config::{Env, RunConfig};
 use crate::results::{self, Results};
 use crate::run::process::{self, ProcessExecutor};
@@ -45,6 +45,9 @@ enum Command {
     Export(ExportArgs),
     /// The runner-lane proof matrix (Markdown) from lanes.toml and results files.
     Matrix(MatrixArgs),
+    /// How much of each bench repo's Nix closure a cache holds now (nothing is built);
+    /// JSON plus Markdown.
+    Coverage(Box<CoverageArgs>),
     /// Inside a vm lane's guest: runs the job the host wrote (set up by the harness).
     #[command(hide = true)]
     Guest { job: PathBuf },
@@ -113,6 +116,7 @@ pub fn main() -> i32 {
         Command::Compare(args) => compare(&args),
         Command::Export(args) => export(&args),
         Command::Matrix(args) => matrix(&args),
+        Command::Coverage(args) => crate::run::coverage::run(&args),
         Command::Guest { job } => process::install_interrupt_handler()
             .and_then(|()| Session::serve_guest_job(&job, &ProcessExecutor))
             .map(|()| exit_code::OK),
@@ -128,11 +132,7 @@ pub fn main() -> i32 {
 
 fn run(args: RunArgs) -> Result<i32> {
     let env = Env::capture();
-    let config_file = args.config.clone().or_else(|| {
-        let local = env.cwd.join(crate::plan::profile::CONFIG_FILE);
-        local.is_file().then_some(local)
-    });
-    let profile = crate::plan::profile::load(config_file.as_deref(), &args.profile)?;
+    let profile = crate::plan::profile::load_from(args.config.as_deref(), &env.cwd, &args.profile)?;
     let config = RunConfig::resolve(&args, &profile, &env)?;
     crate::checks::check_output_path(&config.output)?;
     process::install_interrupt_handler()?;

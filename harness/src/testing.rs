@@ -125,8 +125,12 @@ impl BuildDriver for FakeDriver {
         self.primed.insert(case.state_key(), outputs);
     }
 
-    fn fill_cache(&mut self, _case: &CaseContext, _exec: &dyn Executor) -> Result<()> {
-        Ok(())
+    fn fill_cache(
+        &mut self,
+        _case: &CaseContext,
+        _exec: &dyn Executor,
+    ) -> Result<Option<crate::results::CacheFill>> {
+        Ok(None)
     }
 
     fn prepare(

@@ -78,6 +78,7 @@ fn a_bazel_action_whose_environment_changed_is_explained_by_the_variable() {
         backend: CacheBackend::EmbeddedNginx,
         endpoint: BazelEndpoint::Remote(server.url("bazel")),
         headers_rc: None,
+        read_only: false,
     };
     let bazel = which::which("bazel").unwrap();
     let version = flywheel_bench::tools::probe_all(&ProcessExecutor)["bazel"]

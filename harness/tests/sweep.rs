@@ -10,7 +10,15 @@ fn sweep(repo: &str, system: &str, samples: &str, extra: &[&str]) -> serde_json:
     let out = run_ok(
         bin()
             .current_dir(repo_root())
-            .args(["run", "--repo", repo, "--system", system, "--sweep", "size=2,4,8"])
+            .args([
+                "run",
+                "--repo",
+                repo,
+                "--system",
+                system,
+                "--sweep",
+                "size=2,4,8",
+            ])
             .args(["--scenario", "cold", "--scenario", "warm", "--warmups", "0"])
             .args(["--samples", samples])
             .args(extra)
@@ -18,7 +26,10 @@ fn sweep(repo: &str, system: &str, samples: &str, extra: &[&str]) -> serde_json:
             .arg(&output),
     );
     let printed = String::from_utf8_lossy(&out.stderr);
-    assert!(printed.contains("[size=4"), "sweep points are named: {printed}");
+    assert!(
+        printed.contains("[size=4"),
+        "sweep points are named: {printed}"
+    );
     let html = tmp.path().join("report.html");
     run_ok(bin().arg("report").arg(&output).arg("--html").arg(&html));
     assert!(std::fs::read_to_string(&html).unwrap().contains("Growth"));
@@ -53,7 +64,10 @@ fn nix_cold_grows_linearly_with_the_dag() {
         assert!(point["median_s"].as_f64().unwrap() > 0.0, "{point}");
     }
     let r2 = cold["linear"]["r_squared"].as_f64().unwrap();
-    assert!(r2 > 0.9, "cold should grow with the number of compile steps: {cold}");
+    assert!(
+        r2 > 0.9,
+        "cold should grow with the number of compile steps: {cold}"
+    );
     assert!(cold["linear"]["slope"].as_f64().unwrap() > 0.0);
     assert!(cold["log_log"]["slope"].as_f64().is_some());
     // One comparison per point, each at its own parameters.
@@ -67,5 +81,8 @@ fn bazel_sweeps_too() {
     let cold = growth(&results, "cold");
     assert_eq!(cold["points"].as_array().unwrap().len(), 3);
     assert!(cold["linear"]["slope"].as_f64().is_some(), "{cold}");
-    assert_eq!(growth(&results, "warm")["points"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        growth(&results, "warm")["points"].as_array().unwrap().len(),
+        3
+    );
 }

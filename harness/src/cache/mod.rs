@@ -2,6 +2,8 @@
 //! once per run into `NixCache` / `BazelCache` values that drivers and the vm lane use.
 
 pub mod attic;
+pub mod attic_api;
+pub mod client;
 pub mod http;
 pub mod nginx;
 pub mod proxy;
@@ -15,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::cache::client::Proxies;
 use crate::error::{Error, IoContext, Result};
 use crate::plan::config::{BazelCacheConfig, NixCacheConfig, Secret, StoreCacheConfig};
 use crate::results::explain::CacheLink;
@@ -50,8 +53,23 @@ pub enum Push {
         home: PathBuf,
         target: String,
     },
-    /// Uploading cannot work here; why, and how to fix it.
-    Unavailable(String),
+    /// Attic's own API: get-missing-paths, then upload-path for each missing path of the
+    /// primed closure, references first.
+    AtticApi(Box<AtticTarget>),
+    /// A read-only run (`--no-fill`): nothing is ever written to the cache.
+    ReadOnly,
+}
+
+/// One Attic cache as the harness reaches its API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AtticTarget {
+    /// The server, without the cache name.
+    pub endpoint: Url,
+    pub cache: String,
+    /// A private (0600) file holding the token.
+    pub token_file: PathBuf,
+    /// The run's proxies (a vm lane's guest does not read the host's environment).
+    pub proxies: Proxies,
 }
 
 impl NixCache {
@@ -87,6 +105,7 @@ impl NixCache {
                 ..
             } => files.push(key),
             Push::AtticCli { home, .. } => files.push(home),
+            Push::AtticApi(target) => files.push(&mut target.token_file),
             _ => {}
         }
         files
@@ -137,6 +156,8 @@ pub struct BazelCache {
     pub endpoint: BazelEndpoint,
     /// A private rc file with `build --remote_header=...` lines.
     pub headers_rc: Option<PathBuf>,
+    /// A read-only run (`--no-fill`): no build may upload to the cache.
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,6 +239,17 @@ pub struct CacheNeeds<'a> {
     pub bazel: bool,
     /// nginx, when a needed cache is the embedded one.
     pub nginx: Option<&'a Path>,
+    /// Whether warm cases fill the caches (`false`: read-only, nothing is written).
+    pub fill: bool,
+    /// Proxies for the harness's own requests to the caches.
+    pub proxies: &'a Proxies,
+}
+
+/// `--no-fill` against a cache the run starts empty measures nothing.
+fn read_only_embedded(system: &str) -> Error {
+    Error::Usage(format!(
+        "--no-fill (fill = false) measures a cache as it is, but the {system} cache is the embedded one, which every run starts empty\n  fix: choose a profile whose {system} backend is an existing cache (see bench.toml), or fill the cache"
+    ))
 }
 
 impl Caches {
@@ -253,39 +285,65 @@ impl Caches {
             Some(nginx) => Some(EmbeddedCache::start(nginx, &dir.join("embedded"))?),
             None => None,
         };
+        let store = |backend, config: &StoreCacheConfig| {
+            let mut cache = NixCache::store(backend, config);
+            if !needs.fill {
+                cache.push = Push::ReadOnly;
+            }
+            cache
+        };
         let nix_cache = match (needs.nix, nix) {
             (None, _) => None,
+            (Some(_), NixCacheConfig::Embedded) if !needs.fill => {
+                return Err(read_only_embedded("Nix"))
+            }
             (Some(nix), NixCacheConfig::Embedded) => Some(
                 embedded
                     .as_ref()
                     .ok_or_else(|| Error::Environment("the embedded cache was not started".into()))?
                     .nix_cache(nix, exec)?,
             ),
-            (Some(_), NixCacheConfig::Attic(attic)) => {
-                Some(attic::connect(attic, &dir.join("attic"), exec)?)
-            }
-            (Some(_), NixCacheConfig::Http(s)) => Some(NixCache::store(CacheBackend::Http, s)),
-            (Some(_), NixCacheConfig::File(s)) => Some(NixCache::store(CacheBackend::File, s)),
-            (Some(_), NixCacheConfig::S3(s)) => Some(NixCache::store(CacheBackend::S3, s)),
+            (Some(_), NixCacheConfig::Attic(attic)) => Some(attic::connect(
+                attic,
+                &dir.join("attic"),
+                needs.fill,
+                needs.proxies,
+            )?),
+            (Some(_), NixCacheConfig::Http(s)) => Some(store(CacheBackend::Http, s)),
+            (Some(_), NixCacheConfig::File(s)) => Some(store(CacheBackend::File, s)),
+            (Some(_), NixCacheConfig::S3(s)) => Some(store(CacheBackend::S3, s)),
         };
+        let read_only = !needs.fill;
         let bazel_cache = match (needs.bazel, bazel) {
             (false, _) => None,
+            (true, BazelCacheConfig::Embedded) if read_only => {
+                return Err(read_only_embedded("Bazel"))
+            }
             (true, BazelCacheConfig::Embedded) => Some(
                 embedded
                     .as_ref()
                     .ok_or_else(|| Error::Environment("the embedded cache was not started".into()))?
                     .bazel_cache(),
             ),
-            (true, BazelCacheConfig::Http { url, headers }) => {
-                Some(remote_bazel(CacheBackend::Http, url, headers, dir)?)
-            }
-            (true, BazelCacheConfig::Grpc { url, headers }) => {
-                Some(remote_bazel(CacheBackend::Grpc, url, headers, dir)?)
-            }
+            (true, BazelCacheConfig::Http { url, headers }) => Some(remote_bazel(
+                CacheBackend::Http,
+                url,
+                headers,
+                dir,
+                read_only,
+            )?),
+            (true, BazelCacheConfig::Grpc { url, headers }) => Some(remote_bazel(
+                CacheBackend::Grpc,
+                url,
+                headers,
+                dir,
+                read_only,
+            )?),
             (true, BazelCacheConfig::Disk { path }) => Some(BazelCache {
                 backend: CacheBackend::Disk,
                 endpoint: BazelEndpoint::Disk(path.clone()),
                 headers_rc: None,
+                read_only,
             }),
         };
         Ok(Caches {
@@ -301,6 +359,7 @@ fn remote_bazel(
     url: &Url,
     headers: &[Secret],
     dir: &Path,
+    read_only: bool,
 ) -> Result<BazelCache> {
     let headers_rc = if headers.is_empty() {
         None
@@ -313,6 +372,7 @@ fn remote_bazel(
         backend,
         endpoint: BazelEndpoint::Remote(url.clone()),
         headers_rc,
+        read_only,
     })
 }
 
@@ -418,6 +478,7 @@ impl EmbeddedCache {
             backend: CacheBackend::EmbeddedNginx,
             endpoint: BazelEndpoint::Remote(self.server.url("bazel")),
             headers_rc: None,
+            read_only: false,
         }
     }
 }

@@ -772,6 +772,8 @@ mod lane_tests {
             nix: None,
             bazel: true,
             nginx: None,
+            fill: true,
+            proxies: &config.proxies,
         };
         let cache_dir = dir.path().join("cache");
         let exec = crate::run::process::ProcessExecutor;
@@ -793,7 +795,7 @@ mod lane_tests {
             backend: crate::results::CacheBackend::Attic,
             substituter: Url::parse("http://127.0.0.1:8080/main").unwrap(),
             public_key: "main:K".into(),
-            push: Push::Unavailable("read-only".into()),
+            push: Push::ReadOnly,
             netrc_file: Some(dir.path().join("netrc")),
         };
         let job_dir = dir.path().join("job");

@@ -77,6 +77,11 @@ pub struct RunArgs {
     /// `--sweep size=10,50,200`: results then fit how each scenario's median grows.
     #[arg(long, value_name = "KEY=V1,V2,...", value_parser = parse_sweep)]
     pub sweep: Option<(String, Vec<ParamValue>)>,
+    /// Measure the caches as they are: warm cases read them, nothing is uploaded, so a
+    /// pull-only token is enough, and warm and verify cases need no priming build
+    /// [default: the profile's `fill`, else fill the caches first].
+    #[arg(long)]
+    pub no_fill: bool,
     /// Override a bench repo parameter, e.g. `--param size=50` (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, ParamValue)>,
@@ -118,6 +123,79 @@ pub struct RunArgs {
     /// Where temporary stores and logs live during the run (default: the system temp folder).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+}
+
+/// What a user may ask of `coverage`: which repos, which caches, where the report goes.
+#[derive(Args, Debug, Clone, Default)]
+pub struct CoverageArgs {
+    /// Bench repo: a name from bench-repos/ or a path to a folder with a repo.toml
+    /// (repeatable; default: every embedded bench repo).
+    #[arg(long = "repo", value_name = "NAME|PATH")]
+    pub repos: Vec<String>,
+    /// Override a bench repo parameter, e.g. `--param size=50` (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, ParamValue)>,
+    /// Folder of bench repos (default: ./bench-repos, or $FLYWHEEL_BENCH_REPOS).
+    #[arg(long, value_name = "DIR")]
+    pub bench_repos: Option<PathBuf>,
+    /// Profiles file [default: ./bench.toml when present].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The profile whose caches are asked (an Attic token as for pulls).
+    #[arg(long, default_value = crate::plan::profile::DEFAULT_PROFILE)]
+    pub profile: String,
+    /// A Nix binary cache to ask instead of the profile's.
+    #[arg(long, value_name = "URL")]
+    pub nix_cache: Option<String>,
+    /// Its public key (`name:base64`), as `run` takes it.
+    #[arg(long, value_name = "KEY")]
+    pub nix_cache_public_key: Option<String>,
+    /// A cache warm builds also substitute from, e.g. https://cache.nixos.org (repeatable):
+    /// paths only it serves count as upstream, not as the team cache's misses.
+    #[arg(long = "upstream", value_name = "URL")]
+    pub upstream: Vec<String>,
+    /// A Bazel execution log (`--execution_log_json_file`) of one repo's build: its actions'
+    /// digests are looked up in the profile's Bazel cache (needs exactly one repo with Bazel
+    /// targets).
+    #[arg(long, value_name = "FILE")]
+    pub bazel_exec_log: Option<PathBuf>,
+    /// Requests in flight at once, at least 1 [default: 25, as Nix's http-connections].
+    #[arg(long, value_parser = parse_count, default_value_t = 25)]
+    pub concurrency: usize,
+    /// The coverage JSON (default: results/coverage-<UTC timestamp>.json).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Also write the Markdown here (it is always printed).
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Where git-sourced bench repos are checked out (as `run`).
+    #[arg(long, value_name = "DIR")]
+    pub checkout_cache: Option<PathBuf>,
+    /// Where the private stores live while the targets are instantiated.
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Print the JSON Schema of coverage documents and exit.
+    #[arg(long)]
+    pub schema: bool,
+}
+
+impl CoverageArgs {
+    /// The same choices as `run` flags, so repos, caches and the work folder resolve
+    /// exactly as they do for a run.
+    pub fn run_args(&self) -> RunArgs {
+        RunArgs {
+            repos: self.repos.clone(),
+            params: self.params.clone(),
+            bench_repos: self.bench_repos.clone(),
+            config: self.config.clone(),
+            profile: self.profile.clone(),
+            nix_cache: self.nix_cache.clone(),
+            nix_cache_public_key: self.nix_cache_public_key.clone(),
+            checkout_cache: self.checkout_cache.clone(),
+            work_dir: self.work_dir.clone(),
+            ..RunArgs::default()
+        }
+    }
 }
 
 #[derive(Args, Clone, Debug, Default)]

@@ -9,9 +9,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::cache::client::Proxies;
 use crate::error::{Error, Result};
 use crate::plan::args::RunArgs;
-use crate::plan::profile::{BazelBackend, NixBackend, Profile, TokenSource};
+use crate::plan::profile::{AtticPush, BazelBackend, NixBackend, Profile, TokenSource};
 use crate::plan::{Lane, ParamValue, Scenario, Settings, SlowSettings, System};
 use crate::results::Thresholds;
 use crate::tools::bazel::BazelSetup;
@@ -106,6 +107,7 @@ pub struct AtticConfig {
     pub cache: String,
     pub public_key: String,
     pub token: Token,
+    pub push: AtticPush,
 }
 
 /// A Nix binary cache every build may substitute from, cold ones included: the public
@@ -202,6 +204,9 @@ pub struct RunConfig {
     pub thresholds: Thresholds,
     pub nix_cache: NixCacheConfig,
     pub bazel_cache: BazelCacheConfig,
+    /// Proxies for the harness's own HTTP requests (Attic API, preflights), from the
+    /// environment; Nix and Bazel read the same variables themselves.
+    pub proxies: Proxies,
     /// How Nix and Bazel are used besides the team cache (versions are filled in once the
     /// tools are found).
     pub nix: NixSetup,
@@ -239,6 +244,7 @@ impl RunConfig {
                 bytes_per_sec: args.slow_bytes_per_s.unwrap_or(defaults.slow.bytes_per_sec),
             },
             poison_suffix: args.poison_suffix.clone().unwrap_or(defaults.poison_suffix),
+            fill: !args.no_fill && profile.fill.unwrap_or(defaults.fill),
         };
         let t = Thresholds::default();
         let thresholds = Thresholds {
@@ -295,6 +301,7 @@ impl RunConfig {
             thresholds,
             nix_cache: nix_cache(args, &profile.nix, env)?,
             bazel_cache: bazel_cache(args, &profile.bazel, env)?,
+            proxies: Proxies::from_env(env).map_err(Error::Environment)?,
             nix: NixSetup {
                 version: String::new(),
                 upstream: profile.nix_upstream.clone(),
@@ -366,6 +373,7 @@ fn nix_cache(args: &RunArgs, profile: &NixBackend, env: &Env) -> Result<NixCache
             cache,
             public_key,
             token,
+            push,
         } => NixCacheConfig::Attic(AtticConfig {
             endpoint: endpoint.clone(),
             cache: cache.clone(),
@@ -374,6 +382,7 @@ fn nix_cache(args: &RunArgs, profile: &NixBackend, env: &Env) -> Result<NixCache
                 TokenSource::Env(var) => Token::Value(token_from_env(var, env)?),
                 TokenSource::File(path) => Token::File(path.clone()),
             },
+            push: *push,
         }),
         NixBackend::Store {
             url,
@@ -584,6 +593,46 @@ mod tests {
         .unwrap();
         assert!(matches!(config.nix_cache, NixCacheConfig::File(_)));
         assert!(matches!(config.bazel_cache, BazelCacheConfig::Http { .. }));
+    }
+
+    #[test]
+    fn no_fill_comes_from_the_flag_or_the_profile() {
+        let resolve = |flags: &[&str], text: &str| {
+            RunConfig::resolve(&args(flags), &profile(text), &env(&[]))
+                .unwrap()
+                .settings
+                .fill
+        };
+        assert!(resolve(&[], "[profiles.p]\n"), "filling is the default");
+        assert!(!resolve(&["--no-fill"], "[profiles.p]\n"));
+        assert!(!resolve(&[], "[profiles.p]\nfill = false\n"));
+        assert!(
+            !resolve(&["--no-fill"], "[profiles.p]\nfill = true\n"),
+            "the flag wins"
+        );
+    }
+
+    #[test]
+    fn proxies_are_read_once_with_the_configuration() {
+        let config = RunConfig::resolve(
+            &args(&[]),
+            &Profile::default(),
+            &env(&[("https_proxy", "http://proxy:3128")]),
+        )
+        .unwrap();
+        let attic = Url::parse("https://attic.example.com/").unwrap();
+        assert_eq!(
+            config.proxies.for_url(&attic).map(Url::as_str),
+            Some("http://proxy:3128/")
+        );
+        let err = RunConfig::resolve(
+            &args(&[]),
+            &Profile::default(),
+            &env(&[("HTTPS_PROXY", "http://u:pw@")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("$HTTPS_PROXY") && !err.contains("pw"), "{err}");
     }
 
     #[test]

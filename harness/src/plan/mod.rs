@@ -99,6 +99,9 @@ pub struct Settings {
     pub slow: SlowSettings,
     /// Bazel outputs a poisoned action-cache entry redirects, by path suffix.
     pub poison_suffix: String,
+    /// Whether warm cases fill the caches from a priming build. `false` (`--no-fill`):
+    /// they measure what the caches hold now, and nothing is written to them.
+    pub fill: bool,
 }
 
 impl Default for Settings {
@@ -113,6 +116,7 @@ impl Default for Settings {
             fallback_timeout: Duration::from_secs(120),
             slow: SlowSettings::default(),
             poison_suffix: ".txt".into(),
+            fill: true,
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -32,6 +32,19 @@ pub struct Profile {
     pub min_hit_ratio: Option<f64>,
     pub min_speedup: Option<f64>,
     pub max_fallback_penalty: Option<f64>,
+    /// `fill = false`: warm cases measure the caches as they are and nothing is uploaded.
+    pub fill: Option<bool>,
+}
+
+/// How pushes reach an Attic server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AtticPush {
+    /// Attic's HTTP API, spoken by the harness itself (no `attic` CLI needed).
+    #[default]
+    Api,
+    /// The `attic` CLI on PATH.
+    Cli,
 }
 
 /// Where an Attic token comes from.
@@ -46,12 +59,14 @@ pub enum NixBackend {
     /// The harness's own nginx cache.
     #[default]
     Embedded,
-    /// An Attic server: pulls through its Nix binary cache interface, pushes with `attic`.
+    /// An Attic server: pulls through its Nix binary cache interface, pushes through its
+    /// API (or the `attic` CLI).
     Attic {
         endpoint: Url,
         cache: String,
         public_key: String,
         token: TokenSource,
+        push: AtticPush,
     },
     /// Any binary cache `nix copy` can write and Nix can read: http(s)://, file://, s3://.
     Store {
@@ -87,6 +102,7 @@ struct RawProfile {
     samples: Option<usize>,
     warmups: Option<usize>,
     lanes: Option<Vec<Lane>>,
+    fill: Option<bool>,
     nix: Option<RawNix>,
     bazel: Option<RawBazel>,
     thresholds: Option<RawThresholds>,
@@ -107,6 +123,7 @@ struct RawNix {
     secret_key_file: Option<PathBuf>,
     token_env: Option<String>,
     token_file: Option<PathBuf>,
+    push: Option<AtticPush>,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +154,14 @@ struct RawThresholds {
     min_hit_ratio: Option<f64>,
     min_speedup: Option<f64>,
     max_fallback_penalty: Option<f64>,
+}
+
+/// The profile `name` from `config` (`--config`), else from `bench.toml` in `cwd` when
+/// there is one.
+pub fn load_from(config: Option<&Path>, cwd: &Path, name: &str) -> Result<Profile> {
+    let local = cwd.join(CONFIG_FILE);
+    let file = config.or_else(|| local.is_file().then_some(local.as_path()));
+    load(file, name)
 }
 
 /// The profile `name` from `path`; the built-in embedded profile when `path` is absent and
@@ -200,6 +225,7 @@ pub fn parse(text: &str, path: &Path, name: &str) -> Result<Profile> {
             .as_ref()
             .map_or(Ok(Vec::new()), |n| keys.upstream(&n.upstream))?,
         bazel_shared_repository_cache: p.bazel.as_ref().and_then(|b| b.repository_cache),
+        fill: p.fill,
         nix: p.nix.map_or(Ok(NixBackend::Embedded), |n| keys.nix(n))?,
         bazel: p
             .bazel
@@ -327,6 +353,15 @@ impl Keys<'_> {
 
     fn nix(&self, n: RawNix) -> Result<NixBackend> {
         const KEY_EXAMPLE: &str = "\"name:base64...\"";
+        if n.push.is_some() && n.backend != "attic" {
+            return Err(self.error(
+                format!(
+                    "key `{}` applies to the attic backend only",
+                    self.key("nix.push")
+                ),
+                "remove it: other caches are filled with `nix copy`",
+            ));
+        }
         Ok(match n.backend.as_str() {
             "embedded" => NixBackend::Embedded,
             "attic" => {
@@ -353,6 +388,7 @@ impl Keys<'_> {
                         "\"main:base64...\" (GET /_api/v1/cache-config/CACHE)",
                     )?,
                     token,
+                    push: n.push.unwrap_or_default(),
                 }
             }
             scheme @ ("http" | "s3") => NixBackend::Store {
@@ -455,12 +491,14 @@ mod tests {
 [profiles.prod]
 samples = 7
 lanes = ["host", "vm"]
+fill = false
 [profiles.prod.nix]
 backend = "attic"
 endpoint = "https://attic.example.com/"
 cache = "main"
 public_key = "main:AAAA"
 token_env = "ATTIC_TOKEN"
+push = "cli"
 [profiles.prod.bazel]
 backend = "grpc"
 url = "grpc://bazel-remote:9092"
@@ -493,9 +531,11 @@ path = "/srv/bazel"
                 endpoint: Url::parse("https://attic.example.com/").unwrap(),
                 cache: "main".into(),
                 public_key: "main:AAAA".into(),
-                token: TokenSource::Env("ATTIC_TOKEN".into())
+                token: TokenSource::Env("ATTIC_TOKEN".into()),
+                push: AtticPush::Cli,
             }
         );
+        assert_eq!(p.fill, Some(false));
         assert_eq!(
             p.bazel,
             BazelBackend::Remote {
@@ -603,6 +643,19 @@ path = "/srv/bazel"
             "p",
         );
         assert!(err.contains("not a URL"), "{err}");
+        let err = error(
+            "[profiles.p.nix]\nbackend = \"http\"\nurl = \"https://c\"\npublic_key = \"k\"\npush = \"api\"\n",
+            "p",
+        );
+        assert!(
+            err.contains("profiles.p.nix.push") && err.contains("attic backend only"),
+            "{err}"
+        );
+        let err = error(
+            "[profiles.p.nix]\nbackend = \"attic\"\npush = \"ftp\"\n",
+            "p",
+        );
+        assert!(err.contains("push") && err.contains("api"), "{err}");
         let err = error("[profiles.p]\nsampels = 3\n", "p");
         assert!(err.contains("sampels"), "{err}");
         let err = error(

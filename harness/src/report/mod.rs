@@ -1,6 +1,7 @@
 //! Reports: results in, text out. Pure.
 
 pub mod compare;
+pub mod coverage;
 pub mod export;
 pub mod growth;
 pub mod html;

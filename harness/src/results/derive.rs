@@ -56,11 +56,6 @@ pub fn comparisons(cases: &[CaseResult]) -> Vec<Comparison> {
         else {
             continue;
         };
-        let (hits, needed) = warm
-            .samples
-            .iter()
-            .filter_map(Sample::cache_hits)
-            .fold((0, 0), |(h, n), (sh, sn)| (h + sh, n + sn));
         out.push(Comparison {
             repo: cold.repo.clone(),
             system: cold.system,
@@ -74,7 +69,7 @@ pub fn comparisons(cases: &[CaseResult]) -> Vec<Comparison> {
                 .and_then(|c| c.stats.as_ref())
                 .map(|s| s.median_s),
             speedup,
-            hit_ratio: (needed > 0).then(|| hits as f64 / needed as f64),
+            hit_ratio: super::hit_ratio(&warm.samples),
         });
     }
     out

@@ -2,6 +2,7 @@
 //! New fields are additive with defaults; `schema_version` changes only on breaking changes.
 //! `results/results.schema.json` is generated from these types (`flywheel-bench schema`).
 
+pub mod coverage;
 pub mod derive;
 pub mod explain;
 pub mod growth;
@@ -76,6 +77,14 @@ pub struct RunSettings {
     pub slow_bytes_per_s: u64,
     #[serde(default)]
     pub thresholds: Thresholds,
+    /// Whether warm cases filled the caches first; `false` (`--no-fill`): they measured
+    /// the caches as they were, and the run wrote nothing to them.
+    #[serde(default = "filled")]
+    pub fill: bool,
+}
+
+fn filled() -> bool {
+    true
 }
 
 fn default_profile() -> String {
@@ -344,6 +353,81 @@ pub struct CaseResult {
     /// state, parsing logs, removing the store), beyond the build's own wall time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overhead_median_s: Option<f64>,
+    /// How this case filled its cache before the samples (the first case of a repo that
+    /// reads the cache fills it), or that the run only read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_fill: Option<CacheFill>,
+}
+
+/// How a cache was filled from the priming build, with what the server reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CacheFill {
+    pub method: FillMethod,
+    /// Store paths in the primed closure (the outputs and everything they reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closure_paths: Option<u64>,
+    /// Paths the cache already held (Attic's get-missing-paths): nothing was sent for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub already_present: Option<u64>,
+    /// Paths uploaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded_paths: Option<u64>,
+    /// Of those, the ones whose NAR the server already had (Attic answered `Deduplicated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deduplicated_paths: Option<u64>,
+    /// Uncompressed NAR bytes sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded_bytes: Option<u64>,
+    /// Bytes the server stored for them (compressed), where it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
+    /// The share of the uploaded NAR bytes the server found it already had (its chunk
+    /// deduplication), weighted by NAR size, where it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_fraction: Option<f64>,
+    /// Wall time of the fill.
+    pub wall_s: f64,
+    /// Read-only cases: the share of what the samples needed that came from the cache as
+    /// it was (why each item missed is in the samples' explanations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hit_ratio: Option<f64>,
+}
+
+impl CacheFill {
+    /// A fill that only records how long it took (`nix copy`, the `attic` CLI).
+    pub fn timed(method: FillMethod, wall_s: f64) -> CacheFill {
+        CacheFill {
+            method,
+            closure_paths: None,
+            already_present: None,
+            uploaded_paths: None,
+            deduplicated_paths: None,
+            uploaded_bytes: None,
+            stored_bytes: None,
+            dedup_fraction: None,
+            wall_s,
+            hit_ratio: None,
+        }
+    }
+
+    /// A read-only run: nothing was written.
+    pub fn read_only() -> CacheFill {
+        CacheFill::timed(FillMethod::ReadOnly, 0.0)
+    }
+}
+
+/// How a cache was filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FillMethod {
+    /// `nix copy --to` (the embedded cache, http, file, s3).
+    NixCopy,
+    /// The `attic` CLI.
+    AtticCli,
+    /// Attic's HTTP API, spoken by the harness.
+    AtticApi,
+    /// `--no-fill` / `fill = false`: the case measured the cache as it was.
+    ReadOnly,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -539,6 +623,7 @@ impl CaseResult {
             verification: None,
             stopped: None,
             overhead_median_s: None,
+            cache_fill: None,
         }
     }
 
@@ -593,6 +678,16 @@ impl Sample {
 pub struct SourceCount {
     pub substituted: u64,
     pub downloaded_bytes: u64,
+}
+
+/// The share of the samples' items that came from the cache (store paths for Nix,
+/// actions for Bazel), over every sample that counted them.
+pub fn hit_ratio(samples: &[Sample]) -> Option<f64> {
+    let (hits, needed) = samples
+        .iter()
+        .filter_map(Sample::cache_hits)
+        .fold((0, 0), |(h, n), (sh, sn)| (h + sh, n + sn));
+    (needed > 0).then(|| hits as f64 / needed as f64)
 }
 
 /// One extra build (not a sample), e.g. with the tool's own fallback switch.
@@ -783,6 +878,7 @@ impl Results {
                 slow_latency_ms: s.slow.latency.as_millis() as u64,
                 slow_bytes_per_s: s.slow.bytes_per_sec,
                 thresholds: config.thresholds,
+                fill: s.fill,
             },
             environment,
             lanes: Vec::new(),

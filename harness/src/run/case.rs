@@ -10,7 +10,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::plan::{Fault, Scenario, Settings};
 use crate::results::explain::{CacheLink, TransferFloor};
 use crate::results::{
-    CaseResult, FallbackInfo, Mismatch, Outcome, Sample, ToolFallback, Verification,
+    hit_ratio, CaseResult, FallbackInfo, FillMethod, Mismatch, Outcome, Sample, ToolFallback,
+    Verification,
 };
 use crate::run::build::run_build;
 use crate::run::events::{emit, Event, EventSink};
@@ -138,8 +139,18 @@ impl CaseRun<'_, '_> {
             },
         };
         // Primed (and the cache filled) directly, before any fault proxy is in the way.
-        if self.scenario != Scenario::Cold {
+        let needs_prime = match self.scenario {
+            Scenario::Cold => false,
+            // Their state (noop) or their reference (fallback) is the primed build.
+            Scenario::Noop | Scenario::Fallback { .. } => true,
+            // Only to fill the cache, which a read-only run (`--no-fill`) never does.
+            Scenario::Warm | Scenario::Verify => self.settings.fill,
+        };
+        if needs_prime {
             self.prime()?;
+        }
+        if self.scenario.uses_cache() {
+            result.cache_fill = self.driver.fill_cache(&self.ctx, self.exec)?;
         }
         let proxy = match route {
             Some((fault, route)) => Some(self.start_proxy(fault, &route, result)?),
@@ -151,6 +162,14 @@ impl CaseRun<'_, '_> {
         if let Some(reason) = cold_guard(self.scenario, &result.samples) {
             result.outcome = Outcome::Invalid;
             result.reason = Some(reason);
+        }
+        // A read-only case's evidence: how much of what it needed the cache held as it was.
+        if let Some(fill) = result
+            .cache_fill
+            .as_mut()
+            .filter(|f| f.method == FillMethod::ReadOnly)
+        {
+            fill.hit_ratio = hit_ratio(&result.samples);
         }
         if let Some(proxy) = &proxy {
             self.tool_fallback(proxy, result)?;
@@ -176,10 +195,10 @@ impl CaseRun<'_, '_> {
     }
 
     /// A clean build without any cache, once per repo and parameters, kept as the
-    /// reference and the no-op state; then the cache is filled from it when read.
+    /// reference, the no-op state and what fills the cache.
     fn prime(&mut self) -> Result<()> {
         if self.driver.primed(&self.ctx).is_none() {
-            self.preparing("priming (a clean build, filling the cache)")?;
+            self.preparing("priming (a clean build without any cache)")?;
             let dir = self.dir.join("prime");
             std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
             let build = self.driver.prepare(&self.ctx, BuildMode::Prime, &dir)?;
@@ -196,9 +215,6 @@ impl CaseRun<'_, '_> {
             let outputs = self.driver.outputs(&build, self.exec)?;
             self.driver.keep_primed(&self.ctx, build, outputs);
             remove_tree(&dir).context(|| format!("removing {}", dir.display()))?;
-        }
-        if self.scenario.uses_cache() {
-            self.driver.fill_cache(&self.ctx, self.exec)?;
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ pub mod build;
 pub mod case;
 pub mod cgroup;
 pub mod check;
+pub mod coverage;
 pub mod events;
 pub mod fallback;
 pub mod janitor;

@@ -109,6 +109,8 @@ impl Session {
                 nix: tools.nix.as_deref().filter(|_| warm(System::Nix)),
                 bazel: warm(System::Bazel),
                 nginx: tools.nginx.as_deref(),
+                fill: config.settings.fill,
+                proxies: &config.proxies,
             },
             &scratch.path().join("cache"),
             exec,
@@ -309,7 +311,7 @@ impl Session {
 }
 
 /// A fresh scratch folder, after removing what runs that died left in `parent`.
-fn new_scratch(parent: &Path) -> Result<ScratchDir> {
+pub(crate) fn new_scratch(parent: &Path) -> Result<ScratchDir> {
     for swept in janitor::sweep(parent) {
         eprintln!("flywheel-bench: {swept}");
     }

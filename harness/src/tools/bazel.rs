@@ -16,7 +16,7 @@ use crate::cache::{reroute, BazelCache, BazelEndpoint};
 use crate::error::{Error, IoContext, Result};
 use crate::plan::{ParamValue, System};
 use crate::results::explain::{MissExplanations, TimeSplit};
-use crate::results::{CacheUse, ConfigFile, ToolUse};
+use crate::results::{CacheFill, CacheUse, ConfigFile, ToolUse};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
 use crate::tools::bazel_flags::{BazelVersion, ExternalDeps, FlagSet};
 use crate::tools::bazel_log::{
@@ -290,6 +290,10 @@ impl BazelDriver {
         if remote == Remote::UploadOnly {
             flags.push("--noremote_accept_cached".into());
         }
+        // Measuring a cache as it is: nothing this build made goes into it.
+        if remote != Remote::None && self.cache()?.read_only {
+            flags.push("--noremote_upload_local_results".into());
+        }
         Ok(flags)
     }
 
@@ -348,10 +352,18 @@ impl BuildDriver for BazelDriver {
         );
     }
 
-    /// The priming build uploads whenever a cache is configured, so later cases that need
-    /// it find it full whatever ran first.
-    fn fill_cache(&mut self, _case: &CaseContext, _exec: &dyn Executor) -> Result<()> {
-        Ok(())
+    /// The priming build uploads whenever a cache is configured (unless it is read-only),
+    /// so later cases that need it find it full whatever ran first.
+    fn fill_cache(
+        &mut self,
+        _case: &CaseContext,
+        _exec: &dyn Executor,
+    ) -> Result<Option<CacheFill>> {
+        Ok(self
+            .cache
+            .as_ref()
+            .filter(|c| c.read_only)
+            .map(|_| CacheFill::read_only()))
     }
 
     fn prepare(
@@ -381,7 +393,7 @@ impl BuildDriver for BazelDriver {
             }
             BuildMode::Prime => {
                 let root = self.new_output_root();
-                let remote = if self.cache.is_some() {
+                let remote = if self.cache.as_ref().is_some_and(|c| !c.read_only) {
                     Remote::UploadOnly
                 } else {
                     Remote::None

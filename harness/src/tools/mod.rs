@@ -8,8 +8,10 @@ pub mod bazel_profile;
 pub mod explain;
 pub mod git;
 pub mod nix;
+pub mod nix_derivations;
 pub mod nix_log;
 pub mod nix_phases;
+pub mod nix_push;
 pub mod nix_sandbox;
 
 use std::collections::BTreeMap;
@@ -21,7 +23,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::plan::{RepoManifest, Scenario};
 use crate::results::explain::MissExplanations;
-use crate::results::{CacheUse, ConfigFile, Reproduce, ToolUse, ToolVersion};
+use crate::results::{CacheFill, CacheUse, ConfigFile, Reproduce, ToolUse, ToolVersion};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
 
 /// External tools the harness knows, with the arguments that make them print a version.
@@ -336,9 +338,11 @@ pub trait BuildDriver {
     /// Keeps a finished `BuildMode::Prime` build and its outputs as the case's primed state.
     fn keep_primed(&mut self, case: &CaseContext, build: PreparedBuild, outputs: Outputs);
 
-    /// Uploads the primed outputs to the cache, once per primed state. `Error::Build`
-    /// fails the case; other errors stop the run.
-    fn fill_cache(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<()>;
+    /// Uploads the primed outputs to the cache, once per primed state: what the fill did,
+    /// or `None` when an earlier case filled it. A read-only cache (`--no-fill`) is never
+    /// written, needs no primed state and says so. `Error::Build` fails the case; other
+    /// errors stop the run.
+    fn fill_cache(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<Option<CacheFill>>;
 
     /// One build in `mode`, with its logs (and fresh state, unless primed) under `dir`.
     fn prepare(&mut self, case: &CaseContext, mode: BuildMode, dir: &Path)

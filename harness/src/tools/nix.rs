@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +15,7 @@ use crate::plan::config::Upstream;
 use crate::plan::manifest::NixTargets;
 use crate::plan::{ParamValue, System};
 use crate::results::explain::MissExplanations;
-use crate::results::{CacheUse, ConfigFile, SourceCount, ToolUse};
+use crate::results::{CacheFill, CacheUse, ConfigFile, FillMethod, SourceCount, ToolUse};
 use crate::run::process::stderr_times_path;
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
 use crate::scratch::Owner;
@@ -25,6 +26,7 @@ use crate::tools::nix_log::{
     build_log_tail, parse_build_outputs, parse_internal_json, parse_path_info,
 };
 use crate::tools::nix_phases::{parse_arrival_times, split_nix_time};
+use crate::tools::nix_push::{fill_attic, PrimedStore};
 use crate::tools::nix_sandbox::sandbox_entries;
 use crate::tools::Transfer;
 use crate::tools::{
@@ -178,7 +180,7 @@ impl NixDriver {
 
     /// The private environment of every Nix command: system and user config replaced,
     /// and a narinfo cache of its own (a stale one breaks runs).
-    fn env(&self, xdg_cache: &Path) -> Vec<(String, OsString)> {
+    pub(crate) fn env(&self, xdg_cache: &Path) -> Vec<(String, OsString)> {
         private_env(&self.conf_file, xdg_cache)
     }
 
@@ -276,51 +278,60 @@ impl NixDriver {
         })
     }
 
-    /// The command that uploads a primed store's outputs (with their closure).
-    fn push_spec(
+    /// `nix copy` of a primed store's outputs (with their closure) to a binary cache.
+    fn nix_copy_spec(
         &self,
-        cache: &NixCache,
+        to: &url::Url,
+        secret_key_file: Option<&Path>,
         primed: &Primed,
         case: &CaseContext,
-    ) -> Result<CommandSpec> {
-        let env = self.env(&self.dir.join("xdg-cache-push"));
-        Ok(match &cache.push {
-            Push::NixCopy {
-                to,
-                secret_key_file,
-            } => {
-                let mut args: Vec<OsString> = vec![
-                    "copy".into(),
-                    "--store".into(),
-                    primed.store.clone().into(),
-                    "--to".into(),
-                    signed_destination(to, secret_key_file.as_deref()).into(),
-                ];
-                args.extend(primed.outputs.iter().map(OsString::from));
-                CommandSpec::new(&self.nix, args, case.timeout).env(env)
-            }
-            Push::AtticCli {
-                program,
-                home,
-                target,
-            } => {
-                let mut args: Vec<OsString> = vec!["push".into(), target.into()];
-                args.extend(primed.outputs.iter().map(OsString::from));
-                // attic reads the paths from the store NIX_REMOTE names: the primed chroot store.
-                let store = format!("local?root={}", primed.store.display());
-                let mut env = env;
-                env.extend([
-                    ("HOME".to_string(), home.clone().into_os_string()),
-                    (
-                        "XDG_CONFIG_HOME".to_string(),
-                        home.join(".config").into_os_string(),
-                    ),
-                    ("NIX_REMOTE".to_string(), store.into()),
-                ]);
-                CommandSpec::new(program, args, case.timeout).env(env)
-            }
-            Push::Unavailable(why) => return Err(Error::Build(why.clone())),
-        })
+    ) -> CommandSpec {
+        let mut args: Vec<OsString> = vec![
+            "copy".into(),
+            "--store".into(),
+            primed.store.clone().into(),
+            "--to".into(),
+            signed_destination(to, secret_key_file).into(),
+        ];
+        args.extend(primed.outputs.iter().map(OsString::from));
+        CommandSpec::new(&self.nix, args, case.timeout).env(self.push_env())
+    }
+
+    /// `attic push TARGET OUTPUTS`, reading the primed store through `NIX_REMOTE`.
+    fn attic_cli_spec(
+        &self,
+        program: &Path,
+        home: &Path,
+        target: &str,
+        primed: &Primed,
+        case: &CaseContext,
+    ) -> CommandSpec {
+        let mut args: Vec<OsString> = vec!["push".into(), target.into()];
+        args.extend(primed.outputs.iter().map(OsString::from));
+        // attic reads the paths from the store NIX_REMOTE names: the primed chroot store.
+        let store = format!("local?root={}", primed.store.display());
+        let mut env = self.push_env();
+        env.extend([
+            ("HOME".to_string(), home.as_os_str().to_owned()),
+            (
+                "XDG_CONFIG_HOME".to_string(),
+                home.join(".config").into_os_string(),
+            ),
+            ("NIX_REMOTE".to_string(), store.into()),
+        ]);
+        CommandSpec::new(program, args, case.timeout).env(env)
+    }
+
+    fn push_env(&self) -> Vec<(String, OsString)> {
+        self.env(&self.dir.join("xdg-cache-push"))
+    }
+}
+
+impl NixDriver {
+    fn mark_pushed(&mut self, case: &CaseContext) {
+        if let Some(primed) = self.primed.get_mut(&case.state_key()) {
+            primed.pushed = true;
+        }
     }
 }
 
@@ -348,29 +359,65 @@ impl BuildDriver for NixDriver {
         );
     }
 
-    fn fill_cache(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<()> {
+    fn fill_cache(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<Option<CacheFill>> {
         let cache = self.cache()?;
-        let primed = self
-            .primed
-            .get(&case.state_key())
-            .ok_or_else(|| Error::Build("the cache was to be filled before priming".into()))?;
-        if primed.pushed {
-            return Ok(());
-        }
-        let out = run_captured(exec, self.push_spec(cache, primed, case)?)?;
+        let push = cache.push.clone();
+        let substituter = cache.substituter.clone();
+        let primed = match (&push, self.primed.get(&case.state_key())) {
+            (Push::ReadOnly, _) => return Ok(Some(CacheFill::read_only())),
+            (_, None) => {
+                return Err(Error::Build(
+                    "the cache was to be filled before priming".into(),
+                ))
+            }
+            (_, Some(primed)) if primed.pushed => return Ok(None),
+            (_, Some(primed)) => primed,
+        };
+        let started = Instant::now();
+        let (method, spec) = match &push {
+            Push::AtticApi(target) => {
+                let store = PrimedStore {
+                    nix: &self.nix,
+                    store: &primed.store,
+                    env: self.push_env(),
+                    scratch: self.dir.join("attic-push"),
+                };
+                let fill = fill_attic(target, &store, &primed.outputs, exec, case.timeout)?;
+                self.mark_pushed(case);
+                return Ok(Some(fill));
+            }
+            Push::NixCopy {
+                to,
+                secret_key_file,
+            } => (
+                FillMethod::NixCopy,
+                self.nix_copy_spec(to, secret_key_file.as_deref(), primed, case),
+            ),
+            Push::AtticCli {
+                program,
+                home,
+                target,
+            } => (
+                FillMethod::AtticCli,
+                self.attic_cli_spec(program, home, target, primed, case),
+            ),
+            // Answered above: it uploads nothing.
+            Push::ReadOnly => return Ok(None),
+        };
+        let out = run_captured(exec, spec)?;
         if !out.outcome.success() {
             // The push URL may name the secret key's file; report the public URL only.
             return Err(Error::Build(format!(
-                "uploading to the cache {} failed ({}): {}",
-                cache.substituter,
+                "uploading to the cache {substituter} failed ({}): {}",
                 out.outcome.describe(),
                 out.stderr.trim()
             )));
         }
-        if let Some(primed) = self.primed.get_mut(&case.state_key()) {
-            primed.pushed = true;
-        }
-        Ok(())
+        self.mark_pushed(case);
+        Ok(Some(CacheFill::timed(
+            method,
+            started.elapsed().as_secs_f64(),
+        )))
     }
 
     fn prepare(

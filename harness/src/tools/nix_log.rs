@@ -429,6 +429,19 @@ struct PathInfo {
     valid: Option<bool>,
     #[serde(default)]
     nar_hash: Option<NarHash>,
+    #[serde(default)]
+    nar_size: Option<u64>,
+    #[serde(default)]
+    references: Vec<String>,
+    /// `null` (2.19+) or absent (2.8) when unknown.
+    #[serde(default)]
+    deriver: Option<String>,
+    /// Absent (2.8) or `[]` (2.19+) when unsigned.
+    #[serde(default)]
+    signatures: Vec<String>,
+    /// Content-addressed paths only, e.g. `text:sha256:...`.
+    #[serde(default)]
+    ca: Option<String>,
 }
 
 /// An SRI string (`sha256-...`), or the structured form some Nix 2.32 pre-releases printed.
@@ -457,9 +470,25 @@ enum PathInfos {
     Map(BTreeMap<String, Option<PathInfo>>),
 }
 
-/// Store path -> NAR hash, from `nix path-info --json` of any version. A path that is not
-/// in the store is an error that names it.
-pub fn parse_path_info(stdout: &str) -> Result<BTreeMap<String, String>, String> {
+/// One valid store path as `nix path-info --json` describes it: what a binary cache's
+/// narinfo (or Attic's upload) needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathDetails {
+    pub path: String,
+    /// As Nix printed it: SRI (`sha256-<base64>`) from 2.8 to current.
+    pub nar_hash: String,
+    pub nar_size: Option<u64>,
+    /// Full store paths.
+    pub references: Vec<String>,
+    /// The derivation's full store path, when known.
+    pub deriver: Option<String>,
+    pub signatures: Vec<String>,
+    pub ca: Option<String>,
+}
+
+/// Every path of `nix path-info --json [-r]` of any version, in the order printed. A path
+/// that is not in the store is an error that names it.
+pub fn parse_path_details(stdout: &str) -> Result<Vec<PathDetails>, String> {
     let infos: PathInfos = serde_json::from_str(stdout.trim()).map_err(|e| {
         format!(
             "unexpected `nix path-info --json` output (neither the list of Nix <= 2.18 nor the object of Nix >= 2.19: {e}): {:.200}",
@@ -476,17 +505,33 @@ pub fn parse_path_info(stdout: &str) -> Result<BTreeMap<String, String>, String>
     entries
         .into_iter()
         .map(|(path, info)| {
-            let hash = info
-                .filter(|i| i.valid != Some(false))
-                .and_then(|i| i.nar_hash)
-                .ok_or_else(|| {
-                    format!(
-                        "`nix path-info --json`: {path} is not valid in the store (no NAR hash)"
-                    )
-                })?;
-            Ok((path, hash.into_text()))
+            let info = info.filter(|i| i.valid != Some(false));
+            let Some((info, hash)) = info.and_then(|mut i| i.nar_hash.take().map(|h| (i, h)))
+            else {
+                return Err(format!(
+                    "`nix path-info --json`: {path} is not valid in the store (no NAR hash)"
+                ));
+            };
+            Ok(PathDetails {
+                path,
+                nar_hash: hash.into_text(),
+                nar_size: info.nar_size,
+                references: info.references,
+                deriver: info.deriver,
+                signatures: info.signatures,
+                ca: info.ca,
+            })
         })
         .collect()
+}
+
+/// Store path -> NAR hash, from `nix path-info --json` of any version. A path that is not
+/// in the store is an error that names it.
+pub fn parse_path_info(stdout: &str) -> Result<BTreeMap<String, String>, String> {
+    Ok(parse_path_details(stdout)?
+        .into_iter()
+        .map(|d| (d.path, d.nar_hash))
+        .collect())
 }
 
 /// A Nix version, comparable: `NixVersion::parse("nix (Nix) 2.26.3") > NixVersion::new(2, 19, 0)`.
@@ -767,6 +812,48 @@ mod tests {
         .unwrap();
         assert_eq!(structured["/nix/store/abc-x"], "sha256-AAA=");
         assert!(parse_path_info("3").unwrap_err().contains("Nix >= 2.19"));
+    }
+
+    #[test]
+    fn path_details_of_a_closure_in_both_shapes() {
+        // Recorded: `nix path-info --json -r` of the same closure (app -> lib -> data, and
+        // lib -> note, a content-addressed text file; app signed) under 2.8 and 2.26.3.
+        let old = parse_path_details(&fixture("closure/path-info-r.json")).unwrap();
+        let new = parse_path_details(&recorded_2_26("path-info-closure-r.json")).unwrap();
+        let by_path = |all: &[PathDetails]| -> BTreeMap<String, PathDetails> {
+            all.iter().map(|d| (d.path.clone(), d.clone())).collect()
+        };
+        assert_eq!(by_path(&old), by_path(&new), "both shapes say the same");
+        let all = by_path(&new);
+        assert_eq!(all.len(), 4);
+        let app = &all["/nix/store/azc43fg06314dxn6ia2l9aanzl32bb6v-refs-app"];
+        assert_eq!(
+            app.nar_hash,
+            "sha256-Ot3KQcX1X0zVLJwNus6HRLImrys/oNp8O+U7SuxfpV4="
+        );
+        assert_eq!(app.nar_size, Some(336));
+        assert_eq!(
+            app.references,
+            ["/nix/store/127s998hz07z025zwaqjlkqxxbvwwyyc-refs-lib"]
+        );
+        assert_eq!(
+            app.deriver.as_deref(),
+            Some("/nix/store/gxpy704209cr5i2s1f457v09b4sp2i76-refs-app.drv")
+        );
+        assert_eq!(app.signatures.len(), 1);
+        assert!(app.signatures[0].starts_with("fixture-key:"));
+        assert_eq!(app.ca, None);
+        let lib = &all["/nix/store/127s998hz07z025zwaqjlkqxxbvwwyyc-refs-lib"];
+        assert_eq!(lib.references.len(), 2);
+        assert!(lib.signatures.is_empty());
+        let note = &all["/nix/store/qpjq9fvxh21s9dg6w3rk3gkr20f729ka-refs-note"];
+        assert_eq!(note.deriver, None);
+        assert_eq!(
+            note.ca.as_deref(),
+            Some("text:sha256:13qmlqr6yl6q3wa0chh5li623zd0km0lspq06lvp5h7jggy9n2l0")
+        );
+        let invalid = parse_path_details(&fixture("path-info-invalid.json")).unwrap_err();
+        assert!(invalid.contains("-top is not valid"), "{invalid}");
     }
 
     #[test]

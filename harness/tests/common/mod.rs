@@ -2,6 +2,7 @@
 
 #![allow(dead_code)] // Each test binary uses its own subset.
 
+pub mod attic_server;
 pub mod debian13;
 
 use std::path::{Path, PathBuf};
@@ -162,7 +163,7 @@ pub fn nginx(dir: &Path) -> flywheel_bench::cache::nginx::Nginx {
     flywheel_bench::cache::nginx::Nginx::start(&nginx, dir).expect("the test nginx starts")
 }
 
-fn which_path(tool: &str) -> Option<PathBuf> {
+pub fn which_path(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join(tool))

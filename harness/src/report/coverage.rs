@@ -1,0 +1,199 @@
+//! The coverage document as Markdown, for a job summary: per repo what share of what a
+//! warm build needs the team cache holds, and the paths (or actions) it lacks. Pure.
+
+use std::fmt::Write;
+
+use crate::report::escape_html;
+use crate::results::coverage::{Coverage, MAX_LISTED};
+
+/// Missing paths shown per repo; the JSON lists up to `MAX_LISTED`.
+const SHOWN: usize = 30;
+
+pub fn render(doc: &Coverage) -> String {
+    let mut out = String::from("## Cache coverage\n\n");
+    if let Some(cache) = &doc.nix_cache {
+        let _ = writeln!(out, "Nix cache: `{cache}`.");
+        if doc.upstream.is_empty() {
+            out.push_str(
+                "No upstream cache was given: every path the team cache lacks counts as missing.\n",
+            );
+        } else {
+            let list: Vec<String> = doc.upstream.iter().map(|u| format!("`{u}`")).collect();
+            let _ = writeln!(
+                out,
+                "Upstream: {}. Paths only they serve are counted as upstream, not as the team cache's misses.",
+                list.join(", ")
+            );
+        }
+        out.push_str(
+            "\n\"Needed\" is what a warm `nix build` of the targets needs by Nix's own rule: a target the cache holds is fetched with everything it references; one it lacks is built, which needs its inputs, and so on down. \"Closure\" counts every output of every derivation, intermediate ones included.\n\n",
+        );
+        out.push_str("| repo | needed | in the cache | upstream | missing | unknown | coverage | closure outputs in the cache |\n");
+        out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        for repo in &doc.repos {
+            if let Some(n) = &repo.nix {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {:.1}% | {} of {} |",
+                    escape_html(&repo.repo),
+                    n.needed,
+                    n.present,
+                    n.upstream,
+                    n.missing,
+                    n.unknown,
+                    n.percent,
+                    n.closure_present,
+                    n.closure_outputs
+                );
+            }
+        }
+        for repo in &doc.repos {
+            let Some(n) = &repo.nix else { continue };
+            if n.missing_paths.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "\n### {}: {} missing path{} (a warm build would build them)\n",
+                escape_html(&repo.repo),
+                n.missing,
+                if n.missing == 1 { "" } else { "s" }
+            );
+            out.push_str("| derivation | store path |\n| --- | --- |\n");
+            for m in n.missing_paths.iter().take(SHOWN) {
+                let _ = writeln!(out, "| {} | `{}` |", escape_html(&m.name), m.path);
+            }
+            let more = n.missing as usize - n.missing_paths.len().min(SHOWN);
+            if more > 0 {
+                let _ = writeln!(
+                    out,
+                    "\n…and {more} more (the JSON lists up to {MAX_LISTED})."
+                );
+            }
+        }
+        for repo in &doc.repos {
+            for error in repo.nix.iter().flat_map(|n| &n.errors) {
+                let _ = writeln!(
+                    out,
+                    "\n{}: a narinfo request failed: {}",
+                    escape_html(&repo.repo),
+                    escape_html(error)
+                );
+            }
+        }
+    }
+    let bazel: Vec<_> = doc
+        .repos
+        .iter()
+        .filter_map(|r| r.bazel.as_ref().map(|b| (r, b)))
+        .collect();
+    if !bazel.is_empty() {
+        out.push_str("\n### Bazel action cache\n\n");
+        if let Some(cache) = &doc.bazel_cache {
+            let _ = writeln!(out, "Bazel cache: `{cache}`.\n");
+        }
+        for (repo, b) in bazel {
+            let name = escape_html(&repo.repo);
+            match (&b.reason, b.percent) {
+                (Some(reason), _) => {
+                    let _ = writeln!(out, "- {name}: not measured: {}", escape_html(reason));
+                }
+                (None, Some(percent)) => {
+                    let _ = writeln!(
+                        out,
+                        "- {name}: {} of {} actions in the cache ({percent:.1}%), {} missing, {} unknown",
+                        b.present, b.actions, b.missing, b.unknown
+                    );
+                    for a in b.missing_actions.iter().take(SHOWN) {
+                        let _ = writeln!(
+                            out,
+                            "  - missing: {} `{}` ({})",
+                            escape_html(&a.mnemonic),
+                            a.output.as_deref().unwrap_or("?"),
+                            a.digest
+                        );
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+    }
+    for repo in &doc.repos {
+        for error in &repo.errors {
+            let _ = writeln!(
+                out,
+                "\n{}: not measured: {}",
+                escape_html(&repo.repo),
+                escape_html(error)
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::coverage::{
+        BazelCoverage, MissingPath, NixCoverage, RepoCoverage, COVERAGE_SCHEMA_VERSION,
+    };
+
+    #[test]
+    fn shows_the_share_the_missing_paths_and_why_bazel_was_not_measured() {
+        let doc = Coverage {
+            schema_version: COVERAGE_SCHEMA_VERSION,
+            harness_version: "0".into(),
+            generated_at: "2026-11-23T00:00:00Z".into(),
+            command: vec![],
+            profile: "p".into(),
+            nix_cache: Some("https://attic.example.com/main".into()),
+            upstream: vec![],
+            bazel_cache: None,
+            repos: vec![RepoCoverage {
+                repo: "fixture-c-dag".into(),
+                parameters: Default::default(),
+                nix: Some(NixCoverage {
+                    needed: 3,
+                    present: 2,
+                    upstream: 0,
+                    missing: 1,
+                    unknown: 0,
+                    percent: 200.0 / 3.0,
+                    closure_outputs: 21,
+                    closure_present: 2,
+                    missing_paths: vec![MissingPath {
+                        name: "c-dag-20".into(),
+                        path: "/nix/store/abc-c-dag-20".into(),
+                        derivation: "/nix/store/def-c-dag-20.drv".into(),
+                    }],
+                    errors: vec![],
+                }),
+                bazel: Some(BazelCoverage::not_measured(
+                    "the execution log has no action digests",
+                )),
+                errors: vec![],
+            }],
+        };
+        let text = render(&doc);
+        assert!(
+            text.contains("| fixture-c-dag | 3 | 2 | 0 | 1 | 0 | 66.7% | 2 of 21 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("### fixture-c-dag: 1 missing path (a warm build would build them)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| c-dag-20 | `/nix/store/abc-c-dag-20` |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("every path the team cache lacks counts as missing"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- fixture-c-dag: not measured: the execution log has no action digests"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,677 @@
+//! `flywheel-bench coverage`: how much of each bench repo's Nix closure a cache holds now,
+//! without building anything. The effects live here: each repo's targets instantiated in a
+//! private chroot store (`nix derivation show [-r]`), every output path's narinfo asked of
+//! the team cache (and, for what it lacks, of the upstream caches), concurrently and
+//! bounded, authenticated as pulls are; a Bazel execution log's action digests asked of the
+//! action cache. Classifying and rendering are pure (`results::coverage`,
+//! `report::coverage`).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::cache::client::{concurrently, Auth, Client, Method, Request};
+use crate::error::{exit_code, Error, IoContext, Result};
+use crate::plan::args::CoverageArgs;
+use crate::plan::config::{parse_url, BazelCacheConfig, Env, NixCacheConfig, RunConfig};
+use crate::plan::{manifest, Lane, Plan, RepoManifest, Scenario};
+use crate::results::coverage::{
+    classify_actions, classify_closure, json_schema, Answer, BazelCoverage, Coverage,
+    MissingAction, NixCoverage, RepoCoverage, COVERAGE_SCHEMA_VERSION,
+};
+use crate::run::process::{self, run_captured, CommandSpec, Executor, ProcessExecutor};
+use crate::scratch::remove_tree;
+use crate::tools::bazel_log::{Digest, ExecLogReader};
+use crate::tools::explain::narinfo_url;
+use crate::tools::nix::{target_args, NixDriver};
+use crate::tools::nix_derivations::{parse_derivations, show_command, Derivation};
+use crate::tools::nix_log::NixVersion;
+
+/// One narinfo or action-cache request may take this long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The login that goes with an Attic token (Attic reads only the password).
+const LOGIN: &str = "flywheel-bench";
+
+/// A Nix binary cache as coverage asks it.
+pub enum NarinfoCache {
+    Http {
+        base: Url,
+        /// (login, password): an Attic token, sent as HTTP Basic as Nix's netrc does.
+        auth: Option<(String, String)>,
+    },
+    /// A `file://` cache.
+    Folder(PathBuf),
+}
+
+impl NarinfoCache {
+    /// The team cache of the run's configuration.
+    pub fn from_config(config: &NixCacheConfig) -> Result<NarinfoCache> {
+        Ok(match config {
+            NixCacheConfig::Embedded => return Err(Error::Usage(
+                "coverage asks an existing cache, but the profile's Nix cache is the embedded one, which exists only during a run\n  fix: pass --nix-cache URL --nix-cache-public-key KEY, or --profile NAME with an attic, http or file backend".into(),
+            )),
+            NixCacheConfig::Attic(attic) => NarinfoCache::Http {
+                base: crate::cache::attic::substituter(&attic.endpoint, &attic.cache)?,
+                auth: Some((LOGIN.into(), crate::cache::attic::read_token(&attic.token)?)),
+            },
+            NixCacheConfig::Http(store) => NarinfoCache::Http {
+                base: store.url.clone(),
+                auth: None,
+            },
+            NixCacheConfig::File(store) => NarinfoCache::at_url(&store.url)?,
+            NixCacheConfig::S3(store) => return Err(Error::Usage(format!(
+                "coverage cannot ask {} (s3:// needs the AWS SDK)\n  fix: pass the bucket's https:// address with --nix-cache",
+                store.url
+            ))),
+        })
+    }
+
+    /// A cache named by URL alone (an upstream cache): http(s) or file, no credentials.
+    pub fn at_url(url: &Url) -> Result<NarinfoCache> {
+        match url.scheme() {
+            "http" | "https" => Ok(NarinfoCache::Http {
+                base: url.clone(),
+                auth: None,
+            }),
+            "file" => url
+                .to_file_path()
+                .map(NarinfoCache::Folder)
+                .map_err(|()| Error::Usage(format!("{url} does not name a local folder"))),
+            other => Err(Error::Usage(format!(
+                "{url}: coverage asks http(s):// and file:// caches, not {other}://"
+            ))),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            NarinfoCache::Http { base, .. } => crate::cache::client::public_url(base),
+            NarinfoCache::Folder(dir) => dir.display().to_string(),
+        }
+    }
+
+    fn get(
+        &self,
+        client: &Client,
+        url: &Url,
+    ) -> std::result::Result<crate::cache::client::Response, String> {
+        let mut request = Request::new(Method::Get, url, REQUEST_TIMEOUT);
+        if let NarinfoCache::Http {
+            auth: Some((user, password)),
+            ..
+        } = self
+        {
+            request = request.auth(Auth::Basic { user, password });
+        }
+        client.send(request).map_err(|e| e.to_string())
+    }
+
+    /// Checks the cache's `nix-cache-info` can be read with these credentials.
+    pub fn check(&self, client: &Client) -> Result<()> {
+        let unusable = |why: String| {
+            Error::Environment(format!(
+                "the cache {} cannot be read: {why}\n  fix: check the URL, and that the token (if any) may pull from it",
+                self.describe()
+            ))
+        };
+        match self {
+            NarinfoCache::Folder(dir) => {
+                let info = dir.join("nix-cache-info");
+                if !info.is_file() {
+                    return Err(unusable(format!("{} is missing", info.display())));
+                }
+            }
+            NarinfoCache::Http { base, .. } => {
+                let url = Url::parse(&format!(
+                    "{}/nix-cache-info",
+                    base.as_str().trim_end_matches('/')
+                ))
+                .map_err(|e| unusable(e.to_string()))?;
+                let answer = self.get(client, &url).map_err(unusable)?;
+                if answer.status != 200 {
+                    let what = match answer.status {
+                        401 | 403 => " (the token may not pull, or there is no token)",
+                        _ => "",
+                    };
+                    return Err(unusable(format!(
+                        "GET {url} answered {}{what}",
+                        answer.status
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the cache holds of `path`: its narinfo's references when it has one.
+    pub fn ask(&self, client: &Client, path: &str) -> Answer {
+        let Some(location) = narinfo_url(&self.describe_base(), path) else {
+            return Answer::Failed(format!("{path} is not a store path"));
+        };
+        match self {
+            NarinfoCache::Folder(_) => match std::fs::read_to_string(&location) {
+                Ok(text) => present(&text),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Answer::Missing,
+                Err(e) => Answer::Failed(format!("reading {location}: {e}")),
+            },
+            NarinfoCache::Http { .. } => {
+                let url = match Url::parse(&location) {
+                    Ok(url) => url,
+                    Err(e) => return Answer::Failed(format!("{location}: {e}")),
+                };
+                match self.get(client, &url) {
+                    Ok(answer) if answer.status == 200 => present(&answer.text()),
+                    Ok(answer) if matches!(answer.status, 404 | 410) => Answer::Missing,
+                    Ok(answer) => Answer::Failed(format!("GET {url} answered {}", answer.status)),
+                    Err(e) => Answer::Failed(e),
+                }
+            }
+        }
+    }
+
+    /// The base narinfo URLs are made from: the URL, or the folder's path.
+    fn describe_base(&self) -> String {
+        match self {
+            NarinfoCache::Http { base, .. } => base.to_string(),
+            NarinfoCache::Folder(dir) => dir.display().to_string(),
+        }
+    }
+}
+
+/// A narinfo's answer: present, with the full paths of its `References:`.
+fn present(narinfo: &str) -> Answer {
+    let references = narinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("References:"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|base| format!("/nix/store/{base}"))
+        .collect();
+    Answer::Present { references }
+}
+
+/// Asks `cache` about every path, at most `limit` at a time; answers in the paths' order.
+pub fn ask_all(
+    client: &Client,
+    cache: &NarinfoCache,
+    paths: &[String],
+    limit: usize,
+) -> Vec<Answer> {
+    concurrently(paths, limit, |path| cache.ask(client, path))
+}
+
+/// Every output path of the closure, and what the team cache (then the upstream caches,
+/// for what it lacks) says about each.
+pub fn answers_for(
+    client: &Client,
+    team: &NarinfoCache,
+    upstream: &[NarinfoCache],
+    derivations: &[Derivation],
+    limit: usize,
+) -> BTreeMap<String, Answer> {
+    let paths: Vec<String> = derivations
+        .iter()
+        .flat_map(|d| d.outputs.values().flatten().cloned())
+        .collect();
+    let mut answers: BTreeMap<String, Answer> = paths
+        .iter()
+        .cloned()
+        .zip(ask_all(client, team, &paths, limit))
+        .collect();
+    for cache in upstream {
+        let lacking: Vec<String> = answers
+            .iter()
+            .filter(|(_, a)| **a == Answer::Missing)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for (path, answer) in lacking.iter().zip(ask_all(client, cache, &lacking, limit)) {
+            if let Answer::Present { references } = answer {
+                answers.insert(path.clone(), Answer::Upstream { references });
+            }
+        }
+    }
+    answers
+}
+
+/// How targets are instantiated: Nix with the driver's private configuration.
+struct Instantiator<'a> {
+    driver: &'a NixDriver,
+    nix: &'a Path,
+    version: Option<NixVersion>,
+    timeout: Duration,
+    exec: &'a dyn Executor,
+}
+
+impl Instantiator<'_> {
+    /// Instantiates `repo`'s Nix targets into `store` (nothing is built): the derivations
+    /// of the targets alone, then of their whole closure.
+    fn instantiate(
+        &self,
+        repo: &RepoManifest,
+        source: &Path,
+        store: &Path,
+    ) -> std::result::Result<(Vec<Derivation>, Vec<Derivation>), String> {
+        let targets = repo
+            .nix
+            .as_ref()
+            .ok_or_else(|| format!("{} has no [nix] targets", repo.name))?;
+        let show = |recursive: bool| -> std::result::Result<Vec<Derivation>, String> {
+            let mut args: Vec<OsString> = show_command(self.version)
+                .iter()
+                .map(OsString::from)
+                .collect();
+            if recursive {
+                args.push("-r".into());
+            }
+            args.extend(["--store".into(), store.as_os_str().to_owned()]);
+            args.extend(target_args(targets, source, &repo.parameters));
+            let env = self.driver.env(&store.with_extension("xdg-cache"));
+            let spec = CommandSpec::new(self.nix, args, self.timeout).env(env);
+            let out = run_captured(self.exec, spec).map_err(|e| e.to_string())?;
+            if !out.outcome.success() {
+                return Err(format!(
+                    "instantiating the Nix targets failed ({}): {}",
+                    out.outcome.describe(),
+                    out.stderr.trim()
+                ));
+            }
+            parse_derivations(&out.stdout)
+        };
+        Ok((show(false)?, show(true)?))
+    }
+}
+
+/// Only what coverage reads of a spawn.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpawnDigest {
+    #[serde(default)]
+    digest: Option<Digest>,
+    #[serde(default)]
+    mnemonic: String,
+    #[serde(default)]
+    listed_outputs: Vec<String>,
+    #[serde(default)]
+    remote_cacheable: bool,
+}
+
+/// The remote-cacheable actions of an execution log that carry a digest, and how many
+/// spawns it has in all.
+pub fn logged_actions(log: &Path) -> Result<(Vec<MissingAction>, usize)> {
+    let file = std::fs::File::open(log).context(|| format!("opening {}", log.display()))?;
+    let mut reader = ExecLogReader::new(std::io::BufReader::new(file), &log.display().to_string());
+    let mut actions = Vec::new();
+    let mut spawns = 0;
+    while let Some(spawn) = reader.next_as::<SpawnDigest>().map_err(Error::Usage)? {
+        spawns += 1;
+        if let (Some(digest), true) = (spawn.digest, spawn.remote_cacheable) {
+            actions.push(MissingAction {
+                digest: digest.text(),
+                mnemonic: spawn.mnemonic,
+                output: spawn.listed_outputs.into_iter().next(),
+            });
+        }
+    }
+    Ok((actions, spawns))
+}
+
+/// An action cache as coverage asks it.
+enum ActionCache {
+    Http {
+        base: Url,
+        headers: Vec<(String, String)>,
+    },
+    /// A `--disk_cache` folder (`ac/<hash>` or, since Bazel 5, `ac/<2 chars>/<hash>`).
+    Folder(PathBuf),
+}
+
+impl ActionCache {
+    /// The profile's Bazel cache, or why it cannot be asked.
+    fn from_config(config: &BazelCacheConfig) -> std::result::Result<ActionCache, String> {
+        match config {
+            BazelCacheConfig::Embedded => Err("the profile's Bazel cache is the embedded one, which exists only during a run".into()),
+            BazelCacheConfig::Grpc { url, .. } => Err(format!(
+                "{url} speaks gRPC, and the harness has no gRPC client for GetActionResult; bazel-remote's HTTP port serves the same entries under /ac/"
+            )),
+            BazelCacheConfig::Http { url, headers } => Ok(ActionCache::Http {
+                base: url.clone(),
+                headers: headers
+                    .iter()
+                    .filter_map(|h| h.expose().split_once('='))
+                    .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                    .collect(),
+            }),
+            BazelCacheConfig::Disk { path } => Ok(ActionCache::Folder(path.clone())),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ActionCache::Http { base, .. } => crate::cache::client::public_url(base),
+            ActionCache::Folder(dir) => dir.display().to_string(),
+        }
+    }
+
+    fn ask(&self, client: &Client, action: &MissingAction) -> Answer {
+        let hash = action.digest.split('/').next().unwrap_or_default();
+        match self {
+            ActionCache::Folder(dir) => {
+                let nested = dir
+                    .join("ac")
+                    .join(hash.get(..2).unwrap_or(hash))
+                    .join(hash);
+                let flat = dir.join("ac").join(hash);
+                if nested.is_file() || flat.is_file() {
+                    Answer::Present {
+                        references: Vec::new(),
+                    }
+                } else {
+                    Answer::Missing
+                }
+            }
+            ActionCache::Http { base, headers } => {
+                let text = format!("{}/ac/{hash}", base.as_str().trim_end_matches('/'));
+                let url = match Url::parse(&text) {
+                    Ok(url) => url,
+                    Err(e) => return Answer::Failed(format!("{text}: {e}")),
+                };
+                let mut request = Request::new(Method::Get, &url, REQUEST_TIMEOUT);
+                for (name, value) in headers {
+                    request = request.header(name, value);
+                }
+                match client.send(request) {
+                    Ok(a) if a.status == 200 => Answer::Present {
+                        references: Vec::new(),
+                    },
+                    Ok(a) if a.status == 404 => Answer::Missing,
+                    Ok(a) => Answer::Failed(format!("GET {url} answered {}", a.status)),
+                    Err(e) => Answer::Failed(e.to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// Why a Bazel repo without an execution log is not measured.
+const NO_LOG: &str = "Bazel action digests come only from an execution log of a build (pass --bazel-exec-log FILE from a build with --execution_log_json_file); the harness does not guess them";
+
+fn bazel_coverage(
+    client: &Client,
+    cache: &std::result::Result<ActionCache, String>,
+    log: &Path,
+    limit: usize,
+) -> Result<BazelCoverage> {
+    let (actions, spawns) = logged_actions(log)?;
+    if actions.is_empty() {
+        return Ok(BazelCoverage::not_measured(format!(
+            "the execution log {} has no action digests in its {spawns} spawns (Bazel 4.2.3's JSON log records none; a log that records `digest` per spawn, written with a remote or disk cache on, can be checked)",
+            log.display()
+        )));
+    }
+    let cache = match cache {
+        Ok(cache) => cache,
+        Err(why) => return Ok(BazelCoverage::not_measured(why.clone())),
+    };
+    let answers = concurrently(&actions, limit, |a| cache.ask(client, a));
+    Ok(classify_actions(
+        &actions.into_iter().zip(answers).collect::<Vec<_>>(),
+    ))
+}
+
+/// `nix --version`, parsed.
+fn nix_version(nix: &Path, exec: &dyn Executor) -> Option<NixVersion> {
+    let spec = CommandSpec::new(nix, vec!["--version".into()], Duration::from_secs(20));
+    let out = run_captured(exec, spec).ok()?;
+    NixVersion::parse(&out.stdout)
+}
+
+/// The coverage subcommand: writes the JSON, prints the Markdown. Exits 1 when a repo could
+/// not be measured (its `errors` say why).
+pub fn run(args: &CoverageArgs) -> Result<i32> {
+    if args.schema {
+        print!("{}", json_schema());
+        return Ok(exit_code::OK);
+    }
+    let env = Env::capture();
+    let profile = crate::plan::profile::load_from(args.config.as_deref(), &env.cwd, &args.profile)?;
+    let config = RunConfig::resolve(&args.run_args(), &profile, &env)?;
+    let output = args.output.clone().unwrap_or_else(|| {
+        let stamp = env.now.format("%Y-%m-%dT%H-%M-%SZ");
+        env.cwd
+            .join("results")
+            .join(format!("coverage-{stamp}.json"))
+    });
+    crate::checks::check_output_path(&output)?;
+    // The profile's upstream layer, then any named with --upstream.
+    let mut upstream = config
+        .nix
+        .upstream
+        .iter()
+        .map(|u| NarinfoCache::at_url(&u.url))
+        .collect::<Result<Vec<_>>>()?;
+    for u in &args.upstream {
+        let url = parse_url(u, "--upstream", "https://cache.nixos.org")?;
+        upstream.push(NarinfoCache::at_url(&url)?);
+    }
+    process::install_interrupt_handler()?;
+    let exec = ProcessExecutor;
+    let repos = manifest::select(&config.repos)?;
+    let mut plans = vec![Plan::build(
+        repos,
+        None,
+        &[Scenario::Warm],
+        Lane::Host,
+        config.settings.clone(),
+    )?];
+    crate::run::sources::fetch_sources(&mut plans, &exec, &config.checkout_cache)?;
+    let repos = &plans[0].repos;
+    let client = Client::new(&config.proxies).map_err(Error::Environment)?;
+    let uses_nix = repos.iter().any(|r| r.nix.is_some());
+    let team = uses_nix
+        .then(|| NarinfoCache::from_config(&config.nix_cache))
+        .transpose()?;
+    if let Some(team) = &team {
+        team.check(&client)?;
+    }
+    let bazel_repos: Vec<&RepoManifest> = repos.iter().filter(|r| r.bazel.is_some()).collect();
+    if args.bazel_exec_log.is_some() && bazel_repos.len() != 1 {
+        return Err(Error::Usage(format!(
+            "--bazel-exec-log belongs to one repo's build, and {} of the selected repos have Bazel targets\n  fix: select that repo alone with --repo",
+            bazel_repos.len()
+        )));
+    }
+    let action_cache = ActionCache::from_config(&config.bazel_cache);
+    let mut doc = Coverage {
+        schema_version: COVERAGE_SCHEMA_VERSION,
+        harness_version: env!("CARGO_PKG_VERSION").into(),
+        generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        command: std::env::args().collect(),
+        profile: config.profile.clone(),
+        nix_cache: team.as_ref().map(NarinfoCache::describe),
+        upstream: upstream.iter().map(NarinfoCache::describe).collect(),
+        bazel_cache: action_cache.as_ref().ok().map(ActionCache::describe),
+        repos: Vec::new(),
+    };
+    let nix = uses_nix
+        .then(|| crate::tools::require("nix", "to instantiate the Nix targets"))
+        .transpose()?;
+    let scratch = crate::run::session::new_scratch(&config.work_dir)?;
+    let driver = nix
+        .as_ref()
+        .map(|nix| {
+            NixDriver::new(
+                nix.clone(),
+                &scratch.path().join("nix"),
+                None,
+                config.nix.clone(),
+            )
+        })
+        .transpose()?;
+    let instantiator = match (&nix, &driver) {
+        (Some(nix), Some(driver)) => Some(Instantiator {
+            driver,
+            nix,
+            version: nix_version(nix, &exec),
+            timeout: config.settings.timeout,
+            exec: &exec,
+        }),
+        _ => None,
+    };
+    for (index, repo) in repos.iter().enumerate() {
+        process::check_interrupted()?;
+        let mut entry = RepoCoverage {
+            repo: repo.name.clone(),
+            parameters: repo.parameters.clone(),
+            nix: None,
+            bazel: None,
+            errors: Vec::new(),
+        };
+        let source = repo.source.local_path();
+        if let (Some(instantiator), Some(team)) = (&instantiator, &team) {
+            if repo.nix.is_some() {
+                let store = scratch.path().join(format!("store-{index}"));
+                let measured = source
+                    .ok_or_else(|| "its source could not be fetched".to_string())
+                    .and_then(|source| instantiator.instantiate(repo, source, &store))
+                    .map(|(roots, closure)| -> NixCoverage {
+                        let roots: Vec<String> = roots.into_iter().map(|d| d.drv).collect();
+                        let answers =
+                            answers_for(&client, team, &upstream, &closure, args.concurrency);
+                        classify_closure(&closure, &roots, &answers)
+                    });
+                remove_tree(&store).context(|| format!("removing {}", store.display()))?;
+                match measured {
+                    Ok(coverage) => entry.nix = Some(coverage),
+                    Err(why) => entry.errors.push(format!("Nix: {why}")),
+                }
+            }
+        }
+        if repo.bazel.is_some() {
+            entry.bazel = Some(match &args.bazel_exec_log {
+                Some(log) => bazel_coverage(&client, &action_cache, log, args.concurrency)?,
+                None => BazelCoverage::not_measured(NO_LOG),
+            });
+        }
+        doc.repos.push(entry);
+    }
+    let json = serde_json::to_string_pretty(&doc).expect("the document serialises") + "\n";
+    crate::results::writer::write_atomic(&output, json.as_bytes())?;
+    let markdown = crate::report::coverage::render(&doc);
+    if let Some(path) = &args.markdown {
+        crate::results::writer::write_atomic(path, markdown.as_bytes())?;
+    }
+    print!("{markdown}");
+    println!("coverage: {}", output.display());
+    Ok(if doc.repos.iter().any(|r| !r.errors.is_empty()) {
+        exit_code::CASE_FAILED
+    } else {
+        exit_code::OK
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn narinfo_references_become_full_paths() {
+        let text = "StorePath: /nix/store/abc-app\nReferences: def-lib ghi-data\nSig: k:x\n";
+        assert_eq!(
+            present(text),
+            Answer::Present {
+                references: vec!["/nix/store/def-lib".into(), "/nix/store/ghi-data".into()]
+            }
+        );
+        assert_eq!(
+            present("StorePath: /nix/store/abc-app\nReferences: \n"),
+            Answer::Present { references: vec![] }
+        );
+    }
+
+    #[test]
+    fn folders_and_urls_of_caches() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_file_path(dir.path()).unwrap();
+        let cache = NarinfoCache::at_url(&url).unwrap();
+        let client = Client::new(&Default::default()).unwrap();
+        assert!(cache
+            .check(&client)
+            .unwrap_err()
+            .to_string()
+            .contains("nix-cache-info is missing"));
+        std::fs::write(dir.path().join("nix-cache-info"), "StoreDir: /nix/store\n").unwrap();
+        cache.check(&client).unwrap();
+        std::fs::write(
+            dir.path().join("abcd1234abcd1234abcd1234abcd1234.narinfo"),
+            "References: \n",
+        )
+        .unwrap();
+        assert_eq!(
+            cache.ask(&client, "/nix/store/abcd1234abcd1234abcd1234abcd1234-x"),
+            Answer::Present { references: vec![] }
+        );
+        assert_eq!(
+            cache.ask(&client, "/nix/store/0000000000000000000000000000000-y"),
+            Answer::Missing
+        );
+        assert!(NarinfoCache::at_url(&Url::parse("s3://b").unwrap()).is_err());
+        assert!(NarinfoCache::from_config(&NixCacheConfig::Embedded)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+            .contains("--nix-cache URL"));
+    }
+
+    #[test]
+    fn a_log_without_digests_is_said_to_have_none() {
+        // Recorded with Bazel 4.2.3: its JSON execution log has no action digests.
+        let log = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bazel/warm.exec.json");
+        let (actions, spawns) = logged_actions(&log).unwrap();
+        assert!(actions.is_empty() && spawns > 0);
+        let client = Client::new(&Default::default()).unwrap();
+        let c = bazel_coverage(&client, &Err("unused".into()), &log, 4).unwrap();
+        assert!(!c.measured);
+        assert!(c.reason.unwrap().contains("no action digests"));
+    }
+
+    #[test]
+    fn logged_digests_are_looked_up_in_a_disk_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("exec.json");
+        // The shape of a log that records `digest` (spawn.proto's SpawnExec field 19).
+        std::fs::write(
+            &log,
+            r#"{"mnemonic":"CppCompile","listedOutputs":["bazel-out/a.o"],"remoteCacheable":true,"digest":{"hash":"aa11","sizeBytes":"140","hashFunctionName":"SHA-256"}}
+{"mnemonic":"CppLink","listedOutputs":["bazel-out/app"],"remoteCacheable":true,"digest":{"hash":"bb22","sizeBytes":"99"}}
+{"mnemonic":"Genrule","remoteCacheable":false,"digest":{"hash":"cc33","sizeBytes":"1"}}"#,
+        )
+        .unwrap();
+        let disk = dir.path().join("disk");
+        std::fs::create_dir_all(disk.join("ac/aa")).unwrap();
+        std::fs::write(disk.join("ac/aa/aa11"), b"x").unwrap();
+        let client = Client::new(&Default::default()).unwrap();
+        let c = bazel_coverage(&client, &Ok(ActionCache::Folder(disk)), &log, 4).unwrap();
+        assert!(c.measured);
+        assert_eq!(
+            (c.actions, c.present, c.missing),
+            (2, 1, 1),
+            "the uncacheable spawn is left out"
+        );
+        assert_eq!(c.missing_actions[0].digest, "bb22/99");
+        assert_eq!(
+            c.missing_actions[0].output.as_deref(),
+            Some("bazel-out/app")
+        );
+        assert!(ActionCache::from_config(&BazelCacheConfig::Grpc {
+            url: Url::parse("grpc://c:9092").unwrap(),
+            headers: vec![]
+        })
+        .err()
+        .unwrap()
+        .contains("gRPC"));
+    }
+}
