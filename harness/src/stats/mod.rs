@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 
 /// Modified z-score (Iglewicz and Hoaglin) above which a sample is an outlier.
 pub const OUTLIER_Z: f64 = 3.5;
+/// How far off a sample must be for a warning, as hyperfine warns: its threshold of ten
+/// standard deviations (MAD × 1.4826 × 10), on this module's modified z-score scale. Far
+/// stricter than `OUTLIER_Z`, which only marks dots in the plots.
+pub const WARNING_Z: f64 = 0.6745 * 1.4826 * 10.0;
 /// Bootstrap resamples for confidence intervals.
 pub const BOOTSTRAP_RESAMPLES: usize = 10_000;
 pub const BOOTSTRAP_SEED: u64 = 0x5EED_F1A7_B3E4_C4A1;
@@ -105,7 +109,7 @@ pub enum Warning {
     /// The first sample is an outlier on the slow side: a cache (the OS's, the tool's)
     /// was probably still cold.
     SlowFirstSample { first_s: f64, median_s: f64 },
-    /// Samples far from the others (modified z-score above 3.5), 1-based.
+    /// Samples far from the others (beyond `WARNING_Z`), 1-based.
     Outliers { samples: Vec<usize> },
 }
 
@@ -134,18 +138,21 @@ pub fn warnings(xs: &[f64]) -> Vec<Warning> {
     let Some(summary) = Summary::of(xs) else {
         return Vec::new();
     };
-    if modified_z(xs[0], summary.median_s, summary.mad_s) > OUTLIER_Z {
+    let z = |x: f64| modified_z(x, summary.median_s, summary.mad_s);
+    if z(xs[0]) > WARNING_Z {
         return vec![Warning::SlowFirstSample {
             first_s: xs[0],
             median_s: summary.median_s,
         }];
     }
-    if summary.outliers.is_empty() {
+    let far: Vec<usize> = (0..xs.len())
+        .filter(|&i| z(xs[i]).abs() > WARNING_Z)
+        .map(|i| i + 1)
+        .collect();
+    if far.is_empty() {
         return Vec::new();
     }
-    vec![Warning::Outliers {
-        samples: summary.outliers.iter().map(|i| i + 1).collect(),
-    }]
+    vec![Warning::Outliers { samples: far }]
 }
 
 /// A ratio with its bootstrap confidence interval (absent, "n/a", when either side had
