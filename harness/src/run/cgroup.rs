@@ -396,12 +396,26 @@ pub fn remove_tree(dir: &Path) -> io::Result<usize> {
         std::thread::sleep(Duration::from_millis(20));
     }
     for cgroup in tree(dir).iter().rev() {
-        match std::fs::remove_dir(cgroup) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+        remove_empty(
+            cgroup,
+            deadline.max(Instant::now() + Duration::from_secs(2)),
+        )?;
     }
     Ok(killed)
+}
+
+/// Removes one cgroup whose processes were killed. A killed process leaves
+/// `cgroup.procs` before the kernel lets its cgroup go, so `EBUSY` is retried a while.
+fn remove_empty(cgroup: &Path, deadline: Instant) -> io::Result<()> {
+    loop {
+        match std::fs::remove_dir(cgroup) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            other => return other,
+        }
+    }
 }
 
 /// Whether `dir` looks like a run cgroup this harness made: inside a mounted cgroup
