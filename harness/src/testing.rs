@@ -144,6 +144,9 @@ impl BuildDriver for FakeDriver {
         if let (BuildMode::FromCache { .. }, Some(via)) = (mode, case.cache_via) {
             args.push(format!("via={via}").into());
         }
+        if case.explain {
+            args.push("explain".into());
+        }
         let mut spec = CommandSpec::new(FAKE_TOOL, args, case.timeout);
         spec.stdout = dir.join("stdout");
         spec.stderr = dir.join("stderr");

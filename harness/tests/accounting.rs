@@ -37,6 +37,7 @@ fn cold_build(exec: &dyn Executor, scratch: &Path, probe: bool) -> ProcessOutcom
         scenario: Scenario::Cold,
         timeout: Duration::from_secs(600),
         cache_via: None,
+        explain: true,
     };
     let dir = scratch.join("build");
     std::fs::create_dir_all(&dir).unwrap();

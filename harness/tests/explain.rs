@@ -14,7 +14,9 @@ use flywheel_bench::results::CacheBackend;
 use flywheel_bench::run::process::{Executor, ProcessExecutor};
 use flywheel_bench::tools::bazel::{BazelDriver, BazelSetup};
 use flywheel_bench::tools::nix::{NixDriver, NixSetup};
-use flywheel_bench::tools::{BuildDriver, BuildMode, BuildState, CaseContext, PreparedBuild};
+use flywheel_bench::tools::{
+    BuildDriver, BuildMode, BuildReport, BuildState, CaseContext, PreparedBuild,
+};
 
 fn case<'a>(repo: &'a RepoManifest, scenario: Scenario) -> CaseContext<'a> {
     CaseContext {
@@ -23,17 +25,19 @@ fn case<'a>(repo: &'a RepoManifest, scenario: Scenario) -> CaseContext<'a> {
         scenario,
         timeout: Duration::from_secs(600),
         cache_via: None,
+        explain: true,
     }
 }
 
-/// Runs one build through `driver`, with `env` added, and returns its explanations.
+/// Runs one build through `driver`, with `env` added, and returns what its logs say and
+/// its explanations.
 fn build(
     driver: &mut dyn BuildDriver,
     case: &CaseContext,
     mode: BuildMode,
     dir: &Path,
     env: &[(&str, &str)],
-) -> (PreparedBuild, Option<MissExplanations>) {
+) -> (PreparedBuild, BuildReport, Option<MissExplanations>) {
     std::fs::create_dir_all(dir).unwrap();
     let mut build = driver.prepare(case, mode, dir).unwrap();
     build
@@ -48,7 +52,17 @@ fn build(
     );
     let report = driver.inspect(&build, &outcome);
     let explained = driver.explain_misses(&build, &report);
-    (build, explained)
+    (build, report, explained)
+}
+
+/// Whether Bazel wrote its default trace profile anywhere in the build's output root.
+fn default_profile_written(build: &PreparedBuild) -> bool {
+    let BuildState::Bazel { output_root, .. } = &build.state else {
+        unreachable!("a Bazel build")
+    };
+    std::fs::read_dir(output_root)
+        .unwrap()
+        .any(|base| base.unwrap().path().join("command.profile.gz").exists())
 }
 
 #[test]
@@ -92,7 +106,7 @@ fn a_bazel_action_whose_environment_changed_is_explained_by_the_variable() {
         BazelDriver::new(bazel, &tmp.path().join("driver"), Some(cache), &setup).unwrap();
 
     let warm = case(&repo, Scenario::Warm);
-    let (primed, _) = build(
+    let (primed, _, _) = build(
         &mut driver,
         &warm,
         BuildMode::Prime,
@@ -104,14 +118,30 @@ fn a_bazel_action_whose_environment_changed_is_explained_by_the_variable() {
     let mode = BuildMode::FromCache {
         tool_fallback: false,
     };
-    let (sample, explained) = build(
+    let (sample, report, explained) = build(
         &mut driver,
         &warm,
         mode,
         &tmp.path().join("w"),
         &[("PLANTED", "2")],
     );
+    assert!(report.time_split.is_some(), "read from --profile");
     driver.finish(&sample, &ProcessExecutor).unwrap();
+    // `--explain off`: no trace profile at all, not even Bazel's default one.
+    let plain = CaseContext {
+        explain: false,
+        ..warm
+    };
+    let (unexplained, report, _) = build(
+        &mut driver,
+        &plain,
+        mode,
+        &tmp.path().join("plain"),
+        &[("PLANTED", "1")],
+    );
+    assert!(report.time_split.is_none());
+    assert!(!default_profile_written(&unexplained));
+    driver.finish(&unexplained, &ProcessExecutor).unwrap();
     drop(driver);
 
     let explained = explained.expect("one action missed");
@@ -171,7 +201,7 @@ fn a_nix_derivation_whose_narinfo_is_gone_is_the_one_explained_as_404() {
     )
     .unwrap();
     let warm = case(&repo, Scenario::Warm);
-    let (primed, _) = build(
+    let (primed, _, _) = build(
         &mut driver,
         &warm,
         BuildMode::Prime,
@@ -218,7 +248,11 @@ fn a_nix_derivation_whose_narinfo_is_gone_is_the_one_explained_as_404() {
     let mode = BuildMode::FromCache {
         tool_fallback: false,
     };
-    let (_, explained) = build(&mut driver, &warm, mode, &tmp.path().join("w"), &[]);
+    let (_, report, explained) = build(&mut driver, &warm, mode, &tmp.path().join("w"), &[]);
+    assert!(
+        report.time_split.is_some(),
+        "from the log lines' arrival times"
+    );
     let explained = explained.expect("one derivation was built");
     assert_eq!(explained.misses, 1, "{explained:?}");
     let miss = &explained.items[0];
@@ -231,6 +265,13 @@ fn a_nix_derivation_whose_narinfo_is_gone_is_the_one_explained_as_404() {
             "a queried derivation called not requested: {item:?}"
         );
     }
+    // `--explain off`: the log's arrival times are not recorded.
+    let plain = CaseContext {
+        explain: false,
+        ..warm
+    };
+    let (unexplained, report, _) = build(&mut driver, &plain, mode, &tmp.path().join("plain"), &[]);
+    assert!(!unexplained.spec.stderr_times && report.time_split.is_none());
     drop(driver);
     drop(embedded);
     assert_eq!(host_nix_snapshot(), nix_before);

@@ -33,6 +33,11 @@ pub struct RunArgs {
     /// With --target-precision: never more samples than this per case [default: 30].
     #[arg(long, value_parser = parse_count)]
     pub max_samples: Option<usize>,
+    /// What explains each build (Bazel's trace profile, Nix log timestamps, miss
+    /// explanations, transfer floors): on, off, or interleave (samples alternate, and each
+    /// case records what explaining cost) [default: on].
+    #[arg(long, value_enum)]
+    pub explain: Option<crate::plan::Explain>,
     /// Untimed builds before the samples of each case [default: the profile's, else 1].
     #[arg(long)]
     pub warmups: Option<usize>,

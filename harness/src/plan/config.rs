@@ -245,6 +245,7 @@ impl RunConfig {
             },
             poison_suffix: args.poison_suffix.clone().unwrap_or(defaults.poison_suffix),
             fill: !args.no_fill && profile.fill.unwrap_or(defaults.fill),
+            explain: args.explain.unwrap_or(defaults.explain),
         };
         let t = Thresholds::default();
         let thresholds = Thresholds {
@@ -473,6 +474,7 @@ fn bazel_cache(args: &RunArgs, profile: &BazelBackend, env: &Env) -> Result<Baze
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::Explain;
     use clap::Parser;
 
     #[derive(Parser)]
@@ -610,6 +612,19 @@ mod tests {
             !resolve(&["--no-fill"], "[profiles.p]\nfill = true\n"),
             "the flag wins"
         );
+    }
+
+    #[test]
+    fn explaining_is_on_unless_the_flag_says_otherwise() {
+        let resolve = |flags: &[&str]| {
+            RunConfig::resolve(&args(flags), &Profile::default(), &env(&[]))
+                .unwrap()
+                .settings
+                .explain
+        };
+        assert_eq!(resolve(&[]), Explain::On);
+        assert_eq!(resolve(&["--explain", "off"]), Explain::Off);
+        assert_eq!(resolve(&["--explain", "interleave"]), Explain::Interleave);
     }
 
     #[test]

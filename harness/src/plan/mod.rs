@@ -102,6 +102,43 @@ pub struct Settings {
     /// Whether warm cases fill the caches from a priming build. `false` (`--no-fill`):
     /// they measure what the caches hold now, and nothing is written to them.
     pub fill: bool,
+    pub explain: Explain,
+}
+
+/// Whether builds run with what explains them: Bazel's JSON trace profile, the arrival
+/// times of Nix's log lines, miss explanations and transfer floors (`--explain`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Explain {
+    #[default]
+    On,
+    Off,
+    /// Samples alternate on and off, so that what explaining costs is measured: each
+    /// case's `explain_overhead`.
+    Interleave,
+}
+
+impl Explain {
+    /// Whether a build is explained: `sample` is its index among the timed samples,
+    /// `None` for warm-ups and the builds around the samples.
+    pub fn instruments(self, sample: Option<usize>) -> bool {
+        match self {
+            Explain::On => true,
+            Explain::Off => false,
+            Explain::Interleave => sample.is_none_or(|n| n % 2 == 0),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -117,6 +154,7 @@ impl Default for Settings {
             slow: SlowSettings::default(),
             poison_suffix: ".txt".into(),
             fill: true,
+            explain: Explain::On,
         }
     }
 }

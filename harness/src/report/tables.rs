@@ -3,6 +3,7 @@
 
 use crate::results::derive::FallbackOutcome;
 use crate::results::{Outcome, Results};
+use crate::stats::stopping::StopReason;
 use crate::stats::RatioInterval;
 
 pub struct Table {
@@ -88,6 +89,16 @@ pub fn ratio_interval(r: &RatioInterval) -> String {
     match r.interval() {
         Some((low, high)) => format!("{} [{}, {}]", ratio(r.ratio), ratio(low), ratio(high)),
         None => format!("{} [n/a]", ratio(r.ratio)),
+    }
+}
+
+/// `1.20 s [1.10 s, 1.31 s]`, the median of `walls` and its 95% interval when there are
+/// samples enough for one.
+pub fn median_interval(walls: &[f64]) -> String {
+    let median = seconds(crate::stats::median(walls));
+    match crate::stats::median_interval(walls) {
+        Some((lo, hi)) => format!("{median} [{}, {}]", seconds(lo), seconds(hi)),
+        None => format!("{median} [n/a]"),
     }
 }
 
@@ -234,7 +245,6 @@ pub fn problems(results: &Results) -> Table {
     }
 }
 
-/// Every table, in reading order, that has rows.
 /// The platform's claims beside what this run measured for the same repo, system and
 /// scenario.
 pub fn claims(results: &Results) -> Table {
@@ -286,12 +296,61 @@ pub fn claims(results: &Results) -> Table {
     }
 }
 
+/// Cases whose sampling needs a word: stopped by the target precision or the maximum,
+/// samples that look suspicious (hyperfine's warnings), what explaining cost.
+pub fn sampling(results: &Results) -> Table {
+    let mut rows = Vec::new();
+    for case in results.cases.iter().filter(|c| c.outcome == Outcome::Ok) {
+        let walls: Vec<f64> = case.samples.iter().map(|s| s.wall_s).collect();
+        let mut notes: Vec<String> = crate::stats::warnings(&walls)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if let Some(cost) = &case.explain_overhead {
+            notes.push(format!(
+                "explaining the builds cost {} (explained / plain medians)",
+                ratio_interval(cost)
+            ));
+        }
+        let stopped = case.stopped.filter(|s| *s != StopReason::SampleCount);
+        if walls.is_empty() || (stopped.is_none() && notes.is_empty()) {
+            continue;
+        }
+        rows.push(vec![
+            case.repo.clone().into(),
+            case.system.name().into(),
+            case.lane.name().into(),
+            case.scenario.to_string().into(),
+            walls.len().to_string().into(),
+            match stopped {
+                Some(StopReason::MaxSamples) => {
+                    Cell::toned(StopReason::MaxSamples.describe(), Tone::Bad)
+                }
+                Some(reason) => Cell::toned(reason.describe(), Tone::Good),
+                None => "fixed sample count".into(),
+            },
+            median_interval(&walls).into(),
+            notes.join("; ").into(),
+        ]);
+    }
+    Table {
+        title: "Sampling",
+        note: "Cases whose samples need a word; every other case took exactly --samples samples and looked steady.",
+        headers: vec![
+            "repo", "system", "lane", "scenario", "samples", "stopped", "median [95% CI]", "notes",
+        ],
+        rows,
+    }
+}
+
+/// Every table, in reading order, that has rows.
 pub fn all(results: &Results) -> Vec<Table> {
     [
         comparisons(results),
         claims(results),
         fallbacks(results),
         verdicts(results),
+        sampling(results),
         problems(results),
     ]
     .into_iter()
@@ -327,6 +386,45 @@ mod tests {
         assert_eq!(row[5], seconds(median));
         assert_eq!(row[6], ratio(median / 720.0));
         assert_eq!(row[7], "the platform's README");
+    }
+
+    #[test]
+    fn sampling_lists_only_the_cases_that_need_a_word() {
+        let mut results: Results =
+            serde_json::from_str(&crate::tools::fixture("results/nix-fixture.json")).unwrap();
+        // Only the warm case has a word to say: its second sample is an outlier (by
+        // hyperfine's rule); the others took their fixed count and look steady.
+        let table = sampling(&results);
+        assert_eq!(table.rows.len(), 1);
+        assert_eq!(table.rows[0][3].text, "warm");
+        assert!(table.rows[0][7]
+            .text
+            .starts_with("sample(s) 2 are statistical outliers"));
+        let walls = [1.0, 1.1, 1.0, 1.1, 1.0, 1.1];
+        let case = &mut results.cases[0];
+        assert_eq!(case.scenario, crate::plan::Scenario::Cold);
+        case.samples = (0..walls.len())
+            .map(|i| crate::results::Sample {
+                wall_s: walls[i],
+                explain_off: i % 2 == 1,
+                ..case.samples[0].clone()
+            })
+            .collect();
+        case.stopped = Some(StopReason::MaxSamples);
+        case.explain_overhead = crate::stats::ratio_of_medians(&[1.0; 3], &[1.1; 3]);
+        let table = sampling(&results);
+        assert_eq!(table.rows.len(), 2);
+        let row = &table.rows[0];
+        assert_eq!(row[4].text, "6");
+        assert_eq!(
+            row[5],
+            Cell::toned("max samples reached, precision not", Tone::Bad)
+        );
+        assert!(row[6].text.starts_with("1.05 s ["), "{}", row[6].text);
+        assert_eq!(
+            row[7].text,
+            "explaining the builds cost 0.9x [0.9x, 0.9x] (explained / plain medians)"
+        );
     }
 
     #[test]

@@ -81,6 +81,15 @@ pub struct RunSettings {
     /// the caches as they were, and the run wrote nothing to them.
     #[serde(default = "filled")]
     pub fill: bool,
+    /// `--target-precision`: samples went on until the median's interval was this narrow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_precision: Option<f64>,
+    /// The most samples a case could take (with `target_precision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_samples: Option<usize>,
+    /// `--explain`: whether builds were explained (`interleave`: every other sample).
+    #[serde(default)]
+    pub explain: crate::plan::Explain,
 }
 
 fn filled() -> bool {
@@ -349,6 +358,10 @@ pub struct CaseResult {
     /// or the maximum reached first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<crate::stats::stopping::StopReason>,
+    /// `--explain interleave`: median wall time of the explained samples over that of the
+    /// others, with its 95% interval; what explaining the builds costs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explain_overhead: Option<crate::stats::RatioInterval>,
     /// Median time per sample that the harness spent around the build (preparing fresh
     /// state, parsing logs, removing the store), beyond the build's own wall time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -582,6 +595,10 @@ pub struct Sample {
     /// The least time the sample's cache traffic could take on the measured link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer_floor: Option<explain::TransferFloor>,
+    /// The build ran without what explains it (`--explain off`, or every other sample of
+    /// `interleave`): no trace profile, log timestamps, explanations or floor.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub explain_off: bool,
     /// When this build through a faulty cache failed: the harness's retry without the cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Attempt>,
@@ -622,6 +639,7 @@ impl CaseResult {
             fallback: None,
             verification: None,
             stopped: None,
+            explain_overhead: None,
             overhead_median_s: None,
             cache_fill: None,
         }
@@ -879,6 +897,9 @@ impl Results {
                 slow_bytes_per_s: s.slow.bytes_per_sec,
                 thresholds: config.thresholds,
                 fill: s.fill,
+                target_precision: s.target_precision,
+                max_samples: s.target_precision.map(|_| s.max_samples),
+                explain: s.explain,
             },
             environment,
             lanes: Vec::new(),

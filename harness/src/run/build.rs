@@ -51,7 +51,7 @@ pub fn run_build(
     }
     let observed = watch.map(|w| w.stop()).unwrap_or_default();
     let explanations = match mode {
-        BuildMode::FromCache { .. } => driver.explain_misses(&build, &report),
+        BuildMode::FromCache { .. } if ctx.explain => driver.explain_misses(&build, &report),
         _ => None,
     };
     let outputs = if want_outputs && outcome.success() {
@@ -114,6 +114,7 @@ impl Build {
             time_split: self.report.time_split.clone(),
             explanations: self.explanations.clone(),
             transfer_floor: None,
+            explain_off: false,
             retry: None,
             check: self.check.clone(),
             gpu_trace: self.observed.gpu_trace.clone(),

@@ -355,6 +355,8 @@ impl CaseRun<'_, '_> {
         if proxied {
             ctx.timeout = self.settings.fallback_timeout;
         }
+        let (warmups, _) = self.settings.builds(self.scenario);
+        ctx.explain = self.settings.explain.instruments(n.checked_sub(warmups));
         let first = run_build(
             self.driver,
             self.exec,
@@ -370,7 +372,8 @@ impl CaseRun<'_, '_> {
             .reproduce
             .get_or_insert_with(|| first.reproduce.clone());
         let mut sample = first.to_sample();
-        if self.scenario == Scenario::Warm {
+        sample.explain_off = !ctx.explain;
+        if self.scenario == Scenario::Warm && ctx.explain {
             sample.transfer_floor =
                 self.cache_link
                     .zip(first.report.transfer)
@@ -392,7 +395,10 @@ impl CaseRun<'_, '_> {
         let retry = run_build(
             self.driver,
             self.exec,
-            &self.ctx,
+            &CaseContext {
+                explain: ctx.explain,
+                ..self.ctx
+            },
             BuildMode::Fresh,
             &self.dir.join(format!("retry-{n}")),
             want_outputs,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::Result;
-use crate::report::tables::seconds;
+use crate::report::tables::{median_interval, ratio_interval};
 use crate::results::{CaseResult, Outcome};
 use crate::run::events::{Event, EventSink};
 use crate::stats::stopping::StopReason;
@@ -55,11 +55,7 @@ impl Default for Progress {
 
 /// `median 1.20 s [1.10 s, 1.31 s]` once there are samples enough for an interval.
 fn median_so_far(walls: &[f64]) -> String {
-    let median = seconds(crate::stats::median(walls));
-    match crate::stats::median_interval(walls) {
-        Some((lo, hi)) => format!("median {median} [{}, {}]", seconds(lo), seconds(hi)),
-        None => format!("median {median}"),
-    }
+    format!("median {}", median_interval(walls))
 }
 
 fn case_line(label: &str, result: &CaseResult) -> String {
@@ -77,6 +73,12 @@ fn case_line(label: &str, result: &CaseResult) -> String {
             );
             if let Some(stopped) = result.stopped.filter(|s| *s != StopReason::SampleCount) {
                 line.push_str(&format!(" ({})", stopped.describe()));
+            }
+            if let Some(cost) = &result.explain_overhead {
+                line.push_str(&format!(
+                    "\n        explaining the builds cost {} (explained / plain medians)",
+                    ratio_interval(cost)
+                ));
             }
             // As hyperfine does: say when the samples themselves look suspicious.
             for warning in crate::stats::warnings(&walls) {

@@ -7,11 +7,11 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::plan::{CaseSpec, Plan, Scenario, Source, System};
 use crate::results::explain::CacheLink;
-use crate::results::{CaseResult, Outcome};
+use crate::results::{CaseResult, Outcome, Sample};
 use crate::run::case::{skip, CaseRun};
 use crate::run::events::{emit, Event, EventSink};
 use crate::run::process::{self, Executor};
-use crate::stats::{median, Summary};
+use crate::stats::{median, ratio_of_medians, Summary};
 use crate::tools::{BuildDriver, CaseContext};
 
 /// The drivers of a run, one per build system.
@@ -125,6 +125,7 @@ impl Scheduler<'_> {
                 scenario: case.scenario,
                 timeout: settings.timeout,
                 cache_via: None,
+                explain: settings.explain.instruments(None),
             },
             driver: driver.as_mut(),
             exec: self.exec,
@@ -155,6 +156,10 @@ pub fn blank_result(plan: &Plan, case: &CaseSpec) -> CaseResult {
 fn finish_stats(result: &mut CaseResult) {
     let walls: Vec<f64> = result.samples.iter().map(|s| s.wall_s).collect();
     result.stats = Summary::of(&walls);
+    let (plain, explained): (Vec<&Sample>, Vec<&Sample>) =
+        result.samples.iter().partition(|s| s.explain_off);
+    let walls_of = |samples: Vec<&Sample>| samples.iter().map(|s| s.wall_s).collect::<Vec<_>>();
+    result.explain_overhead = ratio_of_medians(&walls_of(explained), &walls_of(plain));
     let overheads: Vec<f64> = result.samples.iter().map(|s| s.overhead_s).collect();
     result.overhead_median_s = (!overheads.is_empty()).then(|| median(&overheads));
 }
@@ -162,7 +167,7 @@ fn finish_stats(result: &mut CaseResult) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Fault, Scenario, Settings};
+    use crate::plan::{Explain, Fault, Scenario, Settings};
     use crate::results::derive::{fallbacks, FallbackOutcome};
     use crate::run::process::Exit;
     use crate::stats::stopping::StopReason;
@@ -236,7 +241,11 @@ mod tests {
         assert_eq!(sample.retry.as_ref().unwrap().exit_code, Some(0));
         let builds = exec.builds();
         assert!(builds[1][0] == "from-cache" && builds[1][1].starts_with("via=127.0.0.1:"));
-        assert_eq!(builds[2], ["fresh"], "the retry does not read the cache");
+        assert_eq!(
+            builds[2],
+            ["fresh", "explain"],
+            "the retry does not read the cache"
+        );
         let info = case.fallback.as_ref().unwrap();
         assert_eq!(info.fault, Fault::Http500);
         assert!(
@@ -307,6 +316,55 @@ mod tests {
         );
         assert_eq!(results[0].samples.len(), 4);
         assert_eq!(results[0].stopped, Some(StopReason::SampleCount));
+    }
+
+    #[test]
+    fn interleaved_explaining_alternates_samples_and_measures_its_cost() {
+        let interleave = Settings {
+            explain: Explain::Interleave,
+            ..settings(1, 6)
+        };
+        // Build 0 is the warm-up, then samples alternate explained and plain: explained
+        // builds take 110 ms, the others 100 ms.
+        let exec = FakeExecutor::new(|_| Exit::Code(0))
+            .with_walls(|n| Duration::from_millis(if n % 2 == 1 || n == 0 { 110 } else { 100 }));
+        let (results, _) = schedule(
+            &plan(&[Scenario::Cold], interleave),
+            &exec,
+            FakeDriver::new(None),
+            None,
+        );
+        let case = &results[0];
+        assert!(!case.warmups[0].explain_off, "warm-ups are explained");
+        let off: Vec<bool> = case.samples.iter().map(|s| s.explain_off).collect();
+        assert_eq!(off, [false, true, false, true, false, true]);
+        let explained: Vec<bool> = exec
+            .builds()
+            .iter()
+            .map(|args| args.iter().any(|a| a == "explain"))
+            .collect();
+        assert_eq!(explained, [true, true, false, true, false, true, false]);
+        let cost = case.explain_overhead.as_ref().expect("both kinds sampled");
+        assert!((cost.ratio - 1.1).abs() < 1e-9, "{cost:?}");
+        assert!(cost.interval().is_some());
+        // Explaining on (the default) or off: one kind of sample, no cost to measure.
+        for explain in [Explain::On, Explain::Off] {
+            let settings = Settings {
+                explain,
+                ..settings(0, 3)
+            };
+            let (results, _) = schedule(
+                &plan(&[Scenario::Cold], settings),
+                &exec,
+                FakeDriver::new(None),
+                None,
+            );
+            assert!(results[0]
+                .samples
+                .iter()
+                .all(|s| s.explain_off == (explain == Explain::Off)));
+            assert!(results[0].explain_overhead.is_none());
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::lanes::vm::GuestJob;
 use crate::lanes::{self, GuestRole, LaneContext, LaneRunner};
 use crate::plan::config::{BazelCacheConfig, NixCacheConfig, RunConfig, VmSettings};
-use crate::plan::{manifest, Lane, Plan, System};
+use crate::plan::{manifest, Explain, Lane, Plan, System};
 use crate::results::explain::CacheLink;
 use crate::results::{Environment, Results};
 use crate::run::events::{emit, Event, EventLog, EventSink};
@@ -199,7 +199,13 @@ impl Session {
             let driver = BazelDriver::new(bazel.clone(), &dir, cache, &setup)?;
             drivers.insert(System::Bazel, Box::new(driver));
         }
-        let cache_link = caches.measure_link()?;
+        // Only explained warm samples use it (their transfer floors).
+        let explains = plans.iter().any(|p| p.settings.explain != Explain::Off);
+        let cache_link = if explains {
+            caches.measure_link()?
+        } else {
+            None
+        };
         Ok(Session {
             drivers,
             builds,

@@ -201,7 +201,11 @@ impl BazelDriver {
         );
         args.extend(flags.build_flags.iter().map(OsString::from));
         args.push(flags.execution_log_flag(exec_log).into());
-        args.push(flags.profile_flag(profile).into());
+        if case.explain {
+            args.push(flags.profile_flag(profile).into());
+        } else if let Some(off) = flags.no_profile_flag() {
+            args.push(off.into());
+        }
         let overrides = self
             .debian_overrides
             .iter()
@@ -729,6 +733,7 @@ mod tests {
             scenario: crate::plan::Scenario::Cold,
             timeout: Duration::from_secs(1),
             cache_via: None,
+            explain: true,
         };
         let driver = |version: &str| {
             let setup = BazelSetup {

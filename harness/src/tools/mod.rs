@@ -256,6 +256,9 @@ pub struct CaseContext<'a> {
     pub timeout: Duration,
     /// Route cache traffic through this address (the fault proxy).
     pub cache_via: Option<SocketAddr>,
+    /// Whether to record what explains the build (`--explain`): Bazel's trace profile,
+    /// Nix's log arrival times, miss explanations.
+    pub explain: bool,
 }
 
 impl CaseContext<'_> {

@@ -273,7 +273,7 @@ impl NixDriver {
             stdout: dir.join("stdout.json"),
             stderr: dir.join("stderr.log"),
             // Nix's internal-json log has no timestamps: its phases come from when lines arrive.
-            stderr_times: true,
+            stderr_times: case.explain,
             timeout: case.timeout,
         })
     }
