@@ -15,7 +15,7 @@ use flywheel_bench::run::process::{Executor, ProcessExecutor};
 use flywheel_bench::tools::bazel::{BazelDriver, BazelSetup};
 use flywheel_bench::tools::nix::{NixDriver, NixSetup};
 use flywheel_bench::tools::{
-    BuildDriver, BuildMode, BuildReport, BuildState, CaseContext, PreparedBuild,
+    BuildDriver, BuildMode, BuildReport, BuildState, CaseContext, Outputs, PreparedBuild,
 };
 
 fn case<'a>(repo: &'a RepoManifest, scenario: Scenario) -> CaseContext<'a> {
@@ -55,14 +55,18 @@ fn build(
     (build, report, explained)
 }
 
-/// Whether Bazel wrote its default trace profile anywhere in the build's output root.
-fn default_profile_written(build: &PreparedBuild) -> bool {
-    let BuildState::Bazel { output_root, .. } = &build.state else {
-        unreachable!("a Bazel build")
-    };
-    std::fs::read_dir(output_root)
-        .unwrap()
-        .any(|base| base.unwrap().path().join("command.profile.gz").exists())
+/// The case's priming build, kept by the driver as its primed state; returns a copy of it
+/// and its outputs.
+fn prime(
+    driver: &mut dyn BuildDriver,
+    case: &CaseContext,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (PreparedBuild, Outputs) {
+    let (primed, _, _) = build(driver, case, BuildMode::Prime, dir, env);
+    let outputs = driver.outputs(&primed, &ProcessExecutor).unwrap();
+    driver.keep_primed(case, primed.clone(), outputs.clone());
+    (primed, outputs)
 }
 
 #[test]
@@ -106,15 +110,12 @@ fn a_bazel_action_whose_environment_changed_is_explained_by_the_variable() {
         BazelDriver::new(bazel, &tmp.path().join("driver"), Some(cache), &setup).unwrap();
 
     let warm = case(&repo, Scenario::Warm);
-    let (primed, _, _) = build(
+    prime(
         &mut driver,
         &warm,
-        BuildMode::Prime,
         &tmp.path().join("p"),
         &[("PLANTED", "1")],
     );
-    let outputs = driver.outputs(&primed, &ProcessExecutor).unwrap();
-    driver.keep_primed(&warm, primed, outputs);
     let mode = BuildMode::FromCache {
         tool_fallback: false,
     };
@@ -127,7 +128,7 @@ fn a_bazel_action_whose_environment_changed_is_explained_by_the_variable() {
     );
     assert!(report.time_split.is_some(), "read from --profile");
     driver.finish(&sample, &ProcessExecutor).unwrap();
-    // `--explain off`: no trace profile at all, not even Bazel's default one.
+    // `--explain off`: the harness asks for no trace profile (Bazel keeps its default).
     let plain = CaseContext {
         explain: false,
         ..warm
@@ -140,7 +141,11 @@ fn a_bazel_action_whose_environment_changed_is_explained_by_the_variable() {
         &[("PLANTED", "1")],
     );
     assert!(report.time_split.is_none());
-    assert!(!default_profile_written(&unexplained));
+    assert!(!unexplained
+        .spec
+        .args
+        .iter()
+        .any(|a| a.to_string_lossy().starts_with("--profile")));
     driver.finish(&unexplained, &ProcessExecutor).unwrap();
     drop(driver);
 
@@ -201,24 +206,15 @@ fn a_nix_derivation_whose_narinfo_is_gone_is_the_one_explained_as_404() {
     )
     .unwrap();
     let warm = case(&repo, Scenario::Warm);
-    let (primed, _, _) = build(
-        &mut driver,
-        &warm,
-        BuildMode::Prime,
-        &tmp.path().join("p"),
-        &[],
-    );
-    let outputs = driver.outputs(&primed, &ProcessExecutor).unwrap();
+    let (primed, outputs) = prime(&mut driver, &warm, &tmp.path().join("p"), &[]);
     let top = outputs
         .keys()
         .find(|p| p.ends_with("-c-dag-3"))
         .unwrap()
         .clone();
-    let BuildState::Nix { store } = primed.state.clone() else {
+    let BuildState::Nix { store } = primed.state else {
         unreachable!()
     };
-    let conf = primed.spec.env.clone();
-    driver.keep_primed(&warm, primed, outputs);
     driver.fill_cache(&warm, &ProcessExecutor).unwrap();
     // The harness fills the cache with the outputs' runtime closure; this test puts every
     // unit in too, so that one deleted narinfo makes exactly one derivation miss.
@@ -226,7 +222,7 @@ fn a_nix_derivation_whose_narinfo_is_gone_is_the_one_explained_as_404() {
         .args(["copy", "--all", "--store"])
         .arg(&store)
         .args(["--to", &destination])
-        .envs(conf)
+        .envs(primed.spec.env)
         .output()
         .unwrap();
     assert!(

@@ -203,8 +203,6 @@ impl BazelDriver {
         args.push(flags.execution_log_flag(exec_log).into());
         if case.explain {
             args.push(flags.profile_flag(profile).into());
-        } else if let Some(off) = flags.no_profile_flag() {
-            args.push(off.into());
         }
         let overrides = self
             .debian_overrides

@@ -31,7 +31,7 @@
 //! | `--remote_header=NAME=VALUE` (rc file) | yes | yes | yes | yes | with cache headers |
 //! | `--repository_cache=DIR` | yes (run here) | yes | yes | yes | all samples (issue 11) |
 //! | `--profile=FILE` | yes: writes the JSON trace profile (run here) | yes | yes | yes | issue 15 |
-//! | `--noexperimental_generate_json_trace_profile` | yes: no profile at all (run here; by default 4.2.3 writes `command.profile.gz` in the output base) | renamed `--nogenerate_json_trace_profile` | same | same | `--explain off`, and every other sample of `interleave` |
+//! | `--experimental_generate_json_trace_profile` | yes, and on by default: without `--profile` 4.2.3 writes `command.profile.gz` in the output base (run here) | renamed `--generate_json_trace_profile` | same | same | never (`--explain off` leaves Bazel's default profile alone) |
 //!
 //! The execution log stays JSON on every version: 4.2.3 has only the JSON and binary logs,
 //! 7.x and 8.x still accept `--execution_log_json_file`, and the harness parses JSON (the
@@ -198,19 +198,6 @@ impl FlagSet {
         format!("--profile={}", path.display())
     }
 
-    /// No JSON trace profile at all (`--explain off`): Bazel writes one by default, so
-    /// leaving out `--profile` alone would not measure a build without it. `None` when the
-    /// version is unknown and the flag's name with it.
-    pub fn no_profile_flag(&self) -> Option<&'static str> {
-        match self.flavor {
-            BazelFlavor::Workspace => Some("--noexperimental_generate_json_trace_profile"),
-            BazelFlavor::Bazel7 | BazelFlavor::Bazel8 | BazelFlavor::Bazel9 => {
-                Some("--nogenerate_json_trace_profile")
-            }
-            BazelFlavor::Unknown => None,
-        }
-    }
-
     /// Overrides of whatever the workspace's rc files set, so a cold build reads no cache
     /// (issue 11): an empty value means none on every version.
     pub fn no_cache_flags(&self) -> [&'static str; 2] {
@@ -295,23 +282,6 @@ mod tests {
         assert_eq!(set.flavor, BazelFlavor::Unknown);
         assert_eq!(set.version, None);
         assert_eq!(set.build_flags, ["--incompatible_strict_action_env"]);
-    }
-
-    #[test]
-    fn turning_the_default_profile_off_follows_its_rename() {
-        let off = |version| {
-            FlagSet::choose(version, ExternalDeps::Module)
-                .unwrap()
-                .no_profile_flag()
-        };
-        assert_eq!(
-            off(DEBIAN),
-            Some("--noexperimental_generate_json_trace_profile")
-        );
-        for version in ["bazel 7.4.0", "bazel 8.1.1", "bazel 9.2.0"] {
-            assert_eq!(off(version), Some("--nogenerate_json_trace_profile"));
-        }
-        assert_eq!(off("bazel no_version"), None, "no guess at the name");
     }
 
     #[test]
