@@ -102,6 +102,23 @@ pub fn median_interval(walls: &[f64]) -> String {
     }
 }
 
+/// A ratio near 1 as a change: `+1.3% [-0.4%, +3.0%]` (or `[n/a]`).
+pub fn change_interval(r: &RatioInterval) -> String {
+    let percent = |x: f64| format!("{:+.1}%", (x - 1.0) * 100.0);
+    match r.interval() {
+        Some((low, high)) => format!("{} [{}, {}]", percent(r.ratio), percent(low), percent(high)),
+        None => format!("{} [n/a]", percent(r.ratio)),
+    }
+}
+
+/// What explaining the builds cost a case (`--explain interleave`).
+pub fn explain_cost(r: &RatioInterval) -> String {
+    format!(
+        "explaining the builds cost {} of wall time (explained vs plain medians)",
+        change_interval(r)
+    )
+}
+
 pub fn comparisons(results: &Results) -> Table {
     Table {
         title: "Cold vs warm",
@@ -307,10 +324,7 @@ pub fn sampling(results: &Results) -> Table {
             .map(ToString::to_string)
             .collect();
         if let Some(cost) = &case.explain_overhead {
-            notes.push(format!(
-                "explaining the builds cost {} (explained / plain medians)",
-                ratio_interval(cost)
-            ));
+            notes.push(explain_cost(cost));
         }
         let stopped = case.stopped.filter(|s| *s != StopReason::SampleCount);
         if walls.is_empty() || (stopped.is_none() && notes.is_empty()) {
@@ -423,7 +437,7 @@ mod tests {
         assert!(row[6].text.starts_with("1.05 s ["), "{}", row[6].text);
         assert_eq!(
             row[7].text,
-            "explaining the builds cost 0.9x [0.9x, 0.9x] (explained / plain medians)"
+            "explaining the builds cost -9.1% [-9.1%, -9.1%] of wall time (explained vs plain medians)"
         );
     }
 
@@ -439,5 +453,7 @@ mod tests {
         assert_eq!(ratio_interval(&r), "73.3x [n/a]");
         (r.ci_low, r.ci_high) = (Some(70.0), Some(75.51));
         assert_eq!(ratio_interval(&r), "73.3x [70.0x, 75.5x]");
+        let cost = crate::stats::ratio_of_medians(&[1.013], &[1.0]).unwrap();
+        assert_eq!(change_interval(&cost), "+1.3% [n/a]");
     }
 }

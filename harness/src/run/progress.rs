@@ -6,7 +6,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::Result;
-use crate::report::tables::{median_interval, ratio_interval};
+use crate::report::tables::{explain_cost, median_interval};
 use crate::results::{CaseResult, Outcome};
 use crate::run::events::{Event, EventSink};
 use crate::stats::stopping::StopReason;
@@ -75,10 +75,7 @@ fn case_line(label: &str, result: &CaseResult) -> String {
                 line.push_str(&format!(" ({})", stopped.describe()));
             }
             if let Some(cost) = &result.explain_overhead {
-                line.push_str(&format!(
-                    "\n        explaining the builds cost {} (explained / plain medians)",
-                    ratio_interval(cost)
-                ));
+                line.push_str(&format!("\n        {}", explain_cost(cost)));
             }
             // As hyperfine does: say when the samples themselves look suspicious.
             for warning in crate::stats::warnings(&walls) {
