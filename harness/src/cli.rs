@@ -116,7 +116,9 @@ pub fn main() -> i32 {
         Command::Compare(args) => compare(&args),
         Command::Export(args) => export(&args),
         Command::Matrix(args) => matrix(&args),
-        Command::Coverage(args) => crate::run::coverage::run(&args),
+        Command::Coverage(args) => {
+            crate::run::coverage::run(&args, &Env::capture(), std::env::args().collect())
+        }
         Command::Guest { job } => process::install_interrupt_handler()
             .and_then(|()| Session::serve_guest_job(&job, &ProcessExecutor))
             .map(|()| exit_code::OK),

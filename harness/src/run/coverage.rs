@@ -431,14 +431,15 @@ fn nix_version(nix: &Path, exec: &dyn Executor) -> Option<NixVersion> {
 
 /// The coverage subcommand: writes the JSON, prints the Markdown. Exits 1 when a repo could
 /// not be measured (its `errors` say why).
-pub fn run(args: &CoverageArgs) -> Result<i32> {
+/// The coverage subcommand: resolves the configuration as `run` does, measures every
+/// selected repo and writes the JSON and Markdown. `command` is recorded as given.
+pub fn run(args: &CoverageArgs, env: &Env, command: Vec<String>) -> Result<i32> {
     if args.schema {
         print!("{}", json_schema());
         return Ok(exit_code::OK);
     }
-    let env = Env::capture();
     let profile = crate::plan::profile::load_from(args.config.as_deref(), &env.cwd, &args.profile)?;
-    let config = RunConfig::resolve(&args.run_args(), &profile, &env)?;
+    let config = RunConfig::resolve(&args.run_args(), &profile, env)?;
     let output = args.output.clone().unwrap_or_else(|| {
         let stamp = env.now.format("%Y-%m-%dT%H-%M-%SZ");
         env.cwd
@@ -459,16 +460,40 @@ pub fn run(args: &CoverageArgs) -> Result<i32> {
     }
     process::install_interrupt_handler()?;
     let exec = ProcessExecutor;
-    let repos = manifest::select(&config.repos)?;
     let mut plans = vec![Plan::build(
-        repos,
+        manifest::select(&config.repos)?,
         None,
         &[Scenario::Warm],
         Lane::Host,
         config.settings.clone(),
     )?];
     crate::run::sources::fetch_sources(&mut plans, &exec, &config.checkout_cache)?;
-    let repos = &plans[0].repos;
+    let doc = measure(args, &config, &plans[0].repos, upstream, command, &exec)?;
+    let json = serde_json::to_string_pretty(&doc).expect("the document serialises") + "\n";
+    crate::results::writer::write_atomic(&output, json.as_bytes())?;
+    let markdown = crate::report::coverage::render(&doc);
+    if let Some(path) = &args.markdown {
+        crate::results::writer::write_atomic(path, markdown.as_bytes())?;
+    }
+    print!("{markdown}");
+    println!("coverage: {}", output.display());
+    Ok(if doc.repos.iter().any(|r| !r.errors.is_empty()) {
+        exit_code::CASE_FAILED
+    } else {
+        exit_code::OK
+    })
+}
+
+/// What the caches hold of each of `repos`, asked concurrently; a repo that cannot be
+/// measured carries its errors and the others go on.
+fn measure(
+    args: &CoverageArgs,
+    config: &RunConfig,
+    repos: &[RepoManifest],
+    upstream: Vec<NarinfoCache>,
+    command: Vec<String>,
+    exec: &dyn Executor,
+) -> Result<Coverage> {
     let client = Client::new(&config.proxies).map_err(Error::Environment)?;
     let uses_nix = repos.iter().any(|r| r.nix.is_some());
     let team = uses_nix
@@ -477,11 +502,10 @@ pub fn run(args: &CoverageArgs) -> Result<i32> {
     if let Some(team) = &team {
         team.check(&client)?;
     }
-    let bazel_repos: Vec<&RepoManifest> = repos.iter().filter(|r| r.bazel.is_some()).collect();
-    if args.bazel_exec_log.is_some() && bazel_repos.len() != 1 {
+    let bazel_repos = repos.iter().filter(|r| r.bazel.is_some()).count();
+    if args.bazel_exec_log.is_some() && bazel_repos != 1 {
         return Err(Error::Usage(format!(
-            "--bazel-exec-log belongs to one repo's build, and {} of the selected repos have Bazel targets\n  fix: select that repo alone with --repo",
-            bazel_repos.len()
+            "--bazel-exec-log belongs to one repo's build, and {bazel_repos} of the selected repos have Bazel targets\n  fix: select that repo alone with --repo"
         )));
     }
     let action_cache = ActionCache::from_config(&config.bazel_cache);
@@ -489,7 +513,7 @@ pub fn run(args: &CoverageArgs) -> Result<i32> {
         schema_version: COVERAGE_SCHEMA_VERSION,
         harness_version: env!("CARGO_PKG_VERSION").into(),
         generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        command: std::env::args().collect(),
+        command,
         profile: config.profile.clone(),
         nix_cache: team.as_ref().map(NarinfoCache::describe),
         upstream: upstream.iter().map(NarinfoCache::describe).collect(),
@@ -511,18 +535,47 @@ pub fn run(args: &CoverageArgs) -> Result<i32> {
             )
         })
         .transpose()?;
-    let instantiator = match (&nix, &driver) {
-        (Some(nix), Some(driver)) => Some(Instantiator {
-            driver,
-            nix,
-            version: nix_version(nix, &exec),
-            timeout: config.settings.timeout,
-            exec: &exec,
-        }),
-        _ => None,
+    let measurer = Measurer {
+        args,
+        client: &client,
+        upstream: &upstream,
+        action_cache: &action_cache,
+        nix: match (&nix, &driver, &team) {
+            (Some(nix), Some(driver), Some(team)) => Some((
+                Instantiator {
+                    driver,
+                    nix,
+                    version: nix_version(nix, exec),
+                    timeout: config.settings.timeout,
+                    exec,
+                },
+                team,
+            )),
+            _ => None,
+        },
+        scratch: scratch.path(),
     };
     for (index, repo) in repos.iter().enumerate() {
         process::check_interrupted()?;
+        doc.repos.push(measurer.repo(index, repo)?);
+    }
+    Ok(doc)
+}
+
+/// What one repo's coverage is measured with.
+struct Measurer<'a> {
+    args: &'a CoverageArgs,
+    client: &'a Client,
+    upstream: &'a [NarinfoCache],
+    action_cache: &'a std::result::Result<ActionCache, String>,
+    /// With Nix targets to measure: how to instantiate them, and the team cache.
+    nix: Option<(Instantiator<'a>, &'a NarinfoCache)>,
+    scratch: &'a Path,
+}
+
+impl Measurer<'_> {
+    /// Repo `index` of the selection; its temporary store is removed before this returns.
+    fn repo(&self, index: usize, repo: &RepoManifest) -> Result<RepoCoverage> {
         let mut entry = RepoCoverage {
             repo: repo.name.clone(),
             parameters: repo.parameters.clone(),
@@ -530,47 +583,40 @@ pub fn run(args: &CoverageArgs) -> Result<i32> {
             bazel: None,
             errors: Vec::new(),
         };
-        let source = repo.source.local_path();
-        if let (Some(instantiator), Some(team)) = (&instantiator, &team) {
-            if repo.nix.is_some() {
-                let store = scratch.path().join(format!("store-{index}"));
-                let measured = source
-                    .ok_or_else(|| "its source could not be fetched".to_string())
-                    .and_then(|source| instantiator.instantiate(repo, source, &store))
-                    .map(|(roots, closure)| -> NixCoverage {
-                        let roots: Vec<String> = roots.into_iter().map(|d| d.drv).collect();
-                        let answers =
-                            answers_for(&client, team, &upstream, &closure, args.concurrency);
-                        classify_closure(&closure, &roots, &answers)
-                    });
-                remove_tree(&store).context(|| format!("removing {}", store.display()))?;
-                match measured {
-                    Ok(coverage) => entry.nix = Some(coverage),
-                    Err(why) => entry.errors.push(format!("Nix: {why}")),
-                }
+        if let (Some((instantiator, team)), Some(_)) = (&self.nix, &repo.nix) {
+            let store = self.scratch.join(format!("store-{index}"));
+            let measured = repo
+                .source
+                .local_path()
+                .ok_or_else(|| "its source could not be fetched".to_string())
+                .and_then(|source| instantiator.instantiate(repo, source, &store))
+                .map(|(roots, closure)| -> NixCoverage {
+                    let roots: Vec<String> = roots.into_iter().map(|d| d.drv).collect();
+                    let answers = answers_for(
+                        self.client,
+                        team,
+                        self.upstream,
+                        &closure,
+                        self.args.concurrency,
+                    );
+                    classify_closure(&closure, &roots, &answers)
+                });
+            remove_tree(&store).context(|| format!("removing {}", store.display()))?;
+            match measured {
+                Ok(coverage) => entry.nix = Some(coverage),
+                Err(why) => entry.errors.push(format!("Nix: {why}")),
             }
         }
         if repo.bazel.is_some() {
-            entry.bazel = Some(match &args.bazel_exec_log {
-                Some(log) => bazel_coverage(&client, &action_cache, log, args.concurrency)?,
+            entry.bazel = Some(match &self.args.bazel_exec_log {
+                Some(log) => {
+                    bazel_coverage(self.client, self.action_cache, log, self.args.concurrency)?
+                }
                 None => BazelCoverage::not_measured(NO_LOG),
             });
         }
-        doc.repos.push(entry);
+        Ok(entry)
     }
-    let json = serde_json::to_string_pretty(&doc).expect("the document serialises") + "\n";
-    crate::results::writer::write_atomic(&output, json.as_bytes())?;
-    let markdown = crate::report::coverage::render(&doc);
-    if let Some(path) = &args.markdown {
-        crate::results::writer::write_atomic(path, markdown.as_bytes())?;
-    }
-    print!("{markdown}");
-    println!("coverage: {}", output.display());
-    Ok(if doc.repos.iter().any(|r| !r.errors.is_empty()) {
-        exit_code::CASE_FAILED
-    } else {
-        exit_code::OK
-    })
 }
 
 #[cfg(test)]
