@@ -420,20 +420,15 @@ fn a_nar_the_server_refuses_fails_the_case_naming_the_path() {
     let token = server.token(&[("main", PUSH)]);
     let config = main_profile(tmp.path(), &server, FROM_ENV);
     let output = tmp.path().join("r.json");
-    let out = attic_run(
-        closure_repo().path(),
-        &config,
-        &output,
-        &["--scenario", "warm"],
-    )
-    .env(TOKEN_ENV, &token)
-    .output()
-    .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_exits(
+        attic_run(
+            closure_repo().path(),
+            &config,
+            &output,
+            &["--scenario", "warm"],
+        )
+        .env(TOKEN_ENV, &token),
+        1,
     );
     let results = read_json(&output);
     let warm = case(&results, "warm");

@@ -159,16 +159,11 @@ fn a_failing_check_fails_the_case_and_says_what_it_printed() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let output = tmp.path().join("results.json");
-    let out = cold_run(&[bench.path()], 1, &output)
-        .arg("--work-dir")
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_exits(
+        cold_run(&[bench.path()], 1, &output)
+            .arg("--work-dir")
+            .arg(tmp.path()),
+        1,
     );
     let results = read_json(&output);
     assert_valid_results(&results);
@@ -239,8 +234,7 @@ fn checks_run_on_every_build_s_output_and_are_timed_apart() {
         warm["samples"][0]["substituted"], 1,
         "from the cache, and still checked"
     );
-    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
-    assert_eq!(host_nix_snapshot(), nix_before, "the host's /nix changed");
+    assert_left_nothing(&work, &nix_before);
 }
 
 #[test]
@@ -495,12 +489,7 @@ fn the_gpu_lane_checks_and_traces_every_sample_with_stand_ins_for_the_gpu() {
         Vec::<String>::new(),
         "a sampler survived"
     );
-    assert_eq!(
-        processes_mentioning(&work.display().to_string()),
-        Vec::<String>::new()
-    );
-    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
-    assert_eq!(host_nix_snapshot(), nix_before, "the host's /nix changed");
+    assert_left_nothing(&work, &nix_before);
 }
 
 #[test]

@@ -106,15 +106,7 @@ fn a_failing_build_is_recorded_with_nix_s_error_and_the_run_goes_on() {
     let fine = temp_repo("fine", &derivation("fine", "echo ok > $out"));
     let tmp = tempfile::tempdir().unwrap();
     let output = tmp.path().join("results.json");
-    let out = cold_run(&[broken.path(), fine.path()], 1, &output)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_exits(&mut cold_run(&[broken.path(), fine.path()], 1, &output), 1);
     let results = read_json(&output);
     assert_valid_results(&results);
     let cases = results["cases"].as_array().unwrap();

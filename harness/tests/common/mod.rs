@@ -31,10 +31,16 @@ fn which(tool: &str) -> bool {
 }
 
 pub fn run_ok(cmd: &mut Command) -> Output {
+    run_exits(cmd, 0)
+}
+
+/// Runs `cmd` and asserts that it exits with `code`, showing its output when not.
+pub fn run_exits(cmd: &mut Command, code: i32) -> Output {
     let out = cmd.output().expect("flywheel-bench starts");
-    assert!(
-        out.status.success(),
-        "flywheel-bench failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "flywheel-bench exited {:?}\nstdout:\n{}\nstderr:\n{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
@@ -80,6 +86,23 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
 }
 
 /// Every path under `/nix` with its modification time: the harness must not change it.
+/// After a run: nothing left in its work folder, nothing running there, and the host's
+/// `/nix` as it was (`nix_before`, from `host_nix_snapshot`).
+pub fn assert_left_nothing(work: &Path, nix_before: &[(PathBuf, Option<std::time::SystemTime>)]) {
+    assert_eq!(
+        processes_mentioning(&work.display().to_string()),
+        Vec::<String>::new(),
+        "a process of the run survived"
+    );
+    assert_eq!(
+        std::fs::read_dir(work).unwrap().count(),
+        0,
+        "{}",
+        work.display()
+    );
+    assert_eq!(host_nix_snapshot(), nix_before, "the host's /nix changed");
+}
+
 pub fn host_nix_snapshot() -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
     fn walk(dir: &Path, out: &mut Vec<(PathBuf, Option<std::time::SystemTime>)>) {
         let Ok(meta) = std::fs::symlink_metadata(dir) else {
