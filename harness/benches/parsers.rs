@@ -1,9 +1,13 @@
 //! Throughput of the log parsers that run once per sample, on input that grows with the
 //! build: the Bazel execution log (target: 200 MB/s on 100 MB), the Bazel JSON trace
 //! profile and Nix's internal-json log. Inputs are generated from recorded fixtures, so
-//! their shape is real; nothing generated is committed.
+//! their shape is real; nothing generated is committed. The streaming readers' peak heap
+//! is printed too: it must follow what they keep (an execution log's output digests), not
+//! the size of the file.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flywheel_bench::tools::bazel_log::read_exec_log;
@@ -12,6 +16,48 @@ use flywheel_bench::tools::nix_log::parse_internal_json;
 use flywheel_bench::tools::nix_phases::split_nix_time;
 
 const TARGET_BYTES: usize = 100 << 20;
+
+/// The system allocator, counting live bytes and their peak while `TRACKING` is on.
+struct PeakHeap;
+
+static TRACKING: AtomicBool = AtomicBool::new(false);
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for PeakHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if TRACKING.load(Ordering::Relaxed) {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        System.alloc(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if TRACKING.load(Ordering::Relaxed) {
+            // Saturating: a block freed here may have been allocated before tracking began.
+            let _ = LIVE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |live| {
+                Some(live.saturating_sub(layout.size()))
+            });
+        }
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: PeakHeap = PeakHeap;
+
+/// Runs `parse` once and prints the most heap it held at any moment, input excluded.
+fn print_peak_heap<T>(what: &str, parse: impl FnOnce() -> T) -> T {
+    LIVE.store(0, Ordering::Relaxed);
+    PEAK.store(0, Ordering::Relaxed);
+    TRACKING.store(true, Ordering::Relaxed);
+    let parsed = parse();
+    TRACKING.store(false, Ordering::Relaxed);
+    let peak = PEAK.load(Ordering::Relaxed) as f64;
+    println!("{what}: peak heap {:.2} MiB", peak / (1u64 << 20) as f64);
+    parsed
+}
 
 fn fixture(path: &str) -> String {
     let path = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
@@ -37,6 +83,22 @@ fn exec_log(c: &mut Criterion) {
         fixture("bazel/warm.exec.json"),
     ];
     let log = grown(&recorded, "k8-fastbuild");
+    let outputs = print_peak_heap(
+        "read_exec_log, 100 MB, every copy's outputs distinct",
+        || {
+            read_exec_log(log.as_bytes(), "generated")
+                .unwrap()
+                .outputs
+                .len()
+        },
+    );
+    println!("  (it keeps {outputs} output digests for verification)");
+    // The same bytes with the same outputs in every copy: memory must not grow with the file.
+    let repeated = grown(&recorded, "\u{0}");
+    print_peak_heap("read_exec_log, 100 MB, the same outputs repeated", || {
+        read_exec_log(repeated.as_bytes(), "generated").unwrap()
+    });
+    drop(repeated);
     let mut group = c.benchmark_group("bazel execution log");
     group.throughput(Throughput::Bytes(log.len() as u64));
     group.sample_size(10);
@@ -87,6 +149,11 @@ fn grown_profile() -> String {
 
 fn profile(c: &mut Criterion) {
     let profile = grown_profile();
+    print_peak_heap("read_profile + split, 100 MB", || {
+        read_profile(profile.as_bytes(), "generated")
+            .unwrap()
+            .split(60.0)
+    });
     let mut group = c.benchmark_group("bazel json trace profile");
     group.throughput(Throughput::Bytes(profile.len() as u64));
     group.sample_size(10);
