@@ -286,7 +286,7 @@ mod tests {
         assert!(table(&[]).is_none() && plots(&[]).is_empty());
         assert_eq!(
             (signed_seconds(-2.0), signed_seconds(-1e-5)),
-            ("-2.00 s".into(), "0 ms".into())
+            ("-2.00 s".into(), "0.0 ms".into())
         );
     }
 

@@ -33,10 +33,7 @@ pub fn render(files: &[(String, Results)]) -> String {
         );
         out.push_str(&comparison_plots(results));
         out.push_str(&super::growth::plots(&results.growth));
-        for table in tables::all(results)
-            .into_iter()
-            .chain(super::growth::table(&results.growth))
-        {
+        for table in tables::all(results) {
             out.push_str(&html_table(&table));
         }
         out.push_str(&super::time::html(results));

@@ -11,8 +11,7 @@ pub fn render(files: &[(String, Results)]) -> String {
     for (label, results) in files {
         let _ = writeln!(out, "\n## {}\n", escape(label));
         out.push_str(&run_facts(results));
-        let growth = super::growth::table(&results.growth);
-        for table in tables::all(results).into_iter().chain(growth) {
+        for table in tables::all(results) {
             let _ = write!(
                 out,
                 "\n### {}\n\n_{}_\n\n{}",

@@ -71,8 +71,23 @@ pub fn seconds(s: f64) -> String {
         format!("{s:.1} s")
     } else if s >= 1.0 {
         format!("{s:.2} s")
-    } else {
+    } else if s >= 0.0095 || s == 0.0 {
         format!("{:.0} ms", s * 1000.0)
+    } else {
+        // Below 10 ms whole milliseconds would hide a change of half the value.
+        format!("{:.1} ms", s * 1000.0)
+    }
+}
+
+/// A repo, with its point when the run swept a parameter ("fixture-cc size=20").
+fn repo_at_point(
+    results: &Results,
+    key: crate::results::CaseKey,
+    parameters: &std::collections::BTreeMap<String, crate::plan::ParamValue>,
+) -> String {
+    match results.sweep_point(key, parameters) {
+        Some(point) => format!("{} {point}", key.repo),
+        None => key.repo.to_string(),
     }
 }
 
@@ -140,7 +155,7 @@ pub fn comparisons(results: &Results) -> Table {
             .iter()
             .map(|c| {
                 cells([
-                    c.repo.clone(),
+                    repo_at_point(results, c.key(), &c.parameters),
                     c.system.name().into(),
                     c.lane.name().into(),
                     seconds(c.cold_median_s),
@@ -331,7 +346,7 @@ pub fn sampling(results: &Results) -> Table {
             continue;
         }
         rows.push(vec![
-            case.repo.clone().into(),
+            repo_at_point(results, case.key(), &case.parameters).into(),
             case.system.name().into(),
             case.lane.name().into(),
             case.scenario.to_string().into(),
@@ -359,17 +374,17 @@ pub fn sampling(results: &Results) -> Table {
 
 /// Every table, in reading order, that has rows.
 pub fn all(results: &Results) -> Vec<Table> {
-    [
-        comparisons(results),
-        claims(results),
-        fallbacks(results),
-        verdicts(results),
-        sampling(results),
-        problems(results),
-    ]
-    .into_iter()
-    .filter(|t| !t.rows.is_empty())
-    .collect()
+    std::iter::once(comparisons(results))
+        .chain(super::growth::table(&results.growth))
+        .chain([
+            claims(results),
+            fallbacks(results),
+            verdicts(results),
+            sampling(results),
+            problems(results),
+        ])
+        .filter(|t| !t.rows.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

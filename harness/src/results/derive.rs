@@ -199,7 +199,30 @@ fn verdicts(results: &Results) -> Vec<Verdicts> {
     keys.dedup();
     keys.into_iter()
         .map(|key| {
-            let comparison = results.comparisons.iter().find(|c| c.key() == key);
+            let comparisons: Vec<&Comparison> = results
+                .comparisons
+                .iter()
+                .filter(|c| c.key() == key)
+                .collect();
+            // A sweep has a comparison per point: a verdict judges the weakest and names it.
+            let weakest = |weight: fn(&Comparison) -> f64| {
+                comparisons
+                    .iter()
+                    .copied()
+                    .min_by(|a, b| weight(a).total_cmp(&weight(b)))
+            };
+            let at_point =
+                |check: Check, c: &Comparison| match results.sweep_point(key, &c.parameters) {
+                    Some(point) => Check {
+                        detail: format!(
+                            "at {point}, the weakest of {} points: {}",
+                            comparisons.len(),
+                            check.detail
+                        ),
+                        ..check
+                    },
+                    None => check,
+                };
             let rows: Vec<&FallbackRow> = results
                 .fallbacks
                 .iter()
@@ -214,7 +237,8 @@ fn verdicts(results: &Results) -> Vec<Verdicts> {
                 repo: key.repo.to_string(),
                 system: key.system,
                 lane: key.lane,
-                cache_use: comparison.and_then(|c| cache_use_check(c, t)),
+                cache_use: weakest(|c| c.hit_ratio.unwrap_or(f64::INFINITY))
+                    .and_then(|c| cache_use_check(c, t).map(|check| at_point(check, c))),
                 speedup: match invalid_cold(&results.cases, key) {
                     Some(reason) => Some(Check {
                         pass: false,
@@ -222,7 +246,8 @@ fn verdicts(results: &Results) -> Vec<Verdicts> {
                         threshold: Some(t.min_speedup),
                         detail: format!("no speedup: the cold case is invalid ({reason})"),
                     }),
-                    None => comparison.map(|c| speedup_check(c, t)),
+                    None => weakest(|c| c.speedup.ci_low.unwrap_or(f64::NEG_INFINITY))
+                        .map(|c| at_point(speedup_check(c, t), c)),
                 },
                 fallback: (!rows.is_empty()).then(|| fallback_check(&rows, t)),
                 verified: (!verified_cases.is_empty()).then(|| verified_check(&verified_cases)),
@@ -564,5 +589,60 @@ mod tests {
             "{}",
             speedup.detail
         );
+    }
+
+    #[test]
+    fn a_sweep_is_judged_at_its_weakest_point_and_names_it() {
+        use crate::plan::ParamValue;
+        let at = |size: i64, mut c: CaseResult| {
+            c.parameters = BTreeMap::from([
+                ("size".to_string(), ParamValue::Int(size)),
+                ("work".to_string(), ParamValue::Int(200)),
+            ]);
+            c
+        };
+        let steady = |wall: f64, built, substituted| vec![sample(wall, built, substituted); 3];
+        let r = results(vec![
+            at(2, case(Scenario::Cold, steady(2.0, 3, 0), Outcome::Ok)),
+            at(2, case(Scenario::Warm, steady(1.0, 1, 2), Outcome::Ok)),
+            at(8, case(Scenario::Cold, steady(8.0, 9, 0), Outcome::Ok)),
+            at(8, case(Scenario::Warm, steady(0.1, 0, 9), Outcome::Ok)),
+        ]);
+        assert_eq!(r.comparisons.len(), 2);
+        let points: Vec<Option<String>> = r
+            .comparisons
+            .iter()
+            .map(|c| r.sweep_point(c.key(), &c.parameters))
+            .collect();
+        assert_eq!(points, [Some("size=2".into()), Some("size=8".into())]);
+        let v = &r.verdicts[0];
+        let speedup = v.speedup.as_ref().unwrap();
+        assert_eq!(speedup.value, Some(2.0), "size=2's 2x, not size=8's 80x");
+        assert!(
+            speedup
+                .detail
+                .starts_with("at size=2, the weakest of 2 points: 2.00x"),
+            "{}",
+            speedup.detail
+        );
+        let cache_use = v.cache_use.as_ref().unwrap();
+        assert!(!cache_use.pass, "size=2 built a third of its work");
+        assert!(
+            cache_use.detail.starts_with("at size=2,"),
+            "{}",
+            cache_use.detail
+        );
+    }
+
+    #[test]
+    fn a_run_without_a_sweep_has_no_sweep_point() {
+        let r = results(vec![
+            case(Scenario::Cold, vec![sample(2.0, 3, 0); 3], Outcome::Ok),
+            case(Scenario::Warm, vec![sample(1.0, 0, 3); 3], Outcome::Ok),
+        ]);
+        let c = &r.comparisons[0];
+        assert_eq!(r.sweep_point(c.key(), &c.parameters), None);
+        let speedup = r.verdicts[0].speedup.as_ref().unwrap();
+        assert!(speedup.detail.starts_with("2.00x"), "{}", speedup.detail);
     }
 }

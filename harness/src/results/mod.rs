@@ -864,6 +864,27 @@ pub struct Comparison {
 }
 
 impl Results {
+    /// Where a case or comparison with these parameters sits in a sweep: its values of the
+    /// parameters that differ among the cases of its repo, system and lane ("size=4");
+    /// `None` outside a sweep.
+    pub fn sweep_point(
+        &self,
+        key: CaseKey,
+        parameters: &BTreeMap<String, ParamValue>,
+    ) -> Option<String> {
+        let siblings: Vec<&CaseResult> = self.cases.iter().filter(|c| c.key() == key).collect();
+        let point: Vec<String> = parameters
+            .iter()
+            .filter(|(name, value)| {
+                siblings
+                    .iter()
+                    .any(|s| s.parameters.get(name.as_str()) != Some(value))
+            })
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        (!point.is_empty()).then(|| point.join(" "))
+    }
+
     /// Whether any case failed (the run's exit code says so).
     pub fn any_failed(&self) -> bool {
         self.cases
