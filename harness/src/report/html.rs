@@ -83,20 +83,19 @@ fn comparison_plots(r: &Results) -> String {
         let bars: Vec<(&str, Vec<f64>)> = ["cold", "warm", "noop"]
             .into_iter()
             .filter_map(|scenario| {
-                let case = r
-                    .cases
-                    .iter()
-                    .find(|k| k.key() == c.key() && k.scenario.to_string() == scenario)?;
+                let case = r.cases.iter().find(|k| {
+                    k.key() == c.key()
+                        && k.parameters == c.parameters
+                        && k.scenario.to_string() == scenario
+                })?;
                 Some((scenario, walls(case)))
             })
             .filter(|(_, w)| !w.is_empty())
             .collect();
         let _ = writeln!(
             out,
-            "<figure><figcaption>{} · {} · {}: {:.1}x faster warm</figcaption>{}</figure>",
-            esc(&c.repo),
-            c.system.name(),
-            c.lane.name(),
+            "<figure><figcaption>{}: {:.1}x faster warm</figcaption>{}</figure>",
+            esc(&r.case_title(c.key(), &c.parameters)),
             c.speedup.ratio,
             bar_chart(&bars)
         );
@@ -218,9 +217,8 @@ fn distribution_plots(r: &Results) -> String {
         );
         let _ = writeln!(
             out,
-            "<figure><figcaption>{} · {} · {}: median {}</figcaption>{svg}</figure>",
-            esc(&c.repo),
-            c.system.name(),
+            "<figure><figcaption>{} {}: median {}</figcaption>{svg}</figure>",
+            esc(&r.case_title(c.key(), &c.parameters)),
             c.scenario,
             seconds(med)
         );
@@ -449,6 +447,39 @@ mod tests {
     use super::*;
     use crate::lanes::gpu_trace::trace_of;
     use crate::results::GpuTrace;
+
+    #[test]
+    fn a_sweep_plots_each_point_from_its_own_cases() {
+        use crate::plan::ParamValue;
+        let mut r: Results =
+            serde_json::from_str(&crate::tools::fixture("results/nix-fixture.json")).unwrap();
+        let smaller: Vec<CaseResult> = r
+            .cases
+            .iter()
+            .filter(|c| c.scenario != crate::plan::Scenario::Noop)
+            .map(|c| {
+                let mut c = c.clone();
+                c.parameters.insert("size".into(), ParamValue::Int(4));
+                for s in &mut c.samples {
+                    s.wall_s /= 4.0;
+                }
+                c.stats = crate::stats::Summary::of(&walls(&c));
+                c
+            })
+            .collect();
+        r.cases.extend(smaller);
+        crate::results::derive(&mut r);
+        let plots = comparison_plots(&r);
+        let figures: Vec<&str> = plots.split("<figure>").skip(1).collect();
+        assert_eq!(figures.len(), 2, "{plots}");
+        assert!(figures[0].contains("fixture-c-dag nix host size=20:"), "{}", figures[0]);
+        assert!(figures[1].contains("fixture-c-dag nix host size=4:"), "{}", figures[1]);
+        let cold_median = |i: usize| seconds(r.comparisons[i].cold_median_s);
+        assert_ne!(cold_median(0), cold_median(1));
+        for (figure, i) in figures.iter().zip([0, 1]) {
+            assert!(figure.contains(&cold_median(i)), "{figure}");
+        }
+    }
 
     /// The synthetic checked results (see tests/fixtures/gpu-lane-h100/README.md) with the
     /// recorded H100 trace on every sample, one sampler that could not start, one failed

@@ -93,10 +93,8 @@ fn case_details(r: &Results) -> String {
         };
         let _ = writeln!(
             out,
-            "\n<details><summary>{} {} {} {}: {headline}</summary>\n",
-            escape(&c.repo),
-            c.system.name(),
-            c.lane.name(),
+            "\n<details><summary>{} {}: {headline}</summary>\n",
+            escape(&r.case_title(c.key(), &c.parameters)),
             c.scenario
         );
         if let Some(reason) = &c.reason {

@@ -37,7 +37,11 @@ pub fn lines(results: &Results) -> Vec<String> {
         let Some(split) = &sample.time_split else {
             continue;
         };
-        let label = format!("{} {}", case.key(), case.scenario);
+        let label = format!(
+            "{} {}",
+            results.case_title(case.key(), &case.parameters),
+            case.scenario
+        );
         let mut line = time_line(&label, split, sample.transfer_floor.as_ref());
         let misses = all_misses(case);
         if misses.misses > 0 {
@@ -144,7 +148,7 @@ pub fn html(results: &Results) -> String {
         let Some(split) = median_sample(case).and_then(|s| s.time_split.as_ref()) else {
             continue;
         };
-        let key = case.key().to_string();
+        let key = results.case_title(case.key(), &case.parameters);
         let row = (case.scenario.to_string(), split);
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, rows)) => rows.push(row),

@@ -885,6 +885,14 @@ impl Results {
         (!point.is_empty()).then(|| point.join(" "))
     }
 
+    /// `repo system lane`, and the sweep point when there is one: names a case's figures.
+    pub fn case_title(&self, key: CaseKey, parameters: &BTreeMap<String, ParamValue>) -> String {
+        match self.sweep_point(key, parameters) {
+            Some(point) => format!("{key} {point}"),
+            None => key.to_string(),
+        }
+    }
+
     /// Whether any case failed (the run's exit code says so).
     pub fn any_failed(&self) -> bool {
         self.cases
