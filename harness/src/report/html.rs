@@ -472,8 +472,16 @@ mod tests {
         let plots = comparison_plots(&r);
         let figures: Vec<&str> = plots.split("<figure>").skip(1).collect();
         assert_eq!(figures.len(), 2, "{plots}");
-        assert!(figures[0].contains("fixture-c-dag nix host size=20:"), "{}", figures[0]);
-        assert!(figures[1].contains("fixture-c-dag nix host size=4:"), "{}", figures[1]);
+        assert!(
+            figures[0].contains("fixture-c-dag nix host size=20:"),
+            "{}",
+            figures[0]
+        );
+        assert!(
+            figures[1].contains("fixture-c-dag nix host size=4:"),
+            "{}",
+            figures[1]
+        );
         let cold_median = |i: usize| seconds(r.comparisons[i].cold_median_s);
         assert_ne!(cold_median(0), cold_median(1));
         for (figure, i) in figures.iter().zip([0, 1]) {
