@@ -18,28 +18,16 @@ use crate::report::tables::{ratio, ratio_interval, seconds};
 use crate::results::growth::{growth, Growth};
 use crate::results::{CaseResult, Environment, LaneIdentity, Outcome, Results};
 use crate::stats::fit::slope_ratio;
-use crate::stats::{change_of_ratio, ratio_of_medians, RatioInterval};
+use crate::stats::{change_of_ratio, median_ratio, ratio_of_medians, RatioInterval};
 
 /// Allowed change before it can count as a regression (`--threshold`).
 pub const DEFAULT_THRESHOLD: f64 = 0.10;
 
-/// `--threshold`: a finite fraction of at least 0 (NaN would make every comparison false,
-/// so nothing could ever fail).
-pub fn parse_threshold(text: &str) -> Result<f64, String> {
-    let value: f64 = text.trim().parse().map_err(|_| {
-        format!("--threshold {text:?} is not a number: give a fraction such as 0.10")
-    })?;
-    check_threshold(value)
-}
-
+/// `--threshold` as the library takes it: finite and at least 0 (NaN would make every
+/// comparison false, so nothing could ever fail). The CLI parses it with the same check.
 fn check_threshold(value: f64) -> Result<f64, String> {
-    if value.is_finite() && value >= 0.0 {
-        Ok(value)
-    } else {
-        Err(format!(
-            "--threshold {value} is not a finite fraction of at least 0: give e.g. 0.10 to allow 10% before a regression"
-        ))
-    }
+    crate::plan::args::check_non_negative(value)
+        .map_err(|e| format!("--threshold {e}: give e.g. 0.10 to allow 10% before a regression"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,8 +328,8 @@ fn within_runs(baseline: &Results, new: &Results, threshold: f64) -> Vec<CaseCha
             ((&base_side, &base_cold), (&now_side, &now_cold))
         };
         let (Some(before), Some(after), Some(r)) = (
-            ratio_of_medians(b0, b1),
-            ratio_of_medians(n0, n1),
+            median_ratio(b0, b1),
+            median_ratio(n0, n1),
             change_of_ratio((b0, b1), (n0, n1)),
         ) else {
             continue;
@@ -352,14 +340,9 @@ fn within_runs(baseline: &Results, new: &Results, threshold: f64) -> Vec<CaseCha
             format!("{} penalty", base.scenario)
         };
         out.push(row(
-            format!(
-                "{} {} {} {what}",
-                base.repo,
-                base.system.name(),
-                base.lane.name()
-            ),
+            format!("{} {what}", base.key()),
             measure,
-            (before.ratio, after.ratio),
+            (before, after),
             r,
             threshold,
             true,
@@ -769,9 +752,8 @@ mod tests {
             let err = compare(&load(), &load(), bad).unwrap_err();
             assert!(err.contains("--threshold"), "{err}");
         }
-        assert_eq!(parse_threshold("0.25"), Ok(0.25));
-        assert!(parse_threshold("NaN").unwrap_err().contains("finite"));
-        assert!(parse_threshold("ten").unwrap_err().contains("not a number"));
+        let err = compare(&load(), &load(), f64::NAN).unwrap_err();
+        assert!(err.contains("finite"), "{err}");
     }
 
     #[test]

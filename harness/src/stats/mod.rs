@@ -190,14 +190,7 @@ impl RatioInterval {
 /// both sample sets are resampled independently with replacement.
 /// `None` when either side is empty or a median is not positive.
 pub fn ratio_of_medians(numerator: &[f64], denominator: &[f64]) -> Option<RatioInterval> {
-    if numerator.is_empty() || denominator.is_empty() {
-        return None;
-    }
-    let den = median(denominator);
-    if den <= 0.0 {
-        return None;
-    }
-    let ratio = median(numerator) / den;
+    let ratio = median_ratio(numerator, denominator)?;
     let interval = bootstrap(&[numerator, denominator], |resampled| {
         let d = median_in_place(&mut resampled[1]);
         (d > 0.0).then(|| median_in_place(&mut resampled[0]) / d)
@@ -205,12 +198,22 @@ pub fn ratio_of_medians(numerator: &[f64], denominator: &[f64]) -> Option<RatioI
     Some(RatioInterval::with(ratio, interval))
 }
 
+/// median(numerator) / median(denominator) alone, without the bootstrap; `None` as for
+/// [`ratio_of_medians`].
+pub fn median_ratio(numerator: &[f64], denominator: &[f64]) -> Option<f64> {
+    if numerator.is_empty() || denominator.is_empty() {
+        return None;
+    }
+    let den = median(denominator);
+    (den > 0.0).then(|| median(numerator) / den)
+}
+
 /// How a ratio of medians changed between two runs: (new.0 / new.1) / (baseline.0 /
 /// baseline.1), e.g. how a speedup moved, with a bootstrap interval over all four sample
 /// sets. `None` when a side is empty or a ratio is not positive.
 pub fn change_of_ratio(baseline: (&[f64], &[f64]), new: (&[f64], &[f64])) -> Option<RatioInterval> {
-    let before = ratio_of_medians(baseline.0, baseline.1)?.ratio;
-    let after = ratio_of_medians(new.0, new.1)?.ratio;
+    let before = median_ratio(baseline.0, baseline.1)?;
+    let after = median_ratio(new.0, new.1)?;
     if before <= 0.0 {
         return None;
     }
