@@ -15,6 +15,7 @@ use std::fmt::Write;
 
 use crate::plan::{Lane, Scenario};
 use crate::report::tables::{ratio, ratio_interval, seconds};
+use crate::results::derive::ok_case;
 use crate::results::growth::{growth, Growth};
 use crate::results::{CaseResult, Environment, LaneIdentity, Outcome, Results};
 use crate::stats::fit::slope_ratio;
@@ -148,10 +149,6 @@ fn label(case: &CaseResult, file: &Results) -> String {
     format!("{} [{}]", case.label(), params.join(" "))
 }
 
-fn walls(c: &CaseResult) -> Vec<f64> {
-    c.samples.iter().map(|s| s.wall_s).collect()
-}
-
 /// Regression, improvement or no change by the whole interval of new / baseline.
 fn judge(r: &RatioInterval, threshold: f64, measure: Measure) -> Change {
     let Some((low, high)) = r.interval() else {
@@ -231,7 +228,7 @@ pub fn compare(baseline: &Results, new: &Results, threshold: f64) -> Result<Comp
         let (Some(b), Some(n)) = (&base.stats, &now.stats) else {
             continue;
         };
-        let Some(r) = ratio_of_medians(&walls(now), &walls(base)) else {
+        let Some(r) = ratio_of_medians(&now.walls(), &base.walls()) else {
             continue;
         };
         out.cases.push(row(
@@ -289,16 +286,9 @@ fn slopes(baseline: &Results, new: &Results, threshold: f64, gated: bool) -> Vec
 fn within_runs(baseline: &Results, new: &Results, threshold: f64) -> Vec<CaseChange> {
     let mut out = Vec::new();
     let find = |file: &'_ Results, like: &CaseResult, scenario| {
-        file.cases
-            .iter()
-            .find(|c| {
-                c.key() == like.key()
-                    && c.parameters == like.parameters
-                    && c.scenario == scenario
-                    && c.outcome == Outcome::Ok
-                    && !c.samples.is_empty()
-            })
-            .map(walls)
+        ok_case(&file.cases, like, scenario)
+            .filter(|c| !c.samples.is_empty())
+            .map(CaseResult::walls)
     };
     for base in &baseline.cases {
         let measure = match base.scenario {
@@ -581,7 +571,7 @@ mod tests {
             for s in &mut case.samples {
                 s.wall_s *= factor;
             }
-            let walls: Vec<f64> = case.samples.iter().map(|s| s.wall_s).collect();
+            let walls = case.walls();
             case.stats = crate::stats::Summary::of(&walls);
         }
         crate::results::derive(&mut r);

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use super::escape_html as esc;
-use crate::report::tables::{cells, seconds, Table};
+use crate::report::tables::{cells, interval_text, seconds, Table};
 use crate::results::growth::Growth;
 
 /// The fits, one row per series; `None` without a sweep.
@@ -19,18 +19,9 @@ pub fn table(growth: &[Growth]) -> Option<Table> {
             let list = |f: &dyn Fn(&crate::results::growth::GrowthPoint) -> String| {
                 g.points.iter().map(f).collect::<Vec<_>>().join(", ")
             };
-            let slope = match g.linear {
-                Some(fit) => match g.slope_ci_low.zip(g.slope_ci_high) {
-                    Some((low, high)) => format!(
-                        "{} [{}, {}]",
-                        per_unit(fit.slope),
-                        per_unit(low),
-                        per_unit(high)
-                    ),
-                    None => format!("{} [n/a]", per_unit(fit.slope)),
-                },
-                None => "-".into(),
-            };
+            let slope = g.linear.map_or("-".into(), |fit| {
+                interval_text(fit.slope, g.slope_ci_low.zip(g.slope_ci_high), per_unit)
+            });
             cells([
                 g.repo.clone(),
                 g.system.name().into(),

@@ -88,7 +88,7 @@ fn comparison_plots(r: &Results) -> String {
                         && k.parameters == c.parameters
                         && k.scenario.to_string() == scenario
                 })?;
-                Some((scenario, walls(case)))
+                Some((scenario, case.walls()))
             })
             .filter(|(_, w)| !w.is_empty())
             .collect();
@@ -102,10 +102,6 @@ fn comparison_plots(r: &Results) -> String {
     }
     out.push_str("</div>\n");
     out
-}
-
-fn walls(case: &CaseResult) -> Vec<f64> {
-    case.samples.iter().map(|s| s.wall_s).collect()
 }
 
 const CHART_W: f64 = 460.0;
@@ -185,7 +181,7 @@ fn distribution_plots(r: &Results) -> String {
     }
     let mut out = String::from("<h3>Sample distributions</h3><p class=\"note\">Each dot is one sample's wall time; the line is the median; red dots are outliers (modified z-score &gt; 3.5).</p><div class=\"plots\">\n");
     for c in cases {
-        let w = walls(c);
+        let w = c.walls();
         let (min, max) = (
             w.iter().copied().fold(f64::INFINITY, f64::min),
             w.iter().copied().fold(f64::NEG_INFINITY, f64::max),
@@ -463,7 +459,7 @@ mod tests {
                 for s in &mut c.samples {
                     s.wall_s /= 4.0;
                 }
-                c.stats = crate::stats::Summary::of(&walls(&c));
+                c.stats = crate::stats::Summary::of(&c.walls());
                 c
             })
             .collect();

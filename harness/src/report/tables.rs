@@ -101,29 +101,36 @@ pub fn ratio(r: f64) -> String {
 
 /// `2.1x [1.9x, 2.3x]`, or `2.1x [n/a]` when there were too few samples for an interval.
 pub fn ratio_interval(r: &RatioInterval) -> String {
-    match r.interval() {
-        Some((low, high)) => format!("{} [{}, {}]", ratio(r.ratio), ratio(low), ratio(high)),
-        None => format!("{} [n/a]", ratio(r.ratio)),
+    interval_text(r.ratio, r.interval(), ratio)
+}
+
+/// An estimate and its interval (or `[n/a]`), each number as `show` writes it.
+pub fn interval_text(
+    estimate: f64,
+    interval: Option<(f64, f64)>,
+    show: impl Fn(f64) -> String,
+) -> String {
+    match interval {
+        Some((low, high)) => format!("{} [{}, {}]", show(estimate), show(low), show(high)),
+        None => format!("{} [n/a]", show(estimate)),
     }
 }
 
 /// `1.20 s [1.10 s, 1.31 s]`, the median of `walls` and its 95% interval when there are
 /// samples enough for one.
 pub fn median_interval(walls: &[f64]) -> String {
-    let median = seconds(crate::stats::median(walls));
-    match crate::stats::median_interval(walls) {
-        Some((lo, hi)) => format!("{median} [{}, {}]", seconds(lo), seconds(hi)),
-        None => format!("{median} [n/a]"),
-    }
+    interval_text(
+        crate::stats::median(walls),
+        crate::stats::median_interval(walls),
+        seconds,
+    )
 }
 
 /// A ratio near 1 as a change: `+1.3% [-0.4%, +3.0%]` (or `[n/a]`).
 pub fn change_interval(r: &RatioInterval) -> String {
-    let percent = |x: f64| format!("{:+.1}%", (x - 1.0) * 100.0);
-    match r.interval() {
-        Some((low, high)) => format!("{} [{}, {}]", percent(r.ratio), percent(low), percent(high)),
-        None => format!("{} [n/a]", percent(r.ratio)),
-    }
+    interval_text(r.ratio, r.interval(), |x| {
+        format!("{:+.1}%", (x - 1.0) * 100.0)
+    })
 }
 
 /// What explaining the builds cost a case (`--explain interleave`).
@@ -333,7 +340,7 @@ pub fn claims(results: &Results) -> Table {
 pub fn sampling(results: &Results) -> Table {
     let mut rows = Vec::new();
     for case in results.cases.iter().filter(|c| c.outcome == Outcome::Ok) {
-        let walls: Vec<f64> = case.samples.iter().map(|s| s.wall_s).collect();
+        let walls = case.walls();
         let mut notes: Vec<String> = crate::stats::warnings(&walls)
             .iter()
             .map(ToString::to_string)

@@ -16,7 +16,8 @@ pub fn derive(results: &mut Results) {
     results.growth = super::growth::growth(&results.cases);
 }
 
-fn ok_case<'a>(
+/// The successful case of `like`'s repo, system, lane and parameters in `scenario`.
+pub fn ok_case<'a>(
     cases: &'a [CaseResult],
     like: &CaseResult,
     scenario: Scenario,
@@ -35,10 +36,6 @@ pub fn cpu_median(case: &CaseResult) -> Option<f64> {
     (!cpu.is_empty()).then(|| median(&cpu))
 }
 
-fn wall_times(case: &CaseResult) -> Vec<f64> {
-    case.samples.iter().map(|s| s.wall_s).collect()
-}
-
 /// Cold vs warm (and no-op) per repo, system and lane, from the successful cases.
 pub fn comparisons(cases: &[CaseResult]) -> Vec<Comparison> {
     let mut out = Vec::new();
@@ -52,8 +49,7 @@ pub fn comparisons(cases: &[CaseResult]) -> Vec<Comparison> {
         let (Some(cold_stats), Some(warm_stats)) = (&cold.stats, &warm.stats) else {
             continue;
         };
-        let Some(speedup) = crate::stats::ratio_of_medians(&wall_times(cold), &wall_times(warm))
-        else {
+        let Some(speedup) = crate::stats::ratio_of_medians(&cold.walls(), &warm.walls()) else {
             continue;
         };
         out.push(Comparison {

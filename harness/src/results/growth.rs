@@ -95,7 +95,7 @@ fn series(group: &[&CaseResult]) -> Option<Growth> {
     let mut points: Vec<GrowthPoint> = group
         .iter()
         .map(|case| {
-            let samples: Vec<f64> = case.samples.iter().map(|s| s.wall_s).collect();
+            let samples = case.walls();
             Some(GrowthPoint {
                 value: numeric(case.parameters.get(&parameter)?)?,
                 median_s: median(&samples),

@@ -613,6 +613,11 @@ pub struct Sample {
 }
 
 impl CaseResult {
+    /// The wall times of its samples, in order.
+    pub fn walls(&self) -> Vec<f64> {
+        self.samples.iter().map(|s| s.wall_s).collect()
+    }
+
     /// A case before anything ran: `ok` until a step says otherwise.
     pub fn new(
         key: CaseKey,

@@ -61,7 +61,7 @@ fn median_so_far(walls: &[f64]) -> String {
 fn case_line(label: &str, result: &CaseResult) -> String {
     match result.outcome {
         Outcome::Ok => {
-            let walls: Vec<f64> = result.samples.iter().map(|s| s.wall_s).collect();
+            let walls = result.walls();
             let mut line = format!(
                 "ok      {label}: {} over {} samples",
                 if walls.is_empty() {

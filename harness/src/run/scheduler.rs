@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::plan::{CaseSpec, Plan, Scenario, Source, System};
+use crate::results::derive::ok_case;
 use crate::results::explain::CacheLink;
 use crate::results::{CaseResult, Outcome, Sample};
 use crate::run::case::{skip, CaseRun};
@@ -106,16 +107,9 @@ impl Scheduler<'_> {
         };
         let settings = &self.plan.settings;
         let cold_walls = (case.scenario == Scenario::Warm)
-            .then(|| {
-                done.iter().find(|c| {
-                    c.key() == result.key()
-                        && c.parameters == result.parameters
-                        && c.scenario == Scenario::Cold
-                        && c.outcome == Outcome::Ok
-                })
-            })
+            .then(|| ok_case(done, result, Scenario::Cold))
             .flatten()
-            .map(|c| c.samples.iter().map(|s| s.wall_s).collect());
+            .map(CaseResult::walls);
         CaseRun {
             index,
             scenario: case.scenario,
