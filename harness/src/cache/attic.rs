@@ -161,15 +161,7 @@ fn attic_cli(config: &AtticConfig, dir: &Path, token: &str) -> Result<Push> {
 
 /// The token of a filled cache's target, from its private file.
 pub fn target_token(target: &AtticTarget) -> std::result::Result<String, String> {
-    std::fs::read_to_string(&target.token_file)
-        .map(|t| t.trim().to_string())
-        .map_err(|e| {
-            format!(
-                "cannot read the Attic token file {}: {}",
-                target.token_file.display(),
-                e.kind()
-            )
-        })
+    read_token(&Token::File(target.token_file.clone())).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::cache::client::{Auth, Body, Client, Method, Request, Response};
+use crate::cache::hex;
 use crate::tools::nix_log::PathDetails;
 
 /// Each metadata request (cache-config, get-missing-paths) may take this long.
@@ -191,10 +192,6 @@ pub fn nar_hash_hex(hash: &str) -> Result<String, String> {
 }
 
 /// Lower-case hex digits of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// What Attic said about one upload.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct UploadAnswer {

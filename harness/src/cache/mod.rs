@@ -25,6 +25,11 @@ use crate::results::{CacheBackend, CacheUse};
 use crate::run::process::{run_captured, CommandSpec, Executor};
 use nginx::Nginx;
 
+/// Lower-case hex of a digest, as narinfos, Attic and REAPI write them.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// How warm builds reach a Nix binary cache. Secrets live only in the files it names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NixCache {

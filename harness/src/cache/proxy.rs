@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use crate::cache::reapi;
+use crate::cache::{hex, reapi};
 use crate::error::{Error, IoContext, Result};
 use crate::plan::{Fault, SlowSettings};
 
@@ -455,10 +455,6 @@ fn poison(path: &str, body: &Bytes, ctx: &Context) -> Option<Bytes> {
         return Some(poisoned.into());
     }
     None
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::cache::attic::target_token;
-use crate::cache::attic_api::{hex, store_path_hash, AtticApi, UploadAnswer, UploadInfo};
+use crate::cache::attic_api::{store_path_hash, AtticApi, UploadAnswer, UploadInfo};
 use crate::cache::client::{concurrently, Client};
+use crate::cache::hex;
 use crate::cache::AtticTarget;
 use crate::error::{Error, IoContext, Result};
 use crate::results::{CacheFill, FillMethod};
