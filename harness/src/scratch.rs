@@ -47,12 +47,6 @@ impl ScratchDir {
         &self.path
     }
 
-    /// Records a Bazel `--output_user_root` before a build that may start a server there,
-    /// so the server can be stopped if this run dies without stopping it.
-    pub fn record_server_root(&self, output_root: &Path) -> Result<()> {
-        self.record("server-root", output_root)
-    }
-
     /// Records a cgroup the run made, to be emptied and removed if the run dies.
     pub fn record_cgroup(&self, dir: &Path) -> Result<()> {
         self.record("cgroup", dir)
@@ -209,7 +203,6 @@ impl Owner {
 /// What a run recorded in its scratch folder.
 #[derive(Debug, Default, PartialEq)]
 pub struct Record {
-    pub server_roots: Vec<PathBuf>,
     pub cgroups: Vec<PathBuf>,
 }
 
@@ -222,10 +215,8 @@ pub fn read_record(dir: &Path) -> Record {
             continue;
         };
         let path = PathBuf::from(std::ffi::OsStr::from_bytes(&line[space + 1..]));
-        match &line[..space] {
-            b"server-root" => record.server_roots.push(path),
-            b"cgroup" => record.cgroups.push(path),
-            _ => {}
+        if &line[..space] == b"cgroup" {
+            record.cgroups.push(path);
         }
     }
     record
@@ -328,16 +319,18 @@ mod tests {
             "held while alive"
         );
         scratch
-            .record_server_root(Path::new("/tmp/x y/root-1"))
+            .record_cgroup(Path::new("/sys/fs/cgroup/flywheel-bench-a"))
             .unwrap();
         scratch
-            .record_cgroup(Path::new("/sys/fs/cgroup/flywheel-bench-a"))
+            .record_cgroup(Path::new("/sys/fs/cgroup/x y/flywheel-bench-b"))
             .unwrap();
         assert_eq!(
             read_record(scratch.path()),
             Record {
-                server_roots: vec!["/tmp/x y/root-1".into()],
-                cgroups: vec!["/sys/fs/cgroup/flywheel-bench-a".into()],
+                cgroups: vec![
+                    "/sys/fs/cgroup/flywheel-bench-a".into(),
+                    "/sys/fs/cgroup/x y/flywheel-bench-b".into()
+                ],
             }
         );
         assert!(scratch.record_cgroup(Path::new("/a\nb")).is_err());

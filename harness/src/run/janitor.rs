@@ -123,14 +123,11 @@ fn clean_folder(folder: PathBuf, owner: Owner) -> Swept {
         cgroups_removed: Vec::new(),
         problems: Vec::new(),
     };
-    // Servers first, by name, so the report says which ones; the drivers keep their
-    // output roots two folders down (`bazel/root-N/<workspace hash>/server`).
-    for root in record.server_roots.iter().chain([&swept.folder]) {
-        let depth = if *root == swept.folder { 3 } else { 1 };
-        swept
-            .processes_killed
-            .extend(stop_bazel_servers(root, depth));
-    }
+    // Servers first, by name, so the report says which ones; every Bazel output root of
+    // a run lies in its folder, two folders down (`bazel/root-N/<workspace hash>/server`).
+    swept
+        .processes_killed
+        .extend(stop_bazel_servers(&swept.folder, 3));
     for dir in &record.cgroups {
         if !cgroup::is_run_cgroup(dir) {
             continue; // Already gone, or not one of ours: never touched.

@@ -1,23 +1,12 @@
 //! The preparation step for git-sourced bench repos: fetch each pinned commit into a
 //! checkout cache before anything is built.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::error::Result;
 use crate::plan::{Plan, Source};
 use crate::run::process::{self, Executor};
-
-/// Where checkouts live: `explicit`, else `$XDG_CACHE_HOME` (or `~/.cache`)/flywheel-bench/checkouts.
-pub fn checkout_cache(explicit: Option<PathBuf>) -> PathBuf {
-    explicit.unwrap_or_else(|| {
-        std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .unwrap_or_else(std::env::temp_dir)
-            .join("flywheel-bench/checkouts")
-    })
-}
 
 /// The preparation step: every git source is checked out (or found in the cache) before
 /// anything is built; one that cannot be fetched makes its cases skipped, never failed.

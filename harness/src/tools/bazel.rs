@@ -216,7 +216,7 @@ impl BazelDriver {
         if let Some(dir) = &self.repository_cache {
             args.push(flags.repository_cache_flag(dir).into());
         }
-        args.extend(self.cache_flags(case, remote)?);
+        args.extend(self.cache_flags(case, &flags, remote)?);
         if remote != Remote::None && case.tuned() {
             args.extend(TUNED.iter().map(OsString::from));
         }
@@ -271,7 +271,12 @@ impl BazelDriver {
     /// Both cache flags, always: whatever the workspace's own rc files set (a disk cache,
     /// a remote cache) is overridden, so a cold build reads no cache and a warm build reads
     /// only the one measured.
-    fn cache_flags(&self, case: &CaseContext, remote: Remote) -> Result<Vec<OsString>> {
+    fn cache_flags(
+        &self,
+        case: &CaseContext,
+        flags: &FlagSet,
+        remote: Remote,
+    ) -> Result<Vec<OsString>> {
         let (mut disk, mut remote_url) = (String::new(), String::new());
         if remote != Remote::None {
             match &self.cache()?.endpoint {
@@ -285,18 +290,18 @@ impl BazelDriver {
                 }
             }
         }
-        let mut flags: Vec<OsString> = vec![
-            format!("--disk_cache={disk}").into(),
-            format!("--remote_cache={remote_url}").into(),
-        ];
+        let mut args: Vec<OsString> = flags
+            .cache_flags(&disk, &remote_url)
+            .map(OsString::from)
+            .into();
         if remote == Remote::UploadOnly {
-            flags.push("--noremote_accept_cached".into());
+            args.push("--noremote_accept_cached".into());
         }
         // Measuring a cache as it is: nothing this build made goes into it.
         if remote != Remote::None && self.cache()?.read_only {
-            flags.push("--noremote_upload_local_results".into());
+            args.push("--noremote_upload_local_results".into());
         }
-        Ok(flags)
+        Ok(args)
     }
 
     fn new_output_root(&mut self) -> PathBuf {

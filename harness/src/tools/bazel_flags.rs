@@ -198,10 +198,13 @@ impl FlagSet {
         format!("--profile={}", path.display())
     }
 
-    /// Overrides of whatever the workspace's rc files set, so a cold build reads no cache
-    /// (issue 11): an empty value means none on every version.
-    pub fn no_cache_flags(&self) -> [&'static str; 2] {
-        ["--disk_cache=", "--remote_cache="]
+    /// The disk and remote cache, always both, over whatever the workspace's rc files set,
+    /// so a cold build reads no cache (issue 11): an empty value means none on every version.
+    pub fn cache_flags(&self, disk: &str, remote: &str) -> [String; 2] {
+        [
+            format!("--disk_cache={disk}"),
+            format!("--remote_cache={remote}"),
+        ]
     }
 
     /// One repository cache shared by all samples of a run (issue 11).
@@ -296,7 +299,10 @@ mod tests {
                 set.profile_flag(Path::new("/l/profile.json")),
                 "--profile=/l/profile.json"
             );
-            assert_eq!(set.no_cache_flags(), ["--disk_cache=", "--remote_cache="]);
+            assert_eq!(
+                set.cache_flags("", ""),
+                ["--disk_cache=", "--remote_cache="]
+            );
             assert_eq!(
                 set.repository_cache_flag(Path::new("/run/repos")),
                 "--repository_cache=/run/repos"
