@@ -41,25 +41,18 @@ impl StopReason {
     }
 }
 
-/// Where sampling stands after the samples so far: for a progress display, and whether
-/// to go on.
+/// Where sampling stands after the samples so far, and whether to go on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
     /// The median (or ratio of medians); absent before the first sample.
     pub estimate: Option<f64>,
-    /// Its 95% interval; absent below 3 samples.
+    /// Its 95% interval; absent below 3 samples, and from a median without a target
+    /// precision (a fixed count needs no bootstrap after every sample).
     pub interval: Option<(f64, f64)>,
     /// The interval's width over the estimate, what the target precision bounds.
     pub relative_width: Option<f64>,
     /// `None`: take another sample.
     pub stop: Option<StopReason>,
-}
-
-/// Which side of a ratio to sample next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Numerator,
-    Denominator,
 }
 
 impl StoppingRule {
@@ -103,7 +96,8 @@ impl StoppingRule {
     /// Where a case stands after `samples` (its wall times so far).
     pub fn check_median(&self, samples: &[f64]) -> Progress {
         let estimate = (!samples.is_empty()).then(|| median(samples));
-        self.progress(samples.len(), estimate, median_interval(samples))
+        let interval = self.target_precision.and_then(|_| median_interval(samples));
+        self.progress(samples.len(), estimate, interval)
     }
 
     /// Where a comparison stands: the ratio of the medians (cold over warm for a speedup)
@@ -118,25 +112,6 @@ impl StoppingRule {
             ratio.as_ref().map(|r| r.ratio),
             ratio.as_ref().and_then(|r| r.interval()),
         )
-    }
-
-    /// The side of a ratio to sample next: one still below the minimum, else the one
-    /// whose median is relatively less certain (its interval wider for its size), never
-    /// one at the maximum. `None` when both are at the maximum.
-    pub fn next_side(&self, numerator: &[f64], denominator: &[f64]) -> Option<Side> {
-        let open = |xs: &[f64]| xs.len() < self.max_samples.max(self.min_samples);
-        let sides = [
-            (Side::Numerator, numerator),
-            (Side::Denominator, denominator),
-        ];
-        if let Some((side, _)) = sides.iter().find(|(_, xs)| xs.len() < self.min_samples) {
-            return Some(*side);
-        }
-        sides
-            .iter()
-            .filter(|(_, xs)| open(xs))
-            .max_by(|a, b| uncertainty(a.1).total_cmp(&uncertainty(b.1)))
-            .map(|(side, _)| *side)
     }
 
     fn progress(&self, n: usize, estimate: Option<f64>, interval: Option<(f64, f64)>) -> Progress {
@@ -156,14 +131,6 @@ impl StoppingRule {
             relative_width,
             stop,
         }
-    }
-}
-
-/// Relative width of a median's interval; infinite while there is none yet.
-fn uncertainty(xs: &[f64]) -> f64 {
-    match median_interval(xs) {
-        Some((low, high)) if median(xs) > 0.0 => (high - low) / median(xs),
-        _ => f64::INFINITY,
     }
 }
 
@@ -254,16 +221,9 @@ mod tests {
         // The cold side is done; the warm side is noisy: sample warm until its maximum.
         assert_eq!(rule.check_ratio(&full_cold, &noisy_warm[..10]).stop, None);
         assert_eq!(
-            rule.next_side(&full_cold, &noisy_warm[..10]),
-            Some(Side::Denominator)
-        );
-        assert_eq!(
             rule.check_ratio(&full_cold, &noisy_warm).stop,
             Some(StopReason::MaxSamples)
         );
-        assert_eq!(rule.next_side(&full_cold, &noisy_warm), None);
-        // Below the minimum, that side comes first.
-        assert_eq!(rule.next_side(&cold[..2], &warm), Some(Side::Numerator));
     }
 
     #[test]
