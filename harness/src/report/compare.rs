@@ -16,7 +16,6 @@ use std::fmt::Write;
 use crate::plan::{Lane, Scenario};
 use crate::report::tables::{ratio, ratio_interval, seconds};
 use crate::results::derive::ok_case;
-use crate::results::growth::{growth, Growth};
 use crate::results::{CaseResult, Environment, LaneIdentity, Outcome, Results};
 use crate::stats::fit::slope_ratio;
 use crate::stats::{change_of_ratio, median_ratio, ratio_of_medians, RatioInterval};
@@ -181,7 +180,8 @@ fn row(
     }
 }
 
-/// `Err` says why the two files cannot be compared.
+/// Both files as `results::load` gives them (derived: their growth series are read, not
+/// recomputed). `Err` says why the two files cannot be compared.
 pub fn compare(baseline: &Results, new: &Results, threshold: f64) -> Result<Comparison, String> {
     let threshold = check_threshold(threshold)?;
     if baseline.schema_version != new.schema_version {
@@ -263,11 +263,12 @@ pub fn compare(baseline: &Results, new: &Results, threshold: f64) -> Result<Comp
 
 /// Growth slopes of the series both runs swept.
 fn slopes(baseline: &Results, new: &Results, threshold: f64, gated: bool) -> Vec<CaseChange> {
-    let now: Vec<Growth> = growth(&new.cases);
-    growth(&baseline.cases)
+    // Both files were derived when loaded: their series and fits are there already.
+    baseline
+        .growth
         .iter()
         .filter_map(|base| {
-            let now = now.iter().find(|g| g.same_series(base))?;
+            let now = new.growth.iter().find(|g| g.same_series(base))?;
             let r = slope_ratio(&base.series(), &now.series())?;
             Some(row(
                 format!("{} slope over {}", base.label(), base.parameter),
@@ -765,6 +766,7 @@ mod tests {
         let sweep = |cases| {
             let mut r = load();
             r.cases = cases;
+            crate::results::derive(&mut r);
             r.verdicts.clear();
             r
         };

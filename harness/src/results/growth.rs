@@ -47,13 +47,7 @@ pub struct GrowthPoint {
 impl Growth {
     /// `repo system lane scenario`, as cases are named.
     pub fn label(&self) -> String {
-        format!(
-            "{} {} {} {}",
-            self.repo,
-            self.system.name(),
-            self.lane.name(),
-            self.scenario
-        )
+        format!("{} {}", self.key(), self.scenario)
     }
 
     /// The points as the fits take them.
@@ -69,7 +63,9 @@ impl Growth {
 
     /// The same series (repo, system, lane, scenario and parameter) in another run.
     pub fn same_series(&self, other: &Growth) -> bool {
-        self.label() == other.label() && self.parameter == other.parameter
+        self.key() == other.key()
+            && self.scenario == other.scenario
+            && self.parameter == other.parameter
     }
 }
 
