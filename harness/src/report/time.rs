@@ -18,12 +18,7 @@ fn median_sample(case: &CaseResult) -> Option<&Sample> {
 
 /// Every miss explanation of a case's samples, counted together.
 fn all_misses(case: &CaseResult) -> MissExplanations {
-    MissExplanations::collect(
-        case.samples
-            .iter()
-            .filter_map(|s| s.explanations.as_ref())
-            .flat_map(|e| e.items.iter().cloned()),
-    )
+    MissExplanations::merge(case.samples.iter().filter_map(|s| s.explanations.as_ref()))
 }
 
 /// One line per case with a time split: "warm 4.28 s, of which ...; floor ..." and, for

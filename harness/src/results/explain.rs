@@ -183,6 +183,31 @@ impl MissExplanations {
                 items.push(explanation);
             }
         }
+        Self::counted(misses, counts, items)
+    }
+
+    /// Several samples' explanations as one: their counts summed (not recounted from the
+    /// items each kept, which stop at `MAX_EXPLANATIONS`), the first items kept.
+    pub fn merge<'a>(all: impl IntoIterator<Item = &'a MissExplanations>) -> MissExplanations {
+        let mut counts = std::collections::BTreeMap::<MissReason, u64>::new();
+        let mut items = Vec::new();
+        let mut misses = 0;
+        for explained in all {
+            misses += explained.misses;
+            for r in &explained.by_reason {
+                *counts.entry(r.reason).or_default() += r.count;
+            }
+            let room = MAX_EXPLANATIONS - items.len();
+            items.extend(explained.items.iter().take(room).cloned());
+        }
+        Self::counted(misses, counts, items)
+    }
+
+    fn counted(
+        misses: u64,
+        counts: std::collections::BTreeMap<MissReason, u64>,
+        items: Vec<MissExplanation>,
+    ) -> MissExplanations {
         let mut by_reason: Vec<ReasonCount> = counts
             .into_iter()
             .map(|(reason, count)| ReasonCount { reason, count })
@@ -435,6 +460,13 @@ mod tests {
             explanation(&format!("out/{i}"), reason)
         });
         let explained = MissExplanations::collect(all);
+        let twice = MissExplanations::merge([&explained, &explained]);
+        assert_eq!(
+            twice.misses, 140,
+            "counted, not recounted from the kept items"
+        );
+        assert_eq!(twice.by_reason[0].count, 2 * explained.by_reason[0].count);
+        assert_eq!(twice.items.len(), MAX_EXPLANATIONS);
         assert_eq!(explained.misses, 70);
         assert_eq!(explained.items.len(), MAX_EXPLANATIONS);
         assert_eq!(explained.items[0].item, "out/0");
