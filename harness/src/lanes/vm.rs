@@ -693,15 +693,21 @@ struct LineTail {
 
 impl LineTail {
     fn read(&mut self, path: &Path) -> Result<Vec<String>> {
-        let text = match std::fs::read(path) {
-            Ok(bytes) => bytes,
+        use std::io::{Read, Seek, SeekFrom};
+        let failed = |e| Error::io(format!("reading {}", path.display()), e);
+        let mut file = match std::fs::File::open(path) {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+            Err(e) => return Err(failed(e)),
         };
+        // Only what came after the last whole line read, not the whole file every tick.
+        let mut text = Vec::new();
+        file.seek(SeekFrom::Start(self.consumed as u64))
+            .and_then(|_| file.read_to_end(&mut text))
+            .map_err(failed)?;
         let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let fresh = text.get(self.consumed..complete).unwrap_or_default();
-        self.consumed = complete.max(self.consumed);
-        Ok(String::from_utf8_lossy(fresh)
+        self.consumed += complete;
+        Ok(String::from_utf8_lossy(&text[..complete])
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(str::to_string)
