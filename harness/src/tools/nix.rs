@@ -341,13 +341,12 @@ impl BuildDriver for NixDriver {
     }
 
     fn keep_primed(&mut self, case: &CaseContext, build: PreparedBuild, outputs: Outputs) {
+        let paths = built_paths(&build)
+            .map(|(_, paths)| paths)
+            .unwrap_or_default();
         let BuildState::Nix { store } = build.state else {
             return;
         };
-        let paths = std::fs::read_to_string(&build.spec.stdout)
-            .ok()
-            .and_then(|text| parse_build_outputs(&text).ok())
-            .unwrap_or_default();
         self.primed.insert(
             case.state_key(),
             Primed {
@@ -497,13 +496,7 @@ impl BuildDriver for NixDriver {
 
     /// NAR hashes of the built paths, from `nix path-info --json` in the build's store.
     fn outputs(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> Result<Outputs> {
-        let BuildState::Nix { store } = &build.state else {
-            return Err(Error::Build(
-                "a Nix driver was handed another tool's build".into(),
-            ));
-        };
-        let stdout = std::fs::read_to_string(&build.spec.stdout).unwrap_or_default();
-        let paths = parse_build_outputs(&stdout).map_err(Error::Build)?;
+        let (store, paths) = built_paths(build)?;
         let mut args: Vec<OsString> = vec![
             "path-info".into(),
             "--json".into(),
@@ -529,13 +522,7 @@ impl BuildDriver for NixDriver {
     /// The outputs `nix build --json` named, inside the build's chroot store (the store
     /// path `/nix/store/X` is the file `STORE/nix/store/X`).
     fn output_paths(&self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<Vec<PathBuf>> {
-        let BuildState::Nix { store } = &build.state else {
-            return Err(Error::Build(
-                "a Nix driver was handed another tool's build".into(),
-            ));
-        };
-        let stdout = std::fs::read_to_string(&build.spec.stdout).unwrap_or_default();
-        let paths = parse_build_outputs(&stdout).map_err(Error::Build)?;
+        let (store, paths) = built_paths(build)?;
         Ok(paths
             .iter()
             .map(|p| store.join(p.trim_start_matches('/')))
@@ -625,6 +612,18 @@ impl BuildDriver for NixDriver {
 
 /// The host folders the sandbox shows, and the repo's own, as Nix sandbox entries (links
 /// mounted where they resolve).
+/// A Nix build's chroot store and the outputs its `nix build --json` named.
+fn built_paths(build: &PreparedBuild) -> Result<(&Path, Vec<String>)> {
+    let BuildState::Nix { store } = &build.state else {
+        return Err(Error::Build(
+            "a Nix driver was handed another tool's build".into(),
+        ));
+    };
+    let stdout = std::fs::read_to_string(&build.spec.stdout).unwrap_or_default();
+    let paths = parse_build_outputs(&stdout).map_err(Error::Build)?;
+    Ok((store, paths))
+}
+
 fn sandbox_paths(extra: &[PathBuf]) -> Vec<String> {
     let host_paths: Vec<PathBuf> = SANDBOX_PATHS
         .iter()
