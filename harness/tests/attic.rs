@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -73,8 +72,7 @@ fn recording_nix(dir: &Path) -> (PathBuf, PathBuf) {
         log.display(),
         real.display()
     );
-    std::fs::write(bin.join("nix"), script).unwrap();
-    std::fs::set_permissions(bin.join("nix"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    executable(&bin.join("nix"), &script);
     (bin, log)
 }
 
@@ -502,8 +500,7 @@ fn the_attic_cli_is_used_when_the_profile_asks_and_never_sees_the_token() {
         "#!/bin/sh\nset -e\necho \"args: $*\" >> {log}\necho \"NIX_REMOTE=$NIX_REMOTE\" >> {log}\ngrep -q '^\\[servers.flywheel-bench\\]' \"$HOME/.config/attic/config.toml\"\n[ \"$1\" = push ] && [ \"$2\" = flywheel-bench:main ]\n",
         log = log.display(),
     );
-    std::fs::write(bin.join("attic"), stand_in).unwrap();
-    std::fs::set_permissions(bin.join("attic"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    executable(&bin.join("attic"), &stand_in);
     let config = main_profile(
         tmp.path(),
         &server,

@@ -13,20 +13,6 @@ use common::*;
 /// fixture-c-dag as `tiny_nix_run` builds it.
 const TINY: [&str; 4] = ["--param", "size=2", "--param", "work=5"];
 
-/// `nix key ...`, the secret key on standard input.
-fn nix_key(args: &[&str], stdin: Option<&Path>) -> String {
-    let mut cmd = Command::new("nix");
-    cmd.args(["--extra-experimental-features", "nix-command", "key"])
-        .args(args);
-    if let Some(file) = stdin {
-        cmd.stdin(std::fs::File::open(file).unwrap());
-    }
-    String::from_utf8(cmd.output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 /// A binary cache on the test's nginx, with a signing key: (URL, public key, secret file).
 fn nginx_cache(
     server: &flywheel_bench::cache::nginx::Nginx,
@@ -38,18 +24,8 @@ fn nginx_cache(
         "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n",
     )
     .unwrap();
-    let secret = dir.join("key.sec");
-    std::fs::write(
-        &secret,
-        nix_key(&["generate-secret", "--key-name", "cov"], None),
-    )
-    .unwrap();
-    let public = nix_key(&["convert-secret-to-public"], Some(&secret));
-    (
-        format!("http://127.0.0.1:{}/nix", server.addr().port()),
-        public,
-        secret,
-    )
+    let (secret, public) = signing_key(dir, "cov");
+    (server.url("nix").to_string(), public, secret)
 }
 
 /// `coverage` of `repo` against `url`.

@@ -39,35 +39,10 @@ fn the_harness_runs_in_the_root_against_its_nix_and_leaves_nothing_mounted() {
     assert!(left.is_empty(), "still mounted on the host: {left:?}");
 }
 
-/// Every path under the root's `/nix` with its modification time.
-fn root_nix_snapshot(
-    root: &std::path::Path,
-) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.join("nix")];
-    while let Some(path) = stack.pop() {
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        out.push((path.clone(), meta.modified().ok()));
-        if meta.is_dir() {
-            stack.extend(
-                std::fs::read_dir(&path)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| e.path()),
-            );
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn nix_2_26_runs_every_kind_of_case_with_the_same_counters_as_nix_2_8() {
     let root_dir = Debian13::root_dir();
-    let nix_before = root_nix_snapshot(&root_dir);
+    let nix_before = nix_snapshot(&root_dir.join("nix"));
     let out_dir = tempfile::tempdir().unwrap();
     let scenarios = [
         "cold",
@@ -145,7 +120,7 @@ fn nix_2_26_runs_every_kind_of_case_with_the_same_counters_as_nix_2_8() {
     // The poisoned (unsigned) narinfos are refused and everything is built locally.
     assert_eq!(sample("fallback:poison")["substituted"], 0);
     assert_eq!(
-        root_nix_snapshot(&root_dir),
+        nix_snapshot(&root_dir.join("nix")),
         nix_before,
         "the root's /nix changed"
     );

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -28,11 +28,6 @@ impl Drop for MadePaths {
             };
         }
     }
-}
-
-fn executable(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// A name no other run uses.
@@ -512,6 +507,7 @@ fn the_recorded_gpu_results_and_the_synthetic_one_match_the_schema() {
 
 #[test]
 fn doctor_checks_each_need_of_a_gpu_runner() {
+    require_tools(&["nix"]);
     let runner = FakeRunner::new();
     let elsewhere = tempfile::tempdir().unwrap();
     let out = bin()

@@ -83,14 +83,7 @@ fn cold_warm_and_noop_against_the_embedded_cache() {
     assert_eq!(cmp["hit_ratio"], 1.0);
 
     // Nothing left behind: no nginx or nix process, no temporary state, host /nix untouched.
-    let work_dir = work.to_string_lossy().to_string();
-    assert_eq!(processes_mentioning(&work_dir), Vec::<String>::new());
-    assert_eq!(
-        std::fs::read_dir(&work).unwrap().count(),
-        0,
-        "temporary state left in {work_dir}"
-    );
-    assert_eq!(host_nix_snapshot(), nix_before, "the host's /nix changed");
+    assert_left_nothing(&work, &nix_before);
 }
 
 #[test]

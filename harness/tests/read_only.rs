@@ -31,7 +31,7 @@ fn a_read_only_bazel_run_hits_what_the_cache_holds_and_uploads_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let server = nginx(&tmp.path().join("www"));
     std::fs::create_dir_all(server.root().join("bazel")).unwrap();
-    let url = format!("http://127.0.0.1:{}/bazel", server.addr().port());
+    let url = server.url("bazel").to_string();
     let warm = |extra: &[&str], output: &str| {
         let output = tmp.path().join(output);
         run_ok(

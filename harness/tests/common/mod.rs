@@ -85,7 +85,6 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
     found
 }
 
-/// Every path under `/nix` with its modification time: the harness must not change it.
 /// After a run: nothing left in its work folder, nothing running there, and the host's
 /// `/nix` as it was (`nix_before`, from `host_nix_snapshot`).
 pub fn assert_left_nothing(work: &Path, nix_before: &[(PathBuf, Option<std::time::SystemTime>)]) {
@@ -103,7 +102,13 @@ pub fn assert_left_nothing(work: &Path, nix_before: &[(PathBuf, Option<std::time
     assert_eq!(host_nix_snapshot(), nix_before, "the host's /nix changed");
 }
 
+/// Every path under `/nix` with its modification time: the harness must not change it.
 pub fn host_nix_snapshot() -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
+    nix_snapshot(Path::new("/nix"))
+}
+
+/// Every path under `nix` (a `/nix` folder) with its modification time.
+pub fn nix_snapshot(nix: &Path) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
     fn walk(dir: &Path, out: &mut Vec<(PathBuf, Option<std::time::SystemTime>)>) {
         let Ok(meta) = std::fs::symlink_metadata(dir) else {
             return;
@@ -116,9 +121,16 @@ pub fn host_nix_snapshot() -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
         }
     }
     let mut out = Vec::new();
-    walk(Path::new("/nix"), &mut out);
+    walk(nix, &mut out);
     out.sort();
     out
+}
+
+/// Writes an executable script (a stand-in for a tool) at `path`.
+pub fn executable(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// A bench repo in a temporary folder whose Nix file is `nix_expr`.
