@@ -511,10 +511,11 @@ pub struct GuestLane<'a> {
 impl<'a> GuestLane<'a> {
     /// Builds the VM image and proves KVM (else TCG, with the reason).
     pub fn prepare(ctx: &super::LaneContext<'a>) -> Result<GuestLane<'a>> {
+        // The session has required QEMU for the vm lane; this guards other callers.
         let qemu = ctx.qemu.ok_or_else(|| Error::MissingTool {
             tool: "qemu-system-x86_64",
             needed_for: "for the vm lane".into(),
-            fix: "install QEMU (Debian/Ubuntu: `sudo apt-get install qemu-system-x86`)",
+            fix: crate::tools::install_hint("qemu-system-x86_64"),
         })?;
         let image = build_image(&ctx.dir.join("image"), ctx.exec)?;
         let (accel, note) = probe_accel(ctx.exec, qemu, &image, ctx.dir)?;

@@ -57,6 +57,7 @@ pub fn install_hint(name: &str) -> &'static str {
         "nginx" => "install nginx (Debian/Ubuntu: `sudo apt-get install nginx`); it serves the embedded cache",
         "gcc" => "install a C compiler (Debian/Ubuntu: `sudo apt-get install gcc`); the fixtures compile C",
         "git" => "install git (Debian/Ubuntu: `sudo apt-get install git`)",
+        "qemu-system-x86_64" => "install QEMU (Debian/Ubuntu: `sudo apt-get install qemu-system-x86`); the vm lane boots it",
         "bazel" => "install Bazel (Debian/Ubuntu: `sudo apt-get install bazel-bootstrap bazel-rules-cc bazel-rules-java`) or bazelisk",
         _ => "install it and make sure it is on PATH",
     }
@@ -449,5 +450,6 @@ mod tests {
             "{text}"
         );
         assert!(install_hint("nginx").contains("apt-get install nginx"));
+        assert!(install_hint("qemu-system-x86_64").contains("apt-get install qemu-system-x86"));
     }
 }
