@@ -119,6 +119,20 @@ impl std::fmt::Display for ParamValue {
     }
 }
 
+/// Where `parameters` sit among `siblings` (the parameter sets of the same repo's sweep
+/// points): the values that differ among them, as "size=4"; `None` outside a sweep.
+pub fn sweep_point(
+    parameters: &BTreeMap<String, ParamValue>,
+    siblings: &[&BTreeMap<String, ParamValue>],
+) -> Option<String> {
+    let point: Vec<String> = parameters
+        .iter()
+        .filter(|(name, value)| siblings.iter().any(|s| s.get(name.as_str()) != Some(value)))
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    (!point.is_empty()).then(|| point.join(" "))
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum NixTargets {
     /// `nix build -f FILE [ATTR...]`, parameters passed as function arguments.

@@ -877,17 +877,13 @@ impl Results {
         key: CaseKey,
         parameters: &BTreeMap<String, ParamValue>,
     ) -> Option<String> {
-        let siblings: Vec<&CaseResult> = self.cases.iter().filter(|c| c.key() == key).collect();
-        let point: Vec<String> = parameters
+        let siblings: Vec<&BTreeMap<String, ParamValue>> = self
+            .cases
             .iter()
-            .filter(|(name, value)| {
-                siblings
-                    .iter()
-                    .any(|s| s.parameters.get(name.as_str()) != Some(value))
-            })
-            .map(|(name, value)| format!("{name}={value}"))
+            .filter(|c| c.key() == key)
+            .map(|c| &c.parameters)
             .collect();
-        (!point.is_empty()).then(|| point.join(" "))
+        crate::plan::manifest::sweep_point(parameters, &siblings)
     }
 
     /// `repo system lane`, and the sweep point when there is one: names a case's figures.

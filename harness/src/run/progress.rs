@@ -6,6 +6,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::Result;
+use crate::plan::manifest::sweep_point;
 use crate::report::tables::{explain_cost, median_interval};
 use crate::results::{CaseResult, Outcome};
 use crate::run::events::{Event, EventSink};
@@ -115,18 +116,18 @@ impl EventSink for Progress {
                     .iter()
                     .map(|c| {
                         let label = format!("{} {}", plan.key(c), c.scenario);
-                        // A sweep runs the same case at several parameters: name them.
+                        // A sweep runs the same case at several parameters: name its point
+                        // as the reports do.
                         let repo = plan.repo(c);
-                        match plan.repos.iter().filter(|r| r.name == repo.name).count() {
-                            1 => label,
-                            _ => {
-                                let params: Vec<String> = repo
-                                    .parameters
-                                    .iter()
-                                    .map(|(k, v)| format!("{k}={v}"))
-                                    .collect();
-                                format!("{label} [{}]", params.join(" "))
-                            }
+                        let siblings: Vec<_> = plan
+                            .repos
+                            .iter()
+                            .filter(|r| r.name == repo.name)
+                            .map(|r| &r.parameters)
+                            .collect();
+                        match sweep_point(&repo.parameters, &siblings) {
+                            Some(point) => format!("{label} [{point}]"),
+                            None => label,
                         }
                     })
                     .collect();
