@@ -70,7 +70,7 @@ impl Measure {
     fn show(self, value: f64) -> String {
         match self {
             Measure::Time => seconds(value),
-            Measure::Slope => format!("{}/unit", seconds(value)),
+            Measure::Slope => crate::report::growth::per_unit(value),
             Measure::Speedup | Measure::Penalty => ratio(value),
         }
     }

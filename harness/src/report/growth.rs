@@ -30,7 +30,7 @@ pub fn table(growth: &[Growth]) -> Option<Table> {
                 format!("{} = {}", g.parameter, list(&|p| number(p.value))),
                 list(&|p| seconds(p.median_s)),
                 slope,
-                g.linear.map_or("-".into(), |f| signed_seconds(f.intercept)),
+                g.linear.map_or("-".into(), |f| seconds(f.intercept)),
                 g.linear
                     .map_or("-".into(), |f| format!("{:.3}", f.r_squared)),
                 g.log_log.map_or("-".into(), |f| format!("{:.2}", f.slope)),
@@ -56,18 +56,9 @@ pub fn table(growth: &[Growth]) -> Option<Table> {
     })
 }
 
-fn per_unit(s: f64) -> String {
-    format!("{}/unit", signed_seconds(s))
-}
-
-/// Seconds with a sign, and none on what rounds to zero.
-fn signed_seconds(s: f64) -> String {
-    let shown = seconds(s.abs());
-    if s < 0.0 && shown.chars().any(|c| matches!(c, '1'..='9')) {
-        format!("-{shown}")
-    } else {
-        shown
-    }
+/// A slope: seconds per unit of the swept parameter.
+pub fn per_unit(s: f64) -> String {
+    format!("{}/unit", seconds(s))
 }
 
 fn number(v: f64) -> String {
@@ -276,7 +267,7 @@ mod tests {
         assert!(svg.contains("over size"));
         assert!(table(&[]).is_none() && plots(&[]).is_empty());
         assert_eq!(
-            (signed_seconds(-2.0), signed_seconds(-1e-5)),
+            (seconds(-2.0), seconds(-1e-5)),
             ("-2.00 s".into(), "0.0 ms".into())
         );
     }

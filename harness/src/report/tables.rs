@@ -63,8 +63,18 @@ pub fn cells<T: Into<Cell>>(texts: impl IntoIterator<Item = T>) -> Vec<Cell> {
     texts.into_iter().map(Into::into).collect()
 }
 
-/// Seconds with a precision that suits the magnitude (builds run from ms to hours).
+/// Seconds with a precision that suits the magnitude (builds run from ms to hours), and a
+/// sign on a negative value (a fit's slope or intercept) unless it rounds to zero.
 pub fn seconds(s: f64) -> String {
+    let shown = unsigned_seconds(s.abs());
+    if s < 0.0 && shown.chars().any(|c| matches!(c, '1'..='9')) {
+        format!("-{shown}")
+    } else {
+        shown
+    }
+}
+
+fn unsigned_seconds(s: f64) -> String {
     if s >= 100.0 {
         format!("{s:.0} s")
     } else if s >= 10.0 {
