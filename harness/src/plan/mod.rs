@@ -192,6 +192,16 @@ impl Settings {
     }
 }
 
+/// An empty selection is a usage error, wherever repos are selected.
+pub fn require_repos(repos: &[RepoManifest]) -> Result<()> {
+    if repos.is_empty() {
+        return Err(Error::Usage(
+            "no bench repos selected\n  fix: pass --repo NAME or add folders with a repo.toml to bench-repos/".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// One cell of the matrix: a repo built by one system in one scenario on one lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseSpec {
@@ -225,11 +235,7 @@ impl Plan {
                 "--samples 0: at least one sample is needed\n  fix: pass --samples 1 or more (5 is the default)".into(),
             ));
         }
-        if repos.is_empty() {
-            return Err(Error::Usage(
-                "no bench repos selected\n  fix: pass --repo NAME or add folders with a repo.toml to bench-repos/".into(),
-            ));
-        }
+        require_repos(&repos)?;
         let mut scenarios = scenarios.to_vec();
         scenarios.sort();
         scenarios.dedup();

@@ -18,7 +18,7 @@ use crate::cache::client::{concurrently, Auth, Client, Method, Request};
 use crate::error::{exit_code, Error, IoContext, Result};
 use crate::plan::args::CoverageArgs;
 use crate::plan::config::{parse_url, BazelCacheConfig, Env, NixCacheConfig, RunConfig};
-use crate::plan::{manifest, Lane, Plan, RepoManifest, Scenario};
+use crate::plan::{manifest, RepoManifest};
 use crate::results::coverage::{
     classify_actions, classify_closure, json_schema, Answer, BazelCoverage, Coverage,
     MissingAction, NixCoverage, RepoCoverage, COVERAGE_SCHEMA_VERSION,
@@ -460,15 +460,11 @@ pub fn run(args: &CoverageArgs, env: &Env, command: Vec<String>) -> Result<i32> 
     }
     process::install_interrupt_handler()?;
     let exec = ProcessExecutor;
-    let mut plans = vec![Plan::build(
-        manifest::select(&config.repos)?,
-        None,
-        &[Scenario::Warm],
-        Lane::Host,
-        config.settings.clone(),
-    )?];
-    crate::run::sources::fetch_sources(&mut plans, &exec, &config.checkout_cache)?;
-    let doc = measure(args, &config, &plans[0].repos, upstream, command, &exec)?;
+    // Every selected repo, whichever lanes it declares: coverage builds nothing.
+    let mut repos = manifest::select(&config.repos)?;
+    crate::plan::require_repos(&repos)?;
+    crate::run::sources::fetch_sources(&mut repos, &exec, &config.checkout_cache)?;
+    let doc = measure(args, &config, &repos, upstream, command, &exec)?;
     let json = serde_json::to_string_pretty(&doc).expect("the document serialises") + "\n";
     crate::results::writer::write_atomic(&output, json.as_bytes())?;
     let markdown = crate::report::coverage::render(&doc);

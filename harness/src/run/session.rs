@@ -96,7 +96,11 @@ impl Session {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        crate::run::sources::fetch_sources(&mut plans, exec, &config.checkout_cache)?;
+        crate::run::sources::fetch_sources(
+            plans.iter_mut().flat_map(|p| p.repos.iter_mut()),
+            exec,
+            &config.checkout_cache,
+        )?;
         let warm = |system: System| plans.iter().any(|p| p.needs_cache(system));
         let embedded = (warm(System::Nix) && config.nix_cache == NixCacheConfig::Embedded)
             || (warm(System::Bazel) && config.bazel_cache == BazelCacheConfig::Embedded);

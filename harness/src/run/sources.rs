@@ -5,47 +5,49 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::plan::{Plan, Source};
+use crate::plan::{RepoManifest, Source};
 use crate::run::process::{self, Executor};
 
 /// The preparation step: every git source is checked out (or found in the cache) before
 /// anything is built; one that cannot be fetched makes its cases skipped, never failed.
-pub fn fetch_sources(plans: &mut [Plan], exec: &dyn Executor, cache: &Path) -> Result<()> {
+pub fn fetch_sources<'a>(
+    repos: impl IntoIterator<Item = &'a mut RepoManifest>,
+    exec: &dyn Executor,
+    cache: &Path,
+) -> Result<()> {
     let mut fetched: std::collections::BTreeMap<(String, String), Source> = Default::default();
-    for plan in plans.iter_mut() {
-        for repo in &mut plan.repos {
-            let Source::Git { url, rev } = &repo.source else {
-                continue;
+    for repo in repos {
+        let Source::Git { url, rev } = &repo.source else {
+            continue;
+        };
+        let key = (url.clone(), rev.clone());
+        if !fetched.contains_key(&key) {
+            let spinner = indicatif::ProgressBar::new_spinner();
+            spinner.set_message(format!("fetching {url} at {}", &rev[..12.min(rev.len())]));
+            spinner.enable_steady_tick(Duration::from_millis(120));
+            let source = match crate::tools::git::fetch(exec, url, rev, cache) {
+                Ok(checkout) => Source::Fetched {
+                    checkout,
+                    url: url.clone(),
+                    rev: rev.clone(),
+                },
+                Err(reason) => Source::Unavailable {
+                    url: url.clone(),
+                    rev: rev.clone(),
+                    reason,
+                },
             };
-            let key = (url.clone(), rev.clone());
-            if !fetched.contains_key(&key) {
-                let spinner = indicatif::ProgressBar::new_spinner();
-                spinner.set_message(format!("fetching {url} at {}", &rev[..12.min(rev.len())]));
-                spinner.enable_steady_tick(Duration::from_millis(120));
-                let source = match crate::tools::git::fetch(exec, url, rev, cache) {
-                    Ok(checkout) => Source::Fetched {
-                        checkout,
-                        url: url.clone(),
-                        rev: rev.clone(),
-                    },
-                    Err(reason) => Source::Unavailable {
-                        url: url.clone(),
-                        rev: rev.clone(),
-                        reason,
-                    },
-                };
-                spinner.finish_and_clear();
-                match &source {
-                    Source::Unavailable { reason, .. } => {
-                        eprintln!("skipping {}: could not fetch {url}: {reason}", repo.name)
-                    }
-                    _ => eprintln!("fetched {} ({url} at {rev})", repo.name),
+            spinner.finish_and_clear();
+            match &source {
+                Source::Unavailable { reason, .. } => {
+                    eprintln!("skipping {}: could not fetch {url}: {reason}", repo.name)
                 }
-                process::check_interrupted()?;
-                fetched.insert(key.clone(), source);
+                _ => eprintln!("fetched {} ({url} at {rev})", repo.name),
             }
-            repo.source = fetched[&key].clone();
+            process::check_interrupted()?;
+            fetched.insert(key.clone(), source);
         }
+        repo.source = fetched[&key].clone();
     }
     Ok(())
 }
