@@ -51,7 +51,7 @@ pub fn cpio_newc(entries: &[Entry]) -> Vec<u8> {
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while !out.len().is_multiple_of(4) {
+    while out.len() % 4 != 0 {
         out.push(0);
     }
 }

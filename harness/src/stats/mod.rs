@@ -79,7 +79,7 @@ pub fn median(xs: &[f64]) -> f64 {
 /// The median, reordering `xs` (selection, not a full sort: the bootstrap's hot path).
 fn median_in_place(xs: &mut [f64]) -> f64 {
     assert!(!xs.is_empty(), "median of no samples");
-    let (mid, even) = (xs.len() / 2, xs.len().is_multiple_of(2));
+    let (mid, even) = (xs.len() / 2, xs.len() % 2 == 0);
     let (below, upper, _) = xs.select_nth_unstable_by(mid, f64::total_cmp);
     let upper = *upper;
     if even {
