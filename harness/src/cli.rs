@@ -27,14 +27,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Build bench repos cold, warm and no-op, several samples each, and write results JSON.
-    Run(Box<RunArgs>),
-    /// Show which tools were found, their versions and what can run here.
-    Doctor {
-        /// Also check what this lane needs here (gpu: the GPU, its device files, the
-        /// driver's library, a CUDA toolkit, Nix, nginx, user namespaces, the dev shell).
-        #[arg(long, value_enum)]
-        lane: Option<crate::plan::Lane>,
-    },
+    Run(Box<RunCommand>),
+    /// Show which tools were found, their versions, where the bench repos are and what can
+    /// run here.
+    Doctor(DoctorArgs),
     /// Print the JSON Schema of the results file.
     Schema,
     /// Markdown (stdout or --markdown) and self-contained HTML (--html) reports of results files.
@@ -61,8 +57,41 @@ enum Command {
 }
 
 #[derive(Args)]
+struct RunCommand {
+    #[command(flatten)]
+    args: RunArgs,
+    #[command(flatten)]
+    reports: ReportFiles,
+}
+
+#[derive(Args)]
+struct ReportFiles {
+    /// Also write the Markdown report of the results here (as `report --markdown`).
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
+    /// Also write the HTML report of the results here (as `report --html`).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DoctorArgs {
+    /// Also check what this lane needs here (vm: QEMU, a kernel with its modules, a static
+    /// busybox, xz, the guest image; gpu: the GPU, its device files, the driver's library,
+    /// a CUDA toolkit, Nix, nginx, user namespaces, the dev shell).
+    #[arg(long, value_enum)]
+    lane: Option<crate::plan::Lane>,
+    /// With --lane vm: boot a test VM under KVM to prove it works (up to 30 s), as a run does.
+    #[arg(long)]
+    kvm_probe: bool,
+    /// Folder of bench repos to check (found as `run` finds it).
+    #[arg(long, value_name = "DIR")]
+    bench_repos: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct ReportArgs {
-    /// Results files.
+    /// Results files (written by `run`); each gets its own section, headed by its file name.
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Write the Markdown here instead of standard output.
@@ -71,22 +100,34 @@ struct ReportArgs {
     /// Also write the HTML report here.
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// Markdown for a PR comment or a job summary: the tables without each case's samples,
+    /// under 60,000 characters (files that do not fit are named; the HTML has everything).
+    #[arg(long)]
+    summary: bool,
 }
 
 #[derive(Args)]
 struct CompareArgs {
+    /// The results file to compare against (e.g. the last run on main).
     baseline: PathBuf,
+    /// The results file under judgement.
     new: PathBuf,
-    /// Allowed slowdown: a regression needs the whole 95% interval of new/baseline above 1 + this.
+    /// Allowed change: a regression needs the whole 95% interval of new/baseline beyond
+    /// 1 + this (1 - this for a speedup).
     #[arg(long, default_value_t = crate::report::compare::DEFAULT_THRESHOLD, value_parser = crate::plan::args::parse_non_negative)]
     threshold: f64,
     /// Also write the Markdown here.
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
+    /// Folder of bench repos whose repo.toml defaults fill the parameters a file did not
+    /// record (found as `run` finds it).
+    #[arg(long, value_name = "DIR")]
+    bench_repos: Option<PathBuf>,
 }
 
 #[derive(Args)]
 struct ExportArgs {
+    /// The results file to export.
     file: PathBuf,
     /// Where to write the JSON (default: standard output).
     #[arg(long, short, value_name = "FILE")]
@@ -106,8 +147,16 @@ struct MatrixArgs {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(*args),
-        Command::Doctor { lane } => crate::doctor::run(&ProcessExecutor, lane, &Env::capture()),
+        Command::Run(command) => run(*command),
+        Command::Doctor(args) => crate::doctor::run(
+            &ProcessExecutor,
+            &crate::doctor::Request {
+                lane: args.lane,
+                kvm_probe: args.kvm_probe,
+                bench_repos: args.bench_repos,
+            },
+            &Env::capture(),
+        ),
         Command::Schema => {
             print!("{}", results::json_schema());
             Ok(exit_code::OK)
@@ -132,7 +181,7 @@ pub fn main() -> i32 {
     })
 }
 
-fn run(args: RunArgs) -> Result<i32> {
+fn run(RunCommand { args, reports }: RunCommand) -> Result<i32> {
     let env = Env::capture();
     let profile = crate::plan::profile::load_from(args.config.as_deref(), &env.cwd, &args.profile)?;
     let config = RunConfig::resolve(&args, &profile, &env)?;
@@ -158,6 +207,11 @@ fn run(args: RunArgs) -> Result<i32> {
     recorder.finish()?;
     print!("{}", crate::report::summary::render(recorder.results()));
     println!("results: {}", recorder.path().display());
+    let files = [(
+        recorder.path().display().to_string(),
+        recorder.results().clone(),
+    )];
+    write_reports(&files, reports.markdown.as_deref(), reports.html.as_deref())?;
     Ok(if recorder.results().any_failed() {
         exit_code::CASE_FAILED
     } else {
@@ -184,22 +238,65 @@ fn emit_text(text: &str, to: Option<&Path>) -> Result<()> {
 }
 
 fn report(args: &ReportArgs) -> Result<i32> {
+    use crate::report::markdown::{self, Detail};
     let files = load_all(&args.files)?;
-    emit_text(
-        &crate::report::markdown::render(&files),
-        args.markdown.as_deref(),
-    )?;
+    let detail = if args.summary {
+        Detail::Summary
+    } else {
+        Detail::Full
+    };
+    emit_text(&markdown::render(&files, detail), args.markdown.as_deref())?;
     if let Some(html) = &args.html {
         results::writer::write_atomic(html, crate::report::html::render(&files).as_bytes())?;
     }
     Ok(exit_code::OK)
 }
 
+/// The report files a run was asked for, written atomically.
+fn write_reports(
+    files: &[(String, Results)],
+    markdown: Option<&Path>,
+    html: Option<&Path>,
+) -> Result<()> {
+    use crate::report::markdown::{render, Detail};
+    if let Some(path) = markdown {
+        results::writer::write_atomic(path, render(files, Detail::Full).as_bytes())?;
+        println!("markdown report: {}", path.display());
+    }
+    if let Some(path) = html {
+        results::writer::write_atomic(path, crate::report::html::render(files).as_bytes())?;
+        println!("html report: {}", path.display());
+    }
+    Ok(())
+}
+
+/// The parameter defaults of every bench repo the files name, from their repo.toml where
+/// it can be found (a repo whose manifest is not found gets none: its cases are compared
+/// as recorded).
+fn manifest_defaults(
+    files: [&Results; 2],
+    bench_repos: Option<&Path>,
+) -> crate::report::compare::Defaults {
+    let (dir, _) = Env::capture().bench_repos(bench_repos);
+    let names: std::collections::BTreeSet<&str> = files
+        .iter()
+        .flat_map(|f| f.cases.iter().map(|c| c.repo.as_str()))
+        .collect();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let manifest = crate::plan::manifest::resolve(name, Some(&dir)).ok()?;
+            Some((name.to_string(), manifest.parameters))
+        })
+        .collect()
+}
+
 fn compare(args: &CompareArgs) -> Result<i32> {
     let baseline = results::load(&args.baseline)?;
     let new = results::load(&args.new)?;
-    let comparison =
-        crate::report::compare::compare(&baseline, &new, args.threshold).map_err(|why| {
+    let defaults = manifest_defaults([&baseline, &new], args.bench_repos.as_deref());
+    let comparison = crate::report::compare::compare(&baseline, &new, args.threshold, &defaults)
+        .map_err(|why| {
             Error::Usage(format!(
                 "cannot compare {} with {}: {why}",
                 args.baseline.display(),
