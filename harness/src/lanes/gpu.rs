@@ -450,7 +450,7 @@ pub fn needs(exec: &dyn Executor, search_path: &OsStr, flake_dir: &Path, dir: &P
         needs.push(need(
             what,
             found.ok_or_else(|| {
-                format!("{tool} is not on PATH: see the README's GPU section for bringing it to a runner without a registry")
+                format!("{tool} is not on PATH: see docs/lanes-and-gpu.md for bringing it to a runner without a registry")
             }),
             true,
         ));

@@ -95,7 +95,8 @@ pub struct RunArgs {
     /// Results file (default: results/<UTC timestamp>.json).
     #[arg(long, short)]
     pub output: Option<PathBuf>,
-    /// Folder of bench repos (default: ./bench-repos, or $FLYWHEEL_BENCH_REPOS).
+    /// Folder of bench repos (default: $FLYWHEEL_BENCH_REPOS, else ./bench-repos, else the
+    /// ones installed beside the binary).
     #[arg(long, value_name = "DIR")]
     pub bench_repos: Option<PathBuf>,
     /// An external Bazel remote cache for warm cases instead of the embedded one:
@@ -142,7 +143,8 @@ pub struct CoverageArgs {
     /// Override a bench repo parameter, e.g. `--param size=50` (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, ParamValue)>,
-    /// Folder of bench repos (default: ./bench-repos, or $FLYWHEEL_BENCH_REPOS).
+    /// Folder of bench repos (default: $FLYWHEEL_BENCH_REPOS, else ./bench-repos, else the
+    /// ones installed beside the binary).
     #[arg(long, value_name = "DIR")]
     pub bench_repos: Option<PathBuf>,
     /// Profiles file [default: ./bench.toml when present].
