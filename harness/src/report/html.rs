@@ -13,8 +13,8 @@ const STYLE: &str = "
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:72rem;color:#1b1f24;padding:0 1rem}
 h1{font-size:1.6rem}h2{border-bottom:1px solid #d0d7de;padding-bottom:.3rem;margin-top:2.5rem}
 table{border-collapse:collapse;margin:.5rem 0 1rem}th,td{border:1px solid #d0d7de;padding:.25rem .6rem;text-align:left;vertical-align:top}
-th{background:#f6f8fa}td.good{color:#1a7f37;font-weight:600}td.bad{color:#cf222e;font-weight:600}
-.note{color:#57606a;font-style:italic;margin:.2rem 0}.headline{font-size:1.1rem;font-weight:600}code{font-size:90%;background:#f6f8fa;padding:0 .2em;border-radius:3px}.plots{display:flex;flex-wrap:wrap;gap:1rem}
+th{background:#f6f8fa}td:nth-child(-n+3){white-space:nowrap}td.good{color:#1a7f37;font-weight:600}td.bad{color:#cf222e;font-weight:600}
+.note{color:#57606a;font-style:italic;margin:.2rem 0}.headline{font-size:1.1rem;font-weight:600}code{font-size:90%;background:#f6f8fa;padding:0 .2em;border-radius:3px;white-space:nowrap}.key{white-space:nowrap;margin-right:1em}.plots{display:flex;flex-wrap:wrap;gap:1rem}
 figure{margin:0;border:1px solid #d0d7de;border-radius:6px;padding:.5rem}figcaption{font-weight:600;margin-bottom:.3rem}
 svg text{font:11px system-ui,sans-serif;fill:#1b1f24}";
 
@@ -213,12 +213,25 @@ pub(super) fn distribution_plots(r: &Results) -> String {
             let _ = write!(svg, "<circle cx=\"{:.1}\" cy=\"20\" r=\"4\" fill=\"{fill}\" fill-opacity=\"0.7\"><title>{}: {}</title></circle>", x(*v), numbers::sample_number(i), seconds(*v));
         }
         let med = crate::stats::median(&w);
-        let (low, high) = numbers::seconds_apart(min, max);
         let _ = write!(
             svg,
-            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"8\" y2=\"32\" stroke=\"#1b1f24\" stroke-width=\"2\"/><text x=\"10\" y=\"50\">{low}</text><text x=\"330\" y=\"50\" text-anchor=\"end\">{high}</text></svg>",
+            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"8\" y2=\"32\" stroke=\"#1b1f24\" stroke-width=\"2\"/>",
             x(med),
         );
+        // The axis's ends, told apart; one value (a single sample) is written once.
+        let (low, high) = numbers::seconds_apart(min, max);
+        if low == high {
+            let _ = write!(
+                svg,
+                "<text x=\"170\" y=\"50\" text-anchor=\"middle\">{low} ({})</text></svg>",
+                numbers::count_of(w.len(), "sample")
+            );
+        } else {
+            let _ = write!(
+                svg,
+                "<text x=\"10\" y=\"50\">{low}</text><text x=\"330\" y=\"50\" text-anchor=\"end\">{high}</text></svg>"
+            );
+        }
         let retried = c.samples.iter().any(|s| s.retry.is_some());
         let _ = writeln!(
             out,

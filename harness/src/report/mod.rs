@@ -43,6 +43,19 @@ pub fn inline_html(text: &str) -> String {
 }
 
 #[cfg(test)]
+mod tests {
+    #[test]
+    fn inline_code_becomes_html_code() {
+        assert_eq!(
+            super::inline_html("add warm-ups (`--warmups N`) <now>"),
+            "add warm-ups (<code>--warmups N</code>) &lt;now&gt;"
+        );
+        assert_eq!(super::inline_html("a `b"), "a `b");
+        assert_eq!(super::inline_html("plain"), "plain");
+    }
+}
+
+#[cfg(test)]
 mod snapshots {
     //! Snapshot tests of every renderer on a committed results file. The input is fixed,
     //! so every number is checked as it renders; only store hashes and temporary folder

@@ -128,13 +128,13 @@ fn legend(results: &Results) -> String {
     for phase in phases {
         let _ = write!(
             out,
-            "<span style=\"color:{}\">&#9632;</span> {} &nbsp; ",
+            "<span class=\"key\"><span style=\"color:{}\">&#9632;</span> {}</span> ",
             colour(phase),
             esc(phase.describe())
         );
     }
     out.push_str(
-        "<span style=\"color:#d0d7de\">&#9632;</span> other (in no phase the tool's log names)</p>",
+        "<span class=\"key\"><span style=\"color:#d0d7de\">&#9632;</span> other (in no phase the tool's log names)</span></p>",
     );
     out
 }
@@ -245,6 +245,25 @@ mod tests {
             page.contains("<svg") && page.contains("downloads"),
             "{page}"
         );
+    }
+
+    #[test]
+    fn every_phase_has_its_own_colour() {
+        let phases = [
+            Phase::Startup,
+            Phase::LoadingAnalysis,
+            Phase::Execution,
+            Phase::Finish,
+            Phase::Evaluation,
+            Phase::NarinfoQueries,
+            Phase::Downloads,
+            Phase::Builds,
+        ];
+        let mut colours: Vec<&str> = phases.iter().map(|p| colour(*p)).collect();
+        colours.push("#d0d7de"); // other
+        colours.sort();
+        colours.dedup();
+        assert_eq!(colours.len(), phases.len() + 1);
     }
 
     fn warm_count(results: &Results) -> usize {
