@@ -277,7 +277,7 @@ pub fn claims(results: &Results) -> Table {
     }
     Table {
         title: "Claimed vs measured",
-        note: "What the platform says (from the bench repo's manifest) beside this run's median or hit ratio; measured / claimed for times.",
+        note: "What the platform says (from the bench repo's manifest) beside this run's median wall time or hit ratio; measured / claimed for times.",
         headers: vec![
             "repo", "system", "lane", "scenario", "claimed", "measured", "measured / claimed", "source",
         ],
@@ -321,7 +321,7 @@ pub fn sampling(results: &Results) -> Table {
     }
     Table {
         title: "Sampling",
-        note: "Cases whose samples need a word; every other case took exactly --samples samples and looked steady.",
+        note: "Cases whose samples need a word, with the median of their wall time and its 95% interval; every other case took exactly --samples samples and looked steady.",
         headers: vec![
             "repo", "system", "lane", "scenario", "samples", "stopped", "median [95% CI]", "notes",
         ],
