@@ -38,24 +38,6 @@ fn the_benchmark_workflow_lints_clean() {
 }
 
 #[test]
-fn ci_runs_the_readmes_test_command() {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let ci = std::fs::read_to_string(repo_root().join(".ci/run")).unwrap();
-    let command = ci
-        .lines()
-        .last()
-        .expect(".ci/run ends with the test command");
-    assert!(
-        readme.lines().any(|line| line == command),
-        ".ci/run runs `{command}`, which the README does not give as its test command"
-    );
-    assert!(
-        command.contains("scripts/check-pinned-rust") && command.contains("nextest run"),
-        "{command}"
-    );
-}
-
-#[test]
 fn the_shell_scripts_pass_shellcheck() {
     require_tools(&["shellcheck"]);
     let out = Command::new("shellcheck")

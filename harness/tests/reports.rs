@@ -134,3 +134,103 @@ fn report_export_and_matrix_render_a_real_run() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("missing.json"));
 }
+
+#[test]
+fn compare_of_the_committed_evidence_names_the_filled_parameter_and_gates() {
+    // nix-fixture-c-dag-host.json predates the `toolchain` parameter: its manifest's
+    // default fills it, so the cases compare (exit 0 or 1), never "cannot compare" (2).
+    let out = harness(&[
+        &"compare",
+        &"results/evidence/nix-fixture-c-dag-host.json",
+        &"results/evidence/default-bench-host.json",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(
+            "toolchain is absent in the baseline, taken as its manifest's default toolchain=0"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("| fixture-c-dag nix host cold |"), "{text}");
+    // The Bazel tool only the new file has does not stop Nix cases from gating.
+    let out = harness(&[
+        &"compare",
+        &"results/evidence/nix-fixture-c-dag-host.json",
+        &"results/evidence/fallback-host.json",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Absolute times gate"), "{text}");
+}
+
+#[test]
+fn export_keeps_every_sweep_point_as_its_own_series() {
+    let out = harness(&[&"export", &"results/evidence/sweep-nix-host.json"]);
+    assert!(out.status.success());
+    let entries: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 8);
+    assert!(
+        names.contains(&"fixture-c-dag nix host size=8 warm"),
+        "{names:?}"
+    );
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 8, "{names:?}");
+}
+
+#[test]
+fn bench_repos_installed_beside_the_binary_are_found_outside_a_checkout() {
+    // The flake's package layout: $out/bin/flywheel-bench, $out/share/flywheel-bench/bench-repos.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let shipped = out.join("share/flywheel-bench/bench-repos/fixture-c-dag");
+    std::fs::create_dir_all(out.join("bin")).unwrap();
+    std::fs::create_dir_all(&shipped).unwrap();
+    let src = repo_root().join("bench-repos/fixture-c-dag");
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, shipped.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let exe = out.join("bin/flywheel-bench");
+    std::fs::copy(env!("CARGO_BIN_EXE_flywheel-bench"), &exe).unwrap();
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(&exe)
+            .args(args)
+            .current_dir(&elsewhere)
+            .env_remove("FLYWHEEL_BENCH_REPOS")
+            .output()
+            .unwrap()
+    };
+    // run looks there: a mistyped name is looked up among the shipped repos.
+    let typo = run(&["run", "--repo", "fixture-c-dga"]);
+    let err = String::from_utf8_lossy(&typo.stderr);
+    assert_eq!(typo.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("share/flywheel-bench/bench-repos")
+            && err.contains("did you mean `fixture-c-dag`?"),
+        "{err}"
+    );
+    // doctor says the same.
+    let doctor = run(&["doctor"]);
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        text.contains(
+            "share/flywheel-bench/bench-repos (installed beside the binary): fixture-c-dag"
+        ),
+        "{text}"
+    );
+}

@@ -47,6 +47,16 @@ pub struct LaneContext<'a> {
     pub guest: Option<&'a GuestRole>,
 }
 
+/// One thing a runner needs for a lane (what `doctor --lane` checks), and whether it has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Need {
+    pub what: &'static str,
+    /// What was found, or what is missing and how to fix it.
+    pub found: Result<String, String>,
+    /// The lane cannot run without it (else it only changes how it runs).
+    pub required: bool,
+}
+
 /// The vm lane seen from inside its guest: how the host booted it.
 #[derive(Debug, Clone)]
 pub struct GuestRole {

@@ -19,7 +19,7 @@ use url::Url;
 use crate::cache::{BazelCache, BazelEndpoint, NixCache, Push};
 use crate::error::{Error, IoContext, Result};
 use crate::lanes::initramfs::{cpio_newc, load_order, Entry};
-use crate::lanes::GuestRole;
+use crate::lanes::{GuestRole, Need};
 use crate::plan::config::Upstream;
 use crate::plan::config::VmSettings;
 use crate::plan::{Lane, Plan};
@@ -253,6 +253,97 @@ pub fn build_image(dir: &Path, exec: &dyn Executor) -> Result<VmImage> {
         vmlinux,
         initramfs,
     })
+}
+
+/// What the vm lane needs here (`doctor --lane vm`), each with what was found or its fix:
+/// QEMU, a kernel with its virtio and 9p modules, a static busybox and xz, then the guest
+/// image built from them in `dir`. KVM is proved only by booting a test VM under it (up
+/// to 30 s), which `probe_kvm` asks for; without it the lane runs under TCG.
+pub fn needs(exec: &dyn Executor, qemu: Option<&Path>, dir: &Path, probe_kvm: bool) -> Vec<Need> {
+    let mut needs = vec![Need {
+        what: "QEMU (qemu-system-x86_64)",
+        found: qemu
+            .map(|q| q.display().to_string())
+            .ok_or_else(|| crate::tools::install_hint("qemu-system-x86_64").to_string()),
+        required: true,
+    }];
+    let kernel = find_kernel();
+    needs.push(Need {
+        what: "a Linux kernel with its modules (/boot, /lib/modules)",
+        found: kernel
+            .as_ref()
+            .map(|(release, path)| format!("Linux {release} ({})", path.display()))
+            .map_err(ToString::to_string),
+        required: true,
+    });
+    if let Ok((release, _)) = &kernel {
+        let dep = Path::new("/lib/modules").join(release).join("modules.dep");
+        let modules = std::fs::read_to_string(&dep)
+            .map_err(|e| format!("cannot read {}: {e}", dep.display()))
+            .and_then(|text| load_order(&text, MODULES))
+            .map(|order| format!("{} modules in load order", order.len()));
+        needs.push(Need {
+            what: "the guest's virtio and 9p modules (virtio_pci, 9p, 9pnet_virtio, virtio_net)",
+            found: modules,
+            required: true,
+        });
+    }
+    let busybox = match std::fs::read(BUSYBOX) {
+        Ok(bytes) if !is_dynamic(&bytes) => Ok(format!("{BUSYBOX}, statically linked")),
+        Ok(_) => Err(format!(
+            "{BUSYBOX} is dynamically linked: `sudo apt-get install busybox-static`"
+        )),
+        Err(_) => Err(format!(
+            "no {BUSYBOX}: `sudo apt-get install busybox-static`"
+        )),
+    };
+    needs.push(Need {
+        what: "a static busybox (the guest's init)",
+        found: busybox,
+        required: true,
+    });
+    needs.push(Need {
+        what: "xz (unpacks the kernel to boot)",
+        found: crate::tools::find("xz")
+            .map(|p| p.display().to_string())
+            .ok_or_else(|| "xz is not on PATH: `sudo apt-get install xz-utils`".into()),
+        required: true,
+    });
+    let ready = needs.iter().all(|n| n.found.is_ok());
+    let image = if ready {
+        build_image(&dir.join("image"), exec).map_err(|e| e.to_string())
+    } else {
+        Err("not built: something above is missing".into())
+    };
+    needs.push(Need {
+        what: "the guest image (vmlinux and an initramfs)",
+        found: image
+            .as_ref()
+            .map(|i| format!("built for Linux {}", i.kernel_release))
+            .map_err(Clone::clone),
+        required: true,
+    });
+    let kvm = match (qemu, &image) {
+        _ if !Path::new("/dev/kvm").exists() => {
+            Err("no /dev/kvm: the lane runs under TCG (correctness evidence, not KVM timings)".into())
+        }
+        (Some(qemu), Ok(image)) if probe_kvm => match probe_accel(exec, qemu, image, dir) {
+            Ok((Accel::Kvm, note)) => Ok(note),
+            Ok((Accel::Tcg, note)) => Err(format!("{note}: the lane runs under TCG")),
+            Err(e) => Err(format!("the KVM probe could not run: {e}")),
+        },
+        _ if probe_kvm => Err("/dev/kvm exists; not probed: the guest image is missing".into()),
+        _ => Err(format!(
+            "/dev/kvm exists but only a boot proves it works: pass --kvm-probe to boot a test VM under KVM (up to {} s), as every run does",
+            ACCEL_PROBE_TIMEOUT.as_secs()
+        )),
+    };
+    needs.push(Need {
+        what: "KVM acceleration (else TCG)",
+        found: kvm,
+        required: false,
+    });
+    needs
 }
 
 /// A machine to boot: the emulator, the image, how it is accelerated and its size.

@@ -26,16 +26,57 @@ pub struct Env {
     pub cwd: PathBuf,
     pub temp_dir: PathBuf,
     pub now: chrono::DateTime<chrono::Utc>,
+    /// `./bench-repos` exists.
+    local_bench_repos: bool,
+    /// The bench repos installed beside the harness's binary, when there are any.
+    shipped_bench_repos: Option<PathBuf>,
 }
+
+/// Where bench repos are installed relative to the folder of the binary: the flake's
+/// package (`$out/bin`, `$out/share/flywheel-bench/bench-repos`) and the runner pack of
+/// `scripts/pack-runner` (`bin/`, `bench-repos/`).
+const SHIPPED_BENCH_REPOS: [&str; 2] = ["../share/flywheel-bench/bench-repos", "../bench-repos"];
 
 impl Env {
     /// The one place that reads the process's environment for the configuration.
     pub fn capture() -> Env {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        let exe_dir = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(Path::to_path_buf));
         Env {
             vars: std::env::vars().collect(),
-            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            local_bench_repos: cwd.join("bench-repos").is_dir(),
+            shipped_bench_repos: exe_dir.and_then(|dir| {
+                SHIPPED_BENCH_REPOS
+                    .iter()
+                    .map(|rel| dir.join(rel))
+                    .find(|p| p.is_dir())
+                    .map(|p| p.canonicalize().unwrap_or(p))
+            }),
+            cwd,
             temp_dir: std::env::temp_dir(),
             now: chrono::Utc::now(),
+        }
+    }
+
+    /// The bench repos folder for `--bench-repos` (`flag`) and where the choice came from:
+    /// the flag, else `$FLYWHEEL_BENCH_REPOS`, else `./bench-repos` when it exists, else the
+    /// folder installed beside the binary, else `./bench-repos` (which errors then name).
+    /// `run`, `coverage`, `compare` and `doctor` all find them here.
+    pub fn bench_repos(&self, flag: Option<&Path>) -> (PathBuf, &'static str) {
+        if let Some(dir) = flag {
+            return (dir.to_path_buf(), "--bench-repos");
+        }
+        if let Some(dir) = self.var(BENCH_REPOS_ENV) {
+            return (PathBuf::from(dir), "$FLYWHEEL_BENCH_REPOS");
+        }
+        let local = self.cwd.join("bench-repos");
+        match &self.shipped_bench_repos {
+            Some(shipped) if !self.local_bench_repos => {
+                (shipped.clone(), "installed beside the binary")
+            }
+            _ => (local, "./bench-repos"),
         }
     }
 
@@ -49,6 +90,8 @@ impl Env {
             cwd: cwd.to_path_buf(),
             temp_dir: PathBuf::from("/tmp"),
             now: chrono::DateTime::UNIX_EPOCH,
+            local_bench_repos: false,
+            shipped_bench_repos: None,
         }
     }
 
@@ -183,7 +226,7 @@ impl Default for VmSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RepoSelection {
     pub names: Vec<String>,
-    /// `--bench-repos`, else `$FLYWHEEL_BENCH_REPOS`, else `./bench-repos`.
+    /// As [`Env::bench_repos`] finds it.
     pub bench_repos: PathBuf,
     pub params: Vec<(String, ParamValue)>,
     /// `--sweep`: every repo declaring the parameter runs at each of these values.
@@ -278,11 +321,7 @@ impl RunConfig {
                 .vm_timeout
                 .map_or(vm_defaults.timeout, Duration::from_secs),
         };
-        let bench_repos = args
-            .bench_repos
-            .clone()
-            .or_else(|| env.var(BENCH_REPOS_ENV).map(PathBuf::from))
-            .unwrap_or_else(|| env.cwd.join("bench-repos"));
+        let (bench_repos, _) = env.bench_repos(args.bench_repos.as_deref());
         Ok(RunConfig {
             profile: profile.name.clone(),
             repos: RepoSelection {
@@ -708,5 +747,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.repos.bench_repos, Path::new("/flag"));
+    }
+
+    #[test]
+    fn bench_repos_installed_beside_the_binary_serve_outside_a_checkout() {
+        let shipped = Env {
+            shipped_bench_repos: Some(
+                "/nix/store/x-flywheel-bench/share/flywheel-bench/bench-repos".into(),
+            ),
+            ..env(&[])
+        };
+        assert_eq!(
+            shipped.bench_repos(None),
+            (
+                PathBuf::from("/nix/store/x-flywheel-bench/share/flywheel-bench/bench-repos"),
+                "installed beside the binary"
+            )
+        );
+        // A checkout's own bench-repos/ wins, and the flag and variable win over both.
+        let in_checkout = Env {
+            local_bench_repos: true,
+            ..shipped.clone()
+        };
+        assert_eq!(in_checkout.bench_repos(None).1, "./bench-repos");
+        assert_eq!(
+            in_checkout.bench_repos(Some(Path::new("/f"))).1,
+            "--bench-repos"
+        );
     }
 }

@@ -419,19 +419,17 @@ pub fn resolve(arg: &str, bench_repos: Option<&Path>) -> Result<RepoManifest> {
     }
     let Some(dir) = bench_repos else {
         return Err(Error::Usage(format!(
-            "--repo {arg}: no bench-repos folder was found to look it up in\n  fix: run from the repository root, pass --bench-repos DIR, or give a path to a folder with a repo.toml"
+            "--repo {arg}: no bench-repos folder was found to look it up in (none at ./bench-repos or beside the binary)\n  fix: run from the repository root, pass --bench-repos DIR (or set $FLYWHEEL_BENCH_REPOS), or give a path to a folder with a repo.toml"
         )));
     };
     let manifest = dir.join(arg).join(MANIFEST_FILE);
     if !manifest.is_file() {
-        let known = discover(dir)?
-            .into_iter()
-            .map(|m| m.name)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let known: Vec<String> = discover(dir)?.into_iter().map(|m| m.name).collect();
         return Err(Error::Usage(format!(
-            "--repo {arg}: no such bench repo in {}\n  known: {known}\n  fix: use one of those names or a path to a folder with a repo.toml",
-            dir.display()
+            "--repo {arg}: no such bench repo in {}{}\n  known: {}\n  fix: use one of those names or a path to a folder with a repo.toml",
+            dir.display(),
+            crate::error::suggestion(arg, known.iter().map(String::as_str)),
+            known.join(", ")
         )));
     }
     load(&manifest)
@@ -490,7 +488,8 @@ pub fn sweep(
 ) -> Result<Vec<RepoManifest>> {
     if !repos.iter().any(|r| r.parameters.contains_key(key)) {
         return Err(Error::Usage(format!(
-            "--sweep {key}=...: none of the selected bench repos has a parameter `{key}`\n  fix: check the [parameters] table of the repo's repo.toml"
+            "--sweep {key}=...: none of the selected bench repos has a parameter `{key}`{}\n  fix: check the [parameters] table of the repo's repo.toml",
+            suggest_parameter(&repos, key)
         )));
     }
     Ok(repos
@@ -513,6 +512,16 @@ pub fn sweep(
 
 /// Applies `--param key=value` overrides to every repo that declares the key.
 /// A key that no selected repo declares is an error, so typos do not pass silently.
+/// "did you mean" among the selected repos' parameters.
+fn suggest_parameter(repos: &[RepoManifest], key: &str) -> String {
+    crate::error::suggestion(
+        key,
+        repos
+            .iter()
+            .flat_map(|r| r.parameters.keys().map(String::as_str)),
+    )
+}
+
 pub fn apply_overrides(
     repos: &mut [RepoManifest],
     overrides: &[(String, ParamValue)],
@@ -527,7 +536,8 @@ pub fn apply_overrides(
         }
         if !used {
             return Err(Error::Usage(format!(
-                "--param {key}={value}: none of the selected bench repos has a parameter `{key}`\n  fix: check the [parameters] table of the repo's repo.toml"
+                "--param {key}={value}: none of the selected bench repos has a parameter `{key}`{}\n  fix: check the [parameters] table of the repo's repo.toml",
+                suggest_parameter(repos, key)
             )));
         }
     }
@@ -725,6 +735,10 @@ file = "default.nix"
         let err =
             apply_overrides(&mut repos, &[("sise".into(), ParamValue::parse("5"))]).unwrap_err();
         assert!(err.to_string().contains("sise"));
+        assert!(err.to_string().contains("did you mean `size`?"), "{err}");
+        let err =
+            apply_overrides(&mut repos, &[("siz".into(), ParamValue::parse("3"))]).unwrap_err();
+        assert!(err.to_string().contains("did you mean `size`?"), "{err}");
     }
 
     #[test]
@@ -739,6 +753,10 @@ file = "default.nix"
         );
         let err = resolve("nope", Some(dir.path())).unwrap_err().to_string();
         assert!(err.contains("known: fixture"), "{err}");
+        let err = resolve("fixtrue", Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did you mean `fixture`?"), "{err}");
         let by_path = resolve(repo.to_str().unwrap(), None).unwrap();
         assert_eq!(by_path.name, "fixture");
     }

@@ -191,7 +191,7 @@ pub fn parse(text: &str, path: &Path, name: &str) -> Result<Profile> {
     let mut raw: RawFile = toml::from_str(text).map_err(|e| {
         invalid(
             e.to_string().trim_end().to_string(),
-            "see the README's \"Profiles\" section",
+            "see docs/caches-and-profiles.md",
         )
     })?;
     let Some(p) = raw.profiles.remove(name) else {

@@ -4,9 +4,9 @@
 use std::fmt::Write;
 
 use crate::report::escape_html as esc;
-use crate::report::tables::seconds;
 use crate::results::explain::{time_line, MissExplanations, Phase, TimeSplit};
 use crate::results::{CaseResult, Outcome, Results, Sample};
+use crate::stats::numbers::seconds;
 
 /// The sample whose wall time is the case's median (the lower one for an even count):
 /// its split stands for the case.
@@ -47,15 +47,18 @@ pub fn lines(results: &Results) -> Vec<String> {
     out
 }
 
-/// The colour of a phase in the stacked bars.
+/// The colour of a phase in the stacked bars: one per phase, so a legend that lists Bazel's
+/// and Nix's phases together names each colour once.
 fn colour(phase: Phase) -> &'static str {
     match phase {
         Phase::Startup => "#8c959f",
-        Phase::LoadingAnalysis | Phase::Evaluation => "#bf8700",
-        Phase::Execution | Phase::Builds => "#0969da",
+        Phase::LoadingAnalysis => "#bf8700",
+        Phase::Execution => "#0969da",
+        Phase::Finish => "#1b7c83",
+        Phase::Evaluation => "#bf3989",
         Phase::NarinfoQueries => "#8250df",
         Phase::Downloads => "#2da44e",
-        Phase::Finish => "#57606a",
+        Phase::Builds => "#953800",
     }
 }
 
@@ -125,13 +128,13 @@ fn legend(results: &Results) -> String {
     for phase in phases {
         let _ = write!(
             out,
-            "<span style=\"color:{}\">&#9632;</span> {} &nbsp; ",
+            "<span class=\"key\"><span style=\"color:{}\">&#9632;</span> {}</span> ",
             colour(phase),
             esc(phase.describe())
         );
     }
     out.push_str(
-        "<span style=\"color:#d0d7de\">&#9632;</span> other (in no phase the tool's log names)</p>",
+        "<span class=\"key\"><span style=\"color:#d0d7de\">&#9632;</span> other (in no phase the tool's log names)</span></p>",
     );
     out
 }
@@ -242,6 +245,25 @@ mod tests {
             page.contains("<svg") && page.contains("downloads"),
             "{page}"
         );
+    }
+
+    #[test]
+    fn every_phase_has_its_own_colour() {
+        let phases = [
+            Phase::Startup,
+            Phase::LoadingAnalysis,
+            Phase::Execution,
+            Phase::Finish,
+            Phase::Evaluation,
+            Phase::NarinfoQueries,
+            Phase::Downloads,
+            Phase::Builds,
+        ];
+        let mut colours: Vec<&str> = phases.iter().map(|p| colour(*p)).collect();
+        colours.push("#d0d7de"); // other
+        colours.sort();
+        colours.dedup();
+        assert_eq!(colours.len(), phases.len() + 1);
     }
 
     fn warm_count(results: &Results) -> usize {

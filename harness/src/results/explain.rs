@@ -337,6 +337,18 @@ impl TimeSplit {
         }
     }
 
+    /// The phase (or the rest, "other") that took the most time, summed over its parts.
+    pub fn largest(&self) -> Option<(&'static str, f64)> {
+        let mut kinds: Vec<Phase> = self.phases.iter().map(|p| p.phase).collect();
+        kinds.dedup();
+        kinds
+            .into_iter()
+            .map(|phase| (phase.describe(), self.seconds(phase)))
+            .chain(std::iter::once(("other", self.other_s)))
+            .filter(|(_, s)| *s > 0.0)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
     /// Time spent talking to the cache.
     pub fn transfer_s(&self) -> f64 {
         self.remote_cache_s
@@ -417,22 +429,24 @@ impl TransferFloor {
     }
 }
 
-/// One line for a report: `warm 4.28 s, of which 2.90 s Bazel start-up and analysis,
-/// 300 ms transfer; floor 50 ms.`
+/// One line for a report: `warm 4.28 s: largest phase execution 1.20 s; 2.90 s Bazel
+/// start-up and analysis; 300 ms transfer; transfer floor 50.0 ms.`
 pub fn time_line(label: &str, split: &TimeSplit, floor: Option<&TransferFloor>) -> String {
-    use crate::report::tables::seconds;
+    use crate::stats::numbers::seconds;
     let (setup_s, setup) = split.setup();
-    let mut line = format!(
-        "{label} {}, of which {} {setup}, {} transfer",
-        seconds(split.wall_s),
-        seconds(setup_s),
-        seconds(split.transfer_s())
-    );
-    if let Some(floor) = floor {
-        line.push_str(&format!("; floor {}", seconds(floor.floor_s)));
+    let mut parts = Vec::new();
+    if let Some((name, s)) = split.largest() {
+        parts.push(format!("largest phase {name} {}", seconds(s)));
     }
-    line.push('.');
-    line
+    // Nix's setup is a phase of its own: said once, as the largest, when it is.
+    if split.largest().is_none_or(|(_, s)| s != setup_s) {
+        parts.push(format!("{} {setup}", seconds(setup_s)));
+    }
+    parts.push(format!("{} transfer", seconds(split.transfer_s())));
+    if let Some(floor) = floor {
+        parts.push(format!("transfer floor {}", seconds(floor.floor_s)));
+    }
+    format!("{label} {}: {}.", seconds(split.wall_s), parts.join("; "))
 }
 
 #[cfg(test)]
@@ -544,7 +558,7 @@ mod tests {
         let floor = TransferFloor::compute(0, 50, 1, link, 4.28).unwrap();
         assert_eq!(
             time_line("warm", &split, Some(&floor)),
-            "warm 4.28 s, of which 2.90 s Bazel start-up and analysis, 300 ms transfer; floor 50 ms."
+            "warm 4.28 s: largest phase client and server start-up 1.90 s; 2.90 s Bazel start-up and analysis; 300 ms transfer; transfer floor 50.0 ms."
         );
         let nix = TimeSplit::from_phases(
             0.1,
@@ -565,7 +579,7 @@ mod tests {
         );
         assert_eq!(
             time_line("warm", &nix, None),
-            "warm 100 ms, of which 60 ms Nix start-up and evaluation, 30 ms transfer."
+            "warm 100 ms: largest phase start-up and evaluation 60.0 ms; 30.0 ms transfer."
         );
     }
 }

@@ -613,6 +613,17 @@ pub struct Sample {
 }
 
 impl CaseResult {
+    /// Whether its CPU times miss the build's main work: Bazel runs actions in its server,
+    /// which only a cgroup or the server's own counters include; `children` (and a file
+    /// from before `cpu_scope` was recorded) counted the client alone.
+    pub fn cpu_is_partial(&self) -> bool {
+        self.system == System::Bazel
+            && self
+                .samples
+                .iter()
+                .any(|s| matches!(s.cpu_scope.as_deref(), None | Some("children")))
+    }
+
     /// The wall times of its samples, in order.
     pub fn walls(&self) -> Vec<f64> {
         self.samples.iter().map(|s| s.wall_s).collect()

@@ -6,6 +6,7 @@
 //! samples there is no interval ("n/a"), and nothing can pass on it.
 
 pub mod fit;
+pub mod numbers;
 pub mod stopping;
 
 use std::fmt;
@@ -118,14 +119,21 @@ impl fmt::Display for Warning {
         match self {
             Warning::SlowFirstSample { first_s, median_s } => write!(
                 f,
-                "the first sample ({first_s:.3} s) was much slower than the rest (median {median_s:.3} s): caches were probably still cold; add warm-ups (`--warmups N`)"
+                "the first sample ({}) was much slower than the rest (median {}): caches were probably still cold; add warm-ups (`--warmups N`)",
+                numbers::seconds(*first_s),
+                numbers::seconds(*median_s)
             ),
             Warning::Outliers { samples } => {
                 let list: Vec<String> = samples.iter().map(usize::to_string).collect();
+                let json: Vec<String> = samples.iter().map(|n| (n - 1).to_string()).collect();
                 write!(
                     f,
-                    "sample(s) {} are statistical outliers: something else may have used the machine; re-run on a quiet one",
-                    list.join(", ")
+                    "{} {} {} statistical {}: something else may have used the machine; re-run on a quiet one (samples[{}] in the JSON)",
+                    numbers::plural(samples.len() as u64, "sample"),
+                    list.join(", "),
+                    if samples.len() == 1 { "is a" } else { "are" },
+                    numbers::plural(samples.len() as u64, "outlier"),
+                    json.join("], samples[")
                 )
             }
         }
@@ -363,7 +371,14 @@ mod tests {
         assert!(slow_first[0].to_string().contains("--warmups"));
         let later = warnings(&[1.0, 1.01, 4.0, 0.99, 1.0]);
         assert_eq!(later, vec![Warning::Outliers { samples: vec![3] }]);
-        assert!(later[0].to_string().contains("sample(s) 3 are"));
+        assert!(
+            later[0]
+                .to_string()
+                .starts_with("sample 3 is a statistical outlier"),
+            "{}",
+            later[0]
+        );
+        assert!(later[0].to_string().contains("(samples[2] in the JSON)"));
         // A fast first sample is an outlier, not a cold cache.
         assert_eq!(
             warnings(&[0.2, 1.0, 1.01, 0.99, 1.0]),
