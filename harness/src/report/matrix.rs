@@ -232,7 +232,7 @@ fn judge_lane(lane: &LaneDecl, proof: ProofSettings, history: &History) -> LaneP
             bootstrap_measured(name, label, r)
         }),
         on_latest(latest, CRITERIA[4], cleanup_evidenced),
-        queue_measured(name, latest.map(|(run, _, _)| run)),
+        queue_measured(name, main_runs.last().copied()),
         canary_repeated(lane, proof, &strip, main_runs.len()),
         trace_on_every_sample(lane, window),
         Criterion {
@@ -433,9 +433,11 @@ fn queue_wait(lane: &str, main_runs: &[&HistoryRun]) -> QueueWait {
     }
 }
 
+/// Read from the newest run on main: a job waits for a runner whether or not it then
+/// produced results.
 fn queue_measured(lane: &str, run: Option<&HistoryRun>) -> Criterion {
     let (met, evidence) = match run {
-        None => (false, "no results from this lane on main".into()),
+        None => (false, "no run on main".into()),
         Some(run) => match &run.lifecycle {
             None => (
                 false,
@@ -490,17 +492,35 @@ fn canary_repeated(
     } else {
         format!("{passed} of the last {} runs on main", strip.len())
     };
-    let misses: Vec<String> = strip
+    let runs = |wanted: fn(&Mark) -> bool| -> Vec<&str> {
+        strip
+            .iter()
+            .filter(|(_, m)| wanted(m))
+            .map(|(run, _)| run.as_str())
+            .collect()
+    };
+    let mut evidence = format!("{} passed in {counted} ({needs})", lane.canary);
+    let passes = runs(|m| *m == Mark::Passed);
+    if !passes.is_empty() {
+        let _ = write!(evidence, ": {}", passes.join(", "));
+    }
+    let failures: Vec<String> = strip
         .iter()
         .filter_map(|(run, mark)| match mark {
-            Mark::Passed => None,
             Mark::Failed(why) => Some(format!("{run}: {why}")),
-            Mark::Missing => Some(format!("{run}: no results from the lane")),
+            _ => None,
         })
         .collect();
-    let mut evidence = format!("{} passed in {counted} ({needs})", lane.canary);
-    if !misses.is_empty() {
-        let _ = write!(evidence, "; not in {}", misses.join("; "));
+    if !failures.is_empty() {
+        let _ = write!(evidence, "; failed in {}", failures.join("; "));
+    }
+    let missing = runs(|m| *m == Mark::Missing);
+    if !missing.is_empty() {
+        let _ = write!(
+            evidence,
+            "; no results from the lane in {}",
+            missing.join(", ")
+        );
     }
     Criterion {
         name: CRITERIA[6],
@@ -671,10 +691,11 @@ fn cleanup_text(c: Option<&Cleanup>) -> String {
     }
 }
 
-fn intro(history: &History, proof: ProofSettings) -> String {
+/// What the page says first; `legend` names the canary strip's marks.
+fn intro(history: &History, proof: ProofSettings, legend: &str) -> String {
     let on_main = history.on_main().count();
     format!(
-        "A lane is **proved** when every criterion holds: its canary passed in at least {} of its last {} runs on main, and the newest run on main with its results recorded its cache, bootstrap, cleanup (nothing left) and queue wait; **experimental** when results exist for it but some criterion does not hold; **backlog** without results. Evidence: {} ({} run(s), {} on main). Canary strip, oldest first: ✓ passed, ✗ failed, · no results from the lane.",
+        "A lane is **proved** when every criterion holds: its canary passed in at least {} of its last {} runs on main, the newest run on main with its results recorded its cache, bootstrap and cleanup (nothing left), and the newest run on main its job's queue wait; **experimental** when results exist for it but some criterion does not hold; **backlog** without results. Evidence: {} ({} run(s), {} on main). Canary strip, oldest first: {legend}.",
         proof.canary_passes,
         proof.canary_runs,
         if history.source.is_empty() { "the files given" } else { &history.source },
@@ -682,6 +703,10 @@ fn intro(history: &History, proof: ProofSettings) -> String {
         on_main
     )
 }
+
+const TEXT_LEGEND: &str = "✓ passed, ✗ failed, · no results from the lane";
+const HTML_LEGEND: &str =
+    "green passed, red failed, grey no results from the lane (hover for the run and why)";
 
 fn problems(history: &History) -> Vec<String> {
     history
@@ -703,7 +728,7 @@ fn cell(text: &str) -> String {
 pub fn render_markdown(proofs: &[LaneProof], history: &History, proof: ProofSettings) -> String {
     let mut out = format!(
         "# Runner-lane proof matrix\n\n_{}_\n\n| lane | state | canary, last {} on main | queue wait | bootstrap | cleanup | unmet |\n| --- | --- | --- | --- | --- | --- | --- |\n",
-        intro(history, proof),
+        intro(history, proof, TEXT_LEGEND),
         proof.canary_runs
     );
     for p in proofs {
@@ -777,7 +802,7 @@ pub fn render_html(proofs: &[LaneProof], history: &History, proof: ProofSettings
     let esc = escape_html;
     let mut out = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Runner-lane proof matrix</title><style>{STYLE}</style></head><body>\n<h1>Runner-lane proof matrix</h1>\n<p class=\"note\">{}</p>\n<table><tr><th>lane</th><th>state</th><th>canary, last {} on main</th><th>queue wait</th><th>bootstrap</th><th>cleanup</th></tr>\n",
-        esc(&intro(history, proof).replace("**", "")),
+        esc(&intro(history, proof, HTML_LEGEND).replace("**", "")),
         proof.canary_runs
     );
     for p in proofs {
@@ -958,7 +983,7 @@ mod tests {
         assert!(!canary.met);
         assert_eq!(
             canary.evidence,
-            "fixture-c-dag passed in 4 of the last 7 runs on main (needs 5 of the last 7); not in run-02: cold FAILED (nix build exited with 1); run-04: cold FAILED (nix build exited with 1); run-06: cold FAILED (nix build exited with 1)"
+            "fixture-c-dag passed in 4 of the last 7 runs on main (needs 5 of the last 7): run-01, run-03, run-05, run-07; failed in run-02: cold FAILED (nix build exited with 1); run-04: cold FAILED (nix build exited with 1); run-06: cold FAILED (nix build exited with 1)"
         );
         // Every other criterion holds.
         let unmet: Vec<&str> = host
@@ -989,6 +1014,20 @@ mod tests {
         );
     }
 
+    /// The whole matrix of a history of 7 runs whose canary failed in 3, every number as
+    /// it renders (review changes with `cargo insta review`).
+    #[test]
+    fn matrix_snapshots() {
+        let mut nights = vec![good_night(); 7];
+        for i in [1, 3, 5] {
+            nights[i] = failed_night();
+        }
+        let h = history(nights);
+        let proofs = judge(&lanes(), &h);
+        insta::assert_snapshot!("matrix.md", render_markdown(&proofs, &h, lanes().proof));
+        insta::assert_snapshot!("matrix.html", render_html(&proofs, &h, lanes().proof));
+    }
+
     #[test]
     fn one_pass_is_not_a_proof_and_runs_elsewhere_are_not_on_main() {
         let h = history(vec![good_night()]);
@@ -996,7 +1035,7 @@ mod tests {
         assert_eq!(host.state, State::Experimental);
         assert_eq!(
             criterion(host, "canary passed, repeatedly").evidence,
-            "fixture-c-dag passed in 1 of 1 run(s) on main so far (needs 5 of the last 7)"
+            "fixture-c-dag passed in 1 of 1 run(s) on main so far (needs 5 of the last 7): run-01"
         );
         let mut topic = good_night();
         topic.git = Some(GitInfo {
