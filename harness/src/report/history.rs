@@ -261,7 +261,8 @@ pub(crate) mod tests {
         r
     }
 
-    fn history(nights: Vec<Results>) -> History {
+    /// Nights as runs `run-01`, `run-02`, ... of a history, each with its `host.json`.
+    pub(crate) fn history(nights: Vec<Results>) -> History {
         History {
             source: "history".into(),
             runs: nights

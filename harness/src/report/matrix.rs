@@ -928,23 +928,15 @@ mod tests {
         r
     }
 
+    /// The nights as a history whose runs each have a lifecycle file, the lane jobs
+    /// waiting 4 s, 5 s, ... for a runner.
     fn history(nights: Vec<Results>) -> History {
-        History {
-            source: "history".into(),
-            runs: nights
-                .into_iter()
-                .enumerate()
-                .map(|(i, r)| HistoryRun {
-                    name: format!("run-{:02}", i + 1),
-                    results: vec![(format!("history/run-{:02}/host.json", i + 1), r)],
-                    lifecycle: Some((
-                        format!("history/run-{:02}/lifecycle.json", i + 1),
-                        lifecycle(4 + i as u32),
-                    )),
-                    ..HistoryRun::default()
-                })
-                .collect(),
+        let mut h = crate::report::history::tests::history(nights);
+        for (i, run) in h.runs.iter_mut().enumerate() {
+            let label = format!("history/{}/lifecycle.json", run.name);
+            run.lifecycle = Some((label, lifecycle(4 + i as u32)));
         }
+        h
     }
 
     fn criterion<'a>(p: &'a LaneProof, name: &str) -> &'a Criterion {
