@@ -39,8 +39,14 @@ enum Command {
     Compare(CompareArgs),
     /// The results as "github-action-benchmark" input (customSmallerIsBetter).
     Export(ExportArgs),
-    /// The runner-lane proof matrix (Markdown) from lanes.toml and results files.
+    /// The runner-lane proof matrix (Markdown, and HTML with --html) from lanes.toml and a
+    /// history of runs.
     Matrix(MatrixArgs),
+    /// A lane's baseline for `compare`: its last runs on main in a history, samples pooled.
+    Baseline(BaselineArgs),
+    /// A workflow run's lifecycle file (each job's queue wait and runner) from GitHub's
+    /// "list jobs for a workflow run" response.
+    Lifecycle(LifecycleArgs),
     /// How much of each bench repo's Nix closure a cache holds now (nothing is built);
     /// JSON plus Markdown.
     Coverage(Box<CoverageArgs>),
@@ -136,11 +142,52 @@ struct ExportArgs {
 
 #[derive(Args)]
 struct MatrixArgs {
-    /// Results files that are the lanes' evidence.
+    /// Results files of one more run, the newest (beside or instead of --history).
     files: Vec<PathBuf>,
-    /// Lane declarations.
+    /// Past runs: one folder per run with its results files and lifecycle.json, folder
+    /// names in time order (the bench-history branch's runs/).
+    #[arg(long, value_name = "DIR")]
+    history: Option<PathBuf>,
+    /// Lane declarations and how often a proof must repeat.
     #[arg(long, value_name = "FILE", default_value = "lanes.toml")]
     lanes: PathBuf,
+    /// Write the Markdown here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
+    /// Also write the HTML matrix here.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BaselineArgs {
+    /// Past runs, as `matrix --history` takes them.
+    #[arg(long, value_name = "DIR")]
+    history: PathBuf,
+    /// The lane whose baseline it is.
+    #[arg(long, value_enum)]
+    lane: crate::plan::Lane,
+    /// Runs on main to pool, at least 1 [default: lanes.toml's baseline_runs].
+    #[arg(long, value_parser = crate::plan::args::parse_count)]
+    runs: Option<usize>,
+    /// Lane declarations (for baseline_runs).
+    #[arg(long, value_name = "FILE", default_value = "lanes.toml")]
+    lanes: PathBuf,
+    /// The baseline results file; nothing is written when there is no baseline yet.
+    #[arg(long, short, value_name = "FILE")]
+    output: PathBuf,
+}
+
+#[derive(Args)]
+struct LifecycleArgs {
+    /// The API's response (`GET /repos/OWNER/REPO/actions/runs/RUN_ID/jobs`), as JSON.
+    jobs: PathBuf,
+    /// Where it came from, recorded in the file [default: the file's path].
+    #[arg(long, value_name = "TEXT")]
+    source: Option<String>,
+    /// Where to write the lifecycle file (default: standard output).
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 /// Entry point: returns the process exit code.
@@ -165,6 +212,8 @@ pub fn main() -> i32 {
         Command::Compare(args) => compare(&args),
         Command::Export(args) => export(&args),
         Command::Matrix(args) => matrix(&args),
+        Command::Baseline(args) => baseline(&args),
+        Command::Lifecycle(args) => lifecycle(&args),
         Command::Coverage(args) => {
             crate::run::coverage::run(&args, &Env::capture(), std::env::args().collect())
         }
@@ -199,8 +248,11 @@ fn run(RunCommand { args, reports }: RunCommand) -> Result<i32> {
     let mut progress = Progress::new();
     let outcome = session.run(&mut [&mut progress, &mut recorder]);
     drop(progress);
-    drop(session);
+    recorder.record_cleanup(session.close());
     if let Err(e) = outcome {
+        if let Err(w) = recorder.write() {
+            eprintln!("warning: the cleanup record was not written: {w}");
+        }
         eprintln!("partial results: {}", recorder.path().display());
         return Err(e);
     }
@@ -324,12 +376,75 @@ fn export(args: &ExportArgs) -> Result<i32> {
 }
 
 fn matrix(args: &MatrixArgs) -> Result<i32> {
-    let lanes = crate::report::matrix::load_lanes(&args.lanes)?;
-    let files = load_all(&args.files)?;
-    print!(
-        "{}",
-        crate::report::matrix::render_markdown(&crate::report::matrix::judge(&lanes, &files))
-    );
+    use crate::report::{history, matrix};
+    let lanes = matrix::load_lanes(&args.lanes)?;
+    let mut past = match &args.history {
+        Some(dir) => history::load(dir)?,
+        None => history::History::default(),
+    };
+    if !args.files.is_empty() {
+        past.runs.push(history::HistoryRun {
+            name: "command line".into(),
+            results: load_all(&args.files)?,
+            ..Default::default()
+        });
+    }
+    let proofs = matrix::judge(&lanes, &past);
+    emit_text(
+        &matrix::render_markdown(&proofs, &past, lanes.proof),
+        args.markdown.as_deref(),
+    )?;
+    if let Some(html) = &args.html {
+        let page = matrix::render_html(&proofs, &past, lanes.proof);
+        results::writer::write_atomic(html, page.as_bytes())?;
+    }
+    Ok(exit_code::OK)
+}
+
+fn baseline(args: &BaselineArgs) -> Result<i32> {
+    use crate::report::history;
+    let runs = match args.runs {
+        Some(runs) => runs,
+        None => {
+            crate::report::matrix::load_lanes(&args.lanes)?
+                .proof
+                .baseline_runs
+        }
+    };
+    let past = history::load(&args.history)?;
+    let lane = args.lane.name();
+    match history::baseline(&past, lane, runs) {
+        Ok(pool) => {
+            let mut json =
+                serde_json::to_vec_pretty(&pool.results).expect("results always serialise");
+            json.push(b'\n');
+            results::writer::write_atomic(&args.output, &json)?;
+            println!(
+                "baseline of the {lane} lane: {} (runs {})",
+                args.output.display(),
+                pool.runs.join(", ")
+            );
+            for why in &pool.skipped {
+                println!("left out: {why}");
+            }
+        }
+        Err(why) => println!("{why}; nothing written to {}", args.output.display()),
+    }
+    Ok(exit_code::OK)
+}
+
+fn lifecycle(args: &LifecycleArgs) -> Result<i32> {
+    let path = args.jobs.display().to_string();
+    let text = std::fs::read_to_string(&args.jobs)
+        .map_err(|e| Error::Usage(format!("{path}: cannot read it: {e}")))?;
+    let source = args.source.as_deref().unwrap_or(&path);
+    let life = crate::results::lifecycle::from_github_jobs(&text, source).map_err(|why| {
+        Error::Usage(format!(
+            "{path}: {why}\n  fix: pass the JSON of GET /repos/OWNER/REPO/actions/runs/RUN_ID/jobs?per_page=100"
+        ))
+    })?;
+    let json = serde_json::to_string_pretty(&life).expect("a lifecycle always serialises") + "\n";
+    emit_text(&json, args.output.as_deref())?;
     Ok(exit_code::OK)
 }
 

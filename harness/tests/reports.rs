@@ -74,8 +74,47 @@ fn report_export_and_matrix_render_a_real_run() {
     let results = tmp.path().join("run.json");
     run_ok(
         tiny_nix_run(&["--samples", "2", "--scenario", "cold", "--scenario", "warm"])
-            .args(["--scenario", "fallback:refuse", "--output"])
+            .args(["--scenario", "fallback:refuse"])
+            .args(["--bootstrap-time", "nix run .#bench=12.5", "--output"])
             .arg(&results),
+    );
+    let recorded = read_json(&results);
+    assert_valid_results(&recorded);
+    // The job's step as given, then the harness's own checks, each timed.
+    let bootstrap = &recorded["lanes"][0]["bootstrap"];
+    assert_eq!(
+        bootstrap["job"],
+        serde_json::json!([{"name": "nix run .#bench", "seconds": 12.5}])
+    );
+    let checks: Vec<&str> = bootstrap["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        checks,
+        [
+            "cache preflight",
+            "user-namespace probe",
+            "cache link probe"
+        ],
+        "{bootstrap}"
+    );
+    assert!(
+        bootstrap["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["seconds"].as_f64().unwrap() > 0.0),
+        "{bootstrap}"
+    );
+    // Nothing left, and the record says so.
+    assert_eq!(
+        recorded["cleanup"]["left"],
+        serde_json::json!([]),
+        "{}",
+        recorded["cleanup"]
     );
     let (md, html) = (tmp.path().join("report.md"), tmp.path().join("report.html"));
     let out = harness(&[&"report", &results, &"--markdown", &md, &"--html", &html]);
@@ -122,13 +161,107 @@ fn report_export_and_matrix_render_a_real_run() {
         "{}",
         String::from_utf8_lossy(&matrix.stderr)
     );
-    assert!(text.contains("| Linux host (shared CI runner) |"), "{text}");
+    // One run is no repeated proof, whichever branch this checkout is on.
+    assert!(text.contains("| `host` | experimental |"), "{text}");
+    assert!(text.contains("| `vm` | backlog |"), "{text}");
+
+    // A history of that run on main, with its lifecycle from recorded API responses.
+    let history = tmp.path().join("history");
+    let night = history.join("2026-12-06T03-17-05Z-run12873340115-1");
+    std::fs::create_dir_all(&night).unwrap();
+    let mut on_main = recorded.clone();
+    on_main["git"] =
+        serde_json::json!({"commit": "0".repeat(40), "ref": "refs/heads/main", "dirty": false});
+    std::fs::write(night.join("host.json"), on_main.to_string()).unwrap();
+    let jobs = repo_root().join("harness/tests/fixtures/github-api/jobs-nightly.json");
+    let life = harness(&[
+        &"lifecycle",
+        &jobs,
+        &"--output",
+        &night.join("lifecycle.json"),
+    ]);
     assert!(
-        text.contains(
-            "| QEMU VM the harness boots (KVM when proved by boot, else TCG) | backlog |"
-        ),
-        "{text}"
+        life.status.success(),
+        "{}",
+        String::from_utf8_lossy(&life.stderr)
     );
+    let (md, page) = (tmp.path().join("matrix.md"), tmp.path().join("matrix.html"));
+    let out = harness(&[
+        &"matrix",
+        &"--history",
+        &history,
+        &"--markdown",
+        &md,
+        &"--html",
+        &page,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(md).unwrap();
+    assert!(
+        md.contains("| `host` | experimental | ✓ 1/1 | 4.00 s last; 4.00 s median, 4.00 s p95 over 1 run(s) |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("- [x] queue wait measured: waited 4.00 s for tinyland-nix"),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "- [x] bootstrap measured: job: nix run .#bench 12.5 s; checks: cache preflight"
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains("- [x] cleanup evidenced, nothing left: the janitor"),
+        "{md}"
+    );
+    let page = std::fs::read_to_string(page).unwrap();
+    assert!(page.starts_with("<!doctype html>") && page.contains("<span class=\"pass\""));
+    assert!(
+        !page.contains("<script") && !page.contains("src=") && !page.contains("<link"),
+        "self-contained: nothing fetched"
+    );
+
+    // Its baseline is that run; compared with itself nothing regressed.
+    let base = tmp.path().join("baseline.json");
+    let out = harness(&[
+        &"baseline",
+        &"--history",
+        &history,
+        &"--lane",
+        &"host",
+        &"--output",
+        &base,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_valid_results(&read_json(&base));
+    run_ok(
+        bin()
+            .current_dir(repo_root())
+            .arg("compare")
+            .arg(&base)
+            .arg(&results),
+    );
+    let none = harness(&[
+        &"baseline",
+        &"--history",
+        &history,
+        &"--lane",
+        &"vm",
+        &"--output",
+        &tmp.path().join("vm.json"),
+    ]);
+    assert!(none.status.success());
+    assert!(String::from_utf8_lossy(&none.stdout).starts_with("no baseline yet"));
+    assert!(!tmp.path().join("vm.json").exists());
 
     let bad = harness(&[&"report", &tmp.path().join("missing.json")]);
     assert_eq!(bad.status.code(), Some(2));

@@ -522,6 +522,10 @@ pub struct GuestJob {
     pub bazel: BazelSetup,
     pub acceleration: String,
     pub acceleration_note: String,
+    /// The lane's bootstrap as the host timed it (the job's steps, the host's checks, the
+    /// VM's image and KVM probe); the guest adds its own checks.
+    #[serde(default)]
+    pub bootstrap: crate::results::lifecycle::Bootstrap,
     /// Where the guest writes its events, one JSON line each.
     pub events: PathBuf,
     /// Where the guest keeps its scratch folder (a tmpfs).
@@ -571,6 +575,7 @@ impl GuestJob {
             bazel: bazel.clone(),
             acceleration: role.acceleration,
             acceleration_note: role.acceleration_note,
+            bootstrap: role.bootstrap,
             events: Path::new(GUEST_JOB_DIR).join("events.jsonl"),
             work_dir: PathBuf::from("/tmp"),
         };
@@ -597,6 +602,8 @@ pub struct GuestLane<'a> {
     bazel_cache: Option<BazelCache>,
     nix: NixSetup,
     bazel: BazelSetup,
+    /// The run's bootstrap with the VM's image build and KVM probe.
+    bootstrap: crate::results::lifecycle::Bootstrap,
 }
 
 impl<'a> GuestLane<'a> {
@@ -608,8 +615,19 @@ impl<'a> GuestLane<'a> {
             needed_for: "for the vm lane".into(),
             fix: crate::tools::install_hint("qemu-system-x86_64"),
         })?;
-        let image = build_image(&ctx.dir.join("image"), ctx.exec)?;
-        let (accel, note) = probe_accel(ctx.exec, qemu, &image, ctx.dir)?;
+        use crate::results::lifecycle::TimedStep;
+        let (image, image_step) = TimedStep::time("vm image (kernel and initramfs)", || {
+            build_image(&ctx.dir.join("image"), ctx.exec)
+        });
+        let image = image?;
+        let (probed, probe_step) =
+            TimedStep::time("kvm probe", || probe_accel(ctx.exec, qemu, &image, ctx.dir));
+        let (accel, note) = probed?;
+        let mut bootstrap = ctx.bootstrap.clone();
+        bootstrap.checks.push(image_step);
+        bootstrap
+            .checks
+            .push(probe_step.with_detail(format!("{}: {note}", accel.name())));
         eprintln!(
             "vm lane: Linux {} under {} ({note})",
             image.kernel_release,
@@ -627,6 +645,7 @@ impl<'a> GuestLane<'a> {
             bazel_cache: ctx.bazel_cache.cloned(),
             nix: ctx.nix.clone(),
             bazel: ctx.bazel.clone(),
+            bootstrap,
         })
     }
 
@@ -648,6 +667,7 @@ impl<'a> GuestLane<'a> {
         identity.virtualization = Some("qemu".into());
         identity.acceleration = Some(self.accel.name().into());
         identity.acceleration_note = Some(self.note.clone());
+        identity.bootstrap = Some(self.bootstrap.clone());
         identity
     }
 
@@ -698,6 +718,7 @@ impl<'a> GuestLane<'a> {
         let role = GuestRole {
             acceleration: self.accel.name().into(),
             acceleration_note: self.note.clone(),
+            bootstrap: self.bootstrap.clone(),
         };
         let caches = (self.nix_cache.as_ref(), self.bazel_cache.as_ref());
         GuestJob::write(job, plan, caches, (&self.nix, &self.bazel), role)?;
@@ -902,6 +923,7 @@ mod lane_tests {
         let role = GuestRole {
             acceleration: "tcg".into(),
             acceleration_note: "test".into(),
+            bootstrap: Default::default(),
         };
         let job = GuestJob::write(
             &job_dir,

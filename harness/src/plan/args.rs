@@ -131,6 +131,10 @@ pub struct RunArgs {
     /// Where temporary stores and logs live during the run (default: the system temp folder).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// A step the lane's job timed before the run, recorded in each lane's bootstrap, e.g.
+    /// `--bootstrap-time "nix run .#bench=41.8"` (repeatable).
+    #[arg(long = "bootstrap-time", value_name = "NAME=SECONDS", value_parser = parse_bootstrap_time)]
+    pub bootstrap_times: Vec<(String, f64)>,
 }
 
 /// What a user may ask of `coverage`: which repos, which caches, where the report goes.
@@ -250,6 +254,20 @@ pub fn parse_sweep(text: &str) -> Result<(String, Vec<ParamValue>), String> {
     Ok((key, values))
 }
 
+/// `NAME=SECONDS`: the name may hold `=`, the seconds follow the last one.
+fn parse_bootstrap_time(text: &str) -> Result<(String, f64), String> {
+    let example = "e.g. \"nix run .#bench=41.8\"";
+    let (name, seconds) = text
+        .rsplit_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=SECONDS, {example}"))?;
+    if name.trim().is_empty() {
+        return Err(format!("`{text}` has no name, {example}"));
+    }
+    let seconds = parse_non_negative(seconds.trim())
+        .map_err(|e| format!("`{text}`: the seconds after the last `=`: {e}"))?;
+    Ok((name.trim().to_string(), seconds))
+}
+
 fn parse_override(text: &str) -> Result<(String, PathBuf), String> {
     match text.split_once('=') {
         Some((name, path)) if !name.is_empty() && Path::new(path).is_dir() => {
@@ -346,6 +364,23 @@ mod tests {
         );
         assert!(parse_param("size").unwrap_err().contains("KEY=VALUE"));
         assert!(parse_param("=5").is_err());
+    }
+
+    #[test]
+    fn bootstrap_times_are_name_and_seconds() {
+        assert_eq!(
+            parse_bootstrap_time("nix run .#bench=41.8").unwrap(),
+            ("nix run .#bench".into(), 41.8)
+        );
+        assert_eq!(parse_bootstrap_time("a=b=2").unwrap(), ("a=b".into(), 2.0));
+        assert!(parse_bootstrap_time("nix")
+            .unwrap_err()
+            .contains("NAME=SECONDS"));
+        assert!(parse_bootstrap_time("=3").unwrap_err().contains("no name"));
+        assert!(parse_bootstrap_time("x=-1")
+            .unwrap_err()
+            .contains("0 or more"));
+        assert!(parse_bootstrap_time("x=soon").is_err());
     }
 
     #[test]

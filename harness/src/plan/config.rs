@@ -263,6 +263,8 @@ pub struct RunConfig {
     pub flake_dir: PathBuf,
     /// `$PATH` as the run started: where the gpu lane looks for nvidia-smi, nvcc and ldconfig.
     pub search_path: std::ffi::OsString,
+    /// What the lane's job timed before the run (`--bootstrap-time`).
+    pub bootstrap: Vec<crate::results::lifecycle::TimedStep>,
 }
 
 impl RunConfig {
@@ -366,6 +368,11 @@ impl RunConfig {
                 .unwrap_or_else(|| default_checkout_cache(env)),
             flake_dir: env.cwd.clone(),
             search_path: env.var("PATH").unwrap_or_default().into(),
+            bootstrap: args
+                .bootstrap_times
+                .iter()
+                .map(|(name, s)| crate::results::lifecycle::TimedStep::new(name, *s))
+                .collect(),
         })
     }
 }

@@ -4,6 +4,7 @@ pub mod compare;
 pub mod coverage;
 pub mod export;
 pub mod growth;
+pub mod history;
 pub mod html;
 pub mod markdown;
 pub mod matrix;

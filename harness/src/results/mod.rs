@@ -6,6 +6,7 @@ pub mod coverage;
 pub mod derive;
 pub mod explain;
 pub mod growth;
+pub mod lifecycle;
 pub mod writer;
 
 pub use derive::{comparisons, derive};
@@ -60,6 +61,9 @@ pub struct Results {
     /// accounting, and why).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// What the janitor removed when the run started and what was left at its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup: Option<lifecycle::Cleanup>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -195,6 +199,10 @@ pub struct LaneIdentity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell_startup_s: Option<f64>,
     pub tools: BTreeMap<String, ToolVersion>,
+    /// How long getting the lane ready took: the job's own steps and the harness's
+    /// start-up checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<lifecycle::Bootstrap>,
 }
 
 impl LaneIdentity {
@@ -214,6 +222,7 @@ impl LaneIdentity {
             shell_reason: None,
             shell_startup_s: None,
             tools: env.tools.clone(),
+            bootstrap: None,
         }
     }
 }
@@ -951,6 +960,7 @@ impl Results {
             growth: Vec::new(),
             cache_link: None,
             notes: Vec::new(),
+            cleanup: None,
         }
     }
 }

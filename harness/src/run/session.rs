@@ -10,6 +10,7 @@ use crate::lanes::{self, GuestRole, LaneContext, LaneRunner};
 use crate::plan::config::{BazelCacheConfig, NixCacheConfig, RunConfig, VmSettings};
 use crate::plan::{manifest, Explain, Lane, Plan, System};
 use crate::results::explain::CacheLink;
+use crate::results::lifecycle::{Bootstrap, Cleanup, SweptRun, TimedStep};
 use crate::results::{Environment, Results};
 use crate::run::events::{emit, Event, EventLog, EventSink};
 use crate::run::janitor;
@@ -76,6 +77,10 @@ pub struct Session {
     tools: Tools,
     lanes: LaneSettings,
     environment: Environment,
+    /// The lane job's own steps and this session's start-up checks, timed.
+    bootstrap: Bootstrap,
+    /// What the janitor removed before the scratch folder was made.
+    swept: Vec<SweptRun>,
 }
 
 impl Session {
@@ -105,20 +110,30 @@ impl Session {
         let embedded = (warm(System::Nix) && config.nix_cache == NixCacheConfig::Embedded)
             || (warm(System::Bazel) && config.bazel_cache == BazelCacheConfig::Embedded);
         let tools = Tools::require(&plans, embedded, config.lanes.contains(&Lane::Vm))?;
-        let scratch = new_scratch(&config.work_dir)?;
-        let caches = Caches::provision(
-            &config.nix_cache,
-            &config.bazel_cache,
-            CacheNeeds {
-                nix: tools.nix.as_deref().filter(|_| warm(System::Nix)),
-                bazel: warm(System::Bazel),
-                nginx: tools.nginx.as_deref(),
-                fill: config.settings.fill,
-                proxies: &config.proxies,
-            },
-            &scratch.path().join("cache"),
-            exec,
-        )?;
+        let (scratch, swept) = open_scratch(&config.work_dir)?;
+        let (caches, preflight) = TimedStep::time("cache preflight", || {
+            Caches::provision(
+                &config.nix_cache,
+                &config.bazel_cache,
+                CacheNeeds {
+                    nix: tools.nix.as_deref().filter(|_| warm(System::Nix)),
+                    bazel: warm(System::Bazel),
+                    nginx: tools.nginx.as_deref(),
+                    fill: config.settings.fill,
+                    proxies: &config.proxies,
+                },
+                &scratch.path().join("cache"),
+                exec,
+            )
+        });
+        let caches = caches?;
+        let mut bootstrap = Bootstrap {
+            job: config.bootstrap.clone(),
+            checks: Vec::new(),
+        };
+        if warm(System::Nix) || warm(System::Bazel) {
+            bootstrap.checks.push(preflight);
+        }
         let lanes = LaneSettings {
             vm: config.vm,
             flake_dir: config.flake_dir.clone(),
@@ -127,7 +142,15 @@ impl Session {
             search_path: config.search_path.clone(),
             guest: None,
         };
-        Session::assemble(plans, tools, caches, scratch, lanes, exec)
+        Session::assemble(
+            plans,
+            tools,
+            caches,
+            (scratch, swept),
+            lanes,
+            bootstrap,
+            exec,
+        )
     }
 
     /// Inside a vm lane's guest: runs the job the host wrote, its events written for the
@@ -149,7 +172,7 @@ impl Session {
     fn guest(job: GuestJob, exec: &dyn Executor) -> Result<Session> {
         let plans = vec![job.plan];
         let tools = Tools::require(&plans, false, false)?;
-        let scratch = new_scratch(&job.work_dir)?;
+        let scratch = open_scratch(&job.work_dir)?;
         let caches = Caches::given(job.nix_cache, job.bazel_cache);
         let lanes = LaneSettings {
             vm: VmSettings::default(),
@@ -161,17 +184,27 @@ impl Session {
             guest: Some(GuestRole {
                 acceleration: job.acceleration,
                 acceleration_note: job.acceleration_note,
+                bootstrap: job.bootstrap,
             }),
         };
-        Session::assemble(plans, tools, caches, scratch, lanes, exec)
+        Session::assemble(
+            plans,
+            tools,
+            caches,
+            scratch,
+            lanes,
+            Bootstrap::default(),
+            exec,
+        )
     }
 
     fn assemble(
         plans: Vec<Plan>,
         tools: Tools,
         caches: Caches,
-        scratch: ScratchDir,
+        (scratch, swept): (ScratchDir, Vec<SweptRun>),
         lanes: LaneSettings,
+        mut bootstrap: Bootstrap,
         exec: &dyn Executor,
     ) -> Result<Session> {
         let builds = BuildExecutor::for_run(&scratch, None);
@@ -190,7 +223,13 @@ impl Session {
                 ..lanes.nix.clone()
             };
             let driver = NixDriver::new(nix.clone(), &dir, caches.nix.clone(), setup)?;
-            driver.require_sandbox(exec)?;
+            let probe = match lanes.guest {
+                Some(_) => "user-namespace probe (in the guest)",
+                None => "user-namespace probe",
+            };
+            let (sandboxed, step) = TimedStep::time(probe, || driver.require_sandbox(exec));
+            sandboxed?;
+            bootstrap.checks.push(step);
             drivers.insert(System::Nix, Box::new(driver));
         }
         if let Some(bazel) = &tools.bazel {
@@ -206,7 +245,10 @@ impl Session {
         // Only explained warm samples use it (their transfer floors).
         let explains = plans.iter().any(|p| p.settings.explain != Explain::Off);
         let cache_link = if explains {
-            caches.measure_link()?
+            let (link, step) = TimedStep::time("cache link probe", || caches.measure_link());
+            let link = link?;
+            bootstrap.checks.extend(link.map(|_| step));
+            link
         } else {
             None
         };
@@ -220,6 +262,8 @@ impl Session {
             tools,
             lanes,
             environment,
+            bootstrap,
+            swept,
         })
     }
 
@@ -239,6 +283,11 @@ impl Session {
         );
         results.notes = self.notes();
         results.cache_link = self.cache_link;
+        // What the end left is added when the session closes.
+        results.cleanup = Some(Cleanup {
+            swept: self.swept.clone(),
+            left: None,
+        });
         results
     }
 
@@ -258,6 +307,23 @@ impl Session {
             .collect()
     }
 
+    /// Stops everything the session started (in its fields' drop order), then says what
+    /// the janitor removed at its start and what is left now: nothing, when it worked.
+    pub fn close(self) -> Cleanup {
+        let scratch = self.scratch.path().to_path_buf();
+        let cgroups = crate::scratch::read_record(&scratch).cgroups;
+        let since = crate::scratch::Owner::current().start_ticks;
+        // No build runs now: what still works in the folder serves the run (its cache
+        // server, Bazel's servers).
+        let servers = crate::scratch::processes_in(&scratch, since);
+        let swept = self.swept.clone();
+        drop(self);
+        Cleanup {
+            swept,
+            left: Some(janitor::leftovers(&scratch, &cgroups, &servers, since)),
+        }
+    }
+
     /// Runs every lane's plan in turn. A failed case is recorded and the run goes on;
     /// an error that stops the run (or an interruption) is returned after the events of
     /// everything that finished.
@@ -272,6 +338,8 @@ impl Session {
             tools,
             lanes,
             environment,
+            bootstrap,
+            swept: _,
         } = self;
         let work_dir = scratch.path().join("builds");
         for plan in plans.iter() {
@@ -289,6 +357,7 @@ impl Session {
                 bazel: &lanes.bazel,
                 dir: &scratch.path().join(format!("lane-{}", plan.lane().name())),
                 guest: lanes.guest.as_ref(),
+                bootstrap,
             };
             let lane = lanes::prepare(plan.lane(), &ctx)?;
             let plan = lane.plan.as_ref().unwrap_or(plan);
@@ -322,9 +391,19 @@ impl Session {
 
 /// A fresh scratch folder, after removing what runs that died left in `parent`.
 pub(crate) fn new_scratch(parent: &Path) -> Result<ScratchDir> {
-    for swept in janitor::sweep(parent) {
-        eprintln!("flywheel-bench: {swept}");
-    }
-    ScratchDir::new_in(parent, janitor::SCRATCH_PREFIX)
-        .map_err(|e| Error::io(format!("creating a work folder in {}", parent.display()), e))
+    open_scratch(parent).map(|(scratch, _)| scratch)
+}
+
+/// [`new_scratch`], with what the janitor removed.
+fn open_scratch(parent: &Path) -> Result<(ScratchDir, Vec<SweptRun>)> {
+    let swept: Vec<SweptRun> = janitor::sweep(parent)
+        .iter()
+        .map(|swept| {
+            eprintln!("flywheel-bench: {swept}");
+            swept.record()
+        })
+        .collect();
+    let scratch = ScratchDir::new_in(parent, janitor::SCRATCH_PREFIX)
+        .map_err(|e| Error::io(format!("creating a work folder in {}", parent.display()), e))?;
+    Ok((scratch, swept))
 }

@@ -72,6 +72,19 @@ impl Summary {
     }
 }
 
+/// The `q` quantile (0 to 1) of `xs`, interpolated between the closest ranks (the
+/// definition numpy and R use by default); `None` for no values.
+pub fn quantile(xs: &[f64], q: f64) -> Option<f64> {
+    if xs.is_empty() || !(0.0..=1.0).contains(&q) {
+        return None;
+    }
+    let mut sorted = xs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = q * (sorted.len() - 1) as f64;
+    let (low, high) = (at.floor() as usize, at.ceil() as usize);
+    Some(sorted[low] + (sorted[high] - sorted[low]) * (at - low as f64))
+}
+
 /// Median of a non-empty slice (the mean of the middle two for even lengths).
 pub fn median(xs: &[f64]) -> f64 {
     median_in_place(&mut xs.to_vec())
@@ -328,6 +341,18 @@ mod tests {
         assert!(close(s.mad_s, 0.5));
         // z(9) = 0.6745 * 4.5 / 0.5 = 6.07 > 3.5; z(2) = z(7) = 3.37.
         assert_eq!(s.outliers, vec![7]);
+    }
+
+    #[test]
+    fn quantiles_interpolate_between_ranks() {
+        assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.5), Some(2.5));
+        assert!(close(
+            quantile(&[5.0, 1.0, 2.0, 3.0, 4.0], 0.95).unwrap(),
+            4.8
+        ));
+        assert_eq!(quantile(&[7.0], 0.95), Some(7.0));
+        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(quantile(&[1.0], 1.5), None);
     }
 
     #[test]
