@@ -116,9 +116,7 @@ pub fn main() -> i32 {
         Command::Compare(args) => compare(&args),
         Command::Export(args) => export(&args),
         Command::Matrix(args) => matrix(&args),
-        Command::Coverage(args) => {
-            crate::run::coverage::run(&args, &Env::capture(), std::env::args().collect())
-        }
+        Command::Coverage(args) => crate::run::coverage::run(&args, &Env::capture(), redacted_args()),
         Command::Guest { job } => process::install_interrupt_handler()
             .and_then(|()| Session::serve_guest_job(&job, &ProcessExecutor))
             .map(|()| exit_code::OK),
@@ -136,11 +134,12 @@ fn run(args: RunArgs) -> Result<i32> {
     let env = Env::capture();
     let profile = crate::plan::profile::load_from(args.config.as_deref(), &env.cwd, &args.profile)?;
     let config = RunConfig::resolve(&args, &profile, &env)?;
-    crate::checks::check_output_path(&config.output)?;
+    crate::checks::check_output_path("--output", &config.output)?;
+    crate::checks::check_work_dir(&config.work_dir)?;
     process::install_interrupt_handler()?;
     let exec = ProcessExecutor;
     let mut session = Session::open(&config, &exec)?;
-    let header = session.start_results(&config, std::env::args().collect(), &exec);
+    let header = session.start_results(&config, redacted_args(), &exec);
     let mut recorder = Recorder::new(config.output.clone(), header);
     eprintln!(
         "flywheel-bench: {}; results go to {}",
@@ -158,11 +157,27 @@ fn run(args: RunArgs) -> Result<i32> {
     recorder.finish()?;
     print!("{}", crate::report::summary::render(recorder.results()));
     println!("results: {}", recorder.path().display());
-    Ok(if recorder.results().any_failed() {
+    Ok(run_exit_code(recorder.results()))
+}
+
+/// 1 when a case failed; 3 when every case was skipped (nothing could run here: no GPU,
+/// no source, no driver); else 0.
+fn run_exit_code(results: &Results) -> i32 {
+    let skipped = |c: &results::CaseResult| c.outcome == results::Outcome::Skipped;
+    if results.any_failed() {
         exit_code::CASE_FAILED
+    } else if !results.cases.is_empty() && results.cases.iter().all(skipped) {
+        exit_code::ENVIRONMENT
     } else {
         exit_code::OK
-    })
+    }
+}
+
+/// The harness's command line as results record it: credentials in URLs removed.
+fn redacted_args() -> Vec<String> {
+    std::env::args()
+        .map(|a| crate::boundary::redact_urls(&a))
+        .collect()
 }
 
 fn load_all(files: &[PathBuf]) -> Result<Vec<(String, Results)>> {
@@ -184,6 +199,10 @@ fn emit_text(text: &str, to: Option<&Path>) -> Result<()> {
 }
 
 fn report(args: &ReportArgs) -> Result<i32> {
+    crate::checks::check_output_paths([
+        ("--markdown", args.markdown.as_deref()),
+        ("--html", args.html.as_deref()),
+    ])?;
     let files = load_all(&args.files)?;
     emit_text(
         &crate::report::markdown::render(&files),
@@ -196,6 +215,7 @@ fn report(args: &ReportArgs) -> Result<i32> {
 }
 
 fn compare(args: &CompareArgs) -> Result<i32> {
+    crate::checks::check_output_paths([("--markdown", args.markdown.as_deref())])?;
     let baseline = results::load(&args.baseline)?;
     let new = results::load(&args.new)?;
     let comparison =
@@ -219,6 +239,7 @@ fn compare(args: &CompareArgs) -> Result<i32> {
 }
 
 fn export(args: &ExportArgs) -> Result<i32> {
+    crate::checks::check_output_paths([("--output", args.output.as_deref())])?;
     let results = results::load(&args.file)?;
     let entries = crate::report::export::github_action_benchmark(&results);
     let json = serde_json::to_string_pretty(&entries).expect("entries serialise") + "\n";

@@ -22,7 +22,7 @@ use crate::lanes::initramfs::{cpio_newc, load_order, Entry};
 use crate::lanes::GuestRole;
 use crate::plan::config::Upstream;
 use crate::plan::config::VmSettings;
-use crate::plan::{Lane, Plan};
+use crate::plan::{Lane, Plan, Source};
 use crate::results::{Environment, LaneIdentity};
 use crate::run::events::{emit, Event, EventSink, WireEvent};
 use crate::run::process::{CommandSpec, Executor, Exit};
@@ -469,8 +469,19 @@ impl GuestJob {
             crate::scratch::copy_private(path, &job.join(&name))?;
             *path = Path::new(GUEST_JOB_DIR).join(name);
         }
+        // The guest builds from the host's checkouts: a git URL is only a name there, and
+        // its credentials stay on the host.
+        let mut plan = plan.clone();
+        for repo in &mut plan.repos {
+            if let Source::Git { url, .. }
+            | Source::Fetched { url, .. }
+            | Source::Unavailable { url, .. } = &mut repo.source
+            {
+                *url = crate::boundary::redact_urls(url);
+            }
+        }
         let spec = GuestJob {
-            plan: plan.clone(),
+            plan,
             nix_cache,
             bazel_cache,
             nix: NixSetup {

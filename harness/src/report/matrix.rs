@@ -43,8 +43,7 @@ pub fn load_lanes(path: &Path) -> Result<Vec<LaneDecl>> {
         fix: "each [[lane]] needs name, title and canary; owner and docs are optional (see the README)".into(),
     }
     };
-    let text =
-        std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read it: {e}")))?;
+    let text = crate::boundary::read_text(path, crate::boundary::TEXT_LIMIT).map_err(invalid)?;
     let file: LanesFile =
         toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().into()))?;
     Ok(file.lane)

@@ -945,29 +945,125 @@ impl Results {
 }
 
 /// Reads a results file, recomputing what is derived (so files from older versions of
-/// the harness get the newer tables too).
+/// the harness get the newer tables too). The file must be a regular file of at most
+/// [`RESULTS_LIMIT`](crate::boundary::RESULTS_LIMIT); its times must be finite, not negative
+/// and plausible (an error names the field's JSON path); statistics that disagree with
+/// their samples are recomputed, and a note in `notes` says which.
 pub fn load(path: &std::path::Path) -> crate::error::Result<Results> {
     let bad =
         |message: String| crate::error::Error::Usage(format!("{}: {message}", path.display()));
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = crate::boundary::read_text(path, crate::boundary::RESULTS_LIMIT).map_err(|why| {
         bad(format!(
-            "cannot read it: {e}\n  fix: pass a results file written by `flywheel-bench run`"
+            "{why}\n  fix: pass a results file written by `flywheel-bench run`"
         ))
     })?;
-    let version = serde_json::from_str::<serde_json::Value>(&text)
-        .map_err(|e| bad(format!("not JSON ({e})")))?
-        .get("schema_version")
-        .and_then(|v| v.as_u64());
-    if version != Some(u64::from(SCHEMA_VERSION)) {
-        return Err(bad(format!(
-            "schema_version {} is not {SCHEMA_VERSION}, the version this harness reads\n  fix: use the flywheel-bench version that wrote it",
-            version.map_or("missing".into(), |v| v.to_string())
-        )));
+    let value = serde_json::from_str::<serde_json::Value>(&text)
+        .map_err(|e| bad(format!("not JSON ({e})")))?;
+    match value.get("schema_version") {
+        Some(v) if v.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
+        found => {
+            let found = found.map_or("is missing".into(), |v| format!("{v} is not {SCHEMA_VERSION}"));
+            return Err(bad(format!(
+                "schema_version {found}, the version this harness reads\n  fix: use the flywheel-bench version that wrote it"
+            )));
+        }
     }
-    let mut results: Results = serde_json::from_str(&text)
+    let mut results: Results = serde_json::from_value(value)
         .map_err(|e| bad(format!("not a flywheel-bench results file ({e})")))?;
+    let notes = validate(&mut results).map_err(|why| {
+        bad(format!(
+            "{why}\n  fix: pass the file as `flywheel-bench run` wrote it; times are seconds, finite and not negative"
+        ))
+    })?;
+    results.notes.extend(notes);
     derive(&mut results);
     Ok(results)
+}
+
+/// Longer than any build or timeout could last (about three years): a time above it is
+/// corrupt, and would overflow the statistics.
+const MAX_SECONDS: f64 = 1e8;
+
+/// Checks every recorded time of `results` and recomputes statistics that disagree with
+/// their samples. `Ok` has a note per recomputed case; `Err` names the first bad field by
+/// its JSON path, e.g. `cases[0].samples[1].wall_s`.
+pub fn validate(results: &mut Results) -> Result<Vec<String>, String> {
+    let time = |path: &dyn Fn() -> String, value: f64| {
+        if value.is_finite() && (0.0..=MAX_SECONDS).contains(&value) {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{}` is {value}: a time in seconds must be finite, 0 or more and at most {MAX_SECONDS:e}",
+                path()
+            ))
+        }
+    };
+    let s = &results.settings;
+    time(&|| "settings.timeout_s".into(), s.timeout_s)?;
+    time(&|| "settings.fallback_timeout_s".into(), s.fallback_timeout_s)?;
+    let mut notes = Vec::new();
+    for (i, case) in results.cases.iter_mut().enumerate() {
+        for (kind, samples) in [("warmups", &case.warmups), ("samples", &case.samples)] {
+            for (j, sample) in samples.iter().enumerate() {
+                let at = |field: &str| format!("cases[{i}].{kind}[{j}].{field}");
+                for (field, value) in [
+                    ("wall_s", sample.wall_s),
+                    ("user_s", sample.user_s),
+                    ("sys_s", sample.sys_s),
+                    ("overhead_s", sample.overhead_s),
+                ] {
+                    time(&|| at(field), value)?;
+                }
+                if let Some(retry) = &sample.retry {
+                    time(&|| at("retry.wall_s"), retry.wall_s)?;
+                }
+                if let Some(check) = &sample.check {
+                    time(&|| at("check.wall_s"), check.wall_s)?;
+                }
+                if let Some(split) = &sample.time_split {
+                    time(&|| at("time_split.wall_s"), split.wall_s)?;
+                    time(&|| at("time_split.other_s"), split.other_s)?;
+                    for (k, phase) in split.phases.iter().enumerate() {
+                        time(&|| at(&format!("time_split.phases[{k}].seconds")), phase.seconds)?;
+                    }
+                }
+            }
+        }
+        let computed = crate::stats::Summary::of(&case.walls());
+        if !stats_agree(case.stats.as_ref(), computed.as_ref()) {
+            notes.push(format!(
+                "cases[{i}] ({}): its stored statistics disagreed with its samples (median {} stored, {} from the samples); recomputed from the samples",
+                case.label(),
+                case.stats.as_ref().map_or("none".into(), |s| format!("{} s", s.median_s)),
+                computed.as_ref().map_or("none".into(), |s| format!("{} s", s.median_s)),
+            ));
+            case.stats = computed;
+        }
+    }
+    Ok(notes)
+}
+
+/// The same statistics, within the rounding of a decimal round trip.
+fn stats_agree(stored: Option<&crate::stats::Summary>, computed: Option<&crate::stats::Summary>) -> bool {
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+    match (stored, computed) {
+        (None, None) => true,
+        (Some(s), Some(c)) => {
+            s.n == c.n
+                && s.outliers == c.outliers
+                && [
+                    (s.median_s, c.median_s),
+                    (s.mean_s, c.mean_s),
+                    (s.stddev_s, c.stddev_s),
+                    (s.min_s, c.min_s),
+                    (s.max_s, c.max_s),
+                    (s.mad_s, c.mad_s),
+                ]
+                .into_iter()
+                .all(|(a, b)| close(a, b))
+        }
+        _ => false,
+    }
 }
 
 /// The current time as results record it: RFC 3339, UTC, whole seconds.

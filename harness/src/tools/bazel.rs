@@ -64,6 +64,8 @@ pub struct BazelDriver {
     /// fills the cache when one is configured.
     primed: BTreeMap<String, Primed>,
     next_root: usize,
+    /// Special files left out of workspace copies, each told once.
+    left_out: std::collections::BTreeSet<PathBuf>,
 }
 
 struct Primed {
@@ -134,6 +136,7 @@ impl BazelDriver {
             cache,
             primed: BTreeMap::new(),
             next_root: 0,
+            left_out: Default::default(),
         })
     }
 
@@ -220,6 +223,8 @@ impl BazelDriver {
         if remote != Remote::None && case.tuned() {
             args.extend(TUNED.iter().map(OsString::from));
         }
+        // After `--` (Bazel 4.2.3 to 9 take it), a target can never be read as an option.
+        args.push("--".into());
         args.extend(targets.targets.iter().map(OsString::from));
         Ok(CommandSpec {
             program: self.bazel.clone(),
@@ -414,7 +419,15 @@ impl BuildDriver for BazelDriver {
             }
         };
         if mode != BuildMode::Noop {
-            copy_workspace(case, &workspace)?;
+            for path in copy_workspace(case, &workspace)? {
+                if self.left_out.insert(path.clone()) {
+                    eprintln!(
+                        "warning: bench repo `{}`: {} is not a regular file, folder or link; it was left out of the workspace copy",
+                        case.repo.name,
+                        path.display()
+                    );
+                }
+            }
         }
         let state = BuildState::Bazel {
             workspace,
@@ -622,9 +635,10 @@ impl Drop for BazelDriver {
 }
 
 /// Copies the bench repo's workspace (its source is never written) and writes its
-/// parameters file in the copy.
-fn copy_workspace(case: &CaseContext, to: &Path) -> Result<()> {
-    copy_tree(case.source, to).context(|| {
+/// parameters file in the copy. Returns the special files of the source it left out.
+fn copy_workspace(case: &CaseContext, to: &Path) -> Result<Vec<PathBuf>> {
+    let mut left_out = Vec::new();
+    copy_tree(case.source, to, &mut left_out).context(|| {
         format!(
             "copying the workspace {} to {}",
             case.source.display(),
@@ -633,11 +647,43 @@ fn copy_workspace(case: &CaseContext, to: &Path) -> Result<()> {
     })?;
     let targets = case.repo.bazel.as_ref();
     if let Some(file) = targets.and_then(|t| t.parameters_file.as_ref()) {
-        let path = to.join(file);
-        std::fs::write(&path, parameters_bzl(&case.repo.parameters))
-            .context(|| format!("writing parameters to {}", path.display()))?;
+        write_parameters(to, file, &parameters_bzl(&case.repo.parameters))?;
     }
-    Ok(())
+    Ok(left_out)
+}
+
+/// Writes `text` as a new regular file at `workspace.join(file)`, never through a link:
+/// the manifest's path is relative and inside the source (checked when it was read), a
+/// link on the way in the copy is refused, and what the copy holds there is replaced.
+fn write_parameters(workspace: &Path, file: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = workspace.join(file);
+    if let Some(link) = crate::plan::manifest::first_link(workspace, file) {
+        return Err(Error::Build(format!(
+            "the parameters file's path {} passes through the symbolic link {}: the harness never writes through one",
+            path.display(),
+            link.display()
+        )));
+    }
+    let writing = |what: &str| format!("{what} parameters file {}", path.display());
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::io(writing("replacing the"), e))
+        }
+        _ => {}
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).context(|| writing("making the folder of the"))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .context(|| writing("writing the"))
 }
 
 /// `NAME = value` lines for a `.bzl` file.
@@ -653,8 +699,11 @@ pub fn parameters_bzl(parameters: &BTreeMap<String, ParamValue>) -> String {
     out
 }
 
-/// Copies a tree, skipping Bazel's convenience symlinks (`bazel-*`) and `.git`.
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+/// Copies a tree, skipping Bazel's convenience symlinks (`bazel-*`) and `.git`. Folders,
+/// links (as links) and regular files (as new files: never written through a link) are
+/// copied; special files (FIFOs, sockets, devices), which could block a copy for ever, are
+/// left out and pushed to `left_out`.
+fn copy_tree(from: &Path, to: &Path, left_out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
@@ -666,21 +715,43 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         let kind = entry.file_type()?;
         let target = to.join(&name);
         if kind.is_dir() {
-            copy_tree(&entry.path(), &target)?;
+            copy_tree(&entry.path(), &target, left_out)?;
         } else if kind.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
+        } else if !kind.is_file() || !copy_file(&entry.path(), &target)? {
+            left_out.push(entry.path());
         }
     }
     Ok(())
+}
+
+/// Copies a regular file into a new one with its permissions; `false` (nothing copied)
+/// when `from` turned out not to be a regular file. Opening never blocks or follows a link.
+fn copy_file(from: &Path, to: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut source = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(from)?;
+    let meta = source.metadata()?;
+    if !meta.is_file() {
+        return Ok(false);
+    }
+    let mut copy = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(meta.permissions().mode() & 0o7777)
+        .open(to)?;
+    std::io::copy(&mut source, &mut copy)?;
+    Ok(true)
 }
 
 /// A copy of Debian's rules_cc that loads on Bazel 4.2.3 (see the module comment).
 fn patched_rules_cc(debian: &Path, dir: &Path) -> Result<PathBuf> {
     let copy = dir.join("rules_cc");
     if !copy.exists() {
-        copy_tree(debian, &copy).context(|| format!("copying {}", debian.display()))?;
+        copy_tree(debian, &copy, &mut Vec::new())
+            .context(|| format!("copying {}", debian.display()))?;
     }
     let impl_dir = copy.join("cc/private/rules_impl");
     for file in ["cc_flags_supplier.bzl", "compiler_flag.bzl"] {
