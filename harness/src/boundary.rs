@@ -57,7 +57,9 @@ pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| format!("cannot read it: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("cannot read it: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read it: {e}"))?;
     if !meta.is_file() {
         return refuse(&meta);
     }
@@ -82,8 +84,7 @@ pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
 
 /// [`read_regular`] as UTF-8 text.
 pub fn read_text(path: &Path, limit: u64) -> Result<String, String> {
-    String::from_utf8(read_regular(path, limit)?)
-        .map_err(|e| format!("is not UTF-8 text ({e})"))
+    String::from_utf8(read_regular(path, limit)?).map_err(|e| format!("is not UTF-8 text ({e})"))
 }
 
 /// Whether an atomic rename may put a file at `path`: nothing is there (a dangling link

@@ -89,7 +89,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         check_output_path("--output", &dir.path().join("r.json")).unwrap();
         check_output_path("--output", &dir.path().join("new/sub/r.json")).unwrap();
-        let err = check_output_path("--output", dir.path()).unwrap_err().to_string();
+        let err = check_output_path("--output", dir.path())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("--output") && err.contains("is a folder"),
             "{err}"
@@ -157,8 +159,11 @@ mod tests {
             .unwrap()
             .file_type()
             .is_fifo());
-        check_output_paths([("--html", None), ("-o", Some(dir.path().join("ok.json").as_path()))])
-            .unwrap();
+        check_output_paths([
+            ("--html", None),
+            ("-o", Some(dir.path().join("ok.json").as_path())),
+        ])
+        .unwrap();
         assert!(check_output_paths([("-o", Some(fifo.as_path()))]).is_err());
     }
 

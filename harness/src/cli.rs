@@ -116,7 +116,9 @@ pub fn main() -> i32 {
         Command::Compare(args) => compare(&args),
         Command::Export(args) => export(&args),
         Command::Matrix(args) => matrix(&args),
-        Command::Coverage(args) => crate::run::coverage::run(&args, &Env::capture(), redacted_args()),
+        Command::Coverage(args) => {
+            crate::run::coverage::run(&args, &Env::capture(), redacted_args())
+        }
         Command::Guest { job } => process::install_interrupt_handler()
             .and_then(|()| Session::serve_guest_job(&job, &ProcessExecutor))
             .map(|()| exit_code::OK),
@@ -265,5 +267,21 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_run_whose_every_case_was_skipped_exits_3() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/results/nix-fixture.json");
+        let mut results = results::load(&path).unwrap();
+        assert_eq!(run_exit_code(&results), exit_code::OK);
+        for case in &mut results.cases {
+            case.outcome = results::Outcome::Skipped;
+        }
+        assert_eq!(run_exit_code(&results), exit_code::ENVIRONMENT);
+        results.cases[0].outcome = results::Outcome::Ok;
+        assert_eq!(run_exit_code(&results), exit_code::OK, "one case ran");
+        results.cases[1].outcome = results::Outcome::Failed;
+        assert_eq!(run_exit_code(&results), exit_code::CASE_FAILED);
     }
 }

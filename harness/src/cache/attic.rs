@@ -202,4 +202,24 @@ mod tests {
             .to_string();
         assert!(err.contains("token_file"), "{err}");
     }
+
+    #[test]
+    fn tokens_that_no_header_can_carry_or_that_never_end_are_refused() {
+        let err = read_token(&Token::Value(Secret::new("abc\ndef-s3cr3t")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line break") && err.contains("fix:") && !err.contains("s3cr3t"),
+            "{err}"
+        );
+        let err = read_token(&Token::File("/dev/zero".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/dev/zero: is a character device"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, "t".repeat(1 << 20)).unwrap();
+        let err = read_token(&Token::File(big)).unwrap_err().to_string();
+        assert!(err.contains("larger than 16 KiB"), "{err}");
+    }
 }

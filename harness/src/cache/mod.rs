@@ -590,4 +590,43 @@ mod tests {
             "build '--remote_header=Authorization=Bearer t'\nbuild '--remote_header=X-Quote=it'\\''s'\n"
         );
     }
+
+    #[test]
+    fn credentials_of_a_cache_url_go_to_a_private_netrc() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreCacheConfig {
+            url: Url::parse("http://127.0.0.1:9/nix").unwrap(),
+            public_key: "k:1".into(),
+            secret_key_file: None,
+            login: Some(crate::plan::config::Login {
+                user: "bot".into(),
+                password: Secret::new("s3cr3t"),
+            }),
+        };
+        let caches = Caches::provision(
+            &NixCacheConfig::Http(store),
+            &BazelCacheConfig::Embedded,
+            CacheNeeds {
+                nix: Some(Path::new("nix")),
+                bazel: false,
+                nginx: None,
+                fill: true,
+                proxies: &Proxies::default(),
+            },
+            dir.path(),
+            &crate::run::process::ProcessExecutor,
+        )
+        .unwrap();
+        let nix = caches.nix.unwrap();
+        let netrc = nix.netrc_file.clone().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&netrc).unwrap(),
+            "machine 127.0.0.1\nlogin bot\npassword s3cr3t\n"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&netrc).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(nix.use_record().url, "http://127.0.0.1:9/nix");
+        assert!(!serde_json::to_string(&nix).unwrap().contains("s3cr3t"));
+    }
 }

@@ -125,7 +125,8 @@ pub fn take_login(url: &Url, source: &str) -> Result<(Url, Option<Login>)> {
             .ok()
             .filter(|t| !t.chars().any(|c| c.is_whitespace() || c.is_control()))
     };
-    let (Some(user), Some(password)) = (decode(url.username()), decode(url.password().unwrap_or("")))
+    let (Some(user), Some(password)) =
+        (decode(url.username()), decode(url.password().unwrap_or("")))
     else {
         return Err(Error::Usage(format!(
             "{source} {}: the user or password in the URL holds a space, line break or control character\n  fix: percent-encode them, or give the cache credentials another way",
@@ -805,5 +806,121 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.repos.bench_repos, Path::new("/flag"));
+    }
+
+    #[test]
+    fn conflicting_sampling_flags_are_refused_with_the_fix() {
+        let err = |flags: &[&str]| {
+            RunConfig::resolve(&args(flags), &Profile::default(), &env(&[]))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(&["--sweep", "size=2,4", "--param", "size=8"]);
+        assert!(
+            e.contains("--sweep size=... and --param size=...") && e.contains("fix:"),
+            "{e}"
+        );
+        let e = err(&["--samples", "10", "--max-samples", "5"]);
+        assert!(e.contains("--max-samples 5 is below --samples 10"), "{e}");
+        let e = err(&["--samples", "40", "--target-precision", "0.05"]);
+        assert!(e.contains("--max-samples 30 is below --samples 40"), "{e}");
+        RunConfig::resolve(&args(&["--samples", "40"]), &Profile::default(), &env(&[])).unwrap();
+    }
+
+    #[test]
+    fn credentials_in_cache_urls_leave_the_url_for_a_netrc_or_a_header() {
+        let config = RunConfig::resolve(
+            &args(&[
+                "--nix-cache",
+                "http://bot:pw%20x@127.0.0.1:8080/nix",
+                "--nix-cache-public-key",
+                "k:1",
+            ]),
+            &Profile::default(),
+            &env(&[]),
+        );
+        let e = config.unwrap_err().to_string();
+        assert!(e.contains("holds a space") && !e.contains("pw"), "{e}");
+        let config = RunConfig::resolve(
+            &args(&[
+                "--nix-cache",
+                "http://bot:s3cr%3At@127.0.0.1:8080/nix",
+                "--nix-cache-public-key",
+                "k:1",
+                "--bazel-remote-cache",
+                "https://u:p4ss@cache.example.com",
+            ]),
+            &Profile::default(),
+            &env(&[(BAZEL_HEADERS_ENV, "X-A=1")]),
+        )
+        .unwrap();
+        let NixCacheConfig::Http(store) = &config.nix_cache else {
+            panic!("{:?}", config.nix_cache)
+        };
+        assert_eq!(store.url.as_str(), "http://127.0.0.1:8080/nix");
+        let login = store.login.as_ref().unwrap();
+        assert_eq!(
+            (login.user.as_str(), login.password.expose()),
+            ("bot", "s3cr:t")
+        );
+        let BazelCacheConfig::Http { url, headers } = &config.bazel_cache else {
+            panic!("{:?}", config.bazel_cache)
+        };
+        assert_eq!(url.as_str(), "https://cache.example.com/");
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode("u:p4ss");
+        assert_eq!(
+            headers,
+            &vec![
+                Secret::new("X-A=1"),
+                Secret::new(format!("Authorization=Basic {basic}"))
+            ]
+        );
+        assert!(!format!("{config:?}").contains("s3cr"), "Debug redacts");
+        for (flags, secret) in [
+            (
+                &[
+                    "--nix-cache",
+                    "gopher://u:s3cr3t@c",
+                    "--nix-cache-public-key",
+                    "k:1",
+                ][..],
+                "s3cr3t",
+            ),
+            (
+                &[
+                    "--nix-cache",
+                    "file://u:s3cr3t@/srv",
+                    "--nix-cache-public-key",
+                    "k:1",
+                ][..],
+                "s3cr3t",
+            ),
+            (&["--bazel-remote-cache", "ftp://u:s3cr3t@c"][..], "s3cr3t"),
+            (
+                &["--bazel-remote-cache", "http://u:s3cr3t@[::1"][..],
+                "s3cr3t",
+            ),
+        ] {
+            let e = RunConfig::resolve(&args(flags), &Profile::default(), &env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains(secret) && e.contains("fix:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn header_lines_that_are_not_headers_are_refused_without_their_value() {
+        let e = RunConfig::resolve(
+            &args(&["--bazel-remote-cache", "http://c:8080"]),
+            &Profile::default(),
+            &env(&[(BAZEL_HEADERS_ENV, "Authorization=Bearer ok\nBearer s3cr3t")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("$FLYWHEEL_BAZEL_REMOTE_HEADERS: header 2") && !e.contains("s3cr3t"),
+            "{e}"
+        );
     }
 }

@@ -320,7 +320,10 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
         .as_ref()
         .map(|n| n.sandbox_paths.clone())
         .unwrap_or_default();
-    let each = |key: &str, values: &[String], check: fn(&str) -> std::result::Result<(), String>, fix: &str| {
+    let each = |key: &str,
+                values: &[String],
+                check: fn(&str) -> std::result::Result<(), String>,
+                fix: &str| {
         values.iter().enumerate().try_for_each(|(i, v)| {
             check(v).map_err(|why| invalid(format!("key `{key}[{i}]`: {v:?} {why}"), fix))
         })
@@ -494,7 +497,10 @@ impl RepoManifest {
             if let Some(link) = first_link(source, file) {
                 return Err(invalid(
                     "bazel.parameters_file",
-                    format!("{} is a symbolic link: the harness never writes through one", link.display()),
+                    format!(
+                        "{} is a symbolic link: the harness never writes through one",
+                        link.display()
+                    ),
                     fix,
                 ));
             }
@@ -595,15 +601,17 @@ pub fn check_attr_path(text: &str) -> std::result::Result<(), String> {
                 .find('"')
                 .ok_or("has a quoted name without its closing `\"`")?;
             let name = &quoted[..end];
-            if name.chars().any(|c| c.is_control() || c == '\\' || c == '$') {
+            if name
+                .chars()
+                .any(|c| c.is_control() || c == '\\' || c == '$')
+            {
                 return Err("has a quoted name with a control character, `\\` or `$`".into());
             }
             end + 2
         } else {
             let len = rest.find('.').unwrap_or(rest.len());
             let name = &rest[..len];
-            let ok = name
-                .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            let ok = name.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
                 && name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "_'-".contains(c));
@@ -1022,5 +1030,169 @@ file = "default.nix"
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-repos");
         let repos = discover(&dir).unwrap();
         assert!(repos.iter().any(|r| r.name == "fixture-c-dag"));
+    }
+
+    /// A repo folder holding `repo.toml` (from `text`) and `files`.
+    fn repo_with(text: &str, files: &[&str]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        for f in files {
+            std::fs::write(repo.join(f), "x").unwrap();
+        }
+        std::fs::write(repo.join(MANIFEST_FILE), text).unwrap();
+        (dir, repo)
+    }
+
+    #[test]
+    fn attrs_installables_and_targets_that_look_like_options_are_refused() {
+        let nix = |attrs: &str| {
+            GOOD.replace(
+                "file = \"default.nix\"",
+                &format!("file = \"default.nix\"\nattrs = {attrs}"),
+            )
+        };
+        let err = error_of(&nix("[\"--store\", \"/tmp/x/altstore\"]"));
+        assert!(
+            err.contains("key `nix.attrs[0]`: \"--store\" starts with `-`") && err.contains("fix:"),
+            "{err}"
+        );
+        let err = error_of(&nix("[\"app\", \"a b\"]"));
+        assert!(err.contains("key `nix.attrs[1]`"), "{err}");
+        for good in [
+            "app",
+            "packages.x86_64-linux.default",
+            "\\\"-x\\\".y",
+            "_a'1",
+            "0",
+        ] {
+            let text = nix(&format!("[\"{good}\"]"));
+            parse_in(&text).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        let flake = |list: &str| GOOD.replace("file = \"default.nix\"", &format!("flake = {list}"));
+        let err = error_of(&flake("[\"--store\"]"));
+        assert!(err.contains("key `nix.flake[0]`"), "{err}");
+        let err = error_of(&flake("[\"path:/etc#x\"]"));
+        assert!(err.contains("repo's own flake"), "{err}");
+        parse_in(&flake("[\".\", \".#devShells.x86_64-linux.default\"]")).unwrap();
+        let bazel = |targets: &str| {
+            GOOD.replace(
+                "[nix]\nfile = \"default.nix\"\n",
+                &format!("[bazel]\ntargets = {targets}\n"),
+            )
+        };
+        let err = error_of(&bazel("[\"--disk_cache=/tmp/x/dc\", \"//...\"]"));
+        assert!(
+            err.contains("key `bazel.targets[0]`: \"--disk_cache=/tmp/x/dc\" starts with `-`"),
+            "{err}"
+        );
+        assert!(error_of(&bazel("[\"//a b\"]")).contains("bazel.targets[0]"));
+        parse_in(&bazel("[\"//...\", \"@r//x:y\", \":z\", \"pkg/...\"]")).unwrap();
+        let err = error_of(&GOOD.replace("size = 20", "\"--store\" = 20"));
+        assert!(err.contains("is not a parameter name"), "{err}");
+    }
+
+    #[test]
+    fn every_path_a_manifest_names_stays_inside_its_source() {
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim.bzl");
+        std::fs::write(&victim, "SIZE = 1\n").unwrap();
+        let file = |f: &str| GOOD.replace("\"default.nix\"", &format!("\"{f}\""));
+        let err = error_of(&file("../../../../etc/passwd"));
+        assert!(
+            err.contains("key `nix.file`") && err.contains("`..`"),
+            "{err}"
+        );
+        assert!(error_of(&file("/etc/passwd")).contains("absolute"));
+        // A link out of the source is refused; one inside it is fine.
+        let (_dir, repo) = repo_with(&file("default.nix"), &["real.nix"]);
+        std::os::unix::fs::symlink("/etc/passwd", repo.join("default.nix")).unwrap();
+        let err = load(&repo.join(MANIFEST_FILE)).unwrap_err().to_string();
+        assert!(
+            err.contains("key `nix.file`") && err.contains("leads out of"),
+            "{err}"
+        );
+        std::fs::remove_file(repo.join("default.nix")).unwrap();
+        std::os::unix::fs::symlink("real.nix", repo.join("default.nix")).unwrap();
+        load(&repo.join(MANIFEST_FILE)).unwrap();
+
+        let bazel = |f: &str| {
+            GOOD.replace(
+                "[nix]\nfile = \"default.nix\"\n",
+                &format!("[bazel]\ntargets = [\"//...\"]\nparameters_file = \"{f}\"\n"),
+            )
+        };
+        assert!(error_of(&bazel("/tmp/x/victim.bzl")).contains("key `bazel.parameters_file`"));
+        assert!(error_of(&bazel("../victim.bzl")).contains("key `bazel.parameters_file`"));
+        let (_dir, repo) = repo_with(&bazel("size.bzl"), &["real.bzl"]);
+        std::os::unix::fs::symlink(&victim, repo.join("size.bzl")).unwrap();
+        let err = load(&repo.join(MANIFEST_FILE)).unwrap_err().to_string();
+        assert!(err.contains("leads out of"), "{err}");
+        // Even a link that stays inside would be written through.
+        std::fs::remove_file(repo.join("size.bzl")).unwrap();
+        std::os::unix::fs::symlink("real.bzl", repo.join("size.bzl")).unwrap();
+        let err = load(&repo.join(MANIFEST_FILE)).unwrap_err().to_string();
+        assert!(err.contains("never writes through one"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "SIZE = 1\n");
+
+        let err = error_of(&GOOD.replace("path = \".\"", "path = \"../..\""));
+        assert!(err.contains("key `source.path`"), "{err}");
+        let err = error_of(&format!("{GOOD}[check]\ncommand = [\"./../../bin/sh\"]\n"));
+        assert!(err.contains("key `check.command[0]`"), "{err}");
+        parse_in(&format!(
+            "{GOOD}[check]\ncommand = [\"sh\", \"-c\", \"true\"]\n"
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn repo_names_cannot_be_path_tricks() {
+        for bad in ["..", ".", ".hidden", "-x", ""] {
+            let err = error_of(&GOOD.replace("\"fixture\"", &format!("{bad:?}")));
+            assert!(err.contains("key `name`"), "{bad}: {err}");
+        }
+        parse_in(&GOOD.replace("\"fixture\"", "\"a.b-c_1\"")).unwrap();
+    }
+
+    #[test]
+    fn overrides_take_the_type_of_the_default() {
+        let mut repos = vec![parse_in(GOOD).unwrap()];
+        let err =
+            apply_overrides(&mut repos, &[("size".into(), ParamValue::parse("abc"))]).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::exit_code::INVALID_INPUT);
+        let err = err.to_string();
+        assert!(
+            err.contains("--param size=abc") && err.contains("whole number (20"),
+            "{err}"
+        );
+        apply_overrides(&mut repos, &[("flavour".into(), ParamValue::parse("5"))]).unwrap();
+        assert_eq!(repos[0].parameters["flavour"], ParamValue::Str("5".into()));
+        let err = sweep(repos, "size", &[ParamValue::Int(1), ParamValue::parse("x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--sweep size=x"), "{err}");
+    }
+
+    #[test]
+    fn the_same_repo_selected_twice_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("fixture");
+        std::fs::create_dir(&repo).unwrap();
+        std::fs::write(repo.join(MANIFEST_FILE), GOOD).unwrap();
+        let selection = |names: &[&str]| crate::plan::config::RepoSelection {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            bench_repos: dir.path().to_path_buf(),
+            params: Vec::new(),
+            sweep: None,
+        };
+        assert_eq!(select(&selection(&["fixture"])).unwrap().len(), 1);
+        let path = repo.display().to_string();
+        let err = select(&selection(&["fixture", &path]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bench repo `fixture` is selected twice"),
+            "{err}"
+        );
     }
 }

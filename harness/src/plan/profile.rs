@@ -693,4 +693,37 @@ path = "/srv/bazel"
         );
         assert!(err.contains("profiles.p.nix.url"), "{err}");
     }
+
+    #[test]
+    fn attic_endpoints_are_http_servers_without_credentials() {
+        let attic = |endpoint: &str| {
+            format!("[profiles.p.nix]\nbackend = \"attic\"\nendpoint = \"{endpoint}\"\ncache = \"c\"\npublic_key = \"c:K\"\ntoken_env = \"T\"\n")
+        };
+        for bad in [
+            "ftp://attic.example.com",
+            "https://bot:s3cr3t@attic.example.com",
+        ] {
+            let err = parse(&attic(bad), Path::new("bench.toml"), "p")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("key `profiles.p.nix.endpoint`") && !err.contains("s3cr3t"),
+                "{err}"
+            );
+        }
+        parse(
+            &attic("http://127.0.0.1:8080"),
+            Path::new("bench.toml"),
+            "p",
+        )
+        .unwrap();
+        let upstream = "[profiles.p.nix]\nupstream = [{ url = \"https://u:s3cr3t@cache.example.com\", public_key = \"k:1\" }]\n";
+        let err = parse(upstream, Path::new("bench.toml"), "p")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nix.upstream.url") && !err.contains("s3cr3t"),
+            "{err}"
+        );
+    }
 }

@@ -46,6 +46,19 @@ pub fn load_lanes(path: &Path) -> Result<Vec<LaneDecl>> {
     let text = crate::boundary::read_text(path, crate::boundary::TEXT_LIMIT).map_err(invalid)?;
     let file: LanesFile =
         toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().into()))?;
+    // A second declaration of a lane would be judged on the same evidence, twice.
+    for (i, lane) in file.lane.iter().enumerate() {
+        if let Some(first) = file.lane[..i].iter().position(|l| l.name == lane.name) {
+            return Err(Error::Manifest {
+                path: path.to_path_buf(),
+                message: format!(
+                    "lane[{i}]: the lane `{}` is declared again (first as lane[{first}])",
+                    lane.name
+                ),
+                fix: "declare each lane once: merge the two [[lane]] tables".into(),
+            });
+        }
+    }
     Ok(file.lane)
 }
 
@@ -309,6 +322,22 @@ mod tests {
         let err = load_lanes(&path).unwrap_err().to_string();
         assert!(
             err.contains("lanes.toml") && err.contains("title") && err.contains("fix:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_lane_declared_twice_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lanes.toml");
+        let lane = "[[lane]]\nname = \"host\"\ntitle = \"Host\"\ncanary = \"fixture-c-dag\"\n";
+        std::fs::write(&path, format!("{lane}{lane}")).unwrap();
+        let err = load_lanes(&path).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::exit_code::INVALID_INPUT);
+        let err = err.to_string();
+        assert!(
+            err.contains("lane[1]: the lane `host` is declared again (first as lane[0])")
+                && err.contains("fix:"),
             "{err}"
         );
     }

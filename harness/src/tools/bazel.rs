@@ -659,7 +659,8 @@ fn write_parameters(workspace: &Path, file: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = workspace.join(file);
-    if let Some(link) = crate::plan::manifest::first_link(workspace, file) {
+    let folders = file.parent().unwrap_or(Path::new(""));
+    if let Some(link) = crate::plan::manifest::first_link(workspace, folders) {
         return Err(Error::Build(format!(
             "the parameters file's path {} passes through the symbolic link {}: the harness never writes through one",
             path.display(),
@@ -838,5 +839,118 @@ mod tests {
         assert!(!patched.contains("use_cpp_toolchain"), "{patched}");
         assert!(patched.contains("\"find_cpp_toolchain\")"));
         assert!(patched.contains("toolchains = [\"@bazel_tools//tools/cpp:toolchain_type\"]"));
+    }
+
+    fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    /// A Bazel repo in `dir/repo` with `targets` and `parameters_file = "size.bzl"`.
+    fn bazel_repo(dir: &Path, targets: &str) -> crate::plan::RepoManifest {
+        let repo_dir = dir.join("repo");
+        std::fs::create_dir_all(&repo_dir).unwrap();
+        std::fs::write(repo_dir.join("WORKSPACE"), "").unwrap();
+        let text = format!("name = \"r\"\ndescription = \"d\"\n[source]\npath = \".\"\n[parameters]\nsize = 3\n[bazel]\ntargets = {targets}\nparameters_file = \"size.bzl\"\n");
+        crate::plan::manifest::parse(&text, &repo_dir.join("repo.toml")).unwrap()
+    }
+
+    #[test]
+    fn the_workspace_copy_leaves_special_files_out_and_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = bazel_repo(dir.path(), "[\"//...\"]");
+        let source = dir.path().join("repo");
+        std::fs::create_dir(source.join("sub")).unwrap();
+        mkfifo(&source.join("sub/pipe"));
+        std::fs::write(source.join("sub/BUILD"), "# kept\n").unwrap();
+        let case = CaseContext {
+            repo: &repo,
+            source: &source,
+            scenario: crate::plan::Scenario::Cold,
+            timeout: Duration::from_secs(1),
+            cache_via: None,
+            explain: false,
+        };
+        let to = dir.path().join("copy");
+        // Before, the copy opened the FIFO and waited for a writer for ever.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| done.send(copy_workspace(&case, &to)).unwrap());
+            let left_out = finished
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the copy finished")
+                .unwrap();
+            assert_eq!(left_out, vec![source.join("sub/pipe")]);
+        });
+        assert_eq!(
+            std::fs::read_to_string(to.join("sub/BUILD")).unwrap(),
+            "# kept\n"
+        );
+        assert!(!to.join("sub/pipe").exists());
+        assert_eq!(
+            std::fs::read_to_string(to.join("size.bzl")).unwrap(),
+            parameters_bzl(&repo.parameters)
+        );
+    }
+
+    #[test]
+    fn the_parameters_file_is_never_written_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("victim.bzl");
+        std::fs::write(&outside, "SIZE = 1\n").unwrap();
+        let workspace = dir.path().join("ws");
+        std::fs::create_dir(&workspace).unwrap();
+        // A link in the copy (as the copy recreates links verbatim) is replaced, not followed.
+        std::os::unix::fs::symlink(&outside, workspace.join("size.bzl")).unwrap();
+        write_parameters(&workspace, Path::new("size.bzl"), "SIZE = 9\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "SIZE = 1\n");
+        let meta = std::fs::symlink_metadata(workspace.join("size.bzl")).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(
+            std::fs::read_to_string(workspace.join("size.bzl")).unwrap(),
+            "SIZE = 9\n"
+        );
+        // A linked folder on the way is refused.
+        std::os::unix::fs::symlink(dir.path(), workspace.join("conf")).unwrap();
+        let err = write_parameters(&workspace, Path::new("conf/victim.bzl"), "SIZE = 9\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("never writes through one"), "{err}");
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "SIZE = 1\n");
+    }
+
+    #[test]
+    fn targets_come_after_a_double_dash() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = bazel_repo(dir.path(), "[\"//...\", \"//app:build\"]");
+        let source = dir.path().join("repo");
+        let case = CaseContext {
+            repo: &repo,
+            source: &source,
+            scenario: crate::plan::Scenario::Cold,
+            timeout: Duration::from_secs(1),
+            cache_via: None,
+            explain: false,
+        };
+        let setup = BazelSetup {
+            version: "bazel no_version (Debian bazel-bootstrap 4.2.3+ds-9)".into(),
+            ..BazelSetup::default()
+        };
+        let mut driver =
+            BazelDriver::new("bazel".into(), &dir.path().join("driver"), None, &setup).unwrap();
+        let build_dir = dir.path().join("build");
+        let build = driver.prepare(&case, BuildMode::Fresh, &build_dir).unwrap();
+        let args: Vec<String> = build
+            .spec
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            &args[args.len() - 3..],
+            ["--", "//...", "//app:build"],
+            "{args:?}"
+        );
     }
 }

@@ -283,7 +283,9 @@ mod tests {
             "fatal: '/etc' does not appear to be a git repository; fatal: Could not read from remote repository."
         );
         assert_eq!(
-            failure_detail("fatal: unable to access 'https://bot:s3cret@git.example.com/r/': 403\n"),
+            failure_detail(
+                "fatal: unable to access 'https://bot:s3cret@git.example.com/r/': 403\n"
+            ),
             "fatal: unable to access 'https://git.example.com/r/': 403"
         );
         assert_eq!(failure_detail("one\ntwo\n"), "one; two");
@@ -306,7 +308,10 @@ mod tests {
     #[test]
     fn urls_with_credentials_are_never_quoted_whole() {
         let err = validate_git_url("ftp://bot:s3cret@example.com/r").unwrap_err();
-        assert!(err.contains("ftp://example.com/r") && !err.contains("s3cret"), "{err}");
+        assert!(
+            err.contains("ftp://example.com/r") && !err.contains("s3cret"),
+            "{err}"
+        );
         let err = fetch(
             &ProcessExecutor,
             "https://bot:s3cret@127.0.0.1:9/r",
