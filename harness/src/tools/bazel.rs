@@ -105,7 +105,8 @@ impl BazelDriver {
         cache: Option<BazelCache>,
         setup: &BazelSetup,
     ) -> Result<Self> {
-        std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).context(|| format!("creating {}", tmp.display()))?;
         let mut debian_overrides = BTreeMap::new();
         if Path::new(DEBIAN_RULES_CC).is_dir() {
             debian_overrides.insert(
@@ -150,11 +151,20 @@ impl BazelDriver {
             // The user's ~/.bazelrc must not change what is measured.
             "--nohome_rc".into(),
             SERVER_MAX_IDLE.into(),
+            // The server's temporary files (the execution log before it is converted)
+            // stay in the run's folder, and the JVM writes no /tmp/hsperfdata_USER.
+            format!("--host_jvm_args=-Djava.io.tmpdir={}", self.tmp().display()).into(),
+            "--host_jvm_args=-XX:-UsePerfData".into(),
         ];
         if let Some(rc) = self.headers_rc() {
             args.push(format!("--bazelrc={}", rc.display()).into());
         }
         args
+    }
+
+    /// The temporary folder of the client, the server and the actions (`TMPDIR`).
+    fn tmp(&self) -> PathBuf {
+        self.dir.join("tmp")
     }
 
     fn cache(&self) -> Result<&BazelCache> {
@@ -229,7 +239,9 @@ impl BazelDriver {
         Ok(CommandSpec {
             program: self.bazel.clone(),
             args,
-            env: Vec::new(),
+            // Actions' temporary files (a compiler's) go there too; TMPDIR is not part of
+            // an action's key.
+            env: vec![("TMPDIR".into(), self.tmp().into())],
             cwd: Some(workspace.to_path_buf()),
             stdin: None,
             stdout: logs.join("stdout.log"),

@@ -10,7 +10,11 @@ use crate::run::process::{run_captured, CommandSpec, Executor};
 const GIT_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn git(exec: &dyn Executor, dir: &Path, args: &[&str]) -> Option<String> {
-    let args = args.iter().map(Into::into).collect();
+    // Reading must not write: `git status` would otherwise refresh the checkout's index.
+    let args = std::iter::once("--no-optional-locks")
+        .chain(args.iter().copied())
+        .map(Into::into)
+        .collect();
     let out = run_captured(exec, CommandSpec::new("git", args, GIT_TIMEOUT).cwd(dir)).ok()?;
     out.outcome.success().then(|| out.stdout.trim().to_string())
 }

@@ -102,6 +102,8 @@ impl NixDriver {
     /// `dir` is a private folder the driver may fill (config, primed stores).
     pub fn new(nix: PathBuf, dir: &Path, cache: Option<NixCache>, setup: NixSetup) -> Result<Self> {
         let conf_file = write_private_conf(&dir.join("nix-conf"))?;
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).context(|| format!("creating {}", tmp.display()))?;
         Ok(NixDriver {
             nix,
             dir: dir.to_path_buf(),
@@ -179,9 +181,12 @@ impl NixDriver {
     }
 
     /// The private environment of every Nix command: system and user config replaced,
-    /// and a narinfo cache of its own (a stale one breaks runs).
+    /// a narinfo cache of its own (a stale one breaks runs), and a temporary folder in the
+    /// driver's, where Nix makes its build folders (else in the system's, outside the run).
     pub(crate) fn env(&self, xdg_cache: &Path) -> Vec<(String, OsString)> {
-        private_env(&self.conf_file, xdg_cache)
+        let mut env = private_env(&self.conf_file, xdg_cache);
+        env.push(("TMPDIR".into(), self.dir.join("tmp").into()));
+        env
     }
 
     fn cache(&self) -> Result<&NixCache> {
