@@ -464,13 +464,13 @@ fn a_run_writes_only_under_its_work_folder_and_its_output() {
         root.join("tmp"),
         root.join("work"),
     );
-    for dir in [&home, &cwd, &temp, &work] {
+    let out_dir = root.join("out");
+    for dir in [&home, &cwd, &temp, &work, &out_dir] {
         std::fs::create_dir(dir).unwrap();
     }
-    let out_dir = root.join("out");
     let output = out_dir.join("results.json");
     let trace = root.join("strace.log");
-    let before = tree_snapshot(root, &[&work, &temp]);
+    let before = tree_snapshot(root, &[&work, &temp, &out_dir]);
     run_ok(
         std::process::Command::new("strace")
             .args(["-f", "-qq", "-o"])

@@ -818,7 +818,13 @@ mod lane_tests {
         };
         let job_dir = dir.path().join("job");
         std::fs::create_dir(&job_dir).unwrap();
-        let plan = crate::testing::plan(&[crate::plan::Scenario::Warm], Default::default());
+        let mut plan = crate::testing::plan(&[crate::plan::Scenario::Warm], Default::default());
+        // A git source with credentials in its URL: the guest gets its name only.
+        plan.repos[0].source = Source::Fetched {
+            checkout: dir.path().to_path_buf(),
+            url: "https://bot:s3cr3t-pw@git.example.com/r".into(),
+            rev: "a".repeat(40),
+        };
         let role = GuestRole {
             acceleration: "tcg".into(),
             acceleration_note: "test".into(),
@@ -853,9 +859,10 @@ mod lane_tests {
             .contains("s3cr3t-token"));
         let written = std::fs::read_to_string(job_dir.join("job.json")).unwrap();
         assert!(
-            !written.contains("s3cr3t-token"),
+            !written.contains("s3cr3t-token") && !written.contains("s3cr3t-pw"),
             "the job file names secrets, never holds them"
         );
+        assert!(written.contains("https://git.example.com/r"), "{written}");
     }
 
     #[test]
