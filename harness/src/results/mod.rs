@@ -57,7 +57,8 @@ pub struct Results {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_link: Option<explain::CacheLink>,
     /// What a reviewer should know about how the run measured (e.g. no cgroup for CPU
-    /// accounting, and why).
+    /// accounting, and why), and what loading the file changed (statistics that disagreed
+    /// with their samples, recomputed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
 }
