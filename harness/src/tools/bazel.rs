@@ -868,6 +868,17 @@ mod tests {
         crate::plan::manifest::parse(&text, &repo_dir.join("repo.toml")).unwrap()
     }
 
+    fn cold_case<'a>(repo: &'a crate::plan::RepoManifest, source: &'a Path) -> CaseContext<'a> {
+        CaseContext {
+            repo,
+            source,
+            scenario: crate::plan::Scenario::Cold,
+            timeout: Duration::from_secs(1),
+            cache_via: None,
+            explain: false,
+        }
+    }
+
     #[test]
     fn the_workspace_copy_leaves_special_files_out_and_never_blocks() {
         let dir = tempfile::tempdir().unwrap();
@@ -876,14 +887,7 @@ mod tests {
         std::fs::create_dir(source.join("sub")).unwrap();
         mkfifo(&source.join("sub/pipe"));
         std::fs::write(source.join("sub/BUILD"), "# kept\n").unwrap();
-        let case = CaseContext {
-            repo: &repo,
-            source: &source,
-            scenario: crate::plan::Scenario::Cold,
-            timeout: Duration::from_secs(1),
-            cache_via: None,
-            explain: false,
-        };
+        let case = cold_case(&repo, &source);
         let to = dir.path().join("copy");
         // Before, the copy opened the FIFO and waited for a writer for ever.
         let (done, finished) = std::sync::mpsc::channel();
@@ -937,14 +941,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = bazel_repo(dir.path(), "[\"//...\", \"//app:build\"]");
         let source = dir.path().join("repo");
-        let case = CaseContext {
-            repo: &repo,
-            source: &source,
-            scenario: crate::plan::Scenario::Cold,
-            timeout: Duration::from_secs(1),
-            cache_via: None,
-            explain: false,
-        };
+        let case = cold_case(&repo, &source);
         let setup = BazelSetup {
             version: "bazel no_version (Debian bazel-bootstrap 4.2.3+ds-9)".into(),
             ..BazelSetup::default()
