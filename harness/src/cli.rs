@@ -215,7 +215,7 @@ pub fn main() -> i32 {
         Command::Baseline(args) => baseline(&args),
         Command::Lifecycle(args) => lifecycle(&args),
         Command::Coverage(args) => {
-            crate::run::coverage::run(&args, &Env::capture(), std::env::args().collect())
+            crate::run::coverage::run(&args, &Env::capture(), redacted_args())
         }
         Command::Guest { job } => process::install_interrupt_handler()
             .and_then(|()| Session::serve_guest_job(&job, &ProcessExecutor))
@@ -234,11 +234,16 @@ fn run(RunCommand { args, reports }: RunCommand) -> Result<i32> {
     let env = Env::capture();
     let profile = crate::plan::profile::load_from(args.config.as_deref(), &env.cwd, &args.profile)?;
     let config = RunConfig::resolve(&args, &profile, &env)?;
-    crate::checks::check_output_path(&config.output)?;
+    crate::checks::check_output_paths([
+        ("--output", Some(config.output.as_path())),
+        ("--markdown", reports.markdown.as_deref()),
+        ("--html", reports.html.as_deref()),
+    ])?;
+    crate::checks::check_work_dir(&config.work_dir)?;
     process::install_interrupt_handler()?;
     let exec = ProcessExecutor;
     let mut session = Session::open(&config, &exec)?;
-    let header = session.start_results(&config, std::env::args().collect(), &exec);
+    let header = session.start_results(&config, redacted_args(), &exec);
     let mut recorder = Recorder::new(config.output.clone(), header);
     eprintln!(
         "flywheel-bench: {}; results go to {}",
@@ -264,11 +269,27 @@ fn run(RunCommand { args, reports }: RunCommand) -> Result<i32> {
         recorder.results().clone(),
     )];
     write_reports(&files, reports.markdown.as_deref(), reports.html.as_deref())?;
-    Ok(if recorder.results().any_failed() {
+    Ok(run_exit_code(recorder.results()))
+}
+
+/// 1 when a case failed; 3 when every case was skipped (nothing could run here: no GPU,
+/// no source, no driver); else 0.
+fn run_exit_code(results: &Results) -> i32 {
+    let skipped = |c: &results::CaseResult| c.outcome == results::Outcome::Skipped;
+    if results.any_failed() {
         exit_code::CASE_FAILED
+    } else if !results.cases.is_empty() && results.cases.iter().all(skipped) {
+        exit_code::ENVIRONMENT
     } else {
         exit_code::OK
-    })
+    }
+}
+
+/// The harness's command line as results record it: credentials in URLs removed.
+fn redacted_args() -> Vec<String> {
+    std::env::args()
+        .map(|a| crate::boundary::redact_urls(&a))
+        .collect()
 }
 
 fn load_all(files: &[PathBuf]) -> Result<Vec<(String, Results)>> {
@@ -291,6 +312,10 @@ fn emit_text(text: &str, to: Option<&Path>) -> Result<()> {
 
 fn report(args: &ReportArgs) -> Result<i32> {
     use crate::report::markdown::{self, Detail};
+    crate::checks::check_output_paths([
+        ("--markdown", args.markdown.as_deref()),
+        ("--html", args.html.as_deref()),
+    ])?;
     let files = load_all(&args.files)?;
     let detail = if args.summary {
         Detail::Summary
@@ -344,6 +369,7 @@ fn manifest_defaults(
 }
 
 fn compare(args: &CompareArgs) -> Result<i32> {
+    crate::checks::check_output_paths([("--markdown", args.markdown.as_deref())])?;
     let baseline = results::load(&args.baseline)?;
     let new = results::load(&args.new)?;
     let defaults = manifest_defaults([&baseline, &new], args.bench_repos.as_deref());
@@ -368,6 +394,7 @@ fn compare(args: &CompareArgs) -> Result<i32> {
 }
 
 fn export(args: &ExportArgs) -> Result<i32> {
+    crate::checks::check_output_paths([("--output", args.output.as_deref())])?;
     let results = results::load(&args.file)?;
     let entries = crate::report::export::github_action_benchmark(&results);
     let json = serde_json::to_string_pretty(&entries).expect("entries serialise") + "\n";
@@ -377,6 +404,10 @@ fn export(args: &ExportArgs) -> Result<i32> {
 
 fn matrix(args: &MatrixArgs) -> Result<i32> {
     use crate::report::{history, matrix};
+    crate::checks::check_output_paths([
+        ("--markdown", args.markdown.as_deref()),
+        ("--html", args.html.as_deref()),
+    ])?;
     let lanes = matrix::load_lanes(&args.lanes)?;
     let mut past = match &args.history {
         Some(dir) => history::load(dir)?,
@@ -403,6 +434,7 @@ fn matrix(args: &MatrixArgs) -> Result<i32> {
 
 fn baseline(args: &BaselineArgs) -> Result<i32> {
     use crate::report::history;
+    crate::checks::check_output_path("--output", &args.output)?;
     let runs = match args.runs {
         Some(runs) => runs,
         None => {
@@ -434,8 +466,9 @@ fn baseline(args: &BaselineArgs) -> Result<i32> {
 }
 
 fn lifecycle(args: &LifecycleArgs) -> Result<i32> {
+    crate::checks::check_output_paths([("--output", args.output.as_deref())])?;
     let path = args.jobs.display().to_string();
-    let text = std::fs::read_to_string(&args.jobs)
+    let text = crate::boundary::read_text(&args.jobs, crate::boundary::TEXT_LIMIT)
         .map_err(|e| Error::Usage(format!("{path}: cannot read it: {e}")))?;
     let source = args.source.as_deref().unwrap_or(&path);
     let life = crate::results::lifecycle::from_github_jobs(&text, source).map_err(|why| {
@@ -725,5 +758,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_run_whose_every_case_was_skipped_exits_3() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/results/nix-fixture.json");
+        let mut results = results::load(&path).unwrap();
+        assert_eq!(run_exit_code(&results), exit_code::OK);
+        for case in &mut results.cases {
+            case.outcome = results::Outcome::Skipped;
+        }
+        assert_eq!(run_exit_code(&results), exit_code::ENVIRONMENT);
+        results.cases[0].outcome = results::Outcome::Ok;
+        assert_eq!(run_exit_code(&results), exit_code::OK, "one case ran");
+        results.cases[1].outcome = results::Outcome::Failed;
+        assert_eq!(run_exit_code(&results), exit_code::CASE_FAILED);
     }
 }

@@ -6,9 +6,12 @@
 //! `cache` (the embedded cache server, external caches, the fault proxy), `lanes` (where
 //! builds run: host, vm, gpu), `run` (the session, the scheduler and its steps, owned
 //! processes, events and their consumers), `stats` (pure), `results` (schema types, the
-//! atomic writer), `report` (pure renderers), `doctor`, `checks`, and `cli` (parses, then
-//! hands a resolved configuration to a session and maps the outcome to an exit code).
+//! atomic writer), `report` (pure renderers), `doctor`, `checks`, `boundary` (bounded reads
+//! of the files users name, regular-file outputs, credentials removed from URLs), and `cli`
+//! (parses, then hands a resolved configuration to a session and maps the outcome to an
+//! exit code).
 
+mod boundary;
 pub mod cache;
 pub mod checks;
 pub mod cli;

@@ -281,7 +281,10 @@ pub fn copy_private(from: &Path, to: &Path) -> crate::error::Result<()> {
         }
         return Ok(());
     }
-    let bytes = fs::read(from).context(|| format!("reading {}", from.display()))?;
+    let bytes =
+        crate::boundary::read_regular(from, crate::boundary::SECRET_LIMIT).map_err(|why| {
+            crate::error::Error::Environment(format!("the secret file {}: {why}", from.display()))
+        })?;
     write_private(to, &bytes)
 }
 

@@ -116,7 +116,8 @@ fn the_gpu_lane_skips_with_a_reason_when_there_is_no_gpu() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let output = tmp.path().join("results.json");
-    run_ok(
+    // Every case skipped: nothing could run here (exit 3), and the results say why.
+    run_exits(
         bin()
             .current_dir(repo_root())
             .args([
@@ -132,6 +133,7 @@ fn the_gpu_lane_skips_with_a_reason_when_there_is_no_gpu() {
                 "--output",
             ])
             .arg(&output),
+        3,
     );
     let results = read_json(&output);
     assert_valid_results(&results);

@@ -29,19 +29,26 @@ const SERVER: &str = "flywheel-bench";
 pub(crate) fn read_token(token: &Token) -> Result<String> {
     let token = match token {
         Token::Value(secret) => secret.expose().to_string(),
-        Token::File(path) => std::fs::read_to_string(path).map_err(|e| {
-            Error::Environment(format!(
-                "cannot read the Attic token file {}: {}\n  fix: point token_file at a readable file holding the token",
-                path.display(),
-                e.kind()
-            ))
-        })?,
+        Token::File(path) => crate::boundary::read_text(path, crate::boundary::SECRET_LIMIT)
+            .map_err(|why| {
+                Error::Environment(format!(
+                    "the Attic token file {}: {why}\n  fix: point token_file at a readable regular file holding the token",
+                    path.display(),
+                ))
+            })?,
     };
     let token = token.trim().to_string();
     if token.is_empty() {
         return Err(Error::Environment(
             "the Attic token is empty\n  fix: set the token variable or file to the token".into(),
         ));
+    }
+    // It goes into HTTP headers and a netrc file, where a line break or a space would
+    // split it; the error never shows it.
+    if let Some(at) = token.find(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(Error::Environment(format!(
+            "the Attic token holds a space, line break or control character (at byte {at}), so no HTTP header can carry it\n  fix: write the token alone, on one line (`atticadm make-token` prints one)"
+        )));
     }
     Ok(token)
 }
@@ -106,10 +113,8 @@ pub fn connect(
 
     std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     let netrc = dir.join("netrc");
-    let entry = format!(
-        "machine {}\nlogin {SERVER}\npassword {token}\n",
-        config.endpoint.host_str().unwrap_or_default()
-    );
+    let host = config.endpoint.host_str().unwrap_or_default();
+    let entry = crate::cache::netrc_entry(host, SERVER, &token);
     write_private(&netrc, entry.as_bytes())?;
     let push = match (fill, config.push) {
         (false, _) => Push::ReadOnly,
@@ -196,5 +201,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("token_file"), "{err}");
+    }
+
+    #[test]
+    fn tokens_that_no_header_can_carry_or_that_never_end_are_refused() {
+        let err = read_token(&Token::Value(Secret::new("abc\ndef-s3cr3t")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line break") && err.contains("fix:") && !err.contains("s3cr3t"),
+            "{err}"
+        );
+        let err = read_token(&Token::File("/dev/zero".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/dev/zero: is a character device"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, "t".repeat(1 << 20)).unwrap();
+        let err = read_token(&Token::File(big)).unwrap_err().to_string();
+        assert!(err.contains("larger than 16 KiB"), "{err}");
     }
 }

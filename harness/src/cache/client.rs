@@ -14,6 +14,7 @@ use ureq::tls::{RootCerts, TlsConfig};
 use ureq::Agent;
 use url::Url;
 
+use crate::boundary::public_url;
 use crate::plan::config::Env;
 
 /// Answers larger than this are cut (narinfos and API answers are a few KiB).
@@ -229,14 +230,6 @@ impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}: {}", self.method, self.url, self.why)
     }
-}
-
-/// `url` without its user and password.
-pub fn public_url(url: &Url) -> String {
-    let mut public = url.clone();
-    let _ = public.set_username("");
-    let _ = public.set_password(None);
-    public.to_string()
 }
 
 /// One agent (connection pool) per route: direct, through the http proxy, through the
@@ -514,14 +507,6 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("s3cret"), "{err}");
-    }
-
-    #[test]
-    fn urls_in_errors_carry_no_credentials() {
-        assert_eq!(
-            public_url(&url("https://u:secret@cache.example.com/a?b=1")),
-            "https://cache.example.com/a?b=1"
-        );
     }
 
     #[test]

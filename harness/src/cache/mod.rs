@@ -96,7 +96,7 @@ impl NixCache {
     pub fn use_record(&self) -> CacheUse {
         CacheUse {
             backend: self.backend,
-            url: self.substituter.to_string(),
+            url: crate::boundary::public_url(&self.substituter),
         }
     }
 
@@ -178,7 +178,7 @@ impl BazelCache {
         CacheUse {
             backend: self.backend,
             url: match &self.endpoint {
-                BazelEndpoint::Remote(url) => url.to_string(),
+                BazelEndpoint::Remote(url) => crate::boundary::public_url(url),
                 BazelEndpoint::Disk(path) => path.display().to_string(),
             },
         }
@@ -290,12 +290,20 @@ impl Caches {
             Some(nginx) => Some(EmbeddedCache::start(nginx, &dir.join("embedded"))?),
             None => None,
         };
-        let store = |backend, config: &StoreCacheConfig| {
+        let store = |backend, config: &StoreCacheConfig| -> Result<NixCache> {
             let mut cache = NixCache::store(backend, config);
             if !needs.fill {
                 cache.push = Push::ReadOnly;
             }
-            cache
+            // The URL's user and password, for Nix to read and upload with.
+            if let Some(login) = &config.login {
+                let netrc = dir.join("nix-netrc");
+                let host = config.url.host_str().unwrap_or_default();
+                let entry = netrc_entry(host, &login.user, login.password.expose());
+                crate::scratch::write_private(&netrc, entry.as_bytes())?;
+                cache.netrc_file = Some(netrc);
+            }
+            Ok(cache)
         };
         let nix_cache = match (needs.nix, nix) {
             (None, _) => None,
@@ -314,9 +322,9 @@ impl Caches {
                 needs.fill,
                 needs.proxies,
             )?),
-            (Some(_), NixCacheConfig::Http(s)) => Some(store(CacheBackend::Http, s)),
-            (Some(_), NixCacheConfig::File(s)) => Some(store(CacheBackend::File, s)),
-            (Some(_), NixCacheConfig::S3(s)) => Some(store(CacheBackend::S3, s)),
+            (Some(_), NixCacheConfig::Http(s)) => Some(store(CacheBackend::Http, s)?),
+            (Some(_), NixCacheConfig::File(s)) => Some(store(CacheBackend::File, s)?),
+            (Some(_), NixCacheConfig::S3(s)) => Some(store(CacheBackend::S3, s)?),
         };
         let read_only = !needs.fill;
         let bazel_cache = match (needs.bazel, bazel) {
@@ -381,11 +389,22 @@ fn remote_bazel(
     })
 }
 
-/// `build --remote_header=Name=Value` lines.
+/// `machine HOST login USER password PASSWORD`, as Nix (curl) reads a netrc file. The
+/// values were checked to hold no whitespace.
+pub fn netrc_entry(host: &str, login: &str, password: &str) -> String {
+    format!("machine {host}\nlogin {login}\npassword {password}\n")
+}
+
+/// `build '--remote_header=Name=Value'` lines, each one word as Bazel's rc parser reads it:
+/// it splits on whitespace and honours shell-like quotes, so a value with a space
+/// (`Authorization=Bearer T`) is single-quoted, and a `'` in it written `'\''`.
 fn headers_rc_text(headers: &[Secret]) -> String {
     headers
         .iter()
-        .map(|h| format!("build --remote_header={}\n", h.expose()))
+        .map(|h| {
+            let quoted = h.expose().replace('\'', "'\\''");
+            format!("build '--remote_header={quoted}'\n")
+        })
         .collect()
 }
 
@@ -434,6 +453,7 @@ impl EmbeddedCache {
                 url: self.server.url("nix"),
                 public_key: public_key.trim().to_string(),
                 secret_key_file: Some(secret),
+                login: None,
             },
         ))
     }
@@ -560,8 +580,53 @@ mod tests {
     }
 
     #[test]
-    fn header_rc_lines_carry_the_headers() {
-        let text = headers_rc_text(&[Secret::new("Authorization=Bearer t")]);
-        assert_eq!(text, "build --remote_header=Authorization=Bearer t\n");
+    fn header_rc_lines_carry_each_header_as_one_quoted_word() {
+        let text = headers_rc_text(&[
+            Secret::new("Authorization=Bearer t"),
+            Secret::new("X-Quote=it's"),
+        ]);
+        assert_eq!(
+            text,
+            "build '--remote_header=Authorization=Bearer t'\nbuild '--remote_header=X-Quote=it'\\''s'\n"
+        );
+    }
+
+    #[test]
+    fn credentials_of_a_cache_url_go_to_a_private_netrc() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreCacheConfig {
+            url: Url::parse("http://127.0.0.1:9/nix").unwrap(),
+            public_key: "k:1".into(),
+            secret_key_file: None,
+            login: Some(crate::plan::config::Login {
+                user: "bot".into(),
+                password: Secret::new("s3cr3t"),
+            }),
+        };
+        let caches = Caches::provision(
+            &NixCacheConfig::Http(store),
+            &BazelCacheConfig::Embedded,
+            CacheNeeds {
+                nix: Some(Path::new("nix")),
+                bazel: false,
+                nginx: None,
+                fill: true,
+                proxies: &Proxies::default(),
+            },
+            dir.path(),
+            &crate::run::process::ProcessExecutor,
+        )
+        .unwrap();
+        let nix = caches.nix.unwrap();
+        let netrc = nix.netrc_file.clone().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&netrc).unwrap(),
+            "machine 127.0.0.1\nlogin bot\npassword s3cr3t\n"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&netrc).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(nix.use_record().url, "http://127.0.0.1:9/nix");
+        assert!(!serde_json::to_string(&nix).unwrap().contains("s3cr3t"));
     }
 }

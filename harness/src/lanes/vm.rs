@@ -22,7 +22,7 @@ use crate::lanes::initramfs::{cpio_newc, load_order, Entry};
 use crate::lanes::{GuestRole, Need};
 use crate::plan::config::Upstream;
 use crate::plan::config::VmSettings;
-use crate::plan::{Lane, Plan};
+use crate::plan::{Lane, Plan, Source};
 use crate::results::{Environment, LaneIdentity};
 use crate::run::events::{emit, Event, EventSink, WireEvent};
 use crate::run::process::{CommandSpec, Executor, Exit};
@@ -564,8 +564,19 @@ impl GuestJob {
             crate::scratch::copy_private(path, &job.join(&name))?;
             *path = Path::new(GUEST_JOB_DIR).join(name);
         }
+        // The guest builds from the host's checkouts: a git URL is only a name there, and
+        // its credentials stay on the host.
+        let mut plan = plan.clone();
+        for repo in &mut plan.repos {
+            if let Source::Git { url, .. }
+            | Source::Fetched { url, .. }
+            | Source::Unavailable { url, .. } = &mut repo.source
+            {
+                *url = crate::boundary::redact_urls(url);
+            }
+        }
         let spec = GuestJob {
-            plan: plan.clone(),
+            plan,
             nix_cache,
             bazel_cache,
             nix: NixSetup {
@@ -919,7 +930,13 @@ mod lane_tests {
         };
         let job_dir = dir.path().join("job");
         std::fs::create_dir(&job_dir).unwrap();
-        let plan = crate::testing::plan(&[crate::plan::Scenario::Warm], Default::default());
+        let mut plan = crate::testing::plan(&[crate::plan::Scenario::Warm], Default::default());
+        // A git source with credentials in its URL: the guest gets its name only.
+        plan.repos[0].source = Source::Fetched {
+            checkout: dir.path().to_path_buf(),
+            url: "https://bot:s3cr3t-pw@git.example.com/r".into(),
+            rev: "a".repeat(40),
+        };
         let role = GuestRole {
             acceleration: "tcg".into(),
             acceleration_note: "test".into(),
@@ -955,9 +972,10 @@ mod lane_tests {
             .contains("s3cr3t-token"));
         let written = std::fs::read_to_string(job_dir.join("job.json")).unwrap();
         assert!(
-            !written.contains("s3cr3t-token"),
+            !written.contains("s3cr3t-token") && !written.contains("s3cr3t-pw"),
             "the job file names secrets, never holds them"
         );
+        assert!(written.contains("https://git.example.com/r"), "{written}");
     }
 
     #[test]

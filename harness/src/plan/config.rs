@@ -137,10 +137,55 @@ pub enum Token {
 /// A binary cache that `nix copy` writes and Nix reads (http(s)://, file://, s3://).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreCacheConfig {
+    /// Without user or password: those are in `login`.
     pub url: Url,
     pub public_key: String,
     /// Uploads are signed with this key when given (the file is never logged).
     pub secret_key_file: Option<PathBuf>,
+    /// The user and password the URL carried (`http://user:pw@host/`), taken out of it so
+    /// it can be shown and recorded; Nix gets them in a private netrc file.
+    pub login: Option<Login>,
+}
+
+/// HTTP Basic credentials that came in a URL, percent-decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Login {
+    pub user: String,
+    pub password: Secret,
+}
+
+/// `url` without its user information, and that information, checked so a netrc file or an
+/// HTTP header can carry it. `source` names where the URL came from; the error never
+/// shows the credentials.
+pub fn take_login(url: &Url, source: &str) -> Result<(Url, Option<Login>)> {
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok((url.clone(), None));
+    }
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8()
+            .map(|t| t.into_owned())
+            .ok()
+            .filter(|t| !t.chars().any(|c| c.is_whitespace() || c.is_control()))
+    };
+    let (Some(user), Some(password)) =
+        (decode(url.username()), decode(url.password().unwrap_or("")))
+    else {
+        return Err(Error::Usage(format!(
+            "{source} {}: the user or password in the URL holds a space, line break or control character\n  fix: percent-encode them, or give the cache credentials another way",
+            crate::boundary::public_url(url)
+        )));
+    };
+    let mut public = url.clone();
+    let _ = public.set_username("");
+    let _ = public.set_password(None);
+    Ok((
+        public,
+        Some(Login {
+            user,
+            password: Secret::new(password),
+        }),
+    ))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -323,6 +368,21 @@ impl RunConfig {
                 .vm_timeout
                 .map_or(vm_defaults.timeout, Duration::from_secs),
         };
+        if let Some((key, _)) = &args.sweep {
+            if args.params.iter().any(|(k, _)| k == key) {
+                return Err(Error::Usage(format!(
+                    "--sweep {key}=... and --param {key}=... both set `{key}`\n  fix: drop the --param: the sweep runs each of its values"
+                )));
+            }
+        }
+        if (args.max_samples.is_some() || settings.target_precision.is_some())
+            && settings.max_samples < settings.samples
+        {
+            return Err(Error::Usage(format!(
+                "--max-samples {} is below --samples {} (the minimum number of samples)\n  fix: raise --max-samples to at least {}, or lower --samples",
+                settings.max_samples, settings.samples, settings.samples
+            )));
+        }
         let (bench_repos, _) = env.bench_repos(args.bench_repos.as_deref());
         Ok(RunConfig {
             profile: profile.name.clone(),
@@ -386,11 +446,12 @@ fn default_checkout_cache(env: &Env) -> PathBuf {
         .join("flywheel-bench/checkouts")
 }
 
-/// Parses a cache URL, naming where it came from in the error.
+/// Parses a cache URL, naming where it came from in the error (without credentials).
 pub fn parse_url(text: &str, source: &str, example: &str) -> Result<Url> {
     Url::parse(text).map_err(|e| {
         Error::Usage(format!(
-            "{source} {text}: not a URL ({e})\n  fix: write it in full, e.g. {example}"
+            "{source} {}: not a URL ({e})\n  fix: write it in full, e.g. {example}",
+            crate::boundary::redact_urls(text)
         ))
     })
 }
@@ -403,6 +464,7 @@ fn nix_cache(args: &RunArgs, profile: &NixBackend, env: &Env) -> Result<NixCache
                 url,
                 public_key: key.clone(),
                 secret_key_file: args.nix_cache_secret_key.clone(),
+                login: None,
             };
             return store_cache(store, "--nix-cache");
         }
@@ -440,14 +502,23 @@ fn nix_cache(args: &RunArgs, profile: &NixBackend, env: &Env) -> Result<NixCache
                 url: url.clone(),
                 public_key: public_key.clone(),
                 secret_key_file: secret_key_file.clone(),
+                login: None,
             },
             "the profile's nix.url",
         )?,
     })
 }
 
-/// The store cache kind its URL's scheme names.
-fn store_cache(store: StoreCacheConfig, source: &str) -> Result<NixCacheConfig> {
+/// The store cache kind its URL's scheme names; credentials in an http(s) URL move to
+/// `login`.
+fn store_cache(mut store: StoreCacheConfig, source: &str) -> Result<NixCacheConfig> {
+    let (url, login) = take_login(&store.url, source)?;
+    if login.is_some() && !matches!(url.scheme(), "http" | "https") {
+        return Err(Error::Usage(format!(
+            "{source} {url}: only http(s) caches take a user and password in the URL\n  fix: remove them from the URL"
+        )));
+    }
+    (store.url, store.login) = (url, login);
     Ok(match store.url.scheme() {
         "http" | "https" => NixCacheConfig::Http(store),
         "file" => NixCacheConfig::File(store),
@@ -455,7 +526,7 @@ fn store_cache(store: StoreCacheConfig, source: &str) -> Result<NixCacheConfig> 
         other => {
             return Err(Error::Usage(format!(
                 "{source} {}: Nix binary caches are http(s)://, file:// or s3://, not {other}://\n  fix: e.g. https://cache.example.com or file:///var/cache/nix",
-                store.url
+                crate::boundary::public_url(&store.url)
             )))
         }
     })
@@ -476,21 +547,47 @@ fn token_from_env(var: &str, env: &Env) -> Result<Secret> {
     Ok(Secret::new(value))
 }
 
-/// `Name=Value` lines from a variable; blank lines are skipped.
-fn headers_from_env(var: &str, env: &Env) -> Vec<Secret> {
-    env.var(var)
-        .unwrap_or_default()
-        .lines()
-        .map(str::trim)
+/// `Name=Value` lines from a variable; blank lines are skipped. A line that is not a
+/// header (no `=`, a name that is not an HTTP token, a control character in the value) is
+/// refused, naming the variable and the line, never the value.
+fn headers_from_env(var: &str, env: &Env) -> Result<Vec<Secret>> {
+    let lines = env.var(var).unwrap_or_default().lines().map(str::trim);
+    lines
         .filter(|l| !l.is_empty())
-        .map(Secret::new)
+        .enumerate()
+        .map(|(i, line)| {
+            let name = line.split_once('=').map(|(name, _)| name.trim());
+            let token = |n: &str| {
+                !n.is_empty()
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+            };
+            match name {
+                Some(name) if token(name) && !line.chars().any(char::is_control) => {
+                    Ok(Secret::new(line))
+                }
+                _ => Err(Error::Usage(format!(
+                    "${var}: header {} is not `Name=Value` with an HTTP header name and a value without control characters\n  fix: write one header a line, e.g. Authorization=Bearer TOKEN",
+                    i + 1
+                ))),
+            }
+        })
         .collect()
 }
 
 fn bazel_cache(args: &RunArgs, profile: &BazelBackend, env: &Env) -> Result<BazelCacheConfig> {
     let remote = |url: &str, source: &str, headers_env: &str| -> Result<BazelCacheConfig> {
         let parsed = parse_url(url, source, "grpc://bazel-remote:9092")?;
-        let headers = headers_from_env(headers_env, env);
+        let mut headers = headers_from_env(headers_env, env)?;
+        // A user and password in the URL go as an HTTP Basic header, never on Bazel's
+        // command line, so the URL itself can be shown.
+        let (parsed, login) = take_login(&parsed, source)?;
+        if let Some(login) = login {
+            use base64::Engine;
+            let pair = format!("{}:{}", login.user, login.password.expose());
+            let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+            headers.push(Secret::new(format!("Authorization=Basic {encoded}")));
+        }
         match parsed.scheme() {
             "http" | "https" => Ok(BazelCacheConfig::Http {
                 url: parsed,
@@ -501,7 +598,8 @@ fn bazel_cache(args: &RunArgs, profile: &BazelBackend, env: &Env) -> Result<Baze
                 headers,
             }),
             _ => Err(Error::Usage(format!(
-                "{source} {url}: not an http(s):// or grpc(s):// URL\n  fix: e.g. http://cache:8080 or grpc://cache:9092 (bazel-remote serves both)"
+                "{source} {}: not an http(s):// or grpc(s):// URL\n  fix: e.g. http://cache:8080 or grpc://cache:9092 (bazel-remote serves both)",
+                crate::boundary::public_url(&parsed)
             ))),
         }
     };
@@ -780,6 +878,122 @@ mod tests {
         assert_eq!(
             in_checkout.bench_repos(Some(Path::new("/f"))).1,
             "--bench-repos"
+        );
+    }
+
+    #[test]
+    fn conflicting_sampling_flags_are_refused_with_the_fix() {
+        let err = |flags: &[&str]| {
+            RunConfig::resolve(&args(flags), &Profile::default(), &env(&[]))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(&["--sweep", "size=2,4", "--param", "size=8"]);
+        assert!(
+            e.contains("--sweep size=... and --param size=...") && e.contains("fix:"),
+            "{e}"
+        );
+        let e = err(&["--samples", "10", "--max-samples", "5"]);
+        assert!(e.contains("--max-samples 5 is below --samples 10"), "{e}");
+        let e = err(&["--samples", "40", "--target-precision", "0.05"]);
+        assert!(e.contains("--max-samples 30 is below --samples 40"), "{e}");
+        RunConfig::resolve(&args(&["--samples", "40"]), &Profile::default(), &env(&[])).unwrap();
+    }
+
+    #[test]
+    fn credentials_in_cache_urls_leave_the_url_for_a_netrc_or_a_header() {
+        let config = RunConfig::resolve(
+            &args(&[
+                "--nix-cache",
+                "http://bot:pw%20x@127.0.0.1:8080/nix",
+                "--nix-cache-public-key",
+                "k:1",
+            ]),
+            &Profile::default(),
+            &env(&[]),
+        );
+        let e = config.unwrap_err().to_string();
+        assert!(e.contains("holds a space") && !e.contains("pw"), "{e}");
+        let config = RunConfig::resolve(
+            &args(&[
+                "--nix-cache",
+                "http://bot:s3cr%3At@127.0.0.1:8080/nix",
+                "--nix-cache-public-key",
+                "k:1",
+                "--bazel-remote-cache",
+                "https://u:p4ss@cache.example.com",
+            ]),
+            &Profile::default(),
+            &env(&[(BAZEL_HEADERS_ENV, "X-A=1")]),
+        )
+        .unwrap();
+        let NixCacheConfig::Http(store) = &config.nix_cache else {
+            panic!("{:?}", config.nix_cache)
+        };
+        assert_eq!(store.url.as_str(), "http://127.0.0.1:8080/nix");
+        let login = store.login.as_ref().unwrap();
+        assert_eq!(
+            (login.user.as_str(), login.password.expose()),
+            ("bot", "s3cr:t")
+        );
+        let BazelCacheConfig::Http { url, headers } = &config.bazel_cache else {
+            panic!("{:?}", config.bazel_cache)
+        };
+        assert_eq!(url.as_str(), "https://cache.example.com/");
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode("u:p4ss");
+        assert_eq!(
+            headers,
+            &vec![
+                Secret::new("X-A=1"),
+                Secret::new(format!("Authorization=Basic {basic}"))
+            ]
+        );
+        assert!(!format!("{config:?}").contains("s3cr"), "Debug redacts");
+        for (flags, secret) in [
+            (
+                &[
+                    "--nix-cache",
+                    "gopher://u:s3cr3t@c",
+                    "--nix-cache-public-key",
+                    "k:1",
+                ][..],
+                "s3cr3t",
+            ),
+            (
+                &[
+                    "--nix-cache",
+                    "file://u:s3cr3t@/srv",
+                    "--nix-cache-public-key",
+                    "k:1",
+                ][..],
+                "s3cr3t",
+            ),
+            (&["--bazel-remote-cache", "ftp://u:s3cr3t@c"][..], "s3cr3t"),
+            (
+                &["--bazel-remote-cache", "http://u:s3cr3t@[::1"][..],
+                "s3cr3t",
+            ),
+        ] {
+            let e = RunConfig::resolve(&args(flags), &Profile::default(), &env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains(secret) && e.contains("fix:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn header_lines_that_are_not_headers_are_refused_without_their_value() {
+        let e = RunConfig::resolve(
+            &args(&["--bazel-remote-cache", "http://c:8080"]),
+            &Profile::default(),
+            &env(&[(BAZEL_HEADERS_ENV, "Authorization=Bearer ok\nBearer s3cr3t")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("$FLYWHEEL_BAZEL_REMOTE_HEADERS: header 2") && !e.contains("s3cr3t"),
+            "{e}"
         );
     }
 }

@@ -121,7 +121,8 @@ pub fn load(dir: &Path) -> Result<History> {
                     Err(why) => run.problems.push(format!("{label}: {why}")),
                 }
             } else if name == RESET_FILE {
-                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                let text = crate::boundary::read_text(&file, crate::boundary::TEXT_LIMIT)
+                    .unwrap_or_default();
                 run.baseline_resets = text.split_whitespace().map(str::to_string).collect();
             } else if name.ends_with(".json") && !name.ends_with(".benchmark.json") {
                 match results::load(&file) {
@@ -142,7 +143,8 @@ pub fn load(dir: &Path) -> Result<History> {
 }
 
 fn read_lifecycle(path: &Path) -> std::result::Result<Lifecycle, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let text = crate::boundary::read_text(path, crate::boundary::TEXT_LIMIT)
+        .map_err(|e| format!("cannot read it: {e}"))?;
     let life: Lifecycle = serde_json::from_str(&text)
         .map_err(|e| format!("not a flywheel-bench lifecycle file ({e})"))?;
     if life.schema_version != LIFECYCLE_SCHEMA_VERSION {
@@ -330,7 +332,9 @@ pub(crate) mod tests {
 
         let slower = night(1.3, 0.02);
         assert_eq!(cold_change(&pool, &slower), Change::Regression);
-        assert!(compare(&pool.results, &slower, 0.10, &Default::default()).unwrap().regressed());
+        assert!(compare(&pool.results, &slower, 0.10, &Default::default())
+            .unwrap()
+            .regressed());
         let within_noise = night(1.015, 0.02);
         assert_eq!(cold_change(&pool, &within_noise), Change::NoChange);
     }

@@ -40,6 +40,9 @@ pub fn render(files: &[(String, Results)]) -> String {
             numbers::count_of(results.environment.cores, "core"),
             esc(&results.started_at)
         );
+        for note in &results.notes {
+            let _ = writeln!(out, "<p class=\"note\">Note: {}</p>", esc(note));
+        }
         out.push_str(&comparison_plots(results));
         out.push_str(&super::growth::plots(&results.growth));
         for table in tables::all(results) {

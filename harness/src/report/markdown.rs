@@ -85,7 +85,7 @@ fn run_facts(r: &Results) -> String {
         .git
         .as_ref()
         .map_or("not a git checkout".to_string(), |g| g.describe());
-    let rows = [
+    let mut rows = vec![
         vec![
             "started".to_string(),
             format!(
@@ -121,6 +121,8 @@ fn run_facts(r: &Results) -> String {
             ),
         ],
     ];
+    // What a reviewer should know: how the run measured, and what loading the file changed.
+    rows.extend(r.notes.iter().map(|n| vec!["note".to_string(), n.clone()]));
     pipe_table(&Table {
         title: "",
         note: "",

@@ -89,7 +89,7 @@ pub fn load_lanes(path: &Path) -> Result<Lanes> {
         fix: fix.into(),
     };
     let keys = "each [[lane]] needs name, title and canary (owner, docs, canary_checked and trace_required are optional); [proof] takes canary_passes <= canary_runs and baseline_runs, all at least 1 (see docs/lanes-and-gpu.md#the-proof-matrix)";
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = crate::boundary::read_text(path, crate::boundary::TEXT_LIMIT).map_err(|e| {
         invalid(
             format!("cannot read it: {e}"),
             "pass --lanes with the lanes file (the repository's lanes.toml), or run from the repository root",
@@ -106,6 +106,18 @@ pub fn load_lanes(path: &Path) -> Result<Lanes> {
             ),
             keys,
         ));
+    }
+    // A second declaration of a lane would be judged on the same evidence, twice.
+    for (i, lane) in lanes.lanes.iter().enumerate() {
+        if let Some(first) = lanes.lanes[..i].iter().position(|l| l.name == lane.name) {
+            return Err(invalid(
+                format!(
+                    "lane[{i}]: the lane `{}` is declared again (first as lane[{first}])",
+                    lane.name
+                ),
+                "declare each lane once: merge the two [[lane]] tables",
+            ));
+        }
     }
     Ok(lanes)
 }
@@ -1286,5 +1298,21 @@ mod tests {
         let gpu = lanes.lanes.iter().find(|l| l.name == "gpu").unwrap();
         assert!(gpu.trace_required && gpu.canary_checked);
         assert!(lanes.proof.canary_passes <= lanes.proof.canary_runs);
+    }
+
+    #[test]
+    fn a_lane_declared_twice_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lanes.toml");
+        let lane = "[[lane]]\nname = \"host\"\ntitle = \"Host\"\ncanary = \"fixture-c-dag\"\n";
+        std::fs::write(&path, format!("{lane}{lane}")).unwrap();
+        let err = load_lanes(&path).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::exit_code::INVALID_INPUT);
+        let err = err.to_string();
+        assert!(
+            err.contains("lane[1]: the lane `host` is declared again (first as lane[0])")
+                && err.contains("fix:"),
+            "{err}"
+        );
     }
 }

@@ -60,7 +60,10 @@ impl NarinfoCache {
             },
             NixCacheConfig::Http(store) => NarinfoCache::Http {
                 base: store.url.clone(),
-                auth: None,
+                auth: store
+                    .login
+                    .as_ref()
+                    .map(|l| (l.user.clone(), l.password.expose().to_string())),
             },
             NixCacheConfig::File(store) => NarinfoCache::at_url(&store.url)?,
             NixCacheConfig::S3(store) => return Err(Error::Usage(format!(
@@ -89,7 +92,7 @@ impl NarinfoCache {
 
     pub fn describe(&self) -> String {
         match self {
-            NarinfoCache::Http { base, .. } => crate::cache::client::public_url(base),
+            NarinfoCache::Http { base, .. } => crate::boundary::public_url(base),
             NarinfoCache::Folder(dir) => dir.display().to_string(),
         }
     }
@@ -351,7 +354,7 @@ impl ActionCache {
 
     fn describe(&self) -> String {
         match self {
-            ActionCache::Http { base, .. } => crate::cache::client::public_url(base),
+            ActionCache::Http { base, .. } => crate::boundary::public_url(base),
             ActionCache::Folder(dir) => dir.display().to_string(),
         }
     }
@@ -446,7 +449,11 @@ pub fn run(args: &CoverageArgs, env: &Env, command: Vec<String>) -> Result<i32> 
             .join("results")
             .join(format!("coverage-{stamp}.json"))
     });
-    crate::checks::check_output_path(&output)?;
+    crate::checks::check_output_paths([
+        ("--output", Some(output.as_path())),
+        ("--markdown", args.markdown.as_deref()),
+    ])?;
+    crate::checks::check_work_dir(&config.work_dir)?;
     // The profile's upstream layer, then any named with --upstream.
     let mut upstream = config
         .nix

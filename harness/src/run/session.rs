@@ -156,8 +156,8 @@ impl Session {
     /// Inside a vm lane's guest: runs the job the host wrote, its events written for the
     /// host as they happen.
     pub fn serve_guest_job(job_file: &Path, exec: &dyn Executor) -> Result<()> {
-        let text = std::fs::read_to_string(job_file)
-            .map_err(|e| Error::io(format!("reading the guest job {}", job_file.display()), e))?;
+        let text = crate::boundary::read_text(job_file, crate::boundary::TEXT_LIMIT)
+            .map_err(|why| Error::Usage(format!("the guest job {}: {why}", job_file.display())))?;
         let job: GuestJob = serde_json::from_str(&text).map_err(|e| {
             Error::Usage(format!(
                 "{}: not a guest job of this harness ({e})",

@@ -102,6 +102,8 @@ impl NixDriver {
     /// `dir` is a private folder the driver may fill (config, primed stores).
     pub fn new(nix: PathBuf, dir: &Path, cache: Option<NixCache>, setup: NixSetup) -> Result<Self> {
         let conf_file = write_private_conf(&dir.join("nix-conf"))?;
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).context(|| format!("creating {}", tmp.display()))?;
         Ok(NixDriver {
             nix,
             dir: dir.to_path_buf(),
@@ -179,9 +181,12 @@ impl NixDriver {
     }
 
     /// The private environment of every Nix command: system and user config replaced,
-    /// and a narinfo cache of its own (a stale one breaks runs).
+    /// a narinfo cache of its own (a stale one breaks runs), and a temporary folder in the
+    /// driver's, where Nix makes its build folders (else in the system's, outside the run).
     pub(crate) fn env(&self, xdg_cache: &Path) -> Vec<(String, OsString)> {
-        private_env(&self.conf_file, xdg_cache)
+        let mut env = private_env(&self.conf_file, xdg_cache);
+        env.push(("TMPDIR".into(), self.dir.join("tmp").into()));
+        env
     }
 
     fn cache(&self) -> Result<&NixCache> {
@@ -293,6 +298,11 @@ impl NixDriver {
             "--to".into(),
             signed_destination(to, secret_key_file).into(),
         ];
+        // The credentials of an http cache whose URL carried them.
+        if let Some(netrc) = self.cache.as_ref().and_then(|c| c.netrc_file.as_ref()) {
+            push_option(&mut args, "netrc-file", &netrc.display().to_string());
+        }
+        args.push("--".into());
         args.extend(primed.outputs.iter().map(OsString::from));
         CommandSpec::new(&self.nix, args, case.timeout).env(self.push_env())
     }
@@ -657,6 +667,8 @@ fn push_option(args: &mut Vec<OsString>, name: &str, value: &str) {
 }
 
 /// What to build: a Nix file with parameters as function arguments, or flake installables.
+/// The manifest's attributes and installables come last, after `--` (Nix 2.8 and 2.26
+/// both take it), so none can be read as an option whatever slipped through.
 pub fn target_args(
     targets: &NixTargets,
     source: &Path,
@@ -665,7 +677,6 @@ pub fn target_args(
     match targets {
         NixTargets::File { file, attrs } => {
             let mut args: Vec<OsString> = vec!["-f".into(), source.join(file).into()];
-            args.extend(attrs.iter().map(OsString::from));
             for (name, value) in parameters {
                 let flag = match value {
                     ParamValue::Int(_) => "--arg",
@@ -673,15 +684,16 @@ pub fn target_args(
                 };
                 args.extend([flag.into(), name.into(), value.to_string().into()]);
             }
+            args.push("--".into());
+            args.extend(attrs.iter().map(OsString::from));
             args
         }
-        NixTargets::Flake { installables } => installables
-            .iter()
-            .map(|i| match i.strip_prefix('.') {
+        NixTargets::Flake { installables } => std::iter::once("--".into())
+            .chain(installables.iter().map(|i| match i.strip_prefix('.') {
                 // `.#attr` means the bench repo's own flake, wherever its source lives.
                 Some(rest) => format!("path:{}{rest}", source.display()).into(),
                 None => i.into(),
-            })
+            }))
             .collect(),
     }
 }
@@ -707,13 +719,14 @@ mod tests {
             [
                 "-f",
                 "/src/default.nix",
-                "app",
                 "--argstr",
                 "flavour",
                 "plain",
                 "--arg",
                 "size",
-                "5"
+                "5",
+                "--",
+                "app"
             ]
         );
     }
@@ -726,7 +739,11 @@ mod tests {
         let args = target_args(&targets, Path::new("/src"), &BTreeMap::new());
         assert_eq!(
             args,
-            vec![OsString::from("path:/src#default"), "nixpkgs#hello".into()]
+            vec![
+                OsString::from("--"),
+                "path:/src#default".into(),
+                "nixpkgs#hello".into()
+            ]
         );
     }
 }
