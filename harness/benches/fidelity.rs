@@ -6,7 +6,7 @@
 //! `nix build` of fixture-c-dag (20-30 ms here) and `sleep 1`, and the median of a whole
 //! `flywheel-bench run --scenario noop` of the same build against hyperfine's.
 //!
-//! `cargo bench --bench fidelity` (about 3 minutes; run it with nothing else on the machine,
+//! `cargo bench --bench fidelity` (about 4 minutes; run it with nothing else on the machine,
 //! e.g. under `flock -x /tmp/fb-quiet.lock`). The Nix command and its environment come from
 //! the reproduce record of the results file that the whole run writes, replayed in a private
 //! store this bench primes. `FLYWHEEL_BENCH_BIN` names another harness binary for the whole
@@ -60,7 +60,7 @@ fn main() {
             env: Vec::new(),
             cwd: work.path().to_path_buf(),
             stderr_times: false,
-            samples: 200,
+            samples: 300,
         },
         nix,
         Timed {
@@ -196,14 +196,12 @@ fn nix_noop(work: &Path) -> (Timed, Vec<f64>) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let runs = work.join("runs");
     let results = work.join("noop.json");
-    let samples = 60;
     let harness = std::env::var_os("FLYWHEEL_BENCH_BIN")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_flywheel-bench").into());
     let status = Command::new(harness)
         .args(["run", "--repo", "fixture-c-dag", "--system", "nix"])
         .args(["--scenario", "noop", "--param", "size=4", "--warmups", "3"])
-        .arg("--samples")
-        .arg(samples.to_string())
+        .args(["--samples", "60"])
         .arg("--work-dir")
         .arg(&runs)
         .arg("--output")
@@ -245,7 +243,7 @@ fn nix_noop(work: &Path) -> (Timed, Vec<f64>) {
             .collect(),
         cwd: PathBuf::from(moved(&cwd)),
         stderr_times: true,
-        samples,
+        samples: 300,
     };
     // Priming: the first build fills the store; every later one is a no-op.
     let logs = work.join("prime");
