@@ -298,6 +298,7 @@ pub fn sampling(results: &Results) -> Table {
         if let Some(cost) = &case.explain_overhead {
             notes.push(explain_cost(cost));
         }
+        notes.extend(clock_floor_note(results, &walls));
         let stopped = case.stopped.filter(|s| *s != StopReason::SampleCount);
         if walls.is_empty() || (stopped.is_none() && notes.is_empty()) {
             continue;
@@ -321,7 +322,7 @@ pub fn sampling(results: &Results) -> Table {
     }
     Table {
         title: "Sampling",
-        note: "Cases whose samples need a word, with the median of their wall time and its 95% interval; every other case took exactly --samples samples and looked steady.",
+        note: "Cases whose samples need a word, with the median of their wall time and its 95% interval (the clock's floor named where it is over 1% of the median); every other case took exactly --samples samples and looked steady.",
         headers: vec![
             "repo", "system", "lane", "scenario", "samples", "stopped", "median [95% CI]", "notes",
         ],
@@ -350,6 +351,21 @@ pub fn file_title(label: &str) -> &str {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or(label)
+}
+
+/// `clock floor 0.62 ms is 3.1% of the median`, where the run's clock floor (the timed
+/// span's own cost) is more than 1% of the median of `walls`.
+fn clock_floor_note(results: &Results, walls: &[f64]) -> Option<String> {
+    let floor = results.clock_floor.as_ref()?.median_s;
+    let median = (!walls.is_empty()).then(|| crate::stats::median(walls))?;
+    let share = floor / median;
+    (share > 0.01).then(|| {
+        format!(
+            "clock floor {} is {:.1}% of the median",
+            seconds(floor),
+            share * 100.0
+        )
+    })
 }
 
 /// Every table, in reading order, that has rows.
@@ -395,6 +411,33 @@ mod tests {
         assert_eq!(row[5], seconds(median));
         assert_eq!(row[6], ratio(median / 720.0));
         assert_eq!(row[7], "the platform's README");
+    }
+
+    #[test]
+    fn sampling_names_the_clock_floor_where_it_is_over_one_percent_of_a_median() {
+        let mut results: Results =
+            serde_json::from_str(&crate::tools::fixture("results/nix-fixture.json")).unwrap();
+        // Medians: cold 10.8 s, warm 49 ms, noop 23 ms; a 0.4 ms floor is 0.8% and 1.7% of
+        // the last two.
+        results.clock_floor = Some(crate::results::ClockFloor {
+            command: "/usr/bin/true".into(),
+            median_s: 0.0004,
+            samples: 11,
+        });
+        let table = sampling(&results);
+        let notes = |scenario: &str| {
+            table
+                .rows
+                .iter()
+                .find(|r| r[3].text == scenario)
+                .map(|r| r[7].text.clone())
+        };
+        assert_eq!(
+            notes("noop").as_deref(),
+            Some("clock floor 400 µs is 1.7% of the median")
+        );
+        assert!(!notes("warm").unwrap().contains("clock floor"));
+        assert_eq!(notes("cold"), None);
     }
 
     #[test]

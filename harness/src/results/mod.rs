@@ -57,6 +57,11 @@ pub struct Results {
     /// The link to the cache as measured once at the start of the run (the embedded cache).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_link: Option<explain::CacheLink>,
+    /// What the harness's clock reads for a command that does nearly nothing, measured once
+    /// per run: no sample can be shorter, and where it is more than 1% of a median the
+    /// reports say so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_floor: Option<ClockFloor>,
     /// What a reviewer should know about how the run measured (e.g. no cgroup for CPU
     /// accounting, and why), and what loading the file changed (statistics that disagreed
     /// with their samples, recomputed).
@@ -65,6 +70,17 @@ pub struct Results {
     /// What the janitor removed when the run started and what was left at its end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleanup: Option<lifecycle::Cleanup>,
+}
+
+/// `true` timed by the run's executor as its builds are (exec to reap): the timed span's
+/// own cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ClockFloor {
+    /// The trivial command, e.g. `/usr/bin/true`.
+    pub command: String,
+    /// The median of its wall times.
+    pub median_s: f64,
+    pub samples: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -960,6 +976,7 @@ impl Results {
             verdicts: Vec::new(),
             growth: Vec::new(),
             cache_link: None,
+            clock_floor: None,
             notes: Vec::new(),
             cleanup: None,
         }

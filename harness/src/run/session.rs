@@ -2,6 +2,7 @@
 //! and the drivers, and runs each lane's plan, handing every event to the sinks.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::cache::{CacheNeeds, Caches};
 use crate::error::{Error, Result};
@@ -11,10 +12,10 @@ use crate::plan::config::{BazelCacheConfig, NixCacheConfig, RunConfig, VmSetting
 use crate::plan::{manifest, Explain, Lane, Plan, System};
 use crate::results::explain::CacheLink;
 use crate::results::lifecycle::{Bootstrap, Cleanup, SweptRun, TimedStep};
-use crate::results::{Environment, Results};
+use crate::results::{ClockFloor, Environment, Results};
 use crate::run::events::{emit, Event, EventLog, EventSink};
 use crate::run::janitor;
-use crate::run::process::{BuildExecutor, Executor};
+use crate::run::process::{BuildExecutor, CommandSpec, Executor};
 use crate::run::scheduler::{Drivers, Scheduler};
 use crate::scratch::ScratchDir;
 use crate::tools::bazel::{BazelDriver, BazelSetup};
@@ -72,6 +73,8 @@ pub struct Session {
     caches: Caches,
     /// The link to the embedded cache, measured once.
     cache_link: Option<CacheLink>,
+    /// What the builds' clock reads for `true`, measured once.
+    clock_floor: Option<ClockFloor>,
     scratch: ScratchDir,
     plans: Vec<Plan>,
     tools: Tools,
@@ -208,6 +211,7 @@ impl Session {
         exec: &dyn Executor,
     ) -> Result<Session> {
         let builds = BuildExecutor::for_run(&scratch, None);
+        let clock_floor = measure_clock_floor(&builds, &scratch.path().join("clock-floor"))?;
         let environment = crate::lanes::host::identity(exec);
         let version = |tool: &str| {
             environment
@@ -257,6 +261,7 @@ impl Session {
             builds,
             caches,
             cache_link,
+            clock_floor,
             scratch,
             plans,
             tools,
@@ -288,6 +293,7 @@ impl Session {
             swept: self.swept.clone(),
             left: None,
         });
+        results.clock_floor = self.clock_floor.clone();
         results
     }
 
@@ -339,7 +345,7 @@ impl Session {
             lanes,
             environment,
             bootstrap,
-            swept: _,
+            ..
         } = self;
         let work_dir = scratch.path().join("builds");
         for plan in plans.iter() {
@@ -387,6 +393,37 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Timed runs of `true` the clock floor is the median of, after one untimed run.
+const CLOCK_FLOOR_SAMPLES: usize = 11;
+
+/// `true` timed by the run's executor as its builds are; `None` where no `true` is on PATH
+/// or it fails.
+fn measure_clock_floor(builds: &BuildExecutor, dir: &Path) -> Result<Option<ClockFloor>> {
+    let Some(program) = crate::tools::find("true") else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let mut spec = CommandSpec::new(&program, Vec::new(), Duration::from_secs(30));
+    spec.stdout = dir.join("stdout");
+    spec.stderr = dir.join("stderr");
+    let mut walls = Vec::with_capacity(CLOCK_FLOOR_SAMPLES);
+    for run in 0..=CLOCK_FLOOR_SAMPLES {
+        let outcome = builds.run(&spec)?;
+        if !outcome.success() {
+            return Ok(None);
+        }
+        if run > 0 {
+            walls.push(outcome.wall.as_secs_f64());
+        }
+    }
+    Ok(Some(ClockFloor {
+        command: program.display().to_string(),
+        median_s: crate::stats::median(&walls),
+        samples: walls.len(),
+    }))
 }
 
 /// A fresh scratch folder, after removing what runs that died left in `parent`.
