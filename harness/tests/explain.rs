@@ -179,7 +179,13 @@ fn a_nix_derivation_whose_narinfo_is_gone_is_the_one_explained_as_404() {
     let nix = which::which("nix").unwrap();
     let embedded =
         EmbeddedCache::start(&which::which("nginx").unwrap(), &tmp.path().join("cache")).unwrap();
-    let cache = embedded.nix_cache(&nix, &ProcessExecutor).unwrap();
+    let cache = embedded
+        .nix_cache(
+            &nix,
+            &ProcessExecutor,
+            flywheel_bench::plan::Compression::default(),
+        )
+        .unwrap();
     let Push::NixCopy {
         to,
         secret_key_file,

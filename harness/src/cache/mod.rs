@@ -248,6 +248,8 @@ pub struct CacheNeeds<'a> {
     pub fill: bool,
     /// Proxies for the harness's own requests to the caches.
     pub proxies: &'a Proxies,
+    /// How the embedded cache stores NARs.
+    pub compression: crate::plan::Compression,
 }
 
 /// `--no-fill` against a cache the run starts empty measures nothing.
@@ -314,7 +316,7 @@ impl Caches {
                 embedded
                     .as_ref()
                     .ok_or_else(|| Error::Environment("the embedded cache was not started".into()))?
-                    .nix_cache(nix, exec)?,
+                    .nix_cache(nix, exec, needs.compression)?,
             ),
             (Some(_), NixCacheConfig::Attic(attic)) => Some(attic::connect(
                 attic,
@@ -436,7 +438,12 @@ impl EmbeddedCache {
     }
 
     /// The Nix side, with a signing key generated for this run only.
-    pub fn nix_cache(&self, nix: &Path, exec: &dyn Executor) -> Result<NixCache> {
+    pub fn nix_cache(
+        &self,
+        nix: &Path,
+        exec: &dyn Executor,
+        compression: crate::plan::Compression,
+    ) -> Result<NixCache> {
         let secret = self.dir.join("signing-key.sec");
         let key_name = format!("flywheel-bench-{}", self.server.addr().port());
         let generated = nix_key(
@@ -447,7 +454,7 @@ impl EmbeddedCache {
         )?;
         crate::scratch::write_private(&secret, generated.as_bytes())?;
         let public_key = nix_key(exec, nix, &["convert-secret-to-public"], Some(&secret))?;
-        Ok(NixCache::store(
+        let mut cache = NixCache::store(
             CacheBackend::EmbeddedNginx,
             &StoreCacheConfig {
                 url: self.server.url("nix"),
@@ -455,7 +462,12 @@ impl EmbeddedCache {
                 secret_key_file: Some(secret),
                 login: None,
             },
-        ))
+        );
+        if let Push::NixCopy { to, .. } = &mut cache.push {
+            to.query_pairs_mut()
+                .append_pair("compression", compression.name());
+        }
+        Ok(cache)
     }
 
     /// Measures the link the builds reach this cache through, once per run: throughput from
@@ -612,6 +624,7 @@ mod tests {
                 nginx: None,
                 fill: true,
                 proxies: &Proxies::default(),
+                compression: crate::plan::Compression::default(),
             },
             dir.path(),
             &crate::run::process::ProcessExecutor,

@@ -904,6 +904,7 @@ mod lane_tests {
             nginx: None,
             fill: true,
             proxies: &config.proxies,
+            compression: config.settings.compression,
         };
         let cache_dir = dir.path().join("cache");
         let exec = crate::run::process::ProcessExecutor;

@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// case records what explaining cost) [default: on].
     #[arg(long, value_enum)]
     pub explain: Option<crate::plan::Explain>,
+    /// How the embedded cache stores NARs: none, xz (`nix copy`'s default) or zstd (as
+    /// Attic) [default: the profile's, else zstd].
+    #[arg(long, value_enum)]
+    pub compression: Option<crate::plan::Compression>,
     /// Untimed builds before the samples of each case (hyperfine's -w/--warmup)
     /// [default: the profile's, else 1].
     #[arg(long, short = 'w', visible_alias = "warmup")]

@@ -274,6 +274,8 @@ pub struct RepoSelection {
     /// As [`Env::bench_repos`] finds it.
     pub bench_repos: PathBuf,
     pub params: Vec<(String, ParamValue)>,
+    /// The profile's `[params.REPO]` values, applied before `params`.
+    pub profile_params: BTreeMap<String, Vec<(String, ParamValue)>>,
     /// `--sweep`: every repo declaring the parameter runs at each of these values.
     pub sweep: Option<(String, Vec<ParamValue>)>,
 }
@@ -336,6 +338,10 @@ impl RunConfig {
             poison_suffix: args.poison_suffix.clone().unwrap_or(defaults.poison_suffix),
             fill: !args.no_fill && profile.fill.unwrap_or(defaults.fill),
             explain: args.explain.unwrap_or(defaults.explain),
+            compression: args
+                .compression
+                .or(profile.compression)
+                .unwrap_or(defaults.compression),
         };
         let t = Thresholds::default();
         let thresholds = Thresholds {
@@ -387,9 +393,14 @@ impl RunConfig {
         Ok(RunConfig {
             profile: profile.name.clone(),
             repos: RepoSelection {
-                names: args.repos.clone(),
+                names: if args.repos.is_empty() {
+                    profile.repos.clone().unwrap_or_default()
+                } else {
+                    args.repos.clone()
+                },
                 bench_repos,
                 params: args.params.clone(),
+                profile_params: profile.params.clone(),
                 sweep: args.sweep.clone(),
             },
             systems: (!args.systems.is_empty()).then(|| args.systems.clone()),
@@ -694,6 +705,49 @@ mod tests {
             config.lanes,
             vec![Lane::Gpu],
             "--lane replaces the profile's lanes"
+        );
+    }
+
+    #[test]
+    fn compression_repos_and_params_come_from_the_profile_under_the_flags() {
+        use crate::plan::Compression;
+        let p = profile(
+            "[profiles.p]\ncompression = \"xz\"\nrepos = [\"fixture-c-dag\"]\n[profiles.p.params.fixture-c-dag]\nsize = 300\nflavour = \"big\"\n",
+        );
+        let config = RunConfig::resolve(&args(&[]), &p, &env(&[])).unwrap();
+        assert_eq!(config.settings.compression, Compression::Xz);
+        assert_eq!(config.repos.names, ["fixture-c-dag"]);
+        assert_eq!(
+            config.repos.profile_params["fixture-c-dag"],
+            [
+                ("flavour".to_string(), ParamValue::Str("big".into())),
+                ("size".to_string(), ParamValue::Int(300)),
+            ]
+        );
+        let config = RunConfig::resolve(
+            &args(&["--compression", "none", "--repo", "fixture-cc"]),
+            &p,
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(config.settings.compression, Compression::None);
+        assert_eq!(config.repos.names, ["fixture-cc"], "--repo replaces them");
+        let plain = RunConfig::resolve(&args(&[]), &Profile::default(), &env(&[])).unwrap();
+        assert_eq!(
+            plain.settings.compression,
+            Compression::Zstd,
+            "as Attic by default"
+        );
+        let bad = crate::plan::profile::parse(
+            "[profiles.p.params.r]\nsize = 1.5\n",
+            Path::new("bench.toml"),
+            "p",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("profiles.p.params.r.size") && bad.contains("not float"),
+            "{bad}"
         );
     }
 

@@ -733,6 +733,7 @@ pub fn select(selection: &crate::plan::config::RepoSelection) -> Result<Vec<Repo
             )));
         }
     }
+    apply_profile_params(&mut repos, &selection.profile_params)?;
     apply_overrides(&mut repos, &selection.params)?;
     match &selection.sweep {
         Some((key, values)) => sweep(repos, key, values),
@@ -801,6 +802,30 @@ fn suggest_parameter(repos: &[RepoManifest], key: &str) -> String {
             .iter()
             .flat_map(|r| r.parameters.keys().map(String::as_str)),
     )
+}
+
+/// The profile's `[params.REPO]` values on the selected repo of that name (a profile may
+/// name repos this run does not select); a key that repo does not declare is an error.
+fn apply_profile_params(
+    repos: &mut [RepoManifest],
+    params: &BTreeMap<String, Vec<(String, ParamValue)>>,
+) -> Result<()> {
+    for repo in repos.iter_mut() {
+        for (key, value) in params.get(&repo.name).into_iter().flatten() {
+            if !repo.parameters.contains_key(key) {
+                return Err(Error::Usage(format!(
+                    "the profile's [params.{}] sets `{key}`, which bench repo `{}` does not declare{}\n  fix: check the [parameters] table of {}",
+                    repo.name,
+                    repo.name,
+                    suggest_parameter(std::slice::from_ref(repo), key),
+                    repo.manifest_path.display()
+                )));
+            }
+            let typed = typed_value(repo, key, value, &format!("[params.{}]", repo.name))?;
+            repo.parameters.insert(key.clone(), typed);
+        }
+    }
+    Ok(())
 }
 
 pub fn apply_overrides(
@@ -1192,6 +1217,58 @@ file = "default.nix"
     }
 
     #[test]
+    fn profile_params_apply_to_their_repo_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("fixture");
+        std::fs::create_dir(&repo).unwrap();
+        std::fs::write(repo.join(MANIFEST_FILE), GOOD).unwrap();
+        let selection = |profile: &[(&str, ParamValue)], flags: &[(&str, ParamValue)]| {
+            crate::plan::config::RepoSelection {
+                names: vec!["fixture".into()],
+                bench_repos: dir.path().to_path_buf(),
+                params: flags
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+                profile_params: BTreeMap::from([
+                    (
+                        "fixture".to_string(),
+                        profile
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.clone()))
+                            .collect(),
+                    ),
+                    // A repo the run does not select is no error.
+                    (
+                        "other".to_string(),
+                        vec![("nope".into(), ParamValue::Int(1))],
+                    ),
+                ]),
+                sweep: None,
+            }
+        };
+        let got = select(&selection(&[("size", ParamValue::Int(300))], &[])).unwrap();
+        assert_eq!(got[0].parameters["size"], ParamValue::Int(300));
+        let got = select(&selection(
+            &[("size", ParamValue::Int(300))],
+            &[("size", ParamValue::Int(7))],
+        ))
+        .unwrap();
+        assert_eq!(got[0].parameters["size"], ParamValue::Int(7));
+        let err = select(&selection(&[("sise", ParamValue::Int(3))], &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[params.fixture] sets `sise`") && err.contains("size"),
+            "{err}"
+        );
+        let err = select(&selection(&[("size", ParamValue::parse("big"))], &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[params.fixture] size=big"), "{err}");
+    }
+
+    #[test]
     fn the_same_repo_selected_twice_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("fixture");
@@ -1201,6 +1278,7 @@ file = "default.nix"
             names: names.iter().map(|n| n.to_string()).collect(),
             bench_repos: dir.path().to_path_buf(),
             params: Vec::new(),
+            profile_params: BTreeMap::new(),
             sweep: None,
         };
         assert_eq!(select(&selection(&["fixture"])).unwrap().len(), 1);

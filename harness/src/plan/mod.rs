@@ -103,6 +103,8 @@ pub struct Settings {
     /// they measure what the caches hold now, and nothing is written to them.
     pub fill: bool,
     pub explain: Explain,
+    /// Compression of the NARs written to the embedded cache.
+    pub compression: Compression,
 }
 
 /// Whether builds run with what explains them: Bazel's JSON trace profile, the arrival
@@ -127,6 +129,40 @@ pub enum Explain {
     /// Samples alternate on and off, so that what explaining costs is measured: each
     /// case's `explain_overhead`.
     Interleave,
+}
+
+/// How the NARs a run writes to a `nix copy` cache (the embedded one) are compressed
+/// (`--compression`): Attic stores zstd, `nix copy`'s own default is xz.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Xz,
+    /// As Attic serves them.
+    #[default]
+    Zstd,
+}
+
+impl Compression {
+    /// The value of a binary cache URL's `compression` setting.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Xz => "xz",
+            Compression::Zstd => "zstd",
+        }
+    }
 }
 
 impl Explain {
@@ -155,6 +191,7 @@ impl Default for Settings {
             poison_suffix: ".txt".into(),
             fill: true,
             explain: Explain::On,
+            compression: Compression::default(),
         }
     }
 }

@@ -111,6 +111,10 @@ pub struct RunSettings {
     /// `--explain`: whether builds were explained (`interleave`: every other sample).
     #[serde(default)]
     pub explain: crate::plan::Explain,
+    /// How the embedded cache stored NARs (absent in results from before it was chosen,
+    /// which stored xz).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<crate::plan::Compression>,
 }
 
 fn filled() -> bool {
@@ -967,6 +971,7 @@ impl Results {
                 target_precision: s.target_precision,
                 max_samples: s.target_precision.map(|_| s.max_samples),
                 explain: s.explain,
+                compression: Some(s.compression),
             },
             environment,
             lanes: Vec::new(),

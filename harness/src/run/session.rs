@@ -124,6 +124,7 @@ impl Session {
                     nginx: tools.nginx.as_deref(),
                     fill: config.settings.fill,
                     proxies: &config.proxies,
+                    compression: config.settings.compression,
                 },
                 &scratch.path().join("cache"),
                 exec,
