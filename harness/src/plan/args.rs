@@ -43,6 +43,11 @@ pub struct RunArgs {
     /// Attic) [default: the profile's, else zstd].
     #[arg(long, value_enum)]
     pub compression: Option<crate::plan::Compression>,
+    /// Warm cases read the team cache through the proxy in pass-through with this round
+    /// trip and bandwidth, e.g. `rtt_ms=40,bandwidth=100mbit` (`rtt_ms=0`: unshaped, to
+    /// measure the proxy itself) [default: the profile's `link`, else direct].
+    #[arg(long, value_name = "rtt_ms=MS,bandwidth=BW", value_parser = crate::plan::Link::parse)]
+    pub link: Option<crate::plan::Link>,
     /// Untimed builds before the samples of each case (hyperfine's -w/--warmup)
     /// [default: the profile's, else 1].
     #[arg(long, short = 'w', visible_alias = "warmup")]

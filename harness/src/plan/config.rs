@@ -342,6 +342,7 @@ impl RunConfig {
                 .compression
                 .or(profile.compression)
                 .unwrap_or(defaults.compression),
+            link: args.link.or(profile.link),
         };
         let t = Thresholds::default();
         let thresholds = Thresholds {

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::results::CaseKey;
 use crate::stats::stopping::StoppingRule;
 pub use manifest::{ParamValue, RepoManifest, Source};
-pub use scenario::{Fault, Scenario, SlowSettings};
+pub use scenario::{Fault, Link, Scenario, SlowSettings};
 
 #[derive(
     Debug,
@@ -105,6 +105,8 @@ pub struct Settings {
     pub explain: Explain,
     /// Compression of the NARs written to the embedded cache.
     pub compression: Compression,
+    /// `--link`: warm cases read the team cache through the proxy, shaped so.
+    pub link: Option<Link>,
 }
 
 /// Whether builds run with what explains them: Bazel's JSON trace profile, the arrival
@@ -192,6 +194,7 @@ impl Default for Settings {
             fill: true,
             explain: Explain::On,
             compression: Compression::default(),
+            link: None,
         }
     }
 }
@@ -305,6 +308,9 @@ impl Plan {
             };
             for system in wanted {
                 for &scenario in &scenarios {
+                    if repo.is_link_point() && scenario != Scenario::Warm {
+                        continue;
+                    }
                     cases.push(CaseSpec {
                         repo: index,
                         system,

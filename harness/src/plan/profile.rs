@@ -37,6 +37,8 @@ pub struct Profile {
     pub fill: Option<bool>,
     /// `compression = "xz"`: how the embedded cache stores NARs.
     pub compression: Option<crate::plan::Compression>,
+    /// `link = "rtt_ms=40,bandwidth=100mbit"`: warm cases read the team cache so.
+    pub link: Option<crate::plan::Link>,
     /// `repos = [...]`: the bench repos a run selects when `--repo` is not given.
     pub repos: Option<Vec<String>>,
     /// `[params.REPO]`: parameter values for one bench repo (under `--param`).
@@ -111,6 +113,7 @@ struct RawProfile {
     lanes: Option<Vec<Lane>>,
     fill: Option<bool>,
     compression: Option<crate::plan::Compression>,
+    link: Option<String>,
     repos: Option<Vec<String>>,
     #[serde(default)]
     params: BTreeMap<String, BTreeMap<String, toml::Value>>,
@@ -240,6 +243,16 @@ pub fn parse(text: &str, path: &Path, name: &str) -> Result<Profile> {
         bazel_shared_repository_cache: p.bazel.as_ref().and_then(|b| b.repository_cache),
         fill: p.fill,
         compression: p.compression,
+        link: p
+            .link
+            .map(|l| {
+                keys.check(
+                    "link",
+                    crate::plan::Link::parse(&l),
+                    "link = \"rtt_ms=40,bandwidth=100mbit\"",
+                )
+            })
+            .transpose()?,
         repos: p.repos,
         params: keys.params(p.params)?,
         nix: p.nix.map_or(Ok(NixBackend::Embedded), |n| keys.nix(n))?,

@@ -400,6 +400,10 @@ pub struct CaseResult {
     /// reads the cache fills it), or that the run only read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_fill: Option<CacheFill>,
+    /// A warm case that read the team cache through the shaped link (`--link`, a link
+    /// sweep's point); absent: directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<crate::plan::Link>,
 }
 
 /// How a cache was filled from the priming build, with what the server reported.
@@ -688,6 +692,7 @@ impl CaseResult {
             explain_overhead: None,
             overhead_median_s: None,
             cache_fill: None,
+            link: None,
         }
     }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::cache::proxy::{FaultProxy, Mode};
 use crate::cache::CacheRoute;
 use crate::error::{Error, IoContext, Result};
-use crate::plan::{Fault, Scenario, Settings};
+use crate::plan::{Fault, Link, Scenario, Settings};
 use crate::results::explain::{CacheLink, TransferFloor};
 use crate::results::{
     hit_ratio, CaseResult, FallbackInfo, FillMethod, Mismatch, Outcome, Sample, ToolFallback,
@@ -15,7 +15,7 @@ use crate::results::{
 };
 use crate::run::build::run_build;
 use crate::run::events::{emit, Event, EventSink};
-use crate::run::fallback::{plan_fault, proxy_counts};
+use crate::run::fallback::{plan_fault, plan_link, proxy_counts};
 use crate::run::process::{self, Executor};
 use crate::scratch::remove_tree;
 use crate::stats::stopping::{StopReason, StoppingRule};
@@ -140,6 +140,18 @@ impl CaseRun<'_, '_> {
                 }
             },
         };
+        let link = match self.scenario {
+            Scenario::Warm => self.ctx.repo.link(self.settings.link),
+            _ => None,
+        };
+        let link = match link.map(|link| (link, plan_link(self.driver.cache_location()))) {
+            None => None,
+            Some((link, Ok(route))) => Some((link, route)),
+            Some((_, Err(reason))) => {
+                skip(result, format!("--link: {reason}"));
+                return Ok(());
+            }
+        };
         // Primed (and the cache filled) directly, before any fault proxy is in the way.
         let needs_prime = match self.scenario {
             Scenario::Cold => false,
@@ -156,6 +168,10 @@ impl CaseRun<'_, '_> {
         }
         let proxy = match route {
             Some((fault, route)) => Some(self.start_proxy(fault, &route, result)?),
+            None => None,
+        };
+        let _link = match link {
+            Some((link, route)) => Some(self.start_link(link, &route, result)?),
             None => None,
         };
         let reference = self.reference()?;
@@ -248,6 +264,26 @@ impl CaseRun<'_, '_> {
             proxy: Default::default(),
             tool_fallback: None,
         });
+        Ok(proxy)
+    }
+
+    /// From here on the warm case reads its cache through the shaped link, and its
+    /// transfer floors are the shaped link's.
+    fn start_link(
+        &mut self,
+        link: Link,
+        route: &CacheRoute,
+        result: &mut CaseResult,
+    ) -> Result<FaultProxy> {
+        let proxy = FaultProxy::start(
+            route.upstream,
+            Mode::Link(link),
+            self.settings.slow,
+            &self.settings.poison_suffix,
+        )?;
+        self.ctx.cache_via = Some(proxy.addr());
+        self.cache_link = self.cache_link.map(|measured| measured.through(&link));
+        result.link = Some(link);
         Ok(proxy)
     }
 
@@ -352,7 +388,8 @@ impl CaseRun<'_, '_> {
         result: &mut CaseResult,
     ) -> Result<(Sample, Option<Outputs>, Option<String>)> {
         let want_outputs = !matches!(reference, Reference::None);
-        let proxied = self.ctx.cache_via.is_some();
+        // A fault's proxy, not a shaped link's: only a fault may break the build.
+        let proxied = self.ctx.cache_via.is_some() && self.scenario.fault().is_some();
         let mut ctx = self.ctx;
         if proxied {
             ctx.timeout = self.settings.fallback_timeout;

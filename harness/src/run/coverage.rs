@@ -271,7 +271,7 @@ impl Instantiator<'_> {
                 args.push("-r".into());
             }
             args.extend(["--store".into(), store.as_os_str().to_owned()]);
-            args.extend(target_args(targets, source, &repo.parameters));
+            args.extend(target_args(targets, source, &repo.tool_parameters()));
             let env = self.driver.env(&store.with_extension("xdg-cache"));
             let spec = CommandSpec::new(self.nix, args, self.timeout).env(env);
             let out = run_captured(self.exec, spec).map_err(|e| e.to_string())?;

@@ -268,7 +268,11 @@ impl NixDriver {
         args.extend(
             ["--no-link", "--json", "--log-format", "internal-json", "-v"].map(OsString::from),
         );
-        args.extend(target_args(targets, case.source, &case.repo.parameters));
+        args.extend(target_args(
+            targets,
+            case.source,
+            &case.repo.tool_parameters(),
+        ));
         Ok(CommandSpec {
             program: self.nix.clone(),
             args,
