@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use flywheel_bench::cache::client::{Client, Proxies};
 use flywheel_bench::cache::nginx::Nginx;
+use flywheel_bench::exec::http::{Client, Proxies};
 use flywheel_bench::results::coverage::classify_closure;
 use flywheel_bench::run::coverage::{answers_for, NarinfoCache};
 use flywheel_bench::tools::nix_derivations::Derivation;

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::{exit_code, Error, Result};
+use crate::exec::process::{self, ProcessExecutor};
 use crate::plan::args::{CoverageArgs, RunArgs};
 use crate::plan::config::{Env, RunConfig};
 use crate::results::{self, Results};
-use crate::run::process::{self, ProcessExecutor};
 use crate::run::progress::Progress;
 use crate::run::recorder::Recorder;
 use crate::run::session::Session;
@@ -123,7 +123,7 @@ pub fn main() -> i32 {
             .and_then(|()| Session::serve_guest_job(&job, &ProcessExecutor))
             .map(|()| exit_code::OK),
         Command::Clean { work_dir } => {
-            crate::run::janitor::clean(&work_dir.unwrap_or_else(std::env::temp_dir))
+            crate::exec::janitor::clean(&work_dir.unwrap_or_else(std::env::temp_dir))
         }
     };
     result.unwrap_or_else(|e| {
@@ -136,7 +136,7 @@ fn run(args: RunArgs) -> Result<i32> {
     let env = Env::capture();
     let profile = crate::plan::profile::load_from(args.config.as_deref(), &env.cwd, &args.profile)?;
     let config = RunConfig::resolve(&args, &profile, &env)?;
-    crate::checks::check_output_path(&config.output)?;
+    crate::exec::checks::check_output_path(&config.output)?;
     process::install_interrupt_handler()?;
     let exec = ProcessExecutor;
     let mut session = Session::open(&config, &exec)?;

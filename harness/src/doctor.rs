@@ -5,10 +5,10 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use crate::error::{exit_code, Error, IoContext, Result};
+use crate::exec::process::Executor;
 use crate::lanes::gpu;
 use crate::plan::config::Env;
 use crate::plan::Lane;
-use crate::run::process::Executor;
 use crate::tools;
 use crate::tools::nix::{NixDriver, NixSetup};
 
@@ -75,7 +75,7 @@ fn sandbox_probe(exec: &dyn Executor, nix: &Path) -> Result<(), String> {
     let driver = NixDriver::new(nix.to_path_buf(), dir.path(), None, NixSetup::default())
         .map_err(|e| e.to_string())?;
     let probed = driver.probe_sandbox(exec);
-    let _ = crate::scratch::remove_tree(dir.path());
+    let _ = crate::exec::scratch::remove_tree(dir.path());
     probed
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::run::process::interrupting_signal;
+use crate::exec::process::interrupting_signal;
 
 /// Documented exit codes (README "Exit codes").
 pub mod exit_code {
@@ -64,7 +64,7 @@ pub enum Error {
 
     /// The signal is the process's first interrupting one ([`interrupting_signal`]).
     ///
-    /// [`interrupting_signal`]: crate::run::process::interrupting_signal
+    /// [`interrupting_signal`]: crate::exec::process::interrupting_signal
     #[error(
         "interrupted{}; results of the cases that finished were kept",
         signal_name(interrupting_signal())

@@ -10,16 +10,15 @@
 //! hands a resolved configuration to a session and maps the outcome to an exit code).
 
 pub mod cache;
-pub mod checks;
 pub mod cli;
 pub mod doctor;
 pub mod error;
+pub mod exec;
 pub mod lanes;
 pub mod plan;
 pub mod report;
 pub mod results;
 pub mod run;
-pub mod scratch;
 pub mod stats;
 #[cfg(test)]
 mod testing;

@@ -10,10 +10,10 @@ use std::time::Duration;
 use url::Url;
 
 use crate::error::Result;
+use crate::exec::process::{CommandSpec, CpuScope, Executor, Exit, ProcessOutcome};
 use crate::plan::{manifest, Lane, Plan, Scenario, Settings};
 use crate::results::{CacheUse, ToolUse};
 use crate::run::events::{Event, EventSink};
-use crate::run::process::{CommandSpec, CpuScope, Executor, Exit, ProcessOutcome};
 use crate::tools::{
     BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation, CaseContext, Counters, Outputs,
     PreparedBuild,

@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::cache::attic_api::AtticApi;
-use crate::cache::client::{Auth, Client, Method, Proxies, Request};
 use crate::cache::{AtticTarget, NixCache, Push};
 use crate::error::{Error, IoContext, Result};
+use crate::exec::http::{Auth, Client, Method, Proxies, Request};
+use crate::exec::scratch::write_private;
 use crate::plan::config::{AtticConfig, Token};
 use crate::plan::profile::AtticPush;
 use crate::results::CacheBackend;
-use crate::scratch::write_private;
+use crate::tools::attic_api::AtticApi;
 
 const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The name the harness gives the server in attic's config, and the netrc login.

@@ -2,8 +2,6 @@
 //! once per run into `NixCache` / `BazelCache` values that drivers and the vm lane use.
 
 pub mod attic;
-pub mod attic_api;
-pub mod client;
 pub mod http;
 pub mod nginx;
 pub mod proxy;
@@ -17,12 +15,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::cache::client::Proxies;
 use crate::error::{Error, IoContext, Result};
+use crate::exec::http::Proxies;
+use crate::exec::process::{run_captured, CommandSpec, Executor};
 use crate::plan::config::{BazelCacheConfig, NixCacheConfig, Secret, StoreCacheConfig};
 use crate::results::explain::CacheLink;
 use crate::results::{CacheBackend, CacheUse};
-use crate::run::process::{run_captured, CommandSpec, Executor};
 use nginx::Nginx;
 
 /// Lower-case hex of a digest, as narinfos, Attic and REAPI write them.
@@ -370,7 +368,7 @@ fn remote_bazel(
         None
     } else {
         let rc = dir.join("bazel-headers.rc");
-        crate::scratch::write_private(&rc, headers_rc_text(headers).as_bytes())?;
+        crate::exec::scratch::write_private(&rc, headers_rc_text(headers).as_bytes())?;
         Some(rc)
     };
     Ok(BazelCache {
@@ -426,7 +424,7 @@ impl EmbeddedCache {
             &["generate-secret", "--key-name", &key_name],
             None,
         )?;
-        crate::scratch::write_private(&secret, generated.as_bytes())?;
+        crate::exec::scratch::write_private(&secret, generated.as_bytes())?;
         let public_key = nix_key(exec, nix, &["convert-secret-to-public"], Some(&secret))?;
         Ok(NixCache::store(
             CacheBackend::EmbeddedNginx,

@@ -8,9 +8,9 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::exec::process::{run_captured, CommandSpec, Executor};
 use crate::plan::{ParamValue, RepoManifest};
 use crate::results::GpuInfo;
-use crate::run::process::{run_captured, CommandSpec, Executor};
 
 const SMI_TIMEOUT: Duration = Duration::from_secs(30);
 const LDCONFIG_TIMEOUT: Duration = Duration::from_secs(30);
@@ -666,7 +666,7 @@ mod tests {
         let entries = tmp.path().join("entries");
         let script = format!("echo in >> {}; sleep 0.2; exec \"$@\"", entries.display());
         let prefix: Vec<OsString> = ["sh", "-c", &script, "shell"].map(OsString::from).to_vec();
-        let seconds = shell_startup(&crate::run::process::ProcessExecutor, &prefix).unwrap();
+        let seconds = shell_startup(&crate::exec::process::ProcessExecutor, &prefix).unwrap();
         assert!(seconds >= 0.2, "{seconds}");
         assert_eq!(std::fs::read_to_string(&entries).unwrap(), "in\nin\n");
         let broken: Vec<OsString> = [
@@ -678,7 +678,7 @@ mod tests {
         .map(OsString::from)
         .to_vec();
         assert_eq!(
-            shell_startup(&crate::run::process::ProcessExecutor, &broken),
+            shell_startup(&crate::exec::process::ProcessExecutor, &broken),
             Err("exit code 1: cannot build the shell".into())
         );
     }
@@ -708,11 +708,11 @@ mod tests {
         // This machine has no NVIDIA GPU (CI neither); where one exists the test still holds
         // by checking the shape of the answer.
         let path = std::env::var_os("PATH").unwrap_or_default();
-        match preflight(&crate::run::process::ProcessExecutor, &path) {
+        match preflight(&crate::exec::process::ProcessExecutor, &path) {
             Ok((gpu, _)) => assert!(!gpu.name.is_empty()),
             Err(reason) => assert!(reason.starts_with("no "), "{reason}"),
         }
-        let err = preflight(&crate::run::process::ProcessExecutor, OsStr::new("")).unwrap_err();
+        let err = preflight(&crate::exec::process::ProcessExecutor, OsStr::new("")).unwrap_err();
         assert_eq!(err, "no NVIDIA GPU: nvidia-smi is not on PATH");
     }
 }

@@ -1,7 +1,7 @@
 //! The host lane's identity, read from /proc and /etc.
 
+use crate::exec::process::Executor;
 use crate::results::Environment;
-use crate::run::process::Executor;
 
 /// Describes this machine and the tools the harness can use on it.
 pub fn identity(exec: &dyn Executor) -> Environment {
@@ -60,7 +60,7 @@ mod tests {
 
     #[test]
     fn identity_of_this_machine_is_filled_in() {
-        let env = identity(&crate::run::process::ProcessExecutor);
+        let env = identity(&crate::exec::process::ProcessExecutor);
         assert!(!env.kernel.is_empty() && env.cores >= 1 && env.memory_bytes > 0);
     }
 }

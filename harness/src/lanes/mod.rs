@@ -14,10 +14,10 @@ use std::path::Path;
 
 use crate::cache::{BazelCache, NixCache};
 use crate::error::Result;
+use crate::exec::process::{Executor, InShell};
 use crate::plan::config::VmSettings;
 use crate::plan::{Lane, Plan};
 use crate::results::{Environment, LaneIdentity};
-use crate::run::process::{Executor, InShell};
 
 /// The shell a lane names when its cases run in the harness's own environment.
 pub const AMBIENT: &str = "ambient";

@@ -18,6 +18,7 @@ use url::Url;
 
 use crate::cache::{BazelCache, BazelEndpoint, NixCache, Push};
 use crate::error::{Error, IoContext, Result};
+use crate::exec::process::{CommandSpec, Executor, Exit};
 use crate::lanes::initramfs::{cpio_newc, load_order, Entry};
 use crate::lanes::GuestRole;
 use crate::plan::config::Upstream;
@@ -25,7 +26,6 @@ use crate::plan::config::VmSettings;
 use crate::plan::{Lane, Plan};
 use crate::results::{Environment, LaneIdentity};
 use crate::run::events::{emit, Event, EventSink, WireEvent};
-use crate::run::process::{CommandSpec, Executor, Exit};
 use crate::tools::bazel::BazelSetup;
 use crate::tools::nix::NixSetup;
 
@@ -466,7 +466,7 @@ impl GuestJob {
         }
         for (n, path) in secrets.into_iter().enumerate() {
             let name = format!("secret-{n}");
-            crate::scratch::copy_private(path, &job.join(&name))?;
+            crate::exec::scratch::copy_private(path, &job.join(&name))?;
             *path = Path::new(GUEST_JOB_DIR).join(name);
         }
         let spec = GuestJob {
@@ -658,7 +658,7 @@ impl<'a> GuestLane<'a> {
 
 /// The job's script: this harness, from the shared host root, serving the job.
 fn guest_script() -> Result<String> {
-    use crate::run::process::shell_quote;
+    use crate::exec::process::shell_quote;
     let exe = std::env::current_exe().context(|| "finding the harness's own executable".into())?;
     let path = std::env::var("PATH").unwrap_or_default();
     Ok(format!(
@@ -783,7 +783,7 @@ mod lane_tests {
             proxies: &config.proxies,
         };
         let cache_dir = dir.path().join("cache");
-        let exec = crate::run::process::ProcessExecutor;
+        let exec = crate::exec::process::ProcessExecutor;
         let caches = Caches::provision(
             &config.nix_cache,
             &config.bazel_cache,

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::cache::client::Proxies;
 use crate::error::{Error, Result};
+use crate::exec::http::Proxies;
 use crate::plan::args::RunArgs;
 use crate::plan::profile::{AtticPush, BazelBackend, NixBackend, Profile, TokenSource};
 use crate::plan::{Lane, ParamValue, Scenario, Settings, SlowSettings, System};

@@ -4,17 +4,16 @@ pub mod args;
 pub mod config;
 pub mod manifest;
 pub mod profile;
-pub mod scenario;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use crate::results::scenario::{Fault, Scenario, SlowSettings};
 use crate::results::CaseKey;
 use crate::stats::stopping::StoppingRule;
 pub use manifest::{ParamValue, RepoManifest, Source};
-pub use scenario::{Fault, Scenario, SlowSettings};
 
 #[derive(
     Debug,

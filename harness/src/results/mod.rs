@@ -6,6 +6,7 @@ pub mod coverage;
 pub mod derive;
 pub mod explain;
 pub mod growth;
+pub mod scenario;
 pub mod writer;
 
 pub use derive::{comparisons, derive};

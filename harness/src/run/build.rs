@@ -5,12 +5,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::error::{IoContext, Result};
+use crate::exec::observe::Observation;
+use crate::exec::process::{Executor, Exit, ProcessOutcome};
+use crate::exec::scratch::remove_tree;
 use crate::results::explain::MissExplanations;
 use crate::results::{Attempt, CheckResult, Reproduce, Sample};
 use crate::run::check;
-use crate::run::observe::Observation;
-use crate::run::process::{Executor, Exit, ProcessOutcome};
-use crate::scratch::remove_tree;
 use crate::tools::{BuildDriver, BuildMode, BuildReport, CaseContext, Outputs};
 
 /// One finished build, inspected and cleaned up.

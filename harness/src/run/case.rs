@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use crate::cache::proxy::{FaultProxy, Mode};
 use crate::cache::CacheRoute;
 use crate::error::{Error, IoContext, Result};
+use crate::exec::process::{self, Executor};
+use crate::exec::scratch::remove_tree;
 use crate::plan::{Fault, Scenario, Settings};
 use crate::results::explain::{CacheLink, TransferFloor};
 use crate::results::{
@@ -16,8 +18,6 @@ use crate::results::{
 use crate::run::build::run_build;
 use crate::run::events::{emit, Event, EventSink};
 use crate::run::fallback::{plan_fault, proxy_counts};
-use crate::run::process::{self, Executor};
-use crate::scratch::remove_tree;
 use crate::stats::stopping::{StopReason, StoppingRule};
 use crate::tools::{BuildDriver, BuildMode, CaseContext, Outputs};
 

@@ -6,9 +6,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::exec::process::{CommandSpec, Executor, ProcessOutcome};
 use crate::plan::manifest::CheckSpec;
 use crate::results::CheckResult;
-use crate::run::process::{CommandSpec, Executor, ProcessOutcome};
 use crate::tools::{BuildDriver, CaseContext, PreparedBuild};
 
 /// The first output's path on disk (a Nix output inside the build's chroot store, Bazel's
@@ -140,7 +140,7 @@ fn not_run(why: String) -> CheckResult {
 fn display(spec: &CheckSpec) -> String {
     spec.command
         .iter()
-        .map(|w| crate::run::process::shell_quote(w))
+        .map(|w| crate::exec::process::shell_quote(w))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -156,7 +156,7 @@ fn tail(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::process::{Exit, ProcessExecutor};
+    use crate::exec::process::{Exit, ProcessExecutor};
     use std::time::Duration;
 
     fn spec(command: &[&str]) -> CheckSpec {

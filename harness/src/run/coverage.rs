@@ -14,8 +14,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::cache::client::{concurrently, Auth, Client, Method, Request};
 use crate::error::{exit_code, Error, IoContext, Result};
+use crate::exec::http::{concurrently, Auth, Client, Method, Request};
+use crate::exec::process::{self, run_captured, CommandSpec, Executor, ProcessExecutor};
+use crate::exec::scratch::remove_tree;
 use crate::plan::args::CoverageArgs;
 use crate::plan::config::{parse_url, BazelCacheConfig, Env, NixCacheConfig, RunConfig};
 use crate::plan::{manifest, RepoManifest};
@@ -23,8 +25,6 @@ use crate::results::coverage::{
     classify_actions, classify_closure, json_schema, Answer, BazelCoverage, Coverage,
     MissingAction, NixCoverage, RepoCoverage, COVERAGE_SCHEMA_VERSION,
 };
-use crate::run::process::{self, run_captured, CommandSpec, Executor, ProcessExecutor};
-use crate::scratch::remove_tree;
 use crate::tools::bazel_log::{Digest, ExecLogReader};
 use crate::tools::explain::narinfo_url;
 use crate::tools::nix::{target_args, NixDriver};
@@ -89,7 +89,7 @@ impl NarinfoCache {
 
     pub fn describe(&self) -> String {
         match self {
-            NarinfoCache::Http { base, .. } => crate::cache::client::public_url(base),
+            NarinfoCache::Http { base, .. } => crate::exec::http::public_url(base),
             NarinfoCache::Folder(dir) => dir.display().to_string(),
         }
     }
@@ -98,7 +98,7 @@ impl NarinfoCache {
         &self,
         client: &Client,
         url: &Url,
-    ) -> std::result::Result<crate::cache::client::Response, String> {
+    ) -> std::result::Result<crate::exec::http::Response, String> {
         let mut request = Request::new(Method::Get, url, REQUEST_TIMEOUT);
         if let NarinfoCache::Http {
             auth: Some((user, password)),
@@ -351,7 +351,7 @@ impl ActionCache {
 
     fn describe(&self) -> String {
         match self {
-            ActionCache::Http { base, .. } => crate::cache::client::public_url(base),
+            ActionCache::Http { base, .. } => crate::exec::http::public_url(base),
             ActionCache::Folder(dir) => dir.display().to_string(),
         }
     }
@@ -446,7 +446,7 @@ pub fn run(args: &CoverageArgs, env: &Env, command: Vec<String>) -> Result<i32> 
             .join("results")
             .join(format!("coverage-{stamp}.json"))
     });
-    crate::checks::check_output_path(&output)?;
+    crate::exec::checks::check_output_path(&output)?;
     // The profile's upstream layer, then any named with --upstream.
     let mut upstream = config
         .nix

@@ -3,15 +3,10 @@
 
 pub mod build;
 pub mod case;
-pub mod cgroup;
 pub mod check;
 pub mod coverage;
 pub mod events;
 pub mod fallback;
-pub mod janitor;
-pub mod observe;
-pub mod process;
-pub mod procfs;
 pub mod progress;
 pub mod recorder;
 pub mod scheduler;

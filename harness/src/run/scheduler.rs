@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::exec::process::{self, Executor};
 use crate::plan::{CaseSpec, Plan, Scenario, Source, System};
 use crate::results::derive::ok_case;
 use crate::results::explain::CacheLink;
 use crate::results::{CaseResult, Outcome, Sample};
 use crate::run::case::{skip, CaseRun};
 use crate::run::events::{emit, Event, EventSink};
-use crate::run::process::{self, Executor};
 use crate::stats::{median, ratio_of_medians, Summary};
 use crate::tools::{BuildDriver, CaseContext};
 
@@ -161,9 +161,9 @@ fn finish_stats(result: &mut CaseResult) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::process::Exit;
     use crate::plan::{Explain, Fault, Scenario, Settings};
     use crate::results::derive::{fallbacks, FallbackOutcome};
-    use crate::run::process::Exit;
     use crate::stats::stopping::StopReason;
     use crate::testing::{plan, schedule, FakeDriver, FakeExecutor};
     use std::time::Duration;

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use crate::cache::{CacheNeeds, Caches};
 use crate::error::{Error, Result};
+use crate::exec::janitor;
+use crate::exec::process::{BuildExecutor, Executor};
+use crate::exec::scratch::ScratchDir;
 use crate::lanes::vm::GuestJob;
 use crate::lanes::{self, GuestRole, LaneContext, LaneRunner};
 use crate::plan::config::{BazelCacheConfig, NixCacheConfig, RunConfig, VmSettings};
@@ -12,10 +15,7 @@ use crate::plan::{manifest, Explain, Lane, Plan, System};
 use crate::results::explain::CacheLink;
 use crate::results::{Environment, Results};
 use crate::run::events::{emit, Event, EventLog, EventSink};
-use crate::run::janitor;
-use crate::run::process::{BuildExecutor, Executor};
 use crate::run::scheduler::{Drivers, Scheduler};
-use crate::scratch::ScratchDir;
 use crate::tools::bazel::{BazelDriver, BazelSetup};
 use crate::tools::nix::{NixDriver, NixSetup};
 

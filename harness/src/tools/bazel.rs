@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use crate::cache::{reroute, BazelCache, BazelEndpoint};
 use crate::error::{Error, IoContext, Result};
+use crate::exec::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
 use crate::plan::{ParamValue, System};
 use crate::results::explain::{MissExplanations, TimeSplit};
 use crate::results::{CacheFill, CacheUse, ConfigFile, ToolUse};
-use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
 use crate::tools::bazel_flags::{BazelVersion, ExternalDeps, FlagSet};
 use crate::tools::bazel_log::{
     self, failure_summary, failure_tail, parse_process_summary, ExecLog, ExecLogReader,
@@ -329,7 +329,7 @@ impl BazelDriver {
             exec,
             CommandSpec::new(&self.bazel, args, SHUTDOWN_TIMEOUT).cwd(workspace),
         );
-        crate::run::janitor::stop_bazel_servers(output_root, 1);
+        crate::exec::janitor::stop_bazel_servers(output_root, 1);
     }
 }
 
@@ -551,7 +551,7 @@ impl BuildDriver for BazelDriver {
             return Ok(()); // The primed server serves every no-op build.
         };
         self.shutdown(output_root, workspace, exec);
-        crate::scratch::remove_tree(output_root)
+        crate::exec::scratch::remove_tree(output_root)
             .context(|| format!("removing {}", output_root.display()))
     }
 
@@ -617,7 +617,7 @@ fn time_split(build: &PreparedBuild, wall_s: f64) -> Option<(TimeSplit, u64)> {
 impl Drop for BazelDriver {
     /// Whatever happened (error, Ctrl-C), no Bazel server of this run outlives it.
     fn drop(&mut self) {
-        crate::run::janitor::stop_bazel_servers(&self.dir, 3);
+        crate::exec::janitor::stop_bazel_servers(&self.dir, 3);
     }
 }
 

@@ -4,8 +4,8 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::exec::process::{run_captured, CommandSpec, Executor};
 use crate::results::GitInfo;
-use crate::run::process::{run_captured, CommandSpec, Executor};
 
 const GIT_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -153,7 +153,7 @@ pub fn fetch(
     if git(exec, &checkout, &["rev-parse", "HEAD"]).as_deref() == Some(rev) {
         return Ok(checkout);
     }
-    let _ = crate::scratch::remove_tree(&checkout);
+    let _ = crate::exec::scratch::remove_tree(&checkout);
     std::fs::create_dir_all(&checkout)
         .map_err(|e| format!("cannot create {}: {e}", checkout.display()))?;
     let step = |args: &[&str]| -> Result<(), String> {
@@ -185,7 +185,7 @@ pub fn fetch(
         .and_then(|_| step(&["fetch", "--quiet", "--depth", "1", "--", url, rev]))
         .and_then(|_| step(&["checkout", "--quiet", "--detach", "FETCH_HEAD"]));
     if let Err(e) = fetched {
-        let _ = crate::scratch::remove_tree(&checkout);
+        let _ = crate::exec::scratch::remove_tree(&checkout);
         return Err(e);
     }
     Ok(checkout)
@@ -194,7 +194,7 @@ pub fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::process::ProcessExecutor;
+    use crate::exec::process::ProcessExecutor;
 
     #[test]
     fn fetches_a_pinned_commit_into_the_cache_and_reuses_it() {

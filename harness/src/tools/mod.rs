@@ -1,6 +1,7 @@
 //! Adapters for the external tools: how to find them, how to invoke them with isolated
 //! state, and pure parsers of what they print.
 
+pub mod attic_api;
 pub mod bazel;
 pub mod bazel_flags;
 pub mod bazel_log;
@@ -21,10 +22,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::exec::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
 use crate::plan::{RepoManifest, Scenario};
 use crate::results::explain::MissExplanations;
 use crate::results::{CacheFill, CacheUse, ConfigFile, Reproduce, ToolUse, ToolVersion};
-use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
 
 /// External tools the harness knows, with the arguments that make them print a version.
 pub const KNOWN_TOOLS: &[(&str, &[&str])] = &[
@@ -405,7 +406,7 @@ pub trait BuildDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::process::ProcessExecutor;
+    use crate::exec::process::ProcessExecutor;
 
     #[test]
     fn secrets_in_tool_output_are_masked() {

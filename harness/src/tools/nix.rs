@@ -11,14 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::{reroute, signed_destination, NixCache, Push};
 use crate::error::{Error, IoContext, Result};
+use crate::exec::process::stderr_times_path;
+use crate::exec::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
+use crate::exec::scratch::Owner;
 use crate::plan::config::Upstream;
 use crate::plan::manifest::NixTargets;
 use crate::plan::{ParamValue, System};
 use crate::results::explain::MissExplanations;
 use crate::results::{CacheFill, CacheUse, ConfigFile, FillMethod, SourceCount, ToolUse};
-use crate::run::process::stderr_times_path;
-use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
-use crate::scratch::Owner;
 use crate::tools::explain::{
     explain_nix_misses, narinfo_answer, narinfo_url, nix_built_derivations,
 };
@@ -156,7 +156,7 @@ impl NixDriver {
                 log.unwrap_or("no error printed").trim()
             ))
         };
-        let _ = crate::scratch::remove_tree(&dir);
+        let _ = crate::exec::scratch::remove_tree(&dir);
         result
     }
 
@@ -534,7 +534,7 @@ impl BuildDriver for NixDriver {
     fn finish(&mut self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<()> {
         if let BuildState::Nix { store } = &build.state {
             if !self.primed.values().any(|p| &p.store == store) {
-                crate::scratch::stop_processes_in(store, Owner::current().start_ticks);
+                crate::exec::scratch::stop_processes_in(store, Owner::current().start_ticks);
             }
         }
         Ok(())

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::cache::attic::target_token;
-use crate::cache::attic_api::{store_path_hash, AtticApi, UploadAnswer, UploadInfo};
-use crate::cache::client::{concurrently, Client};
 use crate::cache::hex;
 use crate::cache::AtticTarget;
 use crate::error::{Error, IoContext, Result};
+use crate::exec::http::{concurrently, Client};
+use crate::exec::process::{self, run_captured, CommandSpec, Executor};
+use crate::exec::scratch::remove_tree;
 use crate::results::{CacheFill, FillMethod};
-use crate::run::process::{self, run_captured, CommandSpec, Executor};
-use crate::scratch::remove_tree;
+use crate::tools::attic_api::{store_path_hash, AtticApi, UploadAnswer, UploadInfo};
 use crate::tools::nix_log::{parse_path_details, PathDetails};
 
 /// Uploads in flight at once.

@@ -279,5 +279,5 @@ pub fn private_nix(dir: &Path, args: &[&str]) -> String {
 
 /// Removes a private store made by `private_nix` (its folders are read-only).
 pub fn remove_private_nix(dir: &Path) {
-    flywheel_bench::scratch::remove_tree(dir).unwrap();
+    flywheel_bench::exec::scratch::remove_tree(dir).unwrap();
 }

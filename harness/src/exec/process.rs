@@ -16,7 +16,7 @@ use super::cgroup::{self, BuildCgroup, RunCgroups};
 use super::observe::BuildObserver;
 use super::procfs;
 use crate::error::{Error, IoContext, Result};
-use crate::scratch::ScratchDir;
+use crate::exec::scratch::ScratchDir;
 
 /// One command to time: what to run, in which environment, where its output goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -1205,7 +1205,7 @@ mod tests {
 
         let run_dir = exec.cgroups.as_ref().unwrap().dir().to_path_buf();
         assert_eq!(
-            crate::scratch::read_record(dir).cgroups,
+            crate::exec::scratch::read_record(dir).cgroups,
             vec![run_dir.clone()]
         );
         drop(exec);

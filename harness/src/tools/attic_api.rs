@@ -10,8 +10,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::cache::client::{Auth, Body, Client, Method, Request, Response};
 use crate::cache::hex;
+use crate::exec::http::{Auth, Body, Client, Method, Request, Response};
 use crate::tools::nix_log::PathDetails;
 
 /// Each metadata request (cache-config, get-missing-paths) may take this long.
