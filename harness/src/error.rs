@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use crate::exec::process::interrupting_signal;
-
 /// Documented exit codes (README "Exit codes").
 pub mod exit_code {
     /// Every case ran and succeeded.
@@ -62,14 +60,12 @@ pub enum Error {
     #[error("{0}")]
     Build(String),
 
-    /// The signal is the process's first interrupting one ([`interrupting_signal`]).
-    ///
-    /// [`interrupting_signal`]: crate::exec::process::interrupting_signal
+    /// The process's first interrupting signal (SIGINT, SIGTERM or SIGHUP) arrived.
     #[error(
         "interrupted{}; results of the cases that finished were kept",
-        signal_name(interrupting_signal())
+        signal_name(*signal)
     )]
-    Interrupted,
+    Interrupted { signal: i32 },
 }
 
 impl Error {
@@ -86,19 +82,17 @@ impl Error {
             Error::MissingTool { .. } | Error::Environment(_) => exit_code::ENVIRONMENT,
             Error::Build(_) => exit_code::CASE_FAILED,
             Error::Io { .. } => exit_code::INTERNAL,
-            Error::Interrupted => {
-                interrupting_signal().map_or(exit_code::INTERRUPTED, exit_code::interrupted_by)
-            }
+            Error::Interrupted { signal } => exit_code::interrupted_by(*signal),
         }
     }
 }
 
 /// " by SIGTERM" for the interrupting signals, nothing otherwise.
-fn signal_name(signal: Option<i32>) -> &'static str {
+fn signal_name(signal: i32) -> &'static str {
     match signal {
-        Some(libc::SIGINT) => " by SIGINT",
-        Some(libc::SIGTERM) => " by SIGTERM",
-        Some(libc::SIGHUP) => " by SIGHUP",
+        libc::SIGINT => " by SIGINT",
+        libc::SIGTERM => " by SIGTERM",
+        libc::SIGHUP => " by SIGHUP",
         _ => "",
     }
 }
@@ -131,7 +125,13 @@ mod tests {
             exit_code::TERMINATED
         );
         assert_eq!(exit_code::interrupted_by(libc::SIGHUP), exit_code::HANGUP);
-        assert_eq!(signal_name(Some(libc::SIGTERM)), " by SIGTERM");
-        assert_eq!(signal_name(None), "");
+        let interrupted = Error::Interrupted {
+            signal: libc::SIGTERM,
+        };
+        assert_eq!(interrupted.exit_code(), exit_code::TERMINATED);
+        assert!(interrupted
+            .to_string()
+            .starts_with("interrupted by SIGTERM;"));
+        assert_eq!(signal_name(libc::SIGUSR1), "");
     }
 }

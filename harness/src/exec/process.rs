@@ -929,7 +929,7 @@ pub fn interrupting_signal() -> Option<i32> {
 
 pub fn check_interrupted() -> Result<()> {
     match interrupting_signal() {
-        Some(_) => Err(Error::Interrupted),
+        Some(signal) => Err(Error::Interrupted { signal }),
         None => Ok(()),
     }
 }

@@ -39,7 +39,7 @@ pub fn after_build(
     };
     let result = match driver.output_paths(build, exec) {
         Ok(outputs) => run_check(spec, &outputs, ctx.source, exec, &dir.join("check"))?,
-        Err(Error::Interrupted) => return Err(Error::Interrupted),
+        Err(e @ Error::Interrupted { .. }) => return Err(e),
         Err(e) => not_run(format!("the build's output was not found: {e}")),
     };
     Ok(Some(result))
@@ -57,7 +57,7 @@ pub fn run_check(
     let command = command_of(spec, outputs, source, dir);
     match exec.run(&command) {
         Ok(outcome) => Ok(finished(&outcome, &command)),
-        Err(Error::Interrupted) => Err(Error::Interrupted),
+        Err(e @ Error::Interrupted { .. }) => Err(e),
         Err(e) => Ok(not_run(format!("`{}` did not run: {e}", display(spec)))),
     }
 }

@@ -41,11 +41,11 @@ impl Scheduler<'_> {
             emit(sinks, Event::CaseStarted { index, case })?;
             let mut result = self.new_result(case);
             let interrupted = match self.run_case(index, case, &mut result, &results, sinks) {
-                Ok(()) => false,
-                Err(e @ (Error::Build(_) | Error::Interrupted)) => {
+                Ok(()) => None,
+                Err(e @ (Error::Build(_) | Error::Interrupted { .. })) => {
                     result.outcome = Outcome::Failed;
                     result.reason = Some(e.to_string());
-                    matches!(e, Error::Interrupted)
+                    matches!(e, Error::Interrupted { .. }).then_some(e)
                 }
                 Err(fatal) => return Err(fatal),
             };
@@ -58,8 +58,8 @@ impl Scheduler<'_> {
                 },
             )?;
             results.push(result);
-            if interrupted {
-                return Err(Error::Interrupted);
+            if let Some(interruption) = interrupted {
+                return Err(interruption);
             }
         }
         Ok(results)
