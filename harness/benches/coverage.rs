@@ -8,8 +8,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use flywheel_bench::cache::nginx::Nginx;
 use flywheel_bench::exec::http::{Client, Proxies};
 use flywheel_bench::results::coverage::classify_closure;
+use flywheel_bench::results::coverage::Derivation;
 use flywheel_bench::run::coverage::{answers_for, NarinfoCache};
-use flywheel_bench::tools::nix_derivations::Derivation;
 
 const PATHS: usize = 10_000;
 /// One in this many paths has no narinfo, so the walk also descends into inputs.

@@ -14,7 +14,7 @@ use crate::exec::http::Proxies;
 use crate::plan::args::RunArgs;
 use crate::plan::profile::{AtticPush, BazelBackend, NixBackend, Profile, TokenSource};
 use crate::plan::{Lane, ParamValue, Scenario, Settings, SlowSettings, System};
-use crate::results::Thresholds;
+use crate::results::{RunSettings, Thresholds};
 use crate::tools::bazel::BazelSetup;
 use crate::tools::nix::NixSetup;
 
@@ -328,6 +328,26 @@ impl RunConfig {
             flake_dir: env.cwd.clone(),
             search_path: env.var("PATH").unwrap_or_default().into(),
         })
+    }
+}
+
+impl RunConfig {
+    /// The settings as results record them.
+    pub fn run_settings(&self) -> RunSettings {
+        let s = &self.settings;
+        RunSettings {
+            samples: s.samples,
+            warmups: s.warmups,
+            timeout_s: s.timeout.as_secs_f64(),
+            fallback_timeout_s: s.fallback_timeout.as_secs_f64(),
+            slow_latency_ms: s.slow.latency.as_millis() as u64,
+            slow_bytes_per_s: s.slow.bytes_per_sec,
+            thresholds: self.thresholds,
+            fill: s.fill,
+            target_precision: s.target_precision,
+            max_samples: s.target_precision.map(|_| s.max_samples),
+            explain: s.explain,
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::plan::Scenario;
 use crate::results::Claim;
+use crate::results::ParamValue;
 
 pub const MANIFEST_FILE: &str = "repo.toml";
 const FORMAT_HELP: &str = "see bench-repos/README.md for the repo.toml format";
@@ -91,46 +92,6 @@ impl Source {
             Source::Git { .. } | Source::Unavailable { .. } => None,
         }
     }
-}
-
-/// A parameter value: integers go to Nix as `--arg`, strings as `--argstr`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(untagged)]
-pub enum ParamValue {
-    Int(i64),
-    Str(String),
-}
-
-impl ParamValue {
-    /// `--param size=50` gives an integer, anything else a string.
-    pub fn parse(text: &str) -> ParamValue {
-        text.parse()
-            .map(ParamValue::Int)
-            .unwrap_or_else(|_| ParamValue::Str(text.to_string()))
-    }
-}
-
-impl std::fmt::Display for ParamValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ParamValue::Int(i) => write!(f, "{i}"),
-            ParamValue::Str(s) => f.write_str(s),
-        }
-    }
-}
-
-/// Where `parameters` sit among `siblings` (the parameter sets of the same repo's sweep
-/// points): the values that differ among them, as "size=4"; `None` outside a sweep.
-pub fn sweep_point(
-    parameters: &BTreeMap<String, ParamValue>,
-    siblings: &[&BTreeMap<String, ParamValue>],
-) -> Option<String> {
-    let point: Vec<String> = parameters
-        .iter()
-        .filter(|(name, value)| siblings.iter().any(|s| s.get(name.as_str()) != Some(value)))
-        .map(|(name, value)| format!("{name}={value}"))
-        .collect();
-    (!point.is_empty()).then(|| point.join(" "))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

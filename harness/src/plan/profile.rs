@@ -15,7 +15,7 @@ use crate::plan::config::Upstream;
 use crate::plan::Lane;
 
 pub const CONFIG_FILE: &str = "bench.toml";
-pub const DEFAULT_PROFILE: &str = "embedded";
+pub use crate::results::DEFAULT_PROFILE;
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Profile {

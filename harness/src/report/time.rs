@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use crate::report::escape_html as esc;
 use crate::report::tables::seconds;
-use crate::results::explain::{time_line, MissExplanations, Phase, TimeSplit};
+use crate::results::explain::{MissExplanations, Phase, TimeSplit, TransferFloor};
 use crate::results::{CaseResult, Outcome, Results, Sample};
 
 /// The sample whose wall time is the case's median (the lower one for an even count):
@@ -45,6 +45,23 @@ pub fn lines(results: &Results) -> Vec<String> {
         out.push(line);
     }
     out
+}
+
+/// One line for a report: `warm 4.28 s, of which 2.90 s Bazel start-up and analysis,
+/// 300 ms transfer; floor 50 ms.`
+pub fn time_line(label: &str, split: &TimeSplit, floor: Option<&TransferFloor>) -> String {
+    let (setup_s, setup) = split.setup();
+    let mut line = format!(
+        "{label} {}, of which {} {setup}, {} transfer",
+        seconds(split.wall_s),
+        seconds(setup_s),
+        seconds(split.transfer_s())
+    );
+    if let Some(floor) = floor {
+        line.push_str(&format!("; floor {}", seconds(floor.floor_s)));
+    }
+    line.push('.');
+    line
 }
 
 /// The colour of a phase in the stacked bars.
@@ -188,7 +205,7 @@ pub fn markdown(results: &Results) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::explain::{MissExplanation, MissReason, PhaseTime};
+    use crate::results::explain::{CacheLink, MissExplanation, MissReason, PhaseTime};
 
     fn split(wall: f64, phases: &[(Phase, f64)]) -> TimeSplit {
         TimeSplit::from_phases(
@@ -252,5 +269,60 @@ mod tests {
             .unwrap()
             .samples
             .len()
+    }
+
+    #[test]
+    fn the_report_line_names_setup_transfer_and_floor() {
+        let mut split = TimeSplit::from_phases(
+            4.28,
+            vec![
+                PhaseTime {
+                    phase: Phase::Startup,
+                    seconds: 1.9,
+                },
+                PhaseTime {
+                    phase: Phase::LoadingAnalysis,
+                    seconds: 1.0,
+                },
+                PhaseTime {
+                    phase: Phase::Execution,
+                    seconds: 1.2,
+                },
+            ],
+        );
+        split.remote_cache_s = Some(0.3);
+        assert!((split.other_s - 0.18).abs() < 1e-9);
+        assert!((split.accounted_s() - 4.28).abs() < 1e-9);
+        let link = CacheLink {
+            throughput_bytes_per_s: 1e9,
+            latency_s: 0.001,
+            probe_bytes: 1 << 20,
+        };
+        let floor = TransferFloor::compute(0, 50, 1, link, 4.28).unwrap();
+        assert_eq!(
+            time_line("warm", &split, Some(&floor)),
+            "warm 4.28 s, of which 2.90 s Bazel start-up and analysis, 300 ms transfer; floor 50 ms."
+        );
+        let nix = TimeSplit::from_phases(
+            0.1,
+            vec![
+                PhaseTime {
+                    phase: Phase::Evaluation,
+                    seconds: 0.06,
+                },
+                PhaseTime {
+                    phase: Phase::NarinfoQueries,
+                    seconds: 0.01,
+                },
+                PhaseTime {
+                    phase: Phase::Downloads,
+                    seconds: 0.02,
+                },
+            ],
+        );
+        assert_eq!(
+            time_line("warm", &nix, None),
+            "warm 100 ms, of which 60 ms Nix start-up and evaluation, 30 ms transfer."
+        );
     }
 }

@@ -21,6 +21,7 @@ use crate::exec::scratch::remove_tree;
 use crate::plan::args::CoverageArgs;
 use crate::plan::config::{parse_url, BazelCacheConfig, Env, NixCacheConfig, RunConfig};
 use crate::plan::{manifest, RepoManifest};
+use crate::results::coverage::Derivation;
 use crate::results::coverage::{
     classify_actions, classify_closure, json_schema, Answer, BazelCoverage, Coverage,
     MissingAction, NixCoverage, RepoCoverage, COVERAGE_SCHEMA_VERSION,
@@ -28,7 +29,7 @@ use crate::results::coverage::{
 use crate::tools::bazel_log::{Digest, ExecLogReader};
 use crate::tools::explain::narinfo_url;
 use crate::tools::nix::{target_args, NixDriver};
-use crate::tools::nix_derivations::{parse_derivations, show_command, Derivation};
+use crate::tools::nix_derivations::{parse_derivations, show_command};
 use crate::tools::nix_log::NixVersion;
 
 /// One narinfo or action-cache request may take this long.

@@ -232,7 +232,8 @@ impl Session {
         exec: &dyn Executor,
     ) -> Results {
         let mut results = Results::start(
-            config,
+            &config.profile,
+            config.run_settings(),
             command,
             self.environment.clone(),
             crate::tools::git::describe(exec, &config.flake_dir),

@@ -18,7 +18,8 @@ use crate::exec::process::{run_captured, CommandSpec, Executor, ProcessOutcome, 
 use crate::plan::{ParamValue, System};
 use crate::results::explain::{MissExplanations, TimeSplit};
 use crate::results::{CacheFill, CacheUse, ConfigFile, ToolUse};
-use crate::tools::bazel_flags::{BazelVersion, ExternalDeps, FlagSet};
+use crate::results::{ExternalDeps, FlagSet};
+use crate::tools::bazel_flags::BazelVersion;
 use crate::tools::bazel_log::{
     self, failure_summary, failure_tail, parse_process_summary, ExecLog, ExecLogReader,
 };

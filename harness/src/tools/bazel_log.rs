@@ -13,6 +13,8 @@ use std::io::BufRead;
 
 use serde::Deserialize;
 
+use crate::results::MnemonicCount;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecLog {
     /// Spawns in the log (every action Bazel could cache or execute).
@@ -27,22 +29,6 @@ pub struct ExecLog {
     pub hit_outputs: u64,
     /// Their bytes.
     pub hit_output_bytes: u64,
-}
-
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
-pub struct MnemonicCount {
-    pub actions: u64,
-    pub remote_cache_hits: u64,
 }
 
 /// The fields counters need, borrowed from the spawn's text where it has no escapes.

@@ -149,7 +149,7 @@ pub struct Counters {
     /// Items from the team cache (not the upstream layer): see `Sample::from_team_cache`.
     pub from_team_cache: Option<u64>,
     pub by_source: BTreeMap<String, crate::results::SourceCount>,
-    pub by_mnemonic: BTreeMap<String, bazel_log::MnemonicCount>,
+    pub by_mnemonic: BTreeMap<String, crate::results::MnemonicCount>,
     /// Disagreements between the tool's own counts, worth a reviewer's look.
     pub notes: Vec<String>,
 }
