@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use flywheel_bench::cache::nginx::Nginx;
-use flywheel_bench::exec::http::{Client, Proxies};
+use flywheel_bench::exec::http::Client;
+use flywheel_bench::plan::proxies::Proxies;
 use flywheel_bench::results::coverage::classify_closure;
 use flywheel_bench::results::coverage::Derivation;
 use flywheel_bench::run::coverage::{answers_for, NarinfoCache};

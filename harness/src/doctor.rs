@@ -7,10 +7,10 @@ use std::path::Path;
 use crate::error::{exit_code, Error, IoContext, Result};
 use crate::exec::process::Executor;
 use crate::lanes::gpu;
-use crate::plan::config::Env;
+use crate::plan::config::{Env, NixSetup};
 use crate::plan::Lane;
 use crate::tools;
-use crate::tools::nix::{NixDriver, NixSetup};
+use crate::tools::nix::NixDriver;
 
 /// What the harness needs for which part of a run.
 const NEEDS: &[(&str, &[&str])] = &[

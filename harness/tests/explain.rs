@@ -9,11 +9,12 @@ use std::time::Duration;
 use common::*;
 use flywheel_bench::cache::{signed_destination, BazelCache, BazelEndpoint, EmbeddedCache, Push};
 use flywheel_bench::exec::process::{Executor, ProcessExecutor};
+use flywheel_bench::plan::config::{BazelSetup, NixSetup};
 use flywheel_bench::plan::{manifest, RepoManifest, Scenario};
 use flywheel_bench::results::explain::{MissExplanations, MissReason};
 use flywheel_bench::results::CacheBackend;
-use flywheel_bench::tools::bazel::{BazelDriver, BazelSetup};
-use flywheel_bench::tools::nix::{NixDriver, NixSetup};
+use flywheel_bench::tools::bazel::BazelDriver;
+use flywheel_bench::tools::nix::NixDriver;
 use flywheel_bench::tools::{
     BuildDriver, BuildMode, BuildReport, BuildState, CaseContext, Outputs, PreparedBuild,
 };

@@ -14,10 +14,11 @@ use url::Url;
 
 use crate::cache::{AtticTarget, NixCache, Push};
 use crate::error::{Error, IoContext, Result};
-use crate::exec::http::{Auth, Client, Method, Proxies, Request};
+use crate::exec::http::{Auth, Client, Method, Request};
 use crate::exec::scratch::write_private;
 use crate::plan::config::{AtticConfig, Token};
 use crate::plan::profile::AtticPush;
+use crate::plan::proxies::Proxies;
 use crate::results::CacheBackend;
 use crate::tools::attic_api::AtticApi;
 

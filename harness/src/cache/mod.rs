@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{Error, IoContext, Result};
-use crate::exec::http::Proxies;
 use crate::exec::process::{run_captured, CommandSpec, Executor};
 use crate::plan::config::{BazelCacheConfig, NixCacheConfig, Secret, StoreCacheConfig};
+use crate::plan::proxies::Proxies;
 use crate::results::explain::CacheLink;
 use crate::results::{CacheBackend, CacheUse};
 use nginx::Nginx;

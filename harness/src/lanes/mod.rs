@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::cache::{BazelCache, NixCache};
 use crate::error::Result;
 use crate::exec::process::{Executor, InShell};
-use crate::plan::config::VmSettings;
+use crate::plan::config::{BazelSetup, NixSetup, VmSettings};
 use crate::plan::{Lane, Plan};
 use crate::results::{Environment, LaneIdentity};
 
@@ -39,8 +39,8 @@ pub struct LaneContext<'a> {
     /// The caches the run's cases read (a guest reads the same ones).
     pub nix_cache: Option<&'a NixCache>,
     pub bazel_cache: Option<&'a BazelCache>,
-    pub nix: &'a crate::tools::nix::NixSetup,
-    pub bazel: &'a crate::tools::bazel::BazelSetup,
+    pub nix: &'a NixSetup,
+    pub bazel: &'a BazelSetup,
     /// A private folder for the lane's own files (VM image, guest job).
     pub dir: &'a Path,
     /// Set inside a vm lane's guest: its cases run right here.

@@ -21,13 +21,10 @@ use crate::error::{Error, IoContext, Result};
 use crate::exec::process::{CommandSpec, Executor, Exit};
 use crate::lanes::initramfs::{cpio_newc, load_order, Entry};
 use crate::lanes::GuestRole;
-use crate::plan::config::Upstream;
-use crate::plan::config::VmSettings;
+use crate::plan::config::{BazelSetup, NixSetup, Upstream, VmSettings};
 use crate::plan::{Lane, Plan};
 use crate::results::{Environment, LaneIdentity};
 use crate::run::events::{emit, Event, EventSink, WireEvent};
-use crate::tools::bazel::BazelSetup;
-use crate::tools::nix::NixSetup;
 
 /// What the guest needs: virtio PCI, 9p over virtio, and a virtio network card.
 const MODULES: &[&str] = &["virtio_pci", "9p", "9pnet_virtio", "virtio_net"];
@@ -474,7 +471,14 @@ impl GuestJob {
             nix_cache,
             bazel_cache,
             nix: NixSetup {
-                upstream: nix.upstream.iter().map(Upstream::for_guest).collect(),
+                upstream: nix
+                    .upstream
+                    .iter()
+                    .map(|u| Upstream {
+                        url: guest_url(&u.url),
+                        public_key: u.public_key.clone(),
+                    })
+                    .collect(),
                 ..nix.clone()
             },
             bazel: bazel.clone(),

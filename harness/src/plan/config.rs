@@ -10,13 +10,11 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{Error, Result};
-use crate::exec::http::Proxies;
 use crate::plan::args::RunArgs;
 use crate::plan::profile::{AtticPush, BazelBackend, NixBackend, Profile, TokenSource};
+use crate::plan::proxies::Proxies;
 use crate::plan::{Lane, ParamValue, Scenario, Settings, SlowSettings, System};
 use crate::results::{RunSettings, Thresholds};
-use crate::tools::bazel::BazelSetup;
-use crate::tools::nix::NixSetup;
 
 /// The process environment as the configuration sees it: variables, the current folder,
 /// the temp folder and the clock, captured once.
@@ -118,14 +116,24 @@ pub struct Upstream {
     pub public_key: String,
 }
 
-impl Upstream {
-    /// As a vm lane's guest reaches it (the host's loopback is 10.0.2.2 there).
-    pub fn for_guest(&self) -> Upstream {
-        Upstream {
-            url: crate::lanes::vm::guest_url(&self.url),
-            public_key: self.public_key.clone(),
-        }
-    }
+/// How a run uses Nix, besides the team cache.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NixSetup {
+    /// `nix --version` as recorded.
+    pub version: String,
+    /// Caches present in every build, cold ones included.
+    pub upstream: Vec<Upstream>,
+}
+
+/// How a run uses Bazel, besides its cache.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BazelSetup {
+    /// `bazel --version` as recorded.
+    pub version: String,
+    /// `--bazel-override NAME=PATH`.
+    pub overrides: Vec<(String, PathBuf)>,
+    /// Share one repository cache between all builds of the run.
+    pub shared_repository_cache: bool,
 }
 
 /// The Nix cache warm cases read from.

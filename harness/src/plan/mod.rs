@@ -4,6 +4,7 @@ pub mod args;
 pub mod config;
 pub mod manifest;
 pub mod profile;
+pub mod proxies;
 
 use std::time::Duration;
 

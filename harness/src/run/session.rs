@@ -10,14 +10,16 @@ use crate::exec::process::{BuildExecutor, Executor};
 use crate::exec::scratch::ScratchDir;
 use crate::lanes::vm::GuestJob;
 use crate::lanes::{self, GuestRole, LaneContext, LaneRunner};
-use crate::plan::config::{BazelCacheConfig, NixCacheConfig, RunConfig, VmSettings};
+use crate::plan::config::{
+    BazelCacheConfig, BazelSetup, NixCacheConfig, NixSetup, RunConfig, VmSettings,
+};
 use crate::plan::{manifest, Explain, Lane, Plan, System};
 use crate::results::explain::CacheLink;
 use crate::results::{Environment, Results};
 use crate::run::events::{emit, Event, EventLog, EventSink};
 use crate::run::scheduler::{Drivers, Scheduler};
-use crate::tools::bazel::{BazelDriver, BazelSetup};
-use crate::tools::nix::{NixDriver, NixSetup};
+use crate::tools::bazel::BazelDriver;
+use crate::tools::nix::NixDriver;
 
 /// The external tools a run needs, found before anything is built.
 #[derive(Debug, Default)]

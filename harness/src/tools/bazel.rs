@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::cache::{reroute, BazelCache, BazelEndpoint};
 use crate::error::{Error, IoContext, Result};
 use crate::exec::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
+use crate::plan::config::BazelSetup;
 use crate::plan::{ParamValue, System};
 use crate::results::explain::{MissExplanations, TimeSplit};
 use crate::results::{CacheFill, CacheUse, ConfigFile, ToolUse};
@@ -82,17 +83,6 @@ enum Remote {
     /// Upload only: the priming build must not read what it measures against.
     UploadOnly,
     Read,
-}
-
-/// How a run uses Bazel, besides its cache.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct BazelSetup {
-    /// `bazel --version` as recorded.
-    pub version: String,
-    /// `--bazel-override NAME=PATH`.
-    pub overrides: Vec<(String, PathBuf)>,
-    /// Share one repository cache between all builds of the run.
-    pub shared_repository_cache: bool,
 }
 
 impl BazelDriver {

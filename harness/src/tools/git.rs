@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::exec::process::{run_captured, CommandSpec, Executor};
+use crate::plan::manifest::{validate_git_url, ALLOWED_PROTOCOLS, GIT_URL_FIX};
 use crate::results::GitInfo;
 
 const GIT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -36,79 +37,6 @@ pub fn describe(exec: &dyn Executor, dir: &Path) -> Option<GitInfo> {
 }
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(900);
-
-/// How to write `source.git` when a URL is refused.
-pub const GIT_URL_FIX: &str = "use an https://, ssh://, git:// or file:// URL, or user@host:path, e.g. git = \"https://github.com/owner/repo\"";
-
-/// The transports a bench repo's source may use: exactly those of the URL forms
-/// [`validate_git_url`] allows (scp-like `user@host:path` is ssh). Git refuses all others,
-/// remote helpers such as `ext::` and `fd::` included.
-const ALLOWED_PROTOCOLS: [&str; 4] = ["https", "ssh", "git", "file"];
-
-/// Checks a `source.git` URL before git sees it: only `https://`, `ssh://`, `git://`,
-/// `file://` and scp-like `user@host:path`, nothing git could read as an option (a leading
-/// `-`, here or in a host or user name, which ssh would read as one), no whitespace or
-/// control characters. `Err` names the key and what is wrong; [`GIT_URL_FIX`] is the fix.
-pub fn validate_git_url(url: &str) -> Result<(), String> {
-    let refuse = |why: &str| Err(format!("key `source.git`: {url:?} {why}"));
-    if url.is_empty() {
-        return refuse("is empty");
-    }
-    if url.starts_with('-') {
-        return refuse("starts with `-`, which git would read as an option");
-    }
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return refuse("contains whitespace or a control character");
-    }
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if !ALLOWED_PROTOCOLS.contains(&scheme) {
-            return refuse(&format!(
-                "uses the scheme `{scheme}://`, which is not allowed"
-            ));
-        }
-        let authority = rest.split('/').next().unwrap_or("");
-        let (user, host) = match authority.rsplit_once('@') {
-            Some((user, host)) => (Some(user), host),
-            None => (None, authority),
-        };
-        if scheme != "file" && host.is_empty() {
-            return refuse("names no host");
-        }
-        if host.starts_with('-') || user.is_some_and(|u| u.is_empty() || u.starts_with('-')) {
-            return refuse("has a host or user starting with `-` (or an empty user), which ssh would read as an option");
-        }
-        if rest.len() <= authority.len() + 1 {
-            return refuse("names no repository path");
-        }
-        return Ok(());
-    }
-    if url.contains("::") {
-        return refuse("asks for a git remote helper (`ext::`, `fd::`, ...), which is not allowed");
-    }
-    // scp-like: user@host:path, with the colon before any slash (else git reads a local path).
-    let Some((user_host, path)) = url
-        .split_once(':')
-        .filter(|(before, _)| !before.contains('/'))
-    else {
-        return refuse("is not a URL: local paths and other forms are not allowed");
-    };
-    let Some((user, host)) = user_host.split_once('@') else {
-        return refuse("has no user: scp-like sources are written user@host:path");
-    };
-    let word = |w: &str, extra: &str| {
-        !w.is_empty()
-            && !w.starts_with('-')
-            && w.chars()
-                .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
-    };
-    if !word(user, "._-") || !word(host, ".-") {
-        return refuse("has a user or host that is empty, starts with `-` or holds characters other than letters, digits, `.`, `_` and `-`");
-    }
-    if path.is_empty() || path.starts_with('-') {
-        return refuse("has a repository path that is empty or starts with `-`");
-    }
-    Ok(())
-}
 
 /// `git` with only [`ALLOWED_PROTOCOLS`] enabled, then `args`.
 fn restricted_git_args(args: &[&str]) -> Vec<OsString> {

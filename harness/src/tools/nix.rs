@@ -7,14 +7,12 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
 use crate::cache::{reroute, signed_destination, NixCache, Push};
 use crate::error::{Error, IoContext, Result};
 use crate::exec::process::stderr_times_path;
 use crate::exec::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
 use crate::exec::scratch::Owner;
-use crate::plan::config::Upstream;
+use crate::plan::config::NixSetup;
 use crate::plan::manifest::NixTargets;
 use crate::plan::{ParamValue, System};
 use crate::results::explain::MissExplanations;
@@ -47,15 +45,6 @@ sandbox-fallback = false
 experimental-features = nix-command flakes
 substituters =
 ";
-
-/// How a run uses Nix, besides the team cache.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NixSetup {
-    /// `nix --version` as recorded.
-    pub version: String,
-    /// Caches present in every build, cold ones included.
-    pub upstream: Vec<Upstream>,
-}
 
 /// Settings that bound the cost of a hanging or slow cache (`fallback:*+tuned`).
 const TUNED: &[(&str, &str)] = &[
