@@ -7,8 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use flywheel_bench::cache::{signed_destination, BazelCache, BazelEndpoint, EmbeddedCache, Push};
+use flywheel_bench::cache::EmbeddedCache;
 use flywheel_bench::exec::process::{Executor, ProcessExecutor};
+use flywheel_bench::plan::cache::{BazelCache, BazelEndpoint, Fill};
 use flywheel_bench::plan::config::{BazelSetup, NixSetup};
 use flywheel_bench::plan::{manifest, RepoManifest, Scenario};
 use flywheel_bench::results::explain::{MissExplanations, MissReason};
@@ -96,7 +97,7 @@ fn a_bazel_action_whose_environment_changed_is_explained_by_the_variable() {
     let cache = BazelCache {
         backend: CacheBackend::EmbeddedNginx,
         endpoint: BazelEndpoint::Remote(server.url("bazel")),
-        headers_rc: None,
+        headers: Vec::new(),
         read_only: false,
     };
     let bazel = which::which("bazel").unwrap();
@@ -181,14 +182,10 @@ fn a_nix_derivation_whose_narinfo_is_gone_is_the_one_explained_as_404() {
     let embedded =
         EmbeddedCache::start(&which::which("nginx").unwrap(), &tmp.path().join("cache")).unwrap();
     let cache = embedded.nix_cache(&nix, &ProcessExecutor).unwrap();
-    let Push::NixCopy {
-        to,
-        secret_key_file,
-    } = cache.push.clone()
-    else {
+    let Fill::NixCopy { secret_key_file } = cache.fill.clone() else {
         unreachable!("the embedded cache is filled with nix copy")
     };
-    let destination = signed_destination(&to, secret_key_file.as_deref());
+    let destination = cache.copy_destination(secret_key_file.as_deref());
     let mut repo =
         manifest::load(&repo_root().join("bench-repos/fixture-c-dag/repo.toml")).unwrap();
     manifest::apply_overrides(

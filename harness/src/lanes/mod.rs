@@ -12,9 +12,9 @@ pub mod vm;
 use std::ffi::OsStr;
 use std::path::Path;
 
-use crate::cache::{BazelCache, NixCache};
 use crate::error::Result;
 use crate::exec::process::{Executor, InShell};
+use crate::plan::cache::{BazelCache, NixCache};
 use crate::plan::config::{BazelSetup, NixSetup, VmSettings};
 use crate::plan::{Lane, Plan};
 use crate::results::{Environment, LaneIdentity};

@@ -16,12 +16,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::cache::{BazelCache, BazelEndpoint, NixCache, Push};
 use crate::error::{Error, IoContext, Result};
 use crate::exec::process::{CommandSpec, Executor, Exit};
+use crate::exec::scratch::write_private;
 use crate::lanes::initramfs::{cpio_newc, load_order, Entry};
 use crate::lanes::GuestRole;
-use crate::plan::config::{BazelSetup, NixSetup, Upstream, VmSettings};
+use crate::plan::cache::{BazelCache, BazelEndpoint, Fill, NixCache};
+use crate::plan::config::{BazelSetup, NixSetup, Secret, VmSettings};
 use crate::plan::{Lane, Plan};
 use crate::results::{Environment, LaneIdentity};
 use crate::run::events::{emit, Event, EventSink, WireEvent};
@@ -418,12 +419,14 @@ mod tests {
 
 /// What the harness inside the VM runs, and against what: the plan (its repos resolved to
 /// paths the guest sees through the shared root), the caches as the guest reaches them
-/// (their secrets in private files of the job folder), and how the host accelerated it.
+/// (their credentials in private files of the job folder), and how the host accelerated it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GuestJob {
     pub plan: Plan,
     pub nix_cache: Option<NixCache>,
     pub bazel_cache: Option<BazelCache>,
+    /// The caches' credentials, which the job names and never holds.
+    pub secrets: GuestSecrets,
     pub nix: NixSetup,
     pub bazel: BazelSetup,
     pub acceleration: String,
@@ -434,10 +437,19 @@ pub struct GuestJob {
     pub work_dir: PathBuf,
 }
 
+/// Private (0600) files of the job folder, as the guest sees them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GuestSecrets {
+    /// The Nix cache's token.
+    pub nix_token: Option<PathBuf>,
+    /// The Bazel cache's headers, one `Name=Value` a line.
+    pub bazel_headers: Option<PathBuf>,
+}
+
 impl GuestJob {
     /// Writes the job for `plan` into the host's `job` folder: the caches as the guest
-    /// reaches them (loopback URLs through 10.0.2.2), their secret files copied privately
-    /// beside the job, and `job.json`.
+    /// reaches them (loopback URLs through 10.0.2.2), their credentials and signing key
+    /// in private files beside the job, and `job.json`.
     pub fn write(
         job: &Path,
         plan: &Plan,
@@ -445,40 +457,49 @@ impl GuestJob {
         (nix, bazel): (&NixSetup, &BazelSetup),
         role: GuestRole,
     ) -> Result<GuestJob> {
-        let mut nix_cache = nix_cache.cloned();
-        let mut bazel_cache = bazel_cache.cloned();
-        let mut secrets: Vec<&mut PathBuf> = Vec::new();
+        let mut files = 0;
+        let mut private = |write: &dyn Fn(&Path) -> Result<()>| -> Result<PathBuf> {
+            let name = format!("secret-{files}");
+            files += 1;
+            write(&job.join(&name))?;
+            Ok(Path::new(GUEST_JOB_DIR).join(name))
+        };
+        let mut secrets = GuestSecrets::default();
+        let mut nix_cache = nix_cache.map(for_guest);
         if let Some(cache) = nix_cache.as_mut() {
-            cache.substituter = guest_url(&cache.substituter);
-            if let Push::NixCopy { to, .. } = &mut cache.push {
-                *to = guest_url(to);
+            if let Some(token) = &cache.token {
+                secrets.nix_token =
+                    Some(private(&|to| write_private(to, token.expose().as_bytes()))?);
             }
-            secrets.extend(cache.secret_files_mut());
+            if let Fill::NixCopy {
+                secret_key_file: Some(key),
+            } = &mut cache.fill
+            {
+                let from = key.clone();
+                *key = private(&|to| crate::exec::scratch::copy_private(&from, to))?;
+            }
         }
+        let mut bazel_cache = bazel_cache.cloned();
         if let Some(cache) = bazel_cache.as_mut() {
             if let BazelEndpoint::Remote(url) = &mut cache.endpoint {
                 *url = guest_url(url);
             }
-            secrets.extend(cache.headers_rc.as_mut());
-        }
-        for (n, path) in secrets.into_iter().enumerate() {
-            let name = format!("secret-{n}");
-            crate::exec::scratch::copy_private(path, &job.join(&name))?;
-            *path = Path::new(GUEST_JOB_DIR).join(name);
+            if !cache.headers.is_empty() {
+                let lines: String = cache
+                    .headers
+                    .iter()
+                    .map(|h| format!("{}\n", h.expose()))
+                    .collect();
+                secrets.bazel_headers = Some(private(&|to| write_private(to, lines.as_bytes()))?);
+            }
         }
         let spec = GuestJob {
             plan: plan.clone(),
             nix_cache,
             bazel_cache,
+            secrets,
             nix: NixSetup {
-                upstream: nix
-                    .upstream
-                    .iter()
-                    .map(|u| Upstream {
-                        url: guest_url(&u.url),
-                        public_key: u.public_key.clone(),
-                    })
-                    .collect(),
+                upstream: nix.upstream.iter().map(for_guest).collect(),
                 ..nix.clone()
             },
             bazel: bazel.clone(),
@@ -491,6 +512,37 @@ impl GuestJob {
         let file = job.join("job.json");
         std::fs::write(&file, json).context(|| format!("writing {}", file.display()))?;
         Ok(spec)
+    }
+
+    /// Inside the guest: the job the host wrote at `file`, the caches' credentials read
+    /// back from their private files.
+    pub fn read(file: &Path) -> Result<GuestJob> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Error::io(format!("reading the guest job {}", file.display()), e))?;
+        let mut job: GuestJob = serde_json::from_str(&text).map_err(|e| {
+            Error::Usage(format!(
+                "{}: not a guest job of this harness ({e})",
+                file.display()
+            ))
+        })?;
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).context(|| format!("reading {}", path.display()))
+        };
+        if let (Some(cache), Some(path)) = (job.nix_cache.as_mut(), &job.secrets.nix_token) {
+            cache.token = Some(Secret::new(read(path)?.trim()));
+        }
+        if let (Some(cache), Some(path)) = (job.bazel_cache.as_mut(), &job.secrets.bazel_headers) {
+            cache.headers = read(path)?.lines().map(Secret::new).collect();
+        }
+        Ok(job)
+    }
+}
+
+/// A Nix cache as the guest reaches it.
+fn for_guest(cache: &NixCache) -> NixCache {
+    NixCache {
+        url: guest_url(&cache.url),
+        ..cache.clone()
     }
 }
 
@@ -796,18 +848,8 @@ mod lane_tests {
             &exec,
         )
         .unwrap();
-        // An Attic pull cache as connecting it makes one: credentials in a netrc file.
-        std::fs::write(
-            dir.path().join("netrc"),
-            "machine 127.0.0.1 password s3cr3t-token\n",
-        )
-        .unwrap();
-        let nix = NixCache {
-            backend: crate::results::CacheBackend::Attic,
-            substituter: Url::parse("http://127.0.0.1:8080/main").unwrap(),
-            public_key: "main:K".into(),
-            push: Push::ReadOnly,
-            netrc_file: Some(dir.path().join("netrc")),
+        let crate::plan::config::NixCacheConfig::External(nix) = &config.nix_cache else {
+            panic!("{:?}", config.nix_cache)
         };
         let job_dir = dir.path().join("job");
         std::fs::create_dir(&job_dir).unwrap();
@@ -819,7 +861,7 @@ mod lane_tests {
         let job = GuestJob::write(
             &job_dir,
             &plan,
-            (Some(&nix), caches.bazel.as_ref()),
+            (Some(nix), caches.bazel.as_ref()),
             (&Default::default(), &Default::default()),
             role,
         )
@@ -831,9 +873,9 @@ mod lane_tests {
             "a folder, not a URL"
         );
         let nix = job.nix_cache.unwrap();
-        assert_eq!(nix.substituter.as_str(), "http://10.0.2.2:8080/main");
+        assert_eq!(nix.url.as_str(), "http://10.0.2.2:8080/main");
         assert_eq!(
-            nix.netrc_file.as_deref(),
+            job.secrets.nix_token.as_deref(),
             Some(Path::new("/tmp/job/secret-0"))
         );
         let copy = job_dir.join("secret-0");
@@ -848,6 +890,15 @@ mod lane_tests {
         assert!(
             !written.contains("s3cr3t-token"),
             "the job file names secrets, never holds them"
+        );
+        // The guest reads the token back (here with the job folder where the host has it).
+        let moved = dir.path().join("moved.json");
+        let host_paths = written.replace("/tmp/job/", &format!("{}/", job_dir.display()));
+        std::fs::write(&moved, host_paths).unwrap();
+        let read = GuestJob::read(&moved).unwrap();
+        assert_eq!(
+            read.nix_cache.unwrap().token,
+            Some(Secret::new("s3cr3t-token"))
         );
     }
 

@@ -11,10 +11,11 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::plan::args::RunArgs;
+use crate::plan::cache::{attic_url, nix_backend_of, BazelCache, BazelEndpoint, Fill, NixCache};
 use crate::plan::profile::{AtticPush, BazelBackend, NixBackend, Profile, TokenSource};
 use crate::plan::proxies::Proxies;
 use crate::plan::{Lane, ParamValue, Scenario, Settings, SlowSettings, System};
-use crate::results::{RunSettings, Thresholds};
+use crate::results::{CacheBackend, RunSettings, Thresholds};
 
 /// The process environment as the configuration sees it: variables, the current folder,
 /// the temp folder and the clock, captured once.
@@ -81,48 +82,18 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Where an Attic token is, once resolved: read from its variable now, or from its file
-/// when the cache is connected.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Token {
-    Value(Secret),
-    File(PathBuf),
-}
-
-/// A binary cache that `nix copy` writes and Nix reads (http(s)://, file://, s3://).
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoreCacheConfig {
-    pub url: Url,
-    pub public_key: String,
-    /// Uploads are signed with this key when given (the file is never logged).
-    pub secret_key_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct AtticConfig {
-    /// The server, e.g. `https://attic.example.com/` (no cache name).
-    pub endpoint: Url,
-    pub cache: String,
-    pub public_key: String,
-    pub token: Token,
-    pub push: AtticPush,
-}
-
-/// A Nix binary cache every build may substitute from, cold ones included: the public
-/// layer (e.g. https://cache.nixos.org) under the team cache that is measured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Upstream {
-    pub url: Url,
-    pub public_key: String,
-}
-
 /// How a run uses Nix, besides the team cache.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NixSetup {
     /// `nix --version` as recorded.
     pub version: String,
-    /// Caches present in every build, cold ones included.
-    pub upstream: Vec<Upstream>,
+    /// Caches present in every build, cold ones included: the public layer (e.g.
+    /// https://cache.nixos.org) under the team cache that is measured.
+    pub upstream: Vec<NixCache>,
+    /// Proxies for the harness's own requests to Nix caches (Attic's API, narinfos).
+    pub proxies: Proxies,
+    /// The `attic` CLI, when the team cache is filled with it (found with the other tools).
+    pub attic: Option<PathBuf>,
 }
 
 /// How a run uses Bazel, besides its cache.
@@ -139,13 +110,11 @@ pub struct BazelSetup {
 /// The Nix cache warm cases read from.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum NixCacheConfig {
-    /// The harness's own nginx, with a signing key generated for the run.
+    /// The harness's own nginx, with a signing key generated for the run: its URL and key
+    /// exist once provisioning starts it.
     #[default]
     Embedded,
-    Attic(AtticConfig),
-    Http(StoreCacheConfig),
-    File(StoreCacheConfig),
-    S3(StoreCacheConfig),
+    External(NixCache),
 }
 
 /// The Bazel cache warm cases read from.
@@ -154,18 +123,7 @@ pub enum BazelCacheConfig {
     /// The harness's own nginx, speaking Bazel's HTTP cache protocol.
     #[default]
     Embedded,
-    Http {
-        url: Url,
-        headers: Vec<Secret>,
-    },
-    Grpc {
-        url: Url,
-        headers: Vec<Secret>,
-    },
-    /// A local `--disk_cache` folder.
-    Disk {
-        path: PathBuf,
-    },
+    External(BazelCache),
 }
 
 /// The vm lane's machine (`--vm-memory-mb`, `--vm-cpus`, `--vm-timeout`).
@@ -255,6 +213,8 @@ impl RunConfig {
             fill: !args.no_fill && profile.fill.unwrap_or(defaults.fill),
             explain: args.explain.unwrap_or(defaults.explain),
         };
+        let fill = settings.fill;
+        let proxies = Proxies::from_env(env).map_err(Error::Environment)?;
         let t = Thresholds::default();
         let thresholds = Thresholds {
             min_hit_ratio: args
@@ -308,13 +268,15 @@ impl RunConfig {
             lanes,
             settings,
             thresholds,
-            nix_cache: nix_cache(args, &profile.nix, env)?,
-            bazel_cache: bazel_cache(args, &profile.bazel, env)?,
-            proxies: Proxies::from_env(env).map_err(Error::Environment)?,
+            nix_cache: nix_cache(args, &profile.nix, env, fill)?,
+            bazel_cache: bazel_cache(args, &profile.bazel, env, fill)?,
             nix: NixSetup {
                 version: String::new(),
                 upstream: profile.nix_upstream.clone(),
+                proxies: proxies.clone(),
+                attic: None,
             },
+            proxies,
             bazel: BazelSetup {
                 version: String::new(),
                 overrides: args.bazel_overrides.clone(),
@@ -377,16 +339,34 @@ pub fn parse_url(text: &str, source: &str, example: &str) -> Result<Url> {
     })
 }
 
-fn nix_cache(args: &RunArgs, profile: &NixBackend, env: &Env) -> Result<NixCacheConfig> {
+fn nix_cache(
+    args: &RunArgs,
+    profile: &NixBackend,
+    env: &Env,
+    fill: bool,
+) -> Result<NixCacheConfig> {
     match (&args.nix_cache, &args.nix_cache_public_key) {
         (Some(url), Some(key)) => {
             let url = parse_url(url, "--nix-cache", "http://cache:8080/nix")?;
-            let store = StoreCacheConfig {
+            if !matches!(url.scheme(), "http" | "https" | "file" | "s3") {
+                return Err(Error::Usage(format!(
+                    "--nix-cache {url}: Nix binary caches are http(s)://, file:// or s3://, not {}://\n  fix: e.g. https://cache.example.com or file:///var/cache/nix",
+                    url.scheme()
+                )));
+            }
+            let backend = nix_backend_of(&url);
+            return Ok(NixCacheConfig::External(NixCache::store(
+                backend,
                 url,
-                public_key: key.clone(),
-                secret_key_file: args.nix_cache_secret_key.clone(),
-            };
-            return store_cache(store, "--nix-cache");
+                key.clone(),
+                args.nix_cache_secret_key.clone(),
+                fill,
+            )));
+        }
+        (None, None) if args.nix_cache_secret_key.is_some() => {
+            return Err(Error::Usage(
+                "--nix-cache-secret-key signs uploads to the cache --nix-cache names, and there is no --nix-cache\n  fix: pass --nix-cache URL --nix-cache-public-key KEY with it, or drop --nix-cache-secret-key (the profile's nix.secret_key_file signs a profile's cache)".into(),
+            ))
         }
         (None, None) => {}
         _ => {
@@ -403,43 +383,32 @@ fn nix_cache(args: &RunArgs, profile: &NixBackend, env: &Env) -> Result<NixCache
             public_key,
             token,
             push,
-        } => NixCacheConfig::Attic(AtticConfig {
-            endpoint: endpoint.clone(),
-            cache: cache.clone(),
+        } => NixCacheConfig::External(NixCache {
+            backend: CacheBackend::Attic,
+            url: attic_url(endpoint, cache)?,
             public_key: public_key.clone(),
-            token: match token {
-                TokenSource::Env(var) => Token::Value(token_from_env(var, env)?),
-                TokenSource::File(path) => Token::File(path.clone()),
+            token: Some(match token {
+                TokenSource::Env(var) => token_from_env(var, env)?,
+                TokenSource::File(path) => token_from_file(path)?,
+            }),
+            fill: match (fill, push) {
+                (false, _) => Fill::ReadOnly,
+                (true, AtticPush::Api) => Fill::AtticApi,
+                (true, AtticPush::Cli) => Fill::AtticCli,
             },
-            push: *push,
         }),
         NixBackend::Store {
+            backend,
             url,
             public_key,
             secret_key_file,
-        } => store_cache(
-            StoreCacheConfig {
-                url: url.clone(),
-                public_key: public_key.clone(),
-                secret_key_file: secret_key_file.clone(),
-            },
-            "the profile's nix.url",
-        )?,
-    })
-}
-
-/// The store cache kind its URL's scheme names.
-fn store_cache(store: StoreCacheConfig, source: &str) -> Result<NixCacheConfig> {
-    Ok(match store.url.scheme() {
-        "http" | "https" => NixCacheConfig::Http(store),
-        "file" => NixCacheConfig::File(store),
-        "s3" => NixCacheConfig::S3(store),
-        other => {
-            return Err(Error::Usage(format!(
-                "{source} {}: Nix binary caches are http(s)://, file:// or s3://, not {other}://\n  fix: e.g. https://cache.example.com or file:///var/cache/nix",
-                store.url
-            )))
-        }
+        } => NixCacheConfig::External(NixCache::store(
+            *backend,
+            url.clone(),
+            public_key.clone(),
+            secret_key_file.clone(),
+            fill,
+        )),
     })
 }
 
@@ -458,6 +427,25 @@ fn token_from_env(var: &str, env: &Env) -> Result<Secret> {
     Ok(Secret::new(value))
 }
 
+/// The token in `path`, trimmed. Errors name the file, never what is in it.
+pub fn token_from_file(path: &Path) -> Result<Secret> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Environment(format!(
+            "cannot read the Attic token file {}: {}\n  fix: point token_file at a readable file holding the token",
+            path.display(),
+            e.kind()
+        ))
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(Error::Environment(format!(
+            "the Attic token file {} is empty\n  fix: put the token in it",
+            path.display()
+        )));
+    }
+    Ok(Secret::new(token))
+}
+
 /// `Name=Value` lines from a variable; blank lines are skipped.
 fn headers_from_env(var: &str, env: &Env) -> Vec<Secret> {
     env.var(var)
@@ -469,23 +457,27 @@ fn headers_from_env(var: &str, env: &Env) -> Vec<Secret> {
         .collect()
 }
 
-fn bazel_cache(args: &RunArgs, profile: &BazelBackend, env: &Env) -> Result<BazelCacheConfig> {
+fn bazel_cache(
+    args: &RunArgs,
+    profile: &BazelBackend,
+    env: &Env,
+    fill: bool,
+) -> Result<BazelCacheConfig> {
     let remote = |url: &str, source: &str, headers_env: &str| -> Result<BazelCacheConfig> {
         let parsed = parse_url(url, source, "grpc://bazel-remote:9092")?;
-        let headers = headers_from_env(headers_env, env);
-        match parsed.scheme() {
-            "http" | "https" => Ok(BazelCacheConfig::Http {
-                url: parsed,
-                headers,
-            }),
-            "grpc" | "grpcs" => Ok(BazelCacheConfig::Grpc {
-                url: parsed,
-                headers,
-            }),
-            _ => Err(Error::Usage(format!(
+        let backend = match parsed.scheme() {
+            "http" | "https" => CacheBackend::Http,
+            "grpc" | "grpcs" => CacheBackend::Grpc,
+            _ => return Err(Error::Usage(format!(
                 "{source} {url}: not an http(s):// or grpc(s):// URL\n  fix: e.g. http://cache:8080 or grpc://cache:9092 (bazel-remote serves both)"
             ))),
-        }
+        };
+        Ok(BazelCacheConfig::External(BazelCache {
+            backend,
+            endpoint: BazelEndpoint::Remote(parsed),
+            headers: headers_from_env(headers_env, env),
+            read_only: !fill,
+        }))
     };
     match (&args.bazel_remote_cache, profile) {
         (Some(url), _) => remote(url, "--bazel-remote-cache", BAZEL_HEADERS_ENV),
@@ -494,7 +486,12 @@ fn bazel_cache(args: &RunArgs, profile: &BazelBackend, env: &Env) -> Result<Baze
             "the profile's bazel.url",
             headers_env.as_deref().unwrap_or(BAZEL_HEADERS_ENV),
         ),
-        (None, BazelBackend::Disk { path }) => Ok(BazelCacheConfig::Disk { path: path.clone() }),
+        (None, BazelBackend::Disk { path }) => Ok(BazelCacheConfig::External(BazelCache {
+            backend: CacheBackend::Disk,
+            endpoint: BazelEndpoint::Disk(path.clone()),
+            headers: Vec::new(),
+            read_only: !fill,
+        })),
         (None, BazelBackend::Embedded) => Ok(BazelCacheConfig::Embedded),
     }
 }
@@ -595,17 +592,27 @@ mod tests {
             ]),
         )
         .unwrap();
-        let NixCacheConfig::Attic(attic) = &config.nix_cache else {
+        let NixCacheConfig::External(attic) = &config.nix_cache else {
             panic!("{:?}", config.nix_cache)
         };
-        assert_eq!(attic.endpoint.host_str(), Some("attic.example.com"));
-        assert_eq!(attic.token, Token::Value(Secret::new("s3cr3t")));
+        assert_eq!(
+            attic.backend,
+            CacheBackend::Attic,
+            "the profile's kind is kept"
+        );
+        assert_eq!(attic.url.as_str(), "https://attic.example.com/main");
+        assert_eq!(attic.token, Some(Secret::new("s3cr3t")));
+        assert_eq!(attic.fill, Fill::AtticApi);
         assert!(!format!("{config:?}").contains("s3cr3t"), "Debug redacts");
-        let BazelCacheConfig::Grpc { url, headers } = &config.bazel_cache else {
+        let BazelCacheConfig::External(bazel) = &config.bazel_cache else {
             panic!("{:?}", config.bazel_cache)
         };
+        assert_eq!(bazel.backend, CacheBackend::Grpc);
+        let BazelEndpoint::Remote(url) = &bazel.endpoint else {
+            panic!("{bazel:?}")
+        };
         assert_eq!(url.port_or_known_default(), None);
-        assert_eq!(headers, &vec![Secret::new("Authorization=Bearer x")]);
+        assert_eq!(bazel.headers, vec![Secret::new("Authorization=Bearer x")]);
 
         // The command line wins, and picks the kind by scheme.
         let config = RunConfig::resolve(
@@ -621,8 +628,77 @@ mod tests {
             &env(&[("ATTIC_TOKEN", "t")]),
         )
         .unwrap();
-        assert!(matches!(config.nix_cache, NixCacheConfig::File(_)));
-        assert!(matches!(config.bazel_cache, BazelCacheConfig::Http { .. }));
+        let NixCacheConfig::External(nix) = &config.nix_cache else {
+            panic!("{:?}", config.nix_cache)
+        };
+        assert_eq!(nix.backend, CacheBackend::File);
+        let BazelCacheConfig::External(bazel) = &config.bazel_cache else {
+            panic!("{:?}", config.bazel_cache)
+        };
+        assert_eq!(bazel.backend, CacheBackend::Http);
+        // --no-fill: nothing is written to either.
+        let config = RunConfig::resolve(
+            &args(&["--no-fill"]),
+            &p,
+            &env(&[("ATTIC_TOKEN", "t"), ("HDRS", "")]),
+        )
+        .unwrap();
+        let (NixCacheConfig::External(nix), BazelCacheConfig::External(bazel)) =
+            (&config.nix_cache, &config.bazel_cache)
+        else {
+            panic!("{config:?}")
+        };
+        assert_eq!(nix.fill, Fill::ReadOnly);
+        assert!(bazel.read_only);
+    }
+
+    #[test]
+    fn a_store_backend_keeps_the_kind_its_profile_names() {
+        let p = profile(
+            "[profiles.p.nix]\nbackend = \"s3\"\nurl = \"s3://bucket?region=eu-west-1\"\npublic_key = \"k:1\"\nsecret_key_file = \"/run/k\"\n",
+        );
+        let config = RunConfig::resolve(&args(&[]), &p, &env(&[])).unwrap();
+        assert_eq!(
+            config.nix_cache,
+            NixCacheConfig::External(NixCache {
+                backend: CacheBackend::S3,
+                url: Url::parse("s3://bucket?region=eu-west-1").unwrap(),
+                public_key: "k:1".into(),
+                token: None,
+                fill: Fill::NixCopy {
+                    secret_key_file: Some("/run/k".into())
+                },
+            })
+        );
+        let e = crate::plan::profile::parse(
+            "[profiles.p.nix]\nbackend = \"http\"\nurl = \"s3://bucket\"\npublic_key = \"k:1\"\n",
+            Path::new("bench.toml"),
+            "p",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not a URL of the http backend"), "{e}");
+    }
+
+    #[test]
+    fn attic_tokens_are_trimmed_and_errors_never_contain_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  s3cr3t-token\n").unwrap();
+        assert_eq!(token_from_file(&file).unwrap(), Secret::new("s3cr3t-token"));
+        std::fs::write(&file, " \n").unwrap();
+        let err = token_from_file(&file).unwrap_err().to_string();
+        assert!(err.contains("empty") && !err.contains("s3cr3t"), "{err}");
+        let err = token_from_file(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("token_file"), "{err}");
+        let e = RunConfig::resolve(&args(&[]), &Profile::default(), &env(&[("T", " \n")]));
+        assert!(e.is_ok(), "an unused variable is never read");
+        let err = token_from_env("T", &env(&[("T", " \n")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("$T is empty"), "{err}");
     }
 
     #[test]
@@ -684,9 +760,12 @@ mod tests {
         let config = RunConfig::resolve(&args(&[]), &p, &env(&[])).unwrap();
         assert_eq!(
             config.bazel_cache,
-            BazelCacheConfig::Disk {
-                path: "/srv/bazel".into()
-            }
+            BazelCacheConfig::External(BazelCache {
+                backend: CacheBackend::Disk,
+                endpoint: BazelEndpoint::Disk("/srv/bazel".into()),
+                headers: Vec::new(),
+                read_only: false,
+            })
         );
     }
 
@@ -718,6 +797,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("$UNSET_TOKEN"), "{e}");
+        let e = err(&["--nix-cache-secret-key", "/run/key.sec"], &[]);
+        assert!(
+            e.contains("--nix-cache-secret-key")
+                && e.contains("--nix-cache ")
+                && e.contains("fix:"),
+            "{e}"
+        );
+        assert!(e.starts_with("--nix-cache-secret-key"), "{e}");
     }
 
     #[test]

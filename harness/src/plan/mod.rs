@@ -1,6 +1,7 @@
 //! The plan: selected bench repos and settings -> an ordered matrix of cases. Pure.
 
 pub mod args;
+pub mod cache;
 pub mod config;
 pub mod manifest;
 pub mod profile;

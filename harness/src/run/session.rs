@@ -10,6 +10,7 @@ use crate::exec::process::{BuildExecutor, Executor};
 use crate::exec::scratch::ScratchDir;
 use crate::lanes::vm::GuestJob;
 use crate::lanes::{self, GuestRole, LaneContext, LaneRunner};
+use crate::plan::cache::Fill;
 use crate::plan::config::{
     BazelCacheConfig, BazelSetup, NixCacheConfig, NixSetup, RunConfig, VmSettings,
 };
@@ -28,11 +29,18 @@ struct Tools {
     bazel: Option<PathBuf>,
     nginx: Option<PathBuf>,
     qemu: Option<PathBuf>,
+    attic: Option<PathBuf>,
 }
 
 impl Tools {
     /// Every tool the plans need, or the first that is missing with how to get it.
-    fn require(plans: &[Plan], embedded_cache: bool, vm_lane: bool) -> Result<Tools> {
+    /// `attic_cli`: the Nix cache warm cases read is filled with the `attic` CLI.
+    fn require(
+        plans: &[Plan],
+        embedded_cache: bool,
+        vm_lane: bool,
+        attic_cli: bool,
+    ) -> Result<Tools> {
         let uses = |system: System| plans.iter().any(|p| p.uses(system));
         let need = |wanted: bool, tool: &'static str, what: &str| {
             wanted
@@ -48,6 +56,11 @@ impl Tools {
                 "for the embedded cache of warm cases",
             )?,
             qemu: need(vm_lane, "qemu-system-x86_64", "for the vm lane")?,
+            attic: need(
+                attic_cli && plans.iter().any(|p| p.needs_cache(System::Nix)),
+                "attic",
+                "to fill the Attic cache (the profile's nix.push = \"cli\" asks for the `attic` CLI)",
+            )?,
         })
     }
 }
@@ -106,7 +119,14 @@ impl Session {
         let warm = |system: System| plans.iter().any(|p| p.needs_cache(system));
         let embedded = (warm(System::Nix) && config.nix_cache == NixCacheConfig::Embedded)
             || (warm(System::Bazel) && config.bazel_cache == BazelCacheConfig::Embedded);
-        let tools = Tools::require(&plans, embedded, config.lanes.contains(&Lane::Vm))?;
+        let attic_cli =
+            matches!(&config.nix_cache, NixCacheConfig::External(c) if c.fill == Fill::AtticCli);
+        let tools = Tools::require(
+            &plans,
+            embedded,
+            config.lanes.contains(&Lane::Vm),
+            attic_cli,
+        )?;
         let scratch = new_scratch(&config.work_dir)?;
         let caches = Caches::provision(
             &config.nix_cache,
@@ -135,14 +155,7 @@ impl Session {
     /// Inside a vm lane's guest: runs the job the host wrote, its events written for the
     /// host as they happen.
     pub fn serve_guest_job(job_file: &Path, exec: &dyn Executor) -> Result<()> {
-        let text = std::fs::read_to_string(job_file)
-            .map_err(|e| Error::io(format!("reading the guest job {}", job_file.display()), e))?;
-        let job: GuestJob = serde_json::from_str(&text).map_err(|e| {
-            Error::Usage(format!(
-                "{}: not a guest job of this harness ({e})",
-                job_file.display()
-            ))
-        })?;
+        let job = GuestJob::read(job_file)?;
         let mut events = EventLog::create(&job.events)?;
         Session::guest(job, exec)?.run(&mut [&mut events])
     }
@@ -150,7 +163,11 @@ impl Session {
     /// Inside a vm lane's guest: the host's plan against the host's caches.
     fn guest(job: GuestJob, exec: &dyn Executor) -> Result<Session> {
         let plans = vec![job.plan];
-        let tools = Tools::require(&plans, false, false)?;
+        let attic_cli = job
+            .nix_cache
+            .as_ref()
+            .is_some_and(|c| c.fill == Fill::AtticCli);
+        let tools = Tools::require(&plans, false, false, attic_cli)?;
         let scratch = new_scratch(&job.work_dir)?;
         let caches = Caches::given(job.nix_cache, job.bazel_cache);
         let lanes = LaneSettings {
@@ -189,6 +206,7 @@ impl Session {
             let dir = scratch.path().join("nix");
             let setup = NixSetup {
                 version: version("nix"),
+                attic: tools.attic.clone(),
                 ..lanes.nix.clone()
             };
             let driver = NixDriver::new(nix.clone(), &dir, caches.nix.clone(), setup)?;

@@ -12,9 +12,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cache::{reroute, BazelCache, BazelEndpoint};
 use crate::error::{Error, IoContext, Result};
 use crate::exec::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
+use crate::plan::cache::{reroute, BazelCache, BazelEndpoint};
 use crate::plan::config::BazelSetup;
 use crate::plan::{ParamValue, System};
 use crate::results::explain::{MissExplanations, TimeSplit};
@@ -61,6 +61,8 @@ pub struct BazelDriver {
     /// fetching external repositories; `None` when the profile turns it off.
     repository_cache: Option<PathBuf>,
     cache: Option<BazelCache>,
+    /// A private rc file with the cache's `build --remote_header=...` lines.
+    headers_rc: Option<PathBuf>,
     /// Per repo and parameters: a workspace copy and output root built once without reading
     /// any cache (the clean reference and the `noop` state; its server stays up), which also
     /// fills the cache when one is configured.
@@ -112,9 +114,18 @@ impl BazelDriver {
                     .map(|n| n.to_string_lossy().contains("bazelisk"))
             })
             .unwrap_or(false);
+        let headers_rc = match cache.as_ref().and_then(BazelCache::headers_rc) {
+            Some(text) => {
+                let rc = dir.join("bazel-headers.rc");
+                crate::exec::scratch::write_private(&rc, text.as_bytes())?;
+                Some(rc)
+            }
+            None => None,
+        };
         Ok(BazelDriver {
             bazel,
             dir: dir.to_path_buf(),
+            headers_rc,
             version: setup.version.clone(),
             bazelisk,
             debian_overrides,
@@ -129,7 +140,7 @@ impl BazelDriver {
     }
 
     fn headers_rc(&self) -> Option<&Path> {
-        self.cache.as_ref().and_then(|c| c.headers_rc.as_deref())
+        self.headers_rc.as_deref()
     }
 
     fn startup_args(&self, output_root: &Path) -> Vec<OsString> {

@@ -15,6 +15,7 @@ use crate::results::explain::{
     MAX_INPUT_DIFFS,
 };
 use crate::tools::bazel_log::{ExecLogReader, NameValue, SpawnOutputs, SpawnRecord};
+use crate::tools::narinfo::narinfo_name;
 use crate::tools::nix_log::{
     classify_error, parse_line, store_name, strip_ansi, Action, Line, NixFailure, ACT_BUILD,
     ACT_QUERY_PATH_INFO, ACT_SUBSTITUTE,
@@ -220,11 +221,10 @@ pub fn narinfo_answer(status: u16, body: &str, trusted_keys: &[&str]) -> Narinfo
 
 /// Where a store path's narinfo lives on a substituter: `<substituter>/<hash>.narinfo`.
 pub fn narinfo_url(substituter: &str, store_path: &str) -> Option<String> {
-    let base = store_path.rsplit('/').next()?;
-    let (hash, _) = base.split_once('-')?;
     Some(format!(
-        "{}/{hash}.narinfo",
-        substituter.trim_end_matches('/')
+        "{}/{}",
+        substituter.trim_end_matches('/'),
+        narinfo_name(store_path)?
     ))
 }
 
@@ -245,16 +245,6 @@ pub struct BuiltDerivation {
     pub refused: bool,
     /// Fetching one of those narinfos failed (HTTP error, connection refused, ...).
     pub query_failed: bool,
-}
-
-impl BuiltDerivation {
-    /// The narinfo requests whose answers `explain_nix_misses` needs: (store path, URL).
-    pub fn narinfo_requests(&self) -> Vec<(String, String)> {
-        self.queried
-            .iter()
-            .filter_map(|(path, substituter)| Some((path.clone(), narinfo_url(substituter, path)?)))
-            .collect()
-    }
 }
 
 fn belongs_to(path: &str, drv_name: &str) -> bool {
@@ -329,7 +319,7 @@ pub fn nix_built_derivations(stderr: &str) -> Vec<BuiltDerivation> {
 }
 
 /// Why each built derivation missed. `answers` maps store paths (from
-/// [`BuiltDerivation::narinfo_requests`]) to what the cache answers for their narinfos;
+/// [`BuiltDerivation::queried`]) to what the cache answers for their narinfos;
 /// the log's own evidence wins over the answers.
 pub fn explain_nix_misses(
     built: &[BuiltDerivation],
@@ -513,7 +503,7 @@ mod tests {
         let bare = crate::tools::fixture("nix/miss/narinfo/unsigned.narinfo");
         built
             .iter()
-            .flat_map(|b| b.narinfo_requests())
+            .flat_map(|b| b.queried.clone())
             .map(|(path, _)| {
                 let name = store_name(&path);
                 let answer = if deleted.contains(&name) {
@@ -549,9 +539,10 @@ mod tests {
                 "http://127.0.0.1:41055/nix".to_string()
             )]
         );
+        let (path, substituter) = &built[0].queried[0];
         assert_eq!(
-            built[0].narinfo_requests()[0].1,
-            "http://127.0.0.1:41055/nix/hjy6kwc6yblc7wk9qx831fbh9fn59fcr.narinfo"
+            narinfo_url(substituter, path).as_deref(),
+            Some("http://127.0.0.1:41055/nix/hjy6kwc6yblc7wk9qx831fbh9fn59fcr.narinfo")
         );
         let explained = explain_nix_misses(&built, &answers(&built, &["c-dag-6"], &[]));
         assert_eq!(reasons(&explained), [("c-dag-6", MissReason::NoNarinfo)]);

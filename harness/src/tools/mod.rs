@@ -8,6 +8,7 @@ pub mod bazel_log;
 pub mod bazel_profile;
 pub mod explain;
 pub mod git;
+pub mod narinfo;
 pub mod nix;
 pub mod nix_derivations;
 pub mod nix_log;
@@ -59,6 +60,7 @@ pub fn install_hint(name: &str) -> &'static str {
         "gcc" => "install a C compiler (Debian/Ubuntu: `sudo apt-get install gcc`); the fixtures compile C",
         "git" => "install git (Debian/Ubuntu: `sudo apt-get install git`)",
         "qemu-system-x86_64" => "install QEMU (Debian/Ubuntu: `sudo apt-get install qemu-system-x86`); the vm lane boots it",
+        "attic" => "install the Attic client (e.g. `nix profile install nixpkgs#attic-client`), or use push = \"api\" (the default), which needs no CLI",
         "bazel" => "install Bazel (Debian/Ubuntu: `sudo apt-get install bazel-bootstrap bazel-rules-cc bazel-rules-java`) or bazelisk",
         _ => "install it and make sure it is on PATH",
     }
@@ -135,6 +137,11 @@ pub(crate) fn fixture(path: &str) -> String {
         .join("tests/fixtures")
         .join(path);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Lower-case hex of a digest, as narinfos, Attic and REAPI write them.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What one build did, as counted from its own logs.

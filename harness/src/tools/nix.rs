@@ -7,19 +7,19 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::cache::{reroute, signed_destination, NixCache, Push};
 use crate::error::{Error, IoContext, Result};
+use crate::exec::http::Client;
 use crate::exec::process::stderr_times_path;
 use crate::exec::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
-use crate::exec::scratch::Owner;
+use crate::exec::scratch::{write_private, Owner};
+use crate::plan::cache::{Fill, NixCache, ATTIC_LOGIN};
 use crate::plan::config::NixSetup;
 use crate::plan::manifest::NixTargets;
 use crate::plan::{ParamValue, System};
 use crate::results::explain::MissExplanations;
 use crate::results::{CacheFill, CacheUse, ConfigFile, FillMethod, SourceCount, ToolUse};
-use crate::tools::explain::{
-    explain_nix_misses, narinfo_answer, narinfo_url, nix_built_derivations,
-};
+use crate::tools::explain::{explain_nix_misses, narinfo_answer, nix_built_derivations};
+use crate::tools::narinfo::NarinfoSource;
 use crate::tools::nix_log::{
     build_log_tail, parse_build_outputs, parse_internal_json, parse_path_info,
 };
@@ -72,6 +72,12 @@ pub struct NixDriver {
     dir: PathBuf,
     conf_file: PathBuf,
     cache: Option<NixCache>,
+    /// A private netrc with the cache's token, for the builds that read it.
+    netrc: Option<PathBuf>,
+    /// A private HOME whose attic config holds the token, for `attic push`.
+    attic_home: Option<PathBuf>,
+    /// The harness's own client for narinfos (miss explanations), made when first needed.
+    client: std::sync::OnceLock<std::result::Result<Client, String>>,
     setup: NixSetup,
     /// Stores built once per repo and parameters without any cache: the clean reference,
     /// the source of the cache's contents and the ready-made state of `noop` builds.
@@ -88,14 +94,36 @@ struct Primed {
 }
 
 impl NixDriver {
-    /// `dir` is a private folder the driver may fill (config, primed stores).
+    /// `dir` is a private folder the driver may fill (config, the cache's credentials,
+    /// primed stores).
     pub fn new(nix: PathBuf, dir: &Path, cache: Option<NixCache>, setup: NixSetup) -> Result<Self> {
         let conf_file = write_private_conf(&dir.join("nix-conf"))?;
+        let token = cache.as_ref().and_then(|c| c.token.as_ref());
+        let netrc = match (&cache, token) {
+            (Some(cache), Some(token)) => {
+                let netrc = dir.join("netrc");
+                let entry = format!(
+                    "machine {}\nlogin {ATTIC_LOGIN}\npassword {}\n",
+                    cache.url.host_str().unwrap_or_default(),
+                    token.expose()
+                );
+                write_private(&netrc, entry.as_bytes())?;
+                Some(netrc)
+            }
+            _ => None,
+        };
+        let attic_home = match &cache {
+            Some(cache) if cache.fill == Fill::AtticCli => Some(write_attic_home(cache, dir)?),
+            _ => None,
+        };
         Ok(NixDriver {
             nix,
             dir: dir.to_path_buf(),
             conf_file,
             cache,
+            netrc,
+            attic_home,
+            client: std::sync::OnceLock::new(),
             setup,
             primed: BTreeMap::new(),
             primes_started: 0,
@@ -151,11 +179,10 @@ impl NixDriver {
 
     /// Whether a substituter URL, as Nix logs it, is one of the upstream layer's.
     fn is_upstream(&self, url: &str) -> bool {
-        let url = url.trim_end_matches('/');
         self.setup
             .upstream
             .iter()
-            .any(|u| u.url.as_str().trim_end_matches('/') == url)
+            .any(|u| same_url(u.url.as_str(), url))
     }
 
     /// `probe_sandbox`, as the error that stops a run before anything is built.
@@ -186,7 +213,7 @@ impl NixDriver {
             path: self.conf_file.display().to_string(),
             text: NIX_CONF.into(),
         }];
-        if let Some(netrc) = self.cache.as_ref().and_then(|c| c.netrc_file.as_ref()) {
+        if let Some(netrc) = &self.netrc {
             if reads_cache {
                 files.push(ConfigFile {
                     path: netrc.display().to_string(),
@@ -220,11 +247,7 @@ impl NixDriver {
         let mut substituters: Vec<String> = Vec::new();
         let mut keys: Vec<&str> = Vec::new();
         if let Some(cache) = team {
-            let url = match case.cache_via {
-                Some(via) => reroute(&cache.substituter, via),
-                None => cache.substituter.clone(),
-            };
-            substituters.push(url.to_string());
+            substituters.push(cache.read_url(case.cache_via).to_string());
             keys.push(&cache.public_key);
         }
         for upstream in &self.setup.upstream {
@@ -236,8 +259,8 @@ impl NixDriver {
             push_option(&mut args, "trusted-public-keys", &keys.join(" "));
             push_option(&mut args, "narinfo-cache-negative-ttl", "0");
         }
-        if let (Some(cache), BuildMode::FromCache { tool_fallback }) = (team, mode) {
-            if let Some(netrc) = &cache.netrc_file {
+        if let (Some(_), BuildMode::FromCache { tool_fallback }) = (team, mode) {
+            if let Some(netrc) = &self.netrc {
                 push_option(&mut args, "netrc-file", &netrc.display().to_string());
             }
             if case.tuned() {
@@ -270,7 +293,7 @@ impl NixDriver {
     /// `nix copy` of a primed store's outputs (with their closure) to a binary cache.
     fn nix_copy_spec(
         &self,
-        to: &url::Url,
+        cache: &NixCache,
         secret_key_file: Option<&Path>,
         primed: &Primed,
         case: &CaseContext,
@@ -280,21 +303,22 @@ impl NixDriver {
             "--store".into(),
             primed.store.clone().into(),
             "--to".into(),
-            signed_destination(to, secret_key_file).into(),
+            cache.copy_destination(secret_key_file).into(),
         ];
         args.extend(primed.outputs.iter().map(OsString::from));
         CommandSpec::new(&self.nix, args, case.timeout).env(self.push_env())
     }
 
-    /// `attic push TARGET OUTPUTS`, reading the primed store through `NIX_REMOTE`.
+    /// `attic push SERVER:CACHE OUTPUTS`, reading the primed store through `NIX_REMOTE`.
     fn attic_cli_spec(
         &self,
         program: &Path,
         home: &Path,
-        target: &str,
+        cache: &str,
         primed: &Primed,
         case: &CaseContext,
     ) -> CommandSpec {
+        let target = format!("{ATTIC_LOGIN}:{cache}");
         let mut args: Vec<OsString> = vec!["push".into(), target.into()];
         args.extend(primed.outputs.iter().map(OsString::from));
         // attic reads the paths from the store NIX_REMOTE names: the primed chroot store.
@@ -348,11 +372,9 @@ impl BuildDriver for NixDriver {
     }
 
     fn fill_cache(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<Option<CacheFill>> {
-        let cache = self.cache()?;
-        let push = cache.push.clone();
-        let substituter = cache.substituter.clone();
-        let primed = match (&push, self.primed.get(&case.state_key())) {
-            (Push::ReadOnly, _) => return Ok(Some(CacheFill::read_only())),
+        let cache = self.cache()?.clone();
+        let primed = match (&cache.fill, self.primed.get(&case.state_key())) {
+            (Fill::ReadOnly, _) => return Ok(Some(CacheFill::read_only())),
             (_, None) => {
                 return Err(Error::Build(
                     "the cache was to be filled before priming".into(),
@@ -362,41 +384,50 @@ impl BuildDriver for NixDriver {
             (_, Some(primed)) => primed,
         };
         let started = Instant::now();
-        let (method, spec) = match &push {
-            Push::AtticApi(target) => {
+        let (method, spec) = match &cache.fill {
+            Fill::AtticApi => {
                 let store = PrimedStore {
                     nix: &self.nix,
                     store: &primed.store,
                     env: self.push_env(),
                     scratch: self.dir.join("attic-push"),
                 };
-                let fill = fill_attic(target, &store, &primed.outputs, exec, case.timeout)?;
+                let fill = fill_attic(
+                    &cache,
+                    &self.setup.proxies,
+                    &store,
+                    &primed.outputs,
+                    exec,
+                    case.timeout,
+                )?;
                 self.mark_pushed(case);
                 return Ok(Some(fill));
             }
-            Push::NixCopy {
-                to,
-                secret_key_file,
-            } => (
+            Fill::NixCopy { secret_key_file } => (
                 FillMethod::NixCopy,
-                self.nix_copy_spec(to, secret_key_file.as_deref(), primed, case),
+                self.nix_copy_spec(&cache, secret_key_file.as_deref(), primed, case),
             ),
-            Push::AtticCli {
-                program,
-                home,
-                target,
-            } => (
-                FillMethod::AtticCli,
-                self.attic_cli_spec(program, home, target, primed, case),
-            ),
+            Fill::AtticCli => {
+                let (Some(program), Some(home)) = (&self.setup.attic, &self.attic_home) else {
+                    return Err(Error::Environment(
+                        "the Attic cache is filled with the `attic` CLI, and none was found".into(),
+                    ));
+                };
+                let (_, name) = cache.attic_server()?;
+                (
+                    FillMethod::AtticCli,
+                    self.attic_cli_spec(program, home, &name, primed, case),
+                )
+            }
             // Answered above: it uploads nothing.
-            Push::ReadOnly => return Ok(None),
+            Fill::ReadOnly => return Ok(None),
         };
         let out = run_captured(exec, spec)?;
         if !out.outcome.success() {
             // The push URL may name the secret key's file; report the public URL only.
             return Err(Error::Build(format!(
-                "uploading to the cache {substituter} failed ({}): {}",
+                "uploading to the cache {} failed ({}): {}",
+                cache.url,
                 out.outcome.describe(),
                 out.stderr.trim()
             )));
@@ -557,23 +588,30 @@ impl BuildDriver for NixDriver {
         let built = nix_built_derivations(&stderr);
         let mut keys: Vec<&str> = vec![&cache.public_key];
         keys.extend(self.setup.upstream.iter().map(|u| u.public_key.as_str()));
+        let client = self
+            .client
+            .get_or_init(|| Client::new(&self.setup.proxies))
+            .as_ref()
+            .ok()?;
         let mut answers = std::collections::HashMap::new();
         for b in &built {
-            for (path, queried_url) in b.narinfo_requests() {
+            for (path, substituter) in &b.queried {
                 // The team cache's narinfos are asked of the cache itself (the log may
-                // name the fault proxy); the upstream layer's where the log says.
-                let upstream = self
+                // name the fault proxy); the upstream layer's of the cache the log names.
+                let asked = self
                     .setup
                     .upstream
                     .iter()
-                    .any(|u| queried_url.starts_with(u.url.as_str().trim_end_matches('/')));
-                let url = if upstream {
-                    queried_url
-                } else {
-                    narinfo_url(cache.substituter.as_str(), &path)?
+                    .find(|u| same_url(u.url.as_str(), substituter))
+                    .unwrap_or(cache);
+                let Ok(source) = NarinfoSource::of(asked) else {
+                    continue;
                 };
-                if let Some((status, body)) = crate::cache::fetch_text(&url) {
-                    answers.insert(path, narinfo_answer(status, &body, &keys));
+                if let Ok(answer) = source.narinfo(client, path) {
+                    answers.insert(
+                        path.clone(),
+                        narinfo_answer(answer.status, &answer.body, &keys),
+                    );
                 }
             }
         }
@@ -585,9 +623,7 @@ impl BuildDriver for NixDriver {
     }
 
     fn cache_location(&self) -> Option<CacheLocation<'_>> {
-        self.cache
-            .as_ref()
-            .map(|c| CacheLocation::Url(&c.substituter))
+        self.cache.as_ref().map(|c| CacheLocation::Url(&c.url))
     }
 
     fn tool_fallback_flag(&self) -> Option<&'static str> {
@@ -620,6 +656,26 @@ fn sandbox_paths(extra: &[PathBuf]) -> Vec<String> {
         .chain(extra.iter().cloned())
         .collect();
     sandbox_entries(&host_paths)
+}
+
+/// Whether two cache URLs name the same cache, as Nix logs them (trailing slashes aside).
+fn same_url(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// A private HOME for `attic push`, whose config names the Attic server and holds the token.
+fn write_attic_home(cache: &NixCache, dir: &Path) -> Result<PathBuf> {
+    let (endpoint, _) = cache.attic_server()?;
+    let home = dir.join("attic-home");
+    let config_dir = home.join(".config/attic");
+    std::fs::create_dir_all(&config_dir)
+        .context(|| format!("creating {}", config_dir.display()))?;
+    let toml = format!(
+        "default-server = \"{ATTIC_LOGIN}\"\n\n[servers.{ATTIC_LOGIN}]\nendpoint = \"{endpoint}\"\ntoken = \"{}\"\n",
+        cache.token()?
+    );
+    write_private(&config_dir.join("config.toml"), toml.as_bytes())?;
+    Ok(home)
 }
 
 /// Writes the harness's private nix.conf into `conf_dir`; returns the file.

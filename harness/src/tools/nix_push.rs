@@ -12,15 +12,15 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::cache::attic::target_token;
-use crate::cache::hex;
-use crate::cache::AtticTarget;
 use crate::error::{Error, IoContext, Result};
 use crate::exec::http::{concurrently, Client};
 use crate::exec::process::{self, run_captured, CommandSpec, Executor};
 use crate::exec::scratch::remove_tree;
+use crate::plan::cache::NixCache;
+use crate::plan::proxies::Proxies;
 use crate::results::{CacheFill, FillMethod};
 use crate::tools::attic_api::{store_path_hash, AtticApi, UploadAnswer, UploadInfo};
+use crate::tools::hex;
 use crate::tools::nix_log::{parse_path_details, PathDetails};
 
 /// Uploads in flight at once.
@@ -103,7 +103,8 @@ pub fn summarise(closure: usize, uploads: &[(u64, UploadAnswer)], wall: Duration
 /// Uploads the closure of `outputs` that the cache lacks. Every failure is an
 /// `Error::Build` naming the path and the server's reason: it fails the case.
 pub fn fill_attic(
-    target: &AtticTarget,
+    cache: &NixCache,
+    proxies: &Proxies,
     store: &PrimedStore,
     outputs: &[String],
     exec: &dyn Executor,
@@ -111,13 +112,14 @@ pub fn fill_attic(
 ) -> Result<CacheFill> {
     let started = Instant::now();
     let closure = closure_details(store, outputs, exec)?;
-    let token = target_token(target).map_err(Error::Build)?;
-    let client = Client::new(&target.proxies).map_err(Error::Build)?;
+    let token = cache.token().map_err(|e| Error::Build(e.to_string()))?;
+    let (endpoint, name) = cache.attic_server()?;
+    let client = Client::new(proxies).map_err(Error::Build)?;
     let api = AtticApi {
         client: &client,
-        endpoint: &target.endpoint,
-        cache: &target.cache,
-        token: &token,
+        endpoint: &endpoint,
+        cache: &name,
+        token,
     };
     let hashes = closure
         .iter()

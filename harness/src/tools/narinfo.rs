@@ -1,0 +1,175 @@
+//! The one narinfo client: a Nix binary cache's `nix-cache-info` and narinfos, asked over
+//! http(s) with the cache's credentials (an Attic token as the HTTP Basic password, as Nix
+//! sends it through netrc) or read from a `file://` folder. Coverage asks it what a cache
+//! holds; miss explanations ask it what a cache answers for what a build did not substitute.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::exec::http::{public_url, Auth, Client, Method, Request};
+use crate::plan::cache::{NixCache, ATTIC_LOGIN};
+use crate::plan::config::Secret;
+
+/// One narinfo or nix-cache-info request may take this long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A Nix binary cache as the harness itself reads it.
+pub enum NarinfoSource {
+    Http {
+        base: Url,
+        /// Sent as the HTTP Basic password (an Attic token).
+        token: Option<Secret>,
+    },
+    /// A `file://` cache.
+    Folder(PathBuf),
+}
+
+/// A cache's answer for one document: its HTTP status (200 or 404 for a folder) and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl NarinfoSource {
+    /// How to read `cache`, or why the harness cannot (s3:// needs the AWS SDK).
+    pub fn of(cache: &NixCache) -> Result<NarinfoSource, String> {
+        NarinfoSource::at(&cache.url, cache.token.clone())
+    }
+
+    /// The cache at `url`, read with `token` (an Attic token) if any.
+    pub fn at(url: &Url, token: Option<Secret>) -> Result<NarinfoSource, String> {
+        match url.scheme() {
+            "http" | "https" => Ok(NarinfoSource::Http {
+                base: url.clone(),
+                token,
+            }),
+            "file" => url
+                .to_file_path()
+                .map(NarinfoSource::Folder)
+                .map_err(|()| format!("{url} does not name a local folder")),
+            other => Err(format!(
+                "the harness reads http(s):// and file:// caches, not {other}:// ({url}); s3:// needs the AWS SDK\n  fix: name the bucket's https:// address instead"
+            )),
+        }
+    }
+
+    /// The cache's address without credentials, or its folder.
+    pub fn describe(&self) -> String {
+        match self {
+            NarinfoSource::Http { base, .. } => public_url(base),
+            NarinfoSource::Folder(dir) => dir.display().to_string(),
+        }
+    }
+
+    /// `name` (`nix-cache-info`, `<hash>.narinfo`) from the cache.
+    pub fn get(&self, client: &Client, name: &str) -> Result<Reply, String> {
+        match self {
+            NarinfoSource::Folder(dir) => {
+                let path = dir.join(name);
+                match std::fs::read_to_string(&path) {
+                    Ok(body) => Ok(Reply { status: 200, body }),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Reply {
+                        status: 404,
+                        body: String::new(),
+                    }),
+                    Err(e) => Err(format!("reading {}: {e}", path.display())),
+                }
+            }
+            NarinfoSource::Http { base, token } => {
+                let text = format!("{}/{name}", base.as_str().trim_end_matches('/'));
+                let url = Url::parse(&text).map_err(|e| format!("{text}: {e}"))?;
+                let mut request = Request::new(Method::Get, &url, REQUEST_TIMEOUT);
+                if let Some(token) = token {
+                    request = request.auth(Auth::Basic {
+                        user: ATTIC_LOGIN,
+                        password: token.expose(),
+                    });
+                }
+                let answer = client.send(request).map_err(|e| e.to_string())?;
+                Ok(Reply {
+                    status: answer.status,
+                    body: answer.text(),
+                })
+            }
+        }
+    }
+
+    /// The narinfo of `store_path`, or why it could not be asked.
+    pub fn narinfo(&self, client: &Client, store_path: &str) -> Result<Reply, String> {
+        let name =
+            narinfo_name(store_path).ok_or_else(|| format!("{store_path} is not a store path"))?;
+        self.get(client, &name)
+    }
+
+    /// Checks that the cache's `nix-cache-info` can be read with these credentials.
+    pub fn check(&self, client: &Client) -> Result<(), String> {
+        let answer = self.get(client, "nix-cache-info")?;
+        match (answer.status, self) {
+            (200, _) => Ok(()),
+            (_, NarinfoSource::Folder(dir)) => Err(format!(
+                "{} is missing",
+                dir.join("nix-cache-info").display()
+            )),
+            (status, NarinfoSource::Http { .. }) => {
+                let what = match status {
+                    401 | 403 => " (the token may not pull, or there is no token)",
+                    _ => "",
+                };
+                Err(format!(
+                    "GET {}/nix-cache-info answered {status}{what}",
+                    self.describe().trim_end_matches('/')
+                ))
+            }
+        }
+    }
+}
+
+/// `<hash>.narinfo`, the name of a store path's narinfo on a cache.
+pub fn narinfo_name(store_path: &str) -> Option<String> {
+    let base = store_path.rsplit('/').next()?;
+    let (hash, _) = base.split_once('-')?;
+    Some(format!("{hash}.narinfo"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::CacheBackend;
+
+    #[test]
+    fn reads_a_folder_cache_and_names_its_narinfos() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = NixCache::upstream(Url::from_file_path(dir.path()).unwrap(), "k:1".into());
+        let source = NarinfoSource::of(&cache).unwrap();
+        let client = Client::new(&Default::default()).unwrap();
+        let err = source.check(&client).unwrap_err();
+        assert!(err.contains("nix-cache-info is missing"), "{err}");
+        std::fs::write(dir.path().join("nix-cache-info"), "StoreDir: /nix/store\n").unwrap();
+        source.check(&client).unwrap();
+        std::fs::write(dir.path().join("abcd.narinfo"), "References: \n").unwrap();
+        assert_eq!(
+            source.narinfo(&client, "/nix/store/abcd-x").unwrap(),
+            Reply {
+                status: 200,
+                body: "References: \n".into()
+            }
+        );
+        assert_eq!(
+            source.narinfo(&client, "/nix/store/0000-y").unwrap().status,
+            404
+        );
+        assert!(source.narinfo(&client, "nonsense").is_err());
+        let s3 = NixCache {
+            backend: CacheBackend::S3,
+            ..NixCache::upstream(Url::parse("s3://b").unwrap(), "k:1".into())
+        };
+        assert!(NarinfoSource::of(&s3).err().unwrap().contains("s3://"));
+        assert_eq!(
+            narinfo_name("/nix/store/abc-x").as_deref(),
+            Some("abc.narinfo")
+        );
+    }
+}
