@@ -25,7 +25,6 @@ use crate::plan::cache::{BazelCache, BazelEndpoint, Fill, NixCache};
 use crate::plan::config::{BazelSetup, NixSetup, Secret, VmSettings};
 use crate::plan::{Lane, Plan};
 use crate::results::{Environment, LaneIdentity};
-use crate::run::events::{emit, Event, EventSink, WireEvent};
 
 /// What the guest needs: virtio PCI, 9p over virtio, and a virtio network card.
 const MODULES: &[&str] = &["virtio_pci", "9p", "9pnet_virtio", "virtio_net"];
@@ -616,9 +615,14 @@ impl<'a> GuestLane<'a> {
         identity
     }
 
-    /// Boots the VM, runs `plan` in it and replays the guest's events to `sinks` as they
-    /// arrive. Cases the guest never finished are reported failed, with the end of its log.
-    pub fn run(self, plan: &Plan, sinks: &mut [&mut dyn EventSink]) -> Result<()> {
+    /// Boots the VM and runs `plan` in it, handing each line of the guest's event log to
+    /// `on_event` as it arrives; returns how the guest ended. The caller (the scheduler)
+    /// turns the lines into events and reports the cases the guest never finished.
+    pub fn run(
+        self,
+        plan: &Plan,
+        on_event: &mut dyn FnMut(&str) -> Result<()>,
+    ) -> Result<GuestEnd> {
         let job = self.dir.join("job");
         std::fs::create_dir_all(&job).context(|| format!("creating {}", job.display()))?;
         let guest = self.write_job(plan, &job)?;
@@ -630,7 +634,6 @@ impl<'a> GuestLane<'a> {
             memory_mb: self.vm.memory_mb,
             cpus: self.vm.cpus,
         };
-        let mut replayed = Replayed::default();
         let exit = std::thread::scope(|scope| -> Result<GuestExit> {
             let vm = scope.spawn(|| run_job(self.exec, machine, &job, &guest, self.vm.timeout));
             let (mut event_lines, mut log_lines) = (LineTail::default(), LineTail::default());
@@ -641,9 +644,7 @@ impl<'a> GuestLane<'a> {
                     eprintln!("  [vm] {line}");
                 }
                 for line in event_lines.read(&events)? {
-                    let event = parse_event(&line)?;
-                    replayed.note(&event);
-                    event.replay(plan, sinks)?;
+                    on_event(&line)?;
                 }
                 if done {
                     break;
@@ -655,7 +656,15 @@ impl<'a> GuestLane<'a> {
             })?
         });
         let exit = exit?;
-        self.fail_unfinished(plan, &replayed, &exit, &job, sinks)
+        let log = std::fs::read_to_string(job.join("job.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        Ok(GuestEnd {
+            how: match exit {
+                GuestExit::Job(rc) => format!("the guest's harness exited with {rc}"),
+                GuestExit::Lost(why) => why,
+            },
+            log_tail: lines[lines.len().saturating_sub(8)..].join(" | "),
+        })
     }
 
     /// Writes the job file, the guest's script and the caches' secrets (private copies).
@@ -668,48 +677,15 @@ impl<'a> GuestLane<'a> {
         GuestJob::write(job, plan, caches, (&self.nix, &self.bazel), role)?;
         guest_script()
     }
+}
 
-    fn fail_unfinished(
-        &self,
-        plan: &Plan,
-        replayed: &Replayed,
-        exit: &GuestExit,
-        job: &Path,
-        sinks: &mut [&mut dyn EventSink],
-    ) -> Result<()> {
-        let unfinished: Vec<usize> = (0..plan.cases.len())
-            .filter(|i| !replayed.finished.contains(i))
-            .collect();
-        if unfinished.is_empty() {
-            return Ok(());
-        }
-        let log = std::fs::read_to_string(job.join("job.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(8)..].join(" | ");
-        let how = match exit {
-            GuestExit::Job(rc) => format!("the guest's harness exited with {rc}"),
-            GuestExit::Lost(why) => why.clone(),
-        };
-        for index in unfinished {
-            let case = &plan.cases[index];
-            let mut result = crate::run::blank_result(plan, case);
-            result.outcome = crate::results::Outcome::Failed;
-            result.reason = Some(format!(
-                "the vm lane did not finish this case ({how}); its log ends: {tail}"
-            ));
-            if !replayed.started.contains(&index) {
-                emit(sinks, Event::CaseStarted { index, case })?;
-            }
-            emit(
-                sinks,
-                Event::CaseFinished {
-                    index,
-                    result: &result,
-                },
-            )?;
-        }
-        Ok(())
-    }
+/// How a vm lane's guest ended, for the cases it did not finish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestEnd {
+    /// "the guest's harness exited with 1", "the VM ran past its timeout and was killed".
+    pub how: String,
+    /// The last lines of the guest's log, joined with ` | `.
+    pub log_tail: String,
 }
 
 /// The job's script: this harness, from the shared host root, serving the job.
@@ -723,23 +699,6 @@ fn guest_script() -> Result<String> {
         exe = shell_quote(&exe.to_string_lossy()),
         job = shell_quote(&format!("{GUEST_JOB_DIR}/job.json")),
     ))
-}
-
-/// Which cases the guest reported started and finished.
-#[derive(Default)]
-struct Replayed {
-    started: Vec<usize>,
-    finished: Vec<usize>,
-}
-
-impl Replayed {
-    fn note(&mut self, event: &WireEvent) {
-        match event {
-            WireEvent::CaseStarted { index } => self.started.push(*index),
-            WireEvent::CaseFinished { index, .. } => self.finished.push(*index),
-            _ => {}
-        }
-    }
 }
 
 /// Reads the whole lines a file gained since the last read.
@@ -770,14 +729,6 @@ impl LineTail {
             .map(str::to_string)
             .collect())
     }
-}
-
-fn parse_event(line: &str) -> Result<WireEvent> {
-    serde_json::from_str(line).map_err(|e| {
-        Error::Environment(format!(
-            "the vm lane's guest wrote an event this harness cannot read ({e}): {line}"
-        ))
-    })
 }
 
 /// A cache URL as the guest must write it: the host's loopback is 10.0.2.2 there.
@@ -913,16 +864,7 @@ mod lane_tests {
         std::fs::write(&path, format!("{first}\n{}", &second[..10])).unwrap();
         assert_eq!(tail.read(&path).unwrap(), vec![first]);
         std::fs::write(&path, format!("{first}\n{second}\n")).unwrap();
-        let lines = tail.read(&path).unwrap();
-        assert_eq!(lines, vec![second]);
-        assert_eq!(
-            parse_event(&lines[0]).unwrap(),
-            WireEvent::CaseStarted { index: 1 }
-        );
+        assert_eq!(tail.read(&path).unwrap(), vec![second]);
         assert!(tail.read(&path).unwrap().is_empty());
-        assert!(parse_event("{not json")
-            .unwrap_err()
-            .to_string()
-            .contains("cannot read"));
     }
 }

@@ -76,6 +76,15 @@ pub enum WireEvent {
 }
 
 impl WireEvent {
+    /// One line of a guest's event log.
+    pub fn parse(line: &str) -> Result<WireEvent> {
+        serde_json::from_str(line).map_err(|e| {
+            crate::error::Error::Environment(format!(
+                "the vm lane's guest wrote an event this harness cannot read ({e}): {line}"
+            ))
+        })
+    }
+
     /// The wire form of an event; `RunStarted` stays with the side that has the plan.
     pub fn of(event: &Event) -> Option<WireEvent> {
         Some(match *event {
@@ -169,5 +178,23 @@ impl EventSink for EventLog {
             .write_all(&line)
             .and_then(|()| self.file.flush())
             .context(|| "writing the event log".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_line_is_an_event_or_an_error_that_shows_it() {
+        assert_eq!(
+            WireEvent::parse("{\"event\":\"case-started\",\"index\":1}").unwrap(),
+            WireEvent::CaseStarted { index: 1 }
+        );
+        let err = WireEvent::parse("{not json").unwrap_err().to_string();
+        assert!(
+            err.contains("cannot read") && err.contains("{not json"),
+            "{err}"
+        );
     }
 }

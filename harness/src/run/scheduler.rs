@@ -6,12 +6,13 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::exec::process::{self, Executor};
+use crate::lanes::vm::GuestLane;
 use crate::plan::{CaseSpec, Plan, Scenario, Source, System};
 use crate::results::derive::ok_case;
 use crate::results::explain::CacheLink;
 use crate::results::{CaseResult, Outcome, Sample};
 use crate::run::case::{skip, CaseRun};
-use crate::run::events::{emit, Event, EventSink};
+use crate::run::events::{emit, Event, EventSink, WireEvent};
 use crate::stats::{median, ratio_of_medians, Summary};
 use crate::tools::{BuildDriver, CaseContext};
 
@@ -49,14 +50,7 @@ impl Scheduler<'_> {
                 }
                 Err(fatal) => return Err(fatal),
             };
-            finish_stats(&mut result);
-            emit(
-                sinks,
-                Event::CaseFinished {
-                    index,
-                    result: &result,
-                },
-            )?;
+            finish_case(index, &mut result, sinks)?;
             results.push(result);
             if let Some(interruption) = interrupted {
                 return Err(interruption);
@@ -131,6 +125,49 @@ impl Scheduler<'_> {
         }
         .execute(result)
     }
+}
+
+/// Runs a plan in a vm lane's guest: the guest's events replayed as they arrive, then
+/// every case it did not finish recorded as failed, with how the guest ended and the end
+/// of its log.
+pub fn run_in_guest(plan: &Plan, guest: GuestLane, sinks: &mut [&mut dyn EventSink]) -> Result<()> {
+    emit(sinks, Event::RunStarted { plan })?;
+    let (mut started, mut finished) = (Vec::new(), Vec::new());
+    let end = guest.run(plan, &mut |line| {
+        let event = WireEvent::parse(line)?;
+        match event {
+            WireEvent::CaseStarted { index } => started.push(index),
+            WireEvent::CaseFinished { index, .. } => finished.push(index),
+            _ => {}
+        }
+        event.replay(plan, sinks)
+    })?;
+    for (index, case) in plan.cases.iter().enumerate() {
+        if finished.contains(&index) {
+            continue;
+        }
+        if !started.contains(&index) {
+            emit(sinks, Event::CaseStarted { index, case })?;
+        }
+        let mut result = blank_result(plan, case);
+        result.outcome = Outcome::Failed;
+        result.reason = Some(format!(
+            "the vm lane did not finish this case ({}); its log ends: {}",
+            end.how, end.log_tail
+        ));
+        finish_case(index, &mut result, sinks)?;
+    }
+    Ok(())
+}
+
+/// A finished case's statistics, and its event.
+fn finish_case(
+    index: usize,
+    result: &mut CaseResult,
+    sinks: &mut [&mut dyn EventSink],
+) -> Result<()> {
+    finish_stats(result);
+    emit(sinks, Event::CaseFinished { index, result })
 }
 
 /// A case's result before anything ran.

@@ -18,7 +18,7 @@ use crate::plan::{manifest, Explain, Lane, Plan, System};
 use crate::results::explain::CacheLink;
 use crate::results::{Environment, Results};
 use crate::run::events::{emit, Event, EventLog, EventSink};
-use crate::run::scheduler::{Drivers, Scheduler};
+use crate::run::scheduler::{run_in_guest, Drivers, Scheduler};
 use crate::tools::bazel::BazelDriver;
 use crate::tools::nix::NixDriver;
 
@@ -331,10 +331,7 @@ impl Session {
                     }
                     .run(sinks)?;
                 }
-                LaneRunner::Guest(guest) => {
-                    emit(sinks, Event::RunStarted { plan })?;
-                    guest.run(plan, sinks)?;
-                }
+                LaneRunner::Guest(guest) => run_in_guest(plan, *guest, sinks)?,
             }
         }
         Ok(())
