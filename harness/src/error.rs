@@ -56,10 +56,6 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A build step failed: fails the case it belongs to, not the run.
-    #[error("{0}")]
-    Build(String),
-
     /// The process's first interrupting signal (SIGINT, SIGTERM or SIGHUP) arrived.
     #[error(
         "interrupted{}; results of the cases that finished were kept",
@@ -80,7 +76,6 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Manifest { .. } => exit_code::INVALID_INPUT,
             Error::MissingTool { .. } | Error::Environment(_) => exit_code::ENVIRONMENT,
-            Error::Build(_) => exit_code::CASE_FAILED,
             Error::Io { .. } => exit_code::INTERNAL,
             Error::Interrupted { signal } => exit_code::interrupted_by(*signal),
         }
@@ -98,6 +93,33 @@ fn signal_name(signal: i32) -> &'static str {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why one case failed: the case is recorded as failed with this reason and the run goes
+/// on. Only a step that decides its case cannot go on makes one; whatever else stops a
+/// step is an [`Error`], which stops the run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CaseFailure(String);
+
+impl CaseFailure {
+    pub fn new(why: impl Into<String>) -> CaseFailure {
+        CaseFailure(why.into())
+    }
+}
+
+/// What ends a case's step early. `?` on an [`Error`] makes it `Run`, so a step fails only
+/// its case when it says so with a [`CaseFailure`]; the scheduler decides by the variant.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The case failed; the run goes on.
+    #[error(transparent)]
+    Case(#[from] CaseFailure),
+    /// The run must stop.
+    #[error(transparent)]
+    Run(#[from] Error),
+}
+
+pub type StepResult<T> = std::result::Result<T, StepError>;
 
 /// Adds "what we were doing" to I/O errors at the call site.
 pub trait IoContext<T> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::error::Result;
+use crate::error::{Result, StepResult};
 use crate::exec::process::{CommandSpec, CpuScope, Executor, Exit, ProcessOutcome};
 use crate::plan::{manifest, Lane, Plan, Scenario, Settings};
 use crate::results::{CacheUse, ToolUse};
@@ -129,7 +129,7 @@ impl BuildDriver for FakeDriver {
         &mut self,
         _case: &CaseContext,
         _exec: &dyn Executor,
-    ) -> Result<Option<crate::results::CacheFill>> {
+    ) -> StepResult<Option<crate::results::CacheFill>> {
         Ok(None)
     }
 
@@ -138,7 +138,7 @@ impl BuildDriver for FakeDriver {
         case: &CaseContext,
         mode: BuildMode,
         dir: &Path,
-    ) -> Result<PreparedBuild> {
+    ) -> StepResult<PreparedBuild> {
         let mut args: Vec<OsString> = vec![mode_name(mode).into()];
         // Like the real drivers, only a build that reads the cache goes through the proxy.
         if let (BuildMode::FromCache { .. }, Some(via)) = (mode, case.cache_via) {
@@ -184,7 +184,7 @@ impl BuildDriver for FakeDriver {
         }
     }
 
-    fn outputs(&mut self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<Outputs> {
+    fn outputs(&mut self, build: &PreparedBuild, _exec: &dyn Executor) -> StepResult<Outputs> {
         let mode = build.spec.args[0].to_string_lossy().into_owned();
         Ok(self
             .outputs
@@ -194,14 +194,18 @@ impl BuildDriver for FakeDriver {
             .unwrap_or_default())
     }
 
-    fn tool_use(&self, _case: &CaseContext) -> Result<ToolUse> {
+    fn tool_use(&self, _case: &CaseContext) -> StepResult<ToolUse> {
         Ok(ToolUse {
             version: "fake 1.0".into(),
             ..ToolUse::default()
         })
     }
 
-    fn output_paths(&self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<Vec<PathBuf>> {
+    fn output_paths(
+        &self,
+        build: &PreparedBuild,
+        _exec: &dyn Executor,
+    ) -> StepResult<Vec<PathBuf>> {
         let BuildState::Nix { store } = &build.state else {
             return Ok(Vec::new());
         };

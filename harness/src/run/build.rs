@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::error::{IoContext, Result};
+use crate::error::{IoContext, StepResult};
 use crate::exec::observe::Observation;
 use crate::exec::process::{Executor, Exit, ProcessOutcome};
 use crate::exec::scratch::remove_tree;
@@ -38,7 +38,7 @@ pub fn run_build(
     mode: BuildMode,
     dir: &Path,
     want_outputs: bool,
-) -> Result<Build> {
+) -> StepResult<Build> {
     std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     let started = Instant::now();
     let build = driver.prepare(ctx, mode, dir)?;

@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, StepError};
 use crate::exec::process::{CommandSpec, Executor, ProcessOutcome};
 use crate::plan::manifest::CheckSpec;
 use crate::results::CheckResult;
@@ -24,8 +24,8 @@ const TAIL_LINES: usize = 20;
 const TAIL_CHARS: usize = 2000;
 
 /// Runs the case's check on a finished build's output, when the repo has one and the build
-/// succeeded. Only an interruption (or a folder that cannot be made) is an error; a check
-/// that cannot start, or whose output cannot be found, fails.
+/// succeeded. A check that cannot start, or whose output the driver cannot find, fails;
+/// only what stops the run (an interruption, a folder that cannot be made) is an error.
 pub fn after_build(
     ctx: &CaseContext,
     driver: &mut dyn BuildDriver,
@@ -39,8 +39,8 @@ pub fn after_build(
     };
     let result = match driver.output_paths(build, exec) {
         Ok(outputs) => run_check(spec, &outputs, ctx.source, exec, &dir.join("check"))?,
-        Err(e @ Error::Interrupted { .. }) => return Err(e),
-        Err(e) => not_run(format!("the build's output was not found: {e}")),
+        Err(StepError::Case(why)) => not_run(format!("the build's output was not found: {why}")),
+        Err(StepError::Run(e)) => return Err(e),
     };
     Ok(Some(result))
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StepError, StepResult};
 use crate::exec::process::{self, Executor};
 use crate::lanes::vm::GuestLane;
 use crate::plan::{CaseSpec, Plan, Scenario, Source, System};
@@ -32,8 +32,9 @@ pub struct Scheduler<'a> {
 }
 
 impl Scheduler<'_> {
-    /// Runs every case. A failing case is recorded and the run goes on; an interruption
-    /// records the case in progress as failed and stops.
+    /// Runs every case. A case that fails (`StepError::Case`) is recorded and the run goes
+    /// on; an error stops the run, and an interruption first records the case in progress
+    /// as failed.
     pub fn run(&mut self, sinks: &mut [&mut dyn EventSink]) -> Result<Vec<CaseResult>> {
         emit(sinks, Event::RunStarted { plan: self.plan })?;
         let mut results = Vec::with_capacity(self.plan.cases.len());
@@ -43,12 +44,15 @@ impl Scheduler<'_> {
             let mut result = self.new_result(case);
             let interrupted = match self.run_case(index, case, &mut result, &results, sinks) {
                 Ok(()) => None,
-                Err(e @ (Error::Build(_) | Error::Interrupted { .. })) => {
-                    result.outcome = Outcome::Failed;
-                    result.reason = Some(e.to_string());
-                    matches!(e, Error::Interrupted { .. }).then_some(e)
+                Err(StepError::Case(failure)) => {
+                    fail(&mut result, failure.to_string());
+                    None
                 }
-                Err(fatal) => return Err(fatal),
+                Err(StepError::Run(e @ Error::Interrupted { .. })) => {
+                    fail(&mut result, e.to_string());
+                    Some(e)
+                }
+                Err(StepError::Run(fatal)) => return Err(fatal),
             };
             finish_case(index, &mut result, sinks)?;
             results.push(result);
@@ -74,7 +78,7 @@ impl Scheduler<'_> {
         result: &mut CaseResult,
         done: &[CaseResult],
         sinks: &mut [&mut dyn EventSink],
-    ) -> Result<()> {
+    ) -> StepResult<()> {
         let repo = self.plan.repo(case);
         if let Some(reason) = self.skip_reason {
             skip(result, reason.to_string());
@@ -150,14 +154,22 @@ pub fn run_in_guest(plan: &Plan, guest: GuestLane, sinks: &mut [&mut dyn EventSi
             emit(sinks, Event::CaseStarted { index, case })?;
         }
         let mut result = blank_result(plan, case);
-        result.outcome = Outcome::Failed;
-        result.reason = Some(format!(
-            "the vm lane did not finish this case ({}); its log ends: {}",
-            end.how, end.log_tail
-        ));
+        fail(
+            &mut result,
+            format!(
+                "the vm lane did not finish this case ({}); its log ends: {}",
+                end.how, end.log_tail
+            ),
+        );
         finish_case(index, &mut result, sinks)?;
     }
     Ok(())
+}
+
+/// Records a case as failed, with the reason.
+fn fail(result: &mut CaseResult, reason: String) {
+    result.outcome = Outcome::Failed;
+    result.reason = Some(reason);
 }
 
 /// A finished case's statistics, and its event.

@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{CaseFailure, Error, IoContext, Result, StepResult};
 use crate::exec::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
 use crate::plan::cache::{reroute, BazelCache, BazelEndpoint};
 use crate::plan::config::BazelSetup;
@@ -169,7 +169,7 @@ impl BazelDriver {
         state: &BuildState,
         logs: &Path,
         remote: Remote,
-    ) -> Result<CommandSpec> {
+    ) -> StepResult<CommandSpec> {
         let BuildState::Bazel {
             workspace,
             output_root,
@@ -178,9 +178,9 @@ impl BazelDriver {
             ..
         } = state
         else {
-            return Err(Error::Build(
-                "a Bazel build was prepared with another tool's state".into(),
-            ));
+            return Err(
+                CaseFailure::new("a Bazel build was prepared with another tool's state").into(),
+            );
         };
         let targets = case
             .repo
@@ -237,20 +237,20 @@ impl BazelDriver {
     }
 
     /// The version-dependent flags for this case's workspace.
-    fn flag_set(&self, case: &CaseContext) -> Result<FlagSet> {
+    fn flag_set(&self, case: &CaseContext) -> Result<FlagSet, CaseFailure> {
         let has = |name: &str| case.source.join(name).is_file();
         let deps = ExternalDeps::from_markers(
             has("MODULE.bazel"),
             has("WORKSPACE") || has("WORKSPACE.bazel"),
         );
         FlagSet::choose(&self.version_for(case)?, deps)
-            .map_err(|why| Error::Build(format!("bench repo `{}`: {why}", case.repo.name)))
+            .map_err(|why| CaseFailure::new(format!("bench repo `{}`: {why}", case.repo.name)))
     }
 
     /// The Bazel version that builds this case: the repo's pinned one under bazelisk; any
     /// other Bazel must match it (same major and minor), or the case fails saying so,
     /// rather than measuring a Bazel the repo does not build with.
-    fn version_for(&self, case: &CaseContext) -> Result<String> {
+    fn version_for(&self, case: &CaseContext) -> Result<String, CaseFailure> {
         let Some(pinned) = case.repo.bazel.as_ref().and_then(|b| b.version.as_deref()) else {
             return Ok(self.version.clone());
         };
@@ -263,7 +263,7 @@ impl BazelDriver {
             (Some(w), Some(f)) if (w.major, w.minor) == (f.major, f.minor) => {
                 Ok(self.version.clone())
             }
-            _ => Err(Error::Build(format!(
+            _ => Err(CaseFailure::new(format!(
                 "bench repo `{}` pins Bazel {pinned} (its .bazelversion), but `bazel` here is {:?}\n  fix: put bazelisk on PATH as `bazel` (it runs the pinned version), or run where Bazel {pinned} is installed",
                 case.repo.name, self.version
             ))),
@@ -367,7 +367,7 @@ impl BuildDriver for BazelDriver {
         &mut self,
         _case: &CaseContext,
         _exec: &dyn Executor,
-    ) -> Result<Option<CacheFill>> {
+    ) -> StepResult<Option<CacheFill>> {
         Ok(self
             .cache
             .as_ref()
@@ -380,7 +380,7 @@ impl BuildDriver for BazelDriver {
         case: &CaseContext,
         mode: BuildMode,
         dir: &Path,
-    ) -> Result<PreparedBuild> {
+    ) -> StepResult<PreparedBuild> {
         let mut exec_log = dir.join("exec.json");
         let profile = dir.join("profile.json");
         let priming_log = self
@@ -392,7 +392,7 @@ impl BuildDriver for BazelDriver {
                 let primed = self
                     .primed
                     .get(&case.state_key())
-                    .ok_or_else(|| Error::Build("the noop workspace was not primed".into()))?;
+                    .ok_or_else(|| CaseFailure::new("the noop workspace was not primed"))?;
                 (
                     primed.workspace.clone(),
                     primed.output_root.clone(),
@@ -506,24 +506,22 @@ impl BuildDriver for BazelDriver {
     }
 
     /// Digests of every output file of every spawn, from the execution log.
-    fn outputs(&mut self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<Outputs> {
-        read_exec_log(build)
+    fn outputs(&mut self, build: &PreparedBuild, _exec: &dyn Executor) -> StepResult<Outputs> {
+        Ok(read_exec_log(build)
             .map(|log| log.outputs)
-            .map_err(Error::Build)
+            .map_err(CaseFailure::new)?)
     }
 
     /// bazel-bin, as `bazel info` names it for the build's output root (the build makes
     /// no convenience symlinks); the server is still up.
-    fn output_paths(&self, build: &PreparedBuild, exec: &dyn Executor) -> Result<Vec<PathBuf>> {
+    fn output_paths(&self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<Vec<PathBuf>> {
         let BuildState::Bazel {
             workspace,
             output_root,
             ..
         } = &build.state
         else {
-            return Err(Error::Build(
-                "a Bazel driver was handed another tool's build".into(),
-            ));
+            return Err(CaseFailure::new("a Bazel driver was handed another tool's build").into());
         };
         let mut args = self.startup_args(output_root);
         args.extend(["info", "bazel-bin"].map(OsString::from));
@@ -533,11 +531,12 @@ impl BuildDriver for BazelDriver {
         )?;
         let bin = out.stdout.trim();
         if !out.outcome.success() || bin.is_empty() {
-            return Err(Error::Build(format!(
+            return Err(CaseFailure::new(format!(
                 "`bazel info bazel-bin` {}: {}",
                 out.outcome.describe(),
                 out.stderr.trim()
-            )));
+            ))
+            .into());
         }
         Ok(vec![PathBuf::from(bin)])
     }
@@ -557,7 +556,7 @@ impl BuildDriver for BazelDriver {
             .context(|| format!("removing {}", output_root.display()))
     }
 
-    fn tool_use(&self, case: &CaseContext) -> Result<ToolUse> {
+    fn tool_use(&self, case: &CaseContext) -> StepResult<ToolUse> {
         Ok(ToolUse {
             version: self.version.clone(),
             bazel_flags: Some(self.flag_set(case)?),

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StepResult};
 use crate::exec::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
 use crate::plan::{RepoManifest, Scenario};
 use crate::results::explain::MissExplanations;
@@ -352,23 +352,30 @@ pub trait BuildDriver {
 
     /// Uploads the primed outputs to the cache, once per primed state: what the fill did,
     /// or `None` when an earlier case filled it. A read-only cache (`--no-fill`) is never
-    /// written, needs no primed state and says so. `Error::Build` fails the case; other
-    /// errors stop the run.
-    fn fill_cache(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<Option<CacheFill>>;
+    /// written, needs no primed state and says so.
+    fn fill_cache(
+        &mut self,
+        case: &CaseContext,
+        exec: &dyn Executor,
+    ) -> StepResult<Option<CacheFill>>;
 
     /// One build in `mode`, with its logs (and fresh state, unless primed) under `dir`.
-    fn prepare(&mut self, case: &CaseContext, mode: BuildMode, dir: &Path)
-        -> Result<PreparedBuild>;
+    fn prepare(
+        &mut self,
+        case: &CaseContext,
+        mode: BuildMode,
+        dir: &Path,
+    ) -> StepResult<PreparedBuild>;
 
     /// Reads what the build did from its logs.
     fn inspect(&self, build: &PreparedBuild, outcome: &ProcessOutcome) -> BuildReport;
 
     /// Digests of a finished build's outputs (before its state is removed).
-    fn outputs(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> Result<Outputs>;
+    fn outputs(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<Outputs>;
 
     /// Where a finished build's outputs are on disk (before its state is removed), for the
     /// repo's `[check]`.
-    fn output_paths(&self, build: &PreparedBuild, exec: &dyn Executor) -> Result<Vec<PathBuf>>;
+    fn output_paths(&self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<Vec<PathBuf>>;
 
     /// Untimed work after each build (e.g. stopping a build server); runs before the
     /// build's folder is removed.
@@ -377,8 +384,8 @@ pub trait BuildDriver {
     }
 
     /// The tool as it builds this case: its version and the choices that shape the numbers.
-    /// `Error::Build` fails the case (e.g. a Bazel that cannot build this repo at all).
-    fn tool_use(&self, case: &CaseContext) -> Result<ToolUse>;
+    /// A Bazel that cannot build this repo at all fails the case.
+    fn tool_use(&self, case: &CaseContext) -> StepResult<ToolUse>;
 
     /// Why a build that read the cache still built some items (warm and fallback
     /// samples): `None` when nothing missed or the tool's logs cannot tell.

@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{CaseFailure, Error, IoContext, Result, StepResult};
 use crate::exec::http::Client;
 use crate::exec::process::stderr_times_path;
 use crate::exec::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
@@ -371,14 +371,16 @@ impl BuildDriver for NixDriver {
         );
     }
 
-    fn fill_cache(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<Option<CacheFill>> {
+    fn fill_cache(
+        &mut self,
+        case: &CaseContext,
+        exec: &dyn Executor,
+    ) -> StepResult<Option<CacheFill>> {
         let cache = self.cache()?.clone();
         let primed = match (&cache.fill, self.primed.get(&case.state_key())) {
             (Fill::ReadOnly, _) => return Ok(Some(CacheFill::read_only())),
             (_, None) => {
-                return Err(Error::Build(
-                    "the cache was to be filled before priming".into(),
-                ))
+                return Err(CaseFailure::new("the cache was to be filled before priming").into())
             }
             (_, Some(primed)) if primed.pushed => return Ok(None),
             (_, Some(primed)) => primed,
@@ -411,7 +413,8 @@ impl BuildDriver for NixDriver {
                 let (Some(program), Some(home)) = (&self.setup.attic, &self.attic_home) else {
                     return Err(Error::Environment(
                         "the Attic cache is filled with the `attic` CLI, and none was found".into(),
-                    ));
+                    )
+                    .into());
                 };
                 let (_, name) = cache.attic_server()?;
                 (
@@ -425,12 +428,13 @@ impl BuildDriver for NixDriver {
         let out = run_captured(exec, spec)?;
         if !out.outcome.success() {
             // The push URL may name the secret key's file; report the public URL only.
-            return Err(Error::Build(format!(
+            return Err(CaseFailure::new(format!(
                 "uploading to the cache {} failed ({}): {}",
                 cache.url,
                 out.outcome.describe(),
                 out.stderr.trim()
-            )));
+            ))
+            .into());
         }
         self.mark_pushed(case);
         Ok(Some(CacheFill::timed(
@@ -444,13 +448,13 @@ impl BuildDriver for NixDriver {
         case: &CaseContext,
         mode: BuildMode,
         dir: &Path,
-    ) -> Result<PreparedBuild> {
+    ) -> StepResult<PreparedBuild> {
         let store = match mode {
             BuildMode::Noop => self
                 .primed
                 .get(&case.state_key())
                 .map(|p| p.store.clone())
-                .ok_or_else(|| Error::Build("the noop store was not primed".into()))?,
+                .ok_or_else(|| CaseFailure::new("the noop store was not primed"))?,
             // Kept for the run, so outside the build's own folder.
             BuildMode::Prime => {
                 self.primes_started += 1;
@@ -515,7 +519,7 @@ impl BuildDriver for NixDriver {
     }
 
     /// NAR hashes of the built paths, from `nix path-info --json` in the build's store.
-    fn outputs(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> Result<Outputs> {
+    fn outputs(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<Outputs> {
         let (store, paths) = built_paths(build)?;
         let mut args: Vec<OsString> = vec![
             "path-info".into(),
@@ -530,18 +534,23 @@ impl BuildDriver for NixDriver {
             CommandSpec::new(&self.nix, args, PATH_INFO_TIMEOUT).env(env),
         )?;
         if !out.outcome.success() {
-            return Err(Error::Build(format!(
+            return Err(CaseFailure::new(format!(
                 "`nix path-info` of the outputs failed ({}): {}",
                 out.outcome.describe(),
                 out.stderr.trim()
-            )));
+            ))
+            .into());
         }
-        parse_path_info(&out.stdout).map_err(Error::Build)
+        Ok(parse_path_info(&out.stdout).map_err(CaseFailure::new)?)
     }
 
     /// The outputs `nix build --json` named, inside the build's chroot store (the store
     /// path `/nix/store/X` is the file `STORE/nix/store/X`).
-    fn output_paths(&self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<Vec<PathBuf>> {
+    fn output_paths(
+        &self,
+        build: &PreparedBuild,
+        _exec: &dyn Executor,
+    ) -> StepResult<Vec<PathBuf>> {
         let (store, paths) = built_paths(build)?;
         Ok(paths
             .iter()
@@ -560,7 +569,7 @@ impl BuildDriver for NixDriver {
         Ok(())
     }
 
-    fn tool_use(&self, _case: &CaseContext) -> Result<ToolUse> {
+    fn tool_use(&self, _case: &CaseContext) -> StepResult<ToolUse> {
         Ok(ToolUse {
             version: self.setup.version.clone(),
             upstream: self
@@ -638,14 +647,14 @@ impl BuildDriver for NixDriver {
 /// The host folders the sandbox shows, and the repo's own, as Nix sandbox entries (links
 /// mounted where they resolve).
 /// A Nix build's chroot store and the outputs its `nix build --json` named.
-fn built_paths(build: &PreparedBuild) -> Result<(&Path, Vec<String>)> {
+fn built_paths(build: &PreparedBuild) -> Result<(&Path, Vec<String>), CaseFailure> {
     let BuildState::Nix { store } = &build.state else {
-        return Err(Error::Build(
-            "a Nix driver was handed another tool's build".into(),
+        return Err(CaseFailure::new(
+            "a Nix driver was handed another tool's build",
         ));
     };
     let stdout = std::fs::read_to_string(&build.spec.stdout).unwrap_or_default();
-    let paths = parse_build_outputs(&stdout).map_err(Error::Build)?;
+    let paths = parse_build_outputs(&stdout).map_err(CaseFailure::new)?;
     Ok((store, paths))
 }
 

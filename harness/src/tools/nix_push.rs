@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{CaseFailure, IoContext, StepResult};
 use crate::exec::http::{concurrently, Client};
 use crate::exec::process::{self, run_captured, CommandSpec, Executor};
 use crate::exec::scratch::remove_tree;
@@ -100,8 +100,8 @@ pub fn summarise(closure: usize, uploads: &[(u64, UploadAnswer)], wall: Duration
     }
 }
 
-/// Uploads the closure of `outputs` that the cache lacks. Every failure is an
-/// `Error::Build` naming the path and the server's reason: it fails the case.
+/// Uploads the closure of `outputs` that the cache lacks. Every failure of Nix or the server
+/// fails the case, naming the path and the server's reason.
 pub fn fill_attic(
     cache: &NixCache,
     proxies: &Proxies,
@@ -109,12 +109,12 @@ pub fn fill_attic(
     outputs: &[String],
     exec: &dyn Executor,
     upload_timeout: Duration,
-) -> Result<CacheFill> {
+) -> StepResult<CacheFill> {
     let started = Instant::now();
     let closure = closure_details(store, outputs, exec)?;
-    let token = cache.token().map_err(|e| Error::Build(e.to_string()))?;
+    let token = cache.token()?;
     let (endpoint, name) = cache.attic_server()?;
-    let client = Client::new(proxies).map_err(Error::Build)?;
+    let client = Client::new(proxies).map_err(CaseFailure::new)?;
     let api = AtticApi {
         client: &client,
         endpoint: &endpoint,
@@ -125,10 +125,10 @@ pub fn fill_attic(
         .iter()
         .map(|p| store_path_hash(&p.path))
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(Error::Build)?;
+        .map_err(CaseFailure::new)?;
     let missing: BTreeSet<String> = api
         .missing_paths(&hashes)
-        .map_err(|e| Error::Build(format!("asking Attic which paths it lacks failed: {e}")))?
+        .map_err(|e| CaseFailure::new(format!("asking Attic which paths it lacks failed: {e}")))?
         .into_iter()
         .collect();
     let to_upload: Vec<PathDetails> = closure
@@ -140,7 +140,7 @@ pub fn fill_attic(
     std::fs::create_dir_all(&store.scratch)
         .context(|| format!("creating {}", store.scratch.display()))?;
     let mut uploads: Vec<(u64, UploadAnswer)> = Vec::new();
-    let outcome = (|| -> Result<()> {
+    let outcome = (|| -> StepResult<()> {
         for round in upload_rounds(to_upload) {
             process::check_interrupted()?;
             let answers = concurrently(&round, PARALLEL_UPLOADS, |path| {
@@ -162,7 +162,7 @@ fn closure_details(
     store: &PrimedStore,
     outputs: &[String],
     exec: &dyn Executor,
-) -> Result<Vec<PathDetails>> {
+) -> StepResult<Vec<PathDetails>> {
     let mut args: Vec<OsString> = ["path-info", "--json", "-r", "--store"]
         .map(OsString::from)
         .into();
@@ -173,13 +173,14 @@ fn closure_details(
         CommandSpec::new(store.nix, args, PATH_INFO_TIMEOUT).env(store.env.clone()),
     )?;
     if !out.outcome.success() {
-        return Err(Error::Build(format!(
+        return Err(CaseFailure::new(format!(
             "`nix path-info -r` of the primed outputs failed ({}): {}",
             out.outcome.describe(),
             out.stderr.trim()
-        )));
+        ))
+        .into());
     }
-    parse_path_details(&out.stdout).map_err(Error::Build)
+    Ok(parse_path_details(&out.stdout).map_err(CaseFailure::new)?)
 }
 
 /// Dumps one path's NAR from the primed store, checks it is the NAR `nix path-info`
@@ -190,9 +191,9 @@ fn upload_one(
     path: &PathDetails,
     exec: &dyn Executor,
     timeout: Duration,
-) -> Result<UploadAnswer> {
+) -> StepResult<UploadAnswer> {
     let failed =
-        |why: String| Error::Build(format!("uploading {} to Attic failed: {why}", path.path));
+        |why: String| CaseFailure::new(format!("uploading {} to Attic failed: {why}", path.path));
     let info = UploadInfo::new(api.cache, path).map_err(failed)?;
     let nar = store.scratch.join(format!("{}.nar", info.store_path_hash));
     let mut spec = CommandSpec::new(
@@ -218,7 +219,8 @@ fn upload_one(
             "`nix store dump-path` {}: {}",
             outcome.describe(),
             stderr.trim()
-        )));
+        ))
+        .into());
     }
     let (digest, size) = sha256_of(&nar).context(|| format!("reading {}", nar.display()))?;
     let dumped = format!("sha256:{}", hex(&digest));
@@ -226,12 +228,13 @@ fn upload_one(
         return Err(failed(format!(
             "the dumped NAR ({dumped}, {size} bytes) is not the one the store records ({}, {} bytes)",
             info.nar_hash, info.nar_size
-        )));
+        ))
+        .into());
     }
     let answer = api.upload(&info, &nar, timeout).map_err(failed);
     let _ = std::fs::remove_file(&nar);
     let _ = std::fs::remove_file(&spec.stderr);
-    answer
+    Ok(answer?)
 }
 
 fn sha256_of(file: &Path) -> std::io::Result<([u8; 32], u64)> {
