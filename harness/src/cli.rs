@@ -120,10 +120,10 @@ pub fn main() -> i32 {
             crate::run::coverage::run(&args, &Env::capture(), std::env::args().collect())
         }
         Command::Guest { job } => process::install_interrupt_handler()
-            .and_then(|()| Session::serve_guest_job(&job, &ProcessExecutor))
+            .and_then(|()| Session::serve_guest_job(&job, &ProcessExecutor, &Env::capture()))
             .map(|()| exit_code::OK),
         Command::Clean { work_dir } => {
-            crate::exec::janitor::clean(&work_dir.unwrap_or_else(std::env::temp_dir))
+            crate::exec::janitor::clean(&work_dir.unwrap_or_else(|| Env::capture().temp_dir))
         }
     };
     result.unwrap_or_else(|e| {

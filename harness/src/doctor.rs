@@ -1,7 +1,7 @@
 //! `flywheel-bench doctor`: which tools are here, their versions, and which parts of a run
 //! can work on this machine; `--lane gpu` adds what a GPU runner needs.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::Path;
 
 use crate::error::{exit_code, Error, IoContext, Result};
@@ -24,7 +24,8 @@ const NEEDS: &[(&str, &[&str])] = &[
 /// Prints what was found and what can run (and, for `lane`, what that lane needs here);
 /// exit 3 when something is missing.
 pub fn run(exec: &dyn Executor, lane: Option<Lane>, env: &Env) -> Result<i32> {
-    let tools = tools::probe_all(exec);
+    let search_path = OsString::from(env.var("PATH").unwrap_or_default());
+    let tools = tools::probe_all(exec, &search_path);
     println!("tools:");
     for (name, _) in tools::KNOWN_TOOLS {
         match tools.get(*name) {
@@ -58,7 +59,7 @@ pub fn run(exec: &dyn Executor, lane: Option<Lane>, env: &Env) -> Result<i32> {
         }
     }
     if lane == Some(Lane::Gpu) {
-        all &= gpu_lane(exec, env)?;
+        all &= gpu_lane(exec, env, &search_path)?;
     }
     Ok(if all {
         exit_code::OK
@@ -80,12 +81,11 @@ fn sandbox_probe(exec: &dyn Executor, nix: &Path) -> Result<(), String> {
 }
 
 /// Prints each need of the gpu lane; whether every required one is met.
-fn gpu_lane(exec: &dyn Executor, env: &Env) -> Result<bool> {
+fn gpu_lane(exec: &dyn Executor, env: &Env, search_path: &OsStr) -> Result<bool> {
     let scratch = tempfile::tempdir().context(|| "creating a temporary folder".into())?;
-    let search_path = OsString::from(env.var("PATH").unwrap_or_default());
     println!("gpu lane:");
     let mut all = true;
-    for need in gpu::needs(exec, &search_path, &env.cwd, scratch.path()) {
+    for need in gpu::needs(exec, search_path, &env.cwd, scratch.path()) {
         let (mark, text) = match (&need.found, need.required) {
             (Ok(found), _) => ("yes ", found),
             (Err(fix), true) => ("no  ", fix),

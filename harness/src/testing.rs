@@ -258,6 +258,7 @@ pub fn schedule(
         work_dir: work.path(),
         skip_reason,
         cache_link: None,
+        ci_ref: None,
     }
     .run(&mut [&mut events])
     .unwrap();

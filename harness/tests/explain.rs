@@ -101,7 +101,8 @@ fn a_bazel_action_whose_environment_changed_is_explained_by_the_variable() {
         read_only: false,
     };
     let bazel = which::which("bazel").unwrap();
-    let version = flywheel_bench::tools::probe_all(&ProcessExecutor)["bazel"]
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let version = flywheel_bench::tools::probe_all(&ProcessExecutor, &path)["bazel"]
         .version
         .clone();
     let setup = BazelSetup {

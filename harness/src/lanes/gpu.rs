@@ -37,14 +37,9 @@ pub const DEVICE_FILES: [(&str, &str); 2] = [
     ),
 ];
 
-/// A program on `search_path` (the PATH the run started with).
-pub fn find_in(name: &str, search_path: &OsStr) -> Option<PathBuf> {
-    which::which_in(name, Some(search_path), "/").ok()
-}
-
 /// The GPU and the nvidia-smi that described it, or a clean reason to skip the lane.
 pub fn preflight(exec: &dyn Executor, search_path: &OsStr) -> Result<(GpuInfo, PathBuf), String> {
-    let smi = find_in("nvidia-smi", search_path)
+    let smi = crate::tools::find("nvidia-smi", search_path)
         .ok_or_else(|| "no NVIDIA GPU: nvidia-smi is not on PATH".to_string())?;
     let query = CommandSpec::new(
         &smi,
@@ -136,7 +131,7 @@ pub fn parse_ldconfig(text: &str) -> Option<PathBuf> {
 
 /// `ldconfig -p`'s answer for libcuda.so.1 (ldconfig lives in sbin, often not on PATH).
 pub fn libcuda_dir(exec: &dyn Executor, search_path: &OsStr) -> Result<PathBuf, String> {
-    let ldconfig = find_in("ldconfig", search_path)
+    let ldconfig = crate::tools::find("ldconfig", search_path)
         .or_else(|| {
             ["/sbin/ldconfig", "/usr/sbin/ldconfig"]
                 .map(PathBuf::from)
@@ -162,7 +157,7 @@ pub struct CudaLayout {
 
 impl CudaLayout {
     pub fn discover(exec: &dyn Executor, search_path: &OsStr) -> CudaLayout {
-        let nvcc = find_in("nvcc", search_path);
+        let nvcc = crate::tools::find("nvcc", search_path);
         CudaLayout {
             cuda_home: discover_cuda_home(nvcc.as_deref(), Path::new(DEFAULT_CUDA_HOME)),
             libcuda_dir: libcuda_dir(exec, search_path),
@@ -454,7 +449,7 @@ pub fn needs(exec: &dyn Executor, search_path: &OsStr, flake_dir: &Path, dir: &P
         ("nix", "Nix (builds)"),
         ("nginx", "nginx (the embedded cache of warm cases)"),
     ] {
-        let found = find_in(tool, search_path).map(|p| p.display().to_string());
+        let found = crate::tools::find(tool, search_path).map(|p| p.display().to_string());
         needs.push(need(
             what,
             found.ok_or_else(|| {
@@ -475,7 +470,7 @@ pub fn needs(exec: &dyn Executor, search_path: &OsStr, flake_dir: &Path, dir: &P
         }),
         true,
     ));
-    let nix = find_in("nix", search_path);
+    let nix = crate::tools::find("nix", search_path);
     let shell = match choose_shell(exec, nix.as_deref(), flake_dir, dir) {
         Shell::Flake { name, .. } => Ok(name),
         Shell::Ambient { reason } => Err(format!("cases run in the ambient environment: {reason}")),
@@ -555,7 +550,10 @@ mod tests {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .unwrap();
-        assert_eq!(find_in("nvcc", &path), Some(link.join("bin/nvcc")));
+        assert_eq!(
+            crate::tools::find("nvcc", &path),
+            Some(link.join("bin/nvcc"))
+        );
     }
 
     fn cuda_repo(cuda_home: &str, sandbox: &[&Path]) -> RepoManifest {

@@ -126,7 +126,7 @@ fn gpu_lane<'a>(mut identity: LaneIdentity, ctx: &LaneContext<'a>) -> Result<Pre
     if let Some(reason) = no_toolkit {
         return Ok(skipped(identity, reason));
     }
-    let nix = gpu::find_in("nix", ctx.search_path);
+    let nix = crate::tools::find("nix", ctx.search_path);
     let shell = gpu::choose_shell(ctx.exec, nix.as_deref(), ctx.flake_dir, ctx.dir);
     let inner: Box<dyn Executor + 'a> = match shell {
         gpu::Shell::Flake { name, prefix } => match gpu::shell_startup(ctx.exec, &prefix) {

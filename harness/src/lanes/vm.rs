@@ -9,7 +9,7 @@
 //! evidence, not KVM figures). /dev/kvm alone proves nothing: nested PVM devices exist on
 //! which stock kernels crawl and then fail.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -561,6 +561,8 @@ pub struct GuestLane<'a> {
     bazel_cache: Option<BazelCache>,
     nix: NixSetup,
     bazel: BazelSetup,
+    /// The run's `$PATH`, which the guest's harness gets (the guest shares the host's root).
+    search_path: OsString,
 }
 
 impl<'a> GuestLane<'a> {
@@ -591,6 +593,7 @@ impl<'a> GuestLane<'a> {
             bazel_cache: ctx.bazel_cache.cloned(),
             nix: ctx.nix.clone(),
             bazel: ctx.bazel.clone(),
+            search_path: ctx.search_path.to_owned(),
         })
     }
 
@@ -675,7 +678,7 @@ impl<'a> GuestLane<'a> {
         };
         let caches = (self.nix_cache.as_ref(), self.bazel_cache.as_ref());
         GuestJob::write(job, plan, caches, (&self.nix, &self.bazel), role)?;
-        guest_script()
+        guest_script(&self.search_path)
     }
 }
 
@@ -689,10 +692,10 @@ pub struct GuestEnd {
 }
 
 /// The job's script: this harness, from the shared host root, serving the job.
-fn guest_script() -> Result<String> {
+fn guest_script(search_path: &OsStr) -> Result<String> {
     use crate::exec::process::shell_quote;
     let exe = std::env::current_exe().context(|| "finding the harness's own executable".into())?;
-    let path = std::env::var("PATH").unwrap_or_default();
+    let path = search_path.to_string_lossy();
     Ok(format!(
         "export HOME=/tmp/home PATH={path}\nmkdir -p \"$HOME\"\ncd /tmp\nexec {exe} guest {job}\n",
         path = shell_quote(&path),

@@ -184,8 +184,11 @@ pub struct RunConfig {
     pub checkout_cache: PathBuf,
     /// The folder the run started in: the flake whose dev shells the gpu lane may use.
     pub flake_dir: PathBuf,
-    /// `$PATH` as the run started: where the gpu lane looks for nvidia-smi, nvcc and ldconfig.
+    /// `$PATH` as the run started: where every tool is looked up (nix, bazel, nginx,
+    /// QEMU, the gpu lane's nvidia-smi, nvcc and ldconfig), and the vm lane guest's `PATH`.
     pub search_path: std::ffi::OsString,
+    /// `$GITHUB_REF`: the ref a CI checked out, which results record for detached checkouts.
+    pub ci_ref: Option<String>,
 }
 
 impl RunConfig {
@@ -297,6 +300,7 @@ impl RunConfig {
                 .unwrap_or_else(|| default_checkout_cache(env)),
             flake_dir: env.cwd.clone(),
             search_path: env.var("PATH").unwrap_or_default().into(),
+            ci_ref: env.var("GITHUB_REF").map(str::to_string),
         })
     }
 }

@@ -410,7 +410,9 @@ fn measure(
         repos: Vec::new(),
     };
     let nix = uses_nix
-        .then(|| crate::tools::require("nix", "to instantiate the Nix targets"))
+        .then(|| {
+            crate::tools::require("nix", "to instantiate the Nix targets", &config.search_path)
+        })
         .transpose()?;
     let scratch = crate::run::session::new_scratch(&config.work_dir)?;
     let driver = nix

@@ -29,6 +29,8 @@ pub struct Scheduler<'a> {
     pub skip_reason: Option<&'a str>,
     /// The cache link measured for the run, for warm samples' transfer floors.
     pub cache_link: Option<CacheLink>,
+    /// `$GITHUB_REF`, for sources in a detached checkout.
+    pub ci_ref: Option<&'a str>,
 }
 
 impl Scheduler<'_> {
@@ -66,7 +68,7 @@ impl Scheduler<'_> {
     fn new_result(&self, case: &CaseSpec) -> CaseResult {
         let mut result = blank_result(self.plan, case);
         if let Some(path) = self.plan.repo(case).source.local_path() {
-            result.source_git = crate::tools::git::describe(self.exec, path);
+            result.source_git = crate::tools::git::describe(self.exec, path, self.ci_ref);
         }
         result
     }

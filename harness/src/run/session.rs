@@ -1,6 +1,7 @@
 //! One run session: loads the plan, finds the tools, owns the scratch folder, the caches
 //! and the drivers, and runs each lane's plan, handing every event to the sinks.
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use crate::cache::{CacheNeeds, Caches};
@@ -12,7 +13,7 @@ use crate::lanes::vm::GuestJob;
 use crate::lanes::{self, GuestRole, LaneContext, LaneRunner};
 use crate::plan::cache::Fill;
 use crate::plan::config::{
-    BazelCacheConfig, BazelSetup, NixCacheConfig, NixSetup, RunConfig, VmSettings,
+    BazelCacheConfig, BazelSetup, Env, NixCacheConfig, NixSetup, RunConfig, VmSettings,
 };
 use crate::plan::{manifest, Explain, Lane, Plan, System};
 use crate::results::explain::CacheLink;
@@ -40,11 +41,12 @@ impl Tools {
         embedded_cache: bool,
         vm_lane: bool,
         attic_cli: bool,
+        search_path: &OsStr,
     ) -> Result<Tools> {
         let uses = |system: System| plans.iter().any(|p| p.uses(system));
         let need = |wanted: bool, tool: &'static str, what: &str| {
             wanted
-                .then(|| crate::tools::require(tool, what))
+                .then(|| crate::tools::require(tool, what, search_path))
                 .transpose()
         };
         Ok(Tools {
@@ -71,8 +73,10 @@ struct LaneSettings {
     flake_dir: PathBuf,
     nix: NixSetup,
     bazel: BazelSetup,
-    /// `$PATH` as the run started (the gpu lane's tools).
-    search_path: std::ffi::OsString,
+    /// `$PATH` as the run started: where tools are found.
+    search_path: OsString,
+    /// `$GITHUB_REF`: the ref a CI checked out, for detached checkouts.
+    ci_ref: Option<String>,
     /// Set inside a vm lane's guest: the lane as the host booted it.
     guest: Option<GuestRole>,
 }
@@ -126,6 +130,7 @@ impl Session {
             embedded,
             config.lanes.contains(&Lane::Vm),
             attic_cli,
+            &config.search_path,
         )?;
         let scratch = new_scratch(&config.work_dir)?;
         let caches = Caches::provision(
@@ -147,27 +152,29 @@ impl Session {
             nix: config.nix.clone(),
             bazel: config.bazel.clone(),
             search_path: config.search_path.clone(),
+            ci_ref: config.ci_ref.clone(),
             guest: None,
         };
         Session::assemble(plans, tools, caches, scratch, lanes, exec)
     }
 
     /// Inside a vm lane's guest: runs the job the host wrote, its events written for the
-    /// host as they happen.
-    pub fn serve_guest_job(job_file: &Path, exec: &dyn Executor) -> Result<()> {
+    /// host as they happen. `env` is the guest's: its `$PATH` finds the tools.
+    pub fn serve_guest_job(job_file: &Path, exec: &dyn Executor, env: &Env) -> Result<()> {
         let job = GuestJob::read(job_file)?;
         let mut events = EventLog::create(&job.events)?;
-        Session::guest(job, exec)?.run(&mut [&mut events])
+        Session::guest(job, exec, env)?.run(&mut [&mut events])
     }
 
     /// Inside a vm lane's guest: the host's plan against the host's caches.
-    fn guest(job: GuestJob, exec: &dyn Executor) -> Result<Session> {
+    fn guest(job: GuestJob, exec: &dyn Executor, env: &Env) -> Result<Session> {
         let plans = vec![job.plan];
         let attic_cli = job
             .nix_cache
             .as_ref()
             .is_some_and(|c| c.fill == Fill::AtticCli);
-        let tools = Tools::require(&plans, false, false, attic_cli)?;
+        let search_path = OsString::from(env.var("PATH").unwrap_or_default());
+        let tools = Tools::require(&plans, false, false, attic_cli, &search_path)?;
         let scratch = new_scratch(&job.work_dir)?;
         let caches = Caches::given(job.nix_cache, job.bazel_cache);
         let lanes = LaneSettings {
@@ -175,8 +182,8 @@ impl Session {
             flake_dir: job.work_dir,
             nix: job.nix,
             bazel: job.bazel,
-            // A guest runs vm-lane cases only, which look for no tool on PATH.
-            search_path: Default::default(),
+            search_path,
+            ci_ref: None,
             guest: Some(GuestRole {
                 acceleration: job.acceleration,
                 acceleration_note: job.acceleration_note,
@@ -194,7 +201,7 @@ impl Session {
         exec: &dyn Executor,
     ) -> Result<Session> {
         let builds = BuildExecutor::for_run(&scratch, None);
-        let environment = crate::lanes::host::identity(exec);
+        let environment = crate::lanes::host::identity(exec, &lanes.search_path);
         let version = |tool: &str| {
             environment
                 .tools
@@ -256,7 +263,7 @@ impl Session {
             config.run_settings(),
             command,
             self.environment.clone(),
-            crate::tools::git::describe(exec, &config.flake_dir),
+            crate::tools::git::describe(exec, &config.flake_dir, config.ci_ref.as_deref()),
         );
         results.notes = self.notes();
         results.cache_link = self.cache_link;
@@ -328,6 +335,7 @@ impl Session {
                         work_dir: &work_dir,
                         skip_reason: lane.skip_reason.as_deref(),
                         cache_link: *cache_link,
+                        ci_ref: lanes.ci_ref.as_deref(),
                     }
                     .run(sinks)?;
                 }

@@ -16,13 +16,13 @@ fn git(exec: &dyn Executor, dir: &Path, args: &[&str]) -> Option<String> {
     out.outcome.success().then(|| out.stdout.trim().to_string())
 }
 
-/// `None` when `dir` is not in a git checkout (or git is missing).
-pub fn describe(exec: &dyn Executor, dir: &Path) -> Option<GitInfo> {
+/// `None` when `dir` is not in a git checkout (or git is missing). CI checkouts are usually
+/// detached: `ci_ref` (`$GITHUB_REF`) names the ref the CI checked out.
+pub fn describe(exec: &dyn Executor, dir: &Path, ci_ref: Option<&str>) -> Option<GitInfo> {
     let commit = git(exec, dir, &["rev-parse", "HEAD"])?;
-    // CI checkouts are usually detached; the CI names the ref it checked out.
     let git_ref = git(exec, dir, &["symbolic-ref", "-q", "HEAD"])
         .filter(|r| !r.is_empty())
-        .or_else(|| std::env::var("GITHUB_REF").ok().filter(|r| !r.is_empty()));
+        .or_else(|| ci_ref.filter(|r| !r.is_empty()).map(str::to_string));
     let dirty = git(
         exec,
         dir,
@@ -154,7 +154,10 @@ mod tests {
         let url = format!("file://{}", origin.path().display());
         let checkout = fetch(&ProcessExecutor, &url, &rev, cache.path()).unwrap();
         assert!(checkout.join("repo.toml").is_file());
-        assert_eq!(describe(&ProcessExecutor, &checkout).unwrap().commit, rev);
+        assert_eq!(
+            describe(&ProcessExecutor, &checkout, None).unwrap().commit,
+            rev
+        );
         // Second time: from the cache (the origin is gone).
         drop(origin);
         assert_eq!(
@@ -293,10 +296,43 @@ mod tests {
     #[test]
     fn describes_this_checkout_and_nothing_outside_one() {
         let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-        if let Some(info) = describe(&ProcessExecutor, here) {
+        if let Some(info) = describe(&ProcessExecutor, here, None) {
             assert_eq!(info.commit.len(), 40, "{info:?}");
         }
         let outside = tempfile::tempdir().unwrap();
-        assert_eq!(describe(&ProcessExecutor, outside.path()), None);
+        assert_eq!(describe(&ProcessExecutor, outside.path(), None), None);
+    }
+
+    #[test]
+    fn a_detached_checkout_takes_the_ref_the_ci_names() {
+        let repo = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@t", "-C"])
+                .arg(repo.path())
+                .args(args)
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        git(&["init", "-q", "-b", "main"]);
+        git(&["commit", "-q", "--allow-empty", "-m", "one"]);
+        let on_branch = describe(&ProcessExecutor, repo.path(), Some("refs/pull/7/merge")).unwrap();
+        assert_eq!(
+            on_branch.git_ref.as_deref(),
+            Some("refs/heads/main"),
+            "the branch wins"
+        );
+        git(&["checkout", "-q", "--detach"]);
+        let detached = describe(&ProcessExecutor, repo.path(), Some("refs/pull/7/merge")).unwrap();
+        assert_eq!(detached.git_ref.as_deref(), Some("refs/pull/7/merge"));
+        assert_eq!(
+            describe(&ProcessExecutor, repo.path(), None)
+                .unwrap()
+                .git_ref,
+            None
+        );
     }
 }

@@ -17,7 +17,7 @@ pub mod nix_push;
 pub mod nix_sandbox;
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,14 +39,14 @@ pub const KNOWN_TOOLS: &[(&str, &[&str])] = &[
 
 const VERSION_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// `which` for one tool.
-pub fn find(name: &str) -> Option<PathBuf> {
-    which::which(name).ok()
+/// A program on `search_path` (the `$PATH` the run started with, from `Env`).
+pub fn find(name: &str, search_path: &OsStr) -> Option<PathBuf> {
+    which::which_in(name, Some(search_path), "/").ok()
 }
 
 /// Like `find`, but a missing tool is an error that says what needs it and how to get it.
-pub fn require(name: &'static str, needed_for: &str) -> Result<PathBuf> {
-    find(name).ok_or_else(|| Error::MissingTool {
+pub fn require(name: &'static str, needed_for: &str, search_path: &OsStr) -> Result<PathBuf> {
+    find(name, search_path).ok_or_else(|| Error::MissingTool {
         tool: name,
         needed_for: needed_for.to_string(),
         fix: install_hint(name),
@@ -66,12 +66,12 @@ pub fn install_hint(name: &str) -> &'static str {
     }
 }
 
-/// Path and version of every known tool found on PATH.
-pub fn probe_all(exec: &dyn Executor) -> BTreeMap<String, ToolVersion> {
+/// Path and version of every known tool found on `search_path`.
+pub fn probe_all(exec: &dyn Executor, search_path: &OsStr) -> BTreeMap<String, ToolVersion> {
     KNOWN_TOOLS
         .iter()
         .filter_map(|(name, args)| {
-            let path = find(name)?;
+            let path = find(name, search_path)?;
             let version = version_of(exec, &path, args).unwrap_or_else(|| "unknown".into());
             Some((
                 name.to_string(),
@@ -449,7 +449,10 @@ mod tests {
     }
     #[test]
     fn probes_a_tool_that_is_always_there() {
-        let tools = probe_all(&ProcessExecutor);
+        let tools = probe_all(
+            &ProcessExecutor,
+            &std::env::var_os("PATH").unwrap_or_default(),
+        );
         // gcc is needed to build the Rust harness's C dependencies, so it is present here.
         let gcc = tools.get("gcc").expect("gcc found");
         assert!(gcc.version.contains("gcc"), "{gcc:?}");
@@ -457,7 +460,12 @@ mod tests {
 
     #[test]
     fn missing_tools_are_named_with_a_fix() {
-        let err = require("flywheel-bench-no-such-tool", "for this test").unwrap_err();
+        let err = require(
+            "flywheel-bench-no-such-tool",
+            "for this test",
+            OsStr::new("/bin"),
+        )
+        .unwrap_err();
         assert_eq!(err.exit_code(), crate::error::exit_code::ENVIRONMENT);
         let text = err.to_string();
         assert!(
