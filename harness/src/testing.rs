@@ -159,7 +159,12 @@ impl BuildDriver for FakeDriver {
         })
     }
 
-    fn inspect(&self, build: &PreparedBuild, outcome: &ProcessOutcome) -> BuildReport {
+    fn inspect(
+        &self,
+        build: &PreparedBuild,
+        outcome: &ProcessOutcome,
+        _explain_misses: bool,
+    ) -> BuildReport {
         BuildReport {
             counters: Counters {
                 built: Some(1),
@@ -176,6 +181,8 @@ impl BuildDriver for FakeDriver {
             messages: Vec::new(),
             time_split: None,
             transfer: None,
+            explanations: None,
+            outputs: None,
             log_tail: if outcome.success() {
                 Vec::new()
             } else {

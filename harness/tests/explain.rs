@@ -52,8 +52,9 @@ fn build(
         "{}",
         std::fs::read_to_string(&build.spec.stderr).unwrap_or_default()
     );
-    let report = driver.inspect(&build, &outcome);
-    let explained = driver.explain_misses(&build, &report);
+    let explain_misses = matches!(mode, BuildMode::FromCache { .. });
+    let report = driver.inspect(&build, &outcome, explain_misses);
+    let explained = report.explanations.clone();
     (build, report, explained)
 }
 

@@ -205,7 +205,7 @@ impl CaseRun<'_, '_> {
             let servers = self.driver.servers(&build);
             let outcome = self.exec.run_with_servers(&build.spec, &servers)?;
             if !outcome.success() {
-                let report = self.driver.inspect(&build, &outcome);
+                let report = self.driver.inspect(&build, &outcome, false);
                 return Err(CaseFailure::new(format!(
                     "priming build failed ({}): {}",
                     outcome.describe(),

@@ -129,7 +129,8 @@ struct Instantiator<'a> {
 
 impl Instantiator<'_> {
     /// Instantiates `repo`'s Nix targets into `store` (nothing is built): the derivations
-    /// of the targets alone, then of their whole closure.
+    /// of the targets, from evaluating them once, then of their whole closure, read from
+    /// the derivations now in the store.
     fn instantiate(
         &self,
         repo: &RepoManifest,
@@ -140,16 +141,13 @@ impl Instantiator<'_> {
             .nix
             .as_ref()
             .ok_or_else(|| format!("{} has no [nix] targets", repo.name))?;
-        let show = |recursive: bool| -> std::result::Result<Vec<Derivation>, String> {
+        let show = |what: Vec<OsString>| -> std::result::Result<Vec<Derivation>, String> {
             let mut args: Vec<OsString> = show_command(self.version)
                 .iter()
                 .map(OsString::from)
                 .collect();
-            if recursive {
-                args.push("-r".into());
-            }
             args.extend(["--store".into(), store.as_os_str().to_owned()]);
-            args.extend(target_args(targets, source, &repo.parameters));
+            args.extend(what);
             let env = self.driver.env(&store.with_extension("xdg-cache"));
             let spec = CommandSpec::new(self.nix, args, self.timeout).env(env);
             let out = run_captured(self.exec, spec).map_err(|e| e.to_string())?;
@@ -162,7 +160,11 @@ impl Instantiator<'_> {
             }
             parse_derivations(&out.stdout)
         };
-        Ok((show(false)?, show(true)?))
+        let roots = show(target_args(targets, source, &repo.parameters))?;
+        let mut closure_of: Vec<OsString> = vec!["-r".into()];
+        closure_of.extend(roots.iter().map(|d| OsString::from(&d.drv)));
+        let closure = show(closure_of)?;
+        Ok((roots, closure))
     }
 }
 

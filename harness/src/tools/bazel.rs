@@ -17,13 +17,14 @@ use crate::exec::process::{run_captured, CommandSpec, Executor, ProcessOutcome, 
 use crate::plan::cache::{reroute, BazelCache, BazelEndpoint};
 use crate::plan::config::BazelSetup;
 use crate::plan::{ParamValue, System};
-use crate::results::explain::{MissExplanations, TimeSplit};
+use crate::results::explain::TimeSplit;
 use crate::results::{CacheFill, CacheUse, ConfigFile, ToolUse};
 use crate::results::{ExternalDeps, FlagSet};
 use crate::tools::bazel_flags::BazelVersion;
 use crate::tools::bazel_log::{
     self, failure_summary, failure_tail, parse_process_summary, ExecLog, ExecLogReader,
 };
+use crate::tools::explain::explain_bazel_misses;
 use crate::tools::{bazel_profile, Transfer};
 use crate::tools::{
     failed_tail, first_distinct, BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation,
@@ -433,9 +434,23 @@ impl BuildDriver for BazelDriver {
         })
     }
 
-    fn inspect(&self, build: &PreparedBuild, outcome: &ProcessOutcome) -> BuildReport {
+    /// One pass over the execution log gives the counters, the output digests and the
+    /// misses to explain (each against the priming build's same action).
+    fn inspect(
+        &self,
+        build: &PreparedBuild,
+        outcome: &ProcessOutcome,
+        explain_misses: bool,
+    ) -> BuildReport {
         let stderr = std::fs::read_to_string(&build.spec.stderr).unwrap_or_default();
-        let exec_log = read_exec_log(build);
+        let priming_log = match &build.state {
+            BuildState::Bazel {
+                priming_log: Some(priming),
+                ..
+            } if explain_misses => Some(priming),
+            _ => None,
+        };
+        let mut exec_log = scan_exec_log_of(build, priming_log.is_some());
         let summary = parse_process_summary(&stderr);
         let split = time_split(build, outcome.wall.as_secs_f64());
         let mut counters = Counters::default();
@@ -478,36 +493,24 @@ impl BuildDriver for BazelDriver {
                 requests: split.map_or(0, |(_, requests)| requests),
                 parallelism: REMOTE_PARALLELISM,
             }),
+            explanations: match (priming_log, &mut exec_log) {
+                (Some(priming), Ok(log)) if !log.misses.is_empty() => {
+                    let misses = std::mem::take(&mut log.misses);
+                    open_log(priming)
+                        .map(|r| ExecLogReader::new(r, &priming.display().to_string()))
+                        .and_then(|reader| explain_bazel_misses(misses, reader))
+                        .ok()
+                }
+                _ => None,
+            },
+            outputs: exec_log.ok().map(|log| log.outputs),
         }
     }
 
-    /// Each action that read no cache hit, against the priming build's same action.
-    fn explain_misses(
-        &self,
-        build: &PreparedBuild,
-        report: &BuildReport,
-    ) -> Option<MissExplanations> {
-        let c = &report.counters;
-        if c.remote_cache_hits? >= c.actions? {
-            return None;
-        }
-        let BuildState::Bazel {
-            exec_log,
-            priming_log: Some(priming),
-            ..
-        } = &build.state
-        else {
-            return None;
-        };
-        let reader =
-            |p: &Path| open_log(p).map(|r| ExecLogReader::new(r, &p.display().to_string()));
-        crate::tools::explain::explain_bazel_misses(reader(exec_log).ok()?, reader(priming).ok()?)
-            .ok()
-    }
-
-    /// Digests of every output file of every spawn, from the execution log.
+    /// Digests of every output file of every spawn, from the execution log (`inspect` has
+    /// them from its pass over the log; this reads it for a build not inspected).
     fn outputs(&mut self, build: &PreparedBuild, _exec: &dyn Executor) -> StepResult<Outputs> {
-        Ok(read_exec_log(build)
+        Ok(scan_exec_log_of(build, false)
             .map(|log| log.outputs)
             .map_err(CaseFailure::new)?)
     }
@@ -589,12 +592,17 @@ impl BuildDriver for BazelDriver {
     }
 }
 
-/// The build's execution log, parsed as it streams.
-fn read_exec_log(build: &PreparedBuild) -> std::result::Result<ExecLog, String> {
+/// The build's execution log, parsed as it streams; with `keep_misses`, the spawns that
+/// were not cache hits kept whole.
+fn scan_exec_log_of(
+    build: &PreparedBuild,
+    keep_misses: bool,
+) -> std::result::Result<ExecLog, String> {
     let BuildState::Bazel { exec_log, .. } = &build.state else {
         return Err("a Bazel driver was handed another tool's build".into());
     };
-    bazel_log::read_exec_log(open_log(exec_log)?, &exec_log.display().to_string())
+    let name = exec_log.display().to_string();
+    bazel_log::scan_exec_log(open_log(exec_log)?, &name, keep_misses)
 }
 
 fn open_log(path: &Path) -> std::result::Result<std::io::BufReader<std::fs::File>, String> {

@@ -179,6 +179,12 @@ pub struct BuildReport {
     pub time_split: Option<crate::results::explain::TimeSplit>,
     /// What the build fetched from caches, for the transfer floor: bytes and requests.
     pub transfer: Option<Transfer>,
+    /// Why items of a build that read the cache still missed it, when asked for and the
+    /// tool's logs can tell.
+    pub explanations: Option<MissExplanations>,
+    /// The outputs' digests, when the build's own log names them (Bazel's execution log);
+    /// otherwise the driver takes them after the build ([`BuildDriver::outputs`]).
+    pub outputs: Option<Outputs>,
 }
 
 /// What a build fetched from caches.
@@ -367,8 +373,14 @@ pub trait BuildDriver {
         dir: &Path,
     ) -> StepResult<PreparedBuild>;
 
-    /// Reads what the build did from its logs.
-    fn inspect(&self, build: &PreparedBuild, outcome: &ProcessOutcome) -> BuildReport;
+    /// Reads what the build did from its logs, each read once; with `explain_misses`
+    /// (a build that read the cache, explained), also why items missed the cache.
+    fn inspect(
+        &self,
+        build: &PreparedBuild,
+        outcome: &ProcessOutcome,
+        explain_misses: bool,
+    ) -> BuildReport;
 
     /// Digests of a finished build's outputs (before its state is removed).
     fn outputs(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<Outputs>;
@@ -386,16 +398,6 @@ pub trait BuildDriver {
     /// The tool as it builds this case: its version and the choices that shape the numbers.
     /// A Bazel that cannot build this repo at all fails the case.
     fn tool_use(&self, case: &CaseContext) -> StepResult<ToolUse>;
-
-    /// Why a build that read the cache still built some items (warm and fallback
-    /// samples): `None` when nothing missed or the tool's logs cannot tell.
-    fn explain_misses(
-        &self,
-        _build: &PreparedBuild,
-        _report: &BuildReport,
-    ) -> Option<MissExplanations> {
-        None
-    }
 
     /// Long-lived servers the build works through, so their CPU and memory count too.
     fn servers(&self, _build: &PreparedBuild) -> ServerProbe {

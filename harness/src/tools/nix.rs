@@ -21,7 +21,7 @@ use crate::results::{CacheFill, CacheUse, ConfigFile, FillMethod, SourceCount, T
 use crate::tools::explain::{explain_nix_misses, narinfo_answer, nix_built_derivations};
 use crate::tools::narinfo::NarinfoSource;
 use crate::tools::nix_log::{
-    build_log_tail, parse_build_outputs, parse_internal_json, parse_path_info,
+    build_log_tail, count_log, parse_build_outputs, parse_lines, parse_path_info, Line,
 };
 use crate::tools::nix_phases::{parse_arrival_times, split_nix_time};
 use crate::tools::nix_push::{fill_attic, PrimedStore};
@@ -335,6 +335,43 @@ impl NixDriver {
         CommandSpec::new(program, args, case.timeout).env(env)
     }
 
+    /// Each derivation built instead of substituted, from the log and from what the cache
+    /// answers for its narinfos now (asked directly, not through a fault proxy).
+    fn explain_misses(&self, log: &[Line]) -> Option<MissExplanations> {
+        let cache = self.cache.as_ref()?;
+        let built = nix_built_derivations(log);
+        let mut keys: Vec<&str> = vec![&cache.public_key];
+        keys.extend(self.setup.upstream.iter().map(|u| u.public_key.as_str()));
+        let client = self
+            .client
+            .get_or_init(|| Client::new(&self.setup.proxies))
+            .as_ref()
+            .ok()?;
+        let mut answers = std::collections::HashMap::new();
+        for b in &built {
+            for (path, substituter) in &b.queried {
+                // The team cache's narinfos are asked of the cache itself (the log may
+                // name the fault proxy); the upstream layer's of the cache the log names.
+                let asked = self
+                    .setup
+                    .upstream
+                    .iter()
+                    .find(|u| same_url(u.url.as_str(), substituter))
+                    .unwrap_or(cache);
+                let Ok(source) = NarinfoSource::of(asked) else {
+                    continue;
+                };
+                if let Ok(answer) = source.narinfo(client, path) {
+                    answers.insert(
+                        path.clone(),
+                        narinfo_answer(answer.status, &answer.body, &keys),
+                    );
+                }
+            }
+        }
+        Some(explain_nix_misses(&built, &answers))
+    }
+
     fn push_env(&self) -> Vec<(String, OsString)> {
         self.env(&self.dir.join("xdg-cache-push"))
     }
@@ -470,9 +507,17 @@ impl BuildDriver for NixDriver {
         })
     }
 
-    fn inspect(&self, build: &PreparedBuild, outcome: &ProcessOutcome) -> BuildReport {
+    /// Everything from one parse of the build's internal-json log; its misses explained
+    /// when asked and something was built.
+    fn inspect(
+        &self,
+        build: &PreparedBuild,
+        outcome: &ProcessOutcome,
+        explain_misses: bool,
+    ) -> BuildReport {
         let stderr = std::fs::read_to_string(&build.spec.stderr).unwrap_or_default();
-        let log = parse_internal_json(&stderr);
+        let lines = parse_lines(&stderr);
+        let log = count_log(&lines);
         BuildReport {
             counters: Counters {
                 built: Some(log.built),
@@ -504,17 +549,21 @@ impl BuildDriver for NixDriver {
                     .unwrap_or_else(|| format!("nix {} and printed no error", outcome.describe()))
             }),
             messages: first_distinct(log.errors.iter().chain(&log.warnings).map(String::as_str)),
-            log_tail: failed_tail(outcome, || build_log_tail(&stderr, LOG_TAIL_LINES)),
+            log_tail: failed_tail(outcome, || build_log_tail(&lines, LOG_TAIL_LINES)),
             time_split: std::fs::read_to_string(stderr_times_path(&build.spec.stderr))
                 .ok()
                 .and_then(|t| parse_arrival_times(&t).ok())
-                .map(|times| split_nix_time(&stderr, &times, outcome.wall.as_secs_f64())),
+                .map(|times| split_nix_time(&lines, &times, outcome.wall.as_secs_f64())),
             transfer: Some(Transfer {
                 // A file:// cache transfers nothing over HTTP: its NARs' announced size.
                 bytes: log.downloaded_bytes.max(log.expected_download_bytes),
                 requests: log.file_transfers,
                 parallelism: HTTP_CONNECTIONS,
             }),
+            explanations: (explain_misses && log.built > 0)
+                .then(|| self.explain_misses(&lines))
+                .flatten(),
+            outputs: None,
         }
     }
 
@@ -580,51 +629,6 @@ impl BuildDriver for NixDriver {
                 .collect(),
             ..ToolUse::default()
         })
-    }
-
-    /// Each derivation built instead of substituted, from the log and from what the cache
-    /// answers for its narinfos now (asked directly, not through a fault proxy).
-    fn explain_misses(
-        &self,
-        build: &PreparedBuild,
-        report: &BuildReport,
-    ) -> Option<MissExplanations> {
-        if report.counters.built? == 0 {
-            return None;
-        }
-        let cache = self.cache.as_ref()?;
-        let stderr = std::fs::read_to_string(&build.spec.stderr).ok()?;
-        let built = nix_built_derivations(&stderr);
-        let mut keys: Vec<&str> = vec![&cache.public_key];
-        keys.extend(self.setup.upstream.iter().map(|u| u.public_key.as_str()));
-        let client = self
-            .client
-            .get_or_init(|| Client::new(&self.setup.proxies))
-            .as_ref()
-            .ok()?;
-        let mut answers = std::collections::HashMap::new();
-        for b in &built {
-            for (path, substituter) in &b.queried {
-                // The team cache's narinfos are asked of the cache itself (the log may
-                // name the fault proxy); the upstream layer's of the cache the log names.
-                let asked = self
-                    .setup
-                    .upstream
-                    .iter()
-                    .find(|u| same_url(u.url.as_str(), substituter))
-                    .unwrap_or(cache);
-                let Ok(source) = NarinfoSource::of(asked) else {
-                    continue;
-                };
-                if let Ok(answer) = source.narinfo(client, path) {
-                    answers.insert(
-                        path.clone(),
-                        narinfo_answer(answer.status, &answer.body, &keys),
-                    );
-                }
-            }
-        }
-        Some(explain_nix_misses(&built, &answers))
     }
 
     fn cache_use(&self) -> Option<CacheUse> {
