@@ -777,4 +777,163 @@ mod tests {
         assert!(patched.contains("\"find_cpp_toolchain\")"));
         assert!(patched.contains("toolchains = [\"@bazel_tools//tools/cpp:toolchain_type\"]"));
     }
+
+    /// Every build mode's `bazel build` argv, and the version-dependent part for each flag
+    /// set, snapshotted. Debian's rule copies are fixed paths here: whether this machine
+    /// has them must not change the snapshot.
+    #[test]
+    fn build_argv_of_every_mode_and_flag_set() {
+        use crate::plan::cache::{BazelCache, BazelEndpoint};
+        use crate::plan::config::Secret;
+        use crate::plan::{Fault, Scenario};
+        use crate::results::CacheBackend;
+        let tmp = tempfile::tempdir().unwrap();
+        let workspace = |name: &str, markers: &[&str]| {
+            let dir = tmp.path().join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            for marker in markers {
+                std::fs::write(dir.join(marker), "").unwrap();
+            }
+            let text = "name = \"r\"\ndescription = \"d\"\n[source]\npath = \".\"\n[bazel]\ntargets = [\"//:app\", \"//lib/...\"]\n";
+            let repo = crate::plan::manifest::parse(text, &dir.join("repo.toml")).unwrap();
+            (dir, repo)
+        };
+        let remote = |read_only: bool, headers: Vec<Secret>| BazelCache {
+            backend: CacheBackend::Http,
+            endpoint: BazelEndpoint::Remote(url::Url::parse("http://127.0.0.1:9090").unwrap()),
+            headers,
+            read_only,
+        };
+        let disk = BazelCache {
+            backend: CacheBackend::Disk,
+            endpoint: BazelEndpoint::Disk(tmp.path().join("disk-cache")),
+            headers: Vec::new(),
+            read_only: false,
+        };
+        let driver = |name: &str, version: &str, cache: BazelCache| {
+            let setup = BazelSetup {
+                version: version.into(),
+                overrides: vec![("rules_x".into(), "/opt/rules_x".into())],
+                shared_repository_cache: true,
+            };
+            let mut driver =
+                BazelDriver::new("bazel".into(), &tmp.path().join(name), Some(cache), &setup)
+                    .unwrap();
+            driver.bazelisk = false;
+            driver.debian_overrides = BTreeMap::from([
+                ("rules_cc".to_string(), "/usr/share/bazel/rules/cc".into()),
+                (
+                    "rules_java".to_string(),
+                    "/usr/share/bazel/rules/java".into(),
+                ),
+            ]);
+            driver
+        };
+        const DEBIAN: &str = "bazel no_version (Debian bazel-bootstrap 4.2.3+ds-9)";
+        let (ws_dir, ws_repo) = workspace("ws-only", &["WORKSPACE"]);
+        let (module_dir, module_repo) = workspace("module", &["MODULE.bazel"]);
+        let case = |repo, source, scenario| CaseContext {
+            repo,
+            source,
+            scenario,
+            timeout: Duration::from_secs(1800),
+            cache_via: None,
+            explain: true,
+        };
+        let warm = BuildMode::FromCache {
+            tool_fallback: false,
+        };
+        let snap = |name: &str, driver: &mut BazelDriver, case: CaseContext, mode| {
+            let build = driver
+                .prepare(&case, mode, &tmp.path().join("build"))
+                .unwrap();
+            let text = crate::tools::argv_snapshot(&build, tmp.path());
+            insta::assert_snapshot!(format!("bazel_argv_{name}"), text);
+            build
+        };
+        let ws = |scenario| case(&ws_repo, &ws_dir, scenario);
+        let mut debian = driver("debian", DEBIAN, remote(false, Vec::new()));
+        let prime = snap(
+            "prime_uploads_only",
+            &mut debian,
+            ws(Scenario::Cold),
+            BuildMode::Prime,
+        );
+        debian.keep_primed(&ws(Scenario::Noop), prime, Outputs::new());
+        snap("cold", &mut debian, ws(Scenario::Cold), BuildMode::Fresh);
+        snap("warm", &mut debian, ws(Scenario::Warm), warm);
+        snap("noop", &mut debian, ws(Scenario::Noop), BuildMode::Noop);
+        let fallback = CaseContext {
+            cache_via: Some("127.0.0.1:4242".parse().unwrap()),
+            ..ws(Scenario::Fallback {
+                fault: Fault::Blackhole,
+                tuned: true,
+            })
+        };
+        snap(
+            "fallback_through_the_proxy_tuned",
+            &mut debian,
+            fallback,
+            warm,
+        );
+        snap(
+            "verify_from_the_cache",
+            &mut debian,
+            ws(Scenario::Verify),
+            warm,
+        );
+        snap(
+            "verify_clean_rebuild",
+            &mut debian,
+            ws(Scenario::Verify),
+            BuildMode::Fresh,
+        );
+        let plain = CaseContext {
+            explain: false,
+            ..ws(Scenario::Warm)
+        };
+        snap("warm_explain_off", &mut debian, plain, warm);
+        let headers = vec![Secret::new("Authorization=Bearer t")];
+        let mut read_only = driver("read-only", DEBIAN, remote(true, headers));
+        snap(
+            "prime_read_only",
+            &mut read_only,
+            ws(Scenario::Cold),
+            BuildMode::Prime,
+        );
+        snap(
+            "warm_read_only_with_headers",
+            &mut read_only,
+            ws(Scenario::Warm),
+            warm,
+        );
+        let mut on_disk = driver("disk", DEBIAN, disk);
+        snap("warm_disk_cache", &mut on_disk, ws(Scenario::Warm), warm);
+        // The flag sets: one warm build each, of a WORKSPACE-only and a bzlmod workspace.
+        for (name, version) in [
+            ("unknown", "bazel no_version"),
+            ("bazel7", "bazel 7.4.0"),
+            ("bazel8", "bazel 8.1.1"),
+            ("bazel9", "bazel 9.0.0"),
+        ] {
+            let mut versioned = driver(name, version, remote(false, Vec::new()));
+            let module = case(&module_repo, &module_dir, Scenario::Warm);
+            snap(
+                &format!("flags_{name}_module"),
+                &mut versioned,
+                module,
+                warm,
+            );
+            if name != "bazel9" {
+                let ws_only = format!("flags_{name}_workspace");
+                snap(&ws_only, &mut versioned, ws(Scenario::Warm), warm);
+            }
+        }
+        let mut bazel9 = driver("bazel9-ws", "bazel 9.0.0", remote(false, Vec::new()));
+        let err = bazel9
+            .prepare(&ws(Scenario::Warm), warm, &tmp.path().join("build"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no WORKSPACE support"), "{err}");
+    }
 }

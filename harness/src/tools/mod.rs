@@ -139,6 +139,39 @@ pub(crate) fn fixture(path: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// A prepared build as its argv snapshot shows it: program, one argument a line, the
+/// environment it adds, where it runs and logs; `tmp` (the test's folder) as `[tmp]`.
+#[cfg(test)]
+pub(crate) fn argv_snapshot(build: &PreparedBuild, tmp: &Path) -> String {
+    let spec = &build.spec;
+    let shown = |p: &std::ffi::OsStr| {
+        p.to_string_lossy()
+            .replace(&tmp.display().to_string(), "[tmp]")
+    };
+    let mut out = format!("{}\n", shown(spec.program.as_os_str()));
+    for arg in &spec.args {
+        out.push_str(&format!("  {}\n", shown(arg)));
+    }
+    for (name, value) in &spec.env {
+        out.push_str(&format!("env {name}={}\n", shown(value)));
+    }
+    if let Some(cwd) = &spec.cwd {
+        out.push_str(&format!("cwd {}\n", shown(cwd.as_os_str())));
+    }
+    out.push_str(&format!(
+        "stdout {}\nstderr {}{}\ntimeout {} s\n",
+        shown(spec.stdout.as_os_str()),
+        shown(spec.stderr.as_os_str()),
+        if spec.stderr_times {
+            " (line times)"
+        } else {
+            ""
+        },
+        spec.timeout.as_secs()
+    ));
+    out
+}
+
 /// Lower-case hex of a digest, as narinfos, Attic and REAPI write them.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

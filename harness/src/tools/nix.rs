@@ -787,4 +787,133 @@ mod tests {
             vec![OsString::from("path:/src#default"), "nixpkgs#hello".into()]
         );
     }
+
+    /// Every build mode's `nix build` argv, snapshotted (the host's sandbox paths redacted:
+    /// they depend on how this machine links /bin and /lib).
+    #[test]
+    fn build_argv_of_every_mode() {
+        use crate::plan::cache::NixCache;
+        use crate::plan::{manifest, Fault, Scenario};
+        use crate::results::CacheBackend;
+        let tmp = tempfile::tempdir().unwrap();
+        let text = "name = \"r\"\ndescription = \"d\"\n[source]\npath = \".\"\n[parameters]\nsize = 3\nflavour = \"plain\"\n[nix]\nfile = \"default.nix\"\nattrs = [\"app\"]\n";
+        std::fs::create_dir(tmp.path().join("src")).unwrap();
+        let repo = manifest::parse(text, &tmp.path().join("src/repo.toml")).unwrap();
+        let url = |u: &str| url::Url::parse(u).unwrap();
+        let team = NixCache::store(
+            CacheBackend::Http,
+            url("http://127.0.0.1:8080/nix"),
+            "team-1:AAAA".into(),
+            None,
+            true,
+        );
+        let attic = NixCache {
+            backend: CacheBackend::Attic,
+            token: Some(crate::plan::config::Secret::new("s3cr3t")),
+            fill: Fill::ReadOnly,
+            ..NixCache::store(
+                CacheBackend::Attic,
+                url("https://attic.example.com/main"),
+                "main:BBBB".into(),
+                None,
+                false,
+            )
+        };
+        let setup = NixSetup {
+            upstream: vec![NixCache::upstream(
+                url("https://cache.nixos.org"),
+                "cache.nixos.org-1:CCCC".into(),
+            )],
+            ..NixSetup::default()
+        };
+        let driver = |name: &str, cache: NixCache, setup: NixSetup| {
+            NixDriver::new("nix".into(), &tmp.path().join(name), Some(cache), setup).unwrap()
+        };
+        let mut plain = driver("plain", team.clone(), NixSetup::default());
+        let mut layered = driver("layered", team, setup);
+        let mut read_only = driver("attic", attic, NixSetup::default());
+        let source = tmp.path().join("src");
+        let case = |scenario| CaseContext {
+            repo: &repo,
+            source: &source,
+            scenario,
+            timeout: std::time::Duration::from_secs(1800),
+            cache_via: None,
+            explain: true,
+        };
+        let fallback = Scenario::Fallback {
+            fault: Fault::Blackhole,
+            tuned: true,
+        };
+        let warm = BuildMode::FromCache {
+            tool_fallback: false,
+        };
+        let snap = |name: &str, driver: &mut NixDriver, case: CaseContext, mode| {
+            let build = driver
+                .prepare(&case, mode, &tmp.path().join("build"))
+                .unwrap();
+            let mut text = crate::tools::argv_snapshot(&build, tmp.path());
+            if let Some(at) = text.find("  sandbox-paths\n  ") {
+                let start = at + "  sandbox-paths\n  ".len();
+                let end = start + text[start..].find('\n').unwrap();
+                text.replace_range(start..end, "[host sandbox paths]");
+            }
+            insta::assert_snapshot!(format!("nix_argv_{name}"), text);
+            build
+        };
+        let prime = snap("prime", &mut plain, case(Scenario::Cold), BuildMode::Prime);
+        plain.keep_primed(&case(Scenario::Noop), prime, Outputs::new());
+        snap("cold", &mut plain, case(Scenario::Cold), BuildMode::Fresh);
+        snap("warm", &mut plain, case(Scenario::Warm), warm);
+        snap("noop", &mut plain, case(Scenario::Noop), BuildMode::Noop);
+        let proxied = CaseContext {
+            cache_via: Some("127.0.0.1:4242".parse().unwrap()),
+            ..case(fallback)
+        };
+        snap(
+            "fallback_through_the_proxy_tuned",
+            &mut plain,
+            proxied,
+            warm,
+        );
+        let tool_fallback = BuildMode::FromCache {
+            tool_fallback: true,
+        };
+        snap("fallback_tool_fallback", &mut plain, proxied, tool_fallback);
+        snap(
+            "verify_from_the_cache",
+            &mut plain,
+            case(Scenario::Verify),
+            warm,
+        );
+        snap(
+            "verify_clean_rebuild",
+            &mut plain,
+            case(Scenario::Verify),
+            BuildMode::Fresh,
+        );
+        let unexplained = CaseContext {
+            explain: false,
+            ..case(Scenario::Warm)
+        };
+        snap("warm_explain_off", &mut plain, unexplained, warm);
+        snap(
+            "cold_with_upstream",
+            &mut layered,
+            case(Scenario::Cold),
+            BuildMode::Fresh,
+        );
+        snap(
+            "warm_with_upstream",
+            &mut layered,
+            case(Scenario::Warm),
+            warm,
+        );
+        snap(
+            "warm_read_only_attic",
+            &mut read_only,
+            case(Scenario::Warm),
+            warm,
+        );
+    }
 }
