@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::{exit_code, Error, Result};
-use crate::exec::process::{self, ProcessExecutor};
+use crate::exec::process::{self, Executor, ProcessExecutor};
+use crate::fake_tools::{FakeScript, FakeTools};
 use crate::plan::args::{CoverageArgs, RunArgs};
 use crate::plan::config::{Env, RunConfig};
 use crate::results::{self, Results};
 use crate::run::progress::Progress;
 use crate::run::recorder::Recorder;
-use crate::run::session::Session;
+use crate::run::session::{MachineTools, Session, Toolbox};
 
 #[derive(Parser)]
 #[command(
@@ -27,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Build bench repos cold, warm and no-op, several samples each, and write results JSON.
-    Run(Box<RunArgs>),
+    Run(Box<RunCommand>),
     /// Show which tools were found, their versions and what can run here.
     Doctor {
         /// Also check what this lane needs here (gpu: the GPU, its device files, the
@@ -58,6 +59,16 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         work_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+struct RunCommand {
+    #[command(flatten)]
+    args: RunArgs,
+    /// For developers: run with fake tools, as FILE scripts them (see the README's
+    /// Development section); nothing is built and no Nix, Bazel or nginx is needed.
+    #[arg(long, hide = true, value_name = "FILE")]
+    fake_tools: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -106,7 +117,7 @@ struct MatrixArgs {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(*args),
+        Command::Run(command) => run(*command),
         Command::Doctor { lane } => crate::doctor::run(&ProcessExecutor, lane, &Env::capture()),
         Command::Schema => {
             print!("{}", results::json_schema());
@@ -132,15 +143,26 @@ pub fn main() -> i32 {
     })
 }
 
-fn run(args: RunArgs) -> Result<i32> {
+fn run(command: RunCommand) -> Result<i32> {
+    let args = command.args;
     let env = Env::capture();
     let profile = crate::plan::profile::load_from(args.config.as_deref(), &env.cwd, &args.profile)?;
     let config = RunConfig::resolve(&args, &profile, &env)?;
     crate::exec::checks::check_output_path(&config.output)?;
+    let fakes = command
+        .fake_tools
+        .as_deref()
+        .map(|file| FakeScript::load(file).map(FakeTools::new))
+        .transpose()?;
     process::install_interrupt_handler()?;
-    let exec = ProcessExecutor;
-    let mut session = Session::open(&config, &exec)?;
-    let header = session.start_results(&config, std::env::args().collect(), &exec);
+    // The seam at the binary's edge: the machine's tools, or the fakes.
+    let (exec, toolbox): (Box<dyn Executor>, &dyn Toolbox) = match &fakes {
+        Some(fakes) => (Box::new(fakes.helper_executor()), fakes),
+        None => (Box::new(ProcessExecutor), &MachineTools),
+    };
+    let exec = &*exec;
+    let mut session = Session::open(&config, exec, toolbox)?;
+    let header = session.start_results(&config, std::env::args().collect(), exec);
     let mut recorder = Recorder::new(config.output.clone(), header);
     eprintln!(
         "flywheel-bench: {}; results go to {}",

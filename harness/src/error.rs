@@ -77,7 +77,12 @@ impl Error {
             Error::Usage(_) | Error::Manifest { .. } => exit_code::INVALID_INPUT,
             Error::MissingTool { .. } | Error::Environment(_) => exit_code::ENVIRONMENT,
             Error::Io { .. } => exit_code::INTERNAL,
-            Error::Interrupted { signal } => exit_code::interrupted_by(*signal),
+            Error::Interrupted { signal } => match *signal {
+                libc::SIGINT => exit_code::INTERRUPTED,
+                libc::SIGTERM => exit_code::TERMINATED,
+                libc::SIGHUP => exit_code::HANGUP,
+                other => exit_code::interrupted_by(other),
+            },
         }
     }
 }

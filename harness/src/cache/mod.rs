@@ -2,11 +2,11 @@
 //! (nginx, with a signing key made for the run) or an external cache checked, into the
 //! `plan::cache` targets that drivers and lanes use; and the fault proxy in front of them.
 
-pub mod attic;
-pub mod http;
+mod attic;
+mod http;
 pub mod nginx;
 pub mod proxy;
-pub mod reapi;
+mod reapi;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;

@@ -2,11 +2,11 @@
 //! accounting, signals), private scratch folders and the janitor that cleans up after runs
 //! that died, checks that need the file system, and the harness's own HTTP client.
 
-pub mod cgroup;
-pub mod checks;
+mod cgroup;
+pub(crate) mod checks;
 pub mod http;
-pub mod janitor;
-pub mod observe;
+pub(crate) mod janitor;
+pub(crate) mod observe;
 pub mod process;
-pub mod procfs;
+mod procfs;
 pub mod scratch;

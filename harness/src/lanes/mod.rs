@@ -4,10 +4,10 @@
 //! VM guest that reports them back as events.
 
 pub mod gpu;
-pub mod gpu_trace;
-pub mod host;
-pub mod initramfs;
-pub mod vm;
+pub(crate) mod gpu_trace;
+pub(crate) mod host;
+mod initramfs;
+pub(crate) mod vm;
 
 use std::ffi::OsStr;
 use std::path::Path;

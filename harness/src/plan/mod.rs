@@ -1,6 +1,6 @@
 //! The plan: selected bench repos and settings -> an ordered matrix of cases. Pure.
 
-pub mod args;
+pub(crate) mod args;
 pub mod cache;
 pub mod config;
 pub mod manifest;

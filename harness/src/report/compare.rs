@@ -34,7 +34,7 @@ fn check_threshold(value: f64) -> Result<f64, String> {
 pub enum Change {
     Regression,
     Improvement,
-    NoChange,
+    Unchanged,
     /// No interval to judge by (fewer than 3 samples on a side).
     Undetermined,
 }
@@ -157,7 +157,7 @@ fn judge(r: &RatioInterval, threshold: f64, measure: Measure) -> Change {
     match (up, down, measure.higher_is_worse()) {
         (true, _, true) | (_, true, false) => Change::Regression,
         (true, _, false) | (_, true, true) => Change::Improvement,
-        _ => Change::NoChange,
+        _ => Change::Unchanged,
     }
 }
 
@@ -531,7 +531,7 @@ fn change_table(rows: &[CaseChange]) -> String {
         let change = match r.change {
             Change::Regression => r.measure.words().0,
             Change::Improvement => r.measure.words().1,
-            Change::NoChange => "no change",
+            Change::Unchanged => "no change",
             Change::Undetermined => "n/a (fewer than 3 samples)",
         };
         let _ = writeln!(
@@ -541,7 +541,7 @@ fn change_table(rows: &[CaseChange]) -> String {
             r.measure.show(r.baseline),
             r.measure.show(r.new),
             ratio_interval(&r.ratio),
-            if r.gated || r.change == Change::NoChange {
+            if r.gated || r.change == Change::Unchanged {
                 ""
             } else {
                 " (not gated)"
@@ -584,7 +584,7 @@ mod tests {
         let c = compare(&load(), &load(), DEFAULT_THRESHOLD).unwrap();
         assert!(!c.regressed());
         assert_eq!(c.cases.len(), 3);
-        assert!(c.cases.iter().all(|k| k.change == Change::NoChange));
+        assert!(c.cases.iter().all(|k| k.change == Change::Unchanged));
         assert!(render_markdown(&c).contains("No regression."));
     }
 
@@ -678,7 +678,7 @@ mod tests {
             .all(|k| k.change == Change::Regression && !k.gated));
         // Everything got slower alike: the speedup within each run held.
         assert_eq!(c.relative.len(), 1);
-        assert_eq!(c.relative[0].change, Change::NoChange);
+        assert_eq!(c.relative[0].change, Change::Unchanged);
         assert!(!c.regressed());
         let md = render_markdown(&c);
         assert!(

@@ -5,13 +5,13 @@
 //! `results/results.schema.json` is generated from these types (`flywheel-bench schema`).
 
 pub mod coverage;
-pub mod derive;
+pub(crate) mod derive;
 pub mod explain;
-pub mod growth;
-pub mod scenario;
-pub mod writer;
+pub(crate) mod growth;
+pub(crate) mod scenario;
+pub(crate) mod writer;
 
-pub use derive::{comparisons, derive};
+pub use derive::derive;
 pub use scenario::{Fault, Scenario};
 
 use std::collections::BTreeMap;

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, Result};
-use crate::plan::{CaseSpec, Plan};
+use crate::plan::Plan;
 use crate::results::{CaseResult, LaneIdentity, Sample};
 
 #[derive(Debug, Clone, Copy)]
@@ -20,9 +20,9 @@ pub enum Event<'a> {
     LaneIdentified {
         identity: &'a LaneIdentity,
     },
+    /// Case `index` of the plan the run started with.
     CaseStarted {
         index: usize,
-        case: &'a CaseSpec,
     },
     /// Untimed work for a case, e.g. priming a store and filling the cache.
     Preparing {
@@ -92,7 +92,7 @@ impl WireEvent {
             Event::LaneIdentified { identity } => WireEvent::Lane {
                 identity: Box::new(identity.clone()),
             },
-            Event::CaseStarted { index, .. } => WireEvent::CaseStarted { index },
+            Event::CaseStarted { index } => WireEvent::CaseStarted { index },
             Event::Preparing { index, what } => WireEvent::Preparing {
                 index,
                 what: what.to_string(),
@@ -125,10 +125,10 @@ impl WireEvent {
         };
         let event = match self {
             WireEvent::Lane { identity } => Event::LaneIdentified { identity },
-            WireEvent::CaseStarted { index } => Event::CaseStarted {
-                index: *index,
-                case: case(*index)?,
-            },
+            WireEvent::CaseStarted { index } => {
+                case(*index)?;
+                Event::CaseStarted { index: *index }
+            }
             WireEvent::Preparing { index, what } => Event::Preparing {
                 index: *index,
                 what,

@@ -42,7 +42,7 @@ impl Scheduler<'_> {
         let mut results = Vec::with_capacity(self.plan.cases.len());
         for (index, case) in self.plan.cases.iter().enumerate() {
             process::check_interrupted()?;
-            emit(sinks, Event::CaseStarted { index, case })?;
+            emit(sinks, Event::CaseStarted { index })?;
             let mut result = self.new_result(case);
             let interrupted = match self.run_case(index, case, &mut result, &results, sinks) {
                 Ok(()) => None,
@@ -153,7 +153,7 @@ pub fn run_in_guest(plan: &Plan, guest: GuestLane, sinks: &mut [&mut dyn EventSi
             continue;
         }
         if !started.contains(&index) {
-            emit(sinks, Event::CaseStarted { index, case })?;
+            emit(sinks, Event::CaseStarted { index })?;
         }
         let mut result = blank_result(plan, case);
         fail(

@@ -1,5 +1,6 @@
-//! One run session: loads the plan, finds the tools, owns the scratch folder, the caches
-//! and the drivers, and runs each lane's plan, handing every event to the sinks.
+//! One run session: loads the plan, owns the scratch folder, takes the tools, caches,
+//! drivers and build executor from its toolbox, and runs each lane's plan, handing every
+//! event to the sinks.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -11,10 +12,11 @@ use crate::exec::process::{BuildExecutor, Executor};
 use crate::exec::scratch::ScratchDir;
 use crate::lanes::vm::GuestJob;
 use crate::lanes::{self, GuestRole, LaneContext, LaneRunner};
-use crate::plan::cache::Fill;
+use crate::plan::cache::{BazelCache, Fill, NixCache};
 use crate::plan::config::{
     BazelCacheConfig, BazelSetup, Env, NixCacheConfig, NixSetup, RunConfig, VmSettings,
 };
+use crate::plan::proxies::Proxies;
 use crate::plan::{manifest, Explain, Lane, Plan, System};
 use crate::results::explain::CacheLink;
 use crate::results::{Environment, Results};
@@ -22,6 +24,135 @@ use crate::run::events::{emit, Event, EventLog, EventSink};
 use crate::run::scheduler::{run_in_guest, Drivers, Scheduler};
 use crate::tools::bazel::BazelDriver;
 use crate::tools::nix::NixDriver;
+
+/// Where a session's tools come from: this machine's ([`MachineTools`]), or the fakes of
+/// the hidden `run --fake-tools` flag, which run no tool at all.
+pub trait Toolbox {
+    /// Finds what `need` asks for (a missing tool is an error that names it) and sets up
+    /// the caches, one driver per build system the plans use and the executor of builds.
+    fn equip(&self, need: Need<'_>, exec: &dyn Executor) -> Result<Equipment>;
+}
+
+/// What a session asks of its toolbox.
+pub struct Need<'a> {
+    pub plans: &'a [Plan],
+    pub caches: CacheSource<'a>,
+    /// Whether a plan runs on the vm lane (it needs QEMU).
+    pub vm_lane: bool,
+    /// `$PATH` as the run started.
+    pub search_path: &'a OsStr,
+    /// The session's private folder: the drivers', the caches' and the cgroups' files.
+    pub scratch: &'a ScratchDir,
+    /// The tools as the drivers use them, versions filled in.
+    pub nix: NixSetup,
+    pub bazel: BazelSetup,
+}
+
+/// Where the caches warm cases read come from.
+pub enum CacheSource<'a> {
+    /// Provisioned for this run from its configuration.
+    Configured {
+        nix: &'a NixCacheConfig,
+        bazel: &'a BazelCacheConfig,
+        fill: bool,
+        proxies: &'a Proxies,
+    },
+    /// Provisioned by someone else (a vm lane's host, for its guest).
+    Given {
+        nix: Option<&'a NixCache>,
+        bazel: Option<&'a BazelCache>,
+    },
+}
+
+/// What a session's builds run with.
+pub struct Equipment {
+    pub drivers: Drivers,
+    /// The executor every build of the run goes through.
+    pub builds: Box<dyn Executor>,
+    pub caches: Caches,
+    /// QEMU, for the vm lane.
+    pub qemu: Option<PathBuf>,
+    /// What reviewers should know about how the builds are counted.
+    pub notes: Vec<String>,
+}
+
+/// This machine's tools: Nix, Bazel, nginx for the embedded cache, QEMU, each found on
+/// `$PATH`; builds run in the run's cgroups where they can be made.
+pub struct MachineTools;
+
+impl Toolbox for MachineTools {
+    fn equip(&self, need: Need<'_>, exec: &dyn Executor) -> Result<Equipment> {
+        let warm = |system: System| need.plans.iter().any(|p| p.needs_cache(system));
+        let (embedded, attic_cli) = match &need.caches {
+            CacheSource::Configured { nix, bazel, .. } => (
+                (warm(System::Nix) && **nix == NixCacheConfig::Embedded)
+                    || (warm(System::Bazel) && **bazel == BazelCacheConfig::Embedded),
+                matches!(nix, NixCacheConfig::External(c) if c.fill == Fill::AtticCli),
+            ),
+            CacheSource::Given { nix, .. } => (
+                false,
+                nix.as_ref().is_some_and(|c| c.fill == Fill::AtticCli),
+            ),
+        };
+        let tools = Tools::require(
+            need.plans,
+            embedded,
+            need.vm_lane,
+            attic_cli,
+            need.search_path,
+        )?;
+        let caches = match need.caches {
+            CacheSource::Configured {
+                nix,
+                bazel,
+                fill,
+                proxies,
+            } => Caches::provision(
+                nix,
+                bazel,
+                CacheNeeds {
+                    nix: tools.nix.as_deref().filter(|_| warm(System::Nix)),
+                    bazel: warm(System::Bazel),
+                    nginx: tools.nginx.as_deref(),
+                    fill,
+                    proxies,
+                },
+                &need.scratch.path().join("cache"),
+                exec,
+            )?,
+            CacheSource::Given { nix, bazel } => Caches::given(nix.cloned(), bazel.cloned()),
+        };
+        let builds = BuildExecutor::for_run(need.scratch, None);
+        let notes = builds
+            .accounting_note()
+            .map(str::to_string)
+            .into_iter()
+            .collect();
+        let mut drivers = Drivers::new();
+        if let Some(nix) = &tools.nix {
+            let dir = need.scratch.path().join("nix");
+            let setup = NixSetup {
+                attic: tools.attic.clone(),
+                ..need.nix
+            };
+            let driver = NixDriver::new(nix.clone(), &dir, caches.nix.clone(), setup)?;
+            driver.require_sandbox(exec)?;
+            drivers.insert(System::Nix, Box::new(driver));
+        }
+        if let Some(bazel) = &tools.bazel {
+            let dir = need.scratch.path().join("bazel");
+            let driver = BazelDriver::new(bazel.clone(), &dir, caches.bazel.clone(), &need.bazel)?;
+            drivers.insert(System::Bazel, Box::new(driver));
+        }
+        Ok(Equipment {
+            drivers,
+            builds: Box::new(builds),
+            caches,
+            qemu: tools.qemu,
+            notes,
+        })
+    }
+}
 
 /// The external tools a run needs, found before anything is built.
 #[derive(Debug, Default)]
@@ -86,21 +217,22 @@ pub struct Session {
     // left in the builds' cgroups is killed, then the cache servers stop, then the scratch
     // folder that held them all is removed.
     drivers: Drivers,
-    builds: BuildExecutor,
+    builds: Box<dyn Executor>,
     caches: Caches,
     /// The link to the embedded cache, measured once.
     cache_link: Option<CacheLink>,
     scratch: ScratchDir,
     plans: Vec<Plan>,
-    tools: Tools,
+    qemu: Option<PathBuf>,
     lanes: LaneSettings,
     environment: Environment,
+    notes: Vec<String>,
 }
 
 impl Session {
-    /// Loads the repos, fetches git sources, finds the tools, then makes the scratch
-    /// folder, starts or connects the caches and sets up the drivers.
-    pub fn open(config: &RunConfig, exec: &dyn Executor) -> Result<Session> {
+    /// Loads the repos, fetches git sources, makes the scratch folder, then has `toolbox`
+    /// find the tools, start or connect the caches and set up the drivers.
+    pub fn open(config: &RunConfig, exec: &dyn Executor, toolbox: &dyn Toolbox) -> Result<Session> {
         let repos = manifest::select(&config.repos)?;
         let mut plans = config
             .lanes
@@ -120,32 +252,7 @@ impl Session {
             exec,
             &config.checkout_cache,
         )?;
-        let warm = |system: System| plans.iter().any(|p| p.needs_cache(system));
-        let embedded = (warm(System::Nix) && config.nix_cache == NixCacheConfig::Embedded)
-            || (warm(System::Bazel) && config.bazel_cache == BazelCacheConfig::Embedded);
-        let attic_cli =
-            matches!(&config.nix_cache, NixCacheConfig::External(c) if c.fill == Fill::AtticCli);
-        let tools = Tools::require(
-            &plans,
-            embedded,
-            config.lanes.contains(&Lane::Vm),
-            attic_cli,
-            &config.search_path,
-        )?;
         let scratch = new_scratch(&config.work_dir)?;
-        let caches = Caches::provision(
-            &config.nix_cache,
-            &config.bazel_cache,
-            CacheNeeds {
-                nix: tools.nix.as_deref().filter(|_| warm(System::Nix)),
-                bazel: warm(System::Bazel),
-                nginx: tools.nginx.as_deref(),
-                fill: config.settings.fill,
-                proxies: &config.proxies,
-            },
-            &scratch.path().join("cache"),
-            exec,
-        )?;
         let lanes = LaneSettings {
             vm: config.vm,
             flake_dir: config.flake_dir.clone(),
@@ -155,7 +262,14 @@ impl Session {
             ci_ref: config.ci_ref.clone(),
             guest: None,
         };
-        Session::assemble(plans, tools, caches, scratch, lanes, exec)
+        let caches = CacheSource::Configured {
+            nix: &config.nix_cache,
+            bazel: &config.bazel_cache,
+            fill: config.settings.fill,
+            proxies: &config.proxies,
+        };
+        let vm_lane = config.lanes.contains(&Lane::Vm);
+        Session::assemble(plans, caches, vm_lane, scratch, lanes, toolbox, exec)
     }
 
     /// Inside a vm lane's guest: runs the job the host wrote, its events written for the
@@ -169,38 +283,35 @@ impl Session {
     /// Inside a vm lane's guest: the host's plan against the host's caches.
     fn guest(job: GuestJob, exec: &dyn Executor, env: &Env) -> Result<Session> {
         let plans = vec![job.plan];
-        let attic_cli = job
-            .nix_cache
-            .as_ref()
-            .is_some_and(|c| c.fill == Fill::AtticCli);
-        let search_path = OsString::from(env.var("PATH").unwrap_or_default());
-        let tools = Tools::require(&plans, false, false, attic_cli, &search_path)?;
         let scratch = new_scratch(&job.work_dir)?;
-        let caches = Caches::given(job.nix_cache, job.bazel_cache);
+        let caches = CacheSource::Given {
+            nix: job.nix_cache.as_ref(),
+            bazel: job.bazel_cache.as_ref(),
+        };
         let lanes = LaneSettings {
             vm: VmSettings::default(),
             flake_dir: job.work_dir,
             nix: job.nix,
             bazel: job.bazel,
-            search_path,
+            search_path: OsString::from(env.var("PATH").unwrap_or_default()),
             ci_ref: None,
             guest: Some(GuestRole {
                 acceleration: job.acceleration,
                 acceleration_note: job.acceleration_note,
             }),
         };
-        Session::assemble(plans, tools, caches, scratch, lanes, exec)
+        Session::assemble(plans, caches, false, scratch, lanes, &MachineTools, exec)
     }
 
     fn assemble(
         plans: Vec<Plan>,
-        tools: Tools,
-        caches: Caches,
+        caches: CacheSource,
+        vm_lane: bool,
         scratch: ScratchDir,
         lanes: LaneSettings,
+        toolbox: &dyn Toolbox,
         exec: &dyn Executor,
     ) -> Result<Session> {
-        let builds = BuildExecutor::for_run(&scratch, None);
         let environment = crate::lanes::host::identity(exec, &lanes.search_path);
         let version = |tool: &str| {
             environment
@@ -208,45 +319,40 @@ impl Session {
                 .get(tool)
                 .map_or_else(String::new, |t| t.version.clone())
         };
-        let mut drivers = Drivers::new();
-        if let Some(nix) = &tools.nix {
-            let dir = scratch.path().join("nix");
-            let setup = NixSetup {
+        let need = Need {
+            plans: &plans,
+            caches,
+            vm_lane,
+            search_path: &lanes.search_path,
+            scratch: &scratch,
+            nix: NixSetup {
                 version: version("nix"),
-                attic: tools.attic.clone(),
                 ..lanes.nix.clone()
-            };
-            let driver = NixDriver::new(nix.clone(), &dir, caches.nix.clone(), setup)?;
-            driver.require_sandbox(exec)?;
-            drivers.insert(System::Nix, Box::new(driver));
-        }
-        if let Some(bazel) = &tools.bazel {
-            let dir = scratch.path().join("bazel");
-            let cache = caches.bazel.clone();
-            let setup = BazelSetup {
+            },
+            bazel: BazelSetup {
                 version: version("bazel"),
                 ..lanes.bazel.clone()
-            };
-            let driver = BazelDriver::new(bazel.clone(), &dir, cache, &setup)?;
-            drivers.insert(System::Bazel, Box::new(driver));
-        }
+            },
+        };
+        let equipment = toolbox.equip(need, exec)?;
         // Only explained warm samples use it (their transfer floors).
         let explains = plans.iter().any(|p| p.settings.explain != Explain::Off);
         let cache_link = if explains {
-            caches.measure_link()?
+            equipment.caches.measure_link()?
         } else {
             None
         };
         Ok(Session {
-            drivers,
-            builds,
-            caches,
+            drivers: equipment.drivers,
+            builds: equipment.builds,
+            caches: equipment.caches,
             cache_link,
             scratch,
             plans,
-            tools,
+            qemu: equipment.qemu,
             lanes,
             environment,
+            notes: equipment.notes,
         })
     }
 
@@ -279,11 +385,7 @@ impl Session {
 
     /// What reviewers should know about how this session measures.
     pub fn notes(&self) -> Vec<String> {
-        self.builds
-            .accounting_note()
-            .map(str::to_string)
-            .into_iter()
-            .collect()
+        self.notes.clone()
     }
 
     /// Runs every lane's plan in turn. A failed case is recorded and the run goes on;
@@ -297,19 +399,20 @@ impl Session {
             cache_link,
             scratch,
             plans,
-            tools,
+            qemu,
             lanes,
             environment,
+            notes: _,
         } = self;
         let work_dir = scratch.path().join("builds");
         for plan in plans.iter() {
             let ctx = LaneContext {
-                exec: &*builds,
+                exec: &**builds,
                 plan,
                 search_path: &lanes.search_path,
                 environment,
                 flake_dir: &lanes.flake_dir,
-                qemu: tools.qemu.as_deref(),
+                qemu: qemu.as_deref(),
                 vm: lanes.vm,
                 nix_cache: caches.nix.as_ref(),
                 bazel_cache: caches.bazel.as_ref(),

@@ -155,8 +155,6 @@ impl Digest {
 pub struct SpawnOutputs<'a> {
     #[serde(default, borrow)]
     pub listed_outputs: Vec<Cow<'a, str>>,
-    #[serde(default)]
-    pub remote_cache_hit: bool,
 }
 
 /// Reads an execution log one spawn at a time.

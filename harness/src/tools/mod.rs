@@ -1,20 +1,20 @@
 //! Adapters for the external tools: how to find them, how to invoke them with isolated
 //! state, and pure parsers of what they print.
 
-pub mod attic_api;
+pub(crate) mod attic_api;
 pub mod bazel;
-pub mod bazel_flags;
+mod bazel_flags;
 pub mod bazel_log;
 pub mod bazel_profile;
-pub mod explain;
-pub mod git;
+mod explain;
+pub(crate) mod git;
 pub mod narinfo;
 pub mod nix;
-pub mod nix_derivations;
+pub(crate) mod nix_derivations;
 pub mod nix_log;
 pub mod nix_phases;
-pub mod nix_push;
-pub mod nix_sandbox;
+mod nix_push;
+pub(crate) mod nix_sandbox;
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
