@@ -1,7 +1,7 @@
 //! Private temporary folders that are removed on every exit path, even when they hold
 //! read-only Nix store trees (which `remove_dir_all` alone cannot delete). Each carries a
 //! lock naming the process that owns it and a record of what its run started outside it,
-//! so a later run can clean up after one that died (`run::janitor`).
+//! so a later run can clean up after one that died (`exec::janitor`).
 
 use std::fs;
 use std::io::{self, Write};

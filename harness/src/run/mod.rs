@@ -1,5 +1,6 @@
-//! Running a plan: the session that owns a run's state, the scheduler and its steps, owned
-//! child processes, typed events and their consumers (progress display, results recorder).
+//! Running a plan: the session that owns a run's state and gets its tools from a toolbox,
+//! the scheduler and its steps, typed events and their consumers (progress display, results
+//! recorder), and the coverage command.
 
 mod build;
 mod case;
