@@ -172,4 +172,52 @@ mod tests {
             Some("abc.narinfo")
         );
     }
+
+    #[test]
+    fn asks_an_http_cache_with_the_token_as_nix_sends_it() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = "StorePath: /nix/store/abcd-x\n";
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(reply.as_bytes()).unwrap();
+            String::from_utf8_lossy(&seen).into_owned()
+        });
+        let cache = NixCache {
+            backend: CacheBackend::Attic,
+            token: Some(Secret::new("t0k")),
+            ..NixCache::upstream(
+                Url::parse(&format!("http://{addr}/main")).unwrap(),
+                "k:1".into(),
+            )
+        };
+        let source = NarinfoSource::of(&cache).unwrap();
+        let client = Client::new(&Default::default()).unwrap();
+        let reply = source.narinfo(&client, "/nix/store/abcd-x").unwrap();
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "StorePath: /nix/store/abcd-x\n")
+        );
+        let request = server.join().unwrap().to_ascii_lowercase();
+        assert!(request.starts_with("get /main/abcd.narinfo "), "{request}");
+        // `flywheel-bench:t0k`, as netrc makes Nix send it.
+        assert!(
+            request.contains("authorization: basic zmx5d2hlzwwtymvuy2g6ddbr"),
+            "{request}"
+        );
+        assert!(!source.describe().contains("t0k"));
+    }
 }

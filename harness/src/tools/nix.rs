@@ -348,6 +348,9 @@ impl NixDriver {
             .as_ref()
             .ok()?;
         let mut answers = std::collections::HashMap::new();
+        // A cache that does not answer is asked nothing more (each request could wait
+        // out its timeout); the log's own evidence still explains those misses.
+        let mut unreachable: Vec<&str> = Vec::new();
         for b in &built {
             for (path, substituter) in &b.queried {
                 // The team cache's narinfos are asked of the cache itself (the log may
@@ -358,14 +361,20 @@ impl NixDriver {
                     .iter()
                     .find(|u| same_url(u.url.as_str(), substituter))
                     .unwrap_or(cache);
+                if unreachable.contains(&asked.url.as_str()) {
+                    continue;
+                }
                 let Ok(source) = NarinfoSource::of(asked) else {
                     continue;
                 };
-                if let Ok(answer) = source.narinfo(client, path) {
-                    answers.insert(
-                        path.clone(),
-                        narinfo_answer(answer.status, &answer.body, &keys),
-                    );
+                match source.narinfo(client, path) {
+                    Ok(answer) => {
+                        answers.insert(
+                            path.clone(),
+                            narinfo_answer(answer.status, &answer.body, &keys),
+                        );
+                    }
+                    Err(_) => unreachable.push(asked.url.as_str()),
                 }
             }
         }
