@@ -24,9 +24,12 @@
         src = pkgs.lib.cleanSource ./.;
         cargoLock.lockFile = ./Cargo.lock;
         cargoBuildFlags = [ "--package" "flywheel-bench" ];
-        # Only the pure tests can run in the build sandbox; the end-to-end tests need real
-        # nix, bazel and nginx and run in CI (.ci/run).
+        # Only the lib tests run in the build sandbox; the end-to-end tests need real nix,
+        # bazel and nginx and run in CI (.ci/run). Some lib tests spawn git or setsid (from
+        # util-linux); the https ones bring their own CA file, as the sandbox has none.
+        # scripts/check-pinned-rust runs them in CI the way this check phase does.
         cargoTestFlags = [ "--package" "flywheel-bench" "--lib" ];
+        nativeCheckInputs = with pkgs; [ git util-linux ];
         postInstall = ''
           mkdir -p $out/share/flywheel-bench
           cp -r bench-repos lanes.toml $out/share/flywheel-bench/
@@ -34,16 +37,22 @@
         meta.mainProgram = "flywheel-bench";
       };
 
+      systemOf = pkgs: pkgs.stdenv.hostPlatform.system;
+
       vmTests = pkgs: import ./nixos-tests {
         inherit pkgs nix-vm-test;
-        inherit (pkgs) system;
+        system = systemOf pkgs;
         bench = harness pkgs;
       };
     in
     {
+      # The VM tests need a host with KVM (the `kvm` system feature), so they are packages,
+      # not checks: `nix flake check` passes on any host, and a KVM host runs
+      # `nix build .#vm-smoke-debian` (the sandboxed smoke test) or `.#vm-test-debian`.
       packages = forAllSystems (pkgs:
         { default = harness pkgs; }
-        // nixpkgs.lib.optionalAttrs (pkgs.system == "x86_64-linux") (vmTests pkgs).drivers);
+        // nixpkgs.lib.optionalAttrs (systemOf pkgs == "x86_64-linux")
+          ((vmTests pkgs).drivers // (vmTests pkgs).checks));
 
       apps = forAllSystems (pkgs:
         let
@@ -63,7 +72,7 @@
         in
         {
           bench = { type = "app"; program = "${bench}/bin/flywheel-bench"; };
-          default = self.apps.${pkgs.system}.bench;
+          default = self.apps.${systemOf pkgs}.bench;
         });
 
       devShells = forAllSystems (pkgs: {
@@ -74,7 +83,7 @@
         # comes from the host (nvidia-smi, /dev/nvidia*), as on any GPU runner.
         gpu =
           let
-            cudaPkgs = import nixpkgs { inherit (pkgs) system; config = { allowUnfree = true; cudaSupport = true; }; };
+            cudaPkgs = import nixpkgs { system = systemOf pkgs; config = { allowUnfree = true; cudaSupport = true; }; };
           in
           pkgs.mkShell {
             packages = (benchTools pkgs) ++ [ cudaPkgs.cudaPackages.cudatoolkit ];
@@ -91,6 +100,6 @@
           doCheck = false;
           installPhase = "touch $out";
         });
-      } // nixpkgs.lib.optionalAttrs (pkgs.system == "x86_64-linux") (vmTests pkgs).checks);
+      });
     };
 }

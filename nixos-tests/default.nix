@@ -11,7 +11,7 @@
 # driver's shell channel, which needs no shared folder. fixture-c-dag compiles with the
 # guest's own /usr/bin/gcc (its derivations use host tools by design), which the full runs
 # install with the guest's package manager: they need a network and a KVM runner.
-# `nix flake check` runs the sandboxed smoke variant instead.
+# The sandboxed smoke variant (`nix build .#vm-smoke-debian`) needs KVM too, but no network.
 { pkgs, nix-vm-test, system, bench }:
 let
   inherit (pkgs) lib;
@@ -69,6 +69,7 @@ in
   # Full runs: `nix build .#vm-test-debian` etc. on a KVM runner with a network, then
   # `./result/bin/test-driver`; the results file lands in the current folder.
   drivers = lib.mapAttrs' (name: d: lib.nameValuePair "vm-test-${name}" (test name d fullScript).driver) distros;
-  # Sandboxed smoke tests for `nix flake check`.
+  # Sandboxed smoke tests: `nix build .#vm-smoke-debian` etc. on a host with KVM (the flake
+  # keeps them out of `checks`, so that `nix flake check` passes on hosts without it).
   checks = lib.mapAttrs' (name: d: lib.nameValuePair "vm-smoke-${name}" (test name d smokeScript).sandboxed) distros;
 }

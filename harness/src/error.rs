@@ -137,9 +137,63 @@ impl<T> IoContext<T> for std::io::Result<T> {
     }
 }
 
+/// The known name closest to a mistyped `word`, for "did you mean": within an edit
+/// distance of a third of the word (at least 1), the closest first; `None` when nothing is
+/// near or the word is known.
+pub fn did_you_mean<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(1);
+    known
+        .into_iter()
+        .map(|k| (edit_distance(word, k), k))
+        .filter(|(d, _)| *d > 0 && *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// `\n  did you mean `NAME`?` for an error message, or nothing.
+pub fn suggestion<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    did_you_mean(word, known).map_or(String::new(), |k| format!("\n  did you mean `{k}`?"))
+}
+
+/// Levenshtein distance over characters, transpositions counted as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut rows = vec![(0..=b.len()).collect::<Vec<usize>>()];
+    for i in 1..=a.len() {
+        let mut row = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            row[j] = (rows[i - 1][j] + 1)
+                .min(row[j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                row[j] = row[j].min(rows[i - 2][j - 2] + 1);
+            }
+        }
+        rows.push(row);
+    }
+    rows[a.len()][b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_near_name_is_suggested() {
+        let known = ["size", "work", "toolchain"];
+        assert_eq!(did_you_mean("siz", known), Some("size"));
+        assert_eq!(did_you_mean("wrok", known), Some("work"));
+        assert_eq!(did_you_mean("toolchian", known), Some("toolchain"));
+        assert_eq!(
+            did_you_mean("size", known),
+            None,
+            "a known word needs no suggestion"
+        );
+        assert_eq!(did_you_mean("colour", known), None);
+        assert_eq!(suggestion("siz", known), "\n  did you mean `size`?");
+        assert_eq!(suggestion("xyz", known), "");
+    }
 
     #[test]
     fn each_interrupting_signal_has_its_documented_exit_code() {

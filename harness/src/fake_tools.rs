@@ -504,6 +504,7 @@ impl Toolbox for FakeTools {
             notes: vec![
                 "fake tools (--fake-tools): no build ran; every figure is the fake script's".into(),
             ],
+            checks: Vec::new(),
         })
     }
 }

@@ -2,7 +2,8 @@
 //! fallback when a cache misbehaves, with honest statistics, as versioned results JSON.
 //!
 //! The layers, from the bottom up; a module uses only those below it (README "Layout"):
-//! `stats` and `error` (ground), `results` (the document and its words), `plan` (resolved
+//! `stats`, `error` and `boundary` (ground; `boundary`: bounded reads of the files users
+//! name, regular-file outputs, credentials removed from URLs), `results` (the document and its words), `plan` (resolved
 //! configuration and the case matrix; pure), `exec` (child processes, scratch folders, the
 //! HTTP client), `tools` (one adapter per external tool), `cache` (provisioning, the
 //! embedded server, the fault proxy), `lanes` (host, vm, gpu), `report` (results in, bytes
@@ -10,6 +11,7 @@
 //! and the developers' `fake_tools`. The library exports what the binary, the integration
 //! tests and the benchmarks use.
 
+mod boundary;
 pub mod cache;
 mod cli;
 mod doctor;

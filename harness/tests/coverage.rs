@@ -95,7 +95,7 @@ fn full_after_a_fill_and_the_exact_missing_paths_after_narinfos_are_deleted() {
     );
     let markdown = String::from_utf8_lossy(&out.stdout);
     assert!(
-        markdown.contains("| fixture-c-dag | 1 | 1 | 0 | 0 | 0 | 100.0% | 1 of 3 |"),
+        markdown.contains("| fixture-c-dag | 1 | 1 | 0 | 0 | 0 | 100% | 1 of 3 |"),
         "{markdown}"
     );
 

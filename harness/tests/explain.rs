@@ -20,7 +20,7 @@ use flywheel_bench::tools::{
     BuildDriver, BuildMode, BuildReport, BuildState, CaseContext, Outputs, PreparedBuild,
 };
 
-fn case<'a>(repo: &'a RepoManifest, scenario: Scenario) -> CaseContext<'a> {
+fn case(repo: &RepoManifest, scenario: Scenario) -> CaseContext<'_> {
     CaseContext {
         repo,
         source: repo.source.local_path().unwrap(),

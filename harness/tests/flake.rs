@@ -438,3 +438,76 @@ fn every_nix_file_checks_under_nix_2_26_in_the_debian_13_root() {
     assert!(!root_nix.exists(), "{} appeared", root_nix.display());
     assert_eq!(host_nix_snapshot(), before_host, "the host's /nix changed");
 }
+
+const TOOLCHAIN_RECORD: &str = "flake-toolchain.json";
+
+/// What disagrees between flake.lock's nixpkgs, the record of the rustc that nixpkgs ships
+/// (flake-toolchain.json) and the crate's `rust-version`, each with what to update.
+fn toolchain_problems(lock: &Value, record: &Value, rust_version: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let locked = lock["nodes"]["nixpkgs"]["locked"]["rev"]
+        .as_str()
+        .unwrap_or("?");
+    let recorded = record["nixpkgs_rev"].as_str().unwrap_or("?");
+    let rustc = record["rustc"].as_str().unwrap_or("?");
+    if recorded != locked {
+        problems.push(format!(
+            "{TOOLCHAIN_RECORD} describes nixpkgs {recorded}, but flake.lock pins {locked}: \
+             read the rustc that {locked} ships (pkgs/development/compilers/rust/, the release's \
+             default rustPackages) into {TOOLCHAIN_RECORD} with the file and commit it came from"
+        ));
+    }
+    if record["read_from"]["commit"] != record["nixpkgs_rev"] {
+        problems.push(format!(
+            "{TOOLCHAIN_RECORD}: read_from.commit {} is not the recorded nixpkgs {recorded}",
+            record["read_from"]["commit"]
+        ));
+    }
+    if rust_version != rustc {
+        problems.push(format!(
+            "harness/Cargo.toml has rust-version = \"{rust_version}\", but nixpkgs {recorded} ships \
+             rustc {rustc}: set rust-version = \"{rustc}\" and make `scripts/check-pinned-rust` \
+             pass (it builds and tests with cargo +{rustc})"
+        ));
+    }
+    problems
+}
+
+fn crate_rust_version() -> String {
+    let text = std::fs::read_to_string(repo_root().join("harness/Cargo.toml")).unwrap();
+    let manifest: toml::Value = toml::from_str(&text).unwrap();
+    manifest["package"]["rust-version"]
+        .as_str()
+        .expect("harness/Cargo.toml declares rust-version")
+        .to_string()
+}
+
+#[test]
+fn the_crate_declares_the_rustc_of_the_pinned_nixpkgs() {
+    let lock = read_json(&repo_root().join("flake.lock"));
+    let record = read_json(&repo_root().join(TOOLCHAIN_RECORD));
+    let problems = toolchain_problems(&lock, &record, &crate_rust_version());
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn a_toolchain_record_that_disagrees_names_what_to_update() {
+    let lock = read_json(&repo_root().join("flake.lock"));
+    let mut record = read_json(&repo_root().join(TOOLCHAIN_RECORD));
+    record["nixpkgs_rev"] = json!("0000000000000000000000000000000000000000");
+    record["rustc"] = json!("1.91.1");
+    let problems = toolchain_problems(&lock, &record, &crate_rust_version());
+    let rev = lock["nodes"]["nixpkgs"]["locked"]["rev"].as_str().unwrap();
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    assert!(
+        problems[0].contains(&format!("but flake.lock pins {rev}")),
+        "{}",
+        problems[0]
+    );
+    assert!(problems[1].contains("read_from.commit"), "{}", problems[1]);
+    assert!(
+        problems[2].contains("ships rustc 1.91.1: set rust-version = \"1.91.1\""),
+        "{}",
+        problems[2]
+    );
+}

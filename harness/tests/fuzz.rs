@@ -1,6 +1,8 @@
 //! Property-based fuzzing of everything the harness reads from users: repo.toml manifests,
 //! bench.toml profiles and results files. Every input, random bytes or a mutation of a
-//! committed example, must give a value or an error, never a panic. CI runs the default
+//! committed example, must give a value or an error, never a panic; and a manifest built
+//! from hostile paths and attributes is accepted only when nothing in it could reach a
+//! tool as an option or name a path outside its source. CI runs the default
 //! number of cases; `PROPTEST_CASES=100000 cargo test --release --test fuzz` runs longer.
 
 use std::path::{Path, PathBuf};
@@ -433,6 +435,158 @@ proptest! {
         let seeds = results_seeds();
         if let Some(text) = mutate_json(seed.get::<String>(&seeds), node, &leaf) {
             load_results(text.as_bytes());
+        }
+    }
+}
+
+/// Pieces of the paths, attributes and targets a hostile manifest could name.
+const PATH_PIECES: &[&str] = &[
+    "..",
+    ".",
+    "/",
+    "-",
+    "--",
+    "--store",
+    "--disk_cache=/tmp/x",
+    "#",
+    ".#",
+    "\"",
+    "\\\"",
+    "'",
+    " ",
+    "\t",
+    "\n",
+    "$",
+    "@",
+    ":",
+    "//",
+    "...",
+    "a",
+    "default.nix",
+    "size.bzl",
+    "out",
+    "inside",
+    "real.nix",
+    "x86_64-linux",
+    "é",
+    "\u{202e}",
+    "~",
+    "*",
+    "=",
+    "\\",
+];
+
+/// A string of 1 to 6 pieces.
+fn hostile_text() -> impl Strategy<Value = String> {
+    prop::collection::vec(0..PATH_PIECES.len(), 1..6)
+        .prop_map(|pieces| pieces.iter().map(|&p| PATH_PIECES[p]).collect())
+}
+
+/// A source folder with a link out of it (`out -> /etc`) and one inside (`inside ->
+/// real.nix`), for manifests to name.
+fn hostile_source() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("real.nix"), "{}").unwrap();
+    std::fs::write(dir.path().join("default.nix"), "{}").unwrap();
+    std::os::unix::fs::symlink("/etc", dir.path().join("out")).unwrap();
+    std::os::unix::fs::symlink("real.nix", dir.path().join("inside")).unwrap();
+    dir
+}
+
+/// What must hold of any manifest the parser accepts: nothing that reaches Nix or Bazel
+/// as an argument starts with `-`, and every path it names stays inside the source.
+fn assert_confined(repo: &manifest::RepoManifest, source: &Path) {
+    let inside = |rel: &Path| {
+        assert!(
+            rel.is_relative() && !rel.components().any(|c| c.as_os_str() == ".."),
+            "{}",
+            rel.display()
+        );
+        if let Ok(real) = std::fs::canonicalize(source.join(rel)) {
+            assert!(
+                real.starts_with(std::fs::canonicalize(source).unwrap()),
+                "{} leads to {}",
+                rel.display(),
+                real.display()
+            );
+        }
+    };
+    match &repo.nix {
+        Some(manifest::NixTargets::File { file, attrs }) => {
+            inside(file);
+            assert!(attrs.iter().all(|a| !a.starts_with('-')), "{attrs:?}");
+        }
+        Some(manifest::NixTargets::Flake { installables }) => {
+            assert!(
+                installables.iter().all(|i| i == "." || i.starts_with(".#")),
+                "{installables:?}"
+            );
+        }
+        None => {}
+    }
+    if let Some(bazel) = &repo.bazel {
+        assert!(
+            bazel.targets.iter().all(|t| !t.starts_with('-')),
+            "{:?}",
+            bazel.targets
+        );
+        if let Some(file) = &bazel.parameters_file {
+            inside(file);
+            assert!(
+                !std::fs::symlink_metadata(source.join(file))
+                    .is_ok_and(|m| m.file_type().is_symlink()),
+                "the parameters file is a link"
+            );
+        }
+    }
+    assert!(repo.parameters.keys().all(|k| !k.starts_with('-')));
+    if let manifest::Source::Path(dir) = &repo.source {
+        assert!(
+            std::fs::canonicalize(dir)
+                .unwrap()
+                .starts_with(std::fs::canonicalize(source).unwrap()),
+            "{}",
+            dir.display()
+        );
+    }
+}
+
+fn toml_str(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
+proptest! {
+    #![proptest_config(config(2048))]
+
+    #[test]
+    fn manifests_naming_hostile_paths_and_attributes(
+        file in hostile_text(),
+        attrs in prop::collection::vec(hostile_text(), 0..3),
+        installable in hostile_text(),
+        target in hostile_text(),
+        parameters_file in hostile_text(),
+        source_path in hostile_text(),
+        program in hostile_text(),
+        parameter in hostile_text(),
+        flake in any::<bool>(),
+    ) {
+        let source = hostile_source();
+        let list = |items: &[String]| format!("[{}]", items.iter().map(|i| toml_str(i)).collect::<Vec<_>>().join(", "));
+        let nix = if flake {
+            format!("flake = {}", list(&[installable]))
+        } else {
+            format!("file = {}\nattrs = {}", toml_str(&file), list(&attrs))
+        };
+        let text = format!(
+            "name = \"h\"\ndescription = \"d\"\n[source]\npath = {}\n[parameters]\n{} = 1\n[nix]\n{nix}\n[bazel]\ntargets = {}\nparameters_file = {}\n[check]\ncommand = [{}]\n",
+            toml_str(&source_path),
+            toml_str(&parameter),
+            list(&[target]),
+            toml_str(&parameters_file),
+            toml_str(&program),
+        );
+        if let Ok(repo) = manifest::parse(&text, &source.path().join("repo.toml")) {
+            assert_confined(&repo, source.path());
         }
     }
 }

@@ -71,6 +71,35 @@ fn a_vm_runs_nix_cases_against_the_host_cache_and_says_how_it_was_accelerated() 
         "the guest reads the host's cache: {warm}"
     );
 
+    // The lane's bootstrap: the host's checks, the VM's image and KVM probe, then the
+    // guest's own user-namespace probe, each timed; and nothing left at the end.
+    let checks = lane["bootstrap"]["checks"].as_array().unwrap();
+    let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "cache preflight",
+            "user-namespace probe",
+            "cache link probe",
+            "vm image (kernel and initramfs)",
+            "kvm probe",
+            "user-namespace probe (in the guest)"
+        ],
+        "{lane}"
+    );
+    assert!(checks.iter().all(|c| c["seconds"].as_f64().unwrap() > 0.0));
+    let kvm = &checks[4]["detail"];
+    assert!(
+        kvm.as_str().unwrap().starts_with(&format!("{accel}: ")),
+        "{kvm}"
+    );
+    assert_eq!(
+        results["cleanup"]["left"],
+        serde_json::json!([]),
+        "{}",
+        results["cleanup"]
+    );
+
     // qemu and nginx included.
     assert_left_nothing(&work, &nix_before);
 }
@@ -87,7 +116,8 @@ fn the_gpu_lane_skips_with_a_reason_when_there_is_no_gpu() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let output = tmp.path().join("results.json");
-    run_ok(
+    // Every case skipped: nothing could run here (exit 3), and the results say why.
+    run_exits(
         bin()
             .current_dir(repo_root())
             .args([
@@ -103,6 +133,7 @@ fn the_gpu_lane_skips_with_a_reason_when_there_is_no_gpu() {
                 "--output",
             ])
             .arg(&output),
+        3,
     );
     let results = read_json(&output);
     assert_valid_results(&results);

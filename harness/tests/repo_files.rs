@@ -1,11 +1,12 @@
 //! The repository's own non-Rust files: the CI workflow lints clean (actionlint, with
 //! shellcheck on its scripts), runs one job per lane that lanes.toml and the harness know,
-//! keeps hours-long scenarios off the nightly run; the shell scripts pass shellcheck.
+//! names those jobs as `lifecycle` reads them, keeps hours-long scenarios off the nightly
+//! run; the shell scripts pass shellcheck; the history script keeps its branch with real git.
 //! (The flake and its lock: tests/flake.rs.)
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -45,6 +46,8 @@ fn the_shell_scripts_pass_shellcheck() {
             "scripts/setup",
             "scripts/in-debian13-root",
             "scripts/pack-runner",
+            "scripts/check-pinned-rust",
+            "scripts/bench-history",
             ".ci/run",
         ])
         .current_dir(repo_root())
@@ -178,6 +181,129 @@ fn the_workflow_runs_every_lane_of_lanes_toml_and_the_harness() {
     assert_eq!(harness, ["host", "vm", "gpu"]);
     let problems = lane_problems(&lanes, &declared, &harness);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn lane_jobs_are_named_as_lifecycle_reads_them() {
+    // `flywheel-bench lifecycle` finds each lane's job in the jobs API by this name
+    // (results::lifecycle::lane_of_job); renaming it loses the lanes' queue waits.
+    let workflow = std::fs::read_to_string(repo_root().join(WORKFLOW)).unwrap();
+    assert!(
+        workflow.contains("name: bench ${{ matrix.lane }} (${{ matrix.runner }})"),
+        "{WORKFLOW}: the lane job is no longer named `bench LANE (RUNNER)`"
+    );
+}
+
+/// Runs git in `dir` with an identity (commits need one), asserting success.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_history_branch_is_started_then_kept_and_pruned() {
+    require_tools(&["git"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = tmp.path().join("origin.git");
+    git(
+        tmp.path(),
+        &[
+            "init",
+            "--quiet",
+            "--bare",
+            "--initial-branch=main",
+            "origin.git",
+        ],
+    );
+    let seed = tmp.path().join("seed");
+    git(
+        tmp.path(),
+        &["clone", "--quiet", origin.to_str().unwrap(), "seed"],
+    );
+    std::fs::write(seed.join("seed.txt"), "main\n").unwrap();
+    git(&seed, &["add", "seed.txt"]);
+    git(&seed, &["commit", "--quiet", "-m", "seed"]);
+    git(
+        &seed,
+        &["push", "--quiet", "origin", "HEAD:refs/heads/main"],
+    );
+    let script = repo_root().join("scripts/bench-history");
+    let url = format!("file://{}", origin.display());
+    for night in 1..=3 {
+        // A fresh shallow checkout each night, as actions/checkout makes one.
+        let checkout = format!("checkout-{night}");
+        git(
+            tmp.path(),
+            &["clone", "--quiet", "--depth", "1", &url, &checkout],
+        );
+        let checkout = tmp.path().join(checkout);
+        let history = |args: &[&str]| {
+            let out = Command::new(&script)
+                .current_dir(&checkout)
+                .args(args)
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success(),
+                "{args:?}: {said}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            said
+        };
+        let opened = history(&["open", "history"]);
+        if night == 1 {
+            assert!(opened.contains("starting it"), "{opened}");
+        } else {
+            assert!(
+                opened.contains(&format!("{} run(s)", (night - 1).min(2))),
+                "{opened}"
+            );
+        }
+        std::fs::write(
+            checkout.join("host.json"),
+            format!("{{\"night\": {night}}}\n"),
+        )
+        .unwrap();
+        let name = format!("2026-12-0{night}T03-17-00Z-run{night}-1");
+        history(&["add", "history", &name, "host.json"]);
+        history(&["save", "history", "2", &format!("night {night}")]);
+    }
+    let kept = git(&origin, &["ls-tree", "-r", "--name-only", "bench-history"]);
+    assert_eq!(
+        kept.lines().collect::<Vec<_>>(),
+        [
+            "README.md",
+            "runs/2026-12-02T03-17-00Z-run2-1/host.json",
+            "runs/2026-12-03T03-17-00Z-run3-1/host.json"
+        ]
+    );
+    assert_eq!(
+        git(
+            &origin,
+            &[
+                "show",
+                "bench-history:runs/2026-12-03T03-17-00Z-run3-1/host.json"
+            ]
+        ),
+        "{\"night\": 3}\n"
+    );
+    assert_eq!(
+        git(&origin, &["ls-tree", "--name-only", "main"]),
+        "seed.txt\n",
+        "main untouched"
+    );
 }
 
 #[test]

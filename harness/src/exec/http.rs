@@ -13,6 +13,7 @@ use ureq::tls::{RootCerts, TlsConfig};
 use ureq::Agent;
 use url::Url;
 
+use crate::boundary::public_url;
 use crate::plan::proxies::Proxies;
 
 /// Answers larger than this are cut (narinfos and API answers are a few KiB).
@@ -124,14 +125,6 @@ impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}: {}", self.method, self.url, self.why)
     }
-}
-
-/// `url` without its user and password.
-pub fn public_url(url: &Url) -> String {
-    let mut public = url.clone();
-    let _ = public.set_username("");
-    let _ = public.set_password(None);
-    public.to_string()
 }
 
 /// One agent (connection pool) per route: direct, through the http proxy, through the
@@ -284,6 +277,10 @@ fn describe(error: &ureq::Error, timeout: Duration) -> String {
     match error {
         ureq::Error::Timeout(_) => format!("no answer within {} s", timeout.as_secs_f64()),
         ureq::Error::Io(io) => format!("{} ({:?})", io, io.kind()),
+        // rustls's words when the platform's trust store is empty or missing.
+        other if other.to_string().contains("No CA certificates") => format!(
+            "{other}\n  fix: install a CA bundle (Debian: ca-certificates) or set SSL_CERT_FILE to one"
+        ),
         other => other.to_string(),
     }
 }
@@ -347,14 +344,6 @@ mod tests {
             String::from_utf8_lossy(&seen).into_owned()
         });
         (addr, handle)
-    }
-
-    #[test]
-    fn urls_in_errors_carry_no_credentials() {
-        assert_eq!(
-            public_url(&url("https://u:secret@cache.example.com/a?b=1")),
-            "https://cache.example.com/a?b=1"
-        );
     }
 
     #[test]
@@ -482,29 +471,92 @@ mod tests {
         );
     }
 
-    #[test]
-    fn https_speaks_tls_itself_and_names_the_url_when_the_handshake_fails() {
-        // A plain-HTTP answer where TLS is expected: rustls (no OpenSSL, no curl) tries the
-        // handshake, and the error says where and what.
+    /// Runs the test `name` of this binary again in a child whose trust store is `cert_file`:
+    /// rustls reads the store from the process's environment, which one test cannot change
+    /// for itself while others run beside it; and the Nix build sandbox has no store at all.
+    fn in_child_trusting(name: &str, cert_file: &str) -> bool {
+        if std::env::var_os("FLYWHEEL_TEST_TRUST_STORE").is_some() {
+            return false;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads", "1"])
+            .env("FLYWHEEL_TEST_TRUST_STORE", "1")
+            .env("SSL_CERT_FILE", cert_file)
+            .env("SSL_CERT_DIR", "/nonexistent")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{name} with SSL_CERT_FILE={cert_file}:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        true
+    }
+
+    /// The URL of a listener that answers plain HTTP where TLS is expected.
+    fn plain_http_where_tls_is_expected() -> Url {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
         });
+        url(&format!("https://{addr}/nix-cache-info"))
+    }
+
+    #[test]
+    fn https_speaks_tls_itself_and_names_the_url_when_the_handshake_fails() {
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/tls/test-ca.pem"
+        );
+        if in_child_trusting(
+            "exec::http::tests::https_speaks_tls_itself_and_names_the_url_when_the_handshake_fails",
+            fixture,
+        ) {
+            return;
+        }
+        // rustls (no OpenSSL, no curl) tries the handshake, and the error says where and what.
+        let target = plain_http_where_tls_is_expected();
         let client = Client::new(&Proxies::default()).unwrap();
-        let target = url(&format!("https://{addr}/nix-cache-info"));
         let err = client
             .send(Request::new(Method::Get, &target, Duration::from_secs(10)))
             .unwrap_err();
         assert!(
-            err.to_string()
-                .starts_with(&format!("GET https://{addr}/nix-cache-info: ")),
+            err.to_string().starts_with(&format!("GET {target}: ")),
             "{err}"
         );
         assert!(
             err.why.contains("corrupt message"),
             "a TLS record error: {err}"
+        );
+    }
+
+    #[test]
+    fn a_machine_without_ca_certificates_is_told_how_to_get_them() {
+        if in_child_trusting(
+            "exec::http::tests::a_machine_without_ca_certificates_is_told_how_to_get_them",
+            "/no-cert-file.crt",
+        ) {
+            return;
+        }
+        let target = plain_http_where_tls_is_expected();
+        let client = Client::new(&Proxies::default()).unwrap();
+        let err = client
+            .send(Request::new(Method::Get, &target, Duration::from_secs(10)))
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!("GET {target}: ")),
+            "{err}"
+        );
+        assert!(
+            err.why.contains("No CA certificates")
+                && err
+                    .why
+                    .contains("fix: install a CA bundle (Debian: ca-certificates)")
+                && err.why.contains("SSL_CERT_FILE"),
+            "{err}"
         );
     }
 

@@ -10,6 +10,7 @@ use super::{cgroup, procfs};
 use crate::error::{exit_code, Result};
 use crate::exec::process::bazel_server_pid_files;
 use crate::exec::scratch::{self, Owner, LOCK_FILE};
+use crate::results::lifecycle::{Leftover, LeftoverKind, SweptRun};
 
 /// The name every scratch folder of a run starts with.
 pub const SCRATCH_PREFIX: &str = "flywheel-bench-";
@@ -25,6 +26,23 @@ pub struct Swept {
     pub cgroups_removed: Vec<PathBuf>,
     /// What could not be cleaned, and why.
     pub problems: Vec<String>,
+}
+
+impl Swept {
+    /// As the results record it.
+    pub fn record(&self) -> SweptRun {
+        SweptRun {
+            folder: self.folder.display().to_string(),
+            owner_pid: self.owner.pid,
+            processes_killed: self.processes_killed.clone(),
+            cgroups_removed: self
+                .cgroups_removed
+                .iter()
+                .map(|c| c.display().to_string())
+                .collect(),
+            problems: self.problems.clone(),
+        }
+    }
 }
 
 impl fmt::Display for Swept {
@@ -150,6 +168,39 @@ fn clean_folder(folder: PathBuf, owner: Owner) -> Swept {
     swept
 }
 
+/// What a run left after it stopped everything it started: its scratch folder, the
+/// processes still working in it (started after `since`, in clock ticks; those among
+/// `servers`, the ones that served the run until its end, count as servers), and its
+/// cgroups. Empty when the cleanup worked.
+pub fn leftovers(
+    scratch: &Path,
+    cgroups: &[PathBuf],
+    servers: &[i32],
+    since: u64,
+) -> Vec<Leftover> {
+    let mut left = Vec::new();
+    if scratch.exists() {
+        left.push(Leftover {
+            kind: LeftoverKind::Scratch,
+            what: scratch.display().to_string(),
+        });
+    }
+    for pid in scratch::processes_in(scratch, since) {
+        let kind = if servers.contains(&pid) {
+            LeftoverKind::Server
+        } else {
+            LeftoverKind::Process
+        };
+        let what = format!("pid {pid}: {}", procfs::cmdline(pid).trim());
+        left.push(Leftover { kind, what });
+    }
+    left.extend(cgroups.iter().filter(|c| c.exists()).map(|c| Leftover {
+        kind: LeftoverKind::Cgroup,
+        what: c.display().to_string(),
+    }));
+    left
+}
+
 /// Stops the Bazel servers whose pid files lie in `root` or at most `depth` folders below
 /// it, after checking that each pid's command line still names `root` (a pid file may be
 /// stale, its pid reused). Returns the pids it stopped.
@@ -224,6 +275,50 @@ mod tests {
         assert!(foreign.exists() && live.path().exists());
         orphan.wait().unwrap();
         assert!(sweep(work.path()).is_empty(), "nothing left to sweep");
+    }
+
+    #[test]
+    fn leftovers_name_the_folder_its_processes_and_its_cgroups() {
+        let work = tempfile::tempdir().unwrap();
+        let scratch = work.path().join("flywheel-bench-ended");
+        std::fs::create_dir(&scratch).unwrap();
+        std::fs::write(scratch.join("log"), "").unwrap();
+        let since = Owner::current().start_ticks;
+        let mut server = Command::new("tail")
+            .arg("-f")
+            .arg(scratch.join("log"))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = server.id() as i32;
+        let gone_cgroup = work.path().join("no-such-cgroup");
+        let kept_cgroup = work.path().join("a-cgroup-left");
+        std::fs::create_dir(&kept_cgroup).unwrap();
+        let cgroups = [gone_cgroup, kept_cgroup.clone()];
+        let left = leftovers(&scratch, &cgroups, &[pid], since);
+        let kinds: Vec<LeftoverKind> = left.iter().map(|l| l.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                LeftoverKind::Scratch,
+                LeftoverKind::Server,
+                LeftoverKind::Cgroup
+            ],
+            "{left:?}"
+        );
+        assert!(
+            left[1].what.starts_with(&format!("pid {pid}: tail -f")),
+            "{left:?}"
+        );
+        assert_eq!(left[2].what, kept_cgroup.display().to_string());
+        // Not a server it knew of: a process.
+        let left = leftovers(&scratch, &[], &[], since);
+        assert_eq!(left[1].kind, LeftoverKind::Process);
+        server.kill().unwrap();
+        server.wait().unwrap();
+        std::fs::remove_dir_all(&scratch).unwrap();
+        std::fs::remove_dir(&kept_cgroup).unwrap();
+        assert_eq!(leftovers(&scratch, &cgroups, &[pid], since), []);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! accounting, signals), private scratch folders and the janitor that cleans up after runs
 //! that died, checks that need the file system, and the harness's own HTTP client.
 
-mod cgroup;
+pub(crate) mod cgroup;
 pub(crate) mod checks;
 pub mod http;
 pub(crate) mod janitor;

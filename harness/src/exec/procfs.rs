@@ -94,13 +94,12 @@ pub fn names_path(text: &str, path: &str) -> bool {
         })
 }
 
-/// SIGKILLs this user's live processes (never the harness itself) that `chosen` picks, and
-/// waits up to 5 s for them to go. Returns their pids.
-pub fn kill_processes(chosen: impl Fn(i32) -> bool) -> Vec<i32> {
+/// This user's live processes (never the harness itself) that `chosen` picks.
+pub fn find_processes(chosen: impl Fn(i32) -> bool) -> Vec<i32> {
     // SAFETY: geteuid cannot fail.
     let me = unsafe { libc::geteuid() };
     let own = std::process::id() as i32;
-    let pids: Vec<i32> = std::fs::read_dir("/proc")
+    std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
@@ -108,7 +107,13 @@ pub fn kill_processes(chosen: impl Fn(i32) -> bool) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .filter(|&pid| pid != own && Stat::of(pid).is_some_and(|s| s.alive()))
         .filter(|&pid| chosen(pid))
-        .collect();
+        .collect()
+}
+
+/// SIGKILLs this user's live processes (never the harness itself) that `chosen` picks, and
+/// waits up to 5 s for them to go. Returns their pids.
+pub fn kill_processes(chosen: impl Fn(i32) -> bool) -> Vec<i32> {
+    let pids = find_processes(chosen);
     for &pid in &pids {
         // SAFETY: plain syscall on a pid just checked to be this user's and chosen.
         unsafe { libc::kill(pid, libc::SIGKILL) };

@@ -93,11 +93,20 @@ impl Drop for ScratchDir {
 /// mounts name it: Bazel servers, Nix's sandboxed builders (which outlive a killed `nix
 /// build`). Returns their pids.
 pub fn stop_processes_in(dir: &Path, since: u64) -> Vec<i32> {
+    procfs::kill_processes(works_in(dir, since))
+}
+
+/// The processes [`stop_processes_in`] would stop, left running.
+pub fn processes_in(dir: &Path, since: u64) -> Vec<i32> {
+    procfs::find_processes(works_in(dir, since))
+}
+
+fn works_in(dir: &Path, since: u64) -> impl Fn(i32) -> bool {
     let needle = unique_part(dir);
-    procfs::kill_processes(|pid| {
+    move |pid| {
         procfs::Stat::of(pid).is_some_and(|s| s.start_ticks >= since)
             && procfs::mentions(pid, &needle)
-    })
+    }
 }
 
 /// `dir` from its scratch folder's (unique) name on, e.g. `flywheel-bench-Ab12Cd/nix/root3`:
@@ -272,7 +281,10 @@ pub fn copy_private(from: &Path, to: &Path) -> crate::error::Result<()> {
         }
         return Ok(());
     }
-    let bytes = fs::read(from).context(|| format!("reading {}", from.display()))?;
+    let bytes =
+        crate::boundary::read_regular(from, crate::boundary::SECRET_LIMIT).map_err(|why| {
+            crate::error::Error::Environment(format!("the secret file {}: {why}", from.display()))
+        })?;
     write_private(to, &bytes)
 }
 

@@ -354,15 +354,7 @@ pub fn shell_startup(exec: &dyn Executor, prefix: &[OsString]) -> Result<f64, St
     enter()
 }
 
-/// One thing a runner needs for the gpu lane, and whether it has it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Need {
-    pub what: &'static str,
-    /// What was found, or what is missing and how to fix it.
-    pub found: Result<String, String>,
-    /// The lane cannot run without it (else it only changes how it runs).
-    pub required: bool,
-}
+pub use super::Need;
 
 /// The device files CUDA programs open, as found under `dev` (`/dev`).
 pub fn device_needs(dev: &Path) -> Vec<Need> {
@@ -453,7 +445,7 @@ pub fn needs(exec: &dyn Executor, search_path: &OsStr, flake_dir: &Path, dir: &P
         needs.push(need(
             what,
             found.ok_or_else(|| {
-                format!("{tool} is not on PATH: see the README's GPU section for bringing it to a runner without a registry")
+                format!("{tool} is not on PATH: see docs/lanes-and-gpu.md for bringing it to a runner without a registry")
             }),
             true,
         ));

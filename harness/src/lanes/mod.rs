@@ -17,6 +17,7 @@ use crate::exec::process::{Executor, InShell};
 use crate::plan::cache::{BazelCache, NixCache};
 use crate::plan::config::{BazelSetup, NixSetup, VmSettings};
 use crate::plan::{Lane, Plan};
+use crate::results::lifecycle::{Bootstrap, TimedStep};
 use crate::results::{Environment, LaneIdentity};
 
 /// The shell a lane names when its cases run in the harness's own environment.
@@ -45,6 +46,19 @@ pub struct LaneContext<'a> {
     pub dir: &'a Path,
     /// Set inside a vm lane's guest: its cases run right here.
     pub guest: Option<&'a GuestRole>,
+    /// The run's bootstrap so far (the job's steps, the session's checks); each lane adds
+    /// its own checks and records the whole in its identity.
+    pub bootstrap: &'a Bootstrap,
+}
+
+/// One thing a runner needs for a lane (what `doctor --lane` checks), and whether it has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Need {
+    pub what: &'static str,
+    /// What was found, or what is missing and how to fix it.
+    pub found: Result<String, String>,
+    /// The lane cannot run without it (else it only changes how it runs).
+    pub required: bool,
 }
 
 /// The vm lane seen from inside its guest: how the host booted it.
@@ -52,6 +66,8 @@ pub struct LaneContext<'a> {
 pub struct GuestRole {
     pub acceleration: String,
     pub acceleration_note: String,
+    /// The host's bootstrap of the lane: its job's steps, its checks, the VM's.
+    pub bootstrap: Bootstrap,
 }
 
 /// A lane ready to run a plan.
@@ -75,6 +91,7 @@ pub enum LaneRunner<'a> {
 /// Prepares `lane`: proves what it can (a GPU, KVM), says who it is and how it runs.
 pub fn prepare<'a>(lane: Lane, ctx: &LaneContext<'a>) -> Result<PreparedLane<'a>> {
     let mut identity = LaneIdentity::of(lane, ctx.environment);
+    identity.bootstrap = Some(ctx.bootstrap.clone());
     match (lane, ctx.guest) {
         (Lane::Host, _) => Ok(PreparedLane {
             identity,
@@ -87,6 +104,7 @@ pub fn prepare<'a>(lane: Lane, ctx: &LaneContext<'a>) -> Result<PreparedLane<'a>
             identity.virtualization = Some("qemu".into());
             identity.acceleration = Some(role.acceleration.clone());
             identity.acceleration_note = Some(role.acceleration_note.clone());
+            identity.bootstrap = Some(role.bootstrap.clone().then(ctx.bootstrap));
             Ok(PreparedLane {
                 identity,
                 skip_reason: None,
@@ -115,19 +133,31 @@ fn gpu_lane<'a>(mut identity: LaneIdentity, ctx: &LaneContext<'a>) -> Result<Pre
         runner: LaneRunner::Local(Box::new(ctx.exec)),
         plan: None,
     };
-    let (mut info, smi) = match gpu::preflight(ctx.exec, ctx.search_path) {
+    let mut checks = Bootstrap::default();
+    let (found, step) = TimedStep::time("gpu preflight", || {
+        gpu::preflight(ctx.exec, ctx.search_path)
+    });
+    checks.checks.push(step);
+    let with_checks = |mut identity: LaneIdentity, checks: &Bootstrap| {
+        identity.bootstrap = Some(ctx.bootstrap.clone().then(checks));
+        identity
+    };
+    let (mut info, smi) = match found {
         Ok(found) => found,
-        Err(reason) => return Ok(skipped(identity, reason)),
+        Err(reason) => return Ok(skipped(with_checks(identity, &checks), reason)),
     };
     let mut plan = ctx.plan.clone();
     let no_toolkit =
         gpu::CudaLayout::discover(ctx.exec, ctx.search_path).apply(&mut plan.repos, &mut info);
     identity.gpu = Some(info);
     if let Some(reason) = no_toolkit {
-        return Ok(skipped(identity, reason));
+        return Ok(skipped(with_checks(identity, &checks), reason));
     }
     let nix = crate::tools::find("nix", ctx.search_path);
-    let shell = gpu::choose_shell(ctx.exec, nix.as_deref(), ctx.flake_dir, ctx.dir);
+    let (shell, step) = TimedStep::time("dev shell (evaluated and realised)", || {
+        gpu::choose_shell(ctx.exec, nix.as_deref(), ctx.flake_dir, ctx.dir)
+    });
+    checks.checks.push(step);
     let inner: Box<dyn Executor + 'a> = match shell {
         gpu::Shell::Flake { name, prefix } => match gpu::shell_startup(ctx.exec, &prefix) {
             Ok(seconds) => {
@@ -152,6 +182,12 @@ fn gpu_lane<'a>(mut identity: LaneIdentity, ctx: &LaneContext<'a>) -> Result<Pre
             Box::new(ctx.exec)
         }
     };
+    if let Some(seconds) = identity.shell_startup_s {
+        checks
+            .checks
+            .push(TimedStep::new("dev shell start-up", seconds));
+    }
+    let identity = with_checks(identity, &checks);
     Ok(PreparedLane {
         identity,
         skip_reason: None,

@@ -20,10 +20,10 @@ use crate::error::{Error, IoContext, Result};
 use crate::exec::process::{CommandSpec, Executor, Exit};
 use crate::exec::scratch::write_private;
 use crate::lanes::initramfs::{cpio_newc, load_order, Entry};
-use crate::lanes::GuestRole;
+use crate::lanes::{GuestRole, Need};
 use crate::plan::cache::{BazelCache, BazelEndpoint, Fill, NixCache};
-use crate::plan::config::{BazelSetup, NixSetup, Secret, VmSettings};
-use crate::plan::{Lane, Plan};
+use crate::plan::config::{BazelSetup, Login, NixSetup, Secret, VmSettings};
+use crate::plan::{Lane, Plan, Source};
 use crate::results::{Environment, LaneIdentity};
 
 /// What the guest needs: virtio PCI, 9p over virtio, and a virtio network card.
@@ -252,6 +252,102 @@ pub fn build_image(dir: &Path, exec: &dyn Executor) -> Result<VmImage> {
     })
 }
 
+/// What the vm lane needs here (`doctor --lane vm`), each with what was found or its fix:
+/// QEMU, a kernel with its virtio and 9p modules, a static busybox and xz, then the guest
+/// image built from them in `dir`. KVM is proved only by booting a test VM under it (up
+/// to 30 s), which `probe_kvm` asks for; without it the lane runs under TCG.
+pub fn needs(
+    exec: &dyn Executor,
+    (qemu, search_path): (Option<&Path>, &OsStr),
+    dir: &Path,
+    probe_kvm: bool,
+) -> Vec<Need> {
+    let mut needs = vec![Need {
+        what: "QEMU (qemu-system-x86_64)",
+        found: qemu
+            .map(|q| q.display().to_string())
+            .ok_or_else(|| crate::tools::install_hint("qemu-system-x86_64").to_string()),
+        required: true,
+    }];
+    let kernel = find_kernel();
+    needs.push(Need {
+        what: "a Linux kernel with its modules (/boot, /lib/modules)",
+        found: kernel
+            .as_ref()
+            .map(|(release, path)| format!("Linux {release} ({})", path.display()))
+            .map_err(ToString::to_string),
+        required: true,
+    });
+    if let Ok((release, _)) = &kernel {
+        let dep = Path::new("/lib/modules").join(release).join("modules.dep");
+        let modules = std::fs::read_to_string(&dep)
+            .map_err(|e| format!("cannot read {}: {e}", dep.display()))
+            .and_then(|text| load_order(&text, MODULES))
+            .map(|order| format!("{} modules in load order", order.len()));
+        needs.push(Need {
+            what: "the guest's virtio and 9p modules (virtio_pci, 9p, 9pnet_virtio, virtio_net)",
+            found: modules,
+            required: true,
+        });
+    }
+    let busybox = match std::fs::read(BUSYBOX) {
+        Ok(bytes) if !is_dynamic(&bytes) => Ok(format!("{BUSYBOX}, statically linked")),
+        Ok(_) => Err(format!(
+            "{BUSYBOX} is dynamically linked: `sudo apt-get install busybox-static`"
+        )),
+        Err(_) => Err(format!(
+            "no {BUSYBOX}: `sudo apt-get install busybox-static`"
+        )),
+    };
+    needs.push(Need {
+        what: "a static busybox (the guest's init)",
+        found: busybox,
+        required: true,
+    });
+    needs.push(Need {
+        what: "xz (unpacks the kernel to boot)",
+        found: crate::tools::find("xz", search_path)
+            .map(|p| p.display().to_string())
+            .ok_or_else(|| "xz is not on PATH: `sudo apt-get install xz-utils`".into()),
+        required: true,
+    });
+    let ready = needs.iter().all(|n| n.found.is_ok());
+    let image = if ready {
+        build_image(&dir.join("image"), exec).map_err(|e| e.to_string())
+    } else {
+        Err("not built: something above is missing".into())
+    };
+    needs.push(Need {
+        what: "the guest image (vmlinux and an initramfs)",
+        found: image
+            .as_ref()
+            .map(|i| format!("built for Linux {}", i.kernel_release))
+            .map_err(Clone::clone),
+        required: true,
+    });
+    let kvm = match (qemu, &image) {
+        _ if !Path::new("/dev/kvm").exists() => {
+            Err("no /dev/kvm: the lane runs under TCG (correctness evidence, not KVM timings)".into())
+        }
+        (Some(qemu), Ok(image)) if probe_kvm => match probe_accel(exec, qemu, image, dir) {
+            Ok((Accel::Kvm, note)) => Ok(note),
+            Ok((Accel::Tcg, note)) => Err(format!("{note}: the lane runs under TCG")),
+            Err(e) => Err(format!("the KVM probe could not run: {e}")),
+        },
+        _ if probe_kvm => Err("/dev/kvm exists; not probed: the guest image is missing".into()),
+        _ => Err(format!(
+            "/dev/kvm exists but only a boot proves it works: pass --kvm-probe to boot a test VM under KVM (up to {} s), as every run does",
+            ACCEL_PROBE_TIMEOUT.as_secs()
+        )),
+    };
+    needs.push(Need {
+        what: "KVM acceleration (else TCG)",
+        found: kvm,
+        required: false,
+    });
+    needs
+}
+
 /// A machine to boot: the emulator, the image, how it is accelerated and its size.
 #[derive(Clone, Copy)]
 pub struct Machine<'a> {
@@ -430,6 +526,10 @@ pub struct GuestJob {
     pub bazel: BazelSetup,
     pub acceleration: String,
     pub acceleration_note: String,
+    /// The lane's bootstrap as the host timed it (the job's steps, the host's checks, the
+    /// VM's image and KVM probe); the guest adds its own checks.
+    #[serde(default)]
+    pub bootstrap: crate::results::lifecycle::Bootstrap,
     /// Where the guest writes its events, one JSON line each.
     pub events: PathBuf,
     /// Where the guest keeps its scratch folder (a tmpfs).
@@ -439,8 +539,9 @@ pub struct GuestJob {
 /// Private (0600) files of the job folder, as the guest sees them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GuestSecrets {
-    /// The Nix cache's token.
-    pub nix_token: Option<PathBuf>,
+    /// The Nix cache's login: its user on the first line, its password (an Attic token) on
+    /// the second.
+    pub nix_login: Option<PathBuf>,
     /// The Bazel cache's headers, one `Name=Value` a line.
     pub bazel_headers: Option<PathBuf>,
 }
@@ -466,9 +567,9 @@ impl GuestJob {
         let mut secrets = GuestSecrets::default();
         let mut nix_cache = nix_cache.map(for_guest);
         if let Some(cache) = nix_cache.as_mut() {
-            if let Some(token) = &cache.token {
-                secrets.nix_token =
-                    Some(private(&|to| write_private(to, token.expose().as_bytes()))?);
+            if let Some(login) = &cache.login {
+                let text = format!("{}\n{}\n", login.user, login.password.expose());
+                secrets.nix_login = Some(private(&|to| write_private(to, text.as_bytes()))?);
             }
             if let Fill::NixCopy {
                 secret_key_file: Some(key),
@@ -492,8 +593,19 @@ impl GuestJob {
                 secrets.bazel_headers = Some(private(&|to| write_private(to, lines.as_bytes()))?);
             }
         }
+        // The guest builds from the host's checkouts: a git URL is only a name there, and
+        // its credentials stay on the host.
+        let mut plan = plan.clone();
+        for repo in &mut plan.repos {
+            if let Source::Git { url, .. }
+            | Source::Fetched { url, .. }
+            | Source::Unavailable { url, .. } = &mut repo.source
+            {
+                *url = crate::boundary::redact_urls(url);
+            }
+        }
         let spec = GuestJob {
-            plan: plan.clone(),
+            plan,
             nix_cache,
             bazel_cache,
             secrets,
@@ -504,6 +616,7 @@ impl GuestJob {
             bazel: bazel.clone(),
             acceleration: role.acceleration,
             acceleration_note: role.acceleration_note,
+            bootstrap: role.bootstrap,
             events: Path::new(GUEST_JOB_DIR).join("events.jsonl"),
             work_dir: PathBuf::from("/tmp"),
         };
@@ -527,8 +640,13 @@ impl GuestJob {
         let read = |path: &Path| {
             std::fs::read_to_string(path).context(|| format!("reading {}", path.display()))
         };
-        if let (Some(cache), Some(path)) = (job.nix_cache.as_mut(), &job.secrets.nix_token) {
-            cache.token = Some(Secret::new(read(path)?.trim()));
+        if let (Some(cache), Some(path)) = (job.nix_cache.as_mut(), &job.secrets.nix_login) {
+            let text = read(path)?;
+            let mut lines = text.lines();
+            cache.login = Some(Login {
+                user: lines.next().unwrap_or_default().to_string(),
+                password: Secret::new(lines.next().unwrap_or_default()),
+            });
         }
         if let (Some(cache), Some(path)) = (job.bazel_cache.as_mut(), &job.secrets.bazel_headers) {
             cache.headers = read(path)?.lines().map(Secret::new).collect();
@@ -563,6 +681,8 @@ pub struct GuestLane<'a> {
     bazel: BazelSetup,
     /// The run's `$PATH`, which the guest's harness gets (the guest shares the host's root).
     search_path: OsString,
+    /// The run's bootstrap with the VM's image build and KVM probe.
+    bootstrap: crate::results::lifecycle::Bootstrap,
 }
 
 impl<'a> GuestLane<'a> {
@@ -574,8 +694,19 @@ impl<'a> GuestLane<'a> {
             needed_for: "for the vm lane".into(),
             fix: crate::tools::install_hint("qemu-system-x86_64"),
         })?;
-        let image = build_image(&ctx.dir.join("image"), ctx.exec)?;
-        let (accel, note) = probe_accel(ctx.exec, qemu, &image, ctx.dir)?;
+        use crate::results::lifecycle::TimedStep;
+        let (image, image_step) = TimedStep::time("vm image (kernel and initramfs)", || {
+            build_image(&ctx.dir.join("image"), ctx.exec)
+        });
+        let image = image?;
+        let (probed, probe_step) =
+            TimedStep::time("kvm probe", || probe_accel(ctx.exec, qemu, &image, ctx.dir));
+        let (accel, note) = probed?;
+        let mut bootstrap = ctx.bootstrap.clone();
+        bootstrap.checks.push(image_step);
+        bootstrap
+            .checks
+            .push(probe_step.with_detail(format!("{}: {note}", accel.name())));
         eprintln!(
             "vm lane: Linux {} under {} ({note})",
             image.kernel_release,
@@ -594,6 +725,7 @@ impl<'a> GuestLane<'a> {
             nix: ctx.nix.clone(),
             bazel: ctx.bazel.clone(),
             search_path: ctx.search_path.to_owned(),
+            bootstrap,
         })
     }
 
@@ -615,6 +747,7 @@ impl<'a> GuestLane<'a> {
         identity.virtualization = Some("qemu".into());
         identity.acceleration = Some(self.accel.name().into());
         identity.acceleration_note = Some(self.note.clone());
+        identity.bootstrap = Some(self.bootstrap.clone());
         identity
     }
 
@@ -675,6 +808,7 @@ impl<'a> GuestLane<'a> {
         let role = GuestRole {
             acceleration: self.accel.name().into(),
             acceleration_note: self.note.clone(),
+            bootstrap: self.bootstrap.clone(),
         };
         let caches = (self.nix_cache.as_ref(), self.bazel_cache.as_ref());
         GuestJob::write(job, plan, caches, (&self.nix, &self.bazel), role)?;
@@ -807,10 +941,17 @@ mod lane_tests {
         };
         let job_dir = dir.path().join("job");
         std::fs::create_dir(&job_dir).unwrap();
-        let plan = crate::testing::plan(&[crate::plan::Scenario::Warm], Default::default());
+        let mut plan = crate::testing::plan(&[crate::plan::Scenario::Warm], Default::default());
+        // A git source with credentials in its URL: the guest gets its name only.
+        plan.repos[0].source = Source::Fetched {
+            checkout: dir.path().to_path_buf(),
+            url: "https://bot:s3cr3t-pw@git.example.com/r".into(),
+            rev: "a".repeat(40),
+        };
         let role = GuestRole {
             acceleration: "tcg".into(),
             acceleration_note: "test".into(),
+            bootstrap: Default::default(),
         };
         let job = GuestJob::write(
             &job_dir,
@@ -829,7 +970,7 @@ mod lane_tests {
         let nix = job.nix_cache.unwrap();
         assert_eq!(nix.url.as_str(), "http://10.0.2.2:8080/main");
         assert_eq!(
-            job.secrets.nix_token.as_deref(),
+            job.secrets.nix_login.as_deref(),
             Some(Path::new("/tmp/job/secret-0"))
         );
         let copy = job_dir.join("secret-0");
@@ -842,17 +983,19 @@ mod lane_tests {
             .contains("s3cr3t-token"));
         let written = std::fs::read_to_string(job_dir.join("job.json")).unwrap();
         assert!(
-            !written.contains("s3cr3t-token"),
+            !written.contains("s3cr3t-token") && !written.contains("s3cr3t-pw"),
             "the job file names secrets, never holds them"
         );
+        assert!(written.contains("https://git.example.com/r"), "{written}");
         // The guest reads the token back (here with the job folder where the host has it).
         let moved = dir.path().join("moved.json");
         let host_paths = written.replace("/tmp/job/", &format!("{}/", job_dir.display()));
         std::fs::write(&moved, host_paths).unwrap();
         let read = GuestJob::read(&moved).unwrap();
+        let login = read.nix_cache.unwrap().login.unwrap();
         assert_eq!(
-            read.nix_cache.unwrap().token,
-            Some(Secret::new("s3cr3t-token"))
+            (login.user.as_str(), login.password),
+            ("flywheel-bench", Secret::new("s3cr3t-token"))
         );
     }
 

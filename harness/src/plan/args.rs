@@ -22,8 +22,9 @@ pub struct RunArgs {
     /// corrupt, poison; +tuned for blackhole and slow), `fallback` for every fault, `all`.
     #[arg(long = "scenario", value_name = "SCENARIO", value_parser = Scenario::parse_selection)]
     pub scenarios: Vec<Vec<Scenario>>,
-    /// Timed samples per case, at least 1 [default: the profile's, else 5].
-    #[arg(long, value_parser = parse_count)]
+    /// Timed samples per case, at least 1 (hyperfine's -r/--runs) [default: the
+    /// profile's, else 5].
+    #[arg(long, short = 'r', visible_alias = "runs", value_parser = parse_count)]
     pub samples: Option<usize>,
     /// Keep sampling a case until the 95% interval of its median (and of a warm case's
     /// speedup) is narrower than this fraction of it, e.g. 0.05; --samples is then the
@@ -38,8 +39,9 @@ pub struct RunArgs {
     /// case records what explaining cost) [default: on].
     #[arg(long, value_enum)]
     pub explain: Option<crate::plan::Explain>,
-    /// Untimed builds before the samples of each case [default: the profile's, else 1].
-    #[arg(long)]
+    /// Untimed builds before the samples of each case (hyperfine's -w/--warmup)
+    /// [default: the profile's, else 1].
+    #[arg(long, short = 'w', visible_alias = "warmup")]
     pub warmups: Option<usize>,
     /// Profiles file [default: ./bench.toml when present].
     #[arg(long, value_name = "FILE")]
@@ -93,7 +95,8 @@ pub struct RunArgs {
     /// Results file (default: results/<UTC timestamp>.json).
     #[arg(long, short)]
     pub output: Option<PathBuf>,
-    /// Folder of bench repos (default: ./bench-repos, or $FLYWHEEL_BENCH_REPOS).
+    /// Folder of bench repos (default: $FLYWHEEL_BENCH_REPOS, else ./bench-repos, else the
+    /// ones installed beside the binary).
     #[arg(long, value_name = "DIR")]
     pub bench_repos: Option<PathBuf>,
     /// An external Bazel remote cache for warm cases instead of the embedded one:
@@ -128,6 +131,10 @@ pub struct RunArgs {
     /// Where temporary stores and logs live during the run (default: the system temp folder).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// A step the lane's job timed before the run, recorded in each lane's bootstrap, e.g.
+    /// `--bootstrap-time "nix run .#bench=41.8"` (repeatable).
+    #[arg(long = "bootstrap-time", value_name = "NAME=SECONDS", value_parser = parse_bootstrap_time)]
+    pub bootstrap_times: Vec<(String, f64)>,
 }
 
 /// What a user may ask of `coverage`: which repos, which caches, where the report goes.
@@ -140,7 +147,8 @@ pub struct CoverageArgs {
     /// Override a bench repo parameter, e.g. `--param size=50` (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, ParamValue)>,
-    /// Folder of bench repos (default: ./bench-repos, or $FLYWHEEL_BENCH_REPOS).
+    /// Folder of bench repos (default: $FLYWHEEL_BENCH_REPOS, else ./bench-repos, else the
+    /// ones installed beside the binary).
     #[arg(long, value_name = "DIR")]
     pub bench_repos: Option<PathBuf>,
     /// Profiles file [default: ./bench.toml when present].
@@ -164,7 +172,7 @@ pub struct CoverageArgs {
     /// targets).
     #[arg(long, value_name = "FILE")]
     pub bazel_exec_log: Option<PathBuf>,
-    /// Requests in flight at once, at least 1 [default: 25, as Nix's http-connections].
+    /// Requests in flight at once, at least 1; the default is Nix's own http-connections.
     #[arg(long, value_parser = parse_count, default_value_t = 25)]
     pub concurrency: usize,
     /// The coverage JSON (default: results/coverage-<UTC timestamp>.json).
@@ -244,6 +252,20 @@ pub fn parse_sweep(text: &str) -> Result<(String, Vec<ParamValue>), String> {
         ));
     }
     Ok((key, values))
+}
+
+/// `NAME=SECONDS`: the name may hold `=`, the seconds follow the last one.
+fn parse_bootstrap_time(text: &str) -> Result<(String, f64), String> {
+    let example = "e.g. \"nix run .#bench=41.8\"";
+    let (name, seconds) = text
+        .rsplit_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=SECONDS, {example}"))?;
+    if name.trim().is_empty() {
+        return Err(format!("`{text}` has no name, {example}"));
+    }
+    let seconds = parse_non_negative(seconds.trim())
+        .map_err(|e| format!("`{text}`: the seconds after the last `=`: {e}"))?;
+    Ok((name.trim().to_string(), seconds))
 }
 
 fn parse_override(text: &str) -> Result<(String, PathBuf), String> {
@@ -342,6 +364,23 @@ mod tests {
         );
         assert!(parse_param("size").unwrap_err().contains("KEY=VALUE"));
         assert!(parse_param("=5").is_err());
+    }
+
+    #[test]
+    fn bootstrap_times_are_name_and_seconds() {
+        assert_eq!(
+            parse_bootstrap_time("nix run .#bench=41.8").unwrap(),
+            ("nix run .#bench".into(), 41.8)
+        );
+        assert_eq!(parse_bootstrap_time("a=b=2").unwrap(), ("a=b".into(), 2.0));
+        assert!(parse_bootstrap_time("nix")
+            .unwrap_err()
+            .contains("NAME=SECONDS"));
+        assert!(parse_bootstrap_time("=3").unwrap_err().contains("no name"));
+        assert!(parse_bootstrap_time("x=-1")
+            .unwrap_err()
+            .contains("0 or more"));
+        assert!(parse_bootstrap_time("x=soon").is_err());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::error::{Error, Result};
-use crate::plan::config::Secret;
+use crate::plan::config::{Login, Secret};
 use crate::results::{CacheBackend, CacheUse};
 
 /// The login that goes with an Attic token (Attic reads only the password), and the name
@@ -30,10 +30,11 @@ pub struct NixCache {
     pub url: Url,
     /// `name:base64` key that signed the cache's narinfos.
     pub public_key: String,
-    /// The readers' credential: an Attic token, sent as the HTTP Basic password (as Nix's
-    /// netrc sends it) and as the API's bearer token.
+    /// The readers' credentials, sent as HTTP Basic (Nix reads them from a netrc): an Attic
+    /// token as the password of [`ATTIC_LOGIN`] (the API takes it as a bearer token), or
+    /// the user and password an http(s) URL carried, taken out of it.
     #[serde(skip)]
-    pub token: Option<Secret>,
+    pub login: Option<Login>,
     /// How the priming build's outputs get into the cache.
     pub fill: Fill,
 }
@@ -66,7 +67,7 @@ impl NixCache {
             backend,
             url,
             public_key,
-            token: None,
+            login: None,
             fill: if fill {
                 Fill::NixCopy { secret_key_file }
             } else {
@@ -81,7 +82,7 @@ impl NixCache {
             backend: nix_backend_of(&url),
             url,
             public_key,
-            token: None,
+            login: None,
             fill: Fill::ReadOnly,
         }
     }
@@ -135,14 +136,17 @@ impl NixCache {
         Ok((endpoint, cache.to_string()))
     }
 
-    /// The token, or why an Attic cache has none.
+    /// The Attic token (the login's password), or why an Attic cache has none.
     pub fn token(&self) -> Result<&str> {
-        self.token.as_ref().map(Secret::expose).ok_or_else(|| {
-            Error::Environment(format!(
+        self.login
+            .as_ref()
+            .map(|l| l.password.expose())
+            .ok_or_else(|| {
+                Error::Environment(format!(
                 "the Attic cache {} has no token\n  fix: set the profile's token_env or token_file",
                 self.url
             ))
-        })
+            })
     }
 }
 
@@ -197,12 +201,18 @@ impl BazelCache {
         }
     }
 
-    /// `build --remote_header=Name=Value` lines, for the private rc file builds read.
+    /// `build '--remote_header=Name=Value'` lines, for the private rc file builds read. Each
+    /// is one word as Bazel's rc parser reads it: it splits on whitespace and honours
+    /// shell-like quotes, so a value with a space (`Authorization=Bearer T`) is
+    /// single-quoted, and a `'` in it written `'\''`.
     pub fn headers_rc(&self) -> Option<String> {
         (!self.headers.is_empty()).then(|| {
             self.headers
                 .iter()
-                .map(|h| format!("build --remote_header={}\n", h.expose()))
+                .map(|h| {
+                    let quoted = h.expose().replace('\'', "'\\''");
+                    format!("build '--remote_header={quoted}'\n")
+                })
                 .collect()
         })
     }
@@ -261,7 +271,7 @@ mod tests {
                 backend: CacheBackend::Attic,
                 url: attic_url(&url(endpoint), "main").unwrap(),
                 public_key: "main:K".into(),
-                token: None,
+                login: None,
                 fill: Fill::AtticApi,
             };
             let (server, name) = cache.attic_server().unwrap();
@@ -281,21 +291,27 @@ mod tests {
     }
 
     #[test]
-    fn header_rc_lines_carry_the_headers_and_serialising_drops_secrets() {
+    fn header_rc_lines_carry_each_header_as_one_quoted_word_and_serialising_drops_secrets() {
         let cache = BazelCache {
             backend: CacheBackend::Http,
             endpoint: BazelEndpoint::Remote(url("http://cache:8080")),
-            headers: vec![Secret::new("Authorization=Bearer t")],
+            headers: vec![
+                Secret::new("Authorization=Bearer t"),
+                Secret::new("X-Quote=it's"),
+            ],
             read_only: false,
         };
         assert_eq!(
             cache.headers_rc().as_deref(),
-            Some("build --remote_header=Authorization=Bearer t\n")
+            Some("build '--remote_header=Authorization=Bearer t'\nbuild '--remote_header=X-Quote=it'\\''s'\n")
         );
         let json = serde_json::to_string(&cache).unwrap();
         assert!(!json.contains("Bearer"), "{json}");
         let nix = NixCache {
-            token: Some(Secret::new("s3cr3t")),
+            login: Some(Login {
+                user: "bot".into(),
+                password: Secret::new("s3cr3t"),
+            }),
             ..NixCache::upstream(url("https://cache.nixos.org"), "k:1".into())
         };
         assert!(!serde_json::to_string(&nix).unwrap().contains("s3cr3t"));

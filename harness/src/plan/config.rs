@@ -11,7 +11,9 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::plan::args::RunArgs;
-use crate::plan::cache::{attic_url, nix_backend_of, BazelCache, BazelEndpoint, Fill, NixCache};
+use crate::plan::cache::{
+    attic_url, nix_backend_of, BazelCache, BazelEndpoint, Fill, NixCache, ATTIC_LOGIN,
+};
 use crate::plan::profile::{AtticPush, BazelBackend, NixBackend, Profile, TokenSource};
 use crate::plan::proxies::Proxies;
 use crate::plan::{Lane, ParamValue, Scenario, Settings, SlowSettings, System};
@@ -25,16 +27,57 @@ pub struct Env {
     pub cwd: PathBuf,
     pub temp_dir: PathBuf,
     pub now: chrono::DateTime<chrono::Utc>,
+    /// `./bench-repos` exists.
+    local_bench_repos: bool,
+    /// The bench repos installed beside the harness's binary, when there are any.
+    shipped_bench_repos: Option<PathBuf>,
 }
+
+/// Where bench repos are installed relative to the folder of the binary: the flake's
+/// package (`$out/bin`, `$out/share/flywheel-bench/bench-repos`) and the runner pack of
+/// `scripts/pack-runner` (`bin/`, `bench-repos/`).
+const SHIPPED_BENCH_REPOS: [&str; 2] = ["../share/flywheel-bench/bench-repos", "../bench-repos"];
 
 impl Env {
     /// The one place that reads the process's environment for the configuration.
     pub fn capture() -> Env {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        let exe_dir = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(Path::to_path_buf));
         Env {
             vars: std::env::vars().collect(),
-            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            local_bench_repos: cwd.join("bench-repos").is_dir(),
+            shipped_bench_repos: exe_dir.and_then(|dir| {
+                SHIPPED_BENCH_REPOS
+                    .iter()
+                    .map(|rel| dir.join(rel))
+                    .find(|p| p.is_dir())
+                    .map(|p| p.canonicalize().unwrap_or(p))
+            }),
+            cwd,
             temp_dir: std::env::temp_dir(),
             now: chrono::Utc::now(),
+        }
+    }
+
+    /// The bench repos folder for `--bench-repos` (`flag`) and where the choice came from:
+    /// the flag, else `$FLYWHEEL_BENCH_REPOS`, else `./bench-repos` when it exists, else the
+    /// folder installed beside the binary, else `./bench-repos` (which errors then name).
+    /// `run`, `coverage`, `compare` and `doctor` all find them here.
+    pub fn bench_repos(&self, flag: Option<&Path>) -> (PathBuf, &'static str) {
+        if let Some(dir) = flag {
+            return (dir.to_path_buf(), "--bench-repos");
+        }
+        if let Some(dir) = self.var(BENCH_REPOS_ENV) {
+            return (PathBuf::from(dir), "$FLYWHEEL_BENCH_REPOS");
+        }
+        let local = self.cwd.join("bench-repos");
+        match &self.shipped_bench_repos {
+            Some(shipped) if !self.local_bench_repos => {
+                (shipped.clone(), "installed beside the binary")
+            }
+            _ => (local, "./bench-repos"),
         }
     }
 
@@ -48,6 +91,8 @@ impl Env {
             cwd: cwd.to_path_buf(),
             temp_dir: PathBuf::from("/tmp"),
             now: chrono::DateTime::UNIX_EPOCH,
+            local_bench_repos: false,
+            shipped_bench_repos: None,
         }
     }
 
@@ -94,6 +139,47 @@ pub struct NixSetup {
     pub proxies: Proxies,
     /// The `attic` CLI, when the team cache is filled with it (found with the other tools).
     pub attic: Option<PathBuf>,
+}
+
+/// HTTP Basic credentials that came in a URL, percent-decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Login {
+    pub user: String,
+    pub password: Secret,
+}
+
+/// `url` without its user information, and that information, checked so a netrc file or an
+/// HTTP header can carry it. `source` names where the URL came from; the error never
+/// shows the credentials.
+pub fn take_login(url: &Url, source: &str) -> Result<(Url, Option<Login>)> {
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok((url.clone(), None));
+    }
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8()
+            .map(|t| t.into_owned())
+            .ok()
+            .filter(|t| !t.chars().any(|c| c.is_whitespace() || c.is_control()))
+    };
+    let (Some(user), Some(password)) =
+        (decode(url.username()), decode(url.password().unwrap_or("")))
+    else {
+        return Err(Error::Usage(format!(
+            "{source} {}: the user or password in the URL holds a space, line break or control character\n  fix: percent-encode them, or give the cache credentials another way",
+            crate::boundary::public_url(url)
+        )));
+    };
+    let mut public = url.clone();
+    let _ = public.set_username("");
+    let _ = public.set_password(None);
+    Ok((
+        public,
+        Some(Login {
+            user,
+            password: Secret::new(password),
+        }),
+    ))
 }
 
 /// How a run uses Bazel, besides its cache.
@@ -149,7 +235,7 @@ impl Default for VmSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RepoSelection {
     pub names: Vec<String>,
-    /// `--bench-repos`, else `$FLYWHEEL_BENCH_REPOS`, else `./bench-repos`.
+    /// As [`Env::bench_repos`] finds it.
     pub bench_repos: PathBuf,
     pub params: Vec<(String, ParamValue)>,
     /// `--sweep`: every repo declaring the parameter runs at each of these values.
@@ -189,6 +275,8 @@ pub struct RunConfig {
     pub search_path: std::ffi::OsString,
     /// `$GITHUB_REF`: the ref a CI checked out, which results record for detached checkouts.
     pub ci_ref: Option<String>,
+    /// What the lane's job timed before the run (`--bootstrap-time`).
+    pub bootstrap: Vec<crate::results::lifecycle::TimedStep>,
 }
 
 impl RunConfig {
@@ -249,11 +337,22 @@ impl RunConfig {
                 .vm_timeout
                 .map_or(vm_defaults.timeout, Duration::from_secs),
         };
-        let bench_repos = args
-            .bench_repos
-            .clone()
-            .or_else(|| env.var(BENCH_REPOS_ENV).map(PathBuf::from))
-            .unwrap_or_else(|| env.cwd.join("bench-repos"));
+        if let Some((key, _)) = &args.sweep {
+            if args.params.iter().any(|(k, _)| k == key) {
+                return Err(Error::Usage(format!(
+                    "--sweep {key}=... and --param {key}=... both set `{key}`\n  fix: drop the --param: the sweep runs each of its values"
+                )));
+            }
+        }
+        if (args.max_samples.is_some() || settings.target_precision.is_some())
+            && settings.max_samples < settings.samples
+        {
+            return Err(Error::Usage(format!(
+                "--max-samples {} is below --samples {} (the minimum number of samples)\n  fix: raise --max-samples to at least {}, or lower --samples",
+                settings.max_samples, settings.samples, settings.samples
+            )));
+        }
+        let (bench_repos, _) = env.bench_repos(args.bench_repos.as_deref());
         Ok(RunConfig {
             profile: profile.name.clone(),
             repos: RepoSelection {
@@ -301,6 +400,11 @@ impl RunConfig {
             flake_dir: env.cwd.clone(),
             search_path: env.var("PATH").unwrap_or_default().into(),
             ci_ref: env.var("GITHUB_REF").map(str::to_string),
+            bootstrap: args
+                .bootstrap_times
+                .iter()
+                .map(|(name, s)| crate::results::lifecycle::TimedStep::new(name, *s))
+                .collect(),
         })
     }
 }
@@ -334,11 +438,12 @@ fn default_checkout_cache(env: &Env) -> PathBuf {
         .join("flywheel-bench/checkouts")
 }
 
-/// Parses a cache URL, naming where it came from in the error.
+/// Parses a cache URL, naming where it came from in the error (without credentials).
 pub fn parse_url(text: &str, source: &str, example: &str) -> Result<Url> {
     Url::parse(text).map_err(|e| {
         Error::Usage(format!(
-            "{source} {text}: not a URL ({e})\n  fix: write it in full, e.g. {example}"
+            "{source} {}: not a URL ({e})\n  fix: write it in full, e.g. {example}",
+            crate::boundary::redact_urls(text)
         ))
     })
 }
@@ -354,18 +459,20 @@ fn nix_cache(
             let url = parse_url(url, "--nix-cache", "http://cache:8080/nix")?;
             if !matches!(url.scheme(), "http" | "https" | "file" | "s3") {
                 return Err(Error::Usage(format!(
-                    "--nix-cache {url}: Nix binary caches are http(s)://, file:// or s3://, not {}://\n  fix: e.g. https://cache.example.com or file:///var/cache/nix",
+                    "--nix-cache {}: Nix binary caches are http(s)://, file:// or s3://, not {}://\n  fix: e.g. https://cache.example.com or file:///var/cache/nix",
+                    crate::boundary::public_url(&url),
                     url.scheme()
                 )));
             }
             let backend = nix_backend_of(&url);
-            return Ok(NixCacheConfig::External(NixCache::store(
+            return store_cache(
                 backend,
-                url,
-                key.clone(),
+                &url,
+                key,
                 args.nix_cache_secret_key.clone(),
                 fill,
-            )));
+                "--nix-cache",
+            );
         }
         (None, None) if args.nix_cache_secret_key.is_some() => {
             return Err(Error::Usage(
@@ -391,9 +498,12 @@ fn nix_cache(
             backend: CacheBackend::Attic,
             url: attic_url(endpoint, cache)?,
             public_key: public_key.clone(),
-            token: Some(match token {
-                TokenSource::Env(var) => token_from_env(var, env)?,
-                TokenSource::File(path) => token_from_file(path)?,
+            login: Some(Login {
+                user: ATTIC_LOGIN.into(),
+                password: match token {
+                    TokenSource::Env(var) => token_from_env(var, env)?,
+                    TokenSource::File(path) => token_from_file(path)?,
+                },
             }),
             fill: match (fill, push) {
                 (false, _) => Fill::ReadOnly,
@@ -406,58 +516,103 @@ fn nix_cache(
             url,
             public_key,
             secret_key_file,
-        } => NixCacheConfig::External(NixCache::store(
+        } => store_cache(
             *backend,
-            url.clone(),
-            public_key.clone(),
+            url,
+            public_key,
             secret_key_file.clone(),
             fill,
-        )),
+            "the profile's nix.url",
+        )?,
     })
 }
 
+/// A cache that `nix copy` fills; a user and password in an http(s) URL move out of it,
+/// into the cache's login.
+fn store_cache(
+    backend: CacheBackend,
+    url: &Url,
+    public_key: &str,
+    secret_key_file: Option<PathBuf>,
+    fill: bool,
+    source: &str,
+) -> Result<NixCacheConfig> {
+    let (url, login) = take_login(url, source)?;
+    if login.is_some() && !matches!(url.scheme(), "http" | "https") {
+        return Err(Error::Usage(format!(
+            "{source} {url}: only http(s) caches take a user and password in the URL\n  fix: remove them from the URL"
+        )));
+    }
+    let mut cache = NixCache::store(backend, url, public_key.into(), secret_key_file, fill);
+    cache.login = login;
+    Ok(NixCacheConfig::External(cache))
+}
+
 fn token_from_env(var: &str, env: &Env) -> Result<Secret> {
-    let value = env.var(var).map(str::trim).unwrap_or_default();
-    if env.var(var).is_none() {
+    let Some(value) = env.var(var) else {
         return Err(Error::Environment(format!(
             "the Attic token variable ${var} is not set\n  fix: export {var}=<token> before the run (it is never printed or recorded)"
         )));
-    }
-    if value.is_empty() {
-        return Err(Error::Environment(format!(
-            "the Attic token variable ${var} is empty\n  fix: set it to the token"
-        )));
-    }
-    Ok(Secret::new(value))
+    };
+    checked_token(value.trim(), &format!("the Attic token variable ${var}"))
 }
 
 /// The token in `path`, trimmed. Errors name the file, never what is in it.
 pub fn token_from_file(path: &Path) -> Result<Secret> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = crate::boundary::read_text(path, crate::boundary::SECRET_LIMIT).map_err(|why| {
         Error::Environment(format!(
-            "cannot read the Attic token file {}: {}\n  fix: point token_file at a readable file holding the token",
+            "the Attic token file {}: {why}\n  fix: point token_file at a readable regular file holding the token",
             path.display(),
-            e.kind()
         ))
     })?;
-    let token = text.trim();
+    checked_token(
+        text.trim(),
+        &format!("the Attic token file {}", path.display()),
+    )
+}
+
+/// A token that an HTTP header and a netrc line can carry: not empty, no space, line break
+/// or control character (which would split it). `source` names where it came from; the
+/// error never shows it.
+fn checked_token(token: &str, source: &str) -> Result<Secret> {
     if token.is_empty() {
         return Err(Error::Environment(format!(
-            "the Attic token file {} is empty\n  fix: put the token in it",
-            path.display()
+            "{source} is empty\n  fix: set it to the token"
+        )));
+    }
+    if let Some(at) = token.find(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(Error::Environment(format!(
+            "{source} holds a space, line break or control character (at byte {at}), so no HTTP header can carry it\n  fix: write the token alone, on one line (`atticadm make-token` prints one)"
         )));
     }
     Ok(Secret::new(token))
 }
 
-/// `Name=Value` lines from a variable; blank lines are skipped.
-fn headers_from_env(var: &str, env: &Env) -> Vec<Secret> {
-    env.var(var)
-        .unwrap_or_default()
-        .lines()
-        .map(str::trim)
+/// `Name=Value` lines from a variable; blank lines are skipped. A line that is not a
+/// header (no `=`, a name that is not an HTTP token, a control character in the value) is
+/// refused, naming the variable and the line, never the value.
+fn headers_from_env(var: &str, env: &Env) -> Result<Vec<Secret>> {
+    let lines = env.var(var).unwrap_or_default().lines().map(str::trim);
+    lines
         .filter(|l| !l.is_empty())
-        .map(Secret::new)
+        .enumerate()
+        .map(|(i, line)| {
+            let name = line.split_once('=').map(|(name, _)| name.trim());
+            let token = |n: &str| {
+                !n.is_empty()
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+            };
+            match name {
+                Some(name) if token(name) && !line.chars().any(char::is_control) => {
+                    Ok(Secret::new(line))
+                }
+                _ => Err(Error::Usage(format!(
+                    "${var}: header {} is not `Name=Value` with an HTTP header name and a value without control characters\n  fix: write one header a line, e.g. Authorization=Bearer TOKEN",
+                    i + 1
+                ))),
+            }
+        })
         .collect()
 }
 
@@ -469,17 +624,28 @@ fn bazel_cache(
 ) -> Result<BazelCacheConfig> {
     let remote = |url: &str, source: &str, headers_env: &str| -> Result<BazelCacheConfig> {
         let parsed = parse_url(url, source, "grpc://bazel-remote:9092")?;
+        let mut headers = headers_from_env(headers_env, env)?;
+        // A user and password in the URL go as an HTTP Basic header, never on Bazel's
+        // command line, so the URL itself can be shown.
+        let (parsed, login) = take_login(&parsed, source)?;
+        if let Some(login) = login {
+            use base64::Engine;
+            let pair = format!("{}:{}", login.user, login.password.expose());
+            let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+            headers.push(Secret::new(format!("Authorization=Basic {encoded}")));
+        }
         let backend = match parsed.scheme() {
             "http" | "https" => CacheBackend::Http,
             "grpc" | "grpcs" => CacheBackend::Grpc,
             _ => return Err(Error::Usage(format!(
-                "{source} {url}: not an http(s):// or grpc(s):// URL\n  fix: e.g. http://cache:8080 or grpc://cache:9092 (bazel-remote serves both)"
+                "{source} {}: not an http(s):// or grpc(s):// URL\n  fix: e.g. http://cache:8080 or grpc://cache:9092 (bazel-remote serves both)",
+                crate::boundary::public_url(&parsed)
             ))),
         };
         Ok(BazelCacheConfig::External(BazelCache {
             backend,
             endpoint: BazelEndpoint::Remote(parsed),
-            headers: headers_from_env(headers_env, env),
+            headers,
             read_only: !fill,
         }))
     };
@@ -605,7 +771,8 @@ mod tests {
             "the profile's kind is kept"
         );
         assert_eq!(attic.url.as_str(), "https://attic.example.com/main");
-        assert_eq!(attic.token, Some(Secret::new("s3cr3t")));
+        assert_eq!(attic.token().unwrap(), "s3cr3t");
+        assert_eq!(attic.login.as_ref().unwrap().user, ATTIC_LOGIN);
         assert_eq!(attic.fill, Fill::AtticApi);
         assert!(!format!("{config:?}").contains("s3cr3t"), "Debug redacts");
         let BazelCacheConfig::External(bazel) = &config.bazel_cache else {
@@ -668,7 +835,7 @@ mod tests {
                 backend: CacheBackend::S3,
                 url: Url::parse("s3://bucket?region=eu-west-1").unwrap(),
                 public_key: "k:1".into(),
-                token: None,
+                login: None,
                 fill: Fill::NixCopy {
                     secret_key_file: Some("/run/k".into())
                 },
@@ -703,6 +870,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("$T is empty"), "{err}");
+    }
+
+    #[test]
+    fn tokens_that_no_header_can_carry_or_that_never_end_are_refused() {
+        let err = token_from_env("T", &env(&[("T", "abc\ndef-s3cr3t")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line break") && err.contains("fix:") && !err.contains("s3cr3t"),
+            "{err}"
+        );
+        let err = token_from_file(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/dev/zero: is a character device"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, "t".repeat(1 << 20)).unwrap();
+        let err = token_from_file(&big).unwrap_err().to_string();
+        assert!(err.contains("larger than 16 KiB"), "{err}");
     }
 
     #[test]
@@ -827,5 +1014,153 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.repos.bench_repos, Path::new("/flag"));
+    }
+
+    #[test]
+    fn bench_repos_installed_beside_the_binary_serve_outside_a_checkout() {
+        let shipped = Env {
+            shipped_bench_repos: Some(
+                "/nix/store/x-flywheel-bench/share/flywheel-bench/bench-repos".into(),
+            ),
+            ..env(&[])
+        };
+        assert_eq!(
+            shipped.bench_repos(None),
+            (
+                PathBuf::from("/nix/store/x-flywheel-bench/share/flywheel-bench/bench-repos"),
+                "installed beside the binary"
+            )
+        );
+        // A checkout's own bench-repos/ wins, and the flag and variable win over both.
+        let in_checkout = Env {
+            local_bench_repos: true,
+            ..shipped.clone()
+        };
+        assert_eq!(in_checkout.bench_repos(None).1, "./bench-repos");
+        assert_eq!(
+            in_checkout.bench_repos(Some(Path::new("/f"))).1,
+            "--bench-repos"
+        );
+    }
+
+    #[test]
+    fn conflicting_sampling_flags_are_refused_with_the_fix() {
+        let err = |flags: &[&str]| {
+            RunConfig::resolve(&args(flags), &Profile::default(), &env(&[]))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(&["--sweep", "size=2,4", "--param", "size=8"]);
+        assert!(
+            e.contains("--sweep size=... and --param size=...") && e.contains("fix:"),
+            "{e}"
+        );
+        let e = err(&["--samples", "10", "--max-samples", "5"]);
+        assert!(e.contains("--max-samples 5 is below --samples 10"), "{e}");
+        let e = err(&["--samples", "40", "--target-precision", "0.05"]);
+        assert!(e.contains("--max-samples 30 is below --samples 40"), "{e}");
+        RunConfig::resolve(&args(&["--samples", "40"]), &Profile::default(), &env(&[])).unwrap();
+    }
+
+    #[test]
+    fn credentials_in_cache_urls_leave_the_url_for_a_netrc_or_a_header() {
+        let config = RunConfig::resolve(
+            &args(&[
+                "--nix-cache",
+                "http://bot:pw%20x@127.0.0.1:8080/nix",
+                "--nix-cache-public-key",
+                "k:1",
+            ]),
+            &Profile::default(),
+            &env(&[]),
+        );
+        let e = config.unwrap_err().to_string();
+        assert!(e.contains("holds a space") && !e.contains("pw"), "{e}");
+        let config = RunConfig::resolve(
+            &args(&[
+                "--nix-cache",
+                "http://bot:s3cr%3At@127.0.0.1:8080/nix",
+                "--nix-cache-public-key",
+                "k:1",
+                "--bazel-remote-cache",
+                "https://u:p4ss@cache.example.com",
+            ]),
+            &Profile::default(),
+            &env(&[(BAZEL_HEADERS_ENV, "X-A=1")]),
+        )
+        .unwrap();
+        let NixCacheConfig::External(store) = &config.nix_cache else {
+            panic!("{:?}", config.nix_cache)
+        };
+        assert_eq!(store.url.as_str(), "http://127.0.0.1:8080/nix");
+        let login = store.login.as_ref().unwrap();
+        assert_eq!(
+            (login.user.as_str(), login.password.expose()),
+            ("bot", "s3cr:t")
+        );
+        let BazelCacheConfig::External(BazelCache {
+            endpoint: BazelEndpoint::Remote(url),
+            headers,
+            ..
+        }) = &config.bazel_cache
+        else {
+            panic!("{:?}", config.bazel_cache)
+        };
+        assert_eq!(url.as_str(), "https://cache.example.com/");
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode("u:p4ss");
+        assert_eq!(
+            headers,
+            &vec![
+                Secret::new("X-A=1"),
+                Secret::new(format!("Authorization=Basic {basic}"))
+            ]
+        );
+        assert!(!format!("{config:?}").contains("s3cr"), "Debug redacts");
+        for (flags, secret) in [
+            (
+                &[
+                    "--nix-cache",
+                    "gopher://u:s3cr3t@c",
+                    "--nix-cache-public-key",
+                    "k:1",
+                ][..],
+                "s3cr3t",
+            ),
+            (
+                &[
+                    "--nix-cache",
+                    "file://u:s3cr3t@/srv",
+                    "--nix-cache-public-key",
+                    "k:1",
+                ][..],
+                "s3cr3t",
+            ),
+            (&["--bazel-remote-cache", "ftp://u:s3cr3t@c"][..], "s3cr3t"),
+            (
+                &["--bazel-remote-cache", "http://u:s3cr3t@[::1"][..],
+                "s3cr3t",
+            ),
+        ] {
+            let e = RunConfig::resolve(&args(flags), &Profile::default(), &env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains(secret) && e.contains("fix:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn header_lines_that_are_not_headers_are_refused_without_their_value() {
+        let e = RunConfig::resolve(
+            &args(&["--bazel-remote-cache", "http://c:8080"]),
+            &Profile::default(),
+            &env(&[(BAZEL_HEADERS_ENV, "Authorization=Bearer ok\nBearer s3cr3t")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("$FLYWHEEL_BAZEL_REMOTE_HEADERS: header 2") && !e.contains("s3cr3t"),
+            "{e}"
+        );
     }
 }

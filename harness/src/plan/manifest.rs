@@ -187,7 +187,8 @@ pub const ALLOWED_PROTOCOLS: [&str; 4] = ["https", "ssh", "git", "file"];
 /// `-`, here or in a host or user name, which ssh would read as one), no whitespace or
 /// control characters. `Err` names the key and what is wrong; [`GIT_URL_FIX`] is the fix.
 pub fn validate_git_url(url: &str) -> Result<(), String> {
-    let refuse = |why: &str| Err(format!("key `source.git`: {url:?} {why}"));
+    let shown = crate::boundary::redact_urls(url);
+    let refuse = |why: &str| Err(format!("key `source.git`: {shown:?} {why}"));
     if url.is_empty() {
         return refuse("is empty");
     }
@@ -249,10 +250,12 @@ pub fn validate_git_url(url: &str) -> Result<(), String> {
 
 /// Reads and validates `path` (a `repo.toml`).
 pub fn load(path: &Path) -> Result<RepoManifest> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Manifest {
-        path: path.to_path_buf(),
-        message: format!("cannot read it: {e}"),
-        fix: "check the path; a bench repo is a folder with a repo.toml".into(),
+    let text = crate::boundary::read_text(path, crate::boundary::TEXT_LIMIT).map_err(|why| {
+        Error::Manifest {
+            path: path.to_path_buf(),
+            message: why,
+            fix: "check the path; a bench repo is a folder with a repo.toml".into(),
+        }
     })?;
     parse(&text, path)
 }
@@ -267,7 +270,8 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
     let raw: RawManifest = toml::from_str(text)
         .map_err(|e| invalid(e.to_string().trim_end().to_string(), FORMAT_HELP))?;
 
-    if raw.name.is_empty()
+    // Names become parts of file names and case labels: `..` or `.x` must not be one.
+    if !raw.name.starts_with(|c: char| c.is_ascii_alphanumeric())
         || !raw
             .name
             .chars()
@@ -275,13 +279,21 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
     {
         return Err(invalid(
             format!("key `name`: {:?} is not a valid bench repo name", raw.name),
-            "use letters, digits, `-`, `_` and `.` only, e.g. name = \"my-repo\"",
+            "start with a letter or digit and use letters, digits, `-`, `_` and `.` only, e.g. name = \"my-repo\"",
         ));
     }
-    let base = path.parent().unwrap_or(Path::new("."));
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let source = match (raw.source.path, raw.source.git, raw.source.rev) {
         (Some(p), None, None) => {
-            let dir = base.join(p);
+            let dir = confine(base, &p).map_err(|why| {
+                invalid(
+                    format!("key `source.path`: {why}"),
+                    "keep the sources in the folder of repo.toml (\".\" for the same folder), or pass --repo with the folder that holds both",
+                )
+            })?;
             if !dir.is_dir() {
                 return Err(invalid(
                     format!("key `source.path`: {} is not a folder", dir.display()),
@@ -315,6 +327,13 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
     };
     let mut parameters = BTreeMap::new();
     for (key, value) in raw.parameters {
+        // They become Nix argument names and Starlark constants.
+        if !is_identifier(&key) {
+            return Err(invalid(
+                format!("key `parameters.{key}`: {key:?} is not a parameter name"),
+                "name parameters with letters, digits and `_`, starting with a letter, e.g. size = 20",
+            ));
+        }
         let value = match value {
             toml::Value::Integer(i) => ParamValue::Int(i),
             toml::Value::String(s) => ParamValue::Str(s),
@@ -335,14 +354,42 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
         .as_ref()
         .map(|n| n.sandbox_paths.clone())
         .unwrap_or_default();
+    let each = |key: &str,
+                values: &[String],
+                check: fn(&str) -> std::result::Result<(), String>,
+                fix: &str| {
+        values.iter().enumerate().try_for_each(|(i, v)| {
+            check(v).map_err(|why| invalid(format!("key `{key}[{i}]`: {v:?} {why}"), fix))
+        })
+    };
     let nix = raw
         .nix
         .map(|n| match (n.file, n.flake) {
-            (Some(file), None) => Ok(NixTargets::File {
-                file,
-                attrs: n.attrs,
-            }),
+            (Some(file), None) => {
+                check_relative(&file).map_err(|why| {
+                    invalid(
+                        format!("key `nix.file`: {why}"),
+                        "name a .nix file inside the repo's source, relative to it, e.g. file = \"default.nix\"",
+                    )
+                })?;
+                each(
+                    "nix.attrs",
+                    &n.attrs,
+                    check_attr_path,
+                    "write attribute paths, e.g. attrs = [\"app\", \"packages.x86_64-linux.default\"]",
+                )?;
+                Ok(NixTargets::File {
+                    file,
+                    attrs: n.attrs,
+                })
+            }
             (None, Some(installables)) if !installables.is_empty() && n.attrs.is_empty() => {
+                each(
+                    "nix.flake",
+                    &installables,
+                    check_flake_installable,
+                    "name outputs of the repo's own flake, e.g. flake = [\".#default\"]",
+                )?;
                 Ok(NixTargets::Flake { installables })
             }
             _ => Err(invalid(
@@ -359,6 +406,20 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
                     "key `bazel.targets` is empty".into(),
                     "list what to build, e.g. targets = [\"//...\"]",
                 ));
+            }
+            each(
+                "bazel.targets",
+                &b.targets,
+                check_target_pattern,
+                "write target patterns, e.g. targets = [\"//...\"] or [\"//app:build\"]",
+            )?;
+            if let Some(file) = &b.parameters_file {
+                check_relative(file).map_err(|why| {
+                    invalid(
+                        format!("key `bazel.parameters_file`: {why}"),
+                        "name a .bzl file inside the workspace, relative to it, e.g. parameters_file = \"size.bzl\"",
+                    )
+                })?;
             }
             Ok(BazelTargets {
                 targets: b.targets,
@@ -429,7 +490,7 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(RepoManifest {
+    let manifest = RepoManifest {
         name: raw.name,
         description: raw.description,
         manifest_path: path.to_path_buf(),
@@ -441,7 +502,196 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
         lanes: raw.lanes,
         claims,
         check,
+    };
+    if let Some(dir) = manifest.source.local_path() {
+        manifest.check_paths(dir)?;
+    }
+    Ok(manifest)
+}
+
+impl RepoManifest {
+    /// Every path the manifest names, resolved in the repo's source folder `source`: none
+    /// may lead out of it through a symbolic link, and the parameters file, which the
+    /// harness writes in its copy of the workspace, may pass through no link at all.
+    /// Checked when the manifest is read (a local source) or fetched (a git source).
+    pub fn check_paths(&self, source: &Path) -> Result<()> {
+        let invalid = |key: &str, why: String, fix: &str| Error::Manifest {
+            path: self.manifest_path.clone(),
+            message: format!("key `{key}`: {why}"),
+            fix: fix.to_string(),
+        };
+        if let Some(NixTargets::File { file, .. }) = &self.nix {
+            confine(source, file).map_err(|why| {
+                invalid("nix.file", why, "name a .nix file inside the repo's source")
+            })?;
+        }
+        if let Some(file) = self.bazel.as_ref().and_then(|b| b.parameters_file.as_ref()) {
+            let fix = "name the parameters file by its own path in the workspace (the harness writes it there), not through a symbolic link";
+            confine(source, file).map_err(|why| invalid("bazel.parameters_file", why, fix))?;
+            if let Some(link) = first_link(source, file) {
+                return Err(invalid(
+                    "bazel.parameters_file",
+                    format!(
+                        "{} is a symbolic link: the harness never writes through one",
+                        link.display()
+                    ),
+                    fix,
+                ));
+            }
+        }
+        if let Some(program) = self.check.as_ref().and_then(|c| c.command.first()) {
+            // A relative program path with a `/` is the repo's own script.
+            if program.contains('/') && Path::new(program).is_relative() {
+                confine(source, Path::new(program)).map_err(|why| {
+                    invalid(
+                        "check.command[0]",
+                        why,
+                        "run a script of the repo's source (e.g. \"./check.sh\") or a program on PATH",
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A path a manifest names relative to a folder: not absolute, no `..`, not empty.
+fn check_relative(path: &Path) -> std::result::Result<(), String> {
+    use std::path::Component;
+    if path.as_os_str().is_empty() {
+        return Err("is empty".into());
+    }
+    if path
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(format!(
+            "{} is absolute or holds `..`: paths are relative to the repo's folder and stay inside it",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// `root.join(rel)` once it is known to stay inside `root`: `rel` is relative without `..`
+/// and no symbolic link on its way leads out of `root` (or nowhere). The part that does
+/// not exist yet cannot hold a link.
+pub fn confine(root: &Path, rel: &Path) -> std::result::Result<PathBuf, String> {
+    check_relative(rel)?;
+    let real_root = std::fs::canonicalize(root)
+        .map_err(|e| format!("the folder {} cannot be resolved: {e}", root.display()))?;
+    let mut walked = real_root.clone();
+    for part in rel.components() {
+        walked.push(part);
+        if std::fs::symlink_metadata(&walked).is_err() {
+            break;
+        }
+        walked = std::fs::canonicalize(&walked).map_err(|e| {
+            format!(
+                "{} is a symbolic link that leads nowhere ({e})",
+                root.join(rel).display()
+            )
+        })?;
+        if !walked.starts_with(&real_root) {
+            return Err(format!(
+                "{} leads out of {} (to {}) through a symbolic link",
+                root.join(rel).display(),
+                root.display(),
+                walked.display()
+            ));
+        }
+    }
+    Ok(root.join(rel))
+}
+
+/// The first symbolic link on the way from `root` to `root.join(rel)`.
+pub fn first_link(root: &Path, rel: &Path) -> Option<PathBuf> {
+    let mut walked = root.to_path_buf();
+    rel.components().find_map(|part| {
+        walked.push(part);
+        std::fs::symlink_metadata(&walked)
+            .is_ok_and(|m| m.file_type().is_symlink())
+            .then(|| walked.clone())
     })
+}
+
+/// Letters, digits and `_`, starting with a letter or `_`.
+fn is_identifier(text: &str) -> bool {
+    text.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A Nix attribute path: names joined by `.`, each a Nix identifier (letters, digits, `_`,
+/// `'` and `-`, not starting with `-`) or a quoted name; never something Nix reads as an
+/// option.
+pub fn check_attr_path(text: &str) -> std::result::Result<(), String> {
+    if text.starts_with('-') {
+        return Err("starts with `-`, which Nix would read as an option".into());
+    }
+    let mut rest = text;
+    loop {
+        let name_len = if let Some(quoted) = rest.strip_prefix('"') {
+            let end = quoted
+                .find('"')
+                .ok_or("has a quoted name without its closing `\"`")?;
+            let name = &quoted[..end];
+            if name
+                .chars()
+                .any(|c| c.is_control() || c == '\\' || c == '$')
+            {
+                return Err("has a quoted name with a control character, `\\` or `$`".into());
+            }
+            end + 2
+        } else {
+            let len = rest.find('.').unwrap_or(rest.len());
+            let name = &rest[..len];
+            let ok = name.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_'-".contains(c));
+            if !ok {
+                return Err(
+                    "is not an attribute path (names of letters, digits, `_`, `'` and `-` joined by `.`, or \"quoted\")"
+                        .into(),
+                );
+            }
+            len
+        };
+        match rest[name_len..].strip_prefix('.') {
+            Some(next) => rest = next,
+            None if name_len == rest.len() => return Ok(()),
+            None => return Err("has text after a quoted name that is not `.`".into()),
+        }
+    }
+}
+
+/// An output of the repo's own flake: `.` or `.#ATTRPATH` (another flake would be
+/// fetched from elsewhere).
+pub fn check_flake_installable(text: &str) -> std::result::Result<(), String> {
+    match text.strip_prefix(".#") {
+        _ if text == "." => Ok(()),
+        Some(path) => check_attr_path(path),
+        None if text.starts_with('-') => {
+            Err("starts with `-`, which Nix would read as an option".into())
+        }
+        None => Err("is not an output of the repo's own flake (`.#NAME`)".into()),
+    }
+}
+
+/// A Bazel target pattern (`//pkg:target`, `//...`, `@repo//x`, `:name`, `pkg/...`):
+/// printable, no spaces, and not starting with `-`, which Bazel reads as an option (or,
+/// after `--`, as a pattern to subtract).
+pub fn check_target_pattern(text: &str) -> std::result::Result<(), String> {
+    if text.is_empty() {
+        return Err("is empty".into());
+    }
+    if text.starts_with('-') {
+        return Err("starts with `-`, which Bazel would read as an option".into());
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("holds a space or a control character".into());
+    }
+    Ok(())
 }
 
 /// Finds a bench repo by name (a folder of `bench_repos`) or by path (any folder with a repo.toml).
@@ -452,19 +702,17 @@ pub fn resolve(arg: &str, bench_repos: Option<&Path>) -> Result<RepoManifest> {
     }
     let Some(dir) = bench_repos else {
         return Err(Error::Usage(format!(
-            "--repo {arg}: no bench-repos folder was found to look it up in\n  fix: run from the repository root, pass --bench-repos DIR, or give a path to a folder with a repo.toml"
+            "--repo {arg}: no bench-repos folder was found to look it up in (none at ./bench-repos or beside the binary)\n  fix: run from the repository root, pass --bench-repos DIR (or set $FLYWHEEL_BENCH_REPOS), or give a path to a folder with a repo.toml"
         )));
     };
     let manifest = dir.join(arg).join(MANIFEST_FILE);
     if !manifest.is_file() {
-        let known = discover(dir)?
-            .into_iter()
-            .map(|m| m.name)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let known: Vec<String> = discover(dir)?.into_iter().map(|m| m.name).collect();
         return Err(Error::Usage(format!(
-            "--repo {arg}: no such bench repo in {}\n  known: {known}\n  fix: use one of those names or a path to a folder with a repo.toml",
-            dir.display()
+            "--repo {arg}: no such bench repo in {}{}\n  known: {}\n  fix: use one of those names or a path to a folder with a repo.toml",
+            dir.display(),
+            crate::error::suggestion(arg, known.iter().map(String::as_str)),
+            known.join(", ")
         )));
     }
     load(&manifest)
@@ -508,6 +756,17 @@ pub fn select(selection: &crate::plan::config::RepoSelection) -> Result<Vec<Repo
             .map(|r| resolve(r, lookup))
             .collect::<Result<Vec<_>>>()?
     };
+    // The same repo twice would run every case twice under one name.
+    for (i, repo) in repos.iter().enumerate() {
+        if let Some(first) = repos[..i].iter().find(|r| r.name == repo.name) {
+            return Err(Error::Usage(format!(
+                "bench repo `{}` is selected twice ({} and {})\n  fix: name each bench repo once with --repo",
+                repo.name,
+                first.manifest_path.display(),
+                repo.manifest_path.display()
+            )));
+        }
+    }
     apply_overrides(&mut repos, &selection.params)?;
     match &selection.sweep {
         Some((key, values)) => sweep(repos, key, values),
@@ -523,29 +782,61 @@ pub fn sweep(
 ) -> Result<Vec<RepoManifest>> {
     if !repos.iter().any(|r| r.parameters.contains_key(key)) {
         return Err(Error::Usage(format!(
-            "--sweep {key}=...: none of the selected bench repos has a parameter `{key}`\n  fix: check the [parameters] table of the repo's repo.toml"
+            "--sweep {key}=...: none of the selected bench repos has a parameter `{key}`{}\n  fix: check the [parameters] table of the repo's repo.toml",
+            suggest_parameter(&repos, key)
         )));
     }
-    Ok(repos
+    repos
         .into_iter()
         .flat_map(|repo| {
             if !repo.parameters.contains_key(key) {
-                return vec![repo];
+                return vec![Ok(repo)];
             }
             values
                 .iter()
                 .map(|value| {
                     let mut point = repo.clone();
-                    point.parameters.insert(key.to_string(), value.clone());
-                    point
+                    let typed = typed_value(&repo, key, value, "--sweep")?;
+                    point.parameters.insert(key.to_string(), typed);
+                    Ok(point)
                 })
-                .collect()
+                .collect::<Vec<Result<RepoManifest>>>()
         })
-        .collect())
+        .collect()
+}
+
+/// `value` as the type of `repo`'s default for `key`: a string parameter takes any value
+/// (`5` as the text "5"), an integer one only a whole number, so a bad value is refused
+/// before anything is built rather than failing every build.
+fn typed_value(
+    repo: &RepoManifest,
+    key: &str,
+    value: &ParamValue,
+    flag: &str,
+) -> Result<ParamValue> {
+    match (repo.parameters.get(key), value) {
+        (Some(ParamValue::Str(_)), ParamValue::Int(i)) => Ok(ParamValue::Str(i.to_string())),
+        (Some(ParamValue::Int(default)), ParamValue::Str(text)) => Err(Error::Usage(format!(
+            "{flag} {key}={text}: bench repo `{}` declares `{key}` as a whole number ({default} in {})\n  fix: pass a whole number, e.g. {flag} {key}={default}",
+            repo.name,
+            repo.manifest_path.display()
+        ))),
+        _ => Ok(value.clone()),
+    }
 }
 
 /// Applies `--param key=value` overrides to every repo that declares the key.
 /// A key that no selected repo declares is an error, so typos do not pass silently.
+/// "did you mean" among the selected repos' parameters.
+fn suggest_parameter(repos: &[RepoManifest], key: &str) -> String {
+    crate::error::suggestion(
+        key,
+        repos
+            .iter()
+            .flat_map(|r| r.parameters.keys().map(String::as_str)),
+    )
+}
+
 pub fn apply_overrides(
     repos: &mut [RepoManifest],
     overrides: &[(String, ParamValue)],
@@ -553,14 +844,16 @@ pub fn apply_overrides(
     for (key, value) in overrides {
         let mut used = false;
         for repo in repos.iter_mut() {
-            if let Some(slot) = repo.parameters.get_mut(key) {
-                *slot = value.clone();
+            if repo.parameters.contains_key(key) {
+                let typed = typed_value(repo, key, value, "--param")?;
+                repo.parameters.insert(key.clone(), typed);
                 used = true;
             }
         }
         if !used {
             return Err(Error::Usage(format!(
-                "--param {key}={value}: none of the selected bench repos has a parameter `{key}`\n  fix: check the [parameters] table of the repo's repo.toml"
+                "--param {key}={value}: none of the selected bench repos has a parameter `{key}`{}\n  fix: check the [parameters] table of the repo's repo.toml",
+                suggest_parameter(repos, key)
             )));
         }
     }
@@ -758,6 +1051,10 @@ file = "default.nix"
         let err =
             apply_overrides(&mut repos, &[("sise".into(), ParamValue::parse("5"))]).unwrap_err();
         assert!(err.to_string().contains("sise"));
+        assert!(err.to_string().contains("did you mean `size`?"), "{err}");
+        let err =
+            apply_overrides(&mut repos, &[("siz".into(), ParamValue::parse("3"))]).unwrap_err();
+        assert!(err.to_string().contains("did you mean `size`?"), "{err}");
     }
 
     #[test]
@@ -772,6 +1069,10 @@ file = "default.nix"
         );
         let err = resolve("nope", Some(dir.path())).unwrap_err().to_string();
         assert!(err.contains("known: fixture"), "{err}");
+        let err = resolve("fixtrue", Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did you mean `fixture`?"), "{err}");
         let by_path = resolve(repo.to_str().unwrap(), None).unwrap();
         assert_eq!(by_path.name, "fixture");
     }
@@ -781,5 +1082,169 @@ file = "default.nix"
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-repos");
         let repos = discover(&dir).unwrap();
         assert!(repos.iter().any(|r| r.name == "fixture-c-dag"));
+    }
+
+    /// A repo folder holding `repo.toml` (from `text`) and `files`.
+    fn repo_with(text: &str, files: &[&str]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        for f in files {
+            std::fs::write(repo.join(f), "x").unwrap();
+        }
+        std::fs::write(repo.join(MANIFEST_FILE), text).unwrap();
+        (dir, repo)
+    }
+
+    #[test]
+    fn attrs_installables_and_targets_that_look_like_options_are_refused() {
+        let nix = |attrs: &str| {
+            GOOD.replace(
+                "file = \"default.nix\"",
+                &format!("file = \"default.nix\"\nattrs = {attrs}"),
+            )
+        };
+        let err = error_of(&nix("[\"--store\", \"/tmp/x/altstore\"]"));
+        assert!(
+            err.contains("key `nix.attrs[0]`: \"--store\" starts with `-`") && err.contains("fix:"),
+            "{err}"
+        );
+        let err = error_of(&nix("[\"app\", \"a b\"]"));
+        assert!(err.contains("key `nix.attrs[1]`"), "{err}");
+        for good in [
+            "app",
+            "packages.x86_64-linux.default",
+            "\\\"-x\\\".y",
+            "_a'1",
+            "0",
+        ] {
+            let text = nix(&format!("[\"{good}\"]"));
+            parse_in(&text).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        let flake = |list: &str| GOOD.replace("file = \"default.nix\"", &format!("flake = {list}"));
+        let err = error_of(&flake("[\"--store\"]"));
+        assert!(err.contains("key `nix.flake[0]`"), "{err}");
+        let err = error_of(&flake("[\"path:/etc#x\"]"));
+        assert!(err.contains("repo's own flake"), "{err}");
+        parse_in(&flake("[\".\", \".#devShells.x86_64-linux.default\"]")).unwrap();
+        let bazel = |targets: &str| {
+            GOOD.replace(
+                "[nix]\nfile = \"default.nix\"\n",
+                &format!("[bazel]\ntargets = {targets}\n"),
+            )
+        };
+        let err = error_of(&bazel("[\"--disk_cache=/tmp/x/dc\", \"//...\"]"));
+        assert!(
+            err.contains("key `bazel.targets[0]`: \"--disk_cache=/tmp/x/dc\" starts with `-`"),
+            "{err}"
+        );
+        assert!(error_of(&bazel("[\"//a b\"]")).contains("bazel.targets[0]"));
+        parse_in(&bazel("[\"//...\", \"@r//x:y\", \":z\", \"pkg/...\"]")).unwrap();
+        let err = error_of(&GOOD.replace("size = 20", "\"--store\" = 20"));
+        assert!(err.contains("is not a parameter name"), "{err}");
+    }
+
+    #[test]
+    fn every_path_a_manifest_names_stays_inside_its_source() {
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim.bzl");
+        std::fs::write(&victim, "SIZE = 1\n").unwrap();
+        let file = |f: &str| GOOD.replace("\"default.nix\"", &format!("\"{f}\""));
+        let err = error_of(&file("../../../../etc/passwd"));
+        assert!(
+            err.contains("key `nix.file`") && err.contains("`..`"),
+            "{err}"
+        );
+        assert!(error_of(&file("/etc/passwd")).contains("absolute"));
+        // A link out of the source is refused; one inside it is fine.
+        let (_dir, repo) = repo_with(&file("default.nix"), &["real.nix"]);
+        std::os::unix::fs::symlink("/etc/passwd", repo.join("default.nix")).unwrap();
+        let err = load(&repo.join(MANIFEST_FILE)).unwrap_err().to_string();
+        assert!(
+            err.contains("key `nix.file`") && err.contains("leads out of"),
+            "{err}"
+        );
+        std::fs::remove_file(repo.join("default.nix")).unwrap();
+        std::os::unix::fs::symlink("real.nix", repo.join("default.nix")).unwrap();
+        load(&repo.join(MANIFEST_FILE)).unwrap();
+
+        let bazel = |f: &str| {
+            GOOD.replace(
+                "[nix]\nfile = \"default.nix\"\n",
+                &format!("[bazel]\ntargets = [\"//...\"]\nparameters_file = \"{f}\"\n"),
+            )
+        };
+        assert!(error_of(&bazel("/tmp/x/victim.bzl")).contains("key `bazel.parameters_file`"));
+        assert!(error_of(&bazel("../victim.bzl")).contains("key `bazel.parameters_file`"));
+        let (_dir, repo) = repo_with(&bazel("size.bzl"), &["real.bzl"]);
+        std::os::unix::fs::symlink(&victim, repo.join("size.bzl")).unwrap();
+        let err = load(&repo.join(MANIFEST_FILE)).unwrap_err().to_string();
+        assert!(err.contains("leads out of"), "{err}");
+        // Even a link that stays inside would be written through.
+        std::fs::remove_file(repo.join("size.bzl")).unwrap();
+        std::os::unix::fs::symlink("real.bzl", repo.join("size.bzl")).unwrap();
+        let err = load(&repo.join(MANIFEST_FILE)).unwrap_err().to_string();
+        assert!(err.contains("never writes through one"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "SIZE = 1\n");
+
+        let err = error_of(&GOOD.replace("path = \".\"", "path = \"../..\""));
+        assert!(err.contains("key `source.path`"), "{err}");
+        let err = error_of(&format!("{GOOD}[check]\ncommand = [\"./../../bin/sh\"]\n"));
+        assert!(err.contains("key `check.command[0]`"), "{err}");
+        parse_in(&format!(
+            "{GOOD}[check]\ncommand = [\"sh\", \"-c\", \"true\"]\n"
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn repo_names_cannot_be_path_tricks() {
+        for bad in ["..", ".", ".hidden", "-x", ""] {
+            let err = error_of(&GOOD.replace("\"fixture\"", &format!("{bad:?}")));
+            assert!(err.contains("key `name`"), "{bad}: {err}");
+        }
+        parse_in(&GOOD.replace("\"fixture\"", "\"a.b-c_1\"")).unwrap();
+    }
+
+    #[test]
+    fn overrides_take_the_type_of_the_default() {
+        let mut repos = vec![parse_in(GOOD).unwrap()];
+        let err =
+            apply_overrides(&mut repos, &[("size".into(), ParamValue::parse("abc"))]).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::exit_code::INVALID_INPUT);
+        let err = err.to_string();
+        assert!(
+            err.contains("--param size=abc") && err.contains("whole number (20"),
+            "{err}"
+        );
+        apply_overrides(&mut repos, &[("flavour".into(), ParamValue::parse("5"))]).unwrap();
+        assert_eq!(repos[0].parameters["flavour"], ParamValue::Str("5".into()));
+        let err = sweep(repos, "size", &[ParamValue::Int(1), ParamValue::parse("x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--sweep size=x"), "{err}");
+    }
+
+    #[test]
+    fn the_same_repo_selected_twice_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("fixture");
+        std::fs::create_dir(&repo).unwrap();
+        std::fs::write(repo.join(MANIFEST_FILE), GOOD).unwrap();
+        let selection = |names: &[&str]| crate::plan::config::RepoSelection {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            bench_repos: dir.path().to_path_buf(),
+            params: Vec::new(),
+            sweep: None,
+        };
+        assert_eq!(select(&selection(&["fixture"])).unwrap().len(), 1);
+        let path = repo.display().to_string();
+        let err = select(&selection(&["fixture", &path]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bench repo `fixture` is selected twice"),
+            "{err}"
+        );
     }
 }

@@ -181,10 +181,12 @@ pub fn load(path: Option<&Path>, name: &str) -> Result<Profile> {
             "--profile {name}: there is no {CONFIG_FILE} here to define it\n  fix: run from the folder with bench.toml or pass --config FILE"
         )));
     };
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Manifest {
-        path: path.to_path_buf(),
-        message: format!("cannot read it: {e}"),
-        fix: "pass --config with the path of your bench.toml".into(),
+    let text = crate::boundary::read_text(path, crate::boundary::TEXT_LIMIT).map_err(|why| {
+        Error::Manifest {
+            path: path.to_path_buf(),
+            message: why,
+            fix: "pass --config with the path of your bench.toml".into(),
+        }
     })?;
     parse(&text, path, name)
 }
@@ -194,7 +196,7 @@ pub fn parse(text: &str, path: &Path, name: &str) -> Result<Profile> {
     let mut raw: RawFile = toml::from_str(text).map_err(|e| {
         invalid(
             e.to_string().trim_end().to_string(),
-            "see the README's \"Profiles\" section",
+            "see docs/caches-and-profiles.md",
         )
     })?;
     let Some(p) = raw.profiles.remove(name) else {
@@ -321,8 +323,9 @@ impl Keys<'_> {
     fn url(&self, v: Option<String>, k: &str, example: &str) -> Result<Url> {
         let text = self.need(v, k, example)?;
         Url::parse(&text).map_err(|e| {
+            let shown = crate::boundary::redact_urls(&text);
             self.error(
-                format!("key `{}`: {text:?} is not a URL ({e})", self.key(k)),
+                format!("key `{}`: {shown:?} is not a URL ({e})", self.key(k)),
                 &format!("write it in full, e.g. {k} = {example}"),
             )
         })
@@ -336,10 +339,21 @@ impl Keys<'_> {
                 if !matches!(url.scheme(), "http" | "https" | "file" | "s3") {
                     return Err(self.error(
                         format!(
-                            "key `{}`: {url} is not a Nix binary cache URL",
-                            self.key("nix.upstream.url")
+                            "key `{}`: {} is not a Nix binary cache URL",
+                            self.key("nix.upstream.url"),
+                            crate::boundary::public_url(&url)
                         ),
                         "use an http(s)://, file:// or s3:// cache",
+                    ));
+                }
+                if !url.username().is_empty() || url.password().is_some() {
+                    return Err(self.error(
+                        format!(
+                            "key `{}`: {} carries a user or password; every build, cold ones included, would send them, and they would be shown",
+                            self.key("nix.upstream.url"),
+                            crate::boundary::public_url(&url)
+                        ),
+                        "an upstream cache is a public one: remove the credentials from its URL",
                     ));
                 }
                 let public_key = self.need(
@@ -376,12 +390,23 @@ impl Keys<'_> {
                         ))
                     }
                 };
+                let endpoint =
+                    self.url(n.endpoint, "nix.endpoint", "\"https://attic.example.com\"")?;
+                if !matches!(endpoint.scheme(), "http" | "https")
+                    || !endpoint.username().is_empty()
+                    || endpoint.password().is_some()
+                {
+                    return Err(self.error(
+                        format!(
+                            "key `{}`: {} is not an http(s):// server address without a user or password",
+                            self.key("nix.endpoint"),
+                            crate::boundary::public_url(&endpoint)
+                        ),
+                        "write the server's address, e.g. endpoint = \"https://attic.example.com\"; the token goes in token_env or token_file",
+                    ));
+                }
                 NixBackend::Attic {
-                    endpoint: self.url(
-                        n.endpoint,
-                        "nix.endpoint",
-                        "\"https://attic.example.com\"",
-                    )?,
+                    endpoint,
                     cache: self.need(n.cache, "nix.cache", "\"main\"")?,
                     public_key: self.need(
                         n.public_key,
@@ -475,7 +500,11 @@ impl Keys<'_> {
                 };
                 if !schemes.contains(&url.scheme()) {
                     return Err(self.error(
-                        format!("key `{}`: {url} is not a {kind} URL", self.key("bazel.url")),
+                        format!(
+                            "key `{}`: {} is not a {kind} URL",
+                            self.key("bazel.url"),
+                            crate::boundary::public_url(&url)
+                        ),
                         "write http(s)://HOST:PORT for backend http, grpc(s)://HOST:PORT for grpc",
                     ));
                 }
@@ -686,5 +715,38 @@ path = "/srv/bazel"
             "p",
         );
         assert!(err.contains("profiles.p.nix.url"), "{err}");
+    }
+
+    #[test]
+    fn attic_endpoints_are_http_servers_without_credentials() {
+        let attic = |endpoint: &str| {
+            format!("[profiles.p.nix]\nbackend = \"attic\"\nendpoint = \"{endpoint}\"\ncache = \"c\"\npublic_key = \"c:K\"\ntoken_env = \"T\"\n")
+        };
+        for bad in [
+            "ftp://attic.example.com",
+            "https://bot:s3cr3t@attic.example.com",
+        ] {
+            let err = parse(&attic(bad), Path::new("bench.toml"), "p")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("key `profiles.p.nix.endpoint`") && !err.contains("s3cr3t"),
+                "{err}"
+            );
+        }
+        parse(
+            &attic("http://127.0.0.1:8080"),
+            Path::new("bench.toml"),
+            "p",
+        )
+        .unwrap();
+        let upstream = "[profiles.p.nix]\nupstream = [{ url = \"https://u:s3cr3t@cache.example.com\", public_key = \"k:1\" }]\n";
+        let err = parse(upstream, Path::new("bench.toml"), "p")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nix.upstream.url") && !err.contains("s3cr3t"),
+            "{err}"
+        );
     }
 }

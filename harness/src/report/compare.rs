@@ -1,27 +1,36 @@
-//! `compare BASELINE NEW`: per case, the change of the median with its 95% interval, and
-//! every verdict that changed. Pure: two results in, a judgement out.
+//! `compare BASELINE NEW`: per case, the change of the median as a signed percentage with
+//! its 95% interval, and every verdict that changed. Pure: two results in, a judgement out.
+//!
+//! Cases are matched by repo, system, lane, scenario and parameters, each file's parameters
+//! completed with its manifest's defaults first (a file from before a parameter existed ran
+//! at its default). A case both files have at different parameters ran a different
+//! workload: it is skipped with the difference named, and the others are compared.
 //!
 //! A change counts as a regression only when its whole interval lies beyond the threshold,
 //! so noise cannot fail a build; without an interval (fewer than 3 samples) it is "n/a" and
 //! never counts. A verdict that went from pass to fail, or a case that stopped succeeding,
-//! always counts. Absolute times (medians, growth slopes) gate only when both runs had the
-//! same CPU model, cores and tool versions; otherwise they are shown, and the gate judges
-//! what each run measures against itself: the speedup and the fallback penalty. (A
-//! calibration workload that would let absolute times be normalised across machines is
-//! not part of a run yet.)
+//! always counts. Absolute times (medians, growth slopes) gate only when the runs had the
+//! same CPU model, cores and versions of the tools the compared cases used, on the same
+//! lanes; otherwise they are shown, and the gate judges what each run measures against
+//! itself: the speedup and the fallback penalty. (A calibration workload that would let
+//! absolute times be normalised across machines is not part of a run yet.)
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use crate::plan::{Lane, Scenario};
-use crate::report::tables::{ratio, ratio_interval, seconds};
+use crate::plan::{Lane, ParamValue, Scenario, System};
 use crate::results::derive::ok_case;
 use crate::results::{CaseResult, Environment, LaneIdentity, Outcome, Results};
 use crate::stats::fit::slope_ratio;
+use crate::stats::numbers::{self, change, change_interval, per_unit, ratio, seconds};
 use crate::stats::{change_of_ratio, median_ratio, ratio_of_medians, RatioInterval};
 
 /// Allowed change before it can count as a regression (`--threshold`).
 pub const DEFAULT_THRESHOLD: f64 = 0.10;
+
+/// Each bench repo's parameters with their manifest defaults, by repo name: what a case
+/// ran with when its file does not record a parameter.
+pub type Defaults = BTreeMap<String, BTreeMap<String, ParamValue>>;
 
 /// `--threshold` as the library takes it: finite and at least 0 (NaN would make every
 /// comparison false, so nothing could ever fail). The CLI parses it with the same check.
@@ -70,7 +79,7 @@ impl Measure {
     fn show(self, value: f64) -> String {
         match self {
             Measure::Time => seconds(value),
-            Measure::Slope => crate::report::growth::per_unit(value),
+            Measure::Slope => per_unit(value),
             Measure::Speedup | Measure::Penalty => ratio(value),
         }
     }
@@ -97,7 +106,8 @@ pub struct EnvDifference {
     pub what: String,
     pub baseline: String,
     pub new: String,
-    /// A difference that makes absolute times incomparable (CPU model, cores, tool versions).
+    /// A difference that makes the compared cases' absolute times incomparable (CPU model,
+    /// cores, the versions of the tools they used, their lanes' virtualisation).
     pub machine: bool,
 }
 
@@ -106,7 +116,7 @@ pub struct Comparison {
     pub threshold: f64,
     /// Every difference between the runs' environments, lanes and profiles.
     pub environment: Vec<EnvDifference>,
-    /// Absolute times gate: the runs had the same CPU model, cores and tool versions.
+    /// Absolute times gate: no difference of machine for the compared cases.
     pub absolute_gated: bool,
     /// Median of each case (and growth slopes), new / baseline.
     pub cases: Vec<CaseChange>,
@@ -117,6 +127,10 @@ pub struct Comparison {
     pub worse: Vec<String>,
     /// Cases only one file has.
     pub unmatched: Vec<String>,
+    /// Cases both files have at different parameters, with the difference: not compared.
+    pub skipped: Vec<String>,
+    /// Parameters one file did not record, taken as their manifest's defaults.
+    pub filled: Vec<String>,
 }
 
 impl Comparison {
@@ -130,22 +144,13 @@ impl Comparison {
     }
 }
 
-fn same_case(a: &CaseResult, b: &CaseResult) -> bool {
-    a.same_scenario(b) && a.parameters == b.parameters
-}
-
-/// The case's label, with its parameters when its file has the same case at other values
-/// (a sweep).
+/// `repo system lane [point] scenario`, as the reports name a case.
 fn label(case: &CaseResult, file: &Results) -> String {
-    if file.cases.iter().filter(|c| c.same_scenario(case)).count() < 2 {
-        return case.label();
-    }
-    let params: Vec<String> = case
-        .parameters
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    format!("{} [{}]", case.label(), params.join(" "))
+    format!(
+        "{} {}",
+        file.case_title(case.key(), &case.parameters),
+        case.scenario
+    )
 }
 
 /// Regression, improvement or no change by the whole interval of new / baseline.
@@ -180,9 +185,82 @@ fn row(
     }
 }
 
+/// The systems and lanes of the compared cases: only their tools and lanes decide whether
+/// absolute times can gate.
+#[derive(Debug, Default)]
+pub struct Compared {
+    pub systems: BTreeSet<System>,
+    pub lanes: BTreeSet<Lane>,
+}
+
+impl Compared {
+    /// Whether a tool's version can change what the compared cases measured: a build tool
+    /// only for its own system, every other tool (compilers, the cache server) always.
+    fn uses_tool(&self, tool: &str) -> bool {
+        match [System::Nix, System::Bazel]
+            .into_iter()
+            .find(|s| s.name() == tool)
+        {
+            Some(system) => self.systems.contains(&system),
+            None => true,
+        }
+    }
+}
+
+/// A file's cases with each one's parameters completed by its manifest's defaults.
+fn completed<'a>(
+    file: &'a Results,
+    defaults: &Defaults,
+) -> Vec<(&'a CaseResult, BTreeMap<String, ParamValue>)> {
+    file.cases
+        .iter()
+        .map(|c| {
+            let mut params = c.parameters.clone();
+            for (k, v) in defaults.get(&c.repo).into_iter().flatten() {
+                params.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            (c, params)
+        })
+        .collect()
+}
+
+/// How two parameter sets differ: `size: baseline 20, new 50`.
+fn differences(
+    base: &BTreeMap<String, ParamValue>,
+    new: &BTreeMap<String, ParamValue>,
+    repo: &str,
+    defaults: &Defaults,
+) -> String {
+    let keys: BTreeSet<&String> = base.keys().chain(new.keys()).collect();
+    let shown = |v: Option<&ParamValue>| v.map_or("absent".to_string(), ToString::to_string);
+    let mut out: Vec<String> = keys
+        .into_iter()
+        .filter(|k| base.get(*k) != new.get(*k))
+        .map(|k| {
+            format!(
+                "{k}: baseline {}, new {}",
+                shown(base.get(k)),
+                shown(new.get(k))
+            )
+        })
+        .collect();
+    if !defaults.contains_key(repo) && out.iter().any(|d| d.contains("absent")) {
+        out.push(format!(
+            "no repo.toml of {repo} was found to fill a missing parameter with its default (pass --bench-repos DIR)"
+        ));
+    }
+    out.join("; ")
+}
+
 /// Both files as `results::load` gives them (derived: their growth series are read, not
-/// recomputed). `Err` says why the two files cannot be compared.
-pub fn compare(baseline: &Results, new: &Results, threshold: f64) -> Result<Comparison, String> {
+/// recomputed); `defaults` fills the parameters a file did not record. `Err` says why
+/// nothing at all can be compared.
+pub fn compare(
+    baseline: &Results,
+    new: &Results,
+    threshold: f64,
+    defaults: &Defaults,
+) -> Result<Comparison, String> {
     let threshold = check_threshold(threshold)?;
     if baseline.schema_version != new.schema_version {
         return Err(format!(
@@ -190,33 +268,59 @@ pub fn compare(baseline: &Results, new: &Results, threshold: f64) -> Result<Comp
             baseline.schema_version, new.schema_version
         ));
     }
-    let environment = environment_differences(baseline, new);
-    let absolute_gated = !environment.iter().any(|d| d.machine);
+    let (base_cases, new_cases) = (completed(baseline, defaults), completed(new, defaults));
     let mut out = Comparison {
         threshold,
-        environment,
-        absolute_gated,
         ..Comparison::default()
     };
-    for base in &baseline.cases {
-        let now = match new.cases.iter().find(|c| same_case(c, base)) {
-            Some(now) => now,
-            None => {
-                let counterparts: Vec<&CaseResult> =
-                    new.cases.iter().filter(|c| c.same_scenario(base)).collect();
-                if let [other] = counterparts.as_slice() {
-                    if label(base, baseline) == base.label() {
-                        return Err(format!(
-                            "{} ran with different parameters (baseline {:?}, new {:?}): timings of different workloads do not compare",
-                            base.label(), base.parameters, other.parameters
-                        ));
-                    }
-                }
-                out.unmatched
-                    .push(format!("{} (only in the baseline)", label(base, baseline)));
-                continue;
-            }
-        };
+    let mut pairs: Vec<(&CaseResult, &CaseResult)> = Vec::new();
+    let mut used = vec![false; new_cases.len()];
+    for (base, params) in &base_cases {
+        let found = new_cases
+            .iter()
+            .position(|(c, p)| c.same_scenario(base) && p == params);
+        if let Some(j) = found {
+            used[j] = true;
+            let now = new_cases[j].0;
+            note_filled(&mut out.filled, base, now);
+            pairs.push((base, now));
+            continue;
+        }
+        // One case on each side at different parameters is the same case run differently;
+        // among a sweep's points it is a point only one file has.
+        let counterparts: Vec<usize> = (0..new_cases.len())
+            .filter(|&j| new_cases[j].0.same_scenario(base))
+            .collect();
+        let siblings = base_cases
+            .iter()
+            .filter(|(c, _)| c.same_scenario(base))
+            .count();
+        if let ([j], 1) = (counterparts.as_slice(), siblings) {
+            used[*j] = true;
+            out.skipped.push(format!(
+                "{}: parameters differ ({}): different workloads, not compared",
+                base.label(),
+                differences(params, &new_cases[*j].1, &base.repo, defaults)
+            ));
+            continue;
+        }
+        out.unmatched
+            .push(format!("{} (only in the baseline)", label(base, baseline)));
+    }
+    out.unmatched.extend(
+        new_cases
+            .iter()
+            .zip(&used)
+            .filter(|(_, used)| !**used)
+            .map(|((c, _), _)| format!("{} (only in the new file)", label(c, new))),
+    );
+    let compared = Compared {
+        systems: pairs.iter().map(|(b, _)| b.system).collect(),
+        lanes: pairs.iter().map(|(b, _)| b.lane).collect(),
+    };
+    out.environment = environment_differences(baseline, new, &compared);
+    out.absolute_gated = !out.environment.iter().any(|d| d.machine);
+    for (base, now) in &pairs {
         if base.outcome == Outcome::Ok && now.outcome != Outcome::Ok {
             out.worse.push(format!(
                 "{}: was ok, now {}",
@@ -237,28 +341,44 @@ pub fn compare(baseline: &Results, new: &Results, threshold: f64) -> Result<Comp
             (b.median_s, n.median_s),
             r,
             threshold,
-            absolute_gated,
+            out.absolute_gated,
         ));
     }
-    out.unmatched.extend(
-        new.cases
-            .iter()
-            .filter(|c| !baseline.cases.iter().any(|b| same_case(b, c)))
-            .map(|c| format!("{} (only in the new file)", label(c, new))),
-    );
     if out.cases.is_empty() && out.worse.is_empty() {
-        return Err(
-            "the files have no case in common (same repo, system, lane, scenario and parameters)"
-                .into(),
+        let mut why = String::from(
+            "the files have no case in common (same repo, system, lane, scenario and parameters)",
         );
+        for skipped in &out.skipped {
+            let _ = write!(why, "\n  {skipped}");
+        }
+        return Err(why);
     }
     out.cases
-        .extend(slopes(baseline, new, threshold, absolute_gated));
-    if !absolute_gated {
-        out.relative = within_runs(baseline, new, threshold);
+        .extend(slopes(baseline, new, threshold, out.absolute_gated));
+    if !out.absolute_gated {
+        out.relative = within_runs(baseline, new, &pairs, threshold);
     }
     out.worse.extend(worse_verdicts(baseline, new));
     Ok(out)
+}
+
+/// Notes each parameter one side of a matched pair lacked (and so took from the defaults).
+fn note_filled(notes: &mut Vec<String>, base: &CaseResult, now: &CaseResult) {
+    let sides = [(base, now, "the baseline"), (now, base, "the new file")];
+    for (lacking, having, side) in sides {
+        for (k, v) in &having.parameters {
+            if lacking.parameters.contains_key(k) {
+                continue;
+            }
+            let note = format!(
+                "{}: {k} is absent in {side}, taken as its manifest's default {k}={v}",
+                lacking.repo
+            );
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
+        }
+    }
 }
 
 /// Growth slopes of the series both runs swept.
@@ -282,34 +402,36 @@ fn slopes(baseline: &Results, new: &Results, threshold: f64, gated: bool) -> Vec
         .collect()
 }
 
-/// Speedups and fallback penalties: each run against itself, so a change of machine
-/// cancels out.
-fn within_runs(baseline: &Results, new: &Results, threshold: f64) -> Vec<CaseChange> {
+/// Speedups and fallback penalties of the compared cases: each run against itself, so a
+/// change of machine cancels out.
+fn within_runs(
+    baseline: &Results,
+    new: &Results,
+    pairs: &[(&CaseResult, &CaseResult)],
+    threshold: f64,
+) -> Vec<CaseChange> {
     let mut out = Vec::new();
-    let find = |file: &'_ Results, like: &CaseResult, scenario| {
-        ok_case(&file.cases, like, scenario)
+    let cold = |file: &'_ Results, like: &CaseResult| {
+        ok_case(&file.cases, like, Scenario::Cold)
             .filter(|c| !c.samples.is_empty())
             .map(CaseResult::walls)
     };
-    for base in &baseline.cases {
+    let time_to_result = |case: &CaseResult| -> Option<Vec<f64>> {
+        (case.outcome == Outcome::Ok && !case.samples.is_empty())
+            .then(|| case.samples.iter().map(|s| s.time_to_result_s()).collect())
+    };
+    for (base, now) in pairs {
         let measure = match base.scenario {
             Scenario::Warm => Measure::Speedup,
             Scenario::Fallback { .. } => Measure::Penalty,
             _ => continue,
         };
-        let (Some(base_cold), Some(now_cold)) = (
-            find(baseline, base, Scenario::Cold),
-            find(new, base, Scenario::Cold),
+        let (Some(base_cold), Some(now_cold), Some(base_side), Some(now_side)) = (
+            cold(baseline, base),
+            cold(new, now),
+            time_to_result(base),
+            time_to_result(now),
         ) else {
-            continue;
-        };
-        let time_to_result = |file: &Results| -> Option<Vec<f64>> {
-            let case = file.cases.iter().find(|c| same_case(c, base))?;
-            (case.outcome == Outcome::Ok && !case.samples.is_empty())
-                .then(|| case.samples.iter().map(|s| s.time_to_result_s()).collect())
-        };
-        let (Some(base_side), Some(now_side)) = (time_to_result(baseline), time_to_result(new))
-        else {
             continue;
         };
         // Speedup: cold / warm; penalty: fallback / cold.
@@ -331,7 +453,10 @@ fn within_runs(baseline: &Results, new: &Results, threshold: f64) -> Vec<CaseCha
             format!("{} penalty", base.scenario)
         };
         out.push(row(
-            format!("{} {what}", base.key()),
+            format!(
+                "{} {what}",
+                baseline.case_title(base.key(), &base.parameters)
+            ),
             measure,
             (before, after),
             r,
@@ -348,31 +473,29 @@ fn worse_verdicts(baseline: &Results, new: &Results) -> Vec<String> {
         let Some(now) = new.verdicts.iter().find(|v| v.key() == base.key()) else {
             continue;
         };
-        let pairs = [
-            ("cache_use", &base.cache_use, &now.cache_use),
-            ("speedup", &base.speedup, &now.speedup),
-            ("fallback", &base.fallback, &now.fallback),
-            ("verified", &base.verified, &now.verified),
-        ];
-        for (name, was, is) in pairs {
-            if let (Some(was), Some(is)) = (was, is) {
-                if was.pass && !is.pass {
-                    out.push(format!(
-                        "{} {} {}: verdict {name} passed, now fails: {}",
-                        base.repo,
-                        base.system.name(),
-                        base.lane.name(),
-                        is.detail
-                    ));
-                }
+        for (name, was) in base.checks() {
+            let Some((_, is)) = now.checks().find(|(n, _)| *n == name) else {
+                continue;
+            };
+            if was.pass && !is.pass {
+                out.push(format!(
+                    "{}: verdict {name} passed, now fails: {}",
+                    base.key(),
+                    is.detail
+                ));
             }
         }
     }
     out
 }
 
-/// Every difference between the two runs' machines, tools, lanes and profiles.
-pub fn environment_differences(baseline: &Results, new: &Results) -> Vec<EnvDifference> {
+/// Every difference between the two runs' machines, tools, lanes and profiles; a
+/// difference is one of machine only where it touches what `compared` ran.
+pub fn environment_differences(
+    baseline: &Results,
+    new: &Results,
+    compared: &Compared,
+) -> Vec<EnvDifference> {
     let mut out = Vec::new();
     let mut facts = |what: String, b: Option<String>, n: Option<String>, machine: bool| {
         if b != n {
@@ -391,20 +514,17 @@ pub fn environment_differences(baseline: &Results, new: &Results) -> Vec<EnvDiff
         Some(new.profile.clone()),
         false,
     );
-    for (what, b, n, machine) in machine_facts(&baseline.environment, &new.environment) {
+    for (what, b, n, machine) in machine_facts(&baseline.environment, &new.environment, compared) {
         facts(what, b, n, machine);
     }
-    let lanes = |r: &Results| -> BTreeMap<String, LaneIdentity> {
-        r.lanes
-            .iter()
-            .map(|l| (l.lane.name().to_string(), l.clone()))
-            .collect()
+    let lanes = |r: &Results| -> BTreeMap<Lane, LaneIdentity> {
+        r.lanes.iter().map(|l| (l.lane, l.clone())).collect()
     };
     let (base_lanes, new_lanes) = (lanes(baseline), lanes(new));
-    let names: std::collections::BTreeSet<&String> =
-        base_lanes.keys().chain(new_lanes.keys()).collect();
-    for name in names {
-        let (b, n) = (base_lanes.get(name), new_lanes.get(name));
+    let names: BTreeSet<&Lane> = base_lanes.keys().chain(new_lanes.keys()).collect();
+    for lane in names {
+        let (b, n) = (base_lanes.get(lane), new_lanes.get(lane));
+        let name = lane.name();
         let (Some(b), Some(n)) = (b, n) else {
             facts(
                 format!("lane {name}"),
@@ -414,8 +534,9 @@ pub fn environment_differences(baseline: &Results, new: &Results) -> Vec<EnvDiff
             );
             continue;
         };
-        for (what, bv, nv, machine) in lane_facts(b, n) {
-            facts(format!("lane {name} {what}"), bv, nv, machine);
+        let used = compared.lanes.contains(lane);
+        for (what, bv, nv, machine) in lane_facts(b, n, compared) {
+            facts(format!("lane {name} {what}"), bv, nv, machine && used);
         }
     }
     out
@@ -425,21 +546,27 @@ type Fact = (String, Option<String>, Option<String>, bool);
 
 /// (what, baseline, new, whether it changes the machine) for an environment: the host's
 /// name, and what a lane identity records of the machine.
-fn machine_facts(b: &Environment, n: &Environment) -> Vec<Fact> {
+fn machine_facts(b: &Environment, n: &Environment, compared: &Compared) -> Vec<Fact> {
     let mut out = vec![fact("hostname", &b.hostname, &n.hostname, false)];
     out.extend(lane_facts(
         &LaneIdentity::of(Lane::Host, b),
         &LaneIdentity::of(Lane::Host, n),
+        compared,
     ));
     out
 }
 
-fn lane_facts(b: &LaneIdentity, n: &LaneIdentity) -> Vec<Fact> {
+fn lane_facts(b: &LaneIdentity, n: &LaneIdentity, compared: &Compared) -> Vec<Fact> {
     let gpu = |l: &LaneIdentity| l.gpu.as_ref().map(|g| format!("{} ({})", g.name, g.driver));
     let mut out = vec![
         fact("cpu_model", &b.cpu_model, &n.cpu_model, true),
         fact("cores", &b.cores, &n.cores, true),
-        fact("memory_bytes", &b.memory_bytes, &n.memory_bytes, false),
+        (
+            "memory".into(),
+            Some(numbers::bytes(b.memory_bytes)),
+            Some(numbers::bytes(n.memory_bytes)),
+            false,
+        ),
         fact("kernel", &b.kernel, &n.kernel, false),
         fact("os", &b.os, &n.os, false),
         (
@@ -457,7 +584,7 @@ fn lane_facts(b: &LaneIdentity, n: &LaneIdentity) -> Vec<Fact> {
         ("gpu".into(), gpu(b), gpu(n), true),
         ("shell".into(), b.shell.clone(), n.shell.clone(), false),
     ];
-    out.extend(tool_facts(&b.tools, &n.tools));
+    out.extend(tool_facts(&b.tools, &n.tools, compared));
     out
 }
 
@@ -473,46 +600,77 @@ fn fact(what: &str, b: &impl ToString, n: &impl ToString, machine: bool) -> Fact
 fn tool_facts(
     b: &BTreeMap<String, crate::results::ToolVersion>,
     n: &BTreeMap<String, crate::results::ToolVersion>,
+    compared: &Compared,
 ) -> Vec<Fact> {
-    let names: std::collections::BTreeSet<&String> = b.keys().chain(n.keys()).collect();
+    let names: BTreeSet<&String> = b.keys().chain(n.keys()).collect();
     names
         .into_iter()
         .map(|name| {
             let version = |m: &BTreeMap<String, crate::results::ToolVersion>| {
                 m.get(name).map(|t| t.version.clone())
             };
-            (format!("tool {name}"), version(b), version(n), true)
+            (
+                format!("tool {name}"),
+                version(b),
+                version(n),
+                compared.uses_tool(name),
+            )
         })
         .collect()
 }
 
 pub fn render_markdown(c: &Comparison) -> String {
+    let limit = change(1.0 + c.threshold);
     let mut out = format!(
-        "# flywheel-bench compare\n\n{}\n\n_A change counts only when its whole 95% interval of new/baseline lies beyond {:.2} (or {:.2} for what is better higher); n/a (fewer than 3 samples) never counts; verdicts that go from pass to fail always count._\n\n",
+        "# flywheel-bench compare: {}\n\n_A change counts only when its whole 95% interval lies beyond {limit} (times, slopes, penalties) or {} (speedups, where higher is better); n/a (fewer than 3 samples) never counts; a verdict that goes from pass to fail, or a case that stops succeeding, always counts._\n\n",
         if c.regressed() { "**Regression.**" } else { "No regression." },
-        1.0 + c.threshold,
-        1.0 - c.threshold
+        change(1.0 - c.threshold)
     );
     if !c.environment.is_empty() {
         out.push_str(
-            "The runs' environments differ:\n\n| what | baseline | new |\n| --- | --- | --- |\n",
+            "The runs' environments differ:\n\n| what | baseline | new | stops absolute gating |\n| --- | --- | --- | --- |\n",
         );
         for d in &c.environment {
-            let _ = writeln!(out, "| {} | {} | {} |", d.what, d.baseline, d.new);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                d.what,
+                d.baseline,
+                d.new,
+                if d.machine { "yes" } else { "no" }
+            );
         }
         out.push('\n');
     }
-    out.push_str(if c.absolute_gated {
-        "Absolute times gate: same CPU model, cores and tool versions.\n\n"
+    if c.absolute_gated {
+        out.push_str("Absolute times gate: the compared cases ran on the same CPU model and cores, with the same versions of their tools.\n\n");
     } else {
-        "**Absolute times are shown, not gated**: the CPU model, cores or tool versions differ. The gate judges what each run measured against itself (speedup, fallback penalty), with the verdicts.\n\n"
-    });
-    out.push_str(&change_table(&c.cases));
+        let why: Vec<&str> = c
+            .environment
+            .iter()
+            .filter(|d| d.machine)
+            .map(|d| d.what.as_str())
+            .collect();
+        let _ = write!(
+            out,
+            "**Absolute times are shown, not gated**: {} differ for the compared cases. The gate judges what each run measured against itself (speedup, fallback penalty), with the verdicts.\n\n",
+            why.join(", ")
+        );
+    }
+    out.push_str(&change_table(&c.cases, c.threshold));
     if !c.relative.is_empty() {
         out.push_str("\nWithin each run:\n\n");
-        out.push_str(&change_table(&c.relative));
+        out.push_str(&change_table(&c.relative, c.threshold));
     }
-    for (title, lines) in [("Got worse", &c.worse), ("Not compared", &c.unmatched)] {
+    for (title, lines) in [
+        ("Got worse", &c.worse),
+        ("Parameters taken from the manifests' defaults", &c.filled),
+        (
+            "Skipped (the same case ran a different workload)",
+            &c.skipped,
+        ),
+        ("Not compared", &c.unmatched),
+    ] {
         if !lines.is_empty() {
             let _ = writeln!(out, "\n{title}:\n");
             for line in lines {
@@ -523,24 +681,29 @@ pub fn render_markdown(c: &Comparison) -> String {
     out
 }
 
-fn change_table(rows: &[CaseChange]) -> String {
+fn change_table(rows: &[CaseChange], threshold: f64) -> String {
     let mut out = String::from(
-        "| case | baseline | new | new / baseline [95% CI] | change |\n| --- | --- | --- | --- | --- |\n",
+        "| case | baseline | new | change [95% CI] | verdict |\n| --- | --- | --- | --- | --- |\n",
     );
     for r in rows {
-        let change = match r.change {
-            Change::Regression => r.measure.words().0,
-            Change::Improvement => r.measure.words().1,
-            Change::Unchanged => "no change",
-            Change::Undetermined => "n/a (fewer than 3 samples)",
+        let limit = if r.measure.higher_is_worse() {
+            change(1.0 + threshold)
+        } else {
+            change(1.0 - threshold)
+        };
+        let verdict = match r.change {
+            Change::Regression => format!("{} (beyond {limit})", r.measure.words().0),
+            Change::Improvement => r.measure.words().1.to_string(),
+            Change::Unchanged => "no change".into(),
+            Change::Undetermined => "n/a (fewer than 3 samples)".into(),
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {change}{} |",
+            "| {} | {} | {} | {} | {verdict}{} |",
             r.label,
             r.measure.show(r.baseline),
             r.measure.show(r.new),
-            ratio_interval(&r.ratio),
+            change_interval(&r.ratio),
             if r.gated || r.change == Change::Unchanged {
                 ""
             } else {
@@ -581,7 +744,7 @@ mod tests {
 
     #[test]
     fn the_same_file_does_not_regress() {
-        let c = compare(&load(), &load(), DEFAULT_THRESHOLD).unwrap();
+        let c = compare(&load(), &load(), DEFAULT_THRESHOLD, &Defaults::new()).unwrap();
         assert!(!c.regressed());
         assert_eq!(c.cases.len(), 3);
         assert!(c.cases.iter().all(|k| k.change == Change::Unchanged));
@@ -590,12 +753,24 @@ mod tests {
 
     #[test]
     fn a_uniform_slowdown_past_the_threshold_regresses() {
-        let c = compare(&load(), &scaled(load(), 1.5), DEFAULT_THRESHOLD).unwrap();
+        let c = compare(
+            &load(),
+            &scaled(load(), 1.5),
+            DEFAULT_THRESHOLD,
+            &Defaults::new(),
+        )
+        .unwrap();
         assert!(c.regressed());
         assert!(c.cases.iter().all(|k| k.change == Change::Regression));
         assert!(render_markdown(&c).contains("**slower**"));
         // A speed-up is not a regression.
-        let faster = compare(&load(), &scaled(load(), 0.5), DEFAULT_THRESHOLD).unwrap();
+        let faster = compare(
+            &load(),
+            &scaled(load(), 0.5),
+            DEFAULT_THRESHOLD,
+            &Defaults::new(),
+        )
+        .unwrap();
         assert!(!faster.regressed());
         assert!(faster.cases.iter().all(|k| k.change == Change::Improvement));
     }
@@ -605,7 +780,7 @@ mod tests {
         let mut new = load();
         new.cases[1].outcome = Outcome::Failed;
         new.cases[1].reason = Some("warm-up 1 failed".into());
-        let c = compare(&load(), &new, DEFAULT_THRESHOLD).unwrap();
+        let c = compare(&load(), &new, DEFAULT_THRESHOLD, &Defaults::new()).unwrap();
         assert!(c.regressed());
         assert!(
             c.worse[0].contains("was ok, now warm-up 1 failed"),
@@ -618,7 +793,7 @@ mod tests {
         let mut worse = base.clone();
         worse.settings.thresholds.min_hit_ratio = 1.1; // the same data, a verdict that now fails
         crate::results::derive(&mut worse);
-        let c = compare(&base, &worse, DEFAULT_THRESHOLD).unwrap();
+        let c = compare(&base, &worse, DEFAULT_THRESHOLD, &Defaults::new()).unwrap();
         assert!(
             c.worse
                 .iter()
@@ -630,22 +805,114 @@ mod tests {
 
     #[test]
     fn refuses_incomparable_files() {
+        let mut newer = load();
+        newer.schema_version = 2;
+        assert!(
+            compare(&load(), &newer, DEFAULT_THRESHOLD, &Defaults::new())
+                .unwrap_err()
+                .contains("schema versions")
+        );
+        let mut empty = load();
+        empty.cases.clear();
+        assert!(
+            compare(&load(), &empty, DEFAULT_THRESHOLD, &Defaults::new())
+                .unwrap_err()
+                .contains("no case in common")
+        );
+    }
+
+    #[test]
+    fn a_case_at_other_parameters_is_skipped_and_the_rest_compared() {
         let mut other = load();
         other.cases[0]
             .parameters
             .insert("size".into(), ParamValue::Int(99));
-        let err = compare(&load(), &other, DEFAULT_THRESHOLD).unwrap_err();
-        assert!(err.contains("different parameters"), "{err}");
+        let c = compare(&load(), &other, DEFAULT_THRESHOLD, &Defaults::new()).unwrap();
+        assert_eq!(c.cases.len(), 2, "the other cases are compared");
+        assert_eq!(c.skipped.len(), 1, "{:?}", c.skipped);
+        assert!(
+            c.skipped[0].contains("parameters differ (size: baseline 20, new 99)"),
+            "{:?}",
+            c.skipped
+        );
+        let md = render_markdown(&c);
+        assert!(!md.contains("Int("), "human-readable values: {md}");
+    }
+
+    #[test]
+    fn a_parameter_one_file_lacks_is_filled_from_the_manifest_default() {
         let mut newer = load();
-        newer.schema_version = 2;
-        assert!(compare(&load(), &newer, DEFAULT_THRESHOLD)
-            .unwrap_err()
-            .contains("schema versions"));
-        let mut empty = load();
-        empty.cases.clear();
-        assert!(compare(&load(), &empty, DEFAULT_THRESHOLD)
-            .unwrap_err()
-            .contains("no case in common"));
+        for case in &mut newer.cases {
+            case.parameters
+                .insert("toolchain".into(), ParamValue::Int(0));
+        }
+        // Without the manifest the difference is named, with the fix.
+        let err = compare(&load(), &newer, DEFAULT_THRESHOLD, &Defaults::new()).unwrap_err();
+        assert!(
+            err.contains("toolchain: baseline absent, new 0") && err.contains("--bench-repos"),
+            "{err}"
+        );
+        let defaults = Defaults::from([(
+            "fixture-c-dag".to_string(),
+            BTreeMap::from([
+                ("size".to_string(), ParamValue::Int(20)),
+                ("toolchain".to_string(), ParamValue::Int(0)),
+                ("work".to_string(), ParamValue::Int(200)),
+            ]),
+        )]);
+        let c = compare(&load(), &newer, DEFAULT_THRESHOLD, &defaults).unwrap();
+        assert_eq!(c.cases.len(), 3);
+        assert!(c.skipped.is_empty());
+        assert_eq!(
+            c.filled,
+            vec!["fixture-c-dag: toolchain is absent in the baseline, taken as its manifest's default toolchain=0".to_string()]
+        );
+        assert!(render_markdown(&c).contains("toolchain=0"));
+    }
+
+    #[test]
+    fn only_the_compared_cases_tools_and_lanes_decide_the_gate() {
+        let mut with_bazel = load();
+        with_bazel.environment.tools.insert(
+            "bazel".into(),
+            crate::results::ToolVersion {
+                path: "/usr/bin/bazel".into(),
+                version: "bazel 4.2.3".into(),
+            },
+        );
+        // Only Nix cases are compared: Bazel's absence in the baseline does not matter.
+        let c = compare(&load(), &with_bazel, DEFAULT_THRESHOLD, &Defaults::new()).unwrap();
+        assert!(c.absolute_gated, "{:?}", c.environment);
+        assert_eq!(c.environment.len(), 1);
+        assert!(!c.environment[0].machine);
+        assert!(render_markdown(&c).contains("| tool bazel | absent | bazel 4.2.3 | no |"));
+        // The Nix tool itself does.
+        let mut nix = load();
+        nix.environment.tools.get_mut("nix").unwrap().version = "nix (Nix) 2.26.3".into();
+        let c = compare(&load(), &nix, DEFAULT_THRESHOLD, &Defaults::new()).unwrap();
+        assert!(!c.absolute_gated);
+        assert!(render_markdown(&c).contains("tool nix differ for the compared cases"));
+    }
+
+    #[test]
+    fn changes_are_signed_percentages_with_their_interval() {
+        let c = compare(
+            &load(),
+            &scaled(load(), 1.5),
+            DEFAULT_THRESHOLD,
+            &Defaults::new(),
+        )
+        .unwrap();
+        let md = render_markdown(&c);
+        assert!(
+            md.contains("| fixture-c-dag nix host cold | 10.8 s | 16.2 s | +50.0% [+")
+                && md.contains("%] | **slower** (beyond +10.0%) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("beyond +10.0% (times, slopes, penalties) or -10.0%"),
+            "{md}"
+        );
     }
 
     fn on_another_cpu(mut r: Results) -> Results {
@@ -660,6 +927,7 @@ mod tests {
             &base,
             &on_another_cpu(scaled(load(), 1.5)),
             DEFAULT_THRESHOLD,
+            &Defaults::new(),
         )
         .unwrap();
         assert!(!c.absolute_gated);
@@ -684,12 +952,18 @@ mod tests {
         assert!(
             md.contains("No regression.")
                 && md.contains("| cpu_model |")
-                && md.contains("**slower** (not gated)")
+                && md.contains("**slower** (beyond +10.0%) (not gated)")
                 && md.contains("shown, not gated"),
             "{md}"
         );
         // The same files on the same machine gate as before.
-        let same = compare(&base, &scaled(load(), 1.5), DEFAULT_THRESHOLD).unwrap();
+        let same = compare(
+            &base,
+            &scaled(load(), 1.5),
+            DEFAULT_THRESHOLD,
+            &Defaults::new(),
+        )
+        .unwrap();
         assert!(same.absolute_gated && same.environment.is_empty() && same.regressed());
         assert!(same.relative.is_empty());
     }
@@ -697,7 +971,13 @@ mod tests {
     #[test]
     fn on_another_machine_a_fallen_speedup_still_regresses() {
         let warm_slower = scaled_where(load(), 3.0, |c| c.scenario == Scenario::Warm);
-        let c = compare(&load(), &on_another_cpu(warm_slower), DEFAULT_THRESHOLD).unwrap();
+        let c = compare(
+            &load(),
+            &on_another_cpu(warm_slower),
+            DEFAULT_THRESHOLD,
+            &Defaults::new(),
+        )
+        .unwrap();
         let speedup = &c.relative[0];
         assert_eq!(
             (speedup.measure, speedup.change),
@@ -719,7 +999,7 @@ mod tests {
         }
         new.environment.kernel = "6.1.0-other".into();
         new.profile = "attic".into();
-        let c = compare(&load(), &new, DEFAULT_THRESHOLD).unwrap();
+        let c = compare(&load(), &new, DEFAULT_THRESHOLD, &Defaults::new()).unwrap();
         let named: Vec<&str> = c.environment.iter().map(|d| d.what.as_str()).collect();
         assert!(
             named.contains(&"kernel") && named.contains(&"profile"),
@@ -731,7 +1011,7 @@ mod tests {
         let mut kernel_only = load();
         kernel_only.environment.kernel = "6.1.0-other".into();
         assert!(
-            compare(&load(), &kernel_only, DEFAULT_THRESHOLD)
+            compare(&load(), &kernel_only, DEFAULT_THRESHOLD, &Defaults::new())
                 .unwrap()
                 .absolute_gated
         );
@@ -740,10 +1020,10 @@ mod tests {
     #[test]
     fn a_threshold_that_cannot_judge_is_refused() {
         for bad in [f64::NAN, f64::INFINITY, -0.1] {
-            let err = compare(&load(), &load(), bad).unwrap_err();
+            let err = compare(&load(), &load(), bad, &Defaults::new()).unwrap_err();
             assert!(err.contains("--threshold"), "{err}");
         }
-        let err = compare(&load(), &load(), f64::NAN).unwrap_err();
+        let err = compare(&load(), &load(), f64::NAN, &Defaults::new()).unwrap_err();
         assert!(err.contains("finite"), "{err}");
     }
 
@@ -755,7 +1035,13 @@ mod tests {
             }
             r
         };
-        let c = compare(&two(load()), &two(scaled(load(), 1.5)), DEFAULT_THRESHOLD).unwrap();
+        let c = compare(
+            &two(load()),
+            &two(scaled(load(), 1.5)),
+            DEFAULT_THRESHOLD,
+            &Defaults::new(),
+        )
+        .unwrap();
         assert!(c.cases.iter().all(|k| k.change == Change::Undetermined));
         assert!(!c.regressed());
         assert!(render_markdown(&c).contains("[n/a] | n/a (fewer than 3 samples)"));
@@ -781,7 +1067,7 @@ mod tests {
                 s.wall_s += 0.5 * size;
             }
         }
-        let c = compare(&base, &sweep(steeper), DEFAULT_THRESHOLD).unwrap();
+        let c = compare(&base, &sweep(steeper), DEFAULT_THRESHOLD, &Defaults::new()).unwrap();
         let slope = c
             .cases
             .iter()
@@ -791,7 +1077,7 @@ mod tests {
         assert!((slope.ratio.ratio - 2.0).abs() < 1e-6, "{:?}", slope.ratio);
         // Cases of a sweep are told apart by their parameters.
         assert!(
-            c.cases.iter().any(|k| k.label.contains("cold [size=8 ")),
+            c.cases.iter().any(|k| k.label.contains("host size=8 cold")),
             "{:?}",
             c.cases.iter().map(|k| &k.label).collect::<Vec<_>>()
         );

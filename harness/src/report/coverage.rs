@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use crate::report::escape_html;
 use crate::results::coverage::{Coverage, MAX_LISTED};
+use crate::stats::numbers;
 
 /// Missing paths shown per repo; the JSON lists up to `MAX_LISTED`.
 const SHOWN: usize = 30;
@@ -34,14 +35,14 @@ pub fn render(doc: &Coverage) -> String {
             if let Some(n) = &repo.nix {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {:.1}% | {} of {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} of {} |",
                     escape_html(&repo.repo),
                     n.needed,
                     n.present,
                     n.upstream,
                     n.missing,
                     n.unknown,
-                    n.percent,
+                    numbers::percent(n.percent / 100.0),
                     n.closure_present,
                     n.closure_outputs
                 );
@@ -54,10 +55,10 @@ pub fn render(doc: &Coverage) -> String {
             }
             let _ = writeln!(
                 out,
-                "\n### {}: {} missing path{} (a warm build would build them)\n",
+                "\n### {}: {} missing {} (a warm build would build them)\n",
                 escape_html(&repo.repo),
                 n.missing,
-                if n.missing == 1 { "" } else { "s" }
+                numbers::plural(n.missing, "path")
             );
             out.push_str("| derivation | store path |\n| --- | --- |\n");
             for m in n.missing_paths.iter().take(SHOWN) {
@@ -101,8 +102,12 @@ pub fn render(doc: &Coverage) -> String {
                 (None, Some(percent)) => {
                     let _ = writeln!(
                         out,
-                        "- {name}: {} of {} actions in the cache ({percent:.1}%), {} missing, {} unknown",
-                        b.present, b.actions, b.missing, b.unknown
+                        "- {name}: {} of {} in the cache ({}), {} missing, {} unknown",
+                        b.present,
+                        numbers::count(b.actions, "action"),
+                        numbers::percent(percent / 100.0),
+                        b.missing,
+                        b.unknown
                     );
                     for a in b.missing_actions.iter().take(SHOWN) {
                         let _ = writeln!(

@@ -1,9 +1,17 @@
 //! Export for the common "github-action-benchmark" action (tool `customSmallerIsBetter`),
 //! so its history charts track every case's median. Pure.
+//!
+//! One entry per successful case and sweep point, named as the reports name it
+//! (`repo system lane [point] scenario`), so the action keeps one series per case:
+//! - `value`: the median wall time of the samples, in seconds (`unit`);
+//! - `range`: `± MAD s`, the samples' median absolute deviation (unscaled) in seconds, the
+//!   spread around that median (the action shows it beside the value, it does not parse it);
+//! - `extra`: how many samples, their minimum and maximum, and the host.
 
 use serde::Serialize;
 
 use crate::results::{Outcome, Results};
+use crate::stats::numbers::{count_of, seconds};
 
 #[derive(Debug, Serialize, PartialEq)]
 pub struct BenchmarkEntry {
@@ -23,13 +31,20 @@ pub fn github_action_benchmark(results: &Results) -> Vec<BenchmarkEntry> {
         .filter_map(|c| {
             let s = c.stats.as_ref()?;
             Some(BenchmarkEntry {
-                name: c.label(),
+                name: format!(
+                    "{} {}",
+                    results.case_title(c.key(), &c.parameters),
+                    c.scenario
+                ),
                 unit: "s",
                 value: s.median_s,
-                range: format!("± {:.4}", s.mad_s),
+                range: format!("± {:.4} s MAD", s.mad_s),
                 extra: format!(
-                    "{} samples, min {:.4} s, max {:.4} s; host {}",
-                    s.n, s.min_s, s.max_s, results.environment.hostname
+                    "{}, min {}, max {}; host {}",
+                    count_of(s.n, "sample"),
+                    seconds(s.min_s),
+                    seconds(s.max_s),
+                    results.environment.hostname
                 ),
             })
         })
@@ -50,6 +65,28 @@ mod tests {
         assert_eq!(entries[0].unit, "s");
         assert!(entries[0].value > entries[1].value);
         let json = serde_json::to_value(&entries).unwrap();
-        assert!(json[0]["range"].as_str().unwrap().starts_with("± "));
+        let range = json[0]["range"].as_str().unwrap();
+        assert!(
+            range.starts_with("± ") && range.ends_with(" s MAD"),
+            "{range}"
+        );
+    }
+
+    #[test]
+    fn a_sweep_keeps_one_series_per_point() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../results/evidence/sweep-nix-host.json");
+        let results = crate::results::load(&path).unwrap();
+        let entries = github_action_benchmark(&results);
+        let mut names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names.len(), 8);
+        assert!(
+            names.contains(&"fixture-c-dag nix host size=2 cold")
+                && names.contains(&"fixture-c-dag nix host size=16 warm"),
+            "{names:?}"
+        );
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 8, "every point its own series: {names:?}");
     }
 }

@@ -5,8 +5,9 @@
 use std::fmt::Write;
 
 use super::escape_html as esc;
-use crate::report::tables::{cells, interval_text, seconds, Table};
+use crate::report::tables::{cells, Table};
 use crate::results::growth::Growth;
+use crate::stats::numbers::{interval_text, number, per_unit, r_squared, seconds};
 
 /// The fits, one row per series; `None` without a sweep.
 pub fn table(growth: &[Growth]) -> Option<Table> {
@@ -31,9 +32,8 @@ pub fn table(growth: &[Growth]) -> Option<Table> {
                 list(&|p| seconds(p.median_s)),
                 slope,
                 g.linear.map_or("-".into(), |f| seconds(f.intercept)),
-                g.linear
-                    .map_or("-".into(), |f| format!("{:.3}", f.r_squared)),
-                g.log_log.map_or("-".into(), |f| format!("{:.2}", f.slope)),
+                g.linear.map_or("-".into(), |f| r_squared(f.r_squared)),
+                g.log_log.map_or("-".into(), |f| number(f.slope)),
             ])
         })
         .collect();
@@ -54,19 +54,6 @@ pub fn table(growth: &[Growth]) -> Option<Table> {
         ],
         rows,
     })
-}
-
-/// A slope: seconds per unit of the swept parameter.
-pub fn per_unit(s: f64) -> String {
-    format!("{}/unit", seconds(s))
-}
-
-fn number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        format!("{v}")
-    }
 }
 
 const WIDTH: f64 = 520.0;
@@ -266,10 +253,6 @@ mod tests {
         assert_eq!(svg.matches("<circle").count(), 18);
         assert!(svg.contains("over size"));
         assert!(table(&[]).is_none() && plots(&[]).is_empty());
-        assert_eq!(
-            (seconds(-2.0), seconds(-1e-5)),
-            ("-2.00 s".into(), "0.0 ms".into())
-        );
     }
 
     #[test]

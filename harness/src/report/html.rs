@@ -3,34 +3,46 @@
 
 use std::fmt::Write;
 
-use crate::report::tables::{self, cells, seconds, Cell, Table, Tone};
+use crate::report::inline_html;
+use crate::report::tables::{self, cells, Cell, Table, Tone};
 use crate::results::{CaseResult, GpuSeries, Results};
 use crate::stats::median_interval;
+use crate::stats::numbers::{self, ratio, seconds};
 
 const STYLE: &str = "
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:72rem;color:#1b1f24;padding:0 1rem}
 h1{font-size:1.6rem}h2{border-bottom:1px solid #d0d7de;padding-bottom:.3rem;margin-top:2.5rem}
 table{border-collapse:collapse;margin:.5rem 0 1rem}th,td{border:1px solid #d0d7de;padding:.25rem .6rem;text-align:left;vertical-align:top}
-th{background:#f6f8fa}td.good{color:#1a7f37;font-weight:600}td.bad{color:#cf222e;font-weight:600}
-.note{color:#57606a;font-style:italic;margin:.2rem 0}.plots{display:flex;flex-wrap:wrap;gap:1rem}
+th{background:#f6f8fa}td:nth-child(-n+3){white-space:nowrap}td.good{color:#1a7f37;font-weight:600}td.bad{color:#cf222e;font-weight:600}
+.note{color:#57606a;font-style:italic;margin:.2rem 0}.headline{font-size:1.1rem;font-weight:600}code{font-size:90%;background:#f6f8fa;padding:0 .2em;border-radius:3px;white-space:nowrap}.key{white-space:nowrap;margin-right:1em}.plots{display:flex;flex-wrap:wrap;gap:1rem}
 figure{margin:0;border:1px solid #d0d7de;border-radius:6px;padding:.5rem}figcaption{font-weight:600;margin-bottom:.3rem}
 svg text{font:11px system-ui,sans-serif;fill:#1b1f24}";
 
 pub fn render(files: &[(String, Results)]) -> String {
+    let headline = esc(&tables::headline(files.iter().map(|(_, r)| r)));
     let mut out = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>flywheel-bench report</title><style>{STYLE}</style></head><body>\n<h1>flywheel-bench report</h1>\n"
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>flywheel-bench report: {headline}</title><style>{STYLE}</style></head><body>\n<h1>flywheel-bench report</h1>\n<p class=\"headline\">{headline}</p>\n"
     );
     for (label, results) in files {
-        let _ = writeln!(out, "<section><h2>{}</h2>", esc(label));
         let _ = writeln!(
             out,
-            "<p class=\"note\">{} on {} ({}, {} cores); started {}.</p>",
+            "<section><h2>{}</h2><p class=\"note\">{}: {}</p>",
+            esc(tables::file_title(label)),
+            esc(label),
+            esc(&tables::headline([results]))
+        );
+        let _ = writeln!(
+            out,
+            "<p class=\"note\">{} on {} ({}, {}); started {}.</p>",
             esc(&format!("flywheel-bench {}", results.harness_version)),
             esc(&results.environment.hostname),
             esc(&results.environment.cpu_model),
-            results.environment.cores,
+            numbers::count_of(results.environment.cores, "core"),
             esc(&results.started_at)
         );
+        for note in &results.notes {
+            let _ = writeln!(out, "<p class=\"note\">Note: {}</p>", esc(note));
+        }
         out.push_str(&comparison_plots(results));
         out.push_str(&super::growth::plots(&results.growth));
         for table in tables::all(results) {
@@ -49,7 +61,7 @@ fn html_table(table: &Table) -> String {
     let mut out = format!(
         "<h3>{}</h3><p class=\"note\">{}</p><table><tr>",
         esc(table.title),
-        esc(table.note)
+        inline_html(table.note)
     );
     for h in &table.headers {
         let _ = write!(out, "<th>{}</th>", esc(h));
@@ -64,7 +76,7 @@ fn html_table(table: &Table) -> String {
                 Tone::Good => " class=\"good\"",
                 Tone::Bad => " class=\"bad\"",
             };
-            let _ = write!(out, "<td{class}>{}</td>", esc(&cell.text));
+            let _ = write!(out, "<td{class}>{}</td>", inline_html(&cell.text));
         }
         out.push_str("</tr>\n");
     }
@@ -74,7 +86,7 @@ fn html_table(table: &Table) -> String {
 
 /// One bar chart per comparison: cold, warm and noop medians on a log axis, each with the
 /// 95% bootstrap interval of its median as a whisker.
-fn comparison_plots(r: &Results) -> String {
+pub(super) fn comparison_plots(r: &Results) -> String {
     if r.comparisons.is_empty() {
         return String::new();
     }
@@ -94,9 +106,9 @@ fn comparison_plots(r: &Results) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "<figure><figcaption>{}: {:.1}x faster warm</figcaption>{}</figure>",
+            "<figure><figcaption>{}: {} faster warm</figcaption>{}</figure>",
             esc(&r.case_title(c.key(), &c.parameters)),
-            c.speedup.ratio,
+            ratio(c.speedup.ratio),
             bar_chart(&bars)
         );
     }
@@ -174,12 +186,12 @@ fn bar_chart(bars: &[(&str, Vec<f64>)]) -> String {
 
 /// One strip plot per case: every sample as a dot, the median as a line, on the case's
 /// own linear axis (outliers marked red).
-fn distribution_plots(r: &Results) -> String {
+pub(super) fn distribution_plots(r: &Results) -> String {
     let cases: Vec<&CaseResult> = r.cases.iter().filter(|c| !c.samples.is_empty()).collect();
     if cases.is_empty() {
         return String::new();
     }
-    let mut out = String::from("<h3>Sample distributions</h3><p class=\"note\">Each dot is one sample's wall time; the line is the median; red dots are outliers (modified z-score &gt; 3.5).</p><div class=\"plots\">\n");
+    let mut out = String::from("<h3>Sample distributions</h3><p class=\"note\">Each dot is one sample's wall time: the build tool from spawn to exit (for a fallback case, the build through the faulty cache alone, without the retry that the Fallback table's time to a result adds); the line is the median; red dots are outliers (modified z-score &gt; 3.5). Samples are numbered from 1; sample N is samples[N-1] in the JSON.</p><div class=\"plots\">\n");
     for c in cases {
         let w = c.walls();
         let (min, max) = (
@@ -201,22 +213,36 @@ fn distribution_plots(r: &Results) -> String {
             } else {
                 "#0969da"
             };
-            let _ = write!(svg, "<circle cx=\"{:.1}\" cy=\"20\" r=\"4\" fill=\"{fill}\" fill-opacity=\"0.7\"><title>sample {}: {}</title></circle>", x(*v), i + 1, seconds(*v));
+            let _ = write!(svg, "<circle cx=\"{:.1}\" cy=\"20\" r=\"4\" fill=\"{fill}\" fill-opacity=\"0.7\"><title>{}: {}</title></circle>", x(*v), numbers::sample_number(i), seconds(*v));
         }
         let med = crate::stats::median(&w);
         let _ = write!(
             svg,
-            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"8\" y2=\"32\" stroke=\"#1b1f24\" stroke-width=\"2\"/><text x=\"10\" y=\"50\">{1}</text><text x=\"330\" y=\"50\" text-anchor=\"end\">{2}</text></svg>",
+            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"8\" y2=\"32\" stroke=\"#1b1f24\" stroke-width=\"2\"/>",
             x(med),
-            seconds(min),
-            seconds(max)
         );
+        // The axis's ends, told apart; one value (a single sample) is written once.
+        let (low, high) = numbers::seconds_apart(min, max);
+        if low == high {
+            let _ = write!(
+                svg,
+                "<text x=\"170\" y=\"50\" text-anchor=\"middle\">{low} ({})</text></svg>",
+                numbers::count_of(w.len(), "sample")
+            );
+        } else {
+            let _ = write!(
+                svg,
+                "<text x=\"10\" y=\"50\">{low}</text><text x=\"330\" y=\"50\" text-anchor=\"end\">{high}</text></svg>"
+            );
+        }
+        let retried = c.samples.iter().any(|s| s.retry.is_some());
         let _ = writeln!(
             out,
-            "<figure><figcaption>{} {}: median {}</figcaption>{svg}</figure>",
+            "<figure><figcaption>{} {}: median {}{}</figcaption>{svg}</figure>",
             esc(&r.case_title(c.key(), &c.parameters)),
             c.scenario,
-            seconds(med)
+            seconds(med),
+            if retried { " (retries excluded)" } else { "" }
         );
     }
     out.push_str("</div>\n");
@@ -372,9 +398,10 @@ fn trace_plots(r: &Results) -> String {
             let y = |v: f64| top + PANEL_H - 8.0 - v / max.max(1e-9) * (PANEL_H - 14.0);
             let _ = write!(
                 svg,
-                "<text x=\"0\" y=\"{label_y:.1}\">{label}</text><text x=\"0\" y=\"{max_y:.1}\">max {max:.0}</text><line x1=\"{left:.1}\" x2=\"{right:.1}\" y1=\"{zero:.1}\" y2=\"{zero:.1}\" stroke=\"#d0d7de\"/>",
+                "<text x=\"0\" y=\"{label_y:.1}\">{label}</text><text x=\"0\" y=\"{max_y:.1}\">max {max}</text><line x1=\"{left:.1}\" x2=\"{right:.1}\" y1=\"{zero:.1}\" y2=\"{zero:.1}\" stroke=\"#d0d7de\"/>",
                 label_y = top + 14.0,
                 max_y = top + 28.0,
+                max = numbers::number(max.round()),
                 left = x(0.0),
                 right = x(span),
                 zero = y(0.0),
@@ -419,9 +446,9 @@ fn trace_plots(r: &Results) -> String {
         let note = match untraced.first() {
             None => String::new(),
             Some(why) => format!(
-                "<p class=\"note\">{} of {} samples untraced: {}</p>",
+                "<p class=\"note\">{} of {} untraced: {}</p>",
                 untraced.len(),
-                traces.len(),
+                numbers::count_of(traces.len(), "sample"),
                 esc(why)
             ),
         };

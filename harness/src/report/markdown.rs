@@ -2,26 +2,74 @@
 
 use std::fmt::Write;
 
-use crate::report::tables::{self, cells, seconds, Table};
+use crate::report::tables::{self, cells, Table};
 use crate::results::{Outcome, Results};
+use crate::stats::numbers::{self, seconds};
 
-/// One report for several results files (each under its own heading).
-pub fn render(files: &[(String, Results)]) -> String {
-    let mut out = String::from("# flywheel-bench report\n");
+/// What a PR comment or a job summary may hold: GitHub refuses 65,536 characters, and the
+/// summary keeps a margin for what a workflow adds around it.
+pub const SUMMARY_LIMIT: usize = 60_000;
+
+/// How much the Markdown says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Everything, every sample of every case included.
+    Full,
+    /// The tables and the time lines, without the per-case sample tables, and never more
+    /// than [`SUMMARY_LIMIT`] characters: what does not fit is named and left to the HTML.
+    Summary,
+}
+
+/// One report for several results files (each under its own heading), its first line the
+/// overall result.
+pub fn render(files: &[(String, Results)], detail: Detail) -> String {
+    let mut out = format!(
+        "# flywheel-bench report: {}\n",
+        tables::headline(files.iter().map(|(_, r)| r))
+    );
+    let mut left_out = Vec::new();
     for (label, results) in files {
-        let _ = writeln!(out, "\n## {}\n", escape(label));
-        out.push_str(&run_facts(results));
+        let mut section = format!(
+            "\n## {}\n\n`{}`: {}.\n\n",
+            escape(tables::file_title(label)),
+            label.replace('`', "'"),
+            tables::headline([results])
+        );
+        section.push_str(&run_facts(results));
         for table in tables::all(results) {
             let _ = write!(
-                out,
+                section,
                 "\n### {}\n\n_{}_\n\n{}",
                 table.title,
                 table.note,
                 pipe_table(&table)
             );
         }
-        out.push_str(&super::time::markdown(results));
-        out.push_str(&case_details(results));
+        section.push_str(&super::time::markdown(results));
+        match detail {
+            Detail::Full => section.push_str(&case_details(results)),
+            Detail::Summary => section.push_str(
+                "\nEvery case's samples, commands and plots are in the HTML report (`report --html FILE`).\n",
+            ),
+        }
+        // Room is kept for the closing note, so the summary never passes the limit.
+        if detail == Detail::Summary && out.len() + section.len() + 1_000 > SUMMARY_LIMIT {
+            left_out.push(tables::file_title(label).to_string());
+            continue;
+        }
+        out.push_str(&section);
+    }
+    if !left_out.is_empty() {
+        const NAMED: usize = 10;
+        let mut names = escape(&left_out[..left_out.len().min(NAMED)].join(", "));
+        if left_out.len() > NAMED {
+            let _ = write!(names, " and {} more", left_out.len() - NAMED);
+        }
+        let _ = write!(
+            out,
+            "\n**Left out to stay under {SUMMARY_LIMIT} characters:** {} ({names}); see the HTML report or the full Markdown.\n",
+            numbers::count_of(left_out.len(), "file"),
+        );
     }
     out
 }
@@ -37,7 +85,7 @@ fn run_facts(r: &Results) -> String {
         .git
         .as_ref()
         .map_or("not a git checkout".to_string(), |g| g.describe());
-    let rows = [
+    let mut rows = vec![
         vec![
             "started".to_string(),
             format!(
@@ -52,11 +100,11 @@ fn run_facts(r: &Results) -> String {
         vec![
             "host".into(),
             format!(
-                "{}: {} ({} cores), {:.1} GiB, {}, kernel {}",
+                "{}: {} ({}), {}, {}, kernel {}",
                 env.hostname,
                 env.cpu_model,
-                env.cores,
-                env.memory_bytes as f64 / f64::from(1u32 << 30),
+                numbers::count_of(env.cores, "core"),
+                numbers::bytes(env.memory_bytes),
                 env.os,
                 env.kernel
             ),
@@ -65,14 +113,16 @@ fn run_facts(r: &Results) -> String {
         vec![
             "settings".into(),
             format!(
-                "{} samples after {} warm-ups; build timeout {:.0} s, fallback timeout {:.0} s",
-                r.settings.samples,
-                r.settings.warmups,
-                r.settings.timeout_s,
-                r.settings.fallback_timeout_s
+                "{} after {}; build timeout {}, fallback timeout {}",
+                numbers::count_of(r.settings.samples, "sample"),
+                numbers::count_of(r.settings.warmups, "warm-up"),
+                seconds(r.settings.timeout_s),
+                seconds(r.settings.fallback_timeout_s)
             ),
         ],
     ];
+    // What a reviewer should know: how the run measured, and what loading the file changed.
+    rows.extend(r.notes.iter().map(|n| vec!["note".to_string(), n.clone()]));
     pipe_table(&Table {
         title: "",
         note: "",
@@ -86,7 +136,11 @@ fn case_details(r: &Results) -> String {
     for c in &r.cases {
         let headline = match (c.outcome, &c.stats) {
             (Outcome::Ok, Some(s)) => {
-                format!("median {} over {} samples", seconds(s.median_s), s.n)
+                format!(
+                    "median {} over {}",
+                    seconds(s.median_s),
+                    numbers::count_of(s.n, "sample")
+                )
             }
             (Outcome::Ok, None) => "no samples".into(),
             (other, _) => other.name().into(),
@@ -135,6 +189,9 @@ fn case_details(r: &Results) -> String {
                 ])
             })
             .collect();
+        out.push_str(
+            "Samples are numbered from 1 (sample N is `samples[N-1]` in the JSON); wall is the build tool from spawn to exit; user and sys as its `cpu_scope` counts.\n\n",
+        );
         out.push_str(&pipe_table(&Table {
             title: "",
             note: "",
@@ -175,6 +232,54 @@ pub(crate) fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn evidence() -> Vec<(String, Results)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/evidence");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| (f.display().to_string(), crate::results::load(f).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn the_summary_of_every_evidence_file_fits_a_pr_comment() {
+        let files = evidence();
+        let full = render(&files, Detail::Full);
+        let summary = render(&files, Detail::Summary);
+        assert!(
+            full.len() > SUMMARY_LIMIT,
+            "the full report needs the summary"
+        );
+        assert!(summary.chars().count() < SUMMARY_LIMIT, "{}", summary.len());
+        assert!(summary.starts_with("# flywheel-bench report: "));
+        assert!(!summary.contains("<details>"));
+        for (label, _) in &files {
+            let name = tables::file_title(label);
+            assert!(
+                summary.contains(&format!("\n## {}\n", escape(name))),
+                "{name}"
+            );
+        }
+        // Far more than fits: the files left out are named, and the limit holds.
+        let many: Vec<(String, Results)> = (0..4)
+            .flat_map(|i| {
+                files
+                    .iter()
+                    .map(move |(l, r)| (format!("{i}/{l}"), r.clone()))
+            })
+            .collect();
+        let cut = render(&many, Detail::Summary);
+        assert!(cut.chars().count() < SUMMARY_LIMIT, "{}", cut.len());
+        assert!(
+            cut.contains("**Left out to stay under 60000 characters:**"),
+            "{cut}"
+        );
+    }
 
     #[test]
     fn cells_are_escaped() {

@@ -4,6 +4,7 @@ pub mod compare;
 pub mod coverage;
 pub mod export;
 pub mod growth;
+pub mod history;
 pub mod html;
 pub mod markdown;
 pub mod matrix;
@@ -17,6 +18,42 @@ pub fn escape_html(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// Text for HTML, with the inline code that Markdown writes in backticks as `<code>`: the
+/// same words serve both reports, and neither shows the other's markup.
+pub fn inline_html(text: &str) -> String {
+    let mut out = String::new();
+    let mut parts = text.split('`').peekable();
+    let mut code = false;
+    while let Some(part) = parts.next() {
+        // An unpaired last backtick stays a backtick.
+        if code && parts.peek().is_none() && !text.ends_with('`') {
+            out.push('`');
+            out.push_str(&escape_html(part));
+            break;
+        }
+        if code {
+            out.push_str(&format!("<code>{}</code>", escape_html(part)));
+        } else {
+            out.push_str(&escape_html(part));
+        }
+        code = !code;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn inline_code_becomes_html_code() {
+        assert_eq!(
+            super::inline_html("add warm-ups (`--warmups N`) <now>"),
+            "add warm-ups (<code>--warmups N</code>) &lt;now&gt;"
+        );
+        assert_eq!(super::inline_html("a `b"), "a `b");
+        assert_eq!(super::inline_html("plain"), "plain");
+    }
 }
 
 #[cfg(test)]
@@ -35,6 +72,17 @@ mod snapshots {
         vec![("fallback-host.json".into(), results)]
     }
 
+    /// A committed evidence file, loaded as `report` loads it.
+    fn evidence(name: &str) -> (String, Results) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../results/evidence")
+            .join(name);
+        (
+            format!("results/evidence/{name}"),
+            crate::results::load(&path).unwrap(),
+        )
+    }
+
     macro_rules! snapshot {
         ($name:literal, $rendered:expr) => {
             insta::with_settings!({filters => vec![
@@ -48,7 +96,10 @@ mod snapshots {
 
     #[test]
     fn markdown_report() {
-        snapshot!("report.md", super::markdown::render(&fixture()));
+        snapshot!(
+            "report.md",
+            super::markdown::render(&fixture(), super::markdown::Detail::Full)
+        );
     }
 
     #[test]
@@ -59,5 +110,81 @@ mod snapshots {
     #[test]
     fn terminal_summary() {
         snapshot!("summary.txt", super::summary::render(&fixture()[0].1));
+    }
+
+    // The default bench as each renderer writes it: every number through the one formatter
+    // (`stats::numbers`), so the same quantity reads the same in all of them.
+
+    #[test]
+    fn default_bench_console_summary() {
+        let (_, results) = evidence("default-bench-host.json");
+        snapshot!("default_bench.txt", super::summary::render(&results));
+    }
+
+    #[test]
+    fn default_bench_markdown_summary() {
+        let files = [evidence("default-bench-host.json")];
+        snapshot!(
+            "default_bench_summary.md",
+            super::markdown::render(&files, super::markdown::Detail::Summary)
+        );
+    }
+
+    #[test]
+    fn default_bench_html_fragments() {
+        let (_, results) = evidence("default-bench-host.json");
+        let fragments = [
+            super::html::comparison_plots(&results),
+            super::time::html(&results),
+            super::html::distribution_plots(&results),
+        ]
+        .join("\n");
+        snapshot!("default_bench_fragments.html", fragments);
+    }
+
+    #[test]
+    fn compare_of_two_evidence_files() {
+        let (_, baseline) = evidence("nix-fixture-c-dag-host.json");
+        let (_, new) = evidence("default-bench-host.json");
+        let defaults = super::compare::Defaults::from([(
+            "fixture-c-dag".to_string(),
+            std::collections::BTreeMap::from([(
+                "toolchain".to_string(),
+                crate::plan::ParamValue::Int(0),
+            )]),
+        )]);
+        let c = super::compare::compare(&baseline, &new, 0.10, &defaults).unwrap();
+        snapshot!("compare.md", super::compare::render_markdown(&c));
+    }
+
+    #[test]
+    fn numbers_across_magnitudes() {
+        use crate::stats::numbers::*;
+        let mut out = String::new();
+        for s in [
+            0.0, 17.5e-6, 75e-6, 0.0051, 0.0645, 0.207, 1.0, 4.4, 12.94, 754.2, 1800.0,
+        ] {
+            out.push_str(&format!("seconds({s}) = {}\n", seconds(s)));
+        }
+        for r in [0.953, 1.0, 1.98, 73.3, 199.28, 1234.0] {
+            out.push_str(&format!("ratio({r}) = {}\n", ratio(r)));
+        }
+        for f in [0.0, 0.5, 2.0 / 3.0, 0.9, 1.0] {
+            out.push_str(&format!("percent({f}) = {}\n", percent(f)));
+        }
+        for r in [0.9, 0.996, 1.0, 1.0004, 1.093, 2.5] {
+            out.push_str(&format!("change({r}) = {}\n", change(r)));
+        }
+        for b in [0, 512, 10 << 20, 25_232_932_864] {
+            out.push_str(&format!("bytes({b}) = {}\n", bytes(b)));
+        }
+        for n in [0, 1, 5] {
+            out.push_str(&format!(
+                "count({n}) = {}, {}\n",
+                count_of(n, "sample"),
+                count_of(n, "warm-up")
+            ));
+        }
+        snapshot!("numbers.txt", out);
     }
 }

@@ -3,12 +3,14 @@
 use crate::report::tables::{self, Table};
 use crate::results::Results;
 
+/// The overall result on the first line, then every table.
 pub fn render(results: &Results) -> String {
+    let headline = format!("{}\n", tables::headline([results]));
     let tables = tables::all(results);
     if tables.is_empty() {
-        return "No cold/warm comparison, fallback row or verdict to show (each case's median is in the lines above and in the results file).\n".into();
+        return headline + "No cold/warm comparison, fallback row or verdict to show (each case's median is in the lines above and in the results file).\n";
     }
-    tables.iter().map(aligned).collect::<Vec<_>>().join("\n")
+    headline + "\n" + &tables.iter().map(aligned).collect::<Vec<_>>().join("\n")
 }
 
 fn aligned(table: &Table) -> String {
@@ -44,13 +46,14 @@ mod tests {
             serde_json::from_str(&crate::tools::fixture("results/nix-fixture.json")).unwrap();
         let text = render(&results);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("Cold vs warm: Medians"), "{text}");
+        assert_eq!(lines[0], "3 of 3 cases ok, 0 verdicts failed", "{text}");
+        assert!(lines[2].starts_with("Cold vs warm: Medians"), "{text}");
         assert!(
-            lines[1].starts_with("repo") && lines[1].contains("speedup [95% CI]"),
+            lines[3].starts_with("repo") && lines[3].contains("speedup [95% CI]"),
             "{text}"
         );
         assert!(
-            lines[2].starts_with("fixture-c-dag") && lines[2].contains("100%"),
+            lines[4].starts_with("fixture-c-dag") && lines[4].contains("100%"),
             "{text}"
         );
     }

@@ -1,8 +1,12 @@
 //! The tables every report shows, built once from a results file and rendered by the
 //! terminal summary, the Markdown and the HTML report alike.
 
-use crate::results::derive::FallbackOutcome;
-use crate::results::{Outcome, Results};
+use crate::plan::Scenario;
+use crate::results::derive::{requirement, FallbackOutcome};
+use crate::results::{CaseResult, Outcome, Results};
+use crate::stats::numbers::{
+    self, change_interval, median_interval, percent, ratio, ratio_interval, seconds,
+};
 use crate::stats::stopping::StopReason;
 use crate::stats::RatioInterval;
 
@@ -63,32 +67,6 @@ pub fn cells<T: Into<Cell>>(texts: impl IntoIterator<Item = T>) -> Vec<Cell> {
     texts.into_iter().map(Into::into).collect()
 }
 
-/// Seconds with a precision that suits the magnitude (builds run from ms to hours), and a
-/// sign on a negative value (a fit's slope or intercept) unless it rounds to zero.
-pub fn seconds(s: f64) -> String {
-    let shown = unsigned_seconds(s.abs());
-    if s < 0.0 && shown.chars().any(|c| matches!(c, '1'..='9')) {
-        format!("-{shown}")
-    } else {
-        shown
-    }
-}
-
-fn unsigned_seconds(s: f64) -> String {
-    if s >= 100.0 {
-        format!("{s:.0} s")
-    } else if s >= 10.0 {
-        format!("{s:.1} s")
-    } else if s >= 1.0 {
-        format!("{s:.2} s")
-    } else if s >= 0.0095 || s == 0.0 {
-        format!("{:.0} ms", s * 1000.0)
-    } else {
-        // Below 10 ms whole milliseconds would hide a change of half the value.
-        format!("{:.1} ms", s * 1000.0)
-    }
-}
-
 /// A repo, with its point when the run swept a parameter ("fixture-cc size=20").
 fn repo_at_point(
     results: &Results,
@@ -101,48 +79,6 @@ fn repo_at_point(
     }
 }
 
-pub fn ratio(r: f64) -> String {
-    if r >= 100.0 {
-        format!("{r:.0}x")
-    } else {
-        format!("{r:.1}x")
-    }
-}
-
-/// `2.1x [1.9x, 2.3x]`, or `2.1x [n/a]` when there were too few samples for an interval.
-pub fn ratio_interval(r: &RatioInterval) -> String {
-    interval_text(r.ratio, r.interval(), ratio)
-}
-
-/// An estimate and its interval (or `[n/a]`), each number as `show` writes it.
-pub fn interval_text(
-    estimate: f64,
-    interval: Option<(f64, f64)>,
-    show: impl Fn(f64) -> String,
-) -> String {
-    match interval {
-        Some((low, high)) => format!("{} [{}, {}]", show(estimate), show(low), show(high)),
-        None => format!("{} [n/a]", show(estimate)),
-    }
-}
-
-/// `1.20 s [1.10 s, 1.31 s]`, the median of `walls` and its 95% interval when there are
-/// samples enough for one.
-pub fn median_interval(walls: &[f64]) -> String {
-    interval_text(
-        crate::stats::median(walls),
-        crate::stats::median_interval(walls),
-        seconds,
-    )
-}
-
-/// A ratio near 1 as a change: `+1.3% [-0.4%, +3.0%]` (or `[n/a]`).
-pub fn change_interval(r: &RatioInterval) -> String {
-    interval_text(r.ratio, r.interval(), |x| {
-        format!("{:+.1}%", (x - 1.0) * 100.0)
-    })
-}
-
 /// What explaining the builds cost a case (`--explain interleave`).
 pub fn explain_cost(r: &RatioInterval) -> String {
     format!(
@@ -152,9 +88,17 @@ pub fn explain_cost(r: &RatioInterval) -> String {
 }
 
 pub fn comparisons(results: &Results) -> Table {
+    // A CPU median from samples that did not count the build server's work says so.
+    let cpu = |median: Option<f64>, case: Option<&CaseResult>| match median {
+        None => "-".to_string(),
+        Some(m) if case.is_some_and(CaseResult::cpu_is_partial) => {
+            format!("{} (client only)", seconds(m))
+        }
+        Some(m) => seconds(m),
+    };
     Table {
         title: "Cold vs warm",
-        note: "Medians of wall time, and of CPU time (user + system of everything the build ran, as each sample's cpu_scope counts); speedup = median(cold) / median(warm); no interval (n/a) from fewer than 3 samples a side.",
+        note: "Medians over the samples of the build tool's wall time, spawn to exit, and of its CPU time (user + system of every process the build ran, as each sample's cpu_scope counts; \"client only\": the Bazel server's work was not counted); speedup = median(cold) / median(warm); no interval (n/a) from fewer than 3 samples a side.",
         headers: vec![
             "repo",
             "system",
@@ -171,18 +115,22 @@ pub fn comparisons(results: &Results) -> Table {
             .comparisons
             .iter()
             .map(|c| {
+                let case = |scenario| {
+                    results.cases.iter().find(|k| {
+                        k.key() == c.key() && k.parameters == c.parameters && k.scenario == scenario
+                    })
+                };
                 cells([
                     repo_at_point(results, c.key(), &c.parameters),
                     c.system.name().into(),
                     c.lane.name().into(),
                     seconds(c.cold_median_s),
-                    c.cold_cpu_median_s.map_or("-".into(), seconds),
+                    cpu(c.cold_cpu_median_s, case(Scenario::Cold)),
                     seconds(c.warm_median_s),
-                    c.warm_cpu_median_s.map_or("-".into(), seconds),
+                    cpu(c.warm_cpu_median_s, case(Scenario::Warm)),
                     c.noop_median_s.map_or("-".into(), seconds),
                     ratio_interval(&c.speedup),
-                    c.hit_ratio
-                        .map_or("-".into(), |h| format!("{:.0}%", h * 100.0)),
+                    c.hit_ratio.map_or("-".into(), percent),
                 ])
             })
             .collect(),
@@ -192,13 +140,13 @@ pub fn comparisons(results: &Results) -> Table {
 pub fn fallbacks(results: &Results) -> Table {
     Table {
         title: "Fallback",
-        note: "The cache behind the fault proxy; penalty = time to a result / median(cold).",
+        note: "The cache behind the fault proxy. time to a result = median over the samples of the build through the faulty cache plus, when it failed, the harness's retry without the cache (the sample distributions show the builds through the fault alone); penalty = that / median(cold).",
         headers: vec![
             "repo",
             "system",
             "scenario",
             "outcome",
-            "time",
+            "time to a result",
             "penalty",
             "tool noticed",
             "from cache",
@@ -237,29 +185,22 @@ pub fn fallbacks(results: &Results) -> Table {
 pub fn verdicts(results: &Results) -> Table {
     let mut rows = Vec::new();
     for v in &results.verdicts {
-        let checks = [
-            ("cache_use", &v.cache_use),
-            ("speedup", &v.speedup),
-            ("fallback", &v.fallback),
-            ("verified", &v.verified),
-        ];
-        for (name, check) in checks {
-            if let Some(c) = check {
-                rows.push(vec![
-                    v.repo.clone().into(),
-                    v.system.name().into(),
-                    v.lane.name().into(),
-                    name.into(),
-                    Cell::verdict(c.pass, "pass", "FAIL"),
-                    c.detail.clone().into(),
-                ]);
-            }
+        for (name, c) in v.checks() {
+            rows.push(vec![
+                v.repo.clone().into(),
+                v.system.name().into(),
+                v.lane.name().into(),
+                name.into(),
+                Cell::verdict(c.pass, "pass", "FAIL"),
+                requirement(name, c.threshold).into(),
+                c.detail.clone().into(),
+            ]);
         }
     }
     Table {
         title: "Verdicts",
-        note: "Each judged against the thresholds recorded in the results' settings.",
-        headers: vec!["repo", "system", "lane", "verdict", "result", "detail"],
+        note: "Each judged against its threshold, as the results' settings recorded it (--min-hit-ratio, --min-speedup, --max-fallback-penalty).",
+        headers: vec!["repo", "system", "lane", "verdict", "result", "passes when", "detail"],
         rows,
     }
 }
@@ -313,7 +254,6 @@ pub fn claims(results: &Results) -> Table {
                     .and_then(|c| c.hit_ratio),
                 (None, None) => None,
             };
-            let percent = |h: f64| format!("{:.0}%", h * 100.0);
             let (claimed, measured, against) = match (claim.seconds, claim.hit_ratio) {
                 (Some(s), _) => (
                     seconds(s),
@@ -337,7 +277,7 @@ pub fn claims(results: &Results) -> Table {
     }
     Table {
         title: "Claimed vs measured",
-        note: "What the platform says (from the bench repo's manifest) beside this run's median or hit ratio; measured / claimed for times.",
+        note: "What the platform says (from the bench repo's manifest) beside this run's median wall time or hit ratio; measured / claimed for times.",
         headers: vec![
             "repo", "system", "lane", "scenario", "claimed", "measured", "measured / claimed", "source",
         ],
@@ -358,6 +298,7 @@ pub fn sampling(results: &Results) -> Table {
         if let Some(cost) = &case.explain_overhead {
             notes.push(explain_cost(cost));
         }
+        notes.extend(clock_floor_note(results, &walls));
         let stopped = case.stopped.filter(|s| *s != StopReason::SampleCount);
         if walls.is_empty() || (stopped.is_none() && notes.is_empty()) {
             continue;
@@ -381,12 +322,50 @@ pub fn sampling(results: &Results) -> Table {
     }
     Table {
         title: "Sampling",
-        note: "Cases whose samples need a word; every other case took exactly --samples samples and looked steady.",
+        note: "Cases whose samples need a word, with the median of their wall time and its 95% interval (the clock's floor named where it is over 1% of the median); every other case took exactly --samples samples and looked steady.",
         headers: vec![
             "repo", "system", "lane", "scenario", "samples", "stopped", "median [95% CI]", "notes",
         ],
         rows,
     }
+}
+
+/// The overall result in one line: `12 of 12 cases ok, 0 verdicts failed`.
+pub fn headline<'a>(files: impl IntoIterator<Item = &'a Results>) -> String {
+    let (mut ok, mut cases, mut failed) = (0, 0, 0);
+    for r in files {
+        cases += r.cases.len();
+        ok += r.cases.iter().filter(|c| c.outcome == Outcome::Ok).count();
+        failed += r.verdicts.iter().map(|v| v.failed()).sum::<usize>();
+    }
+    format!(
+        "{ok} of {} ok, {} failed",
+        numbers::count_of(cases, "case"),
+        numbers::count_of(failed, "verdict")
+    )
+}
+
+/// A results file's name for a heading: the file name, not the path it was given by.
+pub fn file_title(label: &str) -> &str {
+    std::path::Path::new(label)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(label)
+}
+
+/// `clock floor 0.62 ms is 3.1% of the median`, where the run's clock floor (the timed
+/// span's own cost) is more than 1% of the median of `walls`.
+fn clock_floor_note(results: &Results, walls: &[f64]) -> Option<String> {
+    let floor = results.clock_floor.as_ref()?.median_s;
+    let median = (!walls.is_empty()).then(|| crate::stats::median(walls))?;
+    let share = floor / median;
+    (share > 0.01).then(|| {
+        format!(
+            "clock floor {} is {:.1}% of the median",
+            seconds(floor),
+            share * 100.0
+        )
+    })
 }
 
 /// Every table, in reading order, that has rows.
@@ -435,6 +414,33 @@ mod tests {
     }
 
     #[test]
+    fn sampling_names_the_clock_floor_where_it_is_over_one_percent_of_a_median() {
+        let mut results: Results =
+            serde_json::from_str(&crate::tools::fixture("results/nix-fixture.json")).unwrap();
+        // Medians: cold 10.8 s, warm 49 ms, noop 23 ms; a 0.4 ms floor is 0.8% and 1.7% of
+        // the last two.
+        results.clock_floor = Some(crate::results::ClockFloor {
+            command: "/usr/bin/true".into(),
+            median_s: 0.0004,
+            samples: 11,
+        });
+        let table = sampling(&results);
+        let notes = |scenario: &str| {
+            table
+                .rows
+                .iter()
+                .find(|r| r[3].text == scenario)
+                .map(|r| r[7].text.clone())
+        };
+        assert_eq!(
+            notes("noop").as_deref(),
+            Some("clock floor 400 µs is 1.7% of the median")
+        );
+        assert!(!notes("warm").unwrap().contains("clock floor"));
+        assert_eq!(notes("cold"), None);
+    }
+
+    #[test]
     fn sampling_lists_only_the_cases_that_need_a_word() {
         let mut results: Results =
             serde_json::from_str(&crate::tools::fixture("results/nix-fixture.json")).unwrap();
@@ -445,7 +451,7 @@ mod tests {
         assert_eq!(table.rows[0][3].text, "warm");
         assert!(table.rows[0][7]
             .text
-            .starts_with("sample(s) 2 are statistical outliers"));
+            .starts_with("sample 2 is a statistical outlier"));
         let walls = [1.0, 1.1, 1.0, 1.1, 1.0, 1.1];
         let case = &mut results.cases[0];
         assert_eq!(case.scenario, crate::plan::Scenario::Cold);
@@ -471,21 +477,5 @@ mod tests {
             row[7].text,
             "explaining the builds cost -9.1% [-9.1%, -9.1%] of wall time (explained vs plain medians)"
         );
-    }
-
-    #[test]
-    fn seconds_scale_with_magnitude() {
-        assert_eq!(seconds(0.0712), "71 ms");
-        assert_eq!(seconds(1.234), "1.23 s");
-        assert_eq!(seconds(12.34), "12.3 s");
-        assert_eq!(seconds(754.2), "754 s");
-        assert_eq!(ratio(232.4), "232x");
-        assert_eq!(ratio(2.06), "2.1x");
-        let mut r = crate::stats::ratio_of_medians(&[7.33], &[0.1]).unwrap();
-        assert_eq!(ratio_interval(&r), "73.3x [n/a]");
-        (r.ci_low, r.ci_high) = (Some(70.0), Some(75.51));
-        assert_eq!(ratio_interval(&r), "73.3x [70.0x, 75.5x]");
-        let cost = crate::stats::ratio_of_medians(&[1.013], &[1.0]).unwrap();
-        assert_eq!(change_interval(&cost), "+1.3% [n/a]");
     }
 }

@@ -4,9 +4,9 @@
 use std::fmt::Write;
 
 use crate::report::escape_html as esc;
-use crate::report::tables::seconds;
 use crate::results::explain::{MissExplanations, Phase, TimeSplit, TransferFloor};
 use crate::results::{CaseResult, Outcome, Results, Sample};
+use crate::stats::numbers::seconds;
 
 /// The sample whose wall time is the case's median (the lower one for an even count):
 /// its split stands for the case.
@@ -47,32 +47,37 @@ pub fn lines(results: &Results) -> Vec<String> {
     out
 }
 
-/// One line for a report: `warm 4.28 s, of which 2.90 s Bazel start-up and analysis,
-/// 300 ms transfer; floor 50 ms.`
+/// One line for a report: `warm 4.28 s: largest phase execution 1.20 s; 2.90 s Bazel
+/// start-up and analysis; 300 ms transfer; transfer floor 50.0 ms.`
 pub fn time_line(label: &str, split: &TimeSplit, floor: Option<&TransferFloor>) -> String {
     let (setup_s, setup) = split.setup();
-    let mut line = format!(
-        "{label} {}, of which {} {setup}, {} transfer",
-        seconds(split.wall_s),
-        seconds(setup_s),
-        seconds(split.transfer_s())
-    );
-    if let Some(floor) = floor {
-        line.push_str(&format!("; floor {}", seconds(floor.floor_s)));
+    let mut parts = Vec::new();
+    if let Some((name, s)) = split.largest() {
+        parts.push(format!("largest phase {name} {}", seconds(s)));
     }
-    line.push('.');
-    line
+    // Nix's setup is a phase of its own: said once, as the largest, when it is.
+    if split.largest().is_none_or(|(_, s)| s != setup_s) {
+        parts.push(format!("{} {setup}", seconds(setup_s)));
+    }
+    parts.push(format!("{} transfer", seconds(split.transfer_s())));
+    if let Some(floor) = floor {
+        parts.push(format!("transfer floor {}", seconds(floor.floor_s)));
+    }
+    format!("{label} {}: {}.", seconds(split.wall_s), parts.join("; "))
 }
 
-/// The colour of a phase in the stacked bars.
+/// The colour of a phase in the stacked bars: one per phase, so a legend that lists Bazel's
+/// and Nix's phases together names each colour once.
 fn colour(phase: Phase) -> &'static str {
     match phase {
         Phase::Startup => "#8c959f",
-        Phase::LoadingAnalysis | Phase::Evaluation => "#bf8700",
-        Phase::Execution | Phase::Builds => "#0969da",
+        Phase::LoadingAnalysis => "#bf8700",
+        Phase::Execution => "#0969da",
+        Phase::Finish => "#1b7c83",
+        Phase::Evaluation => "#bf3989",
         Phase::NarinfoQueries => "#8250df",
         Phase::Downloads => "#2da44e",
-        Phase::Finish => "#57606a",
+        Phase::Builds => "#953800",
     }
 }
 
@@ -142,13 +147,13 @@ fn legend(results: &Results) -> String {
     for phase in phases {
         let _ = write!(
             out,
-            "<span style=\"color:{}\">&#9632;</span> {} &nbsp; ",
+            "<span class=\"key\"><span style=\"color:{}\">&#9632;</span> {}</span> ",
             colour(phase),
             esc(phase.describe())
         );
     }
     out.push_str(
-        "<span style=\"color:#d0d7de\">&#9632;</span> other (in no phase the tool's log names)</p>",
+        "<span class=\"key\"><span style=\"color:#d0d7de\">&#9632;</span> other (in no phase the tool's log names)</span></p>",
     );
     out
 }
@@ -261,6 +266,25 @@ mod tests {
         );
     }
 
+    #[test]
+    fn every_phase_has_its_own_colour() {
+        let phases = [
+            Phase::Startup,
+            Phase::LoadingAnalysis,
+            Phase::Execution,
+            Phase::Finish,
+            Phase::Evaluation,
+            Phase::NarinfoQueries,
+            Phase::Downloads,
+            Phase::Builds,
+        ];
+        let mut colours: Vec<&str> = phases.iter().map(|p| colour(*p)).collect();
+        colours.push("#d0d7de"); // other
+        colours.sort();
+        colours.dedup();
+        assert_eq!(colours.len(), phases.len() + 1);
+    }
+
     fn warm_count(results: &Results) -> usize {
         results
             .cases
@@ -301,7 +325,7 @@ mod tests {
         let floor = TransferFloor::compute(0, 50, 1, link, 4.28).unwrap();
         assert_eq!(
             time_line("warm", &split, Some(&floor)),
-            "warm 4.28 s, of which 2.90 s Bazel start-up and analysis, 300 ms transfer; floor 50 ms."
+            "warm 4.28 s: largest phase client and server start-up 1.90 s; 2.90 s Bazel start-up and analysis; 300 ms transfer; transfer floor 50.0 ms."
         );
         let nix = TimeSplit::from_phases(
             0.1,
@@ -322,7 +346,7 @@ mod tests {
         );
         assert_eq!(
             time_line("warm", &nix, None),
-            "warm 100 ms, of which 60 ms Nix start-up and evaluation, 30 ms transfer."
+            "warm 100 ms: largest phase start-up and evaluation 60.0 ms; 30.0 ms transfer."
         );
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CaseKey, CaseResult, Comparison, Outcome, Results, Sample, Thresholds};
 use crate::results::{Lane, Scenario, System};
-use crate::stats::median;
+use crate::stats::{median, numbers};
 
 /// Recomputes every derived part of `results` from its cases.
 pub fn derive(results: &mut Results) {
@@ -188,6 +188,40 @@ pub struct Verdicts {
     pub verified: Option<Check>,
 }
 
+impl Verdicts {
+    /// The verdicts judged, by name, in reading order.
+    pub fn checks(&self) -> impl Iterator<Item = (&'static str, &Check)> {
+        [
+            ("cache_use", &self.cache_use),
+            ("speedup", &self.speedup),
+            ("fallback", &self.fallback),
+            ("verified", &self.verified),
+        ]
+        .into_iter()
+        .filter_map(|(name, check)| Some((name, check.as_ref()?)))
+    }
+
+    /// How many verdicts failed.
+    pub fn failed(&self) -> usize {
+        self.checks().filter(|(_, c)| !c.pass).count()
+    }
+}
+
+/// What a verdict requires, in words, with its threshold: `warm hit ratio at least 90.0%`.
+pub fn requirement(verdict: &str, threshold: Option<f64>) -> String {
+    let at = |show: fn(f64) -> String| threshold.map_or("the threshold".into(), show);
+    match verdict {
+        "cache_use" => format!("warm hit ratio at least {}", at(numbers::percent)),
+        "speedup" => format!("95% interval's low end above {}", at(numbers::ratio)),
+        "fallback" => format!(
+            "every fault survived or recovered within {} the cold median",
+            at(numbers::ratio)
+        ),
+        "verified" => "every output equals a clean build's".into(),
+        other => other.to_string(),
+    }
+}
+
 fn verdicts(results: &Results) -> Vec<Verdicts> {
     let t = &results.settings.thresholds;
     let mut keys: Vec<CaseKey> = results.cases.iter().map(CaseResult::key).collect();
@@ -267,8 +301,8 @@ fn cache_use_check(c: &Comparison, t: &Thresholds) -> Option<Check> {
         value: Some(ratio),
         threshold: Some(t.min_hit_ratio),
         detail: format!(
-            "{:.0}% of the warm builds' work came from the cache",
-            ratio * 100.0
+            "{} of the warm builds' work came from the cache",
+            numbers::percent(ratio)
         ),
     })
 }
@@ -277,12 +311,14 @@ fn speedup_check(c: &Comparison, t: &Thresholds) -> Check {
     let s = &c.speedup;
     let detail = match s.interval() {
         Some((low, high)) => format!(
-            "{:.2}x, 95% interval [{low:.2}x, {high:.2}x]; passes when the interval's low end is above the threshold",
-            s.ratio
+            "{}, 95% interval [{}, {}]",
+            numbers::ratio(s.ratio),
+            numbers::ratio(low),
+            numbers::ratio(high)
         ),
         None => format!(
-            "{:.2}x, no 95% interval (fewer than 3 samples on a side): it cannot pass without one; take more samples",
-            s.ratio
+            "{}, no 95% interval (fewer than 3 samples on a side): it cannot pass without one; take more samples",
+            numbers::ratio(s.ratio)
         ),
     };
     Check {
@@ -299,7 +335,11 @@ fn fallback_check(rows: &[&FallbackRow], t: &Thresholds) -> Check {
         match r.outcome {
             FallbackOutcome::Survived | FallbackOutcome::Recovered => {
                 if let Some(p) = r.penalty.filter(|p| *p > t.max_fallback_penalty) {
-                    problems.push(format!("{}: {p:.1}x the cold time", r.scenario));
+                    problems.push(format!(
+                        "{}: {} the cold time",
+                        r.scenario,
+                        numbers::ratio(p)
+                    ));
                 }
             }
             other => problems.push(format!("{}: {}", r.scenario, other.name())),
@@ -317,8 +357,12 @@ fn fallback_check(rows: &[&FallbackRow], t: &Thresholds) -> Check {
         threshold: Some(t.max_fallback_penalty),
         detail: if problems.is_empty() {
             format!(
-                "all {} faults survived or recovered within the bound",
-                rows.len()
+                "{} survived or recovered within the bound",
+                if rows.len() == 1 {
+                    "the fault".to_string()
+                } else {
+                    format!("all {} faults", rows.len())
+                }
             )
         } else {
             problems.join("; ")
@@ -337,9 +381,14 @@ fn verified_check(cases: &[&CaseResult]) -> Check {
         compared += v.compared;
         if let Some(m) = v.mismatches.first() {
             problems.push(format!(
-                "{}: {} output(s) differ from a clean build, e.g. {}",
+                "{}: {} {} from a clean build, e.g. {}",
                 case.scenario,
-                v.mismatches.len(),
+                numbers::count_of(v.mismatches.len(), "output"),
+                if v.mismatches.len() == 1 {
+                    "differs"
+                } else {
+                    "differ"
+                },
                 m.path
             ));
         }
@@ -350,8 +399,9 @@ fn verified_check(cases: &[&CaseResult]) -> Check {
         threshold: None,
         detail: if problems.is_empty() {
             format!(
-                "{compared} outputs equal to a clean build's in {} case(s)",
-                cases.len()
+                "{} equal to a clean build's in {}",
+                numbers::count_of(compared, "output"),
+                numbers::count_of(cases.len(), "case")
             )
         } else {
             problems.join("; ")
@@ -498,7 +548,7 @@ mod tests {
         assert!(!verdict.pass);
         // Recovered at 4x the cold time is over the default bound of 3x; hung always fails.
         assert!(
-            verdict.detail.contains("fallback:corrupt: 4.0x")
+            verdict.detail.contains("fallback:corrupt: 4.00x")
                 && verdict.detail.contains("fallback:blackhole: hung"),
             "{}",
             verdict.detail
@@ -581,7 +631,7 @@ mod tests {
         let speedup = r.verdicts[0].speedup.as_ref().unwrap();
         assert!(!speedup.pass);
         assert!(
-            speedup.detail.contains("73.30x, no 95% interval"),
+            speedup.detail.contains("73.3x, no 95% interval"),
             "{}",
             speedup.detail
         );

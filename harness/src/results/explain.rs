@@ -337,6 +337,18 @@ impl TimeSplit {
         }
     }
 
+    /// The phase (or the rest, "other") that took the most time, summed over its parts.
+    pub fn largest(&self) -> Option<(&'static str, f64)> {
+        let mut kinds: Vec<Phase> = self.phases.iter().map(|p| p.phase).collect();
+        kinds.dedup();
+        kinds
+            .into_iter()
+            .map(|phase| (phase.describe(), self.seconds(phase)))
+            .chain(std::iter::once(("other", self.other_s)))
+            .filter(|(_, s)| *s > 0.0)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
     /// Time spent talking to the cache.
     pub fn transfer_s(&self) -> f64 {
         self.remote_cache_s

@@ -8,6 +8,7 @@ pub mod coverage;
 pub(crate) mod derive;
 pub mod explain;
 pub(crate) mod growth;
+pub(crate) mod lifecycle;
 pub(crate) mod scenario;
 pub(crate) mod writer;
 
@@ -61,10 +62,30 @@ pub struct Results {
     /// The link to the cache as measured once at the start of the run (the embedded cache).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_link: Option<explain::CacheLink>,
+    /// What the harness's clock reads for a command that does nearly nothing, measured once
+    /// per run: no sample can be shorter, and where it is more than 1% of a median the
+    /// reports say so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_floor: Option<ClockFloor>,
     /// What a reviewer should know about how the run measured (e.g. no cgroup for CPU
-    /// accounting, and why).
+    /// accounting, and why), and what loading the file changed (statistics that disagreed
+    /// with their samples, recomputed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// What the janitor removed when the run started and what was left at its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup: Option<lifecycle::Cleanup>,
+}
+
+/// `true` timed by the run's executor as its builds are (exec to reap): the timed span's
+/// own cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ClockFloor {
+    /// The trivial command, e.g. `/usr/bin/true`.
+    pub command: String,
+    /// The median of its wall times.
+    pub median_s: f64,
+    pub samples: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -236,6 +257,10 @@ pub struct LaneIdentity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell_startup_s: Option<f64>,
     pub tools: BTreeMap<String, ToolVersion>,
+    /// How long getting the lane ready took: the job's own steps and the harness's
+    /// start-up checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<lifecycle::Bootstrap>,
 }
 
 impl LaneIdentity {
@@ -255,6 +280,7 @@ impl LaneIdentity {
             shell_reason: None,
             shell_startup_s: None,
             tools: env.tools.clone(),
+            bootstrap: None,
         }
     }
 }
@@ -808,6 +834,17 @@ pub struct Sample {
 }
 
 impl CaseResult {
+    /// Whether its CPU times miss the build's main work: Bazel runs actions in its server,
+    /// which only a cgroup or the server's own counters include; `children` (and a file
+    /// from before `cpu_scope` was recorded) counted the client alone.
+    pub fn cpu_is_partial(&self) -> bool {
+        self.system == System::Bazel
+            && self
+                .samples
+                .iter()
+                .any(|s| matches!(s.cpu_scope.as_deref(), None | Some("children")))
+    }
+
     /// The wall times of its samples, in order.
     pub fn walls(&self) -> Vec<f64> {
         self.samples.iter().map(|s| s.wall_s).collect()
@@ -1122,35 +1159,144 @@ impl Results {
             verdicts: Vec::new(),
             growth: Vec::new(),
             cache_link: None,
+            clock_floor: None,
             notes: Vec::new(),
+            cleanup: None,
         }
     }
 }
 
 /// Reads a results file, recomputing what is derived (so files from older versions of
-/// the harness get the newer tables too).
+/// the harness get the newer tables too). The file must be a regular file of at most
+/// [`RESULTS_LIMIT`](crate::boundary::RESULTS_LIMIT); its times must be finite, not negative
+/// and plausible (an error names the field's JSON path); statistics that disagree with
+/// their samples are recomputed, and a note in `notes` says which.
 pub fn load(path: &std::path::Path) -> crate::error::Result<Results> {
     let bad =
         |message: String| crate::error::Error::Usage(format!("{}: {message}", path.display()));
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = crate::boundary::read_text(path, crate::boundary::RESULTS_LIMIT).map_err(|why| {
         bad(format!(
-            "cannot read it: {e}\n  fix: pass a results file written by `flywheel-bench run`"
+            "{why}\n  fix: pass a results file written by `flywheel-bench run`"
         ))
     })?;
-    let version = serde_json::from_str::<serde_json::Value>(&text)
-        .map_err(|e| bad(format!("not JSON ({e})")))?
-        .get("schema_version")
-        .and_then(|v| v.as_u64());
-    if version != Some(u64::from(SCHEMA_VERSION)) {
-        return Err(bad(format!(
-            "schema_version {} is not {SCHEMA_VERSION}, the version this harness reads\n  fix: use the flywheel-bench version that wrote it",
-            version.map_or("missing".into(), |v| v.to_string())
-        )));
+    let value = serde_json::from_str::<serde_json::Value>(&text)
+        .map_err(|e| bad(format!("not JSON ({e})")))?;
+    match value.get("schema_version") {
+        Some(v) if v.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
+        found => {
+            let found = found.map_or("is missing".into(), |v| {
+                format!("{v} is not {SCHEMA_VERSION}")
+            });
+            return Err(bad(format!(
+                "schema_version {found}, the version this harness reads\n  fix: use the flywheel-bench version that wrote it"
+            )));
+        }
     }
-    let mut results: Results = serde_json::from_str(&text)
+    let mut results: Results = serde_json::from_value(value)
         .map_err(|e| bad(format!("not a flywheel-bench results file ({e})")))?;
+    let notes = validate(&mut results).map_err(|why| {
+        bad(format!(
+            "{why}\n  fix: pass the file as `flywheel-bench run` wrote it; times are seconds, finite and not negative"
+        ))
+    })?;
+    results.notes.extend(notes);
     derive(&mut results);
     Ok(results)
+}
+
+/// Longer than any build or timeout could last (about three years): a time above it is
+/// corrupt, and would overflow the statistics.
+const MAX_SECONDS: f64 = 1e8;
+
+/// Checks every recorded time of `results` and recomputes statistics that disagree with
+/// their samples. `Ok` has a note per recomputed case; `Err` names the first bad field by
+/// its JSON path, e.g. `cases[0].samples[1].wall_s`.
+pub fn validate(results: &mut Results) -> Result<Vec<String>, String> {
+    let time = |path: &dyn Fn() -> String, value: f64| {
+        if value.is_finite() && (0.0..=MAX_SECONDS).contains(&value) {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{}` is {value}: a time in seconds must be finite, 0 or more and at most {MAX_SECONDS:e}",
+                path()
+            ))
+        }
+    };
+    let s = &results.settings;
+    time(&|| "settings.timeout_s".into(), s.timeout_s)?;
+    time(
+        &|| "settings.fallback_timeout_s".into(),
+        s.fallback_timeout_s,
+    )?;
+    let mut notes = Vec::new();
+    for (i, case) in results.cases.iter_mut().enumerate() {
+        for (kind, samples) in [("warmups", &case.warmups), ("samples", &case.samples)] {
+            for (j, sample) in samples.iter().enumerate() {
+                let at = |field: &str| format!("cases[{i}].{kind}[{j}].{field}");
+                for (field, value) in [
+                    ("wall_s", sample.wall_s),
+                    ("user_s", sample.user_s),
+                    ("sys_s", sample.sys_s),
+                    ("overhead_s", sample.overhead_s),
+                ] {
+                    time(&|| at(field), value)?;
+                }
+                if let Some(retry) = &sample.retry {
+                    time(&|| at("retry.wall_s"), retry.wall_s)?;
+                }
+                if let Some(check) = &sample.check {
+                    time(&|| at("check.wall_s"), check.wall_s)?;
+                }
+                if let Some(split) = &sample.time_split {
+                    time(&|| at("time_split.wall_s"), split.wall_s)?;
+                    time(&|| at("time_split.other_s"), split.other_s)?;
+                    for (k, phase) in split.phases.iter().enumerate() {
+                        time(
+                            &|| at(&format!("time_split.phases[{k}].seconds")),
+                            phase.seconds,
+                        )?;
+                    }
+                }
+            }
+        }
+        let computed = crate::stats::Summary::of(&case.walls());
+        if !stats_agree(case.stats.as_ref(), computed.as_ref()) {
+            notes.push(format!(
+                "cases[{i}] ({}): its stored statistics disagreed with its samples (median {} stored, {} from the samples); recomputed from the samples",
+                case.label(),
+                case.stats.as_ref().map_or("none".into(), |s| format!("{} s", s.median_s)),
+                computed.as_ref().map_or("none".into(), |s| format!("{} s", s.median_s)),
+            ));
+            case.stats = computed;
+        }
+    }
+    Ok(notes)
+}
+
+/// The same statistics, within the rounding of a decimal round trip.
+fn stats_agree(
+    stored: Option<&crate::stats::Summary>,
+    computed: Option<&crate::stats::Summary>,
+) -> bool {
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+    match (stored, computed) {
+        (None, None) => true,
+        (Some(s), Some(c)) => {
+            s.n == c.n
+                && s.outliers == c.outliers
+                && [
+                    (s.median_s, c.median_s),
+                    (s.mean_s, c.mean_s),
+                    (s.stddev_s, c.stddev_s),
+                    (s.min_s, c.min_s),
+                    (s.max_s, c.max_s),
+                    (s.mad_s, c.mad_s),
+                ]
+                .into_iter()
+                .all(|(a, b)| close(a, b))
+        }
+        _ => false,
+    }
 }
 
 /// The current time as results record it: RFC 3339, UTC, whole seconds.
@@ -1188,5 +1334,122 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         assert!(results.fallbacks.is_empty() && results.verdicts.is_empty());
         assert_eq!(results.settings.thresholds, Thresholds::default());
+    }
+
+    fn load_text(text: &str) -> crate::error::Result<Results> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        std::fs::write(&path, text).unwrap();
+        load(&path)
+    }
+
+    fn fixture() -> serde_json::Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/results/nix-fixture.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn impossible_times_are_refused_with_their_json_path() {
+        for bad in [-5.0, 1e308] {
+            let mut doc = fixture();
+            doc["cases"][0]["samples"][1]["wall_s"] = serde_json::json!(bad);
+            let err = load_text(&doc.to_string()).unwrap_err();
+            assert_eq!(err.exit_code(), crate::error::exit_code::INVALID_INPUT);
+            let err = err.to_string();
+            assert!(
+                err.contains(&format!("`cases[0].samples[1].wall_s` is {bad}"))
+                    && err.contains("fix:"),
+                "{err}"
+            );
+        }
+        let mut doc = fixture();
+        doc["settings"]["timeout_s"] = serde_json::json!(-1);
+        let err = load_text(&doc.to_string()).unwrap_err().to_string();
+        assert!(err.contains("`settings.timeout_s` is -1"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_schema_version_is_named_as_it_is() {
+        let mut doc = fixture();
+        doc["schema_version"] = serde_json::json!(-1);
+        let err = load_text(&doc.to_string()).unwrap_err().to_string();
+        assert!(err.contains("schema_version -1 is not 1"), "{err}");
+        doc["schema_version"] = serde_json::json!("one");
+        let err = load_text(&doc.to_string()).unwrap_err().to_string();
+        assert!(err.contains("schema_version \"one\" is not 1"), "{err}");
+        doc.as_object_mut().unwrap().remove("schema_version");
+        let err = load_text(&doc.to_string()).unwrap_err().to_string();
+        assert!(err.contains("schema_version is missing"), "{err}");
+    }
+
+    #[test]
+    fn stored_statistics_that_disagree_with_the_samples_are_recomputed_and_said_so() {
+        let doc = fixture();
+        let clean = load_text(&doc.to_string()).unwrap();
+        assert!(clean.notes.is_empty(), "{:?}", clean.notes);
+        let mut doc = doc;
+        doc["cases"][0]["stats"]["median_s"] = serde_json::json!(1234.5);
+        let results = load_text(&doc.to_string()).unwrap();
+        assert_eq!(results.cases[0].stats, clean.cases[0].stats, "recomputed");
+        assert_eq!(results.notes.len(), 1, "{:?}", results.notes);
+        assert!(
+            results.notes[0].starts_with("cases[0] (")
+                && results.notes[0].contains("median 1234.5 s stored"),
+            "{}",
+            results.notes[0]
+        );
+        let markdown = crate::report::markdown::render(
+            &[("r".into(), results)],
+            crate::report::markdown::Detail::Full,
+        );
+        assert!(
+            markdown.contains("| note | cases[0] ("),
+            "the report says which"
+        );
+    }
+
+    #[test]
+    fn results_are_read_only_from_regular_files() {
+        let err = load(std::path::Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/dev/zero: is a character device"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = load(&fifo).unwrap_err().to_string();
+        assert!(err.contains("is a FIFO (named pipe)"), "{err}");
+    }
+
+    #[test]
+    fn every_committed_results_file_loads_unchanged() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        for dir in ["results/evidence", "harness/tests/fixtures"] {
+            let mut stack = vec![root.join(dir)];
+            while let Some(dir) = stack.pop() {
+                for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                    let path = entry.path();
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else if path.extension().is_some_and(|e| e == "json")
+                        && std::fs::read_to_string(&path)
+                            .is_ok_and(|t| t.contains("\"harness_version\""))
+                    {
+                        files.push(path);
+                    }
+                }
+            }
+        }
+        assert!(files.len() >= 10, "{files:?}");
+        for path in files {
+            let raw: Results =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let results = load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(results.notes, raw.notes, "{}: recomputed", path.display());
+        }
     }
 }

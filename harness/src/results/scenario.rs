@@ -168,8 +168,13 @@ impl FromStr for Scenario {
             .find(|s| s.to_string() == text)
             .ok_or_else(|| {
                 let names: Vec<String> = Scenario::all().iter().map(|s| s.to_string()).collect();
+                let near = crate::error::did_you_mean(
+                    text,
+                    names.iter().map(String::as_str).chain(["fallback", "all"]),
+                );
                 format!(
-                    "unknown scenario `{text}`; known: {}, or `fallback` (every fault) or `all`",
+                    "unknown scenario `{text}`{}; known: {}, or `fallback` (every fault) or `all`",
+                    near.map_or(String::new(), |n| format!(" (did you mean `{n}`?)")),
                     names.join(", ")
                 )
             })
@@ -191,7 +196,12 @@ impl FromStr for Fault {
             .find(|f| f.name() == text)
             .ok_or_else(|| {
                 let names: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
-                format!("unknown fault `{text}`; known: {}", names.join(", "))
+                let near = crate::error::did_you_mean(text, names.iter().copied());
+                format!(
+                    "unknown fault `{text}`{}; known: {}",
+                    near.map_or(String::new(), |n| format!(" (did you mean `{n}`?)")),
+                    names.join(", ")
+                )
             })
     }
 }
@@ -273,6 +283,10 @@ mod tests {
         let err = Scenario::parse_selection("fallback:fire").unwrap_err();
         assert!(err.contains("fallback:http-500"), "{err}");
         assert!("fallback:refuse+tuned".parse::<Scenario>().is_err());
+        let err = Scenario::parse_selection("wram").unwrap_err();
+        assert!(err.contains("(did you mean `warm`?)"), "{err}");
+        let err = Scenario::parse_selection("fallback:corupt").unwrap_err();
+        assert!(err.contains("(did you mean `fallback:corrupt`?)"), "{err}");
     }
 
     #[test]

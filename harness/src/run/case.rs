@@ -98,7 +98,9 @@ pub fn cold_guard(scenario: Scenario, samples: &[Sample]) -> Option<String> {
         .enumerate()
         .find_map(|(i, s)| s.from_team_cache.filter(|&h| h > 0).map(|h| (i + 1, h)))?;
     Some(format!(
-        "cold is not cold: sample {n} took {hits} item(s) from a cache it must not read (a disk or remote cache set outside the harness, e.g. in the workspace's .bazelrc); no speedup is derived from it"
+        "cold is not cold: sample {n} (samples[{}] in the JSON) took {} from a cache it must not read (a disk or remote cache set outside the harness, e.g. in the workspace's .bazelrc); no speedup is derived from it",
+        n - 1,
+        crate::stats::numbers::count(hits, "item")
     ))
 }
 
@@ -490,7 +492,10 @@ mod tests {
             ..Sample::default()
         };
         let why = cold_guard(Scenario::Cold, &[clean.clone(), hit.clone()]).unwrap();
-        assert!(why.contains("sample 2 took 25 item(s)"), "{why}");
+        assert!(
+            why.contains("sample 2 (samples[1] in the JSON) took 25 items"),
+            "{why}"
+        );
         assert_eq!(
             cold_guard(Scenario::Cold, std::slice::from_ref(&clean)),
             None

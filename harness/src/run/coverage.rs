@@ -242,7 +242,7 @@ impl ActionCache {
 
     fn describe(&self) -> String {
         match self {
-            ActionCache::Http { base, .. } => crate::exec::http::public_url(base),
+            ActionCache::Http { base, .. } => crate::boundary::public_url(base),
             ActionCache::Folder(dir) => dir.display().to_string(),
         }
     }
@@ -337,7 +337,11 @@ pub fn run(args: &CoverageArgs, env: &Env, command: Vec<String>) -> Result<i32> 
             .join("results")
             .join(format!("coverage-{stamp}.json"))
     });
-    crate::exec::checks::check_output_path(&output)?;
+    crate::exec::checks::check_output_paths([
+        ("--output", Some(output.as_path())),
+        ("--markdown", args.markdown.as_deref()),
+    ])?;
+    crate::exec::checks::check_work_dir(&config.work_dir)?;
     // The profile's upstream layer, then any named with --upstream.
     let mut upstream: Vec<Url> = config.nix.upstream.iter().map(|u| u.url.clone()).collect();
     for u in &args.upstream {

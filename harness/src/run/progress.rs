@@ -6,10 +6,11 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::Result;
-use crate::report::tables::{explain_cost, median_interval};
+use crate::report::tables::explain_cost;
 use crate::results::sweep_point;
 use crate::results::{CaseResult, Outcome};
 use crate::run::events::{Event, EventSink};
+use crate::stats::numbers::{count_of, median_interval};
 use crate::stats::stopping::StopReason;
 
 pub struct Progress {
@@ -64,13 +65,13 @@ fn case_line(label: &str, result: &CaseResult) -> String {
         Outcome::Ok => {
             let walls = result.walls();
             let mut line = format!(
-                "ok      {label}: {} over {} samples",
+                "ok      {label}: {} over {}",
                 if walls.is_empty() {
                     "-".into()
                 } else {
                     median_so_far(&walls)
                 },
-                walls.len()
+                count_of(walls.len(), "sample")
             );
             if let Some(stopped) = result.stopped.filter(|s| *s != StopReason::SampleCount) {
                 line.push_str(&format!(" ({})", stopped.describe()));

@@ -25,6 +25,11 @@ impl Recorder {
         &self.results
     }
 
+    /// Records what the run cleaned and left (written with the next write).
+    pub fn record_cleanup(&mut self, cleanup: crate::results::lifecycle::Cleanup) {
+        self.results.cleanup = Some(cleanup);
+    }
+
     /// Marks the run finished and writes the final document.
     pub fn finish(&mut self) -> Result<()> {
         self.results.finished_at = Some(crate::results::now_rfc3339());

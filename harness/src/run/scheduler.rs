@@ -89,10 +89,12 @@ impl Scheduler<'_> {
         let source = match &repo.source {
             Source::Path(path) | Source::Fetched { checkout: path, .. } => path,
             Source::Git { url, rev } => {
+                let url = crate::boundary::redact_urls(url);
                 skip(result, format!("git source {url}@{rev} was not fetched"));
                 return Ok(());
             }
             Source::Unavailable { url, rev, reason } => {
+                let url = crate::boundary::redact_urls(url);
                 skip(result, format!("could not fetch {url}@{rev}: {reason}"));
                 return Ok(());
             }

@@ -4,11 +4,12 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::cache::{CacheNeeds, Caches};
 use crate::error::{Error, Result};
 use crate::exec::janitor;
-use crate::exec::process::{BuildExecutor, Executor};
+use crate::exec::process::{BuildExecutor, CommandSpec, Executor};
 use crate::exec::scratch::ScratchDir;
 use crate::lanes::vm::GuestJob;
 use crate::lanes::{self, GuestRole, LaneContext, LaneRunner};
@@ -19,7 +20,8 @@ use crate::plan::config::{
 use crate::plan::proxies::Proxies;
 use crate::plan::{manifest, Explain, Lane, Plan, System};
 use crate::results::explain::CacheLink;
-use crate::results::{Environment, Results};
+use crate::results::lifecycle::{Bootstrap, Cleanup, SweptRun, TimedStep};
+use crate::results::{ClockFloor, Environment, Results};
 use crate::run::events::{emit, Event, EventLog, EventSink};
 use crate::run::scheduler::{run_in_guest, Drivers, Scheduler};
 use crate::tools::bazel::BazelDriver;
@@ -43,6 +45,8 @@ pub struct Need<'a> {
     pub search_path: &'a OsStr,
     /// The session's private folder: the drivers', the caches' and the cgroups' files.
     pub scratch: &'a ScratchDir,
+    /// Set inside a vm lane's guest.
+    pub guest: bool,
     /// The tools as the drivers use them, versions filled in.
     pub nix: NixSetup,
     pub bazel: BazelSetup,
@@ -74,6 +78,8 @@ pub struct Equipment {
     pub qemu: Option<PathBuf>,
     /// What reviewers should know about how the builds are counted.
     pub notes: Vec<String>,
+    /// The start-up checks it timed: the cache preflight, the user-namespace probe.
+    pub checks: Vec<TimedStep>,
 }
 
 /// This machine's tools: Nix, Bazel, nginx for the embedded cache, QEMU, each found on
@@ -101,25 +107,34 @@ impl Toolbox for MachineTools {
             attic_cli,
             need.search_path,
         )?;
+        let mut checks = Vec::new();
         let caches = match need.caches {
             CacheSource::Configured {
                 nix,
                 bazel,
                 fill,
                 proxies,
-            } => Caches::provision(
-                nix,
-                bazel,
-                CacheNeeds {
-                    nix: tools.nix.as_deref().filter(|_| warm(System::Nix)),
-                    bazel: warm(System::Bazel),
-                    nginx: tools.nginx.as_deref(),
-                    fill,
-                    proxies,
-                },
-                &need.scratch.path().join("cache"),
-                exec,
-            )?,
+            } => {
+                let (caches, preflight) = TimedStep::time("cache preflight", || {
+                    Caches::provision(
+                        nix,
+                        bazel,
+                        CacheNeeds {
+                            nix: tools.nix.as_deref().filter(|_| warm(System::Nix)),
+                            bazel: warm(System::Bazel),
+                            nginx: tools.nginx.as_deref(),
+                            fill,
+                            proxies,
+                        },
+                        &need.scratch.path().join("cache"),
+                        exec,
+                    )
+                });
+                if warm(System::Nix) || warm(System::Bazel) {
+                    checks.push(preflight);
+                }
+                caches?
+            }
             CacheSource::Given { nix, bazel } => Caches::given(nix.cloned(), bazel.cloned()),
         };
         let builds = BuildExecutor::for_run(need.scratch, None);
@@ -136,7 +151,13 @@ impl Toolbox for MachineTools {
                 ..need.nix
             };
             let driver = NixDriver::new(nix.clone(), &dir, caches.nix.clone(), setup)?;
-            driver.require_sandbox(exec)?;
+            let probe = match need.guest {
+                true => "user-namespace probe (in the guest)",
+                false => "user-namespace probe",
+            };
+            let (sandboxed, step) = TimedStep::time(probe, || driver.require_sandbox(exec));
+            sandboxed?;
+            checks.push(step);
             drivers.insert(System::Nix, Box::new(driver));
         }
         if let Some(bazel) = &tools.bazel {
@@ -150,6 +171,7 @@ impl Toolbox for MachineTools {
             caches,
             qemu: tools.qemu,
             notes,
+            checks,
         })
     }
 }
@@ -221,12 +243,18 @@ pub struct Session {
     caches: Caches,
     /// The link to the embedded cache, measured once.
     cache_link: Option<CacheLink>,
+    /// What the builds' clock reads for `true`, measured once.
+    clock_floor: Option<ClockFloor>,
     scratch: ScratchDir,
     plans: Vec<Plan>,
     qemu: Option<PathBuf>,
     lanes: LaneSettings,
     environment: Environment,
     notes: Vec<String>,
+    /// The lane job's own steps and this session's start-up checks, timed.
+    bootstrap: Bootstrap,
+    /// What the janitor removed before the scratch folder was made.
+    swept: Vec<SweptRun>,
 }
 
 impl Session {
@@ -252,7 +280,11 @@ impl Session {
             exec,
             &config.checkout_cache,
         )?;
-        let scratch = new_scratch(&config.work_dir)?;
+        let (scratch, swept) = open_scratch(&config.work_dir)?;
+        let bootstrap = Bootstrap {
+            job: config.bootstrap.clone(),
+            checks: Vec::new(),
+        };
         let lanes = LaneSettings {
             vm: config.vm,
             flake_dir: config.flake_dir.clone(),
@@ -268,8 +300,14 @@ impl Session {
             fill: config.settings.fill,
             proxies: &config.proxies,
         };
-        let vm_lane = config.lanes.contains(&Lane::Vm);
-        Session::assemble(plans, caches, vm_lane, scratch, lanes, toolbox, exec)
+        Session::assemble(
+            plans,
+            caches,
+            (scratch, swept, bootstrap),
+            lanes,
+            toolbox,
+            exec,
+        )
     }
 
     /// Inside a vm lane's guest: runs the job the host wrote, its events written for the
@@ -283,7 +321,7 @@ impl Session {
     /// Inside a vm lane's guest: the host's plan against the host's caches.
     fn guest(job: GuestJob, exec: &dyn Executor, env: &Env) -> Result<Session> {
         let plans = vec![job.plan];
-        let scratch = new_scratch(&job.work_dir)?;
+        let (scratch, swept) = open_scratch(&job.work_dir)?;
         let caches = CacheSource::Given {
             nix: job.nix_cache.as_ref(),
             bazel: job.bazel_cache.as_ref(),
@@ -298,16 +336,23 @@ impl Session {
             guest: Some(GuestRole {
                 acceleration: job.acceleration,
                 acceleration_note: job.acceleration_note,
+                bootstrap: job.bootstrap,
             }),
         };
-        Session::assemble(plans, caches, false, scratch, lanes, &MachineTools, exec)
+        Session::assemble(
+            plans,
+            caches,
+            (scratch, swept, Bootstrap::default()),
+            lanes,
+            &MachineTools,
+            exec,
+        )
     }
 
     fn assemble(
         plans: Vec<Plan>,
         caches: CacheSource,
-        vm_lane: bool,
-        scratch: ScratchDir,
+        (scratch, swept, mut bootstrap): (ScratchDir, Vec<SweptRun>, Bootstrap),
         lanes: LaneSettings,
         toolbox: &dyn Toolbox,
         exec: &dyn Executor,
@@ -322,9 +367,11 @@ impl Session {
         let need = Need {
             plans: &plans,
             caches,
-            vm_lane,
+            // A guest's plan is of the vm lane, and the guest boots no VM.
+            vm_lane: lanes.guest.is_none() && plans.iter().any(|p| p.lane() == Lane::Vm),
             search_path: &lanes.search_path,
             scratch: &scratch,
+            guest: lanes.guest.is_some(),
             nix: NixSetup {
                 version: version("nix"),
                 ..lanes.nix.clone()
@@ -335,10 +382,20 @@ impl Session {
             },
         };
         let equipment = toolbox.equip(need, exec)?;
+        bootstrap.checks.extend(equipment.checks);
+        let clock_floor = measure_clock_floor(
+            &*equipment.builds,
+            &lanes.search_path,
+            &scratch.path().join("clock-floor"),
+        )?;
         // Only explained warm samples use it (their transfer floors).
         let explains = plans.iter().any(|p| p.settings.explain != Explain::Off);
         let cache_link = if explains {
-            equipment.caches.measure_link()?
+            let (link, step) =
+                TimedStep::time("cache link probe", || equipment.caches.measure_link());
+            let link = link?;
+            bootstrap.checks.extend(link.map(|_| step));
+            link
         } else {
             None
         };
@@ -347,12 +404,15 @@ impl Session {
             builds: equipment.builds,
             caches: equipment.caches,
             cache_link,
+            clock_floor,
             scratch,
             plans,
             qemu: equipment.qemu,
             lanes,
             environment,
             notes: equipment.notes,
+            bootstrap,
+            swept,
         })
     }
 
@@ -373,6 +433,12 @@ impl Session {
         );
         results.notes = self.notes();
         results.cache_link = self.cache_link;
+        // What the end left is added when the session closes.
+        results.cleanup = Some(Cleanup {
+            swept: self.swept.clone(),
+            left: None,
+        });
+        results.clock_floor = self.clock_floor.clone();
         results
     }
 
@@ -386,6 +452,23 @@ impl Session {
     /// What reviewers should know about how this session measures.
     pub fn notes(&self) -> Vec<String> {
         self.notes.clone()
+    }
+
+    /// Stops everything the session started (in its fields' drop order), then says what
+    /// the janitor removed at its start and what is left now: nothing, when it worked.
+    pub fn close(self) -> Cleanup {
+        let scratch = self.scratch.path().to_path_buf();
+        let cgroups = crate::exec::scratch::read_record(&scratch).cgroups;
+        let since = crate::exec::scratch::Owner::current().start_ticks;
+        // No build runs now: what still works in the folder serves the run (its cache
+        // server, Bazel's servers).
+        let servers = crate::exec::scratch::processes_in(&scratch, since);
+        let swept = self.swept.clone();
+        drop(self);
+        Cleanup {
+            swept,
+            left: Some(janitor::leftovers(&scratch, &cgroups, &servers, since)),
+        }
     }
 
     /// Runs every lane's plan in turn. A failed case is recorded and the run goes on;
@@ -402,7 +485,8 @@ impl Session {
             qemu,
             lanes,
             environment,
-            notes: _,
+            bootstrap,
+            ..
         } = self;
         let work_dir = scratch.path().join("builds");
         for plan in plans.iter() {
@@ -420,6 +504,7 @@ impl Session {
                 bazel: &lanes.bazel,
                 dir: &scratch.path().join(format!("lane-{}", plan.lane().name())),
                 guest: lanes.guest.as_ref(),
+                bootstrap,
             };
             let lane = lanes::prepare(plan.lane(), &ctx)?;
             let plan = lane.plan.as_ref().unwrap_or(plan);
@@ -449,11 +534,56 @@ impl Session {
     }
 }
 
+/// Timed runs of `true` the clock floor is the median of, after one untimed run.
+const CLOCK_FLOOR_SAMPLES: usize = 11;
+
+/// `true` timed by the run's executor as its builds are; `None` where no `true` is on PATH
+/// or it fails.
+fn measure_clock_floor(
+    builds: &dyn Executor,
+    search_path: &OsStr,
+    dir: &Path,
+) -> Result<Option<ClockFloor>> {
+    let Some(program) = crate::tools::find("true", search_path) else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let mut spec = CommandSpec::new(&program, Vec::new(), Duration::from_secs(30));
+    spec.stdout = dir.join("stdout");
+    spec.stderr = dir.join("stderr");
+    let mut walls = Vec::with_capacity(CLOCK_FLOOR_SAMPLES);
+    for run in 0..=CLOCK_FLOOR_SAMPLES {
+        let outcome = builds.run(&spec)?;
+        if !outcome.success() {
+            return Ok(None);
+        }
+        if run > 0 {
+            walls.push(outcome.wall.as_secs_f64());
+        }
+    }
+    Ok(Some(ClockFloor {
+        command: program.display().to_string(),
+        median_s: crate::stats::median(&walls),
+        samples: walls.len(),
+    }))
+}
+
 /// A fresh scratch folder, after removing what runs that died left in `parent`.
 pub(crate) fn new_scratch(parent: &Path) -> Result<ScratchDir> {
-    for swept in janitor::sweep(parent) {
-        eprintln!("flywheel-bench: {swept}");
-    }
-    ScratchDir::new_in(parent, janitor::SCRATCH_PREFIX)
-        .map_err(|e| Error::io(format!("creating a work folder in {}", parent.display()), e))
+    open_scratch(parent).map(|(scratch, _)| scratch)
+}
+
+/// [`new_scratch`], with what the janitor removed.
+fn open_scratch(parent: &Path) -> Result<(ScratchDir, Vec<SweptRun>)> {
+    let swept: Vec<SweptRun> = janitor::sweep(parent)
+        .iter()
+        .map(|swept| {
+            eprintln!("flywheel-bench: {swept}");
+            swept.record()
+        })
+        .collect();
+    let scratch = ScratchDir::new_in(parent, janitor::SCRATCH_PREFIX)
+        .map_err(|e| Error::io(format!("creating a work folder in {}", parent.display()), e))?;
+    Ok((scratch, swept))
 }

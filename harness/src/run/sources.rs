@@ -21,9 +21,11 @@ pub fn fetch_sources<'a>(
             continue;
         };
         let key = (url.clone(), rev.clone());
+        // What is shown of the URL: never its user or password.
+        let shown = crate::boundary::redact_urls(url);
         if !fetched.contains_key(&key) {
             let spinner = indicatif::ProgressBar::new_spinner();
-            spinner.set_message(format!("fetching {url} at {}", &rev[..12.min(rev.len())]));
+            spinner.set_message(format!("fetching {shown} at {}", &rev[..12.min(rev.len())]));
             spinner.enable_steady_tick(Duration::from_millis(120));
             let source = match crate::tools::git::fetch(exec, url, rev, cache) {
                 Ok(checkout) => Source::Fetched {
@@ -40,14 +42,18 @@ pub fn fetch_sources<'a>(
             spinner.finish_and_clear();
             match &source {
                 Source::Unavailable { reason, .. } => {
-                    eprintln!("skipping {}: could not fetch {url}: {reason}", repo.name)
+                    eprintln!("skipping {}: could not fetch {shown}: {reason}", repo.name)
                 }
-                _ => eprintln!("fetched {} ({url} at {rev})", repo.name),
+                _ => eprintln!("fetched {} ({shown} at {rev})", repo.name),
             }
             process::check_interrupted()?;
             fetched.insert(key.clone(), source);
         }
         repo.source = fetched[&key].clone();
+        // The checkout's own paths (its files, links) are checked as a local source's are.
+        if let Source::Fetched { checkout, .. } = &repo.source {
+            repo.check_paths(checkout)?;
+        }
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! samples there is no interval ("n/a"), and nothing can pass on it.
 
 pub mod fit;
+pub mod numbers;
 pub mod stopping;
 
 use std::fmt;
@@ -71,6 +72,19 @@ impl Summary {
     }
 }
 
+/// The `q` quantile (0 to 1) of `xs`, interpolated between the closest ranks (the
+/// definition numpy and R use by default); `None` for no values.
+pub fn quantile(xs: &[f64], q: f64) -> Option<f64> {
+    if xs.is_empty() || !(0.0..=1.0).contains(&q) {
+        return None;
+    }
+    let mut sorted = xs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = q * (sorted.len() - 1) as f64;
+    let (low, high) = (at.floor() as usize, at.ceil() as usize);
+    Some(sorted[low] + (sorted[high] - sorted[low]) * (at - low as f64))
+}
+
 /// Median of a non-empty slice (the mean of the middle two for even lengths).
 pub fn median(xs: &[f64]) -> f64 {
     median_in_place(&mut xs.to_vec())
@@ -118,14 +132,21 @@ impl fmt::Display for Warning {
         match self {
             Warning::SlowFirstSample { first_s, median_s } => write!(
                 f,
-                "the first sample ({first_s:.3} s) was much slower than the rest (median {median_s:.3} s): caches were probably still cold; add warm-ups (`--warmups N`)"
+                "the first sample ({}) was much slower than the rest (median {}): caches were probably still cold; add warm-ups (`--warmups N`)",
+                numbers::seconds(*first_s),
+                numbers::seconds(*median_s)
             ),
             Warning::Outliers { samples } => {
                 let list: Vec<String> = samples.iter().map(usize::to_string).collect();
+                let json: Vec<String> = samples.iter().map(|n| (n - 1).to_string()).collect();
                 write!(
                     f,
-                    "sample(s) {} are statistical outliers: something else may have used the machine; re-run on a quiet one",
-                    list.join(", ")
+                    "{} {} {} statistical {}: something else may have used the machine; re-run on a quiet one (samples[{}] in the JSON)",
+                    numbers::plural(samples.len() as u64, "sample"),
+                    list.join(", "),
+                    if samples.len() == 1 { "is a" } else { "are" },
+                    numbers::plural(samples.len() as u64, "outlier"),
+                    json.join("], samples[")
                 )
             }
         }
@@ -323,6 +344,18 @@ mod tests {
     }
 
     #[test]
+    fn quantiles_interpolate_between_ranks() {
+        assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.5), Some(2.5));
+        assert!(close(
+            quantile(&[5.0, 1.0, 2.0, 3.0, 4.0], 0.95).unwrap(),
+            4.8
+        ));
+        assert_eq!(quantile(&[7.0], 0.95), Some(7.0));
+        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(quantile(&[1.0], 1.5), None);
+    }
+
+    #[test]
     fn single_sample_has_zero_spread() {
         let s = Summary::of(&[1.5]).unwrap();
         assert!(close(s.median_s, 1.5) && close(s.stddev_s, 0.0) && close(s.mad_s, 0.0));
@@ -363,7 +396,14 @@ mod tests {
         assert!(slow_first[0].to_string().contains("--warmups"));
         let later = warnings(&[1.0, 1.01, 4.0, 0.99, 1.0]);
         assert_eq!(later, vec![Warning::Outliers { samples: vec![3] }]);
-        assert!(later[0].to_string().contains("sample(s) 3 are"));
+        assert!(
+            later[0]
+                .to_string()
+                .starts_with("sample 3 is a statistical outlier"),
+            "{}",
+            later[0]
+        );
+        assert!(later[0].to_string().contains("(samples[2] in the JSON)"));
         // A fast first sample is an outlier, not a cold cache.
         assert_eq!(
             warnings(&[0.2, 1.0, 1.01, 0.99, 1.0]),

@@ -69,6 +69,8 @@ pub struct BazelDriver {
     /// fills the cache when one is configured.
     primed: BTreeMap<String, Primed>,
     next_root: usize,
+    /// Special files left out of workspace copies, each told once.
+    left_out: std::collections::BTreeSet<PathBuf>,
 }
 
 struct Primed {
@@ -97,7 +99,8 @@ impl BazelDriver {
         cache: Option<BazelCache>,
         setup: &BazelSetup,
     ) -> Result<Self> {
-        std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).context(|| format!("creating {}", tmp.display()))?;
         let mut debian_overrides = BTreeMap::new();
         if Path::new(DEBIAN_RULES_CC).is_dir() {
             debian_overrides.insert(
@@ -137,6 +140,7 @@ impl BazelDriver {
             cache,
             primed: BTreeMap::new(),
             next_root: 0,
+            left_out: Default::default(),
         })
     }
 
@@ -150,11 +154,20 @@ impl BazelDriver {
             // The user's ~/.bazelrc must not change what is measured.
             "--nohome_rc".into(),
             SERVER_MAX_IDLE.into(),
+            // The server's temporary files (the execution log before it is converted)
+            // stay in the run's folder, and the JVM writes no /tmp/hsperfdata_USER.
+            format!("--host_jvm_args=-Djava.io.tmpdir={}", self.tmp().display()).into(),
+            "--host_jvm_args=-XX:-UsePerfData".into(),
         ];
         if let Some(rc) = self.headers_rc() {
             args.push(format!("--bazelrc={}", rc.display()).into());
         }
         args
+    }
+
+    /// The temporary folder of the client, the server and the actions (`TMPDIR`).
+    fn tmp(&self) -> PathBuf {
+        self.dir.join("tmp")
     }
 
     fn cache(&self) -> Result<&BazelCache> {
@@ -223,11 +236,15 @@ impl BazelDriver {
         if remote != Remote::None && case.tuned() {
             args.extend(TUNED.iter().map(OsString::from));
         }
+        // After `--` (Bazel 4.2.3 to 9 take it), a target can never be read as an option.
+        args.push("--".into());
         args.extend(targets.targets.iter().map(OsString::from));
         Ok(CommandSpec {
             program: self.bazel.clone(),
             args,
-            env: Vec::new(),
+            // Actions' temporary files (a compiler's) go there too; TMPDIR is not part of
+            // an action's key.
+            env: vec![("TMPDIR".into(), self.tmp().into())],
             cwd: Some(workspace.to_path_buf()),
             stdin: None,
             stdout: logs.join("stdout.log"),
@@ -417,7 +434,15 @@ impl BuildDriver for BazelDriver {
             }
         };
         if mode != BuildMode::Noop {
-            copy_workspace(case, &workspace)?;
+            for path in copy_workspace(case, &workspace)? {
+                if self.left_out.insert(path.clone()) {
+                    eprintln!(
+                        "warning: bench repo `{}`: {} is not a regular file, folder or link; it was left out of the workspace copy",
+                        case.repo.name,
+                        path.display()
+                    );
+                }
+            }
         }
         let state = BuildState::Bazel {
             workspace,
@@ -631,9 +656,10 @@ impl Drop for BazelDriver {
 }
 
 /// Copies the bench repo's workspace (its source is never written) and writes its
-/// parameters file in the copy.
-fn copy_workspace(case: &CaseContext, to: &Path) -> Result<()> {
-    copy_tree(case.source, to).context(|| {
+/// parameters file in the copy. Returns the special files of the source it left out.
+fn copy_workspace(case: &CaseContext, to: &Path) -> Result<Vec<PathBuf>> {
+    let mut left_out = Vec::new();
+    copy_tree(case.source, to, &mut left_out).context(|| {
         format!(
             "copying the workspace {} to {}",
             case.source.display(),
@@ -642,11 +668,44 @@ fn copy_workspace(case: &CaseContext, to: &Path) -> Result<()> {
     })?;
     let targets = case.repo.bazel.as_ref();
     if let Some(file) = targets.and_then(|t| t.parameters_file.as_ref()) {
-        let path = to.join(file);
-        std::fs::write(&path, parameters_bzl(&case.repo.parameters))
-            .context(|| format!("writing parameters to {}", path.display()))?;
+        write_parameters(to, file, &parameters_bzl(&case.repo.parameters))?;
     }
-    Ok(())
+    Ok(left_out)
+}
+
+/// Writes `text` as a new regular file at `workspace.join(file)`, never through a link:
+/// the manifest's path is relative and inside the source (checked when it was read), a
+/// link on the way in the copy is refused, and what the copy holds there is replaced.
+fn write_parameters(workspace: &Path, file: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = workspace.join(file);
+    let folders = file.parent().unwrap_or(Path::new(""));
+    if let Some(link) = crate::plan::manifest::first_link(workspace, folders) {
+        return Err(Error::Usage(format!(
+            "the parameters file's path {} passes through the symbolic link {}: the harness never writes through one",
+            path.display(),
+            link.display()
+        )));
+    }
+    let writing = |what: &str| format!("{what} parameters file {}", path.display());
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::io(writing("replacing the"), e))
+        }
+        _ => {}
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).context(|| writing("making the folder of the"))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .context(|| writing("writing the"))
 }
 
 /// `NAME = value` lines for a `.bzl` file.
@@ -662,8 +721,11 @@ pub fn parameters_bzl(parameters: &BTreeMap<String, ParamValue>) -> String {
     out
 }
 
-/// Copies a tree, skipping Bazel's convenience symlinks (`bazel-*`) and `.git`.
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+/// Copies a tree, skipping Bazel's convenience symlinks (`bazel-*`) and `.git`. Folders,
+/// links (as links) and regular files (as new files: never written through a link) are
+/// copied; special files (FIFOs, sockets, devices), which could block a copy for ever, are
+/// left out and pushed to `left_out`.
+fn copy_tree(from: &Path, to: &Path, left_out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
@@ -675,21 +737,43 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         let kind = entry.file_type()?;
         let target = to.join(&name);
         if kind.is_dir() {
-            copy_tree(&entry.path(), &target)?;
+            copy_tree(&entry.path(), &target, left_out)?;
         } else if kind.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
+        } else if !kind.is_file() || !copy_file(&entry.path(), &target)? {
+            left_out.push(entry.path());
         }
     }
     Ok(())
+}
+
+/// Copies a regular file into a new one with its permissions; `false` (nothing copied)
+/// when `from` turned out not to be a regular file. Opening never blocks or follows a link.
+fn copy_file(from: &Path, to: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut source = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(from)?;
+    let meta = source.metadata()?;
+    if !meta.is_file() {
+        return Ok(false);
+    }
+    let mut copy = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(meta.permissions().mode() & 0o7777)
+        .open(to)?;
+    std::io::copy(&mut source, &mut copy)?;
+    Ok(true)
 }
 
 /// A copy of Debian's rules_cc that loads on Bazel 4.2.3 (see the module comment).
 fn patched_rules_cc(debian: &Path, dir: &Path) -> Result<PathBuf> {
     let copy = dir.join("rules_cc");
     if !copy.exists() {
-        copy_tree(debian, &copy).context(|| format!("copying {}", debian.display()))?;
+        copy_tree(debian, &copy, &mut Vec::new())
+            .context(|| format!("copying {}", debian.display()))?;
     }
     let impl_dir = copy.join("cc/private/rules_impl");
     for file in ["cc_flags_supplier.bzl", "compiler_flag.bzl"] {
@@ -843,9 +927,10 @@ mod tests {
         let warm = BuildMode::FromCache {
             tool_fallback: false,
         };
+        // Each build gets a fresh folder, as in a run: the workspace copy never overwrites.
         let snap = |name: &str, driver: &mut BazelDriver, case: CaseContext, mode| {
             let build = driver
-                .prepare(&case, mode, &tmp.path().join("build"))
+                .prepare(&case, mode, &tmp.path().join("builds").join(name))
                 .unwrap();
             let text = crate::tools::argv_snapshot(&build, tmp.path());
             insta::assert_snapshot!(format!("bazel_argv_{name}"), text);
@@ -935,5 +1020,115 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no WORKSPACE support"), "{err}");
+    }
+
+    fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    /// A Bazel repo in `dir/repo` with `targets` and `parameters_file = "size.bzl"`.
+    fn bazel_repo(dir: &Path, targets: &str) -> crate::plan::RepoManifest {
+        let repo_dir = dir.join("repo");
+        std::fs::create_dir_all(&repo_dir).unwrap();
+        std::fs::write(repo_dir.join("WORKSPACE"), "").unwrap();
+        let text = format!("name = \"r\"\ndescription = \"d\"\n[source]\npath = \".\"\n[parameters]\nsize = 3\n[bazel]\ntargets = {targets}\nparameters_file = \"size.bzl\"\n");
+        crate::plan::manifest::parse(&text, &repo_dir.join("repo.toml")).unwrap()
+    }
+
+    fn cold_case<'a>(repo: &'a crate::plan::RepoManifest, source: &'a Path) -> CaseContext<'a> {
+        CaseContext {
+            repo,
+            source,
+            scenario: crate::plan::Scenario::Cold,
+            timeout: Duration::from_secs(1),
+            cache_via: None,
+            explain: false,
+        }
+    }
+
+    #[test]
+    fn the_workspace_copy_leaves_special_files_out_and_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = bazel_repo(dir.path(), "[\"//...\"]");
+        let source = dir.path().join("repo");
+        std::fs::create_dir(source.join("sub")).unwrap();
+        mkfifo(&source.join("sub/pipe"));
+        std::fs::write(source.join("sub/BUILD"), "# kept\n").unwrap();
+        let case = cold_case(&repo, &source);
+        let to = dir.path().join("copy");
+        // Before, the copy opened the FIFO and waited for a writer for ever.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| done.send(copy_workspace(&case, &to)).unwrap());
+            let left_out = finished
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the copy finished")
+                .unwrap();
+            assert_eq!(left_out, vec![source.join("sub/pipe")]);
+        });
+        assert_eq!(
+            std::fs::read_to_string(to.join("sub/BUILD")).unwrap(),
+            "# kept\n"
+        );
+        assert!(!to.join("sub/pipe").exists());
+        assert_eq!(
+            std::fs::read_to_string(to.join("size.bzl")).unwrap(),
+            parameters_bzl(&repo.parameters)
+        );
+    }
+
+    #[test]
+    fn the_parameters_file_is_never_written_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("victim.bzl");
+        std::fs::write(&outside, "SIZE = 1\n").unwrap();
+        let workspace = dir.path().join("ws");
+        std::fs::create_dir(&workspace).unwrap();
+        // A link in the copy (as the copy recreates links verbatim) is replaced, not followed.
+        std::os::unix::fs::symlink(&outside, workspace.join("size.bzl")).unwrap();
+        write_parameters(&workspace, Path::new("size.bzl"), "SIZE = 9\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "SIZE = 1\n");
+        let meta = std::fs::symlink_metadata(workspace.join("size.bzl")).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(
+            std::fs::read_to_string(workspace.join("size.bzl")).unwrap(),
+            "SIZE = 9\n"
+        );
+        // A linked folder on the way is refused.
+        std::os::unix::fs::symlink(dir.path(), workspace.join("conf")).unwrap();
+        let err = write_parameters(&workspace, Path::new("conf/victim.bzl"), "SIZE = 9\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("never writes through one"), "{err}");
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "SIZE = 1\n");
+    }
+
+    #[test]
+    fn targets_come_after_a_double_dash() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = bazel_repo(dir.path(), "[\"//...\", \"//app:build\"]");
+        let source = dir.path().join("repo");
+        let case = cold_case(&repo, &source);
+        let setup = BazelSetup {
+            version: "bazel no_version (Debian bazel-bootstrap 4.2.3+ds-9)".into(),
+            ..BazelSetup::default()
+        };
+        let mut driver =
+            BazelDriver::new("bazel".into(), &dir.path().join("driver"), None, &setup).unwrap();
+        let build_dir = dir.path().join("build");
+        let build = driver.prepare(&case, BuildMode::Fresh, &build_dir).unwrap();
+        let args: Vec<String> = build
+            .spec
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            &args[args.len() - 3..],
+            ["--", "//...", "//app:build"],
+            "{args:?}"
+        );
     }
 }

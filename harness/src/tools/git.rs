@@ -11,7 +11,11 @@ use crate::results::GitInfo;
 const GIT_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn git(exec: &dyn Executor, dir: &Path, args: &[&str]) -> Option<String> {
-    let args = args.iter().map(Into::into).collect();
+    // Reading must not write: `git status` would otherwise refresh the checkout's index.
+    let args = std::iter::once("--no-optional-locks")
+        .chain(args.iter().copied())
+        .map(Into::into)
+        .collect();
     let out = run_captured(exec, CommandSpec::new("git", args, GIT_TIMEOUT).cwd(dir)).ok()?;
     out.outcome.success().then(|| out.stdout.trim().to_string())
 }
@@ -37,6 +41,33 @@ pub fn describe(exec: &dyn Executor, dir: &Path, ci_ref: Option<&str>) -> Option
 }
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Why git failed, in its words: its `fatal:` and `error:` lines (else its last lines), at
+/// most a few, on one line, without credentials. Git often ends with advice ("...and the
+/// repository exists.") that says nothing alone.
+fn failure_detail(stderr: &str) -> String {
+    const MAX_LINES: usize = 6;
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let errors: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("fatal:") || l.starts_with("error:"))
+        .take(MAX_LINES)
+        .collect();
+    let kept = if errors.is_empty() {
+        lines[lines.len().saturating_sub(MAX_LINES)..].to_vec()
+    } else {
+        errors
+    };
+    match kept.join("; ") {
+        text if text.is_empty() => "git printed nothing".into(),
+        text => crate::boundary::redact_urls(&text),
+    }
+}
 
 /// `git` with only [`ALLOWED_PROTOCOLS`] enabled, then `args`.
 fn restricted_git_args(args: &[&str]) -> Vec<OsString> {
@@ -93,18 +124,11 @@ pub fn fetch(
         if out.outcome.success() {
             Ok(())
         } else {
-            let detail = out
-                .stderr
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .trim()
-                .to_string();
             Err(format!(
-                "`git {}` {}: {detail}",
+                "`git {}` {}: {}",
                 args[0],
-                out.outcome.describe()
+                out.outcome.describe(),
+                failure_detail(&out.stderr)
             ))
         }
     };
@@ -183,6 +207,53 @@ mod tests {
             0,
             "no half checkout is left"
         );
+    }
+
+    #[test]
+    fn git_errors_keep_their_reason_not_only_the_advice() {
+        let stderr = "fatal: '/etc' does not appear to be a git repository\nfatal: Could not read from remote repository.\n\nPlease make sure you have the correct access rights\nand the repository exists.\n";
+        assert_eq!(
+            failure_detail(stderr),
+            "fatal: '/etc' does not appear to be a git repository; fatal: Could not read from remote repository."
+        );
+        assert_eq!(
+            failure_detail(
+                "fatal: unable to access 'https://bot:s3cret@git.example.com/r/': 403\n"
+            ),
+            "fatal: unable to access 'https://git.example.com/r/': 403"
+        );
+        assert_eq!(failure_detail("one\ntwo\n"), "one; two");
+        assert_eq!(failure_detail(""), "git printed nothing");
+        // The same, through the real git: a folder that is not a repository.
+        let cache = tempfile::tempdir().unwrap();
+        let err = fetch(
+            &ProcessExecutor,
+            "file:///etc",
+            &"a".repeat(40),
+            cache.path(),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("does not appear to be a git repository"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn urls_with_credentials_are_never_quoted_whole() {
+        let err = validate_git_url("ftp://bot:s3cret@example.com/r").unwrap_err();
+        assert!(
+            err.contains("ftp://example.com/r") && !err.contains("s3cret"),
+            "{err}"
+        );
+        let err = fetch(
+            &ProcessExecutor,
+            "https://bot:s3cret@127.0.0.1:9/r",
+            &"a".repeat(40),
+            &tempfile::tempdir().unwrap().path().join("c"),
+        )
+        .unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]

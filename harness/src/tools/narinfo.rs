@@ -1,6 +1,6 @@
 //! The one narinfo client: a Nix binary cache's `nix-cache-info` and narinfos, asked over
-//! http(s) with the cache's credentials (an Attic token as the HTTP Basic password, as Nix
-//! sends it through netrc) or read from a `file://` folder. Coverage asks it what a cache
+//! http(s) with the cache's credentials (HTTP Basic, as Nix sends them through netrc: an
+//! Attic token as a password, or the user and password a cache URL carried) or read from a `file://` folder. Coverage asks it what a cache
 //! holds; miss explanations ask it what a cache answers for what a build did not substitute.
 
 use std::path::PathBuf;
@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::exec::http::{public_url, Auth, Client, Method, Request};
-use crate::plan::cache::{NixCache, ATTIC_LOGIN};
-use crate::plan::config::Secret;
+use crate::boundary::public_url;
+use crate::exec::http::{Auth, Client, Method, Request};
+use crate::plan::cache::NixCache;
+use crate::plan::config::Login;
 
 /// One narinfo or nix-cache-info request may take this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -19,8 +20,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum NarinfoSource {
     Http {
         base: Url,
-        /// Sent as the HTTP Basic password (an Attic token).
-        token: Option<Secret>,
+        /// Sent as HTTP Basic credentials.
+        login: Option<Login>,
     },
     /// A `file://` cache.
     Folder(PathBuf),
@@ -36,15 +37,15 @@ pub struct Reply {
 impl NarinfoSource {
     /// How to read `cache`, or why the harness cannot (s3:// needs the AWS SDK).
     pub fn of(cache: &NixCache) -> Result<NarinfoSource, String> {
-        NarinfoSource::at(&cache.url, cache.token.clone())
+        NarinfoSource::at(&cache.url, cache.login.clone())
     }
 
-    /// The cache at `url`, read with `token` (an Attic token) if any.
-    pub fn at(url: &Url, token: Option<Secret>) -> Result<NarinfoSource, String> {
+    /// The cache at `url`, read with `login` if any.
+    pub fn at(url: &Url, login: Option<Login>) -> Result<NarinfoSource, String> {
         match url.scheme() {
             "http" | "https" => Ok(NarinfoSource::Http {
                 base: url.clone(),
-                token,
+                login,
             }),
             "file" => url
                 .to_file_path()
@@ -78,14 +79,14 @@ impl NarinfoSource {
                     Err(e) => Err(format!("reading {}: {e}", path.display())),
                 }
             }
-            NarinfoSource::Http { base, token } => {
+            NarinfoSource::Http { base, login } => {
                 let text = format!("{}/{name}", base.as_str().trim_end_matches('/'));
                 let url = Url::parse(&text).map_err(|e| format!("{text}: {e}"))?;
                 let mut request = Request::new(Method::Get, &url, REQUEST_TIMEOUT);
-                if let Some(token) = token {
+                if let Some(login) = login {
                     request = request.auth(Auth::Basic {
-                        user: ATTIC_LOGIN,
-                        password: token.expose(),
+                        user: &login.user,
+                        password: login.password.expose(),
                     });
                 }
                 let answer = client.send(request).map_err(|e| e.to_string())?;
@@ -198,7 +199,10 @@ mod tests {
         });
         let cache = NixCache {
             backend: CacheBackend::Attic,
-            token: Some(Secret::new("t0k")),
+            login: Some(Login {
+                user: crate::plan::cache::ATTIC_LOGIN.into(),
+                password: crate::plan::config::Secret::new("t0k"),
+            }),
             ..NixCache::upstream(
                 Url::parse(&format!("http://{addr}/main")).unwrap(),
                 "k:1".into(),

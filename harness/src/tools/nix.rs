@@ -98,24 +98,27 @@ impl NixDriver {
     /// primed stores).
     pub fn new(nix: PathBuf, dir: &Path, cache: Option<NixCache>, setup: NixSetup) -> Result<Self> {
         let conf_file = write_private_conf(&dir.join("nix-conf"))?;
-        let token = cache.as_ref().and_then(|c| c.token.as_ref());
-        let netrc = match (&cache, token) {
-            (Some(cache), Some(token)) => {
+        let netrc = match cache.as_ref().and_then(|c| Some((c, c.login.as_ref()?))) {
+            Some((cache, login)) => {
                 let netrc = dir.join("netrc");
+                // Both were checked to hold no whitespace, which would split a netrc line.
                 let entry = format!(
-                    "machine {}\nlogin {ATTIC_LOGIN}\npassword {}\n",
+                    "machine {}\nlogin {}\npassword {}\n",
                     cache.url.host_str().unwrap_or_default(),
-                    token.expose()
+                    login.user,
+                    login.password.expose()
                 );
                 write_private(&netrc, entry.as_bytes())?;
                 Some(netrc)
             }
-            _ => None,
+            None => None,
         };
         let attic_home = match &cache {
             Some(cache) if cache.fill == Fill::AtticCli => Some(write_attic_home(cache, dir)?),
             _ => None,
         };
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).context(|| format!("creating {}", tmp.display()))?;
         Ok(NixDriver {
             nix,
             dir: dir.to_path_buf(),
@@ -195,9 +198,12 @@ impl NixDriver {
     }
 
     /// The private environment of every Nix command: system and user config replaced,
-    /// and a narinfo cache of its own (a stale one breaks runs).
+    /// a narinfo cache of its own (a stale one breaks runs), and a temporary folder in the
+    /// driver's, where Nix makes its build folders (else in the system's, outside the run).
     pub(crate) fn env(&self, xdg_cache: &Path) -> Vec<(String, OsString)> {
-        private_env(&self.conf_file, xdg_cache)
+        let mut env = private_env(&self.conf_file, xdg_cache);
+        env.push(("TMPDIR".into(), self.dir.join("tmp").into()));
+        env
     }
 
     fn cache(&self) -> Result<&NixCache> {
@@ -305,6 +311,11 @@ impl NixDriver {
             "--to".into(),
             cache.copy_destination(secret_key_file).into(),
         ];
+        // The credentials of an http cache whose URL carried them.
+        if let Some(netrc) = &self.netrc {
+            push_option(&mut args, "netrc-file", &netrc.display().to_string());
+        }
+        args.push("--".into());
         args.extend(primed.outputs.iter().map(OsString::from));
         CommandSpec::new(&self.nix, args, case.timeout).env(self.push_env())
     }
@@ -724,6 +735,8 @@ fn push_option(args: &mut Vec<OsString>, name: &str, value: &str) {
 }
 
 /// What to build: a Nix file with parameters as function arguments, or flake installables.
+/// The manifest's attributes and installables come last, after `--` (Nix 2.8 and 2.26
+/// both take it), so none can be read as an option whatever slipped through.
 pub fn target_args(
     targets: &NixTargets,
     source: &Path,
@@ -732,7 +745,6 @@ pub fn target_args(
     match targets {
         NixTargets::File { file, attrs } => {
             let mut args: Vec<OsString> = vec!["-f".into(), source.join(file).into()];
-            args.extend(attrs.iter().map(OsString::from));
             for (name, value) in parameters {
                 let flag = match value {
                     ParamValue::Int(_) => "--arg",
@@ -740,15 +752,16 @@ pub fn target_args(
                 };
                 args.extend([flag.into(), name.into(), value.to_string().into()]);
             }
+            args.push("--".into());
+            args.extend(attrs.iter().map(OsString::from));
             args
         }
-        NixTargets::Flake { installables } => installables
-            .iter()
-            .map(|i| match i.strip_prefix('.') {
+        NixTargets::Flake { installables } => std::iter::once("--".into())
+            .chain(installables.iter().map(|i| match i.strip_prefix('.') {
                 // `.#attr` means the bench repo's own flake, wherever its source lives.
                 Some(rest) => format!("path:{}{rest}", source.display()).into(),
                 None => i.into(),
-            })
+            }))
             .collect(),
     }
 }
@@ -756,6 +769,37 @@ pub fn target_args(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_of_a_cache_url_go_to_a_private_netrc() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = crate::plan::cache::NixCache {
+            login: Some(crate::plan::config::Login {
+                user: "bot".into(),
+                password: crate::plan::config::Secret::new("s3cr3t"),
+            }),
+            ..crate::plan::cache::NixCache::store(
+                crate::results::CacheBackend::Http,
+                url::Url::parse("http://127.0.0.1:9/nix").unwrap(),
+                "k:1".into(),
+                None,
+                true,
+            )
+        };
+        let driver =
+            NixDriver::new("nix".into(), dir.path(), Some(cache), NixSetup::default()).unwrap();
+        let netrc = driver.netrc.clone().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&netrc).unwrap(),
+            "machine 127.0.0.1\nlogin bot\npassword s3cr3t\n"
+        );
+        let mode = std::fs::metadata(&netrc).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let cache = driver.cache.as_ref().unwrap();
+        assert_eq!(cache.use_record().url, "http://127.0.0.1:9/nix");
+        assert!(!serde_json::to_string(cache).unwrap().contains("s3cr3t"));
+    }
 
     #[test]
     fn file_targets_pass_parameters_by_type() {
@@ -774,13 +818,14 @@ mod tests {
             [
                 "-f",
                 "/src/default.nix",
-                "app",
                 "--argstr",
                 "flavour",
                 "plain",
                 "--arg",
                 "size",
-                "5"
+                "5",
+                "--",
+                "app"
             ]
         );
     }
@@ -793,7 +838,11 @@ mod tests {
         let args = target_args(&targets, Path::new("/src"), &BTreeMap::new());
         assert_eq!(
             args,
-            vec![OsString::from("path:/src#default"), "nixpkgs#hello".into()]
+            vec![
+                OsString::from("--"),
+                "path:/src#default".into(),
+                "nixpkgs#hello".into()
+            ]
         );
     }
 
@@ -818,7 +867,10 @@ mod tests {
         );
         let attic = NixCache {
             backend: CacheBackend::Attic,
-            token: Some(crate::plan::config::Secret::new("s3cr3t")),
+            login: Some(crate::plan::config::Login {
+                user: ATTIC_LOGIN.into(),
+                password: crate::plan::config::Secret::new("s3cr3t"),
+            }),
             fill: Fill::ReadOnly,
             ..NixCache::store(
                 CacheBackend::Attic,

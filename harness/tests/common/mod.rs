@@ -281,3 +281,146 @@ pub fn private_nix(dir: &Path, args: &[&str]) -> String {
 pub fn remove_private_nix(dir: &Path) {
     flywheel_bench::exec::scratch::remove_tree(dir).unwrap();
 }
+
+/// A test-only nginx (WebDAV on a free loopback port, like the embedded cache) that answers
+/// 401 to every request whose `Authorization` header is not exactly `authorization`, so a
+/// test sees credentials arrive; stopped when dropped.
+pub struct AuthNginx {
+    child: std::process::Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl AuthNginx {
+    pub fn start(authorization: &str) -> AuthNginx {
+        let nginx = which_path("nginx").expect("nginx is installed (scripts/setup)");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        std::fs::create_dir(dir.path().join("root")).unwrap();
+        std::fs::write(dir.path().join("ready"), "ready").unwrap();
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let conf = format!(
+                "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/tmp-body;\n  proxy_temp_path {d}/tmp-proxy;\n  fastcgi_temp_path {d}/tmp-fastcgi;\n  uwsgi_temp_path {d}/tmp-uwsgi;\n  scgi_temp_path {d}/tmp-scgi;\n  types {{ }}\n  default_type application/octet-stream;\n  server {{\n    listen 127.0.0.1:{port};\n    location = /ready {{ root {d}; }}\n    location / {{\n      root {d}/root;\n      if ($http_authorization != \"{authorization}\") {{ return 401; }}\n      dav_methods PUT;\n      create_full_put_path on;\n      dav_access user:rw;\n      client_max_body_size 0;\n    }}\n  }}\n}}\n"
+            );
+            let conf_file = dir.path().join("nginx.conf");
+            std::fs::write(&conf_file, conf).unwrap();
+            let mut child = Command::new(&nginx)
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&conf_file)
+                .arg("-e")
+                .arg(dir.path().join("error.log"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if answers_ready(addr) {
+                    return AuthNginx {
+                        child,
+                        port,
+                        _dir: dir,
+                    };
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break; // The port was taken: try another.
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "the test nginx did not start: {}",
+            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+        );
+    }
+
+    /// Requests it answered, by status: how many were authorised (200/201/204) and refused (401).
+    pub fn statuses(&self) -> Vec<u16> {
+        std::fs::read_to_string(self._dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split('"').nth(2)?.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for AuthNginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Copies a folder (files and subfolders) to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Every path under `root` with its kind, size and modification time, except `skip`.
+pub fn tree_snapshot(root: &Path, skip: &[&Path]) -> Vec<String> {
+    fn walk(dir: &Path, skip: &[&Path], out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if skip.contains(&path.as_path()) {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            out.push(format!(
+                "{} {:?} {} {:?}",
+                path.display(),
+                meta.file_type(),
+                meta.len(),
+                meta.modified().ok()
+            ));
+            if meta.is_dir() {
+                walk(&path, skip, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, skip, &mut out);
+    out.sort();
+    out
+}
+
+/// Whether `GET /ready` at `addr` answers 200 with the body `ready`.
+fn answers_ready(addr: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(1);
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let request = "GET /ready HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    let mut answer = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
+        && answer.ends_with("\r\n\r\nready")
+}
