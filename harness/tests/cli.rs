@@ -133,7 +133,7 @@ fn a_cold_case_that_read_the_team_cache_is_invalid_and_exits_1() {
     assert!(cold["reason"]
         .as_str()
         .unwrap()
-        .starts_with("cold is not cold: sample 1 took 25 item(s)"));
+        .starts_with("cold is not cold: sample 1 (samples[0] in the JSON) took 25 items"));
     assert_eq!(
         results["comparisons"].as_array().unwrap().len(),
         0,
