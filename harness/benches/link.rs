@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use flywheel_bench::cache::proxy::{FaultProxy, Mode};
 use flywheel_bench::cache::{network_route, EmbeddedCache};
+use flywheel_bench::exec::process::{Executor, ProcessExecutor};
+use flywheel_bench::plan::config::NixSetup;
 use flywheel_bench::plan::{manifest, Compression, Link, ParamValue, Scenario, SlowSettings};
-use flywheel_bench::run::process::{Executor, ProcessExecutor};
 use flywheel_bench::stats::{median, ratio_of_medians};
-use flywheel_bench::tools::nix::{NixDriver, NixSetup};
+use flywheel_bench::tools::nix::NixDriver;
 use flywheel_bench::tools::{BuildDriver, BuildMode, CaseContext};
 
 fn env_number(name: &str, default: i64) -> i64 {
@@ -41,7 +42,7 @@ fn main() {
     let cache = embedded
         .nix_cache(&nix, &ProcessExecutor, Compression::Zstd)
         .unwrap();
-    let route = network_route(&cache.substituter).unwrap();
+    let route = network_route(&cache.url).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut repo = manifest::load(&root.join("bench-repos/fixture-c-dag/repo.toml")).unwrap();
     let mb = |n: i64| ParamValue::Int(n * size / 300);

@@ -1,10 +1,11 @@
 //! The plan: selected bench repos and settings -> an ordered matrix of cases. Pure.
 
-pub mod args;
+pub(crate) mod args;
+pub mod cache;
 pub mod config;
 pub mod manifest;
 pub mod profile;
-pub mod scenario;
+pub mod proxies;
 
 use std::time::Duration;
 
@@ -13,73 +14,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::results::CaseKey;
 use crate::stats::stopping::StoppingRule;
-pub use manifest::{ParamValue, RepoManifest, Source};
-pub use scenario::{Fault, Link, Scenario, SlowSettings};
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum System {
-    Nix,
-    Bazel,
-}
+// A plan is made of the results document's words: systems, lanes, scenarios, parameters.
+pub use crate::results::scenario::{Fault, Link, Scenario, SlowSettings};
+pub use crate::results::{Compression, Explain, Lane, ParamValue, System};
+pub use manifest::{RepoManifest, Source};
 
-impl System {
-    pub const ALL: [System; 2] = [System::Nix, System::Bazel];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            System::Nix => "nix",
-            System::Bazel => "bazel",
-        }
-    }
-}
-
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Lane {
-    /// This machine.
-    Host,
-    /// A QEMU virtual machine the harness boots (KVM when it works, else TCG).
-    Vm,
-    /// A GPU dev shell (`nix develop .#gpu`) on a machine with an NVIDIA GPU.
-    Gpu,
-}
-
-impl Lane {
-    pub fn name(self) -> &'static str {
-        match self {
-            Lane::Host => "host",
-            Lane::Vm => "vm",
-            Lane::Gpu => "gpu",
-        }
-    }
-}
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     /// Samples per case; the minimum when `target_precision` is set.
@@ -107,76 +47,6 @@ pub struct Settings {
     pub compression: Compression,
     /// `--link`: warm cases read the team cache through the proxy, shaped so.
     pub link: Option<Link>,
-}
-
-/// Whether builds run with what explains them: Bazel's JSON trace profile, the arrival
-/// times of Nix's log lines, miss explanations and transfer floors (`--explain`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Explain {
-    #[default]
-    On,
-    Off,
-    /// Samples alternate on and off, so that what explaining costs is measured: each
-    /// case's `explain_overhead`.
-    Interleave,
-}
-
-/// How the NARs a run writes to a `nix copy` cache (the embedded one) are compressed
-/// (`--compression`): Attic stores zstd, `nix copy`'s own default is xz.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    None,
-    Xz,
-    /// As Attic serves them.
-    #[default]
-    Zstd,
-}
-
-impl Compression {
-    /// The value of a binary cache URL's `compression` setting.
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Xz => "xz",
-            Compression::Zstd => "zstd",
-        }
-    }
-}
-
-impl Explain {
-    /// Whether a build is explained: `sample` is its index among the timed samples,
-    /// `None` for warm-ups and the builds around the samples.
-    pub fn instruments(self, sample: Option<usize>) -> bool {
-        match self {
-            Explain::On => true,
-            Explain::Off => false,
-            Explain::Interleave => sample.is_none_or(|n| n % 2 == 0),
-        }
-    }
 }
 
 impl Default for Settings {

@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{CaseResult, Outcome};
-use crate::plan::{Lane, ParamValue, Scenario, System};
+use crate::results::scenario::Link;
+use crate::results::{Lane, ParamValue, Scenario, System};
 use crate::stats::fit::{
     crossing, fit_medians, log_log, slope_interval, Crossing, LinearFit, Point,
 };
@@ -106,7 +107,7 @@ pub fn growth(cases: &[CaseResult]) -> Vec<Growth> {
 /// A link sweep's warm series against the direct cases of the same repo, system, lane
 /// and build parameters: cold (the break-even) and warm read directly (the proxy's cost).
 fn link_sweep(growth: &mut Growth, cases: &[CaseResult]) {
-    if growth.scenario != Scenario::Warm || !crate::plan::manifest::is_link_key(&growth.parameter) {
+    if growth.scenario != Scenario::Warm || !Link::is_parameter(&growth.parameter) {
         return;
     }
     let Some(point) = cases.iter().find(|c| {
@@ -129,7 +130,7 @@ fn link_sweep(growth: &mut Growth, cases: &[CaseResult]) {
                     == point
                         .parameters
                         .iter()
-                        .filter(|(k, _)| !crate::plan::manifest::is_link_key(k))
+                        .filter(|(k, _)| !Link::is_parameter(k))
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect()
         })
@@ -209,7 +210,7 @@ fn swept_parameter<'a>(group: &[&'a CaseResult]) -> Option<(String, Vec<&'a Case
     let group: Vec<&CaseResult> = group
         .iter()
         .copied()
-        .filter(|c| c.parameters.contains_key(*key) || !crate::plan::manifest::is_link_key(key))
+        .filter(|c| c.parameters.contains_key(*key) || !Link::is_parameter(key))
         .collect();
     let mut values: Vec<f64> = group
         .iter()
@@ -288,7 +289,7 @@ pub(crate) mod tests {
             point
                 .parameters
                 .insert("link.rtt_ms".into(), ParamValue::Int(rtt));
-            point.link = Some(crate::plan::Link {
+            point.link = Some(Link {
                 rtt_ms: rtt as u64,
                 bandwidth_bytes_per_s: None,
             });

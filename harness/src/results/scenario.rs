@@ -139,6 +139,12 @@ impl Link {
         Ok(())
     }
 
+    /// `link.rtt_ms`, `link.bandwidth`: parameters every repo takes, which shape the link
+    /// to the team cache instead of reaching the build tool.
+    pub fn is_parameter(key: &str) -> bool {
+        key.starts_with(Link::PARAMETER_PREFIX)
+    }
+
     /// Whether it changes the traffic at all.
     pub fn shaped(&self) -> bool {
         self.rtt_ms > 0 || self.bandwidth_bytes_per_s.is_some()
