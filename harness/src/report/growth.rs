@@ -63,7 +63,11 @@ pub fn link_table(growth: &[Growth]) -> Option<Table> {
         .iter()
         .filter(|g| g.break_even.is_some() || g.proxy_cost.is_some())
         .map(|g| {
-            let unit = g.parameter.strip_prefix("link.").unwrap_or(&g.parameter);
+            let unit = match g.parameter.as_str() {
+                "link.rtt_ms" => "ms RTT",
+                "link.bandwidth" => "B/s",
+                other => other,
+            };
             let show = |v: f64| format!("{} {unit}", number((v * 10.0).round() / 10.0));
             cells([
                 g.repo.clone(),
