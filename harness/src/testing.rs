@@ -25,12 +25,19 @@ pub const FAKE_TOOL: &str = "fake-build";
 /// How a fake build ends, from its arguments.
 type Answer = Box<dyn Fn(&[String]) -> Exit + Sync>;
 
+/// A fake build's wall time from its arguments and its start on the virtual clock.
+type Load = Box<dyn Fn(&[String], f64) -> Duration + Sync>;
+
 /// Runs nothing: answers each command with what `answer` says, and remembers the
 /// command lines it was given (helper commands, such as git, get exit code 1).
 pub struct FakeExecutor {
     answer: Answer,
     /// Wall time of the n-th fake build (10 ms unless set).
     walls: Option<Box<dyn Fn(usize) -> Duration + Sync>>,
+    /// Wall time of a fake build from its arguments and when it starts on a virtual clock
+    /// (seconds of fake builds before it): a load that changes during the run.
+    loaded: Option<Load>,
+    clock_s: Mutex<f64>,
     pub ran: Mutex<Vec<Vec<String>>>,
 }
 
@@ -40,6 +47,8 @@ impl FakeExecutor {
         FakeExecutor {
             answer: Box::new(answer),
             walls: None,
+            loaded: None,
+            clock_s: Mutex::new(0.0),
             ran: Mutex::new(Vec::new()),
         }
     }
@@ -47,6 +56,13 @@ impl FakeExecutor {
     /// Gives the n-th fake build (0-based, all modes) the wall time `wall(n)`.
     pub fn with_walls(mut self, wall: impl Fn(usize) -> Duration + Sync + 'static) -> Self {
         self.walls = Some(Box::new(wall));
+        self
+    }
+
+    /// Gives each fake build the wall time `wall(args, start)`, `start` its start on a
+    /// virtual clock that each fake build advances by its own wall time.
+    pub fn with_load(mut self, wall: impl Fn(&[String], f64) -> Duration + Sync + 'static) -> Self {
+        self.loaded = Some(Box::new(wall));
         self
     }
 
@@ -70,11 +86,14 @@ impl Executor for FakeExecutor {
         } else {
             (Exit::Code(1), 0)
         };
-        let wall = match (&self.walls, exit) {
-            (_, Exit::TimedOut) => Duration::from_millis(500),
-            (Some(wall), _) => wall(n),
-            (None, _) => Duration::from_millis(10),
+        let mut clock = self.clock_s.lock().unwrap();
+        let wall = match (&self.walls, &self.loaded, exit) {
+            (_, _, Exit::TimedOut) => Duration::from_millis(500),
+            (_, Some(wall), _) if spec.program == Path::new(FAKE_TOOL) => wall(&args, *clock),
+            (Some(wall), _, _) => wall(n),
+            _ => Duration::from_millis(10),
         };
+        *clock += wall.as_secs_f64();
         Ok(ProcessOutcome {
             exit,
             wall,

@@ -290,6 +290,8 @@ pub struct RunConfig {
     pub lanes: Vec<Lane>,
     pub settings: Settings,
     pub thresholds: Thresholds,
+    /// What a failing verdict does to the exit code.
+    pub verdicts: crate::plan::VerdictPolicy,
     pub nix_cache: NixCacheConfig,
     pub bazel_cache: BazelCacheConfig,
     /// Proxies for the harness's own HTTP requests (Attic API, preflights), from the
@@ -336,6 +338,7 @@ impl RunConfig {
             poison_suffix: args.poison_suffix.clone().unwrap_or(defaults.poison_suffix),
             fill: !args.no_fill && profile.fill.unwrap_or(defaults.fill),
             explain: args.explain.unwrap_or(defaults.explain),
+            order: args.order.unwrap_or(defaults.order),
         };
         let t = Thresholds::default();
         let thresholds = Thresholds {
@@ -401,6 +404,7 @@ impl RunConfig {
             lanes,
             settings,
             thresholds,
+            verdicts: args.verdicts.unwrap_or_default(),
             nix_cache: nix_cache(args, &profile.nix, env)?,
             bazel_cache: bazel_cache(args, &profile.bazel, env)?,
             proxies: Proxies::from_env(env).map_err(Error::Environment)?,

@@ -103,6 +103,53 @@ pub struct Settings {
     /// they measure what the caches hold now, and nothing is written to them.
     pub fill: bool,
     pub explain: Explain,
+    /// How the samples of a repo's cold, warm and no-op cases are taken (`--order`).
+    #[serde(default)]
+    pub order: SampleOrder,
+}
+
+/// In what order a repo's cold, warm and no-op samples are taken (`--order`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleOrder {
+    /// One sample of each case per round, the direction reversed every other round
+    /// (ABC CBA ...): a load that drifts during the run hits every case alike, and sample
+    /// i of each case is in round i, which pairs them.
+    #[default]
+    Interleaved,
+    /// Every sample of a case, then the next case's (all cold, then all warm).
+    Sequential,
+}
+
+/// What a failing verdict does to `run`'s exit code (`--verdicts`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum VerdictPolicy {
+    /// The run exits 5 when it finished and a verdict failed: a CI job fails on the
+    /// platform's own criteria without parsing the results.
+    #[default]
+    Fail,
+    /// Failing verdicts are printed; the exit code says only whether cases ran.
+    Warn,
+}
+
+impl SampleOrder {
+    pub fn name(self) -> &'static str {
+        match self {
+            SampleOrder::Interleaved => "interleaved",
+            SampleOrder::Sequential => "sequential",
+        }
+    }
 }
 
 /// Whether builds run with what explains them: Bazel's JSON trace profile, the arrival
@@ -155,6 +202,7 @@ impl Default for Settings {
             poison_suffix: ".txt".into(),
             fill: true,
             explain: Explain::On,
+            order: SampleOrder::Interleaved,
         }
     }
 }

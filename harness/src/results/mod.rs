@@ -111,6 +111,10 @@ pub struct RunSettings {
     /// `--explain`: whether builds were explained (`interleave`: every other sample).
     #[serde(default)]
     pub explain: crate::plan::Explain,
+    /// `--order`: how a repo's cold, warm and no-op samples were taken; absent in files
+    /// from before it was recorded, which were sequential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<crate::plan::SampleOrder>,
 }
 
 fn filled() -> bool {
@@ -396,6 +400,30 @@ pub struct CaseResult {
     /// reads the cache fills it), or that the run only read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_fill: Option<CacheFill>,
+    /// How the samples were taken, and with which cases they alternated; absent in files
+    /// from before it was recorded (sequential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<Sampling>,
+}
+
+/// How a case's samples were taken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Sampling {
+    pub order: crate::plan::SampleOrder,
+    /// Interleaved: the scenarios whose samples alternated with this case's (this one
+    /// included), in the first round's order; odd rounds ran in reverse. Sample i of each
+    /// was taken in round i: that pairs them. Empty when sequential.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group: Vec<Scenario>,
+}
+
+impl Sampling {
+    /// Whether this case's samples pair with `other`'s, round by round.
+    pub fn pairs_with(&self, other: &Sampling) -> bool {
+        self.order == crate::plan::SampleOrder::Interleaved
+            && other.order == crate::plan::SampleOrder::Interleaved
+            && self.group == other.group
+    }
 }
 
 /// How a cache was filled from the priming build, with what the server reported.
@@ -636,6 +664,10 @@ pub struct Sample {
     pub gpu_trace: Option<GpuTrace>,
     /// Harness time around this build, beyond `wall_s` (and the check's time).
     pub overhead_s: f64,
+    /// Interleaved sampling: this sample's place (0-based) in the order its group's timed
+    /// samples were taken, across the group's cases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
 }
 
 impl CaseResult {
@@ -684,6 +716,7 @@ impl CaseResult {
             explain_overhead: None,
             overhead_median_s: None,
             cache_fill: None,
+            sampling: None,
         }
     }
 
@@ -899,8 +932,14 @@ pub struct Comparison {
     pub warm_cpu_median_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noop_median_s: Option<f64>,
-    /// median(cold) / median(warm) with a 95% bootstrap interval.
+    /// Interleaved: the median of the paired ratios cold_i / warm_i, its 95% interval a
+    /// bootstrap over the pairs; sequential: median(cold) / median(warm), both sides
+    /// resampled independently.
     pub speedup: RatioInterval,
+    /// The cold/warm pairs the speedup came from; absent when the samples were not paired
+    /// (sequential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairs: Option<usize>,
     /// Share of the warm builds' work served from the cache (0..1), over all warm samples.
     pub hit_ratio: Option<f64>,
 }
@@ -967,6 +1006,7 @@ impl Results {
                 target_precision: s.target_precision,
                 max_samples: s.target_precision.map(|_| s.max_samples),
                 explain: s.explain,
+                order: Some(s.order),
             },
             environment,
             lanes: Vec::new(),
