@@ -254,6 +254,9 @@ fn run(RunCommand { args, reports }: RunCommand) -> Result<i32> {
     let mut progress = Progress::new();
     let outcome = session.run(&mut [&mut progress, &mut recorder]);
     drop(progress);
+    if outcome.is_ok() {
+        recorder.record_speed_after(session.probe_speed_after());
+    }
     recorder.record_cleanup(session.close());
     if let Err(e) = outcome {
         if let Err(w) = recorder.write() {

@@ -7,6 +7,7 @@ pub mod derive;
 pub mod explain;
 pub mod growth;
 pub mod lifecycle;
+pub mod machine;
 pub mod writer;
 
 pub use derive::{comparisons, derive};
@@ -62,6 +63,11 @@ pub struct Results {
     /// reports say so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_floor: Option<ClockFloor>,
+    /// A short fixed CPU-and-memory workload timed on the host before the first case and
+    /// after the last: its speed index, and how it drifted during the run. `compare`
+    /// gates absolute times only when two runs' probes agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed_probe: Option<machine::SpeedProbe>,
     /// What a reviewer should know about how the run measured (e.g. no cgroup for CPU
     /// accounting, and why), and what loading the file changed (statistics that disagreed
     /// with their samples, recomputed).
@@ -158,6 +164,9 @@ pub struct Environment {
     pub memory_bytes: u64,
     /// By tool name; tools that were not found are absent.
     pub tools: BTreeMap<String, ToolVersion>,
+    /// The CPU beyond its brand string; absent in files from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<machine::CpuFingerprint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -1017,6 +1026,7 @@ impl Results {
             growth: Vec::new(),
             cache_link: None,
             clock_floor: None,
+            speed_probe: None,
             notes: Vec::new(),
             cleanup: None,
         }

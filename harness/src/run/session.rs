@@ -12,6 +12,7 @@ use crate::plan::config::{BazelCacheConfig, NixCacheConfig, RunConfig, VmSetting
 use crate::plan::{manifest, Explain, Lane, Plan, System};
 use crate::results::explain::CacheLink;
 use crate::results::lifecycle::{Bootstrap, Cleanup, SweptRun, TimedStep};
+use crate::results::machine::{ProbeReading, SpeedProbe};
 use crate::results::{ClockFloor, Environment, Results};
 use crate::run::events::{emit, Event, EventLog, EventSink};
 use crate::run::janitor;
@@ -75,6 +76,8 @@ pub struct Session {
     cache_link: Option<CacheLink>,
     /// What the builds' clock reads for `true`, measured once.
     clock_floor: Option<ClockFloor>,
+    /// The speed probe before the first case (none inside a vm guest).
+    speed_before: Option<ProbeReading>,
     scratch: ScratchDir,
     plans: Vec<Plan>,
     tools: Tools,
@@ -213,6 +216,9 @@ impl Session {
         let builds = BuildExecutor::for_run(&scratch, None);
         let clock_floor = measure_clock_floor(&builds, &scratch.path().join("clock-floor"))?;
         let environment = crate::lanes::host::identity(exec);
+        // Before the first case, after the tools are found: nothing of the run is busy.
+        // A vm guest's own run needs none: the host's results carry the host's.
+        let speed_before = lanes.guest.is_none().then(crate::lanes::host::speed_probe);
         let version = |tool: &str| {
             environment
                 .tools
@@ -262,6 +268,7 @@ impl Session {
             caches,
             cache_link,
             clock_floor,
+            speed_before,
             scratch,
             plans,
             tools,
@@ -294,7 +301,17 @@ impl Session {
             left: None,
         });
         results.clock_floor = self.clock_floor.clone();
+        results.speed_probe = self.speed_before.clone().map(|before| SpeedProbe {
+            workload: crate::lanes::host::PROBE_WORKLOAD.into(),
+            before,
+            after: None,
+        });
         results
+    }
+
+    /// The speed probe again, after the last case (its drift is the run's).
+    pub fn probe_speed_after(&self) -> ProbeReading {
+        crate::lanes::host::speed_probe()
     }
 
     /// `N cases, M timed builds`.
