@@ -427,6 +427,22 @@ pub struct Sampling {
 }
 
 impl Sampling {
+    /// How a report names it: `interleaved with cold, warm (sample N pairs with their sample N)`.
+    pub fn describe(&self) -> String {
+        match self.order {
+            crate::plan::SampleOrder::Interleaved => {
+                let group: Vec<String> = self.group.iter().map(ToString::to_string).collect();
+                format!(
+                    "interleaved, round by round, with {} (sample N pairs with sample N of each)",
+                    group.join(", ")
+                )
+            }
+            crate::plan::SampleOrder::Sequential => {
+                "sequential (every sample of this case, then the next case's)".into()
+            }
+        }
+    }
+
     /// Whether this case's samples pair with `other`'s, round by round.
     pub fn pairs_with(&self, other: &Sampling) -> bool {
         self.order == crate::plan::SampleOrder::Interleaved
