@@ -28,9 +28,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use crate::cache::{hex, reapi};
+use crate::cache::reapi;
 use crate::error::{Error, IoContext, Result};
 use crate::plan::{Fault, SlowSettings};
+use crate::tools::hex;
 
 /// What a proxy did, for the evidence.
 #[derive(Debug, Default)]

@@ -1,14 +1,15 @@
 //! The host lane's identity, read from /proc, /sys and /etc, and its speed probe.
 
+use std::ffi::OsStr;
 use std::hint::black_box;
 use std::time::Instant;
 
+use crate::exec::process::Executor;
 use crate::results::machine::{fnv1a, CpuFingerprint, ProbeReading};
 use crate::results::Environment;
-use crate::run::process::Executor;
 
 /// Describes this machine and the tools the harness can use on it.
-pub fn identity(exec: &dyn Executor) -> Environment {
+pub fn identity(exec: &dyn Executor, search_path: &OsStr) -> Environment {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
     Environment {
         hostname: read("/proc/sys/kernel/hostname").trim().to_string(),
@@ -17,7 +18,7 @@ pub fn identity(exec: &dyn Executor) -> Environment {
         cpu_model: cpu_model(&read("/proc/cpuinfo")).unwrap_or_else(|| "unknown".into()),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         memory_bytes: mem_total_bytes(&read("/proc/meminfo")).unwrap_or(0),
-        tools: crate::tools::probe_all(exec),
+        tools: crate::tools::probe_all(exec, search_path),
         fingerprint: Some(fingerprint(&read("/proc/cpuinfo"), &caches(), hypervisor)),
     }
 }
@@ -297,7 +298,8 @@ mod tests {
 
     #[test]
     fn identity_of_this_machine_is_filled_in() {
-        let env = identity(&crate::run::process::ProcessExecutor);
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let env = identity(&crate::exec::process::ProcessExecutor, &path);
         assert!(!env.kernel.is_empty() && env.cores >= 1 && env.memory_bytes > 0);
     }
 }

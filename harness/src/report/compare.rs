@@ -44,7 +44,7 @@ fn check_threshold(value: f64) -> Result<f64, String> {
 pub enum Change {
     Regression,
     Improvement,
-    NoChange,
+    Unchanged,
     /// No interval to judge by (fewer than 3 samples on a side).
     Undetermined,
 }
@@ -180,7 +180,7 @@ fn judge(r: &RatioInterval, threshold: f64, measure: Measure) -> Change {
     match (up, down, measure.higher_is_worse()) {
         (true, _, true) | (_, true, false) => Change::Regression,
         (true, _, false) | (_, true, true) => Change::Improvement,
-        _ => Change::NoChange,
+        _ => Change::Unchanged,
     }
 }
 
@@ -888,7 +888,7 @@ fn change_table(rows: &[CaseChange], threshold: f64, normalized: bool) -> String
         let verdict = match r.change {
             Change::Regression => format!("{} (beyond {limit})", r.measure.words().0),
             Change::Improvement => r.measure.words().1.to_string(),
-            Change::NoChange => "no change".into(),
+            Change::Unchanged => "no change".into(),
             Change::Undetermined => "n/a (fewer than 3 samples)".into(),
         };
         let interval = if r.measure == Measure::HitRatio {
@@ -902,7 +902,7 @@ fn change_table(rows: &[CaseChange], threshold: f64, normalized: bool) -> String
             r.label,
             r.measure.show(r.baseline),
             r.measure.show(r.new),
-            if r.gated || r.change == Change::NoChange {
+            if r.gated || r.change == Change::Unchanged {
                 ""
             } else {
                 " (not gated)"
@@ -958,7 +958,7 @@ mod tests {
         let c = compare(&load(), &load(), DEFAULT_THRESHOLD, &Defaults::new()).unwrap();
         assert!(!c.regressed());
         assert_eq!(c.cases.len(), 3);
-        assert!(c.cases.iter().all(|k| k.change == Change::NoChange));
+        assert!(c.cases.iter().all(|k| k.change == Change::Unchanged));
         assert!(render_markdown(&c).contains("No regression."));
     }
 
@@ -1158,7 +1158,7 @@ mod tests {
         // Everything got slower alike: the speedup and hit ratio within each run held.
         let measures: Vec<Measure> = c.relative.iter().map(|k| k.measure).collect();
         assert_eq!(measures, [Measure::HitRatio, Measure::Speedup]);
-        assert!(c.relative.iter().all(|k| k.change == Change::NoChange));
+        assert!(c.relative.iter().all(|k| k.change == Change::Unchanged));
         assert!(!c.regressed());
         let md = render_markdown(&c);
         assert!(
@@ -1347,7 +1347,7 @@ mod tests {
         assert!(c
             .relative
             .iter()
-            .all(|k| k.gated && k.change == Change::NoChange));
+            .all(|k| k.gated && k.change == Change::Unchanged));
     }
 
     #[test]

@@ -4,20 +4,18 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::error::{IoContext, Result};
-use crate::results::explain::MissExplanations;
+use crate::error::{IoContext, StepResult};
+use crate::exec::observe::Observation;
+use crate::exec::process::{Executor, Exit, ProcessOutcome};
+use crate::exec::scratch::remove_tree;
 use crate::results::{Attempt, CheckResult, Reproduce, Sample};
 use crate::run::check;
-use crate::run::observe::Observation;
-use crate::run::process::{Executor, Exit, ProcessOutcome};
-use crate::scratch::remove_tree;
 use crate::tools::{BuildDriver, BuildMode, BuildReport, CaseContext, Outputs};
 
 /// One finished build, inspected and cleaned up.
 pub struct Build {
     pub outcome: ProcessOutcome,
     pub report: BuildReport,
-    pub explanations: Option<MissExplanations>,
     pub outputs: Option<Outputs>,
     pub reproduce: Reproduce,
     /// Harness time around the build, beyond its own wall time and its check's.
@@ -38,26 +36,24 @@ pub fn run_build(
     mode: BuildMode,
     dir: &Path,
     want_outputs: bool,
-) -> Result<Build> {
+) -> StepResult<Build> {
     std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     let started = Instant::now();
     let build = driver.prepare(ctx, mode, dir)?;
     let watch = exec.observer().map(|o| o.start());
     let outcome = exec.run_with_servers(&build.spec, &driver.servers(&build))?;
-    let mut report = driver.inspect(&build, &outcome);
+    let explain_misses = matches!(mode, BuildMode::FromCache { .. }) && ctx.explain;
+    let mut report = driver.inspect(&build, &outcome, explain_misses);
     let check = check::after_build(ctx, driver, &build, &outcome, exec, dir)?;
     if let (Some(check), Some(spec)) = (&check, &ctx.repo.check) {
         report.error = report.error.or_else(|| check::failure(check, spec));
     }
     let observed = watch.map(|w| w.stop()).unwrap_or_default();
-    let explanations = match mode {
-        BuildMode::FromCache { .. } if ctx.explain => driver.explain_misses(&build, &report),
-        _ => None,
-    };
-    let outputs = if want_outputs && outcome.success() {
-        Some(driver.outputs(&build, exec)?)
-    } else {
-        None
+    let logged_outputs = report.outputs.take();
+    let outputs = match logged_outputs {
+        _ if !(want_outputs && outcome.success()) => None,
+        Some(outputs) => Some(outputs),
+        None => Some(driver.outputs(&build, exec)?),
     };
     driver.finish(&build, exec)?;
     remove_tree(dir).context(|| format!("removing {}", dir.display()))?;
@@ -67,7 +63,6 @@ pub fn run_build(
     Ok(Build {
         outcome,
         report,
-        explanations,
         outputs,
         reproduce: build.reproduce(),
         overhead_s,
@@ -112,7 +107,7 @@ impl Build {
             messages: self.report.messages.clone(),
             log_tail: self.report.log_tail.clone(),
             time_split: self.report.time_split.clone(),
-            explanations: self.explanations.clone(),
+            explanations: self.report.explanations.clone(),
             transfer_floor: None,
             explain_off: false,
             retry: None,

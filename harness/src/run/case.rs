@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use crate::cache::proxy::{FaultProxy, Mode};
 use crate::cache::CacheRoute;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{CaseFailure, IoContext, StepResult};
+use crate::exec::process::{self, Executor};
+use crate::exec::scratch::remove_tree;
 use crate::plan::{Fault, Scenario, Settings};
 use crate::results::explain::{CacheLink, TransferFloor};
 use crate::results::{
@@ -16,8 +18,6 @@ use crate::results::{
 use crate::run::build::run_build;
 use crate::run::events::{emit, Event, EventSink};
 use crate::run::fallback::{plan_fault, proxy_counts};
-use crate::run::process::{self, Executor};
-use crate::scratch::remove_tree;
 use crate::stats::stopping::{StopReason, StoppingRule};
 use crate::tools::{BuildDriver, BuildMode, CaseContext, Outputs};
 
@@ -133,7 +133,7 @@ pub struct Begun {
 
 impl CaseRun<'_, '_> {
     /// Runs every step of the case into `result`.
-    pub fn execute(mut self, result: &mut CaseResult) -> Result<()> {
+    pub fn execute(mut self, result: &mut CaseResult) -> StepResult<()> {
         let Some(mut begun) = self.begin(result)? else {
             return Ok(());
         };
@@ -143,7 +143,7 @@ impl CaseRun<'_, '_> {
 
     /// Everything before the samples: the tool, priming, filling the cache, the fault
     /// proxy and the reference outputs. `None` when the case is skipped.
-    pub fn begin(&mut self, result: &mut CaseResult) -> Result<Option<Begun>> {
+    pub fn begin(&mut self, result: &mut CaseResult) -> StepResult<Option<Begun>> {
         result.tool = Some(self.driver.tool_use(&self.ctx)?);
         if self.scenario.uses_cache() {
             result.cache = self.driver.cache_use();
@@ -186,7 +186,7 @@ impl CaseRun<'_, '_> {
 
     /// Everything after the samples: the cold guard, a read-only cache's hit ratio, the
     /// tool's own fallback, the verification; the case's folder removed.
-    pub fn end(&mut self, begun: Begun, result: &mut CaseResult) -> Result<()> {
+    pub fn end(&mut self, begun: Begun, result: &mut CaseResult) -> StepResult<()> {
         if let Some(reason) = cold_guard(self.scenario, &result.samples) {
             result.outcome = Outcome::Invalid;
             result.reason = Some(reason);
@@ -209,26 +209,22 @@ impl CaseRun<'_, '_> {
                 mismatches: begun.checked.mismatches,
             });
         }
-        self.remove_dir()
+        Ok(remove_tree(&self.dir).context(|| format!("removing {}", self.dir.display()))?)
     }
 
-    fn remove_dir(&self) -> Result<()> {
-        remove_tree(&self.dir).context(|| format!("removing {}", self.dir.display()))
-    }
-
-    fn preparing(&mut self, what: &str) -> Result<()> {
-        emit(
+    fn preparing(&mut self, what: &str) -> StepResult<()> {
+        Ok(emit(
             self.sinks,
             Event::Preparing {
                 index: self.index,
                 what,
             },
-        )
+        )?)
     }
 
     /// A clean build without any cache, once per repo and parameters, kept as the
     /// reference, the no-op state and what fills the cache.
-    fn prime(&mut self) -> Result<()> {
+    fn prime(&mut self) -> StepResult<()> {
         if self.driver.primed(&self.ctx).is_none() {
             self.preparing("priming (a clean build without any cache)")?;
             let dir = self.dir.join("prime");
@@ -237,12 +233,13 @@ impl CaseRun<'_, '_> {
             let servers = self.driver.servers(&build);
             let outcome = self.exec.run_with_servers(&build.spec, &servers)?;
             if !outcome.success() {
-                let report = self.driver.inspect(&build, &outcome);
-                return Err(Error::Build(format!(
+                let report = self.driver.inspect(&build, &outcome, false);
+                return Err(CaseFailure::new(format!(
                     "priming build failed ({}): {}",
                     outcome.describe(),
                     report.error.unwrap_or_default()
-                )));
+                ))
+                .into());
             }
             let outputs = self.driver.outputs(&build, self.exec)?;
             self.driver.keep_primed(&self.ctx, build, outputs);
@@ -257,7 +254,7 @@ impl CaseRun<'_, '_> {
         fault: Fault,
         route: &CacheRoute,
         result: &mut CaseResult,
-    ) -> Result<FaultProxy> {
+    ) -> StepResult<FaultProxy> {
         let proxy = FaultProxy::start(
             route.upstream,
             Mode::Fault(fault),
@@ -281,7 +278,7 @@ impl CaseRun<'_, '_> {
         Ok(proxy)
     }
 
-    fn reference(&mut self) -> Result<Reference> {
+    fn reference(&mut self) -> StepResult<Reference> {
         match self.scenario {
             Scenario::Verify => {
                 self.preparing("building from the cache")?;
@@ -296,9 +293,10 @@ impl CaseRun<'_, '_> {
                     true,
                 )?;
                 if let Some(error) = from_cache.report.error {
-                    return Err(Error::Build(format!(
+                    return Err(CaseFailure::new(format!(
                         "the build from the cache failed: {error}"
-                    )));
+                    ))
+                    .into());
                 }
                 Ok(Reference::FromCache(from_cache.outputs.unwrap_or_default()))
             }
@@ -322,7 +320,7 @@ impl CaseRun<'_, '_> {
     }
 
     /// The warm-ups, then samples until the stopping rule says enough.
-    fn samples(&mut self, begun: &mut Begun, result: &mut CaseResult) -> Result<()> {
+    fn samples(&mut self, begun: &mut Begun, result: &mut CaseResult) -> StepResult<()> {
         let (warmups, _) = self.settings.builds(self.scenario);
         let rule = self.settings.stopping_rule(self.scenario);
         for n in 0.. {
@@ -345,7 +343,7 @@ impl CaseRun<'_, '_> {
         begun: &mut Begun,
         result: &mut CaseResult,
         position: Option<usize>,
-    ) -> Result<()> {
+    ) -> StepResult<()> {
         let (warmups, _) = self.settings.builds(self.scenario);
         let warmup = n < warmups;
         process::check_interrupted()?;
@@ -355,7 +353,7 @@ impl CaseRun<'_, '_> {
         if let Some(error) = error {
             self.push_sample(result, warmup, sample)?;
             let which = if warmup { "warm-up" } else { "sample" };
-            return Err(Error::Build(format!("{which} {} {error}", n + 1)));
+            return Err(CaseFailure::new(format!("{which} {} {error}", n + 1)).into());
         }
         if let Some(built) = &built {
             begun.checked.add(&begun.reference, built);
@@ -399,7 +397,7 @@ impl CaseRun<'_, '_> {
         mode: BuildMode,
         reference: &Reference,
         result: &mut CaseResult,
-    ) -> Result<(Sample, Option<Outputs>, Option<String>)> {
+    ) -> StepResult<(Sample, Option<Outputs>, Option<String>)> {
         let want_outputs = !matches!(reference, Reference::None);
         let proxied = self.ctx.cache_via.is_some();
         let mut ctx = self.ctx;
@@ -463,7 +461,12 @@ impl CaseRun<'_, '_> {
         Ok((sample, retry.outputs, error))
     }
 
-    fn push_sample(&mut self, result: &mut CaseResult, warmup: bool, sample: Sample) -> Result<()> {
+    fn push_sample(
+        &mut self,
+        result: &mut CaseResult,
+        warmup: bool,
+        sample: Sample,
+    ) -> StepResult<()> {
         let list = if warmup {
             &mut result.warmups
         } else {
@@ -471,19 +474,19 @@ impl CaseRun<'_, '_> {
         };
         list.push(sample);
         let sample = list.last().expect("just pushed");
-        emit(
+        Ok(emit(
             self.sinks,
             Event::BuildFinished {
                 index: self.index,
                 warmup,
                 sample,
             },
-        )
+        )?)
     }
 
     /// Evidence of what the tool does by itself when its cache misbehaves, and what the
     /// proxy did.
-    fn tool_fallback(&mut self, proxy: &FaultProxy, result: &mut CaseResult) -> Result<()> {
+    fn tool_fallback(&mut self, proxy: &FaultProxy, result: &mut CaseResult) -> StepResult<()> {
         if let Some(flag) = self.driver.tool_fallback_flag() {
             self.preparing("trying the tool's own fallback")?;
             let mut ctx = self.ctx;

@@ -4,15 +4,15 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::error::{Error, Result};
-use crate::plan::SampleOrder;
+use crate::error::{Error, Result, StepError, StepResult};
+use crate::exec::process::{self, Executor};
+use crate::lanes::vm::GuestLane;
 use crate::plan::{CaseSpec, Plan, Scenario, Source, System};
 use crate::results::derive::ok_case;
 use crate::results::explain::CacheLink;
-use crate::results::{CaseResult, Outcome, Sample, Sampling};
+use crate::results::{CaseResult, Outcome, Sample, SampleOrder, Sampling};
 use crate::run::case::{skip, Begun, CaseRun};
-use crate::run::events::{emit, Event, EventSink};
-use crate::run::process::{self, Executor};
+use crate::run::events::{emit, Event, EventSink, WireEvent};
 use crate::stats::{median, ratio_of_medians, Summary};
 use crate::tools::{BuildDriver, CaseContext};
 
@@ -29,6 +29,8 @@ pub struct Scheduler<'a> {
     pub skip_reason: Option<&'a str>,
     /// The cache link measured for the run, for warm samples' transfer floors.
     pub cache_link: Option<CacheLink>,
+    /// `$GITHUB_REF`, for sources in a detached checkout.
+    pub ci_ref: Option<&'a str>,
 }
 
 /// A case of an interleaved group as it goes: its result, and what its set-up left for
@@ -48,9 +50,8 @@ impl Scheduler<'_> {
         while index < self.plan.cases.len() {
             process::check_interrupted()?;
             let len = self.group_len(index);
-            let interrupted = self.run_group(index, len, &mut results, sinks)?;
-            if interrupted {
-                return Err(Error::Interrupted);
+            if let Some(interruption) = self.run_group(index, len, &mut results, sinks)? {
+                return Err(interruption);
             }
             index += len;
         }
@@ -77,14 +78,14 @@ impl Scheduler<'_> {
     }
 
     /// Runs the `len` cases from `start` on: one after the other when alone, else round
-    /// by round. Returns whether the run was interrupted.
+    /// by round. Returns the interruption, if the run was interrupted.
     fn run_group(
         &mut self,
         start: usize,
         len: usize,
         results: &mut Vec<CaseResult>,
         sinks: &mut [&mut dyn EventSink],
-    ) -> Result<bool> {
+    ) -> Result<Option<Error>> {
         let specs = &self.plan.cases[start..start + len];
         let sampling = Sampling {
             order: if len > 1 {
@@ -100,13 +101,7 @@ impl Scheduler<'_> {
         };
         let mut slots = Vec::with_capacity(len);
         for (k, case) in specs.iter().enumerate() {
-            emit(
-                sinks,
-                Event::CaseStarted {
-                    index: start + k,
-                    case,
-                },
-            )?;
+            emit(sinks, Event::CaseStarted { index: start + k })?;
             let mut result = self.new_result(case);
             result.sampling = Some(sampling.clone());
             slots.push(Slot {
@@ -125,18 +120,13 @@ impl Scheduler<'_> {
             self.interleave(start, &mut slots, sinks)?
         };
         for (k, mut slot) in slots.into_iter().enumerate() {
-            if interrupted && slot.result.outcome == Outcome::Ok {
-                slot.result.outcome = Outcome::Failed;
-                slot.result.reason = Some(Error::Interrupted.to_string());
+            if let Some(e) = interrupted
+                .as_ref()
+                .filter(|_| slot.result.outcome == Outcome::Ok)
+            {
+                fail(&mut slot.result, e.to_string());
             }
-            finish_stats(&mut slot.result);
-            emit(
-                sinks,
-                Event::CaseFinished {
-                    index: start + k,
-                    result: &slot.result,
-                },
-            )?;
+            finish_case(start + k, &mut slot.result, sinks)?;
             results.push(slot.result);
         }
         Ok(interrupted)
@@ -144,13 +134,13 @@ impl Scheduler<'_> {
 
     /// The cases of a group round by round: every set-up and warm-up first, then one
     /// sample of each case per round, the direction reversed every other round, until
-    /// every case's stopping rule says enough. Returns whether the run was interrupted.
+    /// every case's stopping rule says enough. Returns the interruption, if any.
     fn interleave(
         &mut self,
         start: usize,
         slots: &mut [Slot],
         sinks: &mut [&mut dyn EventSink],
-    ) -> Result<bool> {
+    ) -> Result<Option<Error>> {
         for (k, slot) in slots.iter_mut().enumerate() {
             let outcome = self.with_case(
                 start + k,
@@ -163,8 +153,8 @@ impl Scheduler<'_> {
             match outcome {
                 Ok(begun) => slot.begun = begun.flatten(),
                 Err(e) => {
-                    if failed::<()>(&mut slot.result, Err(e))? {
-                        return Ok(true);
+                    if let Some(interruption) = failed::<()>(&mut slot.result, Err(e))? {
+                        return Ok(Some(interruption));
                     }
                 }
             }
@@ -189,8 +179,11 @@ impl Scheduler<'_> {
                         cold,
                         sinks,
                         |run, r| Ok(run.would_stop(&r.samples)),
-                    )?;
-                    reasons.push(reason.flatten());
+                    );
+                    match reason {
+                        Ok(reason) => reasons.push(reason.flatten()),
+                        Err(e) => return failed::<()>(&mut slots[k].result, Err(e)),
+                    }
                 }
                 if reasons.iter().all(Option::is_some) {
                     for (&k, reason) in live.iter().zip(reasons) {
@@ -221,8 +214,8 @@ impl Scheduler<'_> {
                 match outcome {
                     Ok(_) => slots[k].begun = Some(begun),
                     Err(e) => {
-                        if failed::<()>(&mut slots[k].result, Err(e))? {
-                            return Ok(true);
+                        if let Some(interruption) = failed::<()>(&mut slots[k].result, Err(e))? {
+                            return Ok(Some(interruption));
                         }
                     }
                 }
@@ -240,11 +233,11 @@ impl Scheduler<'_> {
                 sinks,
                 |mut run, r| run.end(begun, r),
             );
-            if failed(&mut slot.result, outcome)? {
-                return Ok(true);
+            if let Some(interruption) = failed(&mut slot.result, outcome)? {
+                return Ok(Some(interruption));
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// A warm case's cold counterpart's walls so far, in the same group.
@@ -262,7 +255,7 @@ impl Scheduler<'_> {
     fn new_result(&self, case: &CaseSpec) -> CaseResult {
         let mut result = blank_result(self.plan, case);
         if let Some(path) = self.plan.repo(case).source.local_path() {
-            result.source_git = crate::tools::git::describe(self.exec, path);
+            result.source_git = crate::tools::git::describe(self.exec, path, self.ci_ref);
         }
         result
     }
@@ -277,8 +270,8 @@ impl Scheduler<'_> {
         done: &[CaseResult],
         cold_walls: Option<Vec<f64>>,
         sinks: &mut [&mut dyn EventSink],
-        step: impl FnOnce(CaseRun<'_, '_>, &mut CaseResult) -> Result<T>,
-    ) -> Result<Option<T>> {
+        step: impl FnOnce(CaseRun<'_, '_>, &mut CaseResult) -> StepResult<T>,
+    ) -> StepResult<Option<T>> {
         let case = &self.plan.cases[index];
         let repo = self.plan.repo(case);
         if let Some(reason) = self.skip_reason {
@@ -336,18 +329,72 @@ impl Scheduler<'_> {
     }
 }
 
-/// Records a step's build failure or interruption in `result`; `Ok(true)` when the run
-/// was interrupted. Any other error stops the run.
-fn failed<T>(result: &mut CaseResult, outcome: Result<T>) -> Result<bool> {
+/// Records a step's case failure or interruption in `result`; returns the interruption,
+/// if the run was interrupted. Any other error stops the run.
+fn failed<T>(result: &mut CaseResult, outcome: StepResult<T>) -> Result<Option<Error>> {
     match outcome {
-        Ok(_) => Ok(false),
-        Err(e @ (Error::Build(_) | Error::Interrupted)) => {
-            result.outcome = Outcome::Failed;
-            result.reason = Some(e.to_string());
-            Ok(matches!(e, Error::Interrupted))
+        Ok(_) => Ok(None),
+        Err(StepError::Case(failure)) => {
+            fail(result, failure.to_string());
+            Ok(None)
         }
-        Err(fatal) => Err(fatal),
+        Err(StepError::Run(e @ Error::Interrupted { .. })) => {
+            fail(result, e.to_string());
+            Ok(Some(e))
+        }
+        Err(StepError::Run(fatal)) => Err(fatal),
     }
+}
+
+/// Runs a plan in a vm lane's guest: the guest's events replayed as they arrive, then
+/// every case it did not finish recorded as failed, with how the guest ended and the end
+/// of its log.
+pub fn run_in_guest(plan: &Plan, guest: GuestLane, sinks: &mut [&mut dyn EventSink]) -> Result<()> {
+    emit(sinks, Event::RunStarted { plan })?;
+    let (mut started, mut finished) = (Vec::new(), Vec::new());
+    let end = guest.run(plan, &mut |line| {
+        let event = WireEvent::parse(line)?;
+        match event {
+            WireEvent::CaseStarted { index } => started.push(index),
+            WireEvent::CaseFinished { index, .. } => finished.push(index),
+            _ => {}
+        }
+        event.replay(plan, sinks)
+    })?;
+    for (index, case) in plan.cases.iter().enumerate() {
+        if finished.contains(&index) {
+            continue;
+        }
+        if !started.contains(&index) {
+            emit(sinks, Event::CaseStarted { index })?;
+        }
+        let mut result = blank_result(plan, case);
+        fail(
+            &mut result,
+            format!(
+                "the vm lane did not finish this case ({}); its log ends: {}",
+                end.how, end.log_tail
+            ),
+        );
+        finish_case(index, &mut result, sinks)?;
+    }
+    Ok(())
+}
+
+/// Records a case as failed, with the reason.
+fn fail(result: &mut CaseResult, reason: String) {
+    result.outcome = Outcome::Failed;
+    result.reason = Some(reason);
+}
+
+/// A finished case's statistics, and its event.
+fn finish_case(
+    index: usize,
+    result: &mut CaseResult,
+    sinks: &mut [&mut dyn EventSink],
+) -> Result<()> {
+    finish_stats(result);
+    emit(sinks, Event::CaseFinished { index, result })
 }
 
 /// A case's result before anything ran.
@@ -378,9 +425,9 @@ fn finish_stats(result: &mut CaseResult) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::process::Exit;
     use crate::plan::{Explain, Fault, Scenario, Settings};
     use crate::results::derive::{fallbacks, FallbackOutcome};
-    use crate::run::process::Exit;
     use crate::stats::stopping::StopReason;
     use crate::testing::{plan, schedule, FakeDriver, FakeExecutor};
     use std::time::Duration;
