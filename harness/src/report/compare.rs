@@ -24,7 +24,9 @@ use crate::results::machine::{CpuFingerprint, ProbeAgreement, SpeedProbe};
 use crate::results::{hit_ratio, CaseResult, Environment, LaneIdentity, Outcome, Results};
 use crate::stats::fit::slope_ratio;
 use crate::stats::numbers::{self, change, change_interval, per_unit, ratio, seconds};
-use crate::stats::{change_of_ratio, median_ratio, ratio_of_medians, RatioInterval};
+use crate::stats::{
+    change_of_ratio, median, median_ratio, pair_ratios, ratio_of_medians, RatioInterval,
+};
 
 /// Allowed change before it can count as a regression (`--threshold`).
 pub const DEFAULT_THRESHOLD: f64 = 0.10;
@@ -584,21 +586,13 @@ fn within_runs(
             .then(|| {
                 let base_cold = ok_case(&baseline.cases, base, Scenario::Cold)?;
                 let now_cold = ok_case(&new.cases, now, Scenario::Cold)?;
-                (paired(base_cold, base) && paired(now_cold, now)).then(|| {
-                    let ratios = |a: &[f64], b: &[f64]| -> Vec<f64> {
-                        a.iter().zip(b).map(|(x, y)| x / y).collect()
-                    };
-                    (ratios(b0, b1), ratios(n0, n1))
-                })
+                (paired(base_cold, base) && paired(now_cold, now))
+                    .then(|| pair_ratios(b0, b1).zip(pair_ratios(n0, n1)))
+                    .flatten()
             })
-            .flatten()
-            .filter(|(b, n)| b.iter().chain(n).all(|r| r.is_finite()));
+            .flatten();
         let judged = match &paired {
-            Some((b, n)) if !b.is_empty() && !n.is_empty() => Some((
-                crate::stats::median(b),
-                crate::stats::median(n),
-                ratio_of_medians(n, b),
-            )),
+            Some((b, n)) => Some((median(b), median(n), ratio_of_medians(n, b))),
             _ => median_ratio(b0, b1)
                 .zip(median_ratio(n0, n1))
                 .map(|(b, n)| (b, n, change_of_ratio((b0, b1), (n0, n1)))),

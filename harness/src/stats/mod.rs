@@ -233,7 +233,7 @@ pub fn paired_ratio(numerator: &[f64], denominator: &[f64]) -> Option<RatioInter
 
 /// numerator_i / denominator_i over the pairs; `None` without a pair or with a
 /// denominator that is not positive.
-fn pair_ratios(numerator: &[f64], denominator: &[f64]) -> Option<Vec<f64>> {
+pub fn pair_ratios(numerator: &[f64], denominator: &[f64]) -> Option<Vec<f64>> {
     let ratios: Vec<f64> = numerator
         .iter()
         .zip(denominator)
