@@ -270,12 +270,23 @@ fn machines(baseline: &Results, new: &Results) -> (Vec<String>, Vec<String>, Mac
         .as_ref()
         .zip(np.as_ref())
         .and_then(|(b, n)| ProbeAgreement::of(b, n));
+    let unsteady: Vec<String> = [("the baseline", bp), ("the new run", np)]
+        .iter()
+        .filter_map(|(side, p)| Some(format!("{side}'s speed probe {}", p.as_ref()?.unsteady()?)))
+        .collect();
+    if !unsteady.is_empty() {
+        against.push(format!(
+            "{}: the machine was not steady",
+            unsteady.join("; ")
+        ));
+    }
     match (&probe, bp, np) {
-        (Some(p), _, _) if p.agrees() => for_.push(format!(
+        (Some(p), _, _) if p.agrees() && unsteady.is_empty() => for_.push(format!(
             "speed probes that agree ({}, within ±{:.1}%)",
             change(p.ratio),
             100.0 * p.tolerance
         )),
+        (Some(p), _, _) if p.agrees() => {}
         (Some(p), _, _) => against.push(format!(
             "the speed probes differ: the new host ran the probe {} as fast ({}, beyond ±{:.1}%)",
             ratio(p.ratio),

@@ -105,6 +105,9 @@ pub struct ProbeReading {
 pub const PROBE_TOLERANCE: f64 = 0.05;
 /// Multiples of the readings' own spread (relative MAD) that also count as noise.
 const PROBE_NOISE_MULTIPLE: f64 = 3.0;
+/// A probe whose readings spread more than this, or whose run drifted more than twice
+/// this, measured an unsteady machine: its speed cannot vouch for the run's times.
+const PROBE_STEADY: f64 = 0.05;
 
 impl ProbeReading {
     /// Seconds of the whole workload: the median CPU part plus the median memory part.
@@ -152,6 +155,26 @@ impl SpeedProbe {
             .fold(0.0, f64::max)
     }
 
+    /// Why its machine was not steady during the run, if it was not: readings that spread
+    /// beyond `PROBE_STEADY`, or a drift beyond twice that.
+    pub fn unsteady(&self) -> Option<String> {
+        let drift = self.drift().filter(|d| d.abs() > 2.0 * PROBE_STEADY);
+        let noise = Some(self.noise()).filter(|n| *n > PROBE_STEADY);
+        match (drift, noise) {
+            (None, None) => None,
+            (Some(d), None) => Some(format!(
+                "drifted {} during the run",
+                numbers::change(1.0 + d)
+            )),
+            (None, Some(n)) => Some(format!("spread ±{:.1}% between its repeats", 100.0 * n)),
+            (Some(d), Some(n)) => Some(format!(
+                "drifted {} during the run and spread ±{:.1}% between its repeats",
+                numbers::change(1.0 + d),
+                100.0 * n
+            )),
+        }
+    }
+
     /// `1.23 (drift +0.4%)`.
     pub fn describe(&self) -> String {
         let index = self
@@ -188,6 +211,7 @@ impl ProbeAgreement {
         Some(ProbeAgreement { ratio, tolerance })
     }
 
+    /// Within the tolerance; both machines must also have been steady (`SpeedProbe::unsteady`).
     pub fn agrees(&self) -> bool {
         (self.ratio - 1.0).abs() <= self.tolerance
     }
@@ -258,9 +282,10 @@ pub(crate) mod tests {
         let faster = probe(0.016, 0.025, Some(1.0));
         let a = ProbeAgreement::of(&base, &faster).unwrap();
         assert!(!a.agrees() && a.ratio > 1.15, "{a:?}");
-        // A run whose own machine slowed by 20% during it cannot tell a 15% difference.
+        // A run whose own machine slowed by 20% during it was not steady.
         let drifting = probe(0.016, 0.025, Some(1.2));
-        assert!(ProbeAgreement::of(&base, &drifting).unwrap().agrees());
+        assert!(drifting.unsteady().unwrap().contains("drifted +20.0%"));
+        assert_eq!(base.unsteady(), None);
         let mut other = faster.clone();
         other.workload = "another".into();
         assert_eq!(ProbeAgreement::of(&base, &other), None);
