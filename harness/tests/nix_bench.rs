@@ -221,7 +221,19 @@ fn a_failing_verdict_exits_5_with_its_results_written_and_warn_exits_0() {
     let output = tmp.path().join("results.json");
     // A speedup no cache can give: the verdict fails, every case succeeds.
     let args = |policy: &str| {
-        let mut cmd = tiny_nix_run(&[
+        let mut cmd = bin();
+        cmd.current_dir(repo_root())
+            .args([
+                "run",
+                "--repo",
+                "fixture-c-dag",
+                "--system",
+                "nix",
+                "--warmups",
+                "0",
+            ])
+            .args(["--param", "size=2", "--param", "work=5"]);
+        cmd.args([
             "--scenario",
             "cold",
             "--scenario",
