@@ -14,6 +14,7 @@ use crate::plan::{manifest, Lane, Plan, Scenario, Settings};
 use crate::results::{CacheUse, ToolUse};
 use crate::run::events::{Event, EventSink};
 use crate::run::process::{CommandSpec, CpuScope, Executor, Exit, ProcessOutcome};
+use crate::tools::build_graph::{BuildGraph, Step};
 use crate::tools::{
     BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation, CaseContext, Counters, Outputs,
     PreparedBuild,
@@ -192,6 +193,21 @@ impl BuildDriver for FakeDriver {
             .or_else(|| self.outputs.get("fresh"))
             .cloned()
             .unwrap_or_default())
+    }
+
+    /// One step per output, reading nothing.
+    fn graph(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> Result<BuildGraph> {
+        let steps = self
+            .outputs(build, exec)?
+            .into_iter()
+            .map(|(path, digest)| Step {
+                key: path.clone(),
+                name: format!("step {path}"),
+                inputs: BTreeMap::new(),
+                outputs: [(path, Some(digest))].into(),
+            })
+            .collect();
+        Ok(BuildGraph { steps })
     }
 
     fn tool_use(&self, _case: &CaseContext) -> Result<ToolUse> {

@@ -336,6 +336,8 @@ impl RunConfig {
             poison_suffix: args.poison_suffix.clone().unwrap_or(defaults.poison_suffix),
             fill: !args.no_fill && profile.fill.unwrap_or(defaults.fill),
             explain: args.explain.unwrap_or(defaults.explain),
+            verify: args.verify.unwrap_or(defaults.verify),
+            verify_depth: args.verify_depth.or(defaults.verify_depth),
         };
         let t = Thresholds::default();
         let thresholds = Thresholds {

@@ -103,6 +103,34 @@ pub struct Settings {
     /// they measure what the caches hold now, and nothing is written to them.
     pub fill: bool,
     pub explain: Explain,
+    /// Which verify mismatches fail the `verified` verdict (`--verify`).
+    pub verify: VerifyPolicy,
+    /// `--verify-depth`: compare only outputs this many steps or fewer from the final
+    /// ones; `None`: the whole closure the build from the cache has.
+    pub verify_depth: Option<usize>,
+}
+
+/// Which mismatches fail the `verified` verdict. A wrong output from the cache always does.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyPolicy {
+    /// Only outputs the cache served wrong: a non-reproducible step is reported, named
+    /// with its consumers, and passes (the cache served what a build produced).
+    #[default]
+    Cache,
+    /// Non-reproducible steps fail too: for repos that promise bit-for-bit rebuilds.
+    Strict,
 }
 
 /// Whether builds run with what explains them: Bazel's JSON trace profile, the arrival
@@ -155,6 +183,8 @@ impl Default for Settings {
             poison_suffix: ".txt".into(),
             fill: true,
             explain: Explain::On,
+            verify: VerifyPolicy::Cache,
+            verify_depth: None,
         }
     }
 }

@@ -11,7 +11,18 @@ use crate::run::check;
 use crate::run::observe::Observation;
 use crate::run::process::{Executor, Exit, ProcessOutcome};
 use crate::scratch::remove_tree;
+use crate::tools::build_graph::BuildGraph;
 use crate::tools::{BuildDriver, BuildMode, BuildReport, CaseContext, Outputs};
+
+/// What a build's caller takes from it before its state is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    Nothing,
+    /// The outputs' digests.
+    Outputs,
+    /// Those and the build graph (every step's inputs and outputs), for verify.
+    Graph,
+}
 
 /// One finished build, inspected and cleaned up.
 pub struct Build {
@@ -19,6 +30,7 @@ pub struct Build {
     pub report: BuildReport,
     pub explanations: Option<MissExplanations>,
     pub outputs: Option<Outputs>,
+    pub graph: Option<BuildGraph>,
     pub reproduce: Reproduce,
     /// Harness time around the build, beyond its own wall time and its check's.
     pub overhead_s: f64,
@@ -29,7 +41,7 @@ pub struct Build {
 }
 
 /// Runs one build in `dir` and cleans up after it: inspects its logs, runs the repo's check
-/// on its output (under the lane's watch, if any), takes its output digests when asked,
+/// on its output (under the lane's watch, if any), takes its output digests (and graph) when asked,
 /// lets the driver stop what it started, removes its folder.
 pub fn run_build(
     driver: &mut dyn BuildDriver,
@@ -37,7 +49,7 @@ pub fn run_build(
     ctx: &CaseContext,
     mode: BuildMode,
     dir: &Path,
-    want_outputs: bool,
+    want: Want,
 ) -> Result<Build> {
     std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     let started = Instant::now();
@@ -54,8 +66,14 @@ pub fn run_build(
         BuildMode::FromCache { .. } if ctx.explain => driver.explain_misses(&build, &report),
         _ => None,
     };
-    let outputs = if want_outputs && outcome.success() {
+    let succeeded = outcome.success() && want != Want::Nothing;
+    let outputs = if succeeded {
         Some(driver.outputs(&build, exec)?)
+    } else {
+        None
+    };
+    let graph = if succeeded && want == Want::Graph {
+        Some(driver.graph(&build, exec)?)
     } else {
         None
     };
@@ -69,6 +87,7 @@ pub fn run_build(
         report,
         explanations,
         outputs,
+        graph,
         reproduce: build.reproduce(),
         overhead_s,
         check,

@@ -17,5 +17,6 @@ pub mod recorder;
 pub mod scheduler;
 pub mod session;
 pub mod sources;
+mod verify;
 
 pub use scheduler::{blank_result, Drivers, Scheduler};

@@ -22,6 +22,7 @@ use crate::tools::bazel_flags::{BazelVersion, ExternalDeps, FlagSet};
 use crate::tools::bazel_log::{
     self, failure_summary, failure_tail, parse_process_summary, ExecLog, ExecLogReader,
 };
+use crate::tools::build_graph::BuildGraph;
 use crate::tools::{bazel_profile, Transfer};
 use crate::tools::{
     failed_tail, first_distinct, BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation,
@@ -533,6 +534,20 @@ impl BuildDriver for BazelDriver {
         read_exec_log(build)
             .map(|log| log.outputs)
             .map_err(Error::Build)
+    }
+
+    /// Every action of the execution log with its inputs' and outputs' digests.
+    fn graph(&mut self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<BuildGraph> {
+        let BuildState::Bazel { exec_log, .. } = &build.state else {
+            return Err(Error::Build(
+                "a Bazel driver was handed another tool's build".into(),
+            ));
+        };
+        bazel_log::read_build_graph(
+            open_log(exec_log).map_err(Error::Build)?,
+            &exec_log.display().to_string(),
+        )
+        .map_err(Error::Build)
     }
 
     /// bazel-bin, as `bazel info` names it for the build's output root (the build makes

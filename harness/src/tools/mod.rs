@@ -5,6 +5,7 @@ pub mod bazel;
 pub mod bazel_flags;
 pub mod bazel_log;
 pub mod bazel_profile;
+pub mod build_graph;
 pub mod explain;
 pub mod git;
 pub mod nix;
@@ -25,6 +26,7 @@ use crate::plan::{RepoManifest, Scenario};
 use crate::results::explain::MissExplanations;
 use crate::results::{CacheFill, CacheUse, ConfigFile, Reproduce, ToolUse, ToolVersion};
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
+use crate::tools::build_graph::BuildGraph;
 
 /// External tools the harness knows, with the arguments that make them print a version.
 pub const KNOWN_TOOLS: &[(&str, &[&str])] = &[
@@ -357,6 +359,10 @@ pub trait BuildDriver {
 
     /// Digests of a finished build's outputs (before its state is removed).
     fn outputs(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> Result<Outputs>;
+
+    /// The build's steps with the digests of what each read and wrote (before its state
+    /// is removed): what verify walks to find the step first at fault.
+    fn graph(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> Result<BuildGraph>;
 
     /// Where a finished build's outputs are on disk (before its state is removed), for the
     /// repo's `[check]`.

@@ -19,11 +19,14 @@ use crate::results::{CacheFill, CacheUse, ConfigFile, FillMethod, SourceCount, T
 use crate::run::process::stderr_times_path;
 use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
 use crate::scratch::Owner;
+use crate::tools::build_graph::BuildGraph;
 use crate::tools::explain::{
     explain_nix_misses, narinfo_answer, narinfo_url, nix_built_derivations,
 };
+use crate::tools::nix_derivations::{build_graph, parse_derivations, show_command};
 use crate::tools::nix_log::{
-    build_log_tail, parse_build_outputs, parse_internal_json, parse_path_info,
+    build_log_tail, parse_build_derivations, parse_build_outputs, parse_internal_json,
+    parse_path_info, NixVersion,
 };
 use crate::tools::nix_phases::{parse_arrival_times, split_nix_time};
 use crate::tools::nix_push::{fill_attic, PrimedStore};
@@ -338,6 +341,36 @@ impl NixDriver {
 }
 
 impl NixDriver {
+    /// `nix path-info --json ARGS` in `store`: path -> NAR hash; `what` names the paths.
+    fn nar_hashes(
+        &self,
+        store: &Path,
+        paths: Vec<OsString>,
+        exec: &dyn Executor,
+        what: &str,
+    ) -> Result<Outputs> {
+        let mut args: Vec<OsString> = vec![
+            "path-info".into(),
+            "--json".into(),
+            "--store".into(),
+            store.into(),
+        ];
+        args.extend(paths);
+        let env = self.env(&self.dir.join("xdg-cache-path-info"));
+        let out = run_captured(
+            exec,
+            CommandSpec::new(&self.nix, args, PATH_INFO_TIMEOUT).env(env),
+        )?;
+        if !out.outcome.success() {
+            return Err(Error::Build(format!(
+                "`nix path-info` of {what} failed ({}): {}",
+                out.outcome.describe(),
+                out.stderr.trim()
+            )));
+        }
+        parse_path_info(&out.stdout).map_err(Error::Build)
+    }
+
     fn mark_pushed(&mut self, case: &CaseContext) {
         if let Some(primed) = self.primed.get_mut(&case.state_key()) {
             primed.pushed = true;
@@ -507,13 +540,23 @@ impl BuildDriver for NixDriver {
     /// NAR hashes of the built paths, from `nix path-info --json` in the build's store.
     fn outputs(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> Result<Outputs> {
         let (store, paths) = built_paths(build)?;
-        let mut args: Vec<OsString> = vec![
-            "path-info".into(),
-            "--json".into(),
-            "--store".into(),
-            store.into(),
-        ];
-        args.extend(paths.iter().map(OsString::from));
+        let paths: Vec<OsString> = paths.iter().map(OsString::from).collect();
+        self.nar_hashes(store, paths, exec, "the outputs")
+    }
+
+    /// Every derivation of the targets' closure (`nix show-derivation -r`, evaluated into
+    /// the build's store, where the build left its .drv files), with the NAR hashes of
+    /// whatever of it the store holds (`nix path-info --json --all`).
+    fn graph(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> Result<BuildGraph> {
+        let (store, _) = built_paths(build)?;
+        let valid = self.nar_hashes(store, vec!["--all".into()], exec, "the store's paths")?;
+        let stdout = std::fs::read_to_string(&build.spec.stdout).unwrap_or_default();
+        let drvs = parse_build_derivations(&stdout).map_err(Error::Build)?;
+        let version = NixVersion::parse(&self.setup.version);
+        let mut args: Vec<OsString> = show_command(version).iter().map(OsString::from).collect();
+        args.extend(["-r".into(), "--store".into(), store.as_os_str().to_owned()]);
+        args.push("--".into());
+        args.extend(drvs.iter().map(OsString::from));
         let env = self.env(&self.dir.join("xdg-cache-path-info"));
         let out = run_captured(
             exec,
@@ -521,12 +564,14 @@ impl BuildDriver for NixDriver {
         )?;
         if !out.outcome.success() {
             return Err(Error::Build(format!(
-                "`nix path-info` of the outputs failed ({}): {}",
+                "`nix {}` of the targets failed ({}): {}",
+                show_command(version).join(" "),
                 out.outcome.describe(),
                 out.stderr.trim()
             )));
         }
-        parse_path_info(&out.stdout).map_err(Error::Build)
+        let derivations = parse_derivations(&out.stdout).map_err(Error::Build)?;
+        Ok(build_graph(&derivations, &valid))
     }
 
     /// The outputs `nix build --json` named, inside the build's chroot store (the store
