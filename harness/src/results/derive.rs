@@ -220,7 +220,8 @@ pub fn requirement(verdict: &str, threshold: Option<f64>) -> String {
             at(numbers::ratio)
         ),
         "verified" => {
-            "no wrong output from the cache (--verify strict: and every step reproducible)".into()
+            "no wrong output from the cache (with --verify strict, every step reproducible too)"
+                .into()
         }
         other => other.to_string(),
     }
