@@ -6,6 +6,7 @@ pub mod attic_api;
 pub mod client;
 pub mod http;
 pub mod nginx;
+mod poison_nar;
 pub mod proxy;
 pub mod reapi;
 

@@ -666,6 +666,65 @@ mod tests {
     }
 
     #[test]
+    fn a_non_reproducible_step_fails_the_verdict_only_when_strict() {
+        use super::super::{FaultRoot, Mismatch, MismatchClass, Verification};
+        let mismatch = |path: &str, class| Mismatch {
+            path: path.into(),
+            from_cache: "a".into(),
+            clean: "b".into(),
+            second_clean: Some("c".into()),
+            class: Some(class),
+            step: Some("genrule //:stamp".into()),
+            because_of: Vec::new(),
+        };
+        let verified = |class, policy| {
+            let mut verify = case(Scenario::Verify, vec![sample(10.0, 21, 0)], Outcome::Ok);
+            verify.verification = Some(Verification {
+                clean: "a clean rebuild".into(),
+                compared: 5,
+                mismatches: vec![mismatch("stamp.txt", class)],
+                roots: vec![FaultRoot {
+                    step: "genrule //:stamp".into(),
+                    class,
+                    outputs: vec!["stamp.txt".into()],
+                    consumers: Vec::new(),
+                }],
+                scope: None,
+            });
+            let mut r = results(vec![verify]);
+            r.settings.verify = policy;
+            derive(&mut r);
+            r.verdicts[0].verified.clone().unwrap()
+        };
+        let lenient = verified(MismatchClass::NotReproducible, VerifyPolicy::Cache);
+        assert!(lenient.pass, "{}", lenient.detail);
+        assert!(
+            lenient.detail.starts_with("4 of 5 outputs equal")
+                && lenient.detail.contains("1 step not reproducible")
+                && lenient.detail.contains("genrule //:stamp")
+                && lenient.detail.contains("--verify strict"),
+            "{}",
+            lenient.detail
+        );
+        let strict = verified(MismatchClass::NotReproducible, VerifyPolicy::Strict);
+        assert!(
+            !strict.pass && strict.detail.contains("genrule //:stamp"),
+            "{}",
+            strict.detail
+        );
+        for policy in [VerifyPolicy::Cache, VerifyPolicy::Strict] {
+            let wrong = verified(MismatchClass::WrongFromCache, policy);
+            assert!(!wrong.pass);
+            assert!(
+                wrong.detail.contains("the cache served a wrong output")
+                    && wrong.detail.contains("first at fault: genrule //:stamp"),
+                "{}",
+                wrong.detail
+            );
+        }
+    }
+
+    #[test]
     fn an_invalid_cold_case_gives_no_speedup_and_a_failing_verdict() {
         let mut cold = case(
             Scenario::Cold,

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::cache::proxy::{FaultProxy, Mode};
+use crate::cache::proxy::{FaultProxy, Mode, NarinfoSigner};
 use crate::cache::CacheRoute;
 use crate::error::{Error, IoContext, Result};
 use crate::plan::{Fault, Scenario, Settings};
@@ -350,11 +350,23 @@ impl CaseRun<'_, '_> {
         route: &CacheRoute,
         result: &mut CaseResult,
     ) -> Result<FaultProxy> {
-        let proxy = FaultProxy::start(
+        // A poisoned Nix entry signed with the cache's own key looks valid to Nix.
+        let signer = match (fault, self.driver.signing_key_file()) {
+            (Fault::Poison, Some(file)) => {
+                let text = std::fs::read_to_string(file)
+                    .context(|| format!("reading the cache's signing key {}", file.display()))?;
+                Some(NarinfoSigner::parse(&text).map_err(|e| {
+                    Error::Build(format!("the cache's signing key {}: {e}", file.display()))
+                })?)
+            }
+            _ => None,
+        };
+        let proxy = FaultProxy::start_signing(
             route.upstream,
             Mode::Fault(fault),
             self.settings.slow,
             &self.settings.poison_suffix,
+            signer,
         )?;
         self.ctx.cache_via = Some(proxy.addr());
         let tuned = self.ctx.tuned();

@@ -399,6 +399,12 @@ pub trait BuildDriver {
     /// Where that cache is, for the fault proxy.
     fn cache_location(&self) -> Option<CacheLocation<'_>>;
 
+    /// The secret key the cache's entries are signed with, where the harness holds it
+    /// (the embedded cache): the `poison` fault signs its wrong entries with it.
+    fn signing_key_file(&self) -> Option<&Path> {
+        None
+    }
+
     /// The flag that turns on the tool's own fallback when substitution fails, if any.
     fn tool_fallback_flag(&self) -> Option<&'static str> {
         None

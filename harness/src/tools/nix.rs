@@ -660,6 +660,15 @@ impl BuildDriver for NixDriver {
         Some("--fallback")
     }
 
+    fn signing_key_file(&self) -> Option<&Path> {
+        match &self.cache.as_ref()?.push {
+            Push::NixCopy {
+                secret_key_file, ..
+            } => secret_key_file.as_deref(),
+            _ => None,
+        }
+    }
+
     fn tuned_settings(&self) -> Vec<String> {
         TUNED.iter().map(|(k, v)| format!("{k} = {v}")).collect()
     }
