@@ -14,7 +14,7 @@ use crate::plan::{manifest, Lane, Plan, Scenario, Settings};
 use crate::results::{CacheUse, ToolUse};
 use crate::run::events::{Event, EventSink};
 use crate::run::process::{CommandSpec, CpuScope, Executor, Exit, ProcessOutcome};
-use crate::tools::build_graph::{BuildGraph, Step};
+use crate::tools::build_graph::BuildGraph;
 use crate::tools::{
     BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation, CaseContext, Counters, Outputs,
     PreparedBuild,
@@ -197,17 +197,7 @@ impl BuildDriver for FakeDriver {
 
     /// One step per output, reading nothing.
     fn graph(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> Result<BuildGraph> {
-        let steps = self
-            .outputs(build, exec)?
-            .into_iter()
-            .map(|(path, digest)| Step {
-                key: path.clone(),
-                name: format!("step {path}"),
-                inputs: BTreeMap::new(),
-                outputs: [(path, Some(digest))].into(),
-            })
-            .collect();
-        Ok(BuildGraph { steps })
+        Ok(BuildGraph::from_outputs(self.outputs(build, exec)?))
     }
 
     fn tool_use(&self, _case: &CaseContext) -> Result<ToolUse> {

@@ -275,7 +275,7 @@ mod tests {
         assert_eq!(m.second_clean.as_deref(), Some("good"));
         assert_eq!(m.class, Some(crate::results::MismatchClass::WrongFromCache));
         assert_eq!(verification.roots.len(), 1);
-        assert_eq!(verification.roots[0].step, "step out");
+        assert_eq!(verification.roots[0].step, "out");
         let scope = verification.scope.as_ref().unwrap();
         assert_eq!(scope.paths, ["out"]);
         assert!(scope

@@ -552,6 +552,10 @@ impl BuildDriver for NixDriver {
         let valid = self.nar_hashes(store, vec!["--all".into()], exec, "the store's paths")?;
         let stdout = std::fs::read_to_string(&build.spec.stdout).unwrap_or_default();
         let drvs = parse_build_derivations(&stdout).map_err(Error::Build)?;
+        if drvs.is_empty() {
+            // Nothing names a derivation (a store path built as such): the outputs alone.
+            return Ok(BuildGraph::from_outputs(self.outputs(build, exec)?));
+        }
         let version = NixVersion::parse(&self.setup.version);
         let mut args: Vec<OsString> = show_command(version).iter().map(OsString::from).collect();
         args.extend(["-r".into(), "--store".into(), store.as_os_str().to_owned()]);
