@@ -155,22 +155,7 @@ fn differing_outputs(a: &BuildGraph, b: &BuildGraph, key: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tools::build_graph::Step;
-
-    fn step(key: &str, inputs: &[(&str, &str)], outputs: &[(&str, &str)]) -> Step {
-        let map = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(p, d)| (p.to_string(), (!d.is_empty()).then(|| d.to_string())))
-                .collect()
-        };
-        Step {
-            key: key.into(),
-            name: format!("genrule //:{key}"),
-            inputs: map(inputs),
-            outputs: map(outputs),
-        }
-    }
+    use crate::tools::build_graph::tests::step;
 
     /// stamp -> uses -> all <- plain; `stamp` and `plain` are the two outputs' values.
     fn build(stamp: &str, plain: &str) -> BuildGraph {

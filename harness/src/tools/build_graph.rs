@@ -224,9 +224,10 @@ pub fn differing_steps(a: &BuildGraph, b: &BuildGraph) -> BTreeMap<String, Cause
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// A step named as a genrule; an empty digest is one the build lacks.
     pub(crate) fn step(key: &str, inputs: &[(&str, &str)], outputs: &[(&str, &str)]) -> Step {
         let map = |pairs: &[(&str, &str)]| {
             pairs
@@ -236,7 +237,7 @@ mod tests {
         };
         Step {
             key: key.into(),
-            name: format!("step {key}"),
+            name: format!("genrule //:{key}"),
             inputs: map(inputs),
             outputs: map(outputs),
         }

@@ -349,13 +349,15 @@ impl NixDriver {
         exec: &dyn Executor,
         what: &str,
     ) -> Result<Outputs> {
-        let mut args: Vec<OsString> = vec![
-            "path-info".into(),
-            "--json".into(),
-            "--store".into(),
-            store.into(),
-        ];
+        let mut args: Vec<OsString> = vec!["path-info".into(), "--json".into()];
+        args.extend(["--store".into(), store.into()]);
         args.extend(paths);
+        let stdout = self.query(args, exec, &format!("`nix path-info` of {what}"))?;
+        parse_path_info(&stdout).map_err(Error::Build)
+    }
+
+    /// A query of a build's store after the build: its stdout, or an error naming `what`.
+    fn query(&self, args: Vec<OsString>, exec: &dyn Executor, what: &str) -> Result<String> {
         let env = self.env(&self.dir.join("xdg-cache-path-info"));
         let out = run_captured(
             exec,
@@ -363,12 +365,12 @@ impl NixDriver {
         )?;
         if !out.outcome.success() {
             return Err(Error::Build(format!(
-                "`nix path-info` of {what} failed ({}): {}",
+                "{what} failed ({}): {}",
                 out.outcome.describe(),
                 out.stderr.trim()
             )));
         }
-        parse_path_info(&out.stdout).map_err(Error::Build)
+        Ok(out.stdout)
     }
 
     fn mark_pushed(&mut self, case: &CaseContext) {
@@ -561,20 +563,12 @@ impl BuildDriver for NixDriver {
         args.extend(["-r".into(), "--store".into(), store.as_os_str().to_owned()]);
         args.push("--".into());
         args.extend(drvs.iter().map(OsString::from));
-        let env = self.env(&self.dir.join("xdg-cache-path-info"));
-        let out = run_captured(
-            exec,
-            CommandSpec::new(&self.nix, args, PATH_INFO_TIMEOUT).env(env),
-        )?;
-        if !out.outcome.success() {
-            return Err(Error::Build(format!(
-                "`nix {}` of the targets failed ({}): {}",
-                show_command(version).join(" "),
-                out.outcome.describe(),
-                out.stderr.trim()
-            )));
-        }
-        let derivations = parse_derivations(&out.stdout).map_err(Error::Build)?;
+        let what = format!(
+            "`nix {} -r` of the built derivations",
+            show_command(version).join(" ")
+        );
+        let derivations =
+            parse_derivations(&self.query(args, exec, &what)?).map_err(Error::Build)?;
         Ok(build_graph(&derivations, &valid))
     }
 
