@@ -22,47 +22,10 @@ fn run_fallbacks(
     params: &[&str],
     scenarios: &[&str],
 ) -> serde_json::Value {
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    let output = tmp.path().join("results.json");
-    let mut cmd = bin();
-    cmd.current_dir(repo_root())
-        .args([
-            "run",
-            "--repo",
-            repo,
-            "--system",
-            system,
-            "--samples",
-            "1",
-            "--warmups",
-            "0",
-        ])
-        .args([
-            "--fallback-timeout",
-            &(FALLBACK_TIMEOUT_S as u64).to_string(),
-        ])
-        .args(params.iter().flat_map(|p| ["--param", p]))
-        .args(scenarios.iter().flat_map(|s| ["--scenario", s]))
-        .arg("--output")
-        .arg(&output)
-        .arg("--work-dir")
-        .arg(&work);
-    run_ok(&mut cmd);
-    let results = read_json(&output);
-    assert_valid_results(&results);
-    let work_dir = work.to_string_lossy().to_string();
-    assert_eq!(
-        processes_mentioning(&work_dir),
-        Vec::<String>::new(),
-        "a build, server or proxy survived"
-    );
-    assert_eq!(
-        std::fs::read_dir(&work).unwrap().count(),
-        0,
-        "temporary state left in {work_dir}"
-    );
-    results
+    let timeout = (FALLBACK_TIMEOUT_S as u64).to_string();
+    let mut args = vec!["--fallback-timeout", &timeout];
+    args.extend(scenarios.iter().flat_map(|s| ["--scenario", s]));
+    run_one_sample_each(system, repo, params, &args)
 }
 
 #[test]

@@ -7,36 +7,9 @@ mod common;
 use common::*;
 
 fn run_verify(system: &str, repo: &str, params: &[&str], extra: &[&str]) -> serde_json::Value {
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    let output = tmp.path().join("results.json");
-    let mut cmd = bin();
-    cmd.current_dir(repo_root())
-        .args(["run", "--repo", repo, "--system", system])
-        .args([
-            "--samples",
-            "1",
-            "--warmups",
-            "0",
-            "--fallback-timeout",
-            "60",
-        ])
-        .args(params.iter().flat_map(|p| ["--param", p]))
-        .args(extra)
-        .arg("--output")
-        .arg(&output)
-        .arg("--work-dir")
-        .arg(&work);
-    run_ok(&mut cmd);
-    let results = read_json(&output);
-    assert_valid_results(&results);
-    assert_eq!(
-        processes_mentioning(&work.to_string_lossy()),
-        Vec::<String>::new(),
-        "a build or server survived"
-    );
-    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "state left");
-    results
+    let mut args = vec!["--fallback-timeout", "60"];
+    args.extend(extra);
+    run_one_sample_each(system, repo, params, &args)
 }
 
 fn strings(value: &serde_json::Value) -> Vec<String> {
