@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use flywheel_bench::cache::client::{Client, Proxies};
 use flywheel_bench::cache::nginx::Nginx;
+use flywheel_bench::exec::http::Client;
+use flywheel_bench::plan::proxies::Proxies;
 use flywheel_bench::results::coverage::classify_closure;
-use flywheel_bench::run::coverage::{answers_for, NarinfoCache};
-use flywheel_bench::tools::nix_derivations::Derivation;
+use flywheel_bench::results::coverage::Derivation;
+use flywheel_bench::run::coverage::answers_for;
+use flywheel_bench::tools::narinfo::NarinfoSource;
 
 const PATHS: usize = 10_000;
 /// One in this many paths has no narinfo, so the walk also descends into inputs.
@@ -60,7 +62,7 @@ fn coverage(c: &mut Criterion) {
     let derivations = closure();
     let top = derivations.last().unwrap().drv.clone();
     let client = Client::new(&Proxies::default()).unwrap();
-    let team = NarinfoCache::at_url(&server.url("nix")).unwrap();
+    let team = NarinfoSource::at(&server.url("nix"), None).unwrap();
     let mut group = c.benchmark_group("coverage");
     group.sample_size(10);
     group.bench_function(

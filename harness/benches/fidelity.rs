@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use flywheel_bench::exec::process::{BuildExecutor, CommandSpec, Executor};
+use flywheel_bench::exec::scratch::ScratchDir;
 use flywheel_bench::plan::Scenario;
-use flywheel_bench::run::process::{BuildExecutor, CommandSpec, Executor};
-use flywheel_bench::scratch::ScratchDir;
 use flywheel_bench::stats::{median, ratio_of_medians, RatioInterval};
 
 /// One command to time, as the harness and hyperfine run it.
@@ -169,7 +169,7 @@ fn run_hyperfine(hyperfine: &Path, timed: &Timed, logs: &Path) -> f64 {
     let line = timed
         .argv
         .iter()
-        .map(|a| flywheel_bench::run::process::shell_quote(a))
+        .map(|a| flywheel_bench::exec::process::shell_quote(a))
         .collect::<Vec<_>>()
         .join(" ");
     let status = Command::new(hyperfine)

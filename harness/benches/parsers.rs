@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flywheel_bench::tools::bazel_log::read_exec_log;
 use flywheel_bench::tools::bazel_profile::read_profile;
-use flywheel_bench::tools::nix_log::parse_internal_json;
+use flywheel_bench::tools::nix_log::{parse_internal_json, parse_lines};
 use flywheel_bench::tools::nix_phases::split_nix_time;
 
 const TARGET_BYTES: usize = 100 << 20;
@@ -180,7 +180,13 @@ fn nix_log(c: &mut Criterion) {
         b.iter(|| parse_internal_json(black_box(&log)))
     });
     group.bench_function("split_nix_time, 20 MB", |b| {
-        b.iter(|| split_nix_time(black_box(&log), &arrivals, lines as f64 * 1e-4))
+        b.iter(|| {
+            split_nix_time(
+                &parse_lines(black_box(&log)),
+                &arrivals,
+                lines as f64 * 1e-4,
+            )
+        })
     });
     group.finish();
 }

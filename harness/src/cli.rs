@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::{exit_code, Error, Result};
+use crate::exec::process::{self, Executor, ProcessExecutor};
+use crate::fake_tools::{FakeScript, FakeTools};
 use crate::plan::args::{CoverageArgs, RunArgs};
 use crate::plan::config::{Env, RunConfig};
 use crate::results::{self, Results};
-use crate::run::process::{self, ProcessExecutor};
 use crate::run::progress::Progress;
 use crate::run::recorder::Recorder;
-use crate::run::session::Session;
+use crate::run::session::{MachineTools, Session, Toolbox};
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +67,10 @@ enum Command {
 struct RunCommand {
     #[command(flatten)]
     args: RunArgs,
+    /// For developers: run with fake tools, as FILE scripts them (see the README's
+    /// Development section); nothing is built and no Nix, Bazel or nginx is needed.
+    #[arg(long, hide = true, value_name = "FILE")]
+    fake_tools: Option<PathBuf>,
     #[command(flatten)]
     reports: ReportFiles,
 }
@@ -218,10 +223,10 @@ pub fn main() -> i32 {
             crate::run::coverage::run(&args, &Env::capture(), redacted_args())
         }
         Command::Guest { job } => process::install_interrupt_handler()
-            .and_then(|()| Session::serve_guest_job(&job, &ProcessExecutor))
+            .and_then(|()| Session::serve_guest_job(&job, &ProcessExecutor, &Env::capture()))
             .map(|()| exit_code::OK),
         Command::Clean { work_dir } => {
-            crate::run::janitor::clean(&work_dir.unwrap_or_else(std::env::temp_dir))
+            crate::exec::janitor::clean(&work_dir.unwrap_or_else(|| Env::capture().temp_dir))
         }
     };
     result.unwrap_or_else(|e| {
@@ -230,20 +235,35 @@ pub fn main() -> i32 {
     })
 }
 
-fn run(RunCommand { args, reports }: RunCommand) -> Result<i32> {
+fn run(
+    RunCommand {
+        args,
+        reports,
+        fake_tools,
+    }: RunCommand,
+) -> Result<i32> {
     let env = Env::capture();
     let profile = crate::plan::profile::load_from(args.config.as_deref(), &env.cwd, &args.profile)?;
     let config = RunConfig::resolve(&args, &profile, &env)?;
-    crate::checks::check_output_paths([
+    crate::exec::checks::check_output_paths([
         ("--output", Some(config.output.as_path())),
         ("--markdown", reports.markdown.as_deref()),
         ("--html", reports.html.as_deref()),
     ])?;
-    crate::checks::check_work_dir(&config.work_dir)?;
+    crate::exec::checks::check_work_dir(&config.work_dir)?;
+    let fakes = fake_tools
+        .as_deref()
+        .map(|file| FakeScript::load(file).map(FakeTools::new))
+        .transpose()?;
     process::install_interrupt_handler()?;
-    let exec = ProcessExecutor;
-    let mut session = Session::open(&config, &exec)?;
-    let header = session.start_results(&config, redacted_args(), &exec);
+    // The seam at the binary's edge: the machine's tools, or the fakes.
+    let (exec, toolbox): (Box<dyn Executor>, &dyn Toolbox) = match &fakes {
+        Some(fakes) => (Box::new(fakes.helper_executor()), fakes),
+        None => (Box::new(ProcessExecutor), &MachineTools),
+    };
+    let exec = &*exec;
+    let mut session = Session::open(&config, exec, toolbox)?;
+    let header = session.start_results(&config, redacted_args(), exec);
     let mut recorder = Recorder::new(config.output.clone(), header);
     eprintln!(
         "flywheel-bench: {}; results go to {}",
@@ -312,7 +332,7 @@ fn emit_text(text: &str, to: Option<&Path>) -> Result<()> {
 
 fn report(args: &ReportArgs) -> Result<i32> {
     use crate::report::markdown::{self, Detail};
-    crate::checks::check_output_paths([
+    crate::exec::checks::check_output_paths([
         ("--markdown", args.markdown.as_deref()),
         ("--html", args.html.as_deref()),
     ])?;
@@ -369,7 +389,7 @@ fn manifest_defaults(
 }
 
 fn compare(args: &CompareArgs) -> Result<i32> {
-    crate::checks::check_output_paths([("--markdown", args.markdown.as_deref())])?;
+    crate::exec::checks::check_output_paths([("--markdown", args.markdown.as_deref())])?;
     let baseline = results::load(&args.baseline)?;
     let new = results::load(&args.new)?;
     let defaults = manifest_defaults([&baseline, &new], args.bench_repos.as_deref());
@@ -394,7 +414,7 @@ fn compare(args: &CompareArgs) -> Result<i32> {
 }
 
 fn export(args: &ExportArgs) -> Result<i32> {
-    crate::checks::check_output_paths([("--output", args.output.as_deref())])?;
+    crate::exec::checks::check_output_paths([("--output", args.output.as_deref())])?;
     let results = results::load(&args.file)?;
     let entries = crate::report::export::github_action_benchmark(&results);
     let json = serde_json::to_string_pretty(&entries).expect("entries serialise") + "\n";
@@ -404,7 +424,7 @@ fn export(args: &ExportArgs) -> Result<i32> {
 
 fn matrix(args: &MatrixArgs) -> Result<i32> {
     use crate::report::{history, matrix};
-    crate::checks::check_output_paths([
+    crate::exec::checks::check_output_paths([
         ("--markdown", args.markdown.as_deref()),
         ("--html", args.html.as_deref()),
     ])?;
@@ -434,7 +454,7 @@ fn matrix(args: &MatrixArgs) -> Result<i32> {
 
 fn baseline(args: &BaselineArgs) -> Result<i32> {
     use crate::report::history;
-    crate::checks::check_output_path("--output", &args.output)?;
+    crate::exec::checks::check_output_path("--output", &args.output)?;
     let runs = match args.runs {
         Some(runs) => runs,
         None => {
@@ -466,7 +486,7 @@ fn baseline(args: &BaselineArgs) -> Result<i32> {
 }
 
 fn lifecycle(args: &LifecycleArgs) -> Result<i32> {
-    crate::checks::check_output_paths([("--output", args.output.as_deref())])?;
+    crate::exec::checks::check_output_paths([("--output", args.output.as_deref())])?;
     let path = args.jobs.display().to_string();
     let text = crate::boundary::read_text(&args.jobs, crate::boundary::TEXT_LIMIT)
         .map_err(|e| Error::Usage(format!("{path}: cannot read it: {e}")))?;
@@ -528,8 +548,13 @@ mod tests {
 
     /// Every long flag a subcommand's `--help` shows, visible aliases included.
     fn help_flags(cmd: &clap::Command) -> BTreeSet<String> {
+        long_flags(cmd, false)
+    }
+
+    /// `cmd`'s long flags and their aliases; hidden ones too when `hidden`.
+    fn long_flags(cmd: &clap::Command, hidden: bool) -> BTreeSet<String> {
         cmd.get_arguments()
-            .filter(|a| !a.is_hide_set())
+            .filter(|a| hidden || !a.is_hide_set())
             .flat_map(|a| {
                 a.get_long()
                     .into_iter()
@@ -641,7 +666,7 @@ mod tests {
     fn every_command_line_in_the_docs_uses_real_flags() {
         let commands: BTreeMap<String, BTreeSet<String>> = subcommands()
             .iter()
-            .map(|c| (c.get_name().to_string(), help_flags(c)))
+            .map(|c| (c.get_name().to_string(), long_flags(c, true)))
             .collect();
         let mut problems = Vec::new();
         let mut seen = 0;

@@ -2,16 +2,16 @@
 //! are, and which parts of a run can work on this machine; `--lane vm` and `--lane gpu`
 //! add what those lanes need.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::Path;
 
 use crate::error::{exit_code, Error, IoContext, Result};
+use crate::exec::process::Executor;
 use crate::lanes::{gpu, vm, Need};
-use crate::plan::config::Env;
+use crate::plan::config::{Env, NixSetup};
 use crate::plan::Lane;
-use crate::run::process::Executor;
 use crate::tools;
-use crate::tools::nix::{NixDriver, NixSetup};
+use crate::tools::nix::NixDriver;
 
 /// What the harness needs for which part of a run.
 const NEEDS: &[(&str, &[&str])] = &[
@@ -35,7 +35,8 @@ pub struct Request {
 /// Prints what was found and what can run (and, for a lane, what that lane needs here);
 /// exit 3 when something is missing.
 pub fn run(exec: &dyn Executor, request: &Request, env: &Env) -> Result<i32> {
-    let tools = tools::probe_all(exec);
+    let search_path = OsString::from(env.var("PATH").unwrap_or_default());
+    let tools = tools::probe_all(exec, &search_path);
     println!("tools:");
     for (name, _) in tools::KNOWN_TOOLS {
         match tools.get(*name) {
@@ -70,11 +71,16 @@ pub fn run(exec: &dyn Executor, request: &Request, env: &Env) -> Result<i32> {
     }
     print_needs("cpu accounting", &[cpu_accounting()]);
     match request.lane {
-        Some(Lane::Gpu) => all &= gpu_lane(exec, env)?,
+        Some(Lane::Gpu) => all &= gpu_lane(exec, env, &search_path)?,
         Some(Lane::Vm) => {
             let scratch = tempfile::tempdir().context(|| "creating a temporary folder".into())?;
-            let qemu = tools::find("qemu-system-x86_64");
-            let needs = vm::needs(exec, qemu.as_deref(), scratch.path(), request.kvm_probe);
+            let qemu = tools::find("qemu-system-x86_64", &search_path);
+            let needs = vm::needs(
+                exec,
+                (qemu.as_deref(), &search_path),
+                scratch.path(),
+                request.kvm_probe,
+            );
             all &= print_needs("vm lane", &needs);
         }
         Some(Lane::Host) | None => {}
@@ -119,14 +125,14 @@ fn bench_repos(request: &Request, env: &Env) -> bool {
 fn cpu_accounting() -> Need {
     let name = format!(
         "{}doctor-{}",
-        crate::run::cgroup::NAME_PREFIX,
+        crate::exec::cgroup::NAME_PREFIX,
         std::process::id()
     );
     // The cgroup is removed again when dropped.
-    let found = crate::run::cgroup::RunCgroups::create(None, &name).map(|run| {
+    let found = crate::exec::cgroup::RunCgroups::create(None, &name).map(|run| {
         let version = match run.version() {
-            crate::run::cgroup::Version::V2 => "cgroup v2",
-            crate::run::cgroup::Version::V1 => "cgroup v1 (cpuacct)",
+            crate::exec::cgroup::Version::V2 => "cgroup v2",
+            crate::exec::cgroup::Version::V1 => "cgroup v1 (cpuacct)",
         };
         format!("{version}: a build's CPU time counts every process it starts, servers included")
     });
@@ -163,14 +169,13 @@ fn sandbox_probe(exec: &dyn Executor, nix: &Path) -> Result<(), String> {
     let driver = NixDriver::new(nix.to_path_buf(), dir.path(), None, NixSetup::default())
         .map_err(|e| e.to_string())?;
     let probed = driver.probe_sandbox(exec);
-    let _ = crate::scratch::remove_tree(dir.path());
+    let _ = crate::exec::scratch::remove_tree(dir.path());
     probed
 }
 
 /// Prints each need of the gpu lane; whether every required one is met.
-fn gpu_lane(exec: &dyn Executor, env: &Env) -> Result<bool> {
+fn gpu_lane(exec: &dyn Executor, env: &Env, search_path: &OsStr) -> Result<bool> {
     let scratch = tempfile::tempdir().context(|| "creating a temporary folder".into())?;
-    let search_path = OsString::from(env.var("PATH").unwrap_or_default());
-    let needs = gpu::needs(exec, &search_path, &env.cwd, scratch.path());
+    let needs = gpu::needs(exec, search_path, &env.cwd, scratch.path());
     Ok(print_needs("gpu lane", &needs))
 }

@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use crate::run::process::interrupting_signal;
-
 /// Documented exit codes (README "Exit codes").
 pub mod exit_code {
     /// Every case ran and succeeded.
@@ -58,18 +56,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A build step failed: fails the case it belongs to, not the run.
-    #[error("{0}")]
-    Build(String),
-
-    /// The signal is the process's first interrupting one ([`interrupting_signal`]).
-    ///
-    /// [`interrupting_signal`]: crate::run::process::interrupting_signal
+    /// The process's first interrupting signal (SIGINT, SIGTERM or SIGHUP) arrived.
     #[error(
         "interrupted{}; results of the cases that finished were kept",
-        signal_name(interrupting_signal())
+        signal_name(*signal)
     )]
-    Interrupted,
+    Interrupted { signal: i32 },
 }
 
 impl Error {
@@ -84,26 +76,55 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Manifest { .. } => exit_code::INVALID_INPUT,
             Error::MissingTool { .. } | Error::Environment(_) => exit_code::ENVIRONMENT,
-            Error::Build(_) => exit_code::CASE_FAILED,
             Error::Io { .. } => exit_code::INTERNAL,
-            Error::Interrupted => {
-                interrupting_signal().map_or(exit_code::INTERRUPTED, exit_code::interrupted_by)
-            }
+            Error::Interrupted { signal } => match *signal {
+                libc::SIGINT => exit_code::INTERRUPTED,
+                libc::SIGTERM => exit_code::TERMINATED,
+                libc::SIGHUP => exit_code::HANGUP,
+                other => exit_code::interrupted_by(other),
+            },
         }
     }
 }
 
 /// " by SIGTERM" for the interrupting signals, nothing otherwise.
-fn signal_name(signal: Option<i32>) -> &'static str {
+fn signal_name(signal: i32) -> &'static str {
     match signal {
-        Some(libc::SIGINT) => " by SIGINT",
-        Some(libc::SIGTERM) => " by SIGTERM",
-        Some(libc::SIGHUP) => " by SIGHUP",
+        libc::SIGINT => " by SIGINT",
+        libc::SIGTERM => " by SIGTERM",
+        libc::SIGHUP => " by SIGHUP",
         _ => "",
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why one case failed: the case is recorded as failed with this reason and the run goes
+/// on. Only a step that decides its case cannot go on makes one; whatever else stops a
+/// step is an [`Error`], which stops the run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CaseFailure(String);
+
+impl CaseFailure {
+    pub fn new(why: impl Into<String>) -> CaseFailure {
+        CaseFailure(why.into())
+    }
+}
+
+/// What ends a case's step early. `?` on an [`Error`] makes it `Run`, so a step fails only
+/// its case when it says so with a [`CaseFailure`]; the scheduler decides by the variant.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The case failed; the run goes on.
+    #[error(transparent)]
+    Case(#[from] CaseFailure),
+    /// The run must stop.
+    #[error(transparent)]
+    Run(#[from] Error),
+}
+
+pub type StepResult<T> = std::result::Result<T, StepError>;
 
 /// Adds "what we were doing" to I/O errors at the call site.
 pub trait IoContext<T> {
@@ -185,7 +206,13 @@ mod tests {
             exit_code::TERMINATED
         );
         assert_eq!(exit_code::interrupted_by(libc::SIGHUP), exit_code::HANGUP);
-        assert_eq!(signal_name(Some(libc::SIGTERM)), " by SIGTERM");
-        assert_eq!(signal_name(None), "");
+        let interrupted = Error::Interrupted {
+            signal: libc::SIGTERM,
+        };
+        assert_eq!(interrupted.exit_code(), exit_code::TERMINATED);
+        assert!(interrupted
+            .to_string()
+            .starts_with("interrupted by SIGTERM;"));
+        assert_eq!(signal_name(libc::SIGUSR1), "");
     }
 }

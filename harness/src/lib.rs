@@ -1,29 +1,31 @@
 //! flywheel-bench: measures cold vs warm Nix and Bazel builds against their caches, proves
 //! fallback when a cache misbehaves, with honest statistics, as versioned results JSON.
 //!
-//! Layout: `plan` (manifests, profiles and flags resolved into a run's configuration and
-//! its cases; pure), `tools` (one adapter per external tool, pure parsers of their output),
-//! `cache` (the embedded cache server, external caches, the fault proxy), `lanes` (where
-//! builds run: host, vm, gpu), `run` (the session, the scheduler and its steps, owned
-//! processes, events and their consumers), `stats` (pure), `results` (schema types, the
-//! atomic writer), `report` (pure renderers), `doctor`, `checks`, `boundary` (bounded reads
-//! of the files users name, regular-file outputs, credentials removed from URLs), and `cli`
-//! (parses, then hands a resolved configuration to a session and maps the outcome to an
-//! exit code).
+//! The layers, from the bottom up; a module uses only those below it (README "Layout"):
+//! `stats`, `error` and `boundary` (ground; `boundary`: bounded reads of the files users
+//! name, regular-file outputs, credentials removed from URLs), `results` (the document and its words), `plan` (resolved
+//! configuration and the case matrix; pure), `exec` (child processes, scratch folders, the
+//! HTTP client), `tools` (one adapter per external tool), `cache` (provisioning, the
+//! embedded server, the fault proxy), `lanes` (host, vm, gpu), `report` (results in, bytes
+//! out), `run` (session, scheduler, case steps, sinks), and the commands: `cli`, `doctor`
+//! and the developers' `fake_tools`. The library exports what the binary, the integration
+//! tests and the benchmarks use.
 
 mod boundary;
 pub mod cache;
-pub mod checks;
-pub mod cli;
-pub mod doctor;
-pub mod error;
+mod cli;
+mod doctor;
+mod error;
+pub mod exec;
+mod fake_tools;
 pub mod lanes;
 pub mod plan;
-pub mod report;
+mod report;
 pub mod results;
 pub mod run;
-pub mod scratch;
 pub mod stats;
 #[cfg(test)]
 mod testing;
 pub mod tools;
+
+pub use cli::main;

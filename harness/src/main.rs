@@ -1,3 +1,3 @@
 fn main() {
-    std::process::exit(flywheel_bench::cli::main());
+    std::process::exit(flywheel_bench::main());
 }

@@ -8,12 +8,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use flywheel_bench::plan::{manifest, ParamValue, Scenario};
-use flywheel_bench::run::process::{
+use flywheel_bench::exec::process::{
     BuildExecutor, CpuScope, Executor, ProcessExecutor, ProcessOutcome, ServerProbe,
 };
-use flywheel_bench::scratch::ScratchDir;
-use flywheel_bench::tools::bazel::{BazelDriver, BazelSetup};
+use flywheel_bench::exec::scratch::ScratchDir;
+use flywheel_bench::plan::config::BazelSetup;
+use flywheel_bench::plan::{manifest, ParamValue, Scenario};
+use flywheel_bench::tools::bazel::BazelDriver;
 use flywheel_bench::tools::{BuildDriver, BuildMode, CaseContext};
 
 /// One cold build of fixture-cc (size 2) through `exec`, its server probed when `probe`.

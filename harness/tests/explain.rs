@@ -7,13 +7,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use flywheel_bench::cache::{signed_destination, BazelCache, BazelEndpoint, EmbeddedCache, Push};
+use flywheel_bench::cache::EmbeddedCache;
+use flywheel_bench::exec::process::{Executor, ProcessExecutor};
+use flywheel_bench::plan::cache::{BazelCache, BazelEndpoint, Fill};
+use flywheel_bench::plan::config::{BazelSetup, NixSetup};
 use flywheel_bench::plan::{manifest, RepoManifest, Scenario};
 use flywheel_bench::results::explain::{MissExplanations, MissReason};
 use flywheel_bench::results::CacheBackend;
-use flywheel_bench::run::process::{Executor, ProcessExecutor};
-use flywheel_bench::tools::bazel::{BazelDriver, BazelSetup};
-use flywheel_bench::tools::nix::{NixDriver, NixSetup};
+use flywheel_bench::tools::bazel::BazelDriver;
+use flywheel_bench::tools::nix::NixDriver;
 use flywheel_bench::tools::{
     BuildDriver, BuildMode, BuildReport, BuildState, CaseContext, Outputs, PreparedBuild,
 };
@@ -50,8 +52,9 @@ fn build(
         "{}",
         std::fs::read_to_string(&build.spec.stderr).unwrap_or_default()
     );
-    let report = driver.inspect(&build, &outcome);
-    let explained = driver.explain_misses(&build, &report);
+    let explain_misses = matches!(mode, BuildMode::FromCache { .. });
+    let report = driver.inspect(&build, &outcome, explain_misses);
+    let explained = report.explanations.clone();
     (build, report, explained)
 }
 
@@ -95,11 +98,12 @@ fn a_bazel_action_whose_environment_changed_is_explained_by_the_variable() {
     let cache = BazelCache {
         backend: CacheBackend::EmbeddedNginx,
         endpoint: BazelEndpoint::Remote(server.url("bazel")),
-        headers_rc: None,
+        headers: Vec::new(),
         read_only: false,
     };
     let bazel = which::which("bazel").unwrap();
-    let version = flywheel_bench::tools::probe_all(&ProcessExecutor)["bazel"]
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let version = flywheel_bench::tools::probe_all(&ProcessExecutor, &path)["bazel"]
         .version
         .clone();
     let setup = BazelSetup {
@@ -180,14 +184,10 @@ fn a_nix_derivation_whose_narinfo_is_gone_is_the_one_explained_as_404() {
     let embedded =
         EmbeddedCache::start(&which::which("nginx").unwrap(), &tmp.path().join("cache")).unwrap();
     let cache = embedded.nix_cache(&nix, &ProcessExecutor).unwrap();
-    let Push::NixCopy {
-        to,
-        secret_key_file,
-    } = cache.push.clone()
-    else {
+    let Fill::NixCopy { secret_key_file } = cache.fill.clone() else {
         unreachable!("the embedded cache is filled with nix copy")
     };
-    let destination = signed_destination(&to, secret_key_file.as_deref());
+    let destination = cache.copy_destination(secret_key_file.as_deref());
     let mut repo =
         manifest::load(&repo_root().join("bench-repos/fixture-c-dag/repo.toml")).unwrap();
     manifest::apply_overrides(

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
+use flywheel_bench::exec::process::ProcessExecutor;
 use flywheel_bench::lanes::gpu::{choose_shell, Shell};
-use flywheel_bench::run::process::ProcessExecutor;
 
 /// Paths a test made outside its temporary folder, removed when dropped (a failing test
 /// included), last made first.

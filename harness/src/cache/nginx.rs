@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::cache::http;
 use crate::error::{Error, IoContext, Result};
-use crate::run::process::OwnedChild;
+use crate::exec::process::OwnedChild;
 
 const START_ATTEMPTS: usize = 5;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -30,9 +30,10 @@ use tokio::sync::oneshot;
 
 pub use crate::cache::poison_nar::NarinfoSigner;
 use crate::cache::poison_nar::{poison_nar, POISON_NAR_PATH};
-use crate::cache::{hex, reapi};
+use crate::cache::reapi;
 use crate::error::{Error, IoContext, Result};
 use crate::plan::{Fault, SlowSettings};
+use crate::tools::hex;
 
 /// What a proxy did, for the evidence.
 #[derive(Debug, Default)]

@@ -93,21 +93,6 @@ fn encode_digest(hash: &str, size: u64) -> Vec<u8> {
     out
 }
 
-/// Output file paths of an ActionResult; `None` if it does not parse.
-pub fn output_paths(action_result: &[u8]) -> Option<Vec<String>> {
-    let mut paths = Vec::new();
-    for field in fields(action_result)? {
-        if field.number == 2 && field.wire_type == LEN {
-            for sub in fields(field.payload)? {
-                if sub.number == 1 && sub.wire_type == LEN {
-                    paths.push(String::from_utf8_lossy(sub.payload).into_owned());
-                }
-            }
-        }
-    }
-    Some(paths)
-}
-
 /// Points every output file whose path `matches` at the blob `(hash, size)`.
 /// Returns the new ActionResult and the paths it changed, or `None` if nothing matched
 /// (or the bytes are not an ActionResult).
@@ -158,6 +143,21 @@ pub fn redirect_outputs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Output file paths of an ActionResult; `None` if it does not parse.
+    pub fn output_paths(action_result: &[u8]) -> Option<Vec<String>> {
+        let mut paths = Vec::new();
+        for field in fields(action_result)? {
+            if field.number == 2 && field.wire_type == LEN {
+                for sub in fields(field.payload)? {
+                    if sub.number == 1 && sub.wire_type == LEN {
+                        paths.push(String::from_utf8_lossy(sub.payload).into_owned());
+                    }
+                }
+            }
+        }
+        Some(paths)
+    }
 
     /// ActionResult { output_files: [{path, digest{hash, size}, is_executable}], exit_code: 0 }
     fn action_result(files: &[(&str, &str, u64)]) -> Vec<u8> {

@@ -8,9 +8,9 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::exec::process::{run_captured, CommandSpec, Executor};
 use crate::plan::{ParamValue, RepoManifest};
 use crate::results::GpuInfo;
-use crate::run::process::{run_captured, CommandSpec, Executor};
 
 const SMI_TIMEOUT: Duration = Duration::from_secs(30);
 const LDCONFIG_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,14 +37,9 @@ pub const DEVICE_FILES: [(&str, &str); 2] = [
     ),
 ];
 
-/// A program on `search_path` (the PATH the run started with).
-pub fn find_in(name: &str, search_path: &OsStr) -> Option<PathBuf> {
-    which::which_in(name, Some(search_path), "/").ok()
-}
-
 /// The GPU and the nvidia-smi that described it, or a clean reason to skip the lane.
 pub fn preflight(exec: &dyn Executor, search_path: &OsStr) -> Result<(GpuInfo, PathBuf), String> {
-    let smi = find_in("nvidia-smi", search_path)
+    let smi = crate::tools::find("nvidia-smi", search_path)
         .ok_or_else(|| "no NVIDIA GPU: nvidia-smi is not on PATH".to_string())?;
     let query = CommandSpec::new(
         &smi,
@@ -136,7 +131,7 @@ pub fn parse_ldconfig(text: &str) -> Option<PathBuf> {
 
 /// `ldconfig -p`'s answer for libcuda.so.1 (ldconfig lives in sbin, often not on PATH).
 pub fn libcuda_dir(exec: &dyn Executor, search_path: &OsStr) -> Result<PathBuf, String> {
-    let ldconfig = find_in("ldconfig", search_path)
+    let ldconfig = crate::tools::find("ldconfig", search_path)
         .or_else(|| {
             ["/sbin/ldconfig", "/usr/sbin/ldconfig"]
                 .map(PathBuf::from)
@@ -162,7 +157,7 @@ pub struct CudaLayout {
 
 impl CudaLayout {
     pub fn discover(exec: &dyn Executor, search_path: &OsStr) -> CudaLayout {
-        let nvcc = find_in("nvcc", search_path);
+        let nvcc = crate::tools::find("nvcc", search_path);
         CudaLayout {
             cuda_home: discover_cuda_home(nvcc.as_deref(), Path::new(DEFAULT_CUDA_HOME)),
             libcuda_dir: libcuda_dir(exec, search_path),
@@ -446,7 +441,7 @@ pub fn needs(exec: &dyn Executor, search_path: &OsStr, flake_dir: &Path, dir: &P
         ("nix", "Nix (builds)"),
         ("nginx", "nginx (the embedded cache of warm cases)"),
     ] {
-        let found = find_in(tool, search_path).map(|p| p.display().to_string());
+        let found = crate::tools::find(tool, search_path).map(|p| p.display().to_string());
         needs.push(need(
             what,
             found.ok_or_else(|| {
@@ -467,7 +462,7 @@ pub fn needs(exec: &dyn Executor, search_path: &OsStr, flake_dir: &Path, dir: &P
         }),
         true,
     ));
-    let nix = find_in("nix", search_path);
+    let nix = crate::tools::find("nix", search_path);
     let shell = match choose_shell(exec, nix.as_deref(), flake_dir, dir) {
         Shell::Flake { name, .. } => Ok(name),
         Shell::Ambient { reason } => Err(format!("cases run in the ambient environment: {reason}")),
@@ -547,7 +542,10 @@ mod tests {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .unwrap();
-        assert_eq!(find_in("nvcc", &path), Some(link.join("bin/nvcc")));
+        assert_eq!(
+            crate::tools::find("nvcc", &path),
+            Some(link.join("bin/nvcc"))
+        );
     }
 
     fn cuda_repo(cuda_home: &str, sandbox: &[&Path]) -> RepoManifest {
@@ -658,7 +656,7 @@ mod tests {
         let entries = tmp.path().join("entries");
         let script = format!("echo in >> {}; sleep 0.2; exec \"$@\"", entries.display());
         let prefix: Vec<OsString> = ["sh", "-c", &script, "shell"].map(OsString::from).to_vec();
-        let seconds = shell_startup(&crate::run::process::ProcessExecutor, &prefix).unwrap();
+        let seconds = shell_startup(&crate::exec::process::ProcessExecutor, &prefix).unwrap();
         assert!(seconds >= 0.2, "{seconds}");
         assert_eq!(std::fs::read_to_string(&entries).unwrap(), "in\nin\n");
         let broken: Vec<OsString> = [
@@ -670,7 +668,7 @@ mod tests {
         .map(OsString::from)
         .to_vec();
         assert_eq!(
-            shell_startup(&crate::run::process::ProcessExecutor, &broken),
+            shell_startup(&crate::exec::process::ProcessExecutor, &broken),
             Err("exit code 1: cannot build the shell".into())
         );
     }
@@ -700,11 +698,11 @@ mod tests {
         // This machine has no NVIDIA GPU (CI neither); where one exists the test still holds
         // by checking the shape of the answer.
         let path = std::env::var_os("PATH").unwrap_or_default();
-        match preflight(&crate::run::process::ProcessExecutor, &path) {
+        match preflight(&crate::exec::process::ProcessExecutor, &path) {
             Ok((gpu, _)) => assert!(!gpu.name.is_empty()),
             Err(reason) => assert!(reason.starts_with("no "), "{reason}"),
         }
-        let err = preflight(&crate::run::process::ProcessExecutor, OsStr::new("")).unwrap_err();
+        let err = preflight(&crate::exec::process::ProcessExecutor, OsStr::new("")).unwrap_err();
         assert_eq!(err, "no NVIDIA GPU: nvidia-smi is not on PATH");
     }
 }

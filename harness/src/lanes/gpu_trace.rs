@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
+use crate::exec::observe::{BuildObserver, Observation, Watch};
+use crate::exec::process::{CommandSpec, Executor, OwnedChild, ProcessOutcome, ServerProbe};
 use crate::results::{GpuSeries, GpuTrace, GpuTraceSummary, MaxMean};
-use crate::run::observe::{BuildObserver, Observation, Watch};
-use crate::run::process::{CommandSpec, Executor, OwnedChild, ProcessOutcome, ServerProbe};
 
 /// The sampling period asked of nvidia-smi.
 pub const PERIOD_MS: u64 = 100;

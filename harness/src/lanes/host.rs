@@ -1,10 +1,12 @@
 //! The host lane's identity, read from /proc and /etc.
 
+use std::ffi::OsStr;
+
+use crate::exec::process::Executor;
 use crate::results::Environment;
-use crate::run::process::Executor;
 
 /// Describes this machine and the tools the harness can use on it.
-pub fn identity(exec: &dyn Executor) -> Environment {
+pub fn identity(exec: &dyn Executor, search_path: &OsStr) -> Environment {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
     Environment {
         hostname: read("/proc/sys/kernel/hostname").trim().to_string(),
@@ -13,7 +15,7 @@ pub fn identity(exec: &dyn Executor) -> Environment {
         cpu_model: cpu_model(&read("/proc/cpuinfo")).unwrap_or_else(|| "unknown".into()),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         memory_bytes: mem_total_bytes(&read("/proc/meminfo")).unwrap_or(0),
-        tools: crate::tools::probe_all(exec),
+        tools: crate::tools::probe_all(exec, search_path),
     }
 }
 
@@ -60,7 +62,8 @@ mod tests {
 
     #[test]
     fn identity_of_this_machine_is_filled_in() {
-        let env = identity(&crate::run::process::ProcessExecutor);
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let env = identity(&crate::exec::process::ProcessExecutor, &path);
         assert!(!env.kernel.is_empty() && env.cores >= 1 && env.memory_bytes > 0);
     }
 }

@@ -4,21 +4,21 @@
 //! VM guest that reports them back as events.
 
 pub mod gpu;
-pub mod gpu_trace;
-pub mod host;
-pub mod initramfs;
-pub mod vm;
+pub(crate) mod gpu_trace;
+pub(crate) mod host;
+mod initramfs;
+pub(crate) mod vm;
 
 use std::ffi::OsStr;
 use std::path::Path;
 
-use crate::cache::{BazelCache, NixCache};
 use crate::error::Result;
-use crate::plan::config::VmSettings;
+use crate::exec::process::{Executor, InShell};
+use crate::plan::cache::{BazelCache, NixCache};
+use crate::plan::config::{BazelSetup, NixSetup, VmSettings};
 use crate::plan::{Lane, Plan};
 use crate::results::lifecycle::{Bootstrap, TimedStep};
 use crate::results::{Environment, LaneIdentity};
-use crate::run::process::{Executor, InShell};
 
 /// The shell a lane names when its cases run in the harness's own environment.
 pub const AMBIENT: &str = "ambient";
@@ -40,8 +40,8 @@ pub struct LaneContext<'a> {
     /// The caches the run's cases read (a guest reads the same ones).
     pub nix_cache: Option<&'a NixCache>,
     pub bazel_cache: Option<&'a BazelCache>,
-    pub nix: &'a crate::tools::nix::NixSetup,
-    pub bazel: &'a crate::tools::bazel::BazelSetup,
+    pub nix: &'a NixSetup,
+    pub bazel: &'a BazelSetup,
     /// A private folder for the lane's own files (VM image, guest job).
     pub dir: &'a Path,
     /// Set inside a vm lane's guest: its cases run right here.
@@ -153,7 +153,7 @@ fn gpu_lane<'a>(mut identity: LaneIdentity, ctx: &LaneContext<'a>) -> Result<Pre
     if let Some(reason) = no_toolkit {
         return Ok(skipped(with_checks(identity, &checks), reason));
     }
-    let nix = gpu::find_in("nix", ctx.search_path);
+    let nix = crate::tools::find("nix", ctx.search_path);
     let (shell, step) = TimedStep::time("dev shell (evaluated and realised)", || {
         gpu::choose_shell(ctx.exec, nix.as_deref(), ctx.flake_dir, ctx.dir)
     });

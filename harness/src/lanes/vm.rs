@@ -9,25 +9,22 @@
 //! evidence, not KVM figures). /dev/kvm alone proves nothing: nested PVM devices exist on
 //! which stock kernels crawl and then fail.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::cache::{BazelCache, BazelEndpoint, NixCache, Push};
 use crate::error::{Error, IoContext, Result};
+use crate::exec::process::{CommandSpec, Executor, Exit};
+use crate::exec::scratch::write_private;
 use crate::lanes::initramfs::{cpio_newc, load_order, Entry};
 use crate::lanes::{GuestRole, Need};
-use crate::plan::config::Upstream;
-use crate::plan::config::VmSettings;
+use crate::plan::cache::{BazelCache, BazelEndpoint, Fill, NixCache};
+use crate::plan::config::{BazelSetup, Login, NixSetup, Secret, VmSettings};
 use crate::plan::{Lane, Plan, Source};
 use crate::results::{Environment, LaneIdentity};
-use crate::run::events::{emit, Event, EventSink, WireEvent};
-use crate::run::process::{CommandSpec, Executor, Exit};
-use crate::tools::bazel::BazelSetup;
-use crate::tools::nix::NixSetup;
 
 /// What the guest needs: virtio PCI, 9p over virtio, and a virtio network card.
 const MODULES: &[&str] = &["virtio_pci", "9p", "9pnet_virtio", "virtio_net"];
@@ -259,7 +256,12 @@ pub fn build_image(dir: &Path, exec: &dyn Executor) -> Result<VmImage> {
 /// QEMU, a kernel with its virtio and 9p modules, a static busybox and xz, then the guest
 /// image built from them in `dir`. KVM is proved only by booting a test VM under it (up
 /// to 30 s), which `probe_kvm` asks for; without it the lane runs under TCG.
-pub fn needs(exec: &dyn Executor, qemu: Option<&Path>, dir: &Path, probe_kvm: bool) -> Vec<Need> {
+pub fn needs(
+    exec: &dyn Executor,
+    (qemu, search_path): (Option<&Path>, &OsStr),
+    dir: &Path,
+    probe_kvm: bool,
+) -> Vec<Need> {
     let mut needs = vec![Need {
         what: "QEMU (qemu-system-x86_64)",
         found: qemu
@@ -304,7 +306,7 @@ pub fn needs(exec: &dyn Executor, qemu: Option<&Path>, dir: &Path, probe_kvm: bo
     });
     needs.push(Need {
         what: "xz (unpacks the kernel to boot)",
-        found: crate::tools::find("xz")
+        found: crate::tools::find("xz", search_path)
             .map(|p| p.display().to_string())
             .ok_or_else(|| "xz is not on PATH: `sudo apt-get install xz-utils`".into()),
         required: true,
@@ -512,12 +514,14 @@ mod tests {
 
 /// What the harness inside the VM runs, and against what: the plan (its repos resolved to
 /// paths the guest sees through the shared root), the caches as the guest reaches them
-/// (their secrets in private files of the job folder), and how the host accelerated it.
+/// (their credentials in private files of the job folder), and how the host accelerated it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GuestJob {
     pub plan: Plan,
     pub nix_cache: Option<NixCache>,
     pub bazel_cache: Option<BazelCache>,
+    /// The caches' credentials, which the job names and never holds.
+    pub secrets: GuestSecrets,
     pub nix: NixSetup,
     pub bazel: BazelSetup,
     pub acceleration: String,
@@ -532,10 +536,20 @@ pub struct GuestJob {
     pub work_dir: PathBuf,
 }
 
+/// Private (0600) files of the job folder, as the guest sees them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GuestSecrets {
+    /// The Nix cache's login: its user on the first line, its password (an Attic token) on
+    /// the second.
+    pub nix_login: Option<PathBuf>,
+    /// The Bazel cache's headers, one `Name=Value` a line.
+    pub bazel_headers: Option<PathBuf>,
+}
+
 impl GuestJob {
     /// Writes the job for `plan` into the host's `job` folder: the caches as the guest
-    /// reaches them (loopback URLs through 10.0.2.2), their secret files copied privately
-    /// beside the job, and `job.json`.
+    /// reaches them (loopback URLs through 10.0.2.2), their credentials and signing key
+    /// in private files beside the job, and `job.json`.
     pub fn write(
         job: &Path,
         plan: &Plan,
@@ -543,26 +557,41 @@ impl GuestJob {
         (nix, bazel): (&NixSetup, &BazelSetup),
         role: GuestRole,
     ) -> Result<GuestJob> {
-        let mut nix_cache = nix_cache.cloned();
-        let mut bazel_cache = bazel_cache.cloned();
-        let mut secrets: Vec<&mut PathBuf> = Vec::new();
+        let mut files = 0;
+        let mut private = |write: &dyn Fn(&Path) -> Result<()>| -> Result<PathBuf> {
+            let name = format!("secret-{files}");
+            files += 1;
+            write(&job.join(&name))?;
+            Ok(Path::new(GUEST_JOB_DIR).join(name))
+        };
+        let mut secrets = GuestSecrets::default();
+        let mut nix_cache = nix_cache.map(for_guest);
         if let Some(cache) = nix_cache.as_mut() {
-            cache.substituter = guest_url(&cache.substituter);
-            if let Push::NixCopy { to, .. } = &mut cache.push {
-                *to = guest_url(to);
+            if let Some(login) = &cache.login {
+                let text = format!("{}\n{}\n", login.user, login.password.expose());
+                secrets.nix_login = Some(private(&|to| write_private(to, text.as_bytes()))?);
             }
-            secrets.extend(cache.secret_files_mut());
+            if let Fill::NixCopy {
+                secret_key_file: Some(key),
+            } = &mut cache.fill
+            {
+                let from = key.clone();
+                *key = private(&|to| crate::exec::scratch::copy_private(&from, to))?;
+            }
         }
+        let mut bazel_cache = bazel_cache.cloned();
         if let Some(cache) = bazel_cache.as_mut() {
             if let BazelEndpoint::Remote(url) = &mut cache.endpoint {
                 *url = guest_url(url);
             }
-            secrets.extend(cache.headers_rc.as_mut());
-        }
-        for (n, path) in secrets.into_iter().enumerate() {
-            let name = format!("secret-{n}");
-            crate::scratch::copy_private(path, &job.join(&name))?;
-            *path = Path::new(GUEST_JOB_DIR).join(name);
+            if !cache.headers.is_empty() {
+                let lines: String = cache
+                    .headers
+                    .iter()
+                    .map(|h| format!("{}\n", h.expose()))
+                    .collect();
+                secrets.bazel_headers = Some(private(&|to| write_private(to, lines.as_bytes()))?);
+            }
         }
         // The guest builds from the host's checkouts: a git URL is only a name there, and
         // its credentials stay on the host.
@@ -579,8 +608,9 @@ impl GuestJob {
             plan,
             nix_cache,
             bazel_cache,
+            secrets,
             nix: NixSetup {
-                upstream: nix.upstream.iter().map(Upstream::for_guest).collect(),
+                upstream: nix.upstream.iter().map(for_guest).collect(),
                 ..nix.clone()
             },
             bazel: bazel.clone(),
@@ -594,6 +624,42 @@ impl GuestJob {
         let file = job.join("job.json");
         std::fs::write(&file, json).context(|| format!("writing {}", file.display()))?;
         Ok(spec)
+    }
+
+    /// Inside the guest: the job the host wrote at `file`, the caches' credentials read
+    /// back from their private files.
+    pub fn read(file: &Path) -> Result<GuestJob> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Error::io(format!("reading the guest job {}", file.display()), e))?;
+        let mut job: GuestJob = serde_json::from_str(&text).map_err(|e| {
+            Error::Usage(format!(
+                "{}: not a guest job of this harness ({e})",
+                file.display()
+            ))
+        })?;
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).context(|| format!("reading {}", path.display()))
+        };
+        if let (Some(cache), Some(path)) = (job.nix_cache.as_mut(), &job.secrets.nix_login) {
+            let text = read(path)?;
+            let mut lines = text.lines();
+            cache.login = Some(Login {
+                user: lines.next().unwrap_or_default().to_string(),
+                password: Secret::new(lines.next().unwrap_or_default()),
+            });
+        }
+        if let (Some(cache), Some(path)) = (job.bazel_cache.as_mut(), &job.secrets.bazel_headers) {
+            cache.headers = read(path)?.lines().map(Secret::new).collect();
+        }
+        Ok(job)
+    }
+}
+
+/// A Nix cache as the guest reaches it.
+fn for_guest(cache: &NixCache) -> NixCache {
+    NixCache {
+        url: guest_url(&cache.url),
+        ..cache.clone()
     }
 }
 
@@ -613,6 +679,8 @@ pub struct GuestLane<'a> {
     bazel_cache: Option<BazelCache>,
     nix: NixSetup,
     bazel: BazelSetup,
+    /// The run's `$PATH`, which the guest's harness gets (the guest shares the host's root).
+    search_path: OsString,
     /// The run's bootstrap with the VM's image build and KVM probe.
     bootstrap: crate::results::lifecycle::Bootstrap,
 }
@@ -656,6 +724,7 @@ impl<'a> GuestLane<'a> {
             bazel_cache: ctx.bazel_cache.cloned(),
             nix: ctx.nix.clone(),
             bazel: ctx.bazel.clone(),
+            search_path: ctx.search_path.to_owned(),
             bootstrap,
         })
     }
@@ -682,9 +751,14 @@ impl<'a> GuestLane<'a> {
         identity
     }
 
-    /// Boots the VM, runs `plan` in it and replays the guest's events to `sinks` as they
-    /// arrive. Cases the guest never finished are reported failed, with the end of its log.
-    pub fn run(self, plan: &Plan, sinks: &mut [&mut dyn EventSink]) -> Result<()> {
+    /// Boots the VM and runs `plan` in it, handing each line of the guest's event log to
+    /// `on_event` as it arrives; returns how the guest ended. The caller (the scheduler)
+    /// turns the lines into events and reports the cases the guest never finished.
+    pub fn run(
+        self,
+        plan: &Plan,
+        on_event: &mut dyn FnMut(&str) -> Result<()>,
+    ) -> Result<GuestEnd> {
         let job = self.dir.join("job");
         std::fs::create_dir_all(&job).context(|| format!("creating {}", job.display()))?;
         let guest = self.write_job(plan, &job)?;
@@ -696,7 +770,6 @@ impl<'a> GuestLane<'a> {
             memory_mb: self.vm.memory_mb,
             cpus: self.vm.cpus,
         };
-        let mut replayed = Replayed::default();
         let exit = std::thread::scope(|scope| -> Result<GuestExit> {
             let vm = scope.spawn(|| run_job(self.exec, machine, &job, &guest, self.vm.timeout));
             let (mut event_lines, mut log_lines) = (LineTail::default(), LineTail::default());
@@ -707,9 +780,7 @@ impl<'a> GuestLane<'a> {
                     eprintln!("  [vm] {line}");
                 }
                 for line in event_lines.read(&events)? {
-                    let event = parse_event(&line)?;
-                    replayed.note(&event);
-                    event.replay(plan, sinks)?;
+                    on_event(&line)?;
                 }
                 if done {
                     break;
@@ -721,7 +792,15 @@ impl<'a> GuestLane<'a> {
             })?
         });
         let exit = exit?;
-        self.fail_unfinished(plan, &replayed, &exit, &job, sinks)
+        let log = std::fs::read_to_string(job.join("job.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        Ok(GuestEnd {
+            how: match exit {
+                GuestExit::Job(rc) => format!("the guest's harness exited with {rc}"),
+                GuestExit::Lost(why) => why,
+            },
+            log_tail: lines[lines.len().saturating_sub(8)..].join(" | "),
+        })
     }
 
     /// Writes the job file, the guest's script and the caches' secrets (private copies).
@@ -733,80 +812,30 @@ impl<'a> GuestLane<'a> {
         };
         let caches = (self.nix_cache.as_ref(), self.bazel_cache.as_ref());
         GuestJob::write(job, plan, caches, (&self.nix, &self.bazel), role)?;
-        guest_script()
-    }
-
-    fn fail_unfinished(
-        &self,
-        plan: &Plan,
-        replayed: &Replayed,
-        exit: &GuestExit,
-        job: &Path,
-        sinks: &mut [&mut dyn EventSink],
-    ) -> Result<()> {
-        let unfinished: Vec<usize> = (0..plan.cases.len())
-            .filter(|i| !replayed.finished.contains(i))
-            .collect();
-        if unfinished.is_empty() {
-            return Ok(());
-        }
-        let log = std::fs::read_to_string(job.join("job.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(8)..].join(" | ");
-        let how = match exit {
-            GuestExit::Job(rc) => format!("the guest's harness exited with {rc}"),
-            GuestExit::Lost(why) => why.clone(),
-        };
-        for index in unfinished {
-            let case = &plan.cases[index];
-            let mut result = crate::run::blank_result(plan, case);
-            result.outcome = crate::results::Outcome::Failed;
-            result.reason = Some(format!(
-                "the vm lane did not finish this case ({how}); its log ends: {tail}"
-            ));
-            if !replayed.started.contains(&index) {
-                emit(sinks, Event::CaseStarted { index, case })?;
-            }
-            emit(
-                sinks,
-                Event::CaseFinished {
-                    index,
-                    result: &result,
-                },
-            )?;
-        }
-        Ok(())
+        guest_script(&self.search_path)
     }
 }
 
+/// How a vm lane's guest ended, for the cases it did not finish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestEnd {
+    /// "the guest's harness exited with 1", "the VM ran past its timeout and was killed".
+    pub how: String,
+    /// The last lines of the guest's log, joined with ` | `.
+    pub log_tail: String,
+}
+
 /// The job's script: this harness, from the shared host root, serving the job.
-fn guest_script() -> Result<String> {
-    use crate::run::process::shell_quote;
+fn guest_script(search_path: &OsStr) -> Result<String> {
+    use crate::exec::process::shell_quote;
     let exe = std::env::current_exe().context(|| "finding the harness's own executable".into())?;
-    let path = std::env::var("PATH").unwrap_or_default();
+    let path = search_path.to_string_lossy();
     Ok(format!(
         "export HOME=/tmp/home PATH={path}\nmkdir -p \"$HOME\"\ncd /tmp\nexec {exe} guest {job}\n",
         path = shell_quote(&path),
         exe = shell_quote(&exe.to_string_lossy()),
         job = shell_quote(&format!("{GUEST_JOB_DIR}/job.json")),
     ))
-}
-
-/// Which cases the guest reported started and finished.
-#[derive(Default)]
-struct Replayed {
-    started: Vec<usize>,
-    finished: Vec<usize>,
-}
-
-impl Replayed {
-    fn note(&mut self, event: &WireEvent) {
-        match event {
-            WireEvent::CaseStarted { index } => self.started.push(*index),
-            WireEvent::CaseFinished { index, .. } => self.finished.push(*index),
-            _ => {}
-        }
-    }
 }
 
 /// Reads the whole lines a file gained since the last read.
@@ -837,14 +866,6 @@ impl LineTail {
             .map(str::to_string)
             .collect())
     }
-}
-
-fn parse_event(line: &str) -> Result<WireEvent> {
-    serde_json::from_str(line).map_err(|e| {
-        Error::Environment(format!(
-            "the vm lane's guest wrote an event this harness cannot read ({e}): {line}"
-        ))
-    })
 }
 
 /// A cache URL as the guest must write it: the host's loopback is 10.0.2.2 there.
@@ -906,7 +927,7 @@ mod lane_tests {
             proxies: &config.proxies,
         };
         let cache_dir = dir.path().join("cache");
-        let exec = crate::run::process::ProcessExecutor;
+        let exec = crate::exec::process::ProcessExecutor;
         let caches = Caches::provision(
             &config.nix_cache,
             &config.bazel_cache,
@@ -915,18 +936,8 @@ mod lane_tests {
             &exec,
         )
         .unwrap();
-        // An Attic pull cache as connecting it makes one: credentials in a netrc file.
-        std::fs::write(
-            dir.path().join("netrc"),
-            "machine 127.0.0.1 password s3cr3t-token\n",
-        )
-        .unwrap();
-        let nix = NixCache {
-            backend: crate::results::CacheBackend::Attic,
-            substituter: Url::parse("http://127.0.0.1:8080/main").unwrap(),
-            public_key: "main:K".into(),
-            push: Push::ReadOnly,
-            netrc_file: Some(dir.path().join("netrc")),
+        let crate::plan::config::NixCacheConfig::External(nix) = &config.nix_cache else {
+            panic!("{:?}", config.nix_cache)
         };
         let job_dir = dir.path().join("job");
         std::fs::create_dir(&job_dir).unwrap();
@@ -945,7 +956,7 @@ mod lane_tests {
         let job = GuestJob::write(
             &job_dir,
             &plan,
-            (Some(&nix), caches.bazel.as_ref()),
+            (Some(nix), caches.bazel.as_ref()),
             (&Default::default(), &Default::default()),
             role,
         )
@@ -957,9 +968,9 @@ mod lane_tests {
             "a folder, not a URL"
         );
         let nix = job.nix_cache.unwrap();
-        assert_eq!(nix.substituter.as_str(), "http://10.0.2.2:8080/main");
+        assert_eq!(nix.url.as_str(), "http://10.0.2.2:8080/main");
         assert_eq!(
-            nix.netrc_file.as_deref(),
+            job.secrets.nix_login.as_deref(),
             Some(Path::new("/tmp/job/secret-0"))
         );
         let copy = job_dir.join("secret-0");
@@ -976,6 +987,16 @@ mod lane_tests {
             "the job file names secrets, never holds them"
         );
         assert!(written.contains("https://git.example.com/r"), "{written}");
+        // The guest reads the token back (here with the job folder where the host has it).
+        let moved = dir.path().join("moved.json");
+        let host_paths = written.replace("/tmp/job/", &format!("{}/", job_dir.display()));
+        std::fs::write(&moved, host_paths).unwrap();
+        let read = GuestJob::read(&moved).unwrap();
+        let login = read.nix_cache.unwrap().login.unwrap();
+        assert_eq!(
+            (login.user.as_str(), login.password),
+            ("flywheel-bench", Secret::new("s3cr3t-token"))
+        );
     }
 
     #[test]
@@ -989,16 +1010,7 @@ mod lane_tests {
         std::fs::write(&path, format!("{first}\n{}", &second[..10])).unwrap();
         assert_eq!(tail.read(&path).unwrap(), vec![first]);
         std::fs::write(&path, format!("{first}\n{second}\n")).unwrap();
-        let lines = tail.read(&path).unwrap();
-        assert_eq!(lines, vec![second]);
-        assert_eq!(
-            parse_event(&lines[0]).unwrap(),
-            WireEvent::CaseStarted { index: 1 }
-        );
+        assert_eq!(tail.read(&path).unwrap(), vec![second]);
         assert!(tail.read(&path).unwrap().is_empty());
-        assert!(parse_event("{not json")
-            .unwrap_err()
-            .to_string()
-            .contains("cannot read"));
     }
 }

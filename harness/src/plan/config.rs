@@ -9,14 +9,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::cache::client::Proxies;
 use crate::error::{Error, Result};
 use crate::plan::args::RunArgs;
+use crate::plan::cache::{
+    attic_url, nix_backend_of, BazelCache, BazelEndpoint, Fill, NixCache, ATTIC_LOGIN,
+};
 use crate::plan::profile::{AtticPush, BazelBackend, NixBackend, Profile, TokenSource};
+use crate::plan::proxies::Proxies;
 use crate::plan::{Lane, ParamValue, Scenario, Settings, SlowSettings, System};
-use crate::results::Thresholds;
-use crate::tools::bazel::BazelSetup;
-use crate::tools::nix::NixSetup;
+use crate::results::{CacheBackend, RunSettings, Thresholds};
 
 /// The process environment as the configuration sees it: variables, the current folder,
 /// the temp folder and the clock, captured once.
@@ -126,25 +127,18 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Where an Attic token is, once resolved: read from its variable now, or from its file
-/// when the cache is connected.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Token {
-    Value(Secret),
-    File(PathBuf),
-}
-
-/// A binary cache that `nix copy` writes and Nix reads (http(s)://, file://, s3://).
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoreCacheConfig {
-    /// Without user or password: those are in `login`.
-    pub url: Url,
-    pub public_key: String,
-    /// Uploads are signed with this key when given (the file is never logged).
-    pub secret_key_file: Option<PathBuf>,
-    /// The user and password the URL carried (`http://user:pw@host/`), taken out of it so
-    /// it can be shown and recorded; Nix gets them in a private netrc file.
-    pub login: Option<Login>,
+/// How a run uses Nix, besides the team cache.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NixSetup {
+    /// `nix --version` as recorded.
+    pub version: String,
+    /// Caches present in every build, cold ones included: the public layer (e.g.
+    /// https://cache.nixos.org) under the team cache that is measured.
+    pub upstream: Vec<NixCache>,
+    /// Proxies for the harness's own requests to Nix caches (Attic's API, narinfos).
+    pub proxies: Proxies,
+    /// The `attic` CLI, when the team cache is filled with it (found with the other tools).
+    pub attic: Option<PathBuf>,
 }
 
 /// HTTP Basic credentials that came in a URL, percent-decoded.
@@ -188,44 +182,25 @@ pub fn take_login(url: &Url, source: &str) -> Result<(Url, Option<Login>)> {
     ))
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct AtticConfig {
-    /// The server, e.g. `https://attic.example.com/` (no cache name).
-    pub endpoint: Url,
-    pub cache: String,
-    pub public_key: String,
-    pub token: Token,
-    pub push: AtticPush,
-}
-
-/// A Nix binary cache every build may substitute from, cold ones included: the public
-/// layer (e.g. https://cache.nixos.org) under the team cache that is measured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Upstream {
-    pub url: Url,
-    pub public_key: String,
-}
-
-impl Upstream {
-    /// As a vm lane's guest reaches it (the host's loopback is 10.0.2.2 there).
-    pub fn for_guest(&self) -> Upstream {
-        Upstream {
-            url: crate::lanes::vm::guest_url(&self.url),
-            public_key: self.public_key.clone(),
-        }
-    }
+/// How a run uses Bazel, besides its cache.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BazelSetup {
+    /// `bazel --version` as recorded.
+    pub version: String,
+    /// `--bazel-override NAME=PATH`.
+    pub overrides: Vec<(String, PathBuf)>,
+    /// Share one repository cache between all builds of the run.
+    pub shared_repository_cache: bool,
 }
 
 /// The Nix cache warm cases read from.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum NixCacheConfig {
-    /// The harness's own nginx, with a signing key generated for the run.
+    /// The harness's own nginx, with a signing key generated for the run: its URL and key
+    /// exist once provisioning starts it.
     #[default]
     Embedded,
-    Attic(AtticConfig),
-    Http(StoreCacheConfig),
-    File(StoreCacheConfig),
-    S3(StoreCacheConfig),
+    External(NixCache),
 }
 
 /// The Bazel cache warm cases read from.
@@ -234,18 +209,7 @@ pub enum BazelCacheConfig {
     /// The harness's own nginx, speaking Bazel's HTTP cache protocol.
     #[default]
     Embedded,
-    Http {
-        url: Url,
-        headers: Vec<Secret>,
-    },
-    Grpc {
-        url: Url,
-        headers: Vec<Secret>,
-    },
-    /// A local `--disk_cache` folder.
-    Disk {
-        path: PathBuf,
-    },
+    External(BazelCache),
 }
 
 /// The vm lane's machine (`--vm-memory-mb`, `--vm-cpus`, `--vm-timeout`).
@@ -306,8 +270,11 @@ pub struct RunConfig {
     pub checkout_cache: PathBuf,
     /// The folder the run started in: the flake whose dev shells the gpu lane may use.
     pub flake_dir: PathBuf,
-    /// `$PATH` as the run started: where the gpu lane looks for nvidia-smi, nvcc and ldconfig.
+    /// `$PATH` as the run started: where every tool is looked up (nix, bazel, nginx,
+    /// QEMU, the gpu lane's nvidia-smi, nvcc and ldconfig), and the vm lane guest's `PATH`.
     pub search_path: std::ffi::OsString,
+    /// `$GITHUB_REF`: the ref a CI checked out, which results record for detached checkouts.
+    pub ci_ref: Option<String>,
     /// What the lane's job timed before the run (`--bootstrap-time`).
     pub bootstrap: Vec<crate::results::lifecycle::TimedStep>,
 }
@@ -339,6 +306,8 @@ impl RunConfig {
             verify: args.verify.unwrap_or(defaults.verify),
             verify_depth: args.verify_depth.or(defaults.verify_depth),
         };
+        let fill = settings.fill;
+        let proxies = Proxies::from_env(env).map_err(Error::Environment)?;
         let t = Thresholds::default();
         let thresholds = Thresholds {
             min_hit_ratio: args
@@ -403,13 +372,15 @@ impl RunConfig {
             lanes,
             settings,
             thresholds,
-            nix_cache: nix_cache(args, &profile.nix, env)?,
-            bazel_cache: bazel_cache(args, &profile.bazel, env)?,
-            proxies: Proxies::from_env(env).map_err(Error::Environment)?,
+            nix_cache: nix_cache(args, &profile.nix, env, fill)?,
+            bazel_cache: bazel_cache(args, &profile.bazel, env, fill)?,
             nix: NixSetup {
                 version: String::new(),
                 upstream: profile.nix_upstream.clone(),
+                proxies: proxies.clone(),
+                attic: None,
             },
+            proxies,
             bazel: BazelSetup {
                 version: String::new(),
                 overrides: args.bazel_overrides.clone(),
@@ -430,12 +401,35 @@ impl RunConfig {
                 .unwrap_or_else(|| default_checkout_cache(env)),
             flake_dir: env.cwd.clone(),
             search_path: env.var("PATH").unwrap_or_default().into(),
+            ci_ref: env.var("GITHUB_REF").map(str::to_string),
             bootstrap: args
                 .bootstrap_times
                 .iter()
                 .map(|(name, s)| crate::results::lifecycle::TimedStep::new(name, *s))
                 .collect(),
         })
+    }
+}
+
+impl RunConfig {
+    /// The settings as results record them.
+    pub fn run_settings(&self) -> RunSettings {
+        let s = &self.settings;
+        RunSettings {
+            samples: s.samples,
+            warmups: s.warmups,
+            timeout_s: s.timeout.as_secs_f64(),
+            fallback_timeout_s: s.fallback_timeout.as_secs_f64(),
+            slow_latency_ms: s.slow.latency.as_millis() as u64,
+            slow_bytes_per_s: s.slow.bytes_per_sec,
+            thresholds: self.thresholds,
+            fill: s.fill,
+            target_precision: s.target_precision,
+            max_samples: s.target_precision.map(|_| s.max_samples),
+            explain: s.explain,
+            verify: s.verify,
+            verify_depth: s.verify_depth,
+        }
     }
 }
 
@@ -458,17 +452,36 @@ pub fn parse_url(text: &str, source: &str, example: &str) -> Result<Url> {
     })
 }
 
-fn nix_cache(args: &RunArgs, profile: &NixBackend, env: &Env) -> Result<NixCacheConfig> {
+fn nix_cache(
+    args: &RunArgs,
+    profile: &NixBackend,
+    env: &Env,
+    fill: bool,
+) -> Result<NixCacheConfig> {
     match (&args.nix_cache, &args.nix_cache_public_key) {
         (Some(url), Some(key)) => {
             let url = parse_url(url, "--nix-cache", "http://cache:8080/nix")?;
-            let store = StoreCacheConfig {
-                url,
-                public_key: key.clone(),
-                secret_key_file: args.nix_cache_secret_key.clone(),
-                login: None,
-            };
-            return store_cache(store, "--nix-cache");
+            if !matches!(url.scheme(), "http" | "https" | "file" | "s3") {
+                return Err(Error::Usage(format!(
+                    "--nix-cache {}: Nix binary caches are http(s)://, file:// or s3://, not {}://\n  fix: e.g. https://cache.example.com or file:///var/cache/nix",
+                    crate::boundary::public_url(&url),
+                    url.scheme()
+                )));
+            }
+            let backend = nix_backend_of(&url);
+            return store_cache(
+                backend,
+                &url,
+                key,
+                args.nix_cache_secret_key.clone(),
+                fill,
+                "--nix-cache",
+            );
+        }
+        (None, None) if args.nix_cache_secret_key.is_some() => {
+            return Err(Error::Usage(
+                "--nix-cache-secret-key signs uploads to the cache --nix-cache names, and there is no --nix-cache\n  fix: pass --nix-cache URL --nix-cache-public-key KEY with it, or drop --nix-cache-secret-key (the profile's nix.secret_key_file signs a profile's cache)".into(),
+            ))
         }
         (None, None) => {}
         _ => {
@@ -485,68 +498,98 @@ fn nix_cache(args: &RunArgs, profile: &NixBackend, env: &Env) -> Result<NixCache
             public_key,
             token,
             push,
-        } => NixCacheConfig::Attic(AtticConfig {
-            endpoint: endpoint.clone(),
-            cache: cache.clone(),
+        } => NixCacheConfig::External(NixCache {
+            backend: CacheBackend::Attic,
+            url: attic_url(endpoint, cache)?,
             public_key: public_key.clone(),
-            token: match token {
-                TokenSource::Env(var) => Token::Value(token_from_env(var, env)?),
-                TokenSource::File(path) => Token::File(path.clone()),
+            login: Some(Login {
+                user: ATTIC_LOGIN.into(),
+                password: match token {
+                    TokenSource::Env(var) => token_from_env(var, env)?,
+                    TokenSource::File(path) => token_from_file(path)?,
+                },
+            }),
+            fill: match (fill, push) {
+                (false, _) => Fill::ReadOnly,
+                (true, AtticPush::Api) => Fill::AtticApi,
+                (true, AtticPush::Cli) => Fill::AtticCli,
             },
-            push: *push,
         }),
         NixBackend::Store {
+            backend,
             url,
             public_key,
             secret_key_file,
         } => store_cache(
-            StoreCacheConfig {
-                url: url.clone(),
-                public_key: public_key.clone(),
-                secret_key_file: secret_key_file.clone(),
-                login: None,
-            },
+            *backend,
+            url,
+            public_key,
+            secret_key_file.clone(),
+            fill,
             "the profile's nix.url",
         )?,
     })
 }
 
-/// The store cache kind its URL's scheme names; credentials in an http(s) URL move to
-/// `login`.
-fn store_cache(mut store: StoreCacheConfig, source: &str) -> Result<NixCacheConfig> {
-    let (url, login) = take_login(&store.url, source)?;
+/// A cache that `nix copy` fills; a user and password in an http(s) URL move out of it,
+/// into the cache's login.
+fn store_cache(
+    backend: CacheBackend,
+    url: &Url,
+    public_key: &str,
+    secret_key_file: Option<PathBuf>,
+    fill: bool,
+    source: &str,
+) -> Result<NixCacheConfig> {
+    let (url, login) = take_login(url, source)?;
     if login.is_some() && !matches!(url.scheme(), "http" | "https") {
         return Err(Error::Usage(format!(
             "{source} {url}: only http(s) caches take a user and password in the URL\n  fix: remove them from the URL"
         )));
     }
-    (store.url, store.login) = (url, login);
-    Ok(match store.url.scheme() {
-        "http" | "https" => NixCacheConfig::Http(store),
-        "file" => NixCacheConfig::File(store),
-        "s3" => NixCacheConfig::S3(store),
-        other => {
-            return Err(Error::Usage(format!(
-                "{source} {}: Nix binary caches are http(s)://, file:// or s3://, not {other}://\n  fix: e.g. https://cache.example.com or file:///var/cache/nix",
-                crate::boundary::public_url(&store.url)
-            )))
-        }
-    })
+    let mut cache = NixCache::store(backend, url, public_key.into(), secret_key_file, fill);
+    cache.login = login;
+    Ok(NixCacheConfig::External(cache))
 }
 
 fn token_from_env(var: &str, env: &Env) -> Result<Secret> {
-    let value = env.var(var).map(str::trim).unwrap_or_default();
-    if env.var(var).is_none() {
+    let Some(value) = env.var(var) else {
         return Err(Error::Environment(format!(
             "the Attic token variable ${var} is not set\n  fix: export {var}=<token> before the run (it is never printed or recorded)"
         )));
-    }
-    if value.is_empty() {
+    };
+    checked_token(value.trim(), &format!("the Attic token variable ${var}"))
+}
+
+/// The token in `path`, trimmed. Errors name the file, never what is in it.
+pub fn token_from_file(path: &Path) -> Result<Secret> {
+    let text = crate::boundary::read_text(path, crate::boundary::SECRET_LIMIT).map_err(|why| {
+        Error::Environment(format!(
+            "the Attic token file {}: {why}\n  fix: point token_file at a readable regular file holding the token",
+            path.display(),
+        ))
+    })?;
+    checked_token(
+        text.trim(),
+        &format!("the Attic token file {}", path.display()),
+    )
+}
+
+/// A token that an HTTP header and a netrc line can carry: not empty, no space, line break
+/// or control character (which would split it). `source` names where it came from; the
+/// error never shows it.
+fn checked_token(token: &str, source: &str) -> Result<Secret> {
+    if token.is_empty() {
         return Err(Error::Environment(format!(
-            "the Attic token variable ${var} is empty\n  fix: set it to the token"
+            "{source} is empty\n  fix: set it to the token"
         )));
     }
-    Ok(Secret::new(value))
+    if let Some(at) = token.find(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(Error::Environment(format!(
+            "{source} holds a space, line break or control character (at byte {at}), so no HTTP header can carry it\n  fix: write the token alone, on one line (`atticadm make-token` prints one)"
+        )));
+    }
+    Ok(Secret::new(token))
 }
 
 /// `Name=Value` lines from a variable; blank lines are skipped. A line that is not a
@@ -577,7 +620,12 @@ fn headers_from_env(var: &str, env: &Env) -> Result<Vec<Secret>> {
         .collect()
 }
 
-fn bazel_cache(args: &RunArgs, profile: &BazelBackend, env: &Env) -> Result<BazelCacheConfig> {
+fn bazel_cache(
+    args: &RunArgs,
+    profile: &BazelBackend,
+    env: &Env,
+    fill: bool,
+) -> Result<BazelCacheConfig> {
     let remote = |url: &str, source: &str, headers_env: &str| -> Result<BazelCacheConfig> {
         let parsed = parse_url(url, source, "grpc://bazel-remote:9092")?;
         let mut headers = headers_from_env(headers_env, env)?;
@@ -590,20 +638,20 @@ fn bazel_cache(args: &RunArgs, profile: &BazelBackend, env: &Env) -> Result<Baze
             let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
             headers.push(Secret::new(format!("Authorization=Basic {encoded}")));
         }
-        match parsed.scheme() {
-            "http" | "https" => Ok(BazelCacheConfig::Http {
-                url: parsed,
-                headers,
-            }),
-            "grpc" | "grpcs" => Ok(BazelCacheConfig::Grpc {
-                url: parsed,
-                headers,
-            }),
-            _ => Err(Error::Usage(format!(
+        let backend = match parsed.scheme() {
+            "http" | "https" => CacheBackend::Http,
+            "grpc" | "grpcs" => CacheBackend::Grpc,
+            _ => return Err(Error::Usage(format!(
                 "{source} {}: not an http(s):// or grpc(s):// URL\n  fix: e.g. http://cache:8080 or grpc://cache:9092 (bazel-remote serves both)",
                 crate::boundary::public_url(&parsed)
             ))),
-        }
+        };
+        Ok(BazelCacheConfig::External(BazelCache {
+            backend,
+            endpoint: BazelEndpoint::Remote(parsed),
+            headers,
+            read_only: !fill,
+        }))
     };
     match (&args.bazel_remote_cache, profile) {
         (Some(url), _) => remote(url, "--bazel-remote-cache", BAZEL_HEADERS_ENV),
@@ -612,7 +660,12 @@ fn bazel_cache(args: &RunArgs, profile: &BazelBackend, env: &Env) -> Result<Baze
             "the profile's bazel.url",
             headers_env.as_deref().unwrap_or(BAZEL_HEADERS_ENV),
         ),
-        (None, BazelBackend::Disk { path }) => Ok(BazelCacheConfig::Disk { path: path.clone() }),
+        (None, BazelBackend::Disk { path }) => Ok(BazelCacheConfig::External(BazelCache {
+            backend: CacheBackend::Disk,
+            endpoint: BazelEndpoint::Disk(path.clone()),
+            headers: Vec::new(),
+            read_only: !fill,
+        })),
         (None, BazelBackend::Embedded) => Ok(BazelCacheConfig::Embedded),
     }
 }
@@ -713,17 +766,28 @@ mod tests {
             ]),
         )
         .unwrap();
-        let NixCacheConfig::Attic(attic) = &config.nix_cache else {
+        let NixCacheConfig::External(attic) = &config.nix_cache else {
             panic!("{:?}", config.nix_cache)
         };
-        assert_eq!(attic.endpoint.host_str(), Some("attic.example.com"));
-        assert_eq!(attic.token, Token::Value(Secret::new("s3cr3t")));
+        assert_eq!(
+            attic.backend,
+            CacheBackend::Attic,
+            "the profile's kind is kept"
+        );
+        assert_eq!(attic.url.as_str(), "https://attic.example.com/main");
+        assert_eq!(attic.token().unwrap(), "s3cr3t");
+        assert_eq!(attic.login.as_ref().unwrap().user, ATTIC_LOGIN);
+        assert_eq!(attic.fill, Fill::AtticApi);
         assert!(!format!("{config:?}").contains("s3cr3t"), "Debug redacts");
-        let BazelCacheConfig::Grpc { url, headers } = &config.bazel_cache else {
+        let BazelCacheConfig::External(bazel) = &config.bazel_cache else {
             panic!("{:?}", config.bazel_cache)
         };
+        assert_eq!(bazel.backend, CacheBackend::Grpc);
+        let BazelEndpoint::Remote(url) = &bazel.endpoint else {
+            panic!("{bazel:?}")
+        };
         assert_eq!(url.port_or_known_default(), None);
-        assert_eq!(headers, &vec![Secret::new("Authorization=Bearer x")]);
+        assert_eq!(bazel.headers, vec![Secret::new("Authorization=Bearer x")]);
 
         // The command line wins, and picks the kind by scheme.
         let config = RunConfig::resolve(
@@ -739,8 +803,97 @@ mod tests {
             &env(&[("ATTIC_TOKEN", "t")]),
         )
         .unwrap();
-        assert!(matches!(config.nix_cache, NixCacheConfig::File(_)));
-        assert!(matches!(config.bazel_cache, BazelCacheConfig::Http { .. }));
+        let NixCacheConfig::External(nix) = &config.nix_cache else {
+            panic!("{:?}", config.nix_cache)
+        };
+        assert_eq!(nix.backend, CacheBackend::File);
+        let BazelCacheConfig::External(bazel) = &config.bazel_cache else {
+            panic!("{:?}", config.bazel_cache)
+        };
+        assert_eq!(bazel.backend, CacheBackend::Http);
+        // --no-fill: nothing is written to either.
+        let config = RunConfig::resolve(
+            &args(&["--no-fill"]),
+            &p,
+            &env(&[("ATTIC_TOKEN", "t"), ("HDRS", "")]),
+        )
+        .unwrap();
+        let (NixCacheConfig::External(nix), BazelCacheConfig::External(bazel)) =
+            (&config.nix_cache, &config.bazel_cache)
+        else {
+            panic!("{config:?}")
+        };
+        assert_eq!(nix.fill, Fill::ReadOnly);
+        assert!(bazel.read_only);
+    }
+
+    #[test]
+    fn a_store_backend_keeps_the_kind_its_profile_names() {
+        let p = profile(
+            "[profiles.p.nix]\nbackend = \"s3\"\nurl = \"s3://bucket?region=eu-west-1\"\npublic_key = \"k:1\"\nsecret_key_file = \"/run/k\"\n",
+        );
+        let config = RunConfig::resolve(&args(&[]), &p, &env(&[])).unwrap();
+        assert_eq!(
+            config.nix_cache,
+            NixCacheConfig::External(NixCache {
+                backend: CacheBackend::S3,
+                url: Url::parse("s3://bucket?region=eu-west-1").unwrap(),
+                public_key: "k:1".into(),
+                login: None,
+                fill: Fill::NixCopy {
+                    secret_key_file: Some("/run/k".into())
+                },
+            })
+        );
+        let e = crate::plan::profile::parse(
+            "[profiles.p.nix]\nbackend = \"http\"\nurl = \"s3://bucket\"\npublic_key = \"k:1\"\n",
+            Path::new("bench.toml"),
+            "p",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not a URL of the http backend"), "{e}");
+    }
+
+    #[test]
+    fn attic_tokens_are_trimmed_and_errors_never_contain_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  s3cr3t-token\n").unwrap();
+        assert_eq!(token_from_file(&file).unwrap(), Secret::new("s3cr3t-token"));
+        std::fs::write(&file, " \n").unwrap();
+        let err = token_from_file(&file).unwrap_err().to_string();
+        assert!(err.contains("empty") && !err.contains("s3cr3t"), "{err}");
+        let err = token_from_file(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("token_file"), "{err}");
+        let e = RunConfig::resolve(&args(&[]), &Profile::default(), &env(&[("T", " \n")]));
+        assert!(e.is_ok(), "an unused variable is never read");
+        let err = token_from_env("T", &env(&[("T", " \n")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("$T is empty"), "{err}");
+    }
+
+    #[test]
+    fn tokens_that_no_header_can_carry_or_that_never_end_are_refused() {
+        let err = token_from_env("T", &env(&[("T", "abc\ndef-s3cr3t")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line break") && err.contains("fix:") && !err.contains("s3cr3t"),
+            "{err}"
+        );
+        let err = token_from_file(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/dev/zero: is a character device"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, "t".repeat(1 << 20)).unwrap();
+        let err = token_from_file(&big).unwrap_err().to_string();
+        assert!(err.contains("larger than 16 KiB"), "{err}");
     }
 
     #[test]
@@ -802,9 +955,12 @@ mod tests {
         let config = RunConfig::resolve(&args(&[]), &p, &env(&[])).unwrap();
         assert_eq!(
             config.bazel_cache,
-            BazelCacheConfig::Disk {
-                path: "/srv/bazel".into()
-            }
+            BazelCacheConfig::External(BazelCache {
+                backend: CacheBackend::Disk,
+                endpoint: BazelEndpoint::Disk("/srv/bazel".into()),
+                headers: Vec::new(),
+                read_only: false,
+            })
         );
     }
 
@@ -836,6 +992,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("$UNSET_TOKEN"), "{e}");
+        let e = err(&["--nix-cache-secret-key", "/run/key.sec"], &[]);
+        assert!(
+            e.contains("--nix-cache-secret-key")
+                && e.contains("--nix-cache ")
+                && e.contains("fix:"),
+            "{e}"
+        );
+        assert!(e.starts_with("--nix-cache-secret-key"), "{e}");
     }
 
     #[test]
@@ -929,7 +1093,7 @@ mod tests {
             &env(&[(BAZEL_HEADERS_ENV, "X-A=1")]),
         )
         .unwrap();
-        let NixCacheConfig::Http(store) = &config.nix_cache else {
+        let NixCacheConfig::External(store) = &config.nix_cache else {
             panic!("{:?}", config.nix_cache)
         };
         assert_eq!(store.url.as_str(), "http://127.0.0.1:8080/nix");
@@ -938,7 +1102,12 @@ mod tests {
             (login.user.as_str(), login.password.expose()),
             ("bot", "s3cr:t")
         );
-        let BazelCacheConfig::Http { url, headers } = &config.bazel_cache else {
+        let BazelCacheConfig::External(BazelCache {
+            endpoint: BazelEndpoint::Remote(url),
+            headers,
+            ..
+        }) = &config.bazel_cache
+        else {
             panic!("{:?}", config.bazel_cache)
         };
         assert_eq!(url.as_str(), "https://cache.example.com/");

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::plan::Scenario;
 use crate::results::Claim;
+use crate::results::ParamValue;
 
 pub const MANIFEST_FILE: &str = "repo.toml";
 const FORMAT_HELP: &str = "see bench-repos/README.md for the repo.toml format";
@@ -93,46 +94,6 @@ impl Source {
     }
 }
 
-/// A parameter value: integers go to Nix as `--arg`, strings as `--argstr`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(untagged)]
-pub enum ParamValue {
-    Int(i64),
-    Str(String),
-}
-
-impl ParamValue {
-    /// `--param size=50` gives an integer, anything else a string.
-    pub fn parse(text: &str) -> ParamValue {
-        text.parse()
-            .map(ParamValue::Int)
-            .unwrap_or_else(|_| ParamValue::Str(text.to_string()))
-    }
-}
-
-impl std::fmt::Display for ParamValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ParamValue::Int(i) => write!(f, "{i}"),
-            ParamValue::Str(s) => f.write_str(s),
-        }
-    }
-}
-
-/// Where `parameters` sit among `siblings` (the parameter sets of the same repo's sweep
-/// points): the values that differ among them, as "size=4"; `None` outside a sweep.
-pub fn sweep_point(
-    parameters: &BTreeMap<String, ParamValue>,
-    siblings: &[&BTreeMap<String, ParamValue>],
-) -> Option<String> {
-    let point: Vec<String> = parameters
-        .iter()
-        .filter(|(name, value)| siblings.iter().any(|s| s.get(name.as_str()) != Some(value)))
-        .map(|(name, value)| format!("{name}={value}"))
-        .collect();
-    (!point.is_empty()).then(|| point.join(" "))
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum NixTargets {
     /// `nix build -f FILE [ATTR...]`, parameters passed as function arguments.
@@ -213,6 +174,80 @@ struct RawNix {
     sandbox_paths: Vec<PathBuf>,
 }
 
+/// How to write `source.git` when a URL is refused.
+pub const GIT_URL_FIX: &str = "use an https://, ssh://, git:// or file:// URL, or user@host:path, e.g. git = \"https://github.com/owner/repo\"";
+
+/// The transports a bench repo's source may use: exactly those of the URL forms
+/// [`validate_git_url`] allows (scp-like `user@host:path` is ssh). Git refuses all others,
+/// remote helpers such as `ext::` and `fd::` included.
+pub const ALLOWED_PROTOCOLS: [&str; 4] = ["https", "ssh", "git", "file"];
+
+/// Checks a `source.git` URL before git sees it: only `https://`, `ssh://`, `git://`,
+/// `file://` and scp-like `user@host:path`, nothing git could read as an option (a leading
+/// `-`, here or in a host or user name, which ssh would read as one), no whitespace or
+/// control characters. `Err` names the key and what is wrong; [`GIT_URL_FIX`] is the fix.
+pub fn validate_git_url(url: &str) -> Result<(), String> {
+    let shown = crate::boundary::redact_urls(url);
+    let refuse = |why: &str| Err(format!("key `source.git`: {shown:?} {why}"));
+    if url.is_empty() {
+        return refuse("is empty");
+    }
+    if url.starts_with('-') {
+        return refuse("starts with `-`, which git would read as an option");
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return refuse("contains whitespace or a control character");
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if !ALLOWED_PROTOCOLS.contains(&scheme) {
+            return refuse(&format!(
+                "uses the scheme `{scheme}://`, which is not allowed"
+            ));
+        }
+        let authority = rest.split('/').next().unwrap_or("");
+        let (user, host) = match authority.rsplit_once('@') {
+            Some((user, host)) => (Some(user), host),
+            None => (None, authority),
+        };
+        if scheme != "file" && host.is_empty() {
+            return refuse("names no host");
+        }
+        if host.starts_with('-') || user.is_some_and(|u| u.is_empty() || u.starts_with('-')) {
+            return refuse("has a host or user starting with `-` (or an empty user), which ssh would read as an option");
+        }
+        if rest.len() <= authority.len() + 1 {
+            return refuse("names no repository path");
+        }
+        return Ok(());
+    }
+    if url.contains("::") {
+        return refuse("asks for a git remote helper (`ext::`, `fd::`, ...), which is not allowed");
+    }
+    // scp-like: user@host:path, with the colon before any slash (else git reads a local path).
+    let Some((user_host, path)) = url
+        .split_once(':')
+        .filter(|(before, _)| !before.contains('/'))
+    else {
+        return refuse("is not a URL: local paths and other forms are not allowed");
+    };
+    let Some((user, host)) = user_host.split_once('@') else {
+        return refuse("has no user: scp-like sources are written user@host:path");
+    };
+    let word = |w: &str, extra: &str| {
+        !w.is_empty()
+            && !w.starts_with('-')
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+    };
+    if !word(user, "._-") || !word(host, ".-") {
+        return refuse("has a user or host that is empty, starts with `-` or holds characters other than letters, digits, `.`, `_` and `-`");
+    }
+    if path.is_empty() || path.starts_with('-') {
+        return refuse("has a repository path that is empty or starts with `-`");
+    }
+    Ok(())
+}
+
 /// Reads and validates `path` (a `repo.toml`).
 pub fn load(path: &Path) -> Result<RepoManifest> {
     let text = crate::boundary::read_text(path, crate::boundary::TEXT_LIMIT).map_err(|why| {
@@ -274,8 +309,7 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
                     "pin git sources by a 40-character commit hash, e.g. from `git rev-parse HEAD`",
                 ));
             }
-            crate::tools::git::validate_git_url(&url)
-                .map_err(|why| invalid(why, crate::tools::git::GIT_URL_FIX))?;
+            validate_git_url(&url).map_err(|why| invalid(why, GIT_URL_FIX))?;
             Source::Git { url, rev }
         }
         (None, Some(_), None) => {

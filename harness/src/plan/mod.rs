@@ -1,10 +1,11 @@
 //! The plan: selected bench repos and settings -> an ordered matrix of cases. Pure.
 
-pub mod args;
+pub(crate) mod args;
+pub mod cache;
 pub mod config;
 pub mod manifest;
 pub mod profile;
-pub mod scenario;
+pub mod proxies;
 
 use std::time::Duration;
 
@@ -13,73 +14,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::results::CaseKey;
 use crate::stats::stopping::StoppingRule;
-pub use manifest::{ParamValue, RepoManifest, Source};
-pub use scenario::{Fault, Scenario, SlowSettings};
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum System {
-    Nix,
-    Bazel,
-}
+// A plan is made of the results document's words: systems, lanes, scenarios, parameters.
+pub use crate::results::scenario::{Fault, Scenario, SlowSettings};
+pub use crate::results::{Explain, Lane, ParamValue, System, VerifyPolicy};
+pub use manifest::{RepoManifest, Source};
 
-impl System {
-    pub const ALL: [System; 2] = [System::Nix, System::Bazel];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            System::Nix => "nix",
-            System::Bazel => "bazel",
-        }
-    }
-}
-
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Lane {
-    /// This machine.
-    Host,
-    /// A QEMU virtual machine the harness boots (KVM when it works, else TCG).
-    Vm,
-    /// A GPU dev shell (`nix develop .#gpu`) on a machine with an NVIDIA GPU.
-    Gpu,
-}
-
-impl Lane {
-    pub fn name(self) -> &'static str {
-        match self {
-            Lane::Host => "host",
-            Lane::Vm => "vm",
-            Lane::Gpu => "gpu",
-        }
-    }
-}
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     /// Samples per case; the minimum when `target_precision` is set.
@@ -108,65 +48,6 @@ pub struct Settings {
     /// `--verify-depth`: compare only outputs this many steps or fewer from the final
     /// ones; `None`: the whole closure the build from the cache has.
     pub verify_depth: Option<usize>,
-}
-
-/// Which mismatches fail the `verified` verdict. A wrong output from the cache always does.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum VerifyPolicy {
-    /// Only outputs the cache served wrong: a non-reproducible step is reported, named
-    /// with its consumers, and passes (the cache served what a build produced).
-    #[default]
-    Cache,
-    /// Non-reproducible steps fail too: for repos that promise bit-for-bit rebuilds.
-    Strict,
-}
-
-/// Whether builds run with what explains them: Bazel's JSON trace profile, the arrival
-/// times of Nix's log lines, miss explanations and transfer floors (`--explain`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Explain {
-    #[default]
-    On,
-    Off,
-    /// Samples alternate on and off, so that what explaining costs is measured: each
-    /// case's `explain_overhead`.
-    Interleave,
-}
-
-impl Explain {
-    /// Whether a build is explained: `sample` is its index among the timed samples,
-    /// `None` for warm-ups and the builds around the samples.
-    pub fn instruments(self, sample: Option<usize>) -> bool {
-        match self {
-            Explain::On => true,
-            Explain::Off => false,
-            Explain::Interleave => sample.is_none_or(|n| n % 2 == 0),
-        }
-    }
 }
 
 impl Default for Settings {

@@ -11,11 +11,12 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::plan::args::{check_fraction, check_non_negative, check_positive};
-use crate::plan::config::Upstream;
+use crate::plan::cache::NixCache;
 use crate::plan::Lane;
+use crate::results::CacheBackend;
 
 pub const CONFIG_FILE: &str = "bench.toml";
-pub const DEFAULT_PROFILE: &str = "embedded";
+pub use crate::results::DEFAULT_PROFILE;
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Profile {
@@ -25,7 +26,7 @@ pub struct Profile {
     pub lanes: Option<Vec<Lane>>,
     pub nix: NixBackend,
     /// Caches present in every build, cold ones included (`[nix] upstream`).
-    pub nix_upstream: Vec<Upstream>,
+    pub nix_upstream: Vec<NixCache>,
     pub bazel: BazelBackend,
     /// `[bazel] repository_cache`: share one repository cache between all builds.
     pub bazel_shared_repository_cache: Option<bool>,
@@ -68,8 +69,10 @@ pub enum NixBackend {
         token: TokenSource,
         push: AtticPush,
     },
-    /// Any binary cache `nix copy` can write and Nix can read: http(s)://, file://, s3://.
+    /// Any binary cache `nix copy` can write and Nix can read: http(s)://, file://, s3://,
+    /// of the kind the profile's `backend` names.
     Store {
+        backend: CacheBackend,
         url: Url,
         public_key: String,
         secret_key_file: Option<PathBuf>,
@@ -328,7 +331,7 @@ impl Keys<'_> {
         })
     }
 
-    fn upstream(&self, raw: &[RawUpstream]) -> Result<Vec<Upstream>> {
+    fn upstream(&self, raw: &[RawUpstream]) -> Result<Vec<NixCache>> {
         raw.iter()
             .map(|u| {
                 let example = "\"https://cache.nixos.org\"";
@@ -353,14 +356,12 @@ impl Keys<'_> {
                         "an upstream cache is a public one: remove the credentials from its URL",
                     ));
                 }
-                Ok(Upstream {
-                    url,
-                    public_key: self.need(
-                        Some(u.public_key.clone()),
-                        "nix.upstream.public_key",
-                        "\"cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=\"",
-                    )?,
-                })
+                let public_key = self.need(
+                    Some(u.public_key.clone()),
+                    "nix.upstream.public_key",
+                    "\"cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=\"",
+                )?;
+                Ok(NixCache::upstream(url, public_key))
             })
             .collect()
     }
@@ -416,19 +417,39 @@ impl Keys<'_> {
                     push: n.push.unwrap_or_default(),
                 }
             }
-            scheme @ ("http" | "s3") => NixBackend::Store {
-                url: self.url(
-                    n.url,
-                    "nix.url",
-                    if scheme == "http" {
-                        "\"https://cache.example.com\""
-                    } else {
-                        "\"s3://bucket?region=eu-west-1\""
-                    },
-                )?,
-                public_key: self.need(n.public_key, "nix.public_key", KEY_EXAMPLE)?,
-                secret_key_file: n.secret_key_file,
-            },
+            kind @ ("http" | "s3") => {
+                let (backend, schemes, example): (_, &[&str], _) = if kind == "http" {
+                    (
+                        CacheBackend::Http,
+                        &["http", "https"],
+                        "\"https://cache.example.com\"",
+                    )
+                } else {
+                    (
+                        CacheBackend::S3,
+                        &["s3"],
+                        "\"s3://bucket?region=eu-west-1\"",
+                    )
+                };
+                let url = self.url(n.url, "nix.url", example)?;
+                if !schemes.contains(&url.scheme()) {
+                    return Err(self.error(
+                        format!(
+                            "key `{}`: {url} is not a URL of the {kind} backend",
+                            self.key("nix.url")
+                        ),
+                        &format!(
+                            "write e.g. url = {example}, or choose the backend its scheme names"
+                        ),
+                    ));
+                }
+                NixBackend::Store {
+                    backend,
+                    url,
+                    public_key: self.need(n.public_key, "nix.public_key", KEY_EXAMPLE)?,
+                    secret_key_file: n.secret_key_file,
+                }
+            }
             "file" => {
                 let dir = n.path.filter(|p| p.is_absolute()).ok_or_else(|| {
                     self.error(
@@ -440,6 +461,7 @@ impl Keys<'_> {
                     )
                 })?;
                 NixBackend::Store {
+                    backend: CacheBackend::File,
                     url: Url::from_file_path(&dir).map_err(|()| {
                         self.error(
                             format!(
@@ -577,6 +599,7 @@ path = "/srv/bazel"
         assert_eq!(
             local.nix,
             NixBackend::Store {
+                backend: CacheBackend::File,
                 url: Url::parse("file:///srv/cache").unwrap(),
                 public_key: "k:B".into(),
                 secret_key_file: None

@@ -43,7 +43,7 @@ fn check_threshold(value: f64) -> Result<f64, String> {
 pub enum Change {
     Regression,
     Improvement,
-    NoChange,
+    Unchanged,
     /// No interval to judge by (fewer than 3 samples on a side).
     Undetermined,
 }
@@ -162,7 +162,7 @@ fn judge(r: &RatioInterval, threshold: f64, measure: Measure) -> Change {
     match (up, down, measure.higher_is_worse()) {
         (true, _, true) | (_, true, false) => Change::Regression,
         (true, _, false) | (_, true, true) => Change::Improvement,
-        _ => Change::NoChange,
+        _ => Change::Unchanged,
     }
 }
 
@@ -694,7 +694,7 @@ fn change_table(rows: &[CaseChange], threshold: f64) -> String {
         let verdict = match r.change {
             Change::Regression => format!("{} (beyond {limit})", r.measure.words().0),
             Change::Improvement => r.measure.words().1.to_string(),
-            Change::NoChange => "no change".into(),
+            Change::Unchanged => "no change".into(),
             Change::Undetermined => "n/a (fewer than 3 samples)".into(),
         };
         let _ = writeln!(
@@ -704,7 +704,7 @@ fn change_table(rows: &[CaseChange], threshold: f64) -> String {
             r.measure.show(r.baseline),
             r.measure.show(r.new),
             change_interval(&r.ratio),
-            if r.gated || r.change == Change::NoChange {
+            if r.gated || r.change == Change::Unchanged {
                 ""
             } else {
                 " (not gated)"
@@ -747,7 +747,7 @@ mod tests {
         let c = compare(&load(), &load(), DEFAULT_THRESHOLD, &Defaults::new()).unwrap();
         assert!(!c.regressed());
         assert_eq!(c.cases.len(), 3);
-        assert!(c.cases.iter().all(|k| k.change == Change::NoChange));
+        assert!(c.cases.iter().all(|k| k.change == Change::Unchanged));
         assert!(render_markdown(&c).contains("No regression."));
     }
 
@@ -946,7 +946,7 @@ mod tests {
             .all(|k| k.change == Change::Regression && !k.gated));
         // Everything got slower alike: the speedup within each run held.
         assert_eq!(c.relative.len(), 1);
-        assert_eq!(c.relative[0].change, Change::NoChange);
+        assert_eq!(c.relative[0].change, Change::Unchanged);
         assert!(!c.regressed());
         let md = render_markdown(&c);
         assert!(

@@ -336,7 +336,7 @@ pub(crate) mod tests {
             .unwrap()
             .regressed());
         let within_noise = night(1.015, 0.02);
-        assert_eq!(cold_change(&pool, &within_noise), Change::NoChange);
+        assert_eq!(cold_change(&pool, &within_noise), Change::Unchanged);
     }
 
     #[test]

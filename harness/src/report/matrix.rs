@@ -181,8 +181,6 @@ pub struct LaneProof {
     /// The bootstrap and cleanup of the newest run on main with results from the lane.
     pub bootstrap: Option<Bootstrap>,
     pub cleanup: Option<Cleanup>,
-    /// Every results file with cases on the lane.
-    pub files: Vec<String>,
 }
 
 /// The graduation criteria, in order.
@@ -278,7 +276,6 @@ fn judge_lane(lane: &LaneDecl, proof: ProofSettings, history: &History) -> LaneP
         queue,
         bootstrap: latest.and_then(|(_, _, r)| identity(r)),
         cleanup: latest.and_then(|(_, _, r)| r.cleanup.clone()),
-        files,
     }
 }
 

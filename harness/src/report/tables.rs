@@ -1,8 +1,9 @@
 //! The tables every report shows, built once from a results file and rendered by the
 //! terminal summary, the Markdown and the HTML report alike.
 
-use crate::plan::{Scenario, VerifyPolicy};
+use crate::plan::Scenario;
 use crate::results::derive::{requirement, FallbackOutcome};
+use crate::results::VerifyPolicy;
 use crate::results::{CaseResult, MismatchClass, Outcome, Results};
 use crate::stats::numbers::{
     self, change_interval, median_interval, percent, ratio, ratio_interval, seconds,

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::report::escape_html as esc;
-use crate::results::explain::{time_line, MissExplanations, Phase, TimeSplit};
+use crate::results::explain::{MissExplanations, Phase, TimeSplit, TransferFloor};
 use crate::results::{CaseResult, Outcome, Results, Sample};
 use crate::stats::numbers::seconds;
 
@@ -45,6 +45,25 @@ pub fn lines(results: &Results) -> Vec<String> {
         out.push(line);
     }
     out
+}
+
+/// One line for a report: `warm 4.28 s: largest phase execution 1.20 s; 2.90 s Bazel
+/// start-up and analysis; 300 ms transfer; transfer floor 50.0 ms.`
+pub fn time_line(label: &str, split: &TimeSplit, floor: Option<&TransferFloor>) -> String {
+    let (setup_s, setup) = split.setup();
+    let mut parts = Vec::new();
+    if let Some((name, s)) = split.largest() {
+        parts.push(format!("largest phase {name} {}", seconds(s)));
+    }
+    // Nix's setup is a phase of its own: said once, as the largest, when it is.
+    if split.largest().is_none_or(|(_, s)| s != setup_s) {
+        parts.push(format!("{} {setup}", seconds(setup_s)));
+    }
+    parts.push(format!("{} transfer", seconds(split.transfer_s())));
+    if let Some(floor) = floor {
+        parts.push(format!("transfer floor {}", seconds(floor.floor_s)));
+    }
+    format!("{label} {}: {}.", seconds(split.wall_s), parts.join("; "))
 }
 
 /// The colour of a phase in the stacked bars: one per phase, so a legend that lists Bazel's
@@ -191,7 +210,7 @@ pub fn markdown(results: &Results) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::explain::{MissExplanation, MissReason, PhaseTime};
+    use crate::results::explain::{CacheLink, MissExplanation, MissReason, PhaseTime};
 
     fn split(wall: f64, phases: &[(Phase, f64)]) -> TimeSplit {
         TimeSplit::from_phases(
@@ -274,5 +293,60 @@ mod tests {
             .unwrap()
             .samples
             .len()
+    }
+
+    #[test]
+    fn the_report_line_names_setup_transfer_and_floor() {
+        let mut split = TimeSplit::from_phases(
+            4.28,
+            vec![
+                PhaseTime {
+                    phase: Phase::Startup,
+                    seconds: 1.9,
+                },
+                PhaseTime {
+                    phase: Phase::LoadingAnalysis,
+                    seconds: 1.0,
+                },
+                PhaseTime {
+                    phase: Phase::Execution,
+                    seconds: 1.2,
+                },
+            ],
+        );
+        split.remote_cache_s = Some(0.3);
+        assert!((split.other_s - 0.18).abs() < 1e-9);
+        assert!((split.accounted_s() - 4.28).abs() < 1e-9);
+        let link = CacheLink {
+            throughput_bytes_per_s: 1e9,
+            latency_s: 0.001,
+            probe_bytes: 1 << 20,
+        };
+        let floor = TransferFloor::compute(0, 50, 1, link, 4.28).unwrap();
+        assert_eq!(
+            time_line("warm", &split, Some(&floor)),
+            "warm 4.28 s: largest phase client and server start-up 1.90 s; 2.90 s Bazel start-up and analysis; 300 ms transfer; transfer floor 50.0 ms."
+        );
+        let nix = TimeSplit::from_phases(
+            0.1,
+            vec![
+                PhaseTime {
+                    phase: Phase::Evaluation,
+                    seconds: 0.06,
+                },
+                PhaseTime {
+                    phase: Phase::NarinfoQueries,
+                    seconds: 0.01,
+                },
+                PhaseTime {
+                    phase: Phase::Downloads,
+                    seconds: 0.02,
+                },
+            ],
+        );
+        assert_eq!(
+            time_line("warm", &nix, None),
+            "warm 100 ms: largest phase start-up and evaluation 60.0 ms; 30.0 ms transfer."
+        );
     }
 }

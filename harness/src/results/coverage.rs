@@ -8,13 +8,26 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::ParamValue;
-use crate::tools::nix_derivations::Derivation;
+use crate::results::ParamValue;
 
 pub const COVERAGE_SCHEMA_VERSION: u32 = 1;
 /// At most this many missing paths (or actions) are listed per repo; the counts cover all.
 pub const MAX_LISTED: usize = 200;
 const MAX_ERRORS: usize = 5;
+
+/// One derivation of the closure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derivation {
+    /// The `.drv` store path.
+    pub drv: String,
+    /// Its `name` (`env.name`, else from the path).
+    pub name: String,
+    /// Output name -> store path; absent for floating content-addressed outputs, whose
+    /// path is known only once built.
+    pub outputs: BTreeMap<String, Option<String>>,
+    /// The derivations it builds from, each with the outputs it uses.
+    pub input_drvs: BTreeMap<String, Vec<String>>,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Coverage {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     CaseKey, CaseResult, Comparison, Mismatch, MismatchClass, Outcome, Results, Sample, Thresholds,
 };
-use crate::plan::{Lane, Scenario, System, VerifyPolicy};
+use crate::results::{Lane, Scenario, System, VerifyPolicy};
 use crate::stats::{median, numbers};
 
 /// Recomputes every derived part of `results` from its cases.
@@ -572,7 +572,7 @@ mod tests {
         r
     }
 
-    fn fallback(fault: crate::plan::Fault, samples: Vec<Sample>) -> CaseResult {
+    fn fallback(fault: crate::results::Fault, samples: Vec<Sample>) -> CaseResult {
         case(
             Scenario::Fallback {
                 fault,
@@ -585,7 +585,7 @@ mod tests {
 
     #[test]
     fn fallback_rows_classify_and_price_each_fault() {
-        use crate::plan::Fault;
+        use crate::results::Fault;
         let mut failed_first = sample(30.0, 21, 0);
         failed_first.exit_code = Some(1);
         failed_first.messages = vec!["error: hash mismatch".into()];
@@ -770,7 +770,7 @@ mod tests {
 
     #[test]
     fn a_sweep_is_judged_at_its_weakest_point_and_names_it() {
-        use crate::plan::ParamValue;
+        use crate::results::ParamValue;
         let at = |size: i64, mut c: CaseResult| {
             c.parameters = BTreeMap::from([
                 ("size".to_string(), ParamValue::Int(size)),

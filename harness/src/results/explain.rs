@@ -429,26 +429,6 @@ impl TransferFloor {
     }
 }
 
-/// One line for a report: `warm 4.28 s: largest phase execution 1.20 s; 2.90 s Bazel
-/// start-up and analysis; 300 ms transfer; transfer floor 50.0 ms.`
-pub fn time_line(label: &str, split: &TimeSplit, floor: Option<&TransferFloor>) -> String {
-    use crate::stats::numbers::seconds;
-    let (setup_s, setup) = split.setup();
-    let mut parts = Vec::new();
-    if let Some((name, s)) = split.largest() {
-        parts.push(format!("largest phase {name} {}", seconds(s)));
-    }
-    // Nix's setup is a phase of its own: said once, as the largest, when it is.
-    if split.largest().is_none_or(|(_, s)| s != setup_s) {
-        parts.push(format!("{} {setup}", seconds(setup_s)));
-    }
-    parts.push(format!("{} transfer", seconds(split.transfer_s())));
-    if let Some(floor) = floor {
-        parts.push(format!("transfer floor {}", seconds(floor.floor_s)));
-    }
-    format!("{label} {}: {}.", seconds(split.wall_s), parts.join("; "))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,60 +506,5 @@ mod tests {
             .contains("throughput"));
         assert!(TransferFloor::compute(1, 1, 0, link, 1.0).is_err());
         assert!(TransferFloor::compute(1, 1, 1, link, 0.0).is_err());
-    }
-
-    #[test]
-    fn the_report_line_names_setup_transfer_and_floor() {
-        let mut split = TimeSplit::from_phases(
-            4.28,
-            vec![
-                PhaseTime {
-                    phase: Phase::Startup,
-                    seconds: 1.9,
-                },
-                PhaseTime {
-                    phase: Phase::LoadingAnalysis,
-                    seconds: 1.0,
-                },
-                PhaseTime {
-                    phase: Phase::Execution,
-                    seconds: 1.2,
-                },
-            ],
-        );
-        split.remote_cache_s = Some(0.3);
-        assert!((split.other_s - 0.18).abs() < 1e-9);
-        assert!((split.accounted_s() - 4.28).abs() < 1e-9);
-        let link = CacheLink {
-            throughput_bytes_per_s: 1e9,
-            latency_s: 0.001,
-            probe_bytes: 1 << 20,
-        };
-        let floor = TransferFloor::compute(0, 50, 1, link, 4.28).unwrap();
-        assert_eq!(
-            time_line("warm", &split, Some(&floor)),
-            "warm 4.28 s: largest phase client and server start-up 1.90 s; 2.90 s Bazel start-up and analysis; 300 ms transfer; transfer floor 50.0 ms."
-        );
-        let nix = TimeSplit::from_phases(
-            0.1,
-            vec![
-                PhaseTime {
-                    phase: Phase::Evaluation,
-                    seconds: 0.06,
-                },
-                PhaseTime {
-                    phase: Phase::NarinfoQueries,
-                    seconds: 0.01,
-                },
-                PhaseTime {
-                    phase: Phase::Downloads,
-                    seconds: 0.02,
-                },
-            ],
-        );
-        assert_eq!(
-            time_line("warm", &nix, None),
-            "warm 100 ms: largest phase start-up and evaluation 60.0 ms; 30.0 ms transfer."
-        );
     }
 }

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{CaseResult, Outcome};
-use crate::plan::{Lane, ParamValue, Scenario, System};
+use crate::results::{Lane, ParamValue, Scenario, System};
 use crate::stats::fit::{fit_medians, log_log, slope_interval, LinearFit, Point};
 use crate::stats::median;
 

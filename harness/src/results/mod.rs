@@ -1,25 +1,30 @@
-//! The results document: versioned, serialisable types that reviewers and `compare` read.
+//! The results document: versioned, serialisable types that reviewers and `compare` read,
+//! with the words they are written in (systems, lanes, scenarios, parameters), which the
+//! layers above share. Imports nothing above `stats`.
 //! New fields are additive with defaults; `schema_version` changes only on breaking changes.
 //! `results/results.schema.json` is generated from these types (`flywheel-bench schema`).
 
 pub mod coverage;
-pub mod derive;
+pub(crate) mod derive;
 pub mod explain;
-pub mod growth;
-pub mod lifecycle;
-pub mod writer;
+pub(crate) mod growth;
+pub(crate) mod lifecycle;
+pub(crate) mod scenario;
+pub(crate) mod writer;
 
-pub use derive::{comparisons, derive};
+pub use derive::derive;
+pub use scenario::{Fault, Scenario};
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Fault, Lane, ParamValue, Scenario, System};
 use crate::stats::{RatioInterval, Summary};
-pub use crate::tools::bazel_log::MnemonicCount;
 
 pub const SCHEMA_VERSION: u32 = 1;
+/// The profile of a run that chose none: the embedded cache (also what files without a
+/// `profile` field ran with).
+pub const DEFAULT_PROFILE: &str = "embedded";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Results {
@@ -110,13 +115,72 @@ pub struct RunSettings {
     pub max_samples: Option<usize>,
     /// `--explain`: whether builds were explained (`interleave`: every other sample).
     #[serde(default)]
-    pub explain: crate::plan::Explain,
+    pub explain: Explain,
     /// `--verify`: which verify mismatches fail the verified verdict.
     #[serde(default)]
-    pub verify: crate::plan::VerifyPolicy,
+    pub verify: VerifyPolicy,
     /// `--verify-depth`, when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_depth: Option<usize>,
+}
+
+/// Which mismatches fail the `verified` verdict. A wrong output from the cache always does.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyPolicy {
+    /// Only outputs the cache served wrong: a non-reproducible step is reported, named
+    /// with its consumers, and passes (the cache served what a build produced).
+    #[default]
+    Cache,
+    /// Non-reproducible steps fail too: for repos that promise bit-for-bit rebuilds.
+    Strict,
+}
+
+/// Whether builds run with what explains them: Bazel's JSON trace profile, the arrival
+/// times of Nix's log lines, miss explanations and transfer floors (`--explain`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Explain {
+    #[default]
+    On,
+    Off,
+    /// Samples alternate on and off, so that what explaining costs is measured: each
+    /// case's `explain_overhead`.
+    Interleave,
+}
+
+impl Explain {
+    /// Whether a build is explained: `sample` is its index among the timed samples,
+    /// `None` for warm-ups and the builds around the samples.
+    pub fn instruments(self, sample: Option<usize>) -> bool {
+        match self {
+            Explain::On => true,
+            Explain::Off => false,
+            Explain::Interleave => sample.is_none_or(|n| n % 2 == 0),
+        }
+    }
 }
 
 fn filled() -> bool {
@@ -124,7 +188,7 @@ fn filled() -> bool {
 }
 
 fn default_profile() -> String {
-    crate::plan::profile::DEFAULT_PROFILE.into()
+    DEFAULT_PROFILE.into()
 }
 
 /// What the verdicts require (`--min-hit-ratio`, `--min-speedup`, `--max-fallback-penalty`).
@@ -277,6 +341,110 @@ pub struct GpuInfo {
 pub struct ToolVersion {
     pub path: String,
     pub version: String,
+}
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum System {
+    Nix,
+    Bazel,
+}
+
+impl System {
+    pub const ALL: [System; 2] = [System::Nix, System::Bazel];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Nix => "nix",
+            System::Bazel => "bazel",
+        }
+    }
+}
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Lane {
+    /// This machine.
+    Host,
+    /// A QEMU virtual machine the harness boots (KVM when it works, else TCG).
+    Vm,
+    /// A GPU dev shell (`nix develop .#gpu`) on a machine with an NVIDIA GPU.
+    Gpu,
+}
+
+impl Lane {
+    pub fn name(self) -> &'static str {
+        match self {
+            Lane::Host => "host",
+            Lane::Vm => "vm",
+            Lane::Gpu => "gpu",
+        }
+    }
+}
+/// A parameter value: integers go to Nix as `--arg`, strings as `--argstr`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum ParamValue {
+    Int(i64),
+    Str(String),
+}
+
+impl ParamValue {
+    /// `--param size=50` gives an integer, anything else a string.
+    pub fn parse(text: &str) -> ParamValue {
+        text.parse()
+            .map(ParamValue::Int)
+            .unwrap_or_else(|_| ParamValue::Str(text.to_string()))
+    }
+}
+
+impl std::fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParamValue::Int(i) => write!(f, "{i}"),
+            ParamValue::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Where `parameters` sit among `siblings` (the parameter sets of the same repo's sweep
+/// points): the values that differ among them, as "size=4"; `None` outside a sweep.
+pub fn sweep_point(
+    parameters: &BTreeMap<String, ParamValue>,
+    siblings: &[&BTreeMap<String, ParamValue>],
+) -> Option<String> {
+    let point: Vec<String> = parameters
+        .iter()
+        .filter(|(name, value)| siblings.iter().any(|s| s.get(name.as_str()) != Some(value)))
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    (!point.is_empty()).then(|| point.join(" "))
 }
 
 /// Which repo, built by which system, on which lane: what comparisons, verdicts and
@@ -525,11 +693,61 @@ pub struct ToolUse {
     pub upstream: Vec<String>,
     /// Bazel: the flags chosen for its version and the repo's dependency files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bazel_flags: Option<crate::tools::bazel_flags::FlagSet>,
+    pub bazel_flags: Option<FlagSet>,
     /// Bazel: one repository cache shared by every build of the run (so samples measure
     /// building, not fetching external repositories).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_repository_cache: Option<bool>,
+}
+
+/// The version-dependent part of the driver's flags, and which set it is (recorded in the
+/// results so a reader knows what the numbers were measured with).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FlagSet {
+    pub flavor: BazelFlavor,
+    /// The version read from `bazel --version`, e.g. `8.1.1`; absent when unreadable.
+    pub version: Option<String>,
+    pub external_deps: ExternalDeps,
+    /// The `build` flags chosen from the version, in the order they are passed.
+    pub build_flags: Vec<String>,
+    /// Whether Debian's rules_cc/rules_java copies are passed with `--override_repository`:
+    /// only for the WORKSPACE-era Bazel they were packaged for (under bzlmod they would
+    /// replace modules the dependency graph resolved).
+    pub debian_rule_overrides: bool,
+}
+
+/// The family of Bazel releases a flag set is for; its name is what results record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BazelFlavor {
+    /// Bazel 6 and older (Debian's 4.2.3): WORKSPACE only, no `--enable_workspace`.
+    Workspace,
+    /// Bazel 7: bzlmod on by default, WORKSPACE still read.
+    Bazel7,
+    /// Bazel 8: WORKSPACE off by default (`--enable_workspace` turns it on).
+    Bazel8,
+    /// Bazel 9 and newer: no WORKSPACE at all, strict action env by default.
+    Bazel9,
+    /// No version could be read: the flags every version from 4.2.3 to 8.x accepts.
+    Unknown,
+}
+
+/// How a workspace declares its external dependencies, from the marker files at its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExternalDeps {
+    /// `WORKSPACE` or `WORKSPACE.bazel` and no `MODULE.bazel` (e.g. bench-repos/fixture-cc).
+    WorkspaceOnly,
+    /// A `MODULE.bazel` (bzlmod), with or without a WORKSPACE file; or neither marker.
+    Module,
+}
+
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub struct MnemonicCount {
+    pub actions: u64,
+    pub remote_cache_hits: u64,
 }
 
 /// What a reviewer needs to run a build again by hand.
@@ -1020,7 +1238,7 @@ impl Results {
             .filter(|c| c.key() == key)
             .map(|c| &c.parameters)
             .collect();
-        crate::plan::manifest::sweep_point(parameters, &siblings)
+        sweep_point(parameters, &siblings)
     }
 
     /// `repo system lane`, and the sweep point when there is one: names a case's figures.
@@ -1041,35 +1259,21 @@ impl Results {
     /// The document of a run that starts now: its settings and where it runs; cases and
     /// lanes arrive as the run goes.
     pub fn start(
-        config: &crate::plan::config::RunConfig,
+        profile: &str,
+        settings: RunSettings,
         command: Vec<String>,
         environment: Environment,
         git: Option<GitInfo>,
     ) -> Results {
-        let s = &config.settings;
         Results {
             schema_version: SCHEMA_VERSION,
             harness_version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: now_rfc3339(),
             finished_at: None,
             command,
-            profile: config.profile.clone(),
+            profile: profile.to_string(),
             git,
-            settings: RunSettings {
-                samples: s.samples,
-                warmups: s.warmups,
-                timeout_s: s.timeout.as_secs_f64(),
-                fallback_timeout_s: s.fallback_timeout.as_secs_f64(),
-                slow_latency_ms: s.slow.latency.as_millis() as u64,
-                slow_bytes_per_s: s.slow.bytes_per_sec,
-                thresholds: config.thresholds,
-                fill: s.fill,
-                target_precision: s.target_precision,
-                max_samples: s.target_precision.map(|_| s.max_samples),
-                explain: s.explain,
-                verify: s.verify,
-                verify_depth: s.verify_depth,
-            },
+            settings,
             environment,
             lanes: Vec::new(),
             cases: Vec::new(),

@@ -4,13 +4,12 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::error::{IoContext, Result};
-use crate::results::explain::MissExplanations;
+use crate::error::{IoContext, StepResult};
+use crate::exec::observe::Observation;
+use crate::exec::process::{Executor, Exit, ProcessOutcome};
+use crate::exec::scratch::remove_tree;
 use crate::results::{Attempt, CheckResult, Reproduce, Sample};
 use crate::run::check;
-use crate::run::observe::Observation;
-use crate::run::process::{Executor, Exit, ProcessOutcome};
-use crate::scratch::remove_tree;
 use crate::tools::build_graph::BuildGraph;
 use crate::tools::{BuildDriver, BuildMode, BuildReport, CaseContext, Outputs};
 
@@ -18,9 +17,7 @@ use crate::tools::{BuildDriver, BuildMode, BuildReport, CaseContext, Outputs};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {
     Nothing,
-    /// The outputs' digests.
-    Outputs,
-    /// Those and the build graph (every step's inputs and outputs), for verify.
+    /// The outputs' digests and the build graph (every step's inputs and outputs).
     Graph,
 }
 
@@ -28,7 +25,6 @@ pub enum Want {
 pub struct Build {
     pub outcome: ProcessOutcome,
     pub report: BuildReport,
-    pub explanations: Option<MissExplanations>,
     pub outputs: Option<Outputs>,
     pub graph: Option<BuildGraph>,
     pub reproduce: Reproduce,
@@ -50,29 +46,27 @@ pub fn run_build(
     mode: BuildMode,
     dir: &Path,
     want: Want,
-) -> Result<Build> {
+) -> StepResult<Build> {
     std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     let started = Instant::now();
     let build = driver.prepare(ctx, mode, dir)?;
     let watch = exec.observer().map(|o| o.start());
     let outcome = exec.run_with_servers(&build.spec, &driver.servers(&build))?;
-    let mut report = driver.inspect(&build, &outcome);
+    let explain_misses = matches!(mode, BuildMode::FromCache { .. }) && ctx.explain;
+    let mut report = driver.inspect(&build, &outcome, explain_misses);
     let check = check::after_build(ctx, driver, &build, &outcome, exec, dir)?;
     if let (Some(check), Some(spec)) = (&check, &ctx.repo.check) {
         report.error = report.error.or_else(|| check::failure(check, spec));
     }
     let observed = watch.map(|w| w.stop()).unwrap_or_default();
-    let explanations = match mode {
-        BuildMode::FromCache { .. } if ctx.explain => driver.explain_misses(&build, &report),
-        _ => None,
-    };
     let succeeded = outcome.success() && want != Want::Nothing;
-    let outputs = if succeeded {
-        Some(driver.outputs(&build, exec)?)
-    } else {
-        None
+    let logged_outputs = report.outputs.take();
+    let outputs = match logged_outputs {
+        _ if !succeeded => None,
+        Some(outputs) => Some(outputs),
+        None => Some(driver.outputs(&build, exec)?),
     };
-    let graph = if succeeded && want == Want::Graph {
+    let graph = if succeeded {
         Some(driver.graph(&build, exec)?)
     } else {
         None
@@ -85,7 +79,6 @@ pub fn run_build(
     Ok(Build {
         outcome,
         report,
-        explanations,
         outputs,
         graph,
         reproduce: build.reproduce(),
@@ -131,7 +124,7 @@ impl Build {
             messages: self.report.messages.clone(),
             log_tail: self.report.log_tail.clone(),
             time_split: self.report.time_split.clone(),
-            explanations: self.explanations.clone(),
+            explanations: self.report.explanations.clone(),
             transfer_floor: None,
             explain_off: false,
             retry: None,

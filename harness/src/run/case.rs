@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use crate::cache::proxy::{FaultProxy, Mode, NarinfoSigner};
 use crate::cache::CacheRoute;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{CaseFailure, IoContext, StepResult};
+use crate::exec::process::{self, Executor};
+use crate::exec::scratch::remove_tree;
 use crate::plan::{Fault, Scenario, Settings};
 use crate::results::explain::{CacheLink, TransferFloor};
 use crate::results::{
@@ -16,9 +18,7 @@ use crate::results::{
 use crate::run::build::{run_build, Want};
 use crate::run::events::{emit, Event, EventSink};
 use crate::run::fallback::{plan_fault, proxy_counts};
-use crate::run::process::{self, Executor};
 use crate::run::verify::{classify, compared_outputs, Builds};
-use crate::scratch::remove_tree;
 use crate::stats::stopping::{StopReason, StoppingRule};
 use crate::tools::build_graph::BuildGraph;
 use crate::tools::{BuildDriver, BuildMode, CaseContext, Outputs};
@@ -166,7 +166,7 @@ pub fn compare_outputs(clean: &Outputs, from_cache: &Outputs) -> Vec<Mismatch> {
 
 impl CaseRun<'_, '_> {
     /// Runs every step of the case into `result`.
-    pub fn execute(mut self, result: &mut CaseResult) -> Result<()> {
+    pub fn execute(mut self, result: &mut CaseResult) -> StepResult<()> {
         result.tool = Some(self.driver.tool_use(&self.ctx)?);
         if self.scenario.uses_cache() {
             result.cache = self.driver.cache_use();
@@ -220,7 +220,7 @@ impl CaseRun<'_, '_> {
         if let Some(clean) = reference.describe() {
             result.verification = Some(self.verification(clean, &reference, checked)?);
         }
-        remove_tree(&self.dir).context(|| format!("removing {}", self.dir.display()))
+        Ok(remove_tree(&self.dir).context(|| format!("removing {}", self.dir.display()))?)
     }
 
     /// The verification, each mismatch classified by a second clean build when there are
@@ -231,7 +231,7 @@ impl CaseRun<'_, '_> {
         clean: &str,
         reference: &Reference,
         checked: Checked,
-    ) -> Result<Verification> {
+    ) -> StepResult<Verification> {
         let mut verification = Verification {
             clean: clean.into(),
             compared: checked.compared,
@@ -292,7 +292,7 @@ impl CaseRun<'_, '_> {
     }
 
     /// The graph of one more clean build (fresh state, no cache), untimed; or why not.
-    fn clean_graph(&mut self, name: &str) -> Result<std::result::Result<BuildGraph, String>> {
+    fn clean_graph(&mut self, name: &str) -> StepResult<Result<BuildGraph, String>> {
         let build = run_build(
             self.driver,
             self.exec,
@@ -308,19 +308,19 @@ impl CaseRun<'_, '_> {
         })
     }
 
-    fn preparing(&mut self, what: &str) -> Result<()> {
-        emit(
+    fn preparing(&mut self, what: &str) -> StepResult<()> {
+        Ok(emit(
             self.sinks,
             Event::Preparing {
                 index: self.index,
                 what,
             },
-        )
+        )?)
     }
 
     /// A clean build without any cache, once per repo and parameters, kept as the
     /// reference, the no-op state and what fills the cache.
-    fn prime(&mut self) -> Result<()> {
+    fn prime(&mut self) -> StepResult<()> {
         if self.driver.primed(&self.ctx).is_none() {
             self.preparing("priming (a clean build without any cache)")?;
             let dir = self.dir.join("prime");
@@ -329,12 +329,13 @@ impl CaseRun<'_, '_> {
             let servers = self.driver.servers(&build);
             let outcome = self.exec.run_with_servers(&build.spec, &servers)?;
             if !outcome.success() {
-                let report = self.driver.inspect(&build, &outcome);
-                return Err(Error::Build(format!(
+                let report = self.driver.inspect(&build, &outcome, false);
+                return Err(CaseFailure::new(format!(
                     "priming build failed ({}): {}",
                     outcome.describe(),
                     report.error.unwrap_or_default()
-                )));
+                ))
+                .into());
             }
             let outputs = self.driver.outputs(&build, self.exec)?;
             self.driver.keep_primed(&self.ctx, build, outputs);
@@ -349,14 +350,14 @@ impl CaseRun<'_, '_> {
         fault: Fault,
         route: &CacheRoute,
         result: &mut CaseResult,
-    ) -> Result<FaultProxy> {
+    ) -> StepResult<FaultProxy> {
         // A poisoned Nix entry signed with the cache's own key looks valid to Nix.
         let signer = match (fault, self.driver.signing_key_file()) {
             (Fault::Poison, Some(file)) => {
                 let text = std::fs::read_to_string(file)
                     .context(|| format!("reading the cache's signing key {}", file.display()))?;
                 Some(NarinfoSigner::parse(&text).map_err(|e| {
-                    Error::Build(format!("the cache's signing key {}: {e}", file.display()))
+                    CaseFailure::new(format!("the cache's signing key {}: {e}", file.display()))
                 })?)
             }
             _ => None,
@@ -385,7 +386,7 @@ impl CaseRun<'_, '_> {
         Ok(proxy)
     }
 
-    fn reference(&mut self) -> Result<Reference> {
+    fn reference(&mut self) -> StepResult<Reference> {
         match self.scenario {
             Scenario::Verify => {
                 self.preparing("building from the cache")?;
@@ -400,9 +401,10 @@ impl CaseRun<'_, '_> {
                     Want::Graph,
                 )?;
                 if let Some(error) = from_cache.report.error {
-                    return Err(Error::Build(format!(
+                    return Err(CaseFailure::new(format!(
                         "the build from the cache failed: {error}"
-                    )));
+                    ))
+                    .into());
                 }
                 let graph = from_cache.graph.unwrap_or_default();
                 Ok(Reference::FromCache {
@@ -425,7 +427,7 @@ impl CaseRun<'_, '_> {
         reference: &Reference,
         checked: &mut Checked,
         result: &mut CaseResult,
-    ) -> Result<()> {
+    ) -> StepResult<()> {
         let mode = match self.scenario {
             Scenario::Cold | Scenario::Verify => BuildMode::Fresh,
             Scenario::Warm | Scenario::Fallback { .. } => BuildMode::FromCache {
@@ -448,7 +450,7 @@ impl CaseRun<'_, '_> {
             if let Some(error) = error {
                 self.push_sample(result, warmup, sample)?;
                 let which = if warmup { "warm-up" } else { "sample" };
-                return Err(Error::Build(format!("{which} {} {error}", n + 1)));
+                return Err(CaseFailure::new(format!("{which} {} {error}", n + 1)).into());
             }
             if let Some(built) = built {
                 checked.add(reference, built);
@@ -489,7 +491,7 @@ impl CaseRun<'_, '_> {
         mode: BuildMode,
         reference: &Reference,
         result: &mut CaseResult,
-    ) -> Result<(Sample, Option<Built>, Option<String>)> {
+    ) -> StepResult<(Sample, Option<Built>, Option<String>)> {
         let want = reference.want();
         let proxied = self.ctx.cache_via.is_some();
         let mut ctx = self.ctx;
@@ -561,7 +563,12 @@ impl CaseRun<'_, '_> {
         Ok((sample, built, error))
     }
 
-    fn push_sample(&mut self, result: &mut CaseResult, warmup: bool, sample: Sample) -> Result<()> {
+    fn push_sample(
+        &mut self,
+        result: &mut CaseResult,
+        warmup: bool,
+        sample: Sample,
+    ) -> StepResult<()> {
         let list = if warmup {
             &mut result.warmups
         } else {
@@ -569,19 +576,19 @@ impl CaseRun<'_, '_> {
         };
         list.push(sample);
         let sample = list.last().expect("just pushed");
-        emit(
+        Ok(emit(
             self.sinks,
             Event::BuildFinished {
                 index: self.index,
                 warmup,
                 sample,
             },
-        )
+        )?)
     }
 
     /// Evidence of what the tool does by itself when its cache misbehaves, and what the
     /// proxy did.
-    fn tool_fallback(&mut self, proxy: &FaultProxy, result: &mut CaseResult) -> Result<()> {
+    fn tool_fallback(&mut self, proxy: &FaultProxy, result: &mut CaseResult) -> StepResult<()> {
         if let Some(flag) = self.driver.tool_fallback_flag() {
             self.preparing("trying the tool's own fallback")?;
             let mut ctx = self.ctx;

@@ -5,10 +5,10 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, StepError};
+use crate::exec::process::{CommandSpec, Executor, ProcessOutcome};
 use crate::plan::manifest::CheckSpec;
 use crate::results::CheckResult;
-use crate::run::process::{CommandSpec, Executor, ProcessOutcome};
 use crate::tools::{BuildDriver, CaseContext, PreparedBuild};
 
 /// The first output's path on disk (a Nix output inside the build's chroot store, Bazel's
@@ -24,8 +24,8 @@ const TAIL_LINES: usize = 20;
 const TAIL_CHARS: usize = 2000;
 
 /// Runs the case's check on a finished build's output, when the repo has one and the build
-/// succeeded. Only an interruption (or a folder that cannot be made) is an error; a check
-/// that cannot start, or whose output cannot be found, fails.
+/// succeeded. A check that cannot start, or whose output the driver cannot find, fails;
+/// only what stops the run (an interruption, a folder that cannot be made) is an error.
 pub fn after_build(
     ctx: &CaseContext,
     driver: &mut dyn BuildDriver,
@@ -39,8 +39,8 @@ pub fn after_build(
     };
     let result = match driver.output_paths(build, exec) {
         Ok(outputs) => run_check(spec, &outputs, ctx.source, exec, &dir.join("check"))?,
-        Err(Error::Interrupted) => return Err(Error::Interrupted),
-        Err(e) => not_run(format!("the build's output was not found: {e}")),
+        Err(StepError::Case(why)) => not_run(format!("the build's output was not found: {why}")),
+        Err(StepError::Run(e)) => return Err(e),
     };
     Ok(Some(result))
 }
@@ -57,7 +57,7 @@ pub fn run_check(
     let command = command_of(spec, outputs, source, dir);
     match exec.run(&command) {
         Ok(outcome) => Ok(finished(&outcome, &command)),
-        Err(Error::Interrupted) => Err(Error::Interrupted),
+        Err(e @ Error::Interrupted { .. }) => Err(e),
         Err(e) => Ok(not_run(format!("`{}` did not run: {e}", display(spec)))),
     }
 }
@@ -140,7 +140,7 @@ fn not_run(why: String) -> CheckResult {
 fn display(spec: &CheckSpec) -> String {
     spec.command
         .iter()
-        .map(|w| crate::run::process::shell_quote(w))
+        .map(|w| crate::exec::process::shell_quote(w))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -156,7 +156,7 @@ fn tail(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::process::{Exit, ProcessExecutor};
+    use crate::exec::process::{Exit, ProcessExecutor};
     use std::time::Duration;
 
     fn spec(command: &[&str]) -> CheckSpec {

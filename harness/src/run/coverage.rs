@@ -14,174 +14,52 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::cache::client::{concurrently, Auth, Client, Method, Request};
 use crate::error::{exit_code, Error, IoContext, Result};
+use crate::exec::http::{concurrently, Client, Method, Request};
+use crate::exec::process::{self, run_captured, CommandSpec, Executor, ProcessExecutor};
+use crate::exec::scratch::remove_tree;
 use crate::plan::args::CoverageArgs;
+use crate::plan::cache::BazelEndpoint;
 use crate::plan::config::{parse_url, BazelCacheConfig, Env, NixCacheConfig, RunConfig};
 use crate::plan::{manifest, RepoManifest};
+use crate::results::coverage::Derivation;
 use crate::results::coverage::{
     classify_actions, classify_closure, json_schema, Answer, BazelCoverage, Coverage,
     MissingAction, NixCoverage, RepoCoverage, COVERAGE_SCHEMA_VERSION,
 };
-use crate::run::process::{self, run_captured, CommandSpec, Executor, ProcessExecutor};
-use crate::scratch::remove_tree;
+use crate::results::CacheBackend;
 use crate::tools::bazel_log::{Digest, ExecLogReader};
-use crate::tools::explain::narinfo_url;
+use crate::tools::narinfo::{narinfo_name, NarinfoSource};
 use crate::tools::nix::{target_args, NixDriver};
-use crate::tools::nix_derivations::{parse_derivations, show_command, Derivation};
+use crate::tools::nix_derivations::{parse_derivations, show_command};
 use crate::tools::nix_log::NixVersion;
 
-/// One narinfo or action-cache request may take this long.
+/// One action-cache request may take this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// The login that goes with an Attic token (Attic reads only the password).
-const LOGIN: &str = "flywheel-bench";
 
-/// A Nix binary cache as coverage asks it.
-pub enum NarinfoCache {
-    Http {
-        base: Url,
-        /// (login, password): an Attic token, sent as HTTP Basic as Nix's netrc does.
-        auth: Option<(String, String)>,
-    },
-    /// A `file://` cache.
-    Folder(PathBuf),
+/// The team cache of the run's configuration, as coverage reads it.
+pub fn team_source(config: &NixCacheConfig) -> Result<NarinfoSource> {
+    match config {
+        NixCacheConfig::Embedded => Err(Error::Usage(
+            "coverage asks an existing cache, but the profile's Nix cache is the embedded one, which exists only during a run\n  fix: pass --nix-cache URL --nix-cache-public-key KEY, or --profile NAME with an attic, http or file backend".into(),
+        )),
+        NixCacheConfig::External(cache) => NarinfoSource::of(cache)
+            .map_err(|why| Error::Usage(format!("coverage cannot ask the Nix cache: {why}"))),
+    }
 }
 
-impl NarinfoCache {
-    /// The team cache of the run's configuration.
-    pub fn from_config(config: &NixCacheConfig) -> Result<NarinfoCache> {
-        Ok(match config {
-            NixCacheConfig::Embedded => return Err(Error::Usage(
-                "coverage asks an existing cache, but the profile's Nix cache is the embedded one, which exists only during a run\n  fix: pass --nix-cache URL --nix-cache-public-key KEY, or --profile NAME with an attic, http or file backend".into(),
-            )),
-            NixCacheConfig::Attic(attic) => NarinfoCache::Http {
-                base: crate::cache::attic::substituter(&attic.endpoint, &attic.cache)?,
-                auth: Some((LOGIN.into(), crate::cache::attic::read_token(&attic.token)?)),
-            },
-            NixCacheConfig::Http(store) => NarinfoCache::Http {
-                base: store.url.clone(),
-                auth: store
-                    .login
-                    .as_ref()
-                    .map(|l| (l.user.clone(), l.password.expose().to_string())),
-            },
-            NixCacheConfig::File(store) => NarinfoCache::at_url(&store.url)?,
-            NixCacheConfig::S3(store) => return Err(Error::Usage(format!(
-                "coverage cannot ask {} (s3:// needs the AWS SDK)\n  fix: pass the bucket's https:// address with --nix-cache",
-                store.url
-            ))),
-        })
-    }
-
-    /// A cache named by URL alone (an upstream cache): http(s) or file, no credentials.
-    pub fn at_url(url: &Url) -> Result<NarinfoCache> {
-        match url.scheme() {
-            "http" | "https" => Ok(NarinfoCache::Http {
-                base: url.clone(),
-                auth: None,
-            }),
-            "file" => url
-                .to_file_path()
-                .map(NarinfoCache::Folder)
-                .map_err(|()| Error::Usage(format!("{url} does not name a local folder"))),
-            other => Err(Error::Usage(format!(
-                "{url}: coverage asks http(s):// and file:// caches, not {other}://"
-            ))),
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            NarinfoCache::Http { base, .. } => crate::boundary::public_url(base),
-            NarinfoCache::Folder(dir) => dir.display().to_string(),
-        }
-    }
-
-    fn get(
-        &self,
-        client: &Client,
-        url: &Url,
-    ) -> std::result::Result<crate::cache::client::Response, String> {
-        let mut request = Request::new(Method::Get, url, REQUEST_TIMEOUT);
-        if let NarinfoCache::Http {
-            auth: Some((user, password)),
-            ..
-        } = self
-        {
-            request = request.auth(Auth::Basic { user, password });
-        }
-        client.send(request).map_err(|e| e.to_string())
-    }
-
-    /// Checks the cache's `nix-cache-info` can be read with these credentials.
-    pub fn check(&self, client: &Client) -> Result<()> {
-        let unusable = |why: String| {
-            Error::Environment(format!(
-                "the cache {} cannot be read: {why}\n  fix: check the URL, and that the token (if any) may pull from it",
-                self.describe()
-            ))
-        };
-        match self {
-            NarinfoCache::Folder(dir) => {
-                let info = dir.join("nix-cache-info");
-                if !info.is_file() {
-                    return Err(unusable(format!("{} is missing", info.display())));
-                }
-            }
-            NarinfoCache::Http { base, .. } => {
-                let url = Url::parse(&format!(
-                    "{}/nix-cache-info",
-                    base.as_str().trim_end_matches('/')
-                ))
-                .map_err(|e| unusable(e.to_string()))?;
-                let answer = self.get(client, &url).map_err(unusable)?;
-                if answer.status != 200 {
-                    let what = match answer.status {
-                        401 | 403 => " (the token may not pull, or there is no token)",
-                        _ => "",
-                    };
-                    return Err(unusable(format!(
-                        "GET {url} answered {}{what}",
-                        answer.status
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// What the cache holds of `path`: its narinfo's references when it has one.
-    pub fn ask(&self, client: &Client, path: &str) -> Answer {
-        let Some(location) = narinfo_url(&self.describe_base(), path) else {
-            return Answer::Failed(format!("{path} is not a store path"));
-        };
-        match self {
-            NarinfoCache::Folder(_) => match std::fs::read_to_string(&location) {
-                Ok(text) => present(&text),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Answer::Missing,
-                Err(e) => Answer::Failed(format!("reading {location}: {e}")),
-            },
-            NarinfoCache::Http { .. } => {
-                let url = match Url::parse(&location) {
-                    Ok(url) => url,
-                    Err(e) => return Answer::Failed(format!("{location}: {e}")),
-                };
-                match self.get(client, &url) {
-                    Ok(answer) if answer.status == 200 => present(&answer.text()),
-                    Ok(answer) if matches!(answer.status, 404 | 410) => Answer::Missing,
-                    Ok(answer) => Answer::Failed(format!("GET {url} answered {}", answer.status)),
-                    Err(e) => Answer::Failed(e),
-                }
-            }
-        }
-    }
-
-    /// The base narinfo URLs are made from: the URL, or the folder's path.
-    fn describe_base(&self) -> String {
-        match self {
-            NarinfoCache::Http { base, .. } => base.to_string(),
-            NarinfoCache::Folder(dir) => dir.display().to_string(),
-        }
+/// What `cache` holds of `path`: its narinfo's references when it has one.
+pub fn ask(client: &Client, cache: &NarinfoSource, path: &str) -> Answer {
+    match cache.narinfo(client, path) {
+        Ok(reply) if reply.status == 200 => present(&reply.body),
+        Ok(reply) if matches!(reply.status, 404 | 410) => Answer::Missing,
+        Ok(reply) => Answer::Failed(format!(
+            "GET {}/{} answered {}",
+            cache.describe().trim_end_matches('/'),
+            narinfo_name(path).unwrap_or_default(),
+            reply.status
+        )),
+        Err(e) => Answer::Failed(e),
     }
 }
 
@@ -200,19 +78,19 @@ fn present(narinfo: &str) -> Answer {
 /// Asks `cache` about every path, at most `limit` at a time; answers in the paths' order.
 pub fn ask_all(
     client: &Client,
-    cache: &NarinfoCache,
+    cache: &NarinfoSource,
     paths: &[String],
     limit: usize,
 ) -> Vec<Answer> {
-    concurrently(paths, limit, |path| cache.ask(client, path))
+    concurrently(paths, limit, |path| ask(client, cache, path))
 }
 
 /// Every output path of the closure, and what the team cache (then the upstream caches,
 /// for what it lacks) says about each.
 pub fn answers_for(
     client: &Client,
-    team: &NarinfoCache,
-    upstream: &[NarinfoCache],
+    team: &NarinfoSource,
+    upstream: &[NarinfoSource],
     derivations: &[Derivation],
     limit: usize,
 ) -> BTreeMap<String, Answer> {
@@ -251,7 +129,8 @@ struct Instantiator<'a> {
 
 impl Instantiator<'_> {
     /// Instantiates `repo`'s Nix targets into `store` (nothing is built): the derivations
-    /// of the targets alone, then of their whole closure.
+    /// of the targets, from evaluating them once, then of their whole closure, read from
+    /// the derivations now in the store.
     fn instantiate(
         &self,
         repo: &RepoManifest,
@@ -262,16 +141,13 @@ impl Instantiator<'_> {
             .nix
             .as_ref()
             .ok_or_else(|| format!("{} has no [nix] targets", repo.name))?;
-        let show = |recursive: bool| -> std::result::Result<Vec<Derivation>, String> {
+        let show = |what: Vec<OsString>| -> std::result::Result<Vec<Derivation>, String> {
             let mut args: Vec<OsString> = show_command(self.version)
                 .iter()
                 .map(OsString::from)
                 .collect();
-            if recursive {
-                args.push("-r".into());
-            }
             args.extend(["--store".into(), store.as_os_str().to_owned()]);
-            args.extend(target_args(targets, source, &repo.parameters));
+            args.extend(what);
             let env = self.driver.env(&store.with_extension("xdg-cache"));
             let spec = CommandSpec::new(self.nix, args, self.timeout).env(env);
             let out = run_captured(self.exec, spec).map_err(|e| e.to_string())?;
@@ -284,7 +160,11 @@ impl Instantiator<'_> {
             }
             parse_derivations(&out.stdout)
         };
-        Ok((show(false)?, show(true)?))
+        let roots = show(target_args(targets, source, &repo.parameters))?;
+        let mut closure_of: Vec<OsString> = vec!["-r".into()];
+        closure_of.extend(roots.iter().map(|d| OsString::from(&d.drv)));
+        let closure = show(closure_of)?;
+        Ok((roots, closure))
     }
 }
 
@@ -335,20 +215,28 @@ enum ActionCache {
 impl ActionCache {
     /// The profile's Bazel cache, or why it cannot be asked.
     fn from_config(config: &BazelCacheConfig) -> std::result::Result<ActionCache, String> {
-        match config {
-            BazelCacheConfig::Embedded => Err("the profile's Bazel cache is the embedded one, which exists only during a run".into()),
-            BazelCacheConfig::Grpc { url, .. } => Err(format!(
+        let cache =
+            match config {
+                BazelCacheConfig::Embedded => return Err(
+                    "the profile's Bazel cache is the embedded one, which exists only during a run"
+                        .into(),
+                ),
+                BazelCacheConfig::External(cache) => cache,
+            };
+        match &cache.endpoint {
+            BazelEndpoint::Disk(path) => Ok(ActionCache::Folder(path.clone())),
+            BazelEndpoint::Remote(url) if cache.backend == CacheBackend::Grpc => Err(format!(
                 "{url} speaks gRPC, and the harness has no gRPC client for GetActionResult; bazel-remote's HTTP port serves the same entries under /ac/"
             )),
-            BazelCacheConfig::Http { url, headers } => Ok(ActionCache::Http {
+            BazelEndpoint::Remote(url) => Ok(ActionCache::Http {
                 base: url.clone(),
-                headers: headers
+                headers: cache
+                    .headers
                     .iter()
                     .filter_map(|h| h.expose().split_once('='))
                     .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
                     .collect(),
             }),
-            BazelCacheConfig::Disk { path } => Ok(ActionCache::Folder(path.clone())),
         }
     }
 
@@ -449,22 +337,21 @@ pub fn run(args: &CoverageArgs, env: &Env, command: Vec<String>) -> Result<i32> 
             .join("results")
             .join(format!("coverage-{stamp}.json"))
     });
-    crate::checks::check_output_paths([
+    crate::exec::checks::check_output_paths([
         ("--output", Some(output.as_path())),
         ("--markdown", args.markdown.as_deref()),
     ])?;
-    crate::checks::check_work_dir(&config.work_dir)?;
+    crate::exec::checks::check_work_dir(&config.work_dir)?;
     // The profile's upstream layer, then any named with --upstream.
-    let mut upstream = config
-        .nix
-        .upstream
-        .iter()
-        .map(|u| NarinfoCache::at_url(&u.url))
-        .collect::<Result<Vec<_>>>()?;
+    let mut upstream: Vec<Url> = config.nix.upstream.iter().map(|u| u.url.clone()).collect();
     for u in &args.upstream {
         let url = parse_url(u, "--upstream", "https://cache.nixos.org")?;
-        upstream.push(NarinfoCache::at_url(&url)?);
+        upstream.push(url);
     }
+    let upstream = upstream
+        .iter()
+        .map(|url| NarinfoSource::at(url, None).map_err(Error::Usage))
+        .collect::<Result<Vec<_>>>()?;
     process::install_interrupt_handler()?;
     let exec = ProcessExecutor;
     // Every selected repo, whichever lanes it declares: coverage builds nothing.
@@ -493,17 +380,22 @@ fn measure(
     args: &CoverageArgs,
     config: &RunConfig,
     repos: &[RepoManifest],
-    upstream: Vec<NarinfoCache>,
+    upstream: Vec<NarinfoSource>,
     command: Vec<String>,
     exec: &dyn Executor,
 ) -> Result<Coverage> {
     let client = Client::new(&config.proxies).map_err(Error::Environment)?;
     let uses_nix = repos.iter().any(|r| r.nix.is_some());
     let team = uses_nix
-        .then(|| NarinfoCache::from_config(&config.nix_cache))
+        .then(|| team_source(&config.nix_cache))
         .transpose()?;
     if let Some(team) = &team {
-        team.check(&client)?;
+        team.check(&client).map_err(|why| {
+            Error::Environment(format!(
+                "the cache {} cannot be read: {why}\n  fix: check the URL, and that the token (if any) may pull from it",
+                team.describe()
+            ))
+        })?;
     }
     let bazel_repos = repos.iter().filter(|r| r.bazel.is_some()).count();
     if args.bazel_exec_log.is_some() && bazel_repos != 1 {
@@ -518,13 +410,15 @@ fn measure(
         generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         command,
         profile: config.profile.clone(),
-        nix_cache: team.as_ref().map(NarinfoCache::describe),
-        upstream: upstream.iter().map(NarinfoCache::describe).collect(),
+        nix_cache: team.as_ref().map(NarinfoSource::describe),
+        upstream: upstream.iter().map(NarinfoSource::describe).collect(),
         bazel_cache: action_cache.as_ref().ok().map(ActionCache::describe),
         repos: Vec::new(),
     };
     let nix = uses_nix
-        .then(|| crate::tools::require("nix", "to instantiate the Nix targets"))
+        .then(|| {
+            crate::tools::require("nix", "to instantiate the Nix targets", &config.search_path)
+        })
         .transpose()?;
     let scratch = crate::run::session::new_scratch(&config.work_dir)?;
     let driver = nix
@@ -569,10 +463,10 @@ fn measure(
 struct Measurer<'a> {
     args: &'a CoverageArgs,
     client: &'a Client,
-    upstream: &'a [NarinfoCache],
+    upstream: &'a [NarinfoSource],
     action_cache: &'a std::result::Result<ActionCache, String>,
     /// With Nix targets to measure: how to instantiate them, and the team cache.
-    nix: Option<(Instantiator<'a>, &'a NarinfoCache)>,
+    nix: Option<(Instantiator<'a>, &'a NarinfoSource)>,
     scratch: &'a Path,
 }
 
@@ -645,30 +539,30 @@ mod tests {
     fn folders_and_urls_of_caches() {
         let dir = tempfile::tempdir().unwrap();
         let url = Url::from_file_path(dir.path()).unwrap();
-        let cache = NarinfoCache::at_url(&url).unwrap();
+        let cache = NarinfoSource::at(&url, None).unwrap();
         let client = Client::new(&Default::default()).unwrap();
-        assert!(cache
-            .check(&client)
-            .unwrap_err()
-            .to_string()
-            .contains("nix-cache-info is missing"));
-        std::fs::write(dir.path().join("nix-cache-info"), "StoreDir: /nix/store\n").unwrap();
-        cache.check(&client).unwrap();
         std::fs::write(
             dir.path().join("abcd1234abcd1234abcd1234abcd1234.narinfo"),
             "References: \n",
         )
         .unwrap();
         assert_eq!(
-            cache.ask(&client, "/nix/store/abcd1234abcd1234abcd1234abcd1234-x"),
+            ask(
+                &client,
+                &cache,
+                "/nix/store/abcd1234abcd1234abcd1234abcd1234-x"
+            ),
             Answer::Present { references: vec![] }
         );
         assert_eq!(
-            cache.ask(&client, "/nix/store/0000000000000000000000000000000-y"),
+            ask(
+                &client,
+                &cache,
+                "/nix/store/0000000000000000000000000000000-y"
+            ),
             Answer::Missing
         );
-        assert!(NarinfoCache::at_url(&Url::parse("s3://b").unwrap()).is_err());
-        assert!(NarinfoCache::from_config(&NixCacheConfig::Embedded)
+        assert!(team_source(&NixCacheConfig::Embedded)
             .map(|_| ())
             .unwrap_err()
             .to_string()
@@ -715,10 +609,14 @@ mod tests {
             c.missing_actions[0].output.as_deref(),
             Some("bazel-out/app")
         );
-        assert!(ActionCache::from_config(&BazelCacheConfig::Grpc {
-            url: Url::parse("grpc://c:9092").unwrap(),
-            headers: vec![]
-        })
+        assert!(ActionCache::from_config(&BazelCacheConfig::External(
+            crate::plan::cache::BazelCache {
+                backend: CacheBackend::Grpc,
+                endpoint: BazelEndpoint::Remote(Url::parse("grpc://c:9092").unwrap()),
+                headers: vec![],
+                read_only: false,
+            }
+        ))
         .err()
         .unwrap()
         .contains("gRPC"));

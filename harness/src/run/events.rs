@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, Result};
-use crate::plan::{CaseSpec, Plan};
+use crate::plan::Plan;
 use crate::results::{CaseResult, LaneIdentity, Sample};
 
 #[derive(Debug, Clone, Copy)]
@@ -20,9 +20,9 @@ pub enum Event<'a> {
     LaneIdentified {
         identity: &'a LaneIdentity,
     },
+    /// Case `index` of the plan the run started with.
     CaseStarted {
         index: usize,
-        case: &'a CaseSpec,
     },
     /// Untimed work for a case, e.g. priming a store and filling the cache.
     Preparing {
@@ -76,6 +76,15 @@ pub enum WireEvent {
 }
 
 impl WireEvent {
+    /// One line of a guest's event log.
+    pub fn parse(line: &str) -> Result<WireEvent> {
+        serde_json::from_str(line).map_err(|e| {
+            crate::error::Error::Environment(format!(
+                "the vm lane's guest wrote an event this harness cannot read ({e}): {line}"
+            ))
+        })
+    }
+
     /// The wire form of an event; `RunStarted` stays with the side that has the plan.
     pub fn of(event: &Event) -> Option<WireEvent> {
         Some(match *event {
@@ -83,7 +92,7 @@ impl WireEvent {
             Event::LaneIdentified { identity } => WireEvent::Lane {
                 identity: Box::new(identity.clone()),
             },
-            Event::CaseStarted { index, .. } => WireEvent::CaseStarted { index },
+            Event::CaseStarted { index } => WireEvent::CaseStarted { index },
             Event::Preparing { index, what } => WireEvent::Preparing {
                 index,
                 what: what.to_string(),
@@ -116,10 +125,10 @@ impl WireEvent {
         };
         let event = match self {
             WireEvent::Lane { identity } => Event::LaneIdentified { identity },
-            WireEvent::CaseStarted { index } => Event::CaseStarted {
-                index: *index,
-                case: case(*index)?,
-            },
+            WireEvent::CaseStarted { index } => {
+                case(*index)?;
+                Event::CaseStarted { index: *index }
+            }
             WireEvent::Preparing { index, what } => Event::Preparing {
                 index: *index,
                 what,
@@ -169,5 +178,23 @@ impl EventSink for EventLog {
             .write_all(&line)
             .and_then(|()| self.file.flush())
             .context(|| "writing the event log".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_line_is_an_event_or_an_error_that_shows_it() {
+        assert_eq!(
+            WireEvent::parse("{\"event\":\"case-started\",\"index\":1}").unwrap(),
+            WireEvent::CaseStarted { index: 1 }
+        );
+        let err = WireEvent::parse("{not json").unwrap_err().to_string();
+        assert!(
+            err.contains("cannot read") && err.contains("{not json"),
+            "{err}"
+        );
     }
 }

@@ -1,22 +1,16 @@
-//! Running a plan: the session that owns a run's state, the scheduler and its steps, owned
-//! child processes, typed events and their consumers (progress display, results recorder).
+//! Running a plan: the session that owns a run's state and gets its tools from a toolbox,
+//! the scheduler and its steps, typed events and their consumers (progress display, results
+//! recorder), and the coverage command.
 
-pub mod build;
-pub mod case;
-pub mod cgroup;
-pub mod check;
+mod build;
+mod case;
+mod check;
 pub mod coverage;
-pub mod events;
-pub mod fallback;
-pub mod janitor;
-pub mod observe;
-pub mod process;
-pub mod procfs;
-pub mod progress;
-pub mod recorder;
-pub mod scheduler;
-pub mod session;
-pub mod sources;
+pub(crate) mod events;
+mod fallback;
+pub(crate) mod progress;
+pub(crate) mod recorder;
+pub(crate) mod scheduler;
+pub(crate) mod session;
+mod sources;
 mod verify;
-
-pub use scheduler::{blank_result, Drivers, Scheduler};

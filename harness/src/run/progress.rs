@@ -6,8 +6,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::Result;
-use crate::plan::manifest::sweep_point;
 use crate::report::tables::explain_cost;
+use crate::results::sweep_point;
 use crate::results::{CaseResult, Outcome};
 use crate::run::events::{Event, EventSink};
 use crate::stats::numbers::{count_of, median_interval};

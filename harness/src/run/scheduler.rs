@@ -4,14 +4,15 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StepError, StepResult};
+use crate::exec::process::{self, Executor};
+use crate::lanes::vm::GuestLane;
 use crate::plan::{CaseSpec, Plan, Scenario, Source, System};
 use crate::results::derive::ok_case;
 use crate::results::explain::CacheLink;
 use crate::results::{CaseResult, Outcome, Sample};
 use crate::run::case::{skip, CaseRun};
-use crate::run::events::{emit, Event, EventSink};
-use crate::run::process::{self, Executor};
+use crate::run::events::{emit, Event, EventSink, WireEvent};
 use crate::stats::{median, ratio_of_medians, Summary};
 use crate::tools::{BuildDriver, CaseContext};
 
@@ -28,38 +29,37 @@ pub struct Scheduler<'a> {
     pub skip_reason: Option<&'a str>,
     /// The cache link measured for the run, for warm samples' transfer floors.
     pub cache_link: Option<CacheLink>,
+    /// `$GITHUB_REF`, for sources in a detached checkout.
+    pub ci_ref: Option<&'a str>,
 }
 
 impl Scheduler<'_> {
-    /// Runs every case. A failing case is recorded and the run goes on; an interruption
-    /// records the case in progress as failed and stops.
+    /// Runs every case. A case that fails (`StepError::Case`) is recorded and the run goes
+    /// on; an error stops the run, and an interruption first records the case in progress
+    /// as failed.
     pub fn run(&mut self, sinks: &mut [&mut dyn EventSink]) -> Result<Vec<CaseResult>> {
         emit(sinks, Event::RunStarted { plan: self.plan })?;
         let mut results = Vec::with_capacity(self.plan.cases.len());
         for (index, case) in self.plan.cases.iter().enumerate() {
             process::check_interrupted()?;
-            emit(sinks, Event::CaseStarted { index, case })?;
+            emit(sinks, Event::CaseStarted { index })?;
             let mut result = self.new_result(case);
             let interrupted = match self.run_case(index, case, &mut result, &results, sinks) {
-                Ok(()) => false,
-                Err(e @ (Error::Build(_) | Error::Interrupted)) => {
-                    result.outcome = Outcome::Failed;
-                    result.reason = Some(e.to_string());
-                    matches!(e, Error::Interrupted)
+                Ok(()) => None,
+                Err(StepError::Case(failure)) => {
+                    fail(&mut result, failure.to_string());
+                    None
                 }
-                Err(fatal) => return Err(fatal),
+                Err(StepError::Run(e @ Error::Interrupted { .. })) => {
+                    fail(&mut result, e.to_string());
+                    Some(e)
+                }
+                Err(StepError::Run(fatal)) => return Err(fatal),
             };
-            finish_stats(&mut result);
-            emit(
-                sinks,
-                Event::CaseFinished {
-                    index,
-                    result: &result,
-                },
-            )?;
+            finish_case(index, &mut result, sinks)?;
             results.push(result);
-            if interrupted {
-                return Err(Error::Interrupted);
+            if let Some(interruption) = interrupted {
+                return Err(interruption);
             }
         }
         Ok(results)
@@ -68,7 +68,7 @@ impl Scheduler<'_> {
     fn new_result(&self, case: &CaseSpec) -> CaseResult {
         let mut result = blank_result(self.plan, case);
         if let Some(path) = self.plan.repo(case).source.local_path() {
-            result.source_git = crate::tools::git::describe(self.exec, path);
+            result.source_git = crate::tools::git::describe(self.exec, path, self.ci_ref);
         }
         result
     }
@@ -80,7 +80,7 @@ impl Scheduler<'_> {
         result: &mut CaseResult,
         done: &[CaseResult],
         sinks: &mut [&mut dyn EventSink],
-    ) -> Result<()> {
+    ) -> StepResult<()> {
         let repo = self.plan.repo(case);
         if let Some(reason) = self.skip_reason {
             skip(result, reason.to_string());
@@ -135,6 +135,57 @@ impl Scheduler<'_> {
     }
 }
 
+/// Runs a plan in a vm lane's guest: the guest's events replayed as they arrive, then
+/// every case it did not finish recorded as failed, with how the guest ended and the end
+/// of its log.
+pub fn run_in_guest(plan: &Plan, guest: GuestLane, sinks: &mut [&mut dyn EventSink]) -> Result<()> {
+    emit(sinks, Event::RunStarted { plan })?;
+    let (mut started, mut finished) = (Vec::new(), Vec::new());
+    let end = guest.run(plan, &mut |line| {
+        let event = WireEvent::parse(line)?;
+        match event {
+            WireEvent::CaseStarted { index } => started.push(index),
+            WireEvent::CaseFinished { index, .. } => finished.push(index),
+            _ => {}
+        }
+        event.replay(plan, sinks)
+    })?;
+    for (index, case) in plan.cases.iter().enumerate() {
+        if finished.contains(&index) {
+            continue;
+        }
+        if !started.contains(&index) {
+            emit(sinks, Event::CaseStarted { index })?;
+        }
+        let mut result = blank_result(plan, case);
+        fail(
+            &mut result,
+            format!(
+                "the vm lane did not finish this case ({}); its log ends: {}",
+                end.how, end.log_tail
+            ),
+        );
+        finish_case(index, &mut result, sinks)?;
+    }
+    Ok(())
+}
+
+/// Records a case as failed, with the reason.
+fn fail(result: &mut CaseResult, reason: String) {
+    result.outcome = Outcome::Failed;
+    result.reason = Some(reason);
+}
+
+/// A finished case's statistics, and its event.
+fn finish_case(
+    index: usize,
+    result: &mut CaseResult,
+    sinks: &mut [&mut dyn EventSink],
+) -> Result<()> {
+    finish_stats(result);
+    emit(sinks, Event::CaseFinished { index, result })
+}
+
 /// A case's result before anything ran.
 pub fn blank_result(plan: &Plan, case: &CaseSpec) -> CaseResult {
     let repo = plan.repo(case);
@@ -163,9 +214,9 @@ fn finish_stats(result: &mut CaseResult) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::process::Exit;
     use crate::plan::{Explain, Fault, Scenario, Settings};
     use crate::results::derive::{fallbacks, FallbackOutcome};
-    use crate::run::process::Exit;
     use crate::stats::stopping::StopReason;
     use crate::testing::{plan, schedule, FakeDriver, FakeExecutor};
     use std::time::Duration;

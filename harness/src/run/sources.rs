@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::Result;
+use crate::exec::process::{self, Executor};
 use crate::plan::{RepoManifest, Source};
-use crate::run::process::{self, Executor};
 
 /// The preparation step: every git source is checked out (or found in the cache) before
 /// anything is built; one that cannot be fetched makes its cases skipped, never failed.

@@ -12,17 +12,20 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cache::{reroute, BazelCache, BazelEndpoint};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{CaseFailure, Error, IoContext, Result, StepResult};
+use crate::exec::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
+use crate::plan::cache::{reroute, BazelCache, BazelEndpoint};
+use crate::plan::config::BazelSetup;
 use crate::plan::{ParamValue, System};
-use crate::results::explain::{MissExplanations, TimeSplit};
+use crate::results::explain::TimeSplit;
 use crate::results::{CacheFill, CacheUse, ConfigFile, ToolUse};
-use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
-use crate::tools::bazel_flags::{BazelVersion, ExternalDeps, FlagSet};
+use crate::results::{ExternalDeps, FlagSet};
+use crate::tools::bazel_flags::BazelVersion;
 use crate::tools::bazel_log::{
     self, failure_summary, failure_tail, parse_process_summary, ExecLog, ExecLogReader,
 };
 use crate::tools::build_graph::BuildGraph;
+use crate::tools::explain::explain_bazel_misses;
 use crate::tools::{bazel_profile, Transfer};
 use crate::tools::{
     failed_tail, first_distinct, BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation,
@@ -60,6 +63,8 @@ pub struct BazelDriver {
     /// fetching external repositories; `None` when the profile turns it off.
     repository_cache: Option<PathBuf>,
     cache: Option<BazelCache>,
+    /// A private rc file with the cache's `build --remote_header=...` lines.
+    headers_rc: Option<PathBuf>,
     /// Per repo and parameters: a workspace copy and output root built once without reading
     /// any cache (the clean reference and the `noop` state; its server stays up), which also
     /// fills the cache when one is configured.
@@ -84,17 +89,6 @@ enum Remote {
     /// Upload only: the priming build must not read what it measures against.
     UploadOnly,
     Read,
-}
-
-/// How a run uses Bazel, besides its cache.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct BazelSetup {
-    /// `bazel --version` as recorded.
-    pub version: String,
-    /// `--bazel-override NAME=PATH`.
-    pub overrides: Vec<(String, PathBuf)>,
-    /// Share one repository cache between all builds of the run.
-    pub shared_repository_cache: bool,
 }
 
 impl BazelDriver {
@@ -125,9 +119,18 @@ impl BazelDriver {
                     .map(|n| n.to_string_lossy().contains("bazelisk"))
             })
             .unwrap_or(false);
+        let headers_rc = match cache.as_ref().and_then(BazelCache::headers_rc) {
+            Some(text) => {
+                let rc = dir.join("bazel-headers.rc");
+                crate::exec::scratch::write_private(&rc, text.as_bytes())?;
+                Some(rc)
+            }
+            None => None,
+        };
         Ok(BazelDriver {
             bazel,
             dir: dir.to_path_buf(),
+            headers_rc,
             version: setup.version.clone(),
             bazelisk,
             debian_overrides,
@@ -143,7 +146,7 @@ impl BazelDriver {
     }
 
     fn headers_rc(&self) -> Option<&Path> {
-        self.cache.as_ref().and_then(|c| c.headers_rc.as_deref())
+        self.headers_rc.as_deref()
     }
 
     fn startup_args(&self, output_root: &Path) -> Vec<OsString> {
@@ -181,7 +184,7 @@ impl BazelDriver {
         state: &BuildState,
         logs: &Path,
         remote: Remote,
-    ) -> Result<CommandSpec> {
+    ) -> StepResult<CommandSpec> {
         let BuildState::Bazel {
             workspace,
             output_root,
@@ -190,9 +193,9 @@ impl BazelDriver {
             ..
         } = state
         else {
-            return Err(Error::Build(
-                "a Bazel build was prepared with another tool's state".into(),
-            ));
+            return Err(
+                CaseFailure::new("a Bazel build was prepared with another tool's state").into(),
+            );
         };
         let targets = case
             .repo
@@ -253,20 +256,20 @@ impl BazelDriver {
     }
 
     /// The version-dependent flags for this case's workspace.
-    fn flag_set(&self, case: &CaseContext) -> Result<FlagSet> {
+    fn flag_set(&self, case: &CaseContext) -> Result<FlagSet, CaseFailure> {
         let has = |name: &str| case.source.join(name).is_file();
         let deps = ExternalDeps::from_markers(
             has("MODULE.bazel"),
             has("WORKSPACE") || has("WORKSPACE.bazel"),
         );
         FlagSet::choose(&self.version_for(case)?, deps)
-            .map_err(|why| Error::Build(format!("bench repo `{}`: {why}", case.repo.name)))
+            .map_err(|why| CaseFailure::new(format!("bench repo `{}`: {why}", case.repo.name)))
     }
 
     /// The Bazel version that builds this case: the repo's pinned one under bazelisk; any
     /// other Bazel must match it (same major and minor), or the case fails saying so,
     /// rather than measuring a Bazel the repo does not build with.
-    fn version_for(&self, case: &CaseContext) -> Result<String> {
+    fn version_for(&self, case: &CaseContext) -> Result<String, CaseFailure> {
         let Some(pinned) = case.repo.bazel.as_ref().and_then(|b| b.version.as_deref()) else {
             return Ok(self.version.clone());
         };
@@ -279,7 +282,7 @@ impl BazelDriver {
             (Some(w), Some(f)) if (w.major, w.minor) == (f.major, f.minor) => {
                 Ok(self.version.clone())
             }
-            _ => Err(Error::Build(format!(
+            _ => Err(CaseFailure::new(format!(
                 "bench repo `{}` pins Bazel {pinned} (its .bazelversion), but `bazel` here is {:?}\n  fix: put bazelisk on PATH as `bazel` (it runs the pinned version), or run where Bazel {pinned} is installed",
                 case.repo.name, self.version
             ))),
@@ -347,7 +350,7 @@ impl BazelDriver {
             exec,
             CommandSpec::new(&self.bazel, args, SHUTDOWN_TIMEOUT).cwd(workspace),
         );
-        crate::run::janitor::stop_bazel_servers(output_root, 1);
+        crate::exec::janitor::stop_bazel_servers(output_root, 1);
     }
 }
 
@@ -383,7 +386,7 @@ impl BuildDriver for BazelDriver {
         &mut self,
         _case: &CaseContext,
         _exec: &dyn Executor,
-    ) -> Result<Option<CacheFill>> {
+    ) -> StepResult<Option<CacheFill>> {
         Ok(self
             .cache
             .as_ref()
@@ -396,7 +399,7 @@ impl BuildDriver for BazelDriver {
         case: &CaseContext,
         mode: BuildMode,
         dir: &Path,
-    ) -> Result<PreparedBuild> {
+    ) -> StepResult<PreparedBuild> {
         let mut exec_log = dir.join("exec.json");
         let profile = dir.join("profile.json");
         let priming_log = self
@@ -408,7 +411,7 @@ impl BuildDriver for BazelDriver {
                 let primed = self
                     .primed
                     .get(&case.state_key())
-                    .ok_or_else(|| Error::Build("the noop workspace was not primed".into()))?;
+                    .ok_or_else(|| CaseFailure::new("the noop workspace was not primed"))?;
                 (
                     primed.workspace.clone(),
                     primed.output_root.clone(),
@@ -457,9 +460,23 @@ impl BuildDriver for BazelDriver {
         })
     }
 
-    fn inspect(&self, build: &PreparedBuild, outcome: &ProcessOutcome) -> BuildReport {
+    /// One pass over the execution log gives the counters, the output digests and the
+    /// misses to explain (each against the priming build's same action).
+    fn inspect(
+        &self,
+        build: &PreparedBuild,
+        outcome: &ProcessOutcome,
+        explain_misses: bool,
+    ) -> BuildReport {
         let stderr = std::fs::read_to_string(&build.spec.stderr).unwrap_or_default();
-        let exec_log = read_exec_log(build);
+        let priming_log = match &build.state {
+            BuildState::Bazel {
+                priming_log: Some(priming),
+                ..
+            } if explain_misses => Some(priming),
+            _ => None,
+        };
+        let mut exec_log = scan_exec_log_of(build, priming_log.is_some());
         let summary = parse_process_summary(&stderr);
         let split = time_split(build, outcome.wall.as_secs_f64());
         let mut counters = Counters::default();
@@ -502,66 +519,49 @@ impl BuildDriver for BazelDriver {
                 requests: split.map_or(0, |(_, requests)| requests),
                 parallelism: REMOTE_PARALLELISM,
             }),
+            explanations: match (priming_log, &mut exec_log) {
+                (Some(priming), Ok(log)) if !log.misses.is_empty() => {
+                    let misses = std::mem::take(&mut log.misses);
+                    open_log(priming)
+                        .map(|r| ExecLogReader::new(r, &priming.display().to_string()))
+                        .and_then(|reader| explain_bazel_misses(misses, reader))
+                        .ok()
+                }
+                _ => None,
+            },
+            outputs: exec_log.ok().map(|log| log.outputs),
         }
     }
 
-    /// Each action that read no cache hit, against the priming build's same action.
-    fn explain_misses(
-        &self,
-        build: &PreparedBuild,
-        report: &BuildReport,
-    ) -> Option<MissExplanations> {
-        let c = &report.counters;
-        if c.remote_cache_hits? >= c.actions? {
-            return None;
-        }
-        let BuildState::Bazel {
-            exec_log,
-            priming_log: Some(priming),
-            ..
-        } = &build.state
-        else {
-            return None;
-        };
-        let reader =
-            |p: &Path| open_log(p).map(|r| ExecLogReader::new(r, &p.display().to_string()));
-        crate::tools::explain::explain_bazel_misses(reader(exec_log).ok()?, reader(priming).ok()?)
-            .ok()
-    }
-
-    /// Digests of every output file of every spawn, from the execution log.
-    fn outputs(&mut self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<Outputs> {
-        read_exec_log(build)
+    /// Digests of every output file of every spawn, from the execution log (`inspect` has
+    /// them from its pass over the log; this reads it for a build not inspected).
+    fn outputs(&mut self, build: &PreparedBuild, _exec: &dyn Executor) -> StepResult<Outputs> {
+        Ok(scan_exec_log_of(build, false)
             .map(|log| log.outputs)
-            .map_err(Error::Build)
+            .map_err(CaseFailure::new)?)
     }
 
     /// Every action of the execution log with its inputs' and outputs' digests.
-    fn graph(&mut self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<BuildGraph> {
+    fn graph(&mut self, build: &PreparedBuild, _exec: &dyn Executor) -> StepResult<BuildGraph> {
         let BuildState::Bazel { exec_log, .. } = &build.state else {
-            return Err(Error::Build(
-                "a Bazel driver was handed another tool's build".into(),
-            ));
+            return Err(CaseFailure::new("a Bazel driver was handed another tool's build").into());
         };
-        bazel_log::read_build_graph(
-            open_log(exec_log).map_err(Error::Build)?,
-            &exec_log.display().to_string(),
-        )
-        .map_err(Error::Build)
+        let log = open_log(exec_log).map_err(CaseFailure::new)?;
+        let graph = bazel_log::read_build_graph(log, &exec_log.display().to_string())
+            .map_err(CaseFailure::new)?;
+        Ok(graph)
     }
 
     /// bazel-bin, as `bazel info` names it for the build's output root (the build makes
     /// no convenience symlinks); the server is still up.
-    fn output_paths(&self, build: &PreparedBuild, exec: &dyn Executor) -> Result<Vec<PathBuf>> {
+    fn output_paths(&self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<Vec<PathBuf>> {
         let BuildState::Bazel {
             workspace,
             output_root,
             ..
         } = &build.state
         else {
-            return Err(Error::Build(
-                "a Bazel driver was handed another tool's build".into(),
-            ));
+            return Err(CaseFailure::new("a Bazel driver was handed another tool's build").into());
         };
         let mut args = self.startup_args(output_root);
         args.extend(["info", "bazel-bin"].map(OsString::from));
@@ -571,11 +571,12 @@ impl BuildDriver for BazelDriver {
         )?;
         let bin = out.stdout.trim();
         if !out.outcome.success() || bin.is_empty() {
-            return Err(Error::Build(format!(
+            return Err(CaseFailure::new(format!(
                 "`bazel info bazel-bin` {}: {}",
                 out.outcome.describe(),
                 out.stderr.trim()
-            )));
+            ))
+            .into());
         }
         Ok(vec![PathBuf::from(bin)])
     }
@@ -591,11 +592,11 @@ impl BuildDriver for BazelDriver {
             return Ok(()); // The primed server serves every no-op build.
         };
         self.shutdown(output_root, workspace, exec);
-        crate::scratch::remove_tree(output_root)
+        crate::exec::scratch::remove_tree(output_root)
             .context(|| format!("removing {}", output_root.display()))
     }
 
-    fn tool_use(&self, case: &CaseContext) -> Result<ToolUse> {
+    fn tool_use(&self, case: &CaseContext) -> StepResult<ToolUse> {
         Ok(ToolUse {
             version: self.version.clone(),
             bazel_flags: Some(self.flag_set(case)?),
@@ -628,12 +629,17 @@ impl BuildDriver for BazelDriver {
     }
 }
 
-/// The build's execution log, parsed as it streams.
-fn read_exec_log(build: &PreparedBuild) -> std::result::Result<ExecLog, String> {
+/// The build's execution log, parsed as it streams; with `keep_misses`, the spawns that
+/// were not cache hits kept whole.
+fn scan_exec_log_of(
+    build: &PreparedBuild,
+    keep_misses: bool,
+) -> std::result::Result<ExecLog, String> {
     let BuildState::Bazel { exec_log, .. } = &build.state else {
         return Err("a Bazel driver was handed another tool's build".into());
     };
-    bazel_log::read_exec_log(open_log(exec_log)?, &exec_log.display().to_string())
+    let name = exec_log.display().to_string();
+    bazel_log::scan_exec_log(open_log(exec_log)?, &name, keep_misses)
 }
 
 fn open_log(path: &Path) -> std::result::Result<std::io::BufReader<std::fs::File>, String> {
@@ -657,7 +663,7 @@ fn time_split(build: &PreparedBuild, wall_s: f64) -> Option<(TimeSplit, u64)> {
 impl Drop for BazelDriver {
     /// Whatever happened (error, Ctrl-C), no Bazel server of this run outlives it.
     fn drop(&mut self) {
-        crate::run::janitor::stop_bazel_servers(&self.dir, 3);
+        crate::exec::janitor::stop_bazel_servers(&self.dir, 3);
     }
 }
 
@@ -688,7 +694,7 @@ fn write_parameters(workspace: &Path, file: &Path, text: &str) -> Result<()> {
     let path = workspace.join(file);
     let folders = file.parent().unwrap_or(Path::new(""));
     if let Some(link) = crate::plan::manifest::first_link(workspace, folders) {
-        return Err(Error::Build(format!(
+        return Err(Error::Usage(format!(
             "the parameters file's path {} passes through the symbolic link {}: the harness never writes through one",
             path.display(),
             link.display()
@@ -866,6 +872,166 @@ mod tests {
         assert!(!patched.contains("use_cpp_toolchain"), "{patched}");
         assert!(patched.contains("\"find_cpp_toolchain\")"));
         assert!(patched.contains("toolchains = [\"@bazel_tools//tools/cpp:toolchain_type\"]"));
+    }
+
+    /// Every build mode's `bazel build` argv, and the version-dependent part for each flag
+    /// set, snapshotted. Debian's rule copies are fixed paths here: whether this machine
+    /// has them must not change the snapshot.
+    #[test]
+    fn build_argv_of_every_mode_and_flag_set() {
+        use crate::plan::cache::{BazelCache, BazelEndpoint};
+        use crate::plan::config::Secret;
+        use crate::plan::{Fault, Scenario};
+        use crate::results::CacheBackend;
+        let tmp = tempfile::tempdir().unwrap();
+        let workspace = |name: &str, markers: &[&str]| {
+            let dir = tmp.path().join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            for marker in markers {
+                std::fs::write(dir.join(marker), "").unwrap();
+            }
+            let text = "name = \"r\"\ndescription = \"d\"\n[source]\npath = \".\"\n[bazel]\ntargets = [\"//:app\", \"//lib/...\"]\n";
+            let repo = crate::plan::manifest::parse(text, &dir.join("repo.toml")).unwrap();
+            (dir, repo)
+        };
+        let remote = |read_only: bool, headers: Vec<Secret>| BazelCache {
+            backend: CacheBackend::Http,
+            endpoint: BazelEndpoint::Remote(url::Url::parse("http://127.0.0.1:9090").unwrap()),
+            headers,
+            read_only,
+        };
+        let disk = BazelCache {
+            backend: CacheBackend::Disk,
+            endpoint: BazelEndpoint::Disk(tmp.path().join("disk-cache")),
+            headers: Vec::new(),
+            read_only: false,
+        };
+        let driver = |name: &str, version: &str, cache: BazelCache| {
+            let setup = BazelSetup {
+                version: version.into(),
+                overrides: vec![("rules_x".into(), "/opt/rules_x".into())],
+                shared_repository_cache: true,
+            };
+            let mut driver =
+                BazelDriver::new("bazel".into(), &tmp.path().join(name), Some(cache), &setup)
+                    .unwrap();
+            driver.bazelisk = false;
+            driver.debian_overrides = BTreeMap::from([
+                ("rules_cc".to_string(), "/usr/share/bazel/rules/cc".into()),
+                (
+                    "rules_java".to_string(),
+                    "/usr/share/bazel/rules/java".into(),
+                ),
+            ]);
+            driver
+        };
+        const DEBIAN: &str = "bazel no_version (Debian bazel-bootstrap 4.2.3+ds-9)";
+        let (ws_dir, ws_repo) = workspace("ws-only", &["WORKSPACE"]);
+        let (module_dir, module_repo) = workspace("module", &["MODULE.bazel"]);
+        let case = |repo, source, scenario| CaseContext {
+            repo,
+            source,
+            scenario,
+            timeout: Duration::from_secs(1800),
+            cache_via: None,
+            explain: true,
+        };
+        let warm = BuildMode::FromCache {
+            tool_fallback: false,
+        };
+        // Each build gets a fresh folder, as in a run: the workspace copy never overwrites.
+        let snap = |name: &str, driver: &mut BazelDriver, case: CaseContext, mode| {
+            let build = driver
+                .prepare(&case, mode, &tmp.path().join("builds").join(name))
+                .unwrap();
+            let text = crate::tools::argv_snapshot(&build, tmp.path());
+            insta::assert_snapshot!(format!("bazel_argv_{name}"), text);
+            build
+        };
+        let ws = |scenario| case(&ws_repo, &ws_dir, scenario);
+        let mut debian = driver("debian", DEBIAN, remote(false, Vec::new()));
+        let prime = snap(
+            "prime_uploads_only",
+            &mut debian,
+            ws(Scenario::Cold),
+            BuildMode::Prime,
+        );
+        debian.keep_primed(&ws(Scenario::Noop), prime, Outputs::new());
+        snap("cold", &mut debian, ws(Scenario::Cold), BuildMode::Fresh);
+        snap("warm", &mut debian, ws(Scenario::Warm), warm);
+        snap("noop", &mut debian, ws(Scenario::Noop), BuildMode::Noop);
+        let fallback = CaseContext {
+            cache_via: Some("127.0.0.1:4242".parse().unwrap()),
+            ..ws(Scenario::Fallback {
+                fault: Fault::Blackhole,
+                tuned: true,
+            })
+        };
+        snap(
+            "fallback_through_the_proxy_tuned",
+            &mut debian,
+            fallback,
+            warm,
+        );
+        snap(
+            "verify_from_the_cache",
+            &mut debian,
+            ws(Scenario::Verify),
+            warm,
+        );
+        snap(
+            "verify_clean_rebuild",
+            &mut debian,
+            ws(Scenario::Verify),
+            BuildMode::Fresh,
+        );
+        let plain = CaseContext {
+            explain: false,
+            ..ws(Scenario::Warm)
+        };
+        snap("warm_explain_off", &mut debian, plain, warm);
+        let headers = vec![Secret::new("Authorization=Bearer t")];
+        let mut read_only = driver("read-only", DEBIAN, remote(true, headers));
+        snap(
+            "prime_read_only",
+            &mut read_only,
+            ws(Scenario::Cold),
+            BuildMode::Prime,
+        );
+        snap(
+            "warm_read_only_with_headers",
+            &mut read_only,
+            ws(Scenario::Warm),
+            warm,
+        );
+        let mut on_disk = driver("disk", DEBIAN, disk);
+        snap("warm_disk_cache", &mut on_disk, ws(Scenario::Warm), warm);
+        // The flag sets: one warm build each, of a WORKSPACE-only and a bzlmod workspace.
+        for (name, version) in [
+            ("unknown", "bazel no_version"),
+            ("bazel7", "bazel 7.4.0"),
+            ("bazel8", "bazel 8.1.1"),
+            ("bazel9", "bazel 9.0.0"),
+        ] {
+            let mut versioned = driver(name, version, remote(false, Vec::new()));
+            let module = case(&module_repo, &module_dir, Scenario::Warm);
+            snap(
+                &format!("flags_{name}_module"),
+                &mut versioned,
+                module,
+                warm,
+            );
+            if name != "bazel9" {
+                let ws_only = format!("flags_{name}_workspace");
+                snap(&ws_only, &mut versioned, ws(Scenario::Warm), warm);
+            }
+        }
+        let mut bazel9 = driver("bazel9-ws", "bazel 9.0.0", remote(false, Vec::new()));
+        let err = bazel9
+            .prepare(&ws(Scenario::Warm), warm, &tmp.path().join("build"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no WORKSPACE support"), "{err}");
     }
 
     fn mkfifo(path: &Path) {

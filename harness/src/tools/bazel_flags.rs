@@ -39,7 +39,7 @@
 //! Since 7.0 Bazel refuses two execution logs at once, so a workspace `.bazelrc` that asks
 //! for the compact or binary log makes the build fail; that error names the flags.
 
-use serde::{Deserialize, Serialize};
+use crate::results::{BazelFlavor, ExternalDeps, FlagSet};
 
 /// A Bazel release, as far as `bazel --version` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -81,22 +81,6 @@ impl std::fmt::Display for BazelVersion {
     }
 }
 
-/// The family of Bazel releases a flag set is for; its name is what results record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum BazelFlavor {
-    /// Bazel 6 and older (Debian's 4.2.3): WORKSPACE only, no `--enable_workspace`.
-    Workspace,
-    /// Bazel 7: bzlmod on by default, WORKSPACE still read.
-    Bazel7,
-    /// Bazel 8: WORKSPACE off by default (`--enable_workspace` turns it on).
-    Bazel8,
-    /// Bazel 9 and newer: no WORKSPACE at all, strict action env by default.
-    Bazel9,
-    /// No version could be read: the flags every version from 4.2.3 to 8.x accepts.
-    Unknown,
-}
-
 impl BazelFlavor {
     pub fn of(version: Option<BazelVersion>) -> BazelFlavor {
         match version.map(|v| v.major) {
@@ -120,16 +104,6 @@ impl BazelFlavor {
     }
 }
 
-/// How a workspace declares its external dependencies, from the marker files at its root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum ExternalDeps {
-    /// `WORKSPACE` or `WORKSPACE.bazel` and no `MODULE.bazel` (e.g. bench-repos/fixture-cc).
-    WorkspaceOnly,
-    /// A `MODULE.bazel` (bzlmod), with or without a WORKSPACE file; or neither marker.
-    Module,
-}
-
 impl ExternalDeps {
     /// From whether the workspace root has `MODULE.bazel` and `WORKSPACE`/`WORKSPACE.bazel`.
     pub fn from_markers(has_module_bazel: bool, has_workspace_file: bool) -> ExternalDeps {
@@ -139,22 +113,6 @@ impl ExternalDeps {
             ExternalDeps::Module
         }
     }
-}
-
-/// The version-dependent part of the driver's flags, and which set it is (recorded in the
-/// results so a reader knows what the numbers were measured with).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct FlagSet {
-    pub flavor: BazelFlavor,
-    /// The version read from `bazel --version`, e.g. `8.1.1`; absent when unreadable.
-    pub version: Option<String>,
-    pub external_deps: ExternalDeps,
-    /// The `build` flags chosen from the version, in the order they are passed.
-    pub build_flags: Vec<String>,
-    /// Whether Debian's rules_cc/rules_java copies are passed with `--override_repository`:
-    /// only for the WORKSPACE-era Bazel they were packaged for (under bzlmod they would
-    /// replace modules the dependency graph resolved).
-    pub debian_rule_overrides: bool,
 }
 
 impl FlagSet {

@@ -13,6 +13,7 @@ use std::io::BufRead;
 
 use serde::Deserialize;
 
+use crate::results::MnemonicCount;
 use crate::tools::build_graph::{BuildGraph, Step};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,22 +30,9 @@ pub struct ExecLog {
     pub hit_outputs: u64,
     /// Their bytes.
     pub hit_output_bytes: u64,
-}
-
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
-pub struct MnemonicCount {
-    pub actions: u64,
-    pub remote_cache_hits: u64,
+    /// The whole records of the spawns that were not remote cache hits, when asked for
+    /// ([`scan_exec_log`]): what miss explanations compare with the priming build.
+    pub misses: Vec<SpawnRecord>,
 }
 
 /// The fields counters need, borrowed from the spawn's text where it has no escapes.
@@ -168,8 +156,6 @@ impl Digest {
 pub struct SpawnOutputs<'a> {
     #[serde(default, borrow)]
     pub listed_outputs: Vec<Cow<'a, str>>,
-    #[serde(default)]
-    pub remote_cache_hit: bool,
 }
 
 /// Reads an execution log one spawn at a time.
@@ -237,9 +223,23 @@ impl<R: BufRead> ExecLogReader<R> {
 
 /// Counts and output digests of a whole log, read as a stream.
 pub fn read_exec_log(reader: impl BufRead, name: &str) -> Result<ExecLog, String> {
+    scan_exec_log(reader, name, false)
+}
+
+/// The same, and with `keep_misses` the whole record of every spawn that was not a remote
+/// cache hit: one pass over the log serves the counters, the outputs and the explanations.
+pub fn scan_exec_log(
+    reader: impl BufRead,
+    name: &str,
+    keep_misses: bool,
+) -> Result<ExecLog, String> {
     let mut log = ExecLog::default();
     let mut spawns = ExecLogReader::new(reader, name);
-    while let Some(spawn) = spawns.next_as::<SpawnCounts>()? {
+    while spawns.next_raw()?.is_some() {
+        let spawn: SpawnCounts = spawns.reparse()?;
+        if keep_misses && !spawn.remote_cache_hit {
+            log.misses.push(spawns.reparse()?);
+        }
         log.actions += 1;
         let count = match log.by_mnemonic.get_mut(spawn.mnemonic.as_ref()) {
             Some(count) => count,

@@ -1,8 +1,9 @@
 //! Why items of a warm (or fallback) sample missed the cache, from the tools' own logs.
 //!
-//! - Bazel: each spawn of the sample's execution log that was not a remote cache hit is
-//!   compared with the priming build's spawn that lists the same outputs. Both logs are
-//!   streamed; memory holds the sample's misses and their priming counterparts only.
+//! - Bazel: each spawn of the sample's execution log that was not a remote cache hit (kept
+//!   whole by the one pass over that log, `bazel_log::scan_exec_log`) is compared with the
+//!   priming build's spawn that lists the same outputs. The priming log is streamed; memory
+//!   holds the sample's misses and their priming counterparts only.
 //! - Nix: each derivation the sample built is matched with the narinfo queries,
 //!   substitutions and warnings of its internal-json log, and with what the cache answers
 //!   for those narinfos now (fetched by the caller).
@@ -15,31 +16,27 @@ use crate::results::explain::{
     MAX_INPUT_DIFFS,
 };
 use crate::tools::bazel_log::{ExecLogReader, NameValue, SpawnOutputs, SpawnRecord};
+use crate::tools::narinfo::narinfo_name;
 use crate::tools::nix_log::{
-    classify_error, parse_line, store_name, strip_ansi, Action, Line, NixFailure, ACT_BUILD,
+    classify_error, store_name, strip_ansi, Action, Line, NixFailure, ACT_BUILD,
     ACT_QUERY_PATH_INFO, ACT_SUBSTITUTE,
 };
 
-/// Explains every spawn of `sample` that was not a remote cache hit, against `priming`
-/// (the execution log of the build that filled the cache).
-pub fn explain_bazel_misses<S: BufRead, P: BufRead>(
-    mut sample: ExecLogReader<S>,
+/// Explains every spawn of a sample that was not a remote cache hit (`misses`, from its
+/// execution log), against `priming` (the execution log of the build that filled the
+/// cache).
+pub fn explain_bazel_misses<P: BufRead>(
+    misses: Vec<SpawnRecord>,
     mut priming: ExecLogReader<P>,
 ) -> Result<MissExplanations, String> {
-    // Pass 1: the sample's misses, whole, and which miss each output belongs to.
-    let mut misses: Vec<SpawnRecord> = Vec::new();
+    // Which miss each output belongs to.
     let mut by_output: HashMap<String, usize> = HashMap::new();
-    while sample.next_raw()?.is_some() {
-        if sample.reparse::<SpawnOutputs>()?.remote_cache_hit {
-            continue;
-        }
-        let miss: SpawnRecord = sample.reparse()?;
+    for (index, miss) in misses.iter().enumerate() {
         for output in &miss.listed_outputs {
-            by_output.entry(output.clone()).or_insert(misses.len());
+            by_output.entry(output.clone()).or_insert(index);
         }
-        misses.push(miss);
     }
-    // Pass 2: only the priming spawns that produced one of those outputs.
+    // Only the priming spawns that produced one of those outputs.
     let mut counterparts: Vec<Option<SpawnRecord>> = vec![None; misses.len()];
     while priming.next_raw()?.is_some() {
         let view: SpawnOutputs = priming.reparse()?;
@@ -220,11 +217,10 @@ pub fn narinfo_answer(status: u16, body: &str, trusted_keys: &[&str]) -> Narinfo
 
 /// Where a store path's narinfo lives on a substituter: `<substituter>/<hash>.narinfo`.
 pub fn narinfo_url(substituter: &str, store_path: &str) -> Option<String> {
-    let base = store_path.rsplit('/').next()?;
-    let (hash, _) = base.split_once('-')?;
     Some(format!(
-        "{}/{hash}.narinfo",
-        substituter.trim_end_matches('/')
+        "{}/{}",
+        substituter.trim_end_matches('/'),
+        narinfo_name(store_path)?
     ))
 }
 
@@ -247,16 +243,6 @@ pub struct BuiltDerivation {
     pub query_failed: bool,
 }
 
-impl BuiltDerivation {
-    /// The narinfo requests whose answers `explain_nix_misses` needs: (store path, URL).
-    pub fn narinfo_requests(&self) -> Vec<(String, String)> {
-        self.queried
-            .iter()
-            .filter_map(|(path, substituter)| Some((path.clone(), narinfo_url(substituter, path)?)))
-            .collect()
-    }
-}
-
 fn belongs_to(path: &str, drv_name: &str) -> bool {
     let name = store_name(path);
     name == drv_name
@@ -265,16 +251,17 @@ fn belongs_to(path: &str, drv_name: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('-'))
 }
 
-/// The derivations a sample built, with what its internal-json log says about each.
-pub fn nix_built_derivations(stderr: &str) -> Vec<BuiltDerivation> {
+/// The derivations a sample built, with what its internal-json log (its stderr's parsed
+/// lines) says about each.
+pub fn nix_built_derivations(log: &[Line]) -> Vec<BuiltDerivation> {
     let mut built: Vec<String> = Vec::new();
     // (path, substituter) of every narinfo query and substitution, in order.
     let mut queried: Vec<(String, String)> = Vec::new();
     let mut substituting: Vec<String> = Vec::new();
     let mut refused: Vec<String> = Vec::new();
     let mut failed_urls: Vec<String> = Vec::new();
-    for line in stderr.lines() {
-        let Line::Event(event) = parse_line(line) else {
+    for line in log {
+        let Line::Event(event) = line else {
             continue;
         };
         match (event.action, event.kind) {
@@ -329,7 +316,7 @@ pub fn nix_built_derivations(stderr: &str) -> Vec<BuiltDerivation> {
 }
 
 /// Why each built derivation missed. `answers` maps store paths (from
-/// [`BuiltDerivation::narinfo_requests`]) to what the cache answers for their narinfos;
+/// [`BuiltDerivation::queried`]) to what the cache answers for their narinfos;
 /// the log's own evidence wins over the answers.
 pub fn explain_nix_misses(
     built: &[BuiltDerivation],
@@ -370,15 +357,24 @@ pub fn explain_nix_misses(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tools::bazel_log::scan_exec_log;
+    use crate::tools::nix_log::parse_lines;
 
     fn bazel(name: &str) -> String {
         crate::tools::fixture(&format!("bazel/explain/{name}.exec.json"))
     }
 
+    /// The misses of a sample's log, as the one pass over it keeps them.
+    fn misses(log: &str) -> Vec<SpawnRecord> {
+        scan_exec_log(log.as_bytes(), "sample", true)
+            .unwrap()
+            .misses
+    }
+
     fn explain_bazel(sample: &str, priming: &str) -> MissExplanations {
         let (sample, priming) = (bazel(sample), bazel(priming));
         explain_bazel_misses(
-            ExecLogReader::new(sample.as_bytes(), "sample"),
+            misses(&sample),
             ExecLogReader::new(priming.as_bytes(), "priming"),
         )
         .unwrap()
@@ -453,18 +449,12 @@ mod tests {
     fn a_full_hit_has_nothing_to_explain_and_a_cold_log_has_no_counterparts() {
         let warm = crate::tools::fixture("bazel/warm.exec.json");
         let cold = crate::tools::fixture("bazel/cold.exec.json");
-        let none = explain_bazel_misses(
-            ExecLogReader::new(warm.as_bytes(), "warm"),
-            ExecLogReader::new(cold.as_bytes(), "cold"),
-        )
-        .unwrap();
+        let none = explain_bazel_misses(misses(&warm), ExecLogReader::new(cold.as_bytes(), "cold"))
+            .unwrap();
         assert_eq!(none, MissExplanations::default());
         // The cold build against an empty priming log: nothing to compare with.
-        let all = explain_bazel_misses(
-            ExecLogReader::new(cold.as_bytes(), "cold"),
-            ExecLogReader::new(&b""[..], "empty"),
-        )
-        .unwrap();
+        let all =
+            explain_bazel_misses(misses(&cold), ExecLogReader::new(&b""[..], "empty")).unwrap();
         assert_eq!(all.misses, 106);
         assert_eq!(all.items.len(), crate::results::explain::MAX_EXPLANATIONS);
         assert_eq!(all.by_reason[0].reason, MissReason::NotInPrimingLog);
@@ -513,7 +503,7 @@ mod tests {
         let bare = crate::tools::fixture("nix/miss/narinfo/unsigned.narinfo");
         built
             .iter()
-            .flat_map(|b| b.narinfo_requests())
+            .flat_map(|b| b.queried.clone())
             .map(|(path, _)| {
                 let name = store_name(&path);
                 let answer = if deleted.contains(&name) {
@@ -540,7 +530,7 @@ mod tests {
     fn one_deleted_narinfo_is_no_narinfo_for_exactly_that_derivation() {
         // Recorded: fixture-c-dag size 6 from an HTTP cache whose top-level narinfo was
         // deleted: Nix built c-dag-6 and substituted the 6 units it needs.
-        let built = nix_built_derivations(&nix("top-404"));
+        let built = nix_built_derivations(&parse_lines(&nix("top-404")));
         assert_eq!(built.len(), 1);
         assert_eq!(
             built[0].queried,
@@ -549,13 +539,14 @@ mod tests {
                 "http://127.0.0.1:41055/nix".to_string()
             )]
         );
+        let (path, substituter) = &built[0].queried[0];
         assert_eq!(
-            built[0].narinfo_requests()[0].1,
-            "http://127.0.0.1:41055/nix/hjy6kwc6yblc7wk9qx831fbh9fn59fcr.narinfo"
+            narinfo_url(substituter, path).as_deref(),
+            Some("http://127.0.0.1:41055/nix/hjy6kwc6yblc7wk9qx831fbh9fn59fcr.narinfo")
         );
         let explained = explain_nix_misses(&built, &answers(&built, &["c-dag-6"], &[]));
         assert_eq!(reasons(&explained), [("c-dag-6", MissReason::NoNarinfo)]);
-        let two = nix_built_derivations(&nix("two-404"));
+        let two = nix_built_derivations(&parse_lines(&nix("two-404")));
         let explained = explain_nix_misses(&two, &answers(&two, &["c-dag-6", "unit3"], &[]));
         assert_eq!(
             reasons(&explained),
@@ -569,7 +560,7 @@ mod tests {
     #[test]
     fn refused_and_failed_substitutions_come_from_the_log() {
         // Recorded: unit2's narinfo served without its signature.
-        let unsigned = nix_built_derivations(&nix("unsigned"));
+        let unsigned = nix_built_derivations(&parse_lines(&nix("unsigned")));
         let explained =
             explain_nix_misses(&unsigned, &answers(&unsigned, &["c-dag-6"], &["unit2"]));
         assert_eq!(
@@ -585,7 +576,7 @@ mod tests {
         assert_eq!(explained.items[1].reason, MissReason::Unexplained);
         // Recorded: unit1's NAR deleted (without and with --fallback).
         for log in ["nar-missing", "nar-missing-fallback"] {
-            let built = nix_built_derivations(&nix(log));
+            let built = nix_built_derivations(&parse_lines(&nix(log)));
             let explained = explain_nix_misses(&built, &answers(&built, &["c-dag-6"], &[]));
             assert_eq!(
                 reasons(&explained),
@@ -602,7 +593,7 @@ mod tests {
     fn not_requested_only_when_never_queried() {
         // Recorded: `local-only` has allowSubstitutes = false, so Nix never asks the cache
         // for it; `top` (its narinfo deleted) was asked for and built.
-        let built = nix_built_derivations(&nix("not-requested"));
+        let built = nix_built_derivations(&parse_lines(&nix("not-requested")));
         let explained = explain_nix_misses(&built, &answers(&built, &["top"], &[]));
         assert_eq!(
             reasons(&explained),
@@ -621,7 +612,7 @@ mod tests {
             "not-requested",
         ] {
             let text = nix(log);
-            for b in nix_built_derivations(&text) {
+            for b in nix_built_derivations(&parse_lines(&text)) {
                 let name = store_name(&b.drv).to_string();
                 let asked = text
                     .lines()

@@ -4,8 +4,9 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::exec::process::{run_captured, CommandSpec, Executor};
+use crate::plan::manifest::{validate_git_url, ALLOWED_PROTOCOLS, GIT_URL_FIX};
 use crate::results::GitInfo;
-use crate::run::process::{run_captured, CommandSpec, Executor};
 
 const GIT_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -19,13 +20,13 @@ fn git(exec: &dyn Executor, dir: &Path, args: &[&str]) -> Option<String> {
     out.outcome.success().then(|| out.stdout.trim().to_string())
 }
 
-/// `None` when `dir` is not in a git checkout (or git is missing).
-pub fn describe(exec: &dyn Executor, dir: &Path) -> Option<GitInfo> {
+/// `None` when `dir` is not in a git checkout (or git is missing). CI checkouts are usually
+/// detached: `ci_ref` (`$GITHUB_REF`) names the ref the CI checked out.
+pub fn describe(exec: &dyn Executor, dir: &Path, ci_ref: Option<&str>) -> Option<GitInfo> {
     let commit = git(exec, dir, &["rev-parse", "HEAD"])?;
-    // CI checkouts are usually detached; the CI names the ref it checked out.
     let git_ref = git(exec, dir, &["symbolic-ref", "-q", "HEAD"])
         .filter(|r| !r.is_empty())
-        .or_else(|| std::env::var("GITHUB_REF").ok().filter(|r| !r.is_empty()));
+        .or_else(|| ci_ref.filter(|r| !r.is_empty()).map(str::to_string));
     let dirty = git(
         exec,
         dir,
@@ -40,80 +41,6 @@ pub fn describe(exec: &dyn Executor, dir: &Path) -> Option<GitInfo> {
 }
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(900);
-
-/// How to write `source.git` when a URL is refused.
-pub const GIT_URL_FIX: &str = "use an https://, ssh://, git:// or file:// URL, or user@host:path, e.g. git = \"https://github.com/owner/repo\"";
-
-/// The transports a bench repo's source may use: exactly those of the URL forms
-/// [`validate_git_url`] allows (scp-like `user@host:path` is ssh). Git refuses all others,
-/// remote helpers such as `ext::` and `fd::` included.
-const ALLOWED_PROTOCOLS: [&str; 4] = ["https", "ssh", "git", "file"];
-
-/// Checks a `source.git` URL before git sees it: only `https://`, `ssh://`, `git://`,
-/// `file://` and scp-like `user@host:path`, nothing git could read as an option (a leading
-/// `-`, here or in a host or user name, which ssh would read as one), no whitespace or
-/// control characters. `Err` names the key and what is wrong; [`GIT_URL_FIX`] is the fix.
-pub fn validate_git_url(url: &str) -> Result<(), String> {
-    let shown = crate::boundary::redact_urls(url);
-    let refuse = |why: &str| Err(format!("key `source.git`: {shown:?} {why}"));
-    if url.is_empty() {
-        return refuse("is empty");
-    }
-    if url.starts_with('-') {
-        return refuse("starts with `-`, which git would read as an option");
-    }
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return refuse("contains whitespace or a control character");
-    }
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if !ALLOWED_PROTOCOLS.contains(&scheme) {
-            return refuse(&format!(
-                "uses the scheme `{scheme}://`, which is not allowed"
-            ));
-        }
-        let authority = rest.split('/').next().unwrap_or("");
-        let (user, host) = match authority.rsplit_once('@') {
-            Some((user, host)) => (Some(user), host),
-            None => (None, authority),
-        };
-        if scheme != "file" && host.is_empty() {
-            return refuse("names no host");
-        }
-        if host.starts_with('-') || user.is_some_and(|u| u.is_empty() || u.starts_with('-')) {
-            return refuse("has a host or user starting with `-` (or an empty user), which ssh would read as an option");
-        }
-        if rest.len() <= authority.len() + 1 {
-            return refuse("names no repository path");
-        }
-        return Ok(());
-    }
-    if url.contains("::") {
-        return refuse("asks for a git remote helper (`ext::`, `fd::`, ...), which is not allowed");
-    }
-    // scp-like: user@host:path, with the colon before any slash (else git reads a local path).
-    let Some((user_host, path)) = url
-        .split_once(':')
-        .filter(|(before, _)| !before.contains('/'))
-    else {
-        return refuse("is not a URL: local paths and other forms are not allowed");
-    };
-    let Some((user, host)) = user_host.split_once('@') else {
-        return refuse("has no user: scp-like sources are written user@host:path");
-    };
-    let word = |w: &str, extra: &str| {
-        !w.is_empty()
-            && !w.starts_with('-')
-            && w.chars()
-                .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
-    };
-    if !word(user, "._-") || !word(host, ".-") {
-        return refuse("has a user or host that is empty, starts with `-` or holds characters other than letters, digits, `.`, `_` and `-`");
-    }
-    if path.is_empty() || path.starts_with('-') {
-        return refuse("has a repository path that is empty or starts with `-`");
-    }
-    Ok(())
-}
 
 /// Why git failed, in its words: its `fatal:` and `error:` lines (else its last lines), at
 /// most a few, on one line, without credentials. Git often ends with advice ("...and the
@@ -185,7 +112,7 @@ pub fn fetch(
     if git(exec, &checkout, &["rev-parse", "HEAD"]).as_deref() == Some(rev) {
         return Ok(checkout);
     }
-    let _ = crate::scratch::remove_tree(&checkout);
+    let _ = crate::exec::scratch::remove_tree(&checkout);
     std::fs::create_dir_all(&checkout)
         .map_err(|e| format!("cannot create {}: {e}", checkout.display()))?;
     let step = |args: &[&str]| -> Result<(), String> {
@@ -210,7 +137,7 @@ pub fn fetch(
         .and_then(|_| step(&["fetch", "--quiet", "--depth", "1", "--", url, rev]))
         .and_then(|_| step(&["checkout", "--quiet", "--detach", "FETCH_HEAD"]));
     if let Err(e) = fetched {
-        let _ = crate::scratch::remove_tree(&checkout);
+        let _ = crate::exec::scratch::remove_tree(&checkout);
         return Err(e);
     }
     Ok(checkout)
@@ -219,7 +146,7 @@ pub fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::process::ProcessExecutor;
+    use crate::exec::process::ProcessExecutor;
 
     #[test]
     fn fetches_a_pinned_commit_into_the_cache_and_reuses_it() {
@@ -251,7 +178,10 @@ mod tests {
         let url = format!("file://{}", origin.path().display());
         let checkout = fetch(&ProcessExecutor, &url, &rev, cache.path()).unwrap();
         assert!(checkout.join("repo.toml").is_file());
-        assert_eq!(describe(&ProcessExecutor, &checkout).unwrap().commit, rev);
+        assert_eq!(
+            describe(&ProcessExecutor, &checkout, None).unwrap().commit,
+            rev
+        );
         // Second time: from the cache (the origin is gone).
         drop(origin);
         assert_eq!(
@@ -437,10 +367,43 @@ mod tests {
     #[test]
     fn describes_this_checkout_and_nothing_outside_one() {
         let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-        if let Some(info) = describe(&ProcessExecutor, here) {
+        if let Some(info) = describe(&ProcessExecutor, here, None) {
             assert_eq!(info.commit.len(), 40, "{info:?}");
         }
         let outside = tempfile::tempdir().unwrap();
-        assert_eq!(describe(&ProcessExecutor, outside.path()), None);
+        assert_eq!(describe(&ProcessExecutor, outside.path(), None), None);
+    }
+
+    #[test]
+    fn a_detached_checkout_takes_the_ref_the_ci_names() {
+        let repo = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@t", "-C"])
+                .arg(repo.path())
+                .args(args)
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        git(&["init", "-q", "-b", "main"]);
+        git(&["commit", "-q", "--allow-empty", "-m", "one"]);
+        let on_branch = describe(&ProcessExecutor, repo.path(), Some("refs/pull/7/merge")).unwrap();
+        assert_eq!(
+            on_branch.git_ref.as_deref(),
+            Some("refs/heads/main"),
+            "the branch wins"
+        );
+        git(&["checkout", "-q", "--detach"]);
+        let detached = describe(&ProcessExecutor, repo.path(), Some("refs/pull/7/merge")).unwrap();
+        assert_eq!(detached.git_ref.as_deref(), Some("refs/pull/7/merge"));
+        assert_eq!(
+            describe(&ProcessExecutor, repo.path(), None)
+                .unwrap()
+                .git_ref,
+            None
+        );
     }
 }

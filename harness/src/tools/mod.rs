@@ -1,31 +1,33 @@
 //! Adapters for the external tools: how to find them, how to invoke them with isolated
 //! state, and pure parsers of what they print.
 
+pub(crate) mod attic_api;
 pub mod bazel;
-pub mod bazel_flags;
+mod bazel_flags;
 pub mod bazel_log;
 pub mod bazel_profile;
-pub mod build_graph;
-pub mod explain;
-pub mod git;
+pub(crate) mod build_graph;
+mod explain;
+pub(crate) mod git;
+pub mod narinfo;
 pub mod nix;
-pub mod nix_derivations;
+pub(crate) mod nix_derivations;
 pub mod nix_log;
 pub mod nix_phases;
-pub mod nix_push;
-pub mod nix_sandbox;
+mod nix_push;
+pub(crate) mod nix_sandbox;
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StepResult};
+use crate::exec::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
 use crate::plan::{RepoManifest, Scenario};
 use crate::results::explain::MissExplanations;
 use crate::results::{CacheFill, CacheUse, ConfigFile, Reproduce, ToolUse, ToolVersion};
-use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
 use crate::tools::build_graph::BuildGraph;
 
 /// External tools the harness knows, with the arguments that make them print a version.
@@ -39,14 +41,14 @@ pub const KNOWN_TOOLS: &[(&str, &[&str])] = &[
 
 const VERSION_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// `which` for one tool.
-pub fn find(name: &str) -> Option<PathBuf> {
-    which::which(name).ok()
+/// A program on `search_path` (the `$PATH` the run started with, from `Env`).
+pub fn find(name: &str, search_path: &OsStr) -> Option<PathBuf> {
+    which::which_in(name, Some(search_path), "/").ok()
 }
 
 /// Like `find`, but a missing tool is an error that says what needs it and how to get it.
-pub fn require(name: &'static str, needed_for: &str) -> Result<PathBuf> {
-    find(name).ok_or_else(|| Error::MissingTool {
+pub fn require(name: &'static str, needed_for: &str, search_path: &OsStr) -> Result<PathBuf> {
+    find(name, search_path).ok_or_else(|| Error::MissingTool {
         tool: name,
         needed_for: needed_for.to_string(),
         fix: install_hint(name),
@@ -60,17 +62,18 @@ pub fn install_hint(name: &str) -> &'static str {
         "gcc" => "install a C compiler (Debian/Ubuntu: `sudo apt-get install gcc`); the fixtures compile C",
         "git" => "install git (Debian/Ubuntu: `sudo apt-get install git`)",
         "qemu-system-x86_64" => "install QEMU (Debian/Ubuntu: `sudo apt-get install qemu-system-x86`); the vm lane boots it",
+        "attic" => "install the Attic client (e.g. `nix profile install nixpkgs#attic-client`), or use push = \"api\" (the default), which needs no CLI",
         "bazel" => "install Bazel (Debian/Ubuntu: `sudo apt-get install bazel-bootstrap bazel-rules-cc bazel-rules-java`) or bazelisk",
         _ => "install it and make sure it is on PATH",
     }
 }
 
-/// Path and version of every known tool found on PATH.
-pub fn probe_all(exec: &dyn Executor) -> BTreeMap<String, ToolVersion> {
+/// Path and version of every known tool found on `search_path`.
+pub fn probe_all(exec: &dyn Executor, search_path: &OsStr) -> BTreeMap<String, ToolVersion> {
     KNOWN_TOOLS
         .iter()
         .filter_map(|(name, args)| {
-            let path = find(name)?;
+            let path = find(name, search_path)?;
             let version = version_of(exec, &path, args).unwrap_or_else(|| "unknown".into());
             Some((
                 name.to_string(),
@@ -138,6 +141,44 @@ pub(crate) fn fixture(path: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// A prepared build as its argv snapshot shows it: program, one argument a line, the
+/// environment it adds, where it runs and logs; `tmp` (the test's folder) as `[tmp]`.
+#[cfg(test)]
+pub(crate) fn argv_snapshot(build: &PreparedBuild, tmp: &Path) -> String {
+    let spec = &build.spec;
+    let shown = |p: &std::ffi::OsStr| {
+        p.to_string_lossy()
+            .replace(&tmp.display().to_string(), "[tmp]")
+    };
+    let mut out = format!("{}\n", shown(spec.program.as_os_str()));
+    for arg in &spec.args {
+        out.push_str(&format!("  {}\n", shown(arg)));
+    }
+    for (name, value) in &spec.env {
+        out.push_str(&format!("env {name}={}\n", shown(value)));
+    }
+    if let Some(cwd) = &spec.cwd {
+        out.push_str(&format!("cwd {}\n", shown(cwd.as_os_str())));
+    }
+    out.push_str(&format!(
+        "stdout {}\nstderr {}{}\ntimeout {} s\n",
+        shown(spec.stdout.as_os_str()),
+        shown(spec.stderr.as_os_str()),
+        if spec.stderr_times {
+            " (line times)"
+        } else {
+            ""
+        },
+        spec.timeout.as_secs()
+    ));
+    out
+}
+
+/// Lower-case hex of a digest, as narinfos, Attic and REAPI write them.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// What one build did, as counted from its own logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -150,7 +191,7 @@ pub struct Counters {
     /// Items from the team cache (not the upstream layer): see `Sample::from_team_cache`.
     pub from_team_cache: Option<u64>,
     pub by_source: BTreeMap<String, crate::results::SourceCount>,
-    pub by_mnemonic: BTreeMap<String, bazel_log::MnemonicCount>,
+    pub by_mnemonic: BTreeMap<String, crate::results::MnemonicCount>,
     /// Disagreements between the tool's own counts, worth a reviewer's look.
     pub notes: Vec<String>,
 }
@@ -173,6 +214,12 @@ pub struct BuildReport {
     pub time_split: Option<crate::results::explain::TimeSplit>,
     /// What the build fetched from caches, for the transfer floor: bytes and requests.
     pub transfer: Option<Transfer>,
+    /// Why items of a build that read the cache still missed it, when asked for and the
+    /// tool's logs can tell.
+    pub explanations: Option<MissExplanations>,
+    /// The outputs' digests, when the build's own log names them (Bazel's execution log);
+    /// otherwise the driver takes them after the build ([`BuildDriver::outputs`]).
+    pub outputs: Option<Outputs>,
 }
 
 /// What a build fetched from caches.
@@ -346,27 +393,40 @@ pub trait BuildDriver {
 
     /// Uploads the primed outputs to the cache, once per primed state: what the fill did,
     /// or `None` when an earlier case filled it. A read-only cache (`--no-fill`) is never
-    /// written, needs no primed state and says so. `Error::Build` fails the case; other
-    /// errors stop the run.
-    fn fill_cache(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<Option<CacheFill>>;
+    /// written, needs no primed state and says so.
+    fn fill_cache(
+        &mut self,
+        case: &CaseContext,
+        exec: &dyn Executor,
+    ) -> StepResult<Option<CacheFill>>;
 
     /// One build in `mode`, with its logs (and fresh state, unless primed) under `dir`.
-    fn prepare(&mut self, case: &CaseContext, mode: BuildMode, dir: &Path)
-        -> Result<PreparedBuild>;
+    fn prepare(
+        &mut self,
+        case: &CaseContext,
+        mode: BuildMode,
+        dir: &Path,
+    ) -> StepResult<PreparedBuild>;
 
-    /// Reads what the build did from its logs.
-    fn inspect(&self, build: &PreparedBuild, outcome: &ProcessOutcome) -> BuildReport;
+    /// Reads what the build did from its logs, each read once; with `explain_misses`
+    /// (a build that read the cache, explained), also why items missed the cache.
+    fn inspect(
+        &self,
+        build: &PreparedBuild,
+        outcome: &ProcessOutcome,
+        explain_misses: bool,
+    ) -> BuildReport;
 
     /// Digests of a finished build's outputs (before its state is removed).
-    fn outputs(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> Result<Outputs>;
+    fn outputs(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<Outputs>;
 
     /// The build's steps with the digests of what each read and wrote (before its state
     /// is removed): what verify walks to find the step first at fault.
-    fn graph(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> Result<BuildGraph>;
+    fn graph(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<BuildGraph>;
 
     /// Where a finished build's outputs are on disk (before its state is removed), for the
     /// repo's `[check]`.
-    fn output_paths(&self, build: &PreparedBuild, exec: &dyn Executor) -> Result<Vec<PathBuf>>;
+    fn output_paths(&self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<Vec<PathBuf>>;
 
     /// Untimed work after each build (e.g. stopping a build server); runs before the
     /// build's folder is removed.
@@ -375,18 +435,8 @@ pub trait BuildDriver {
     }
 
     /// The tool as it builds this case: its version and the choices that shape the numbers.
-    /// `Error::Build` fails the case (e.g. a Bazel that cannot build this repo at all).
-    fn tool_use(&self, case: &CaseContext) -> Result<ToolUse>;
-
-    /// Why a build that read the cache still built some items (warm and fallback
-    /// samples): `None` when nothing missed or the tool's logs cannot tell.
-    fn explain_misses(
-        &self,
-        _build: &PreparedBuild,
-        _report: &BuildReport,
-    ) -> Option<MissExplanations> {
-        None
-    }
+    /// A Bazel that cannot build this repo at all fails the case.
+    fn tool_use(&self, case: &CaseContext) -> StepResult<ToolUse>;
 
     /// Long-lived servers the build works through, so their CPU and memory count too.
     fn servers(&self, _build: &PreparedBuild) -> ServerProbe {
@@ -417,7 +467,7 @@ pub trait BuildDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::process::ProcessExecutor;
+    use crate::exec::process::ProcessExecutor;
 
     #[test]
     fn secrets_in_tool_output_are_masked() {
@@ -446,7 +496,10 @@ mod tests {
     }
     #[test]
     fn probes_a_tool_that_is_always_there() {
-        let tools = probe_all(&ProcessExecutor);
+        let tools = probe_all(
+            &ProcessExecutor,
+            &std::env::var_os("PATH").unwrap_or_default(),
+        );
         // gcc is needed to build the Rust harness's C dependencies, so it is present here.
         let gcc = tools.get("gcc").expect("gcc found");
         assert!(gcc.version.contains("gcc"), "{gcc:?}");
@@ -454,7 +507,12 @@ mod tests {
 
     #[test]
     fn missing_tools_are_named_with_a_fix() {
-        let err = require("flywheel-bench-no-such-tool", "for this test").unwrap_err();
+        let err = require(
+            "flywheel-bench-no-such-tool",
+            "for this test",
+            OsStr::new("/bin"),
+        )
+        .unwrap_err();
         assert_eq!(err.exit_code(), crate::error::exit_code::ENVIRONMENT);
         let text = err.to_string();
         assert!(

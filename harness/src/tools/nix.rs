@@ -7,26 +7,24 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
-use crate::cache::{reroute, signed_destination, NixCache, Push};
-use crate::error::{Error, IoContext, Result};
-use crate::plan::config::Upstream;
+use crate::error::{CaseFailure, Error, IoContext, Result, StepResult};
+use crate::exec::http::Client;
+use crate::exec::process::stderr_times_path;
+use crate::exec::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
+use crate::exec::scratch::{write_private, Owner};
+use crate::plan::cache::{Fill, NixCache, ATTIC_LOGIN};
+use crate::plan::config::NixSetup;
 use crate::plan::manifest::NixTargets;
 use crate::plan::{ParamValue, System};
 use crate::results::explain::MissExplanations;
 use crate::results::{CacheFill, CacheUse, ConfigFile, FillMethod, SourceCount, ToolUse};
-use crate::run::process::stderr_times_path;
-use crate::run::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
-use crate::scratch::Owner;
 use crate::tools::build_graph::BuildGraph;
-use crate::tools::explain::{
-    explain_nix_misses, narinfo_answer, narinfo_url, nix_built_derivations,
-};
+use crate::tools::explain::{explain_nix_misses, narinfo_answer, nix_built_derivations};
+use crate::tools::narinfo::NarinfoSource;
 use crate::tools::nix_derivations::{build_graph, parse_derivations, show_command};
 use crate::tools::nix_log::{
-    build_log_tail, parse_build_derivations, parse_build_outputs, parse_internal_json,
-    parse_path_info, NixVersion,
+    build_log_tail, count_log, parse_build_derivations, parse_build_outputs, parse_lines,
+    parse_path_info, Line, NixVersion,
 };
 use crate::tools::nix_phases::{parse_arrival_times, split_nix_time};
 use crate::tools::nix_push::{fill_attic, PrimedStore};
@@ -50,15 +48,6 @@ sandbox-fallback = false
 experimental-features = nix-command flakes
 substituters =
 ";
-
-/// How a run uses Nix, besides the team cache.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NixSetup {
-    /// `nix --version` as recorded.
-    pub version: String,
-    /// Caches present in every build, cold ones included.
-    pub upstream: Vec<Upstream>,
-}
 
 /// Settings that bound the cost of a hanging or slow cache (`fallback:*+tuned`).
 const TUNED: &[(&str, &str)] = &[
@@ -86,6 +75,12 @@ pub struct NixDriver {
     dir: PathBuf,
     conf_file: PathBuf,
     cache: Option<NixCache>,
+    /// A private netrc with the cache's token, for the builds that read it.
+    netrc: Option<PathBuf>,
+    /// A private HOME whose attic config holds the token, for `attic push`.
+    attic_home: Option<PathBuf>,
+    /// The harness's own client for narinfos (miss explanations), made when first needed.
+    client: std::sync::OnceLock<std::result::Result<Client, String>>,
     setup: NixSetup,
     /// Stores built once per repo and parameters without any cache: the clean reference,
     /// the source of the cache's contents and the ready-made state of `noop` builds.
@@ -102,9 +97,29 @@ struct Primed {
 }
 
 impl NixDriver {
-    /// `dir` is a private folder the driver may fill (config, primed stores).
+    /// `dir` is a private folder the driver may fill (config, the cache's credentials,
+    /// primed stores).
     pub fn new(nix: PathBuf, dir: &Path, cache: Option<NixCache>, setup: NixSetup) -> Result<Self> {
         let conf_file = write_private_conf(&dir.join("nix-conf"))?;
+        let netrc = match cache.as_ref().and_then(|c| Some((c, c.login.as_ref()?))) {
+            Some((cache, login)) => {
+                let netrc = dir.join("netrc");
+                // Both were checked to hold no whitespace, which would split a netrc line.
+                let entry = format!(
+                    "machine {}\nlogin {}\npassword {}\n",
+                    cache.url.host_str().unwrap_or_default(),
+                    login.user,
+                    login.password.expose()
+                );
+                write_private(&netrc, entry.as_bytes())?;
+                Some(netrc)
+            }
+            None => None,
+        };
+        let attic_home = match &cache {
+            Some(cache) if cache.fill == Fill::AtticCli => Some(write_attic_home(cache, dir)?),
+            _ => None,
+        };
         let tmp = dir.join("tmp");
         std::fs::create_dir_all(&tmp).context(|| format!("creating {}", tmp.display()))?;
         Ok(NixDriver {
@@ -112,6 +127,9 @@ impl NixDriver {
             dir: dir.to_path_buf(),
             conf_file,
             cache,
+            netrc,
+            attic_home,
+            client: std::sync::OnceLock::new(),
             setup,
             primed: BTreeMap::new(),
             primes_started: 0,
@@ -161,17 +179,16 @@ impl NixDriver {
                 log.unwrap_or("no error printed").trim()
             ))
         };
-        let _ = crate::scratch::remove_tree(&dir);
+        let _ = crate::exec::scratch::remove_tree(&dir);
         result
     }
 
     /// Whether a substituter URL, as Nix logs it, is one of the upstream layer's.
     fn is_upstream(&self, url: &str) -> bool {
-        let url = url.trim_end_matches('/');
         self.setup
             .upstream
             .iter()
-            .any(|u| u.url.as_str().trim_end_matches('/') == url)
+            .any(|u| same_url(u.url.as_str(), url))
     }
 
     /// `probe_sandbox`, as the error that stops a run before anything is built.
@@ -205,7 +222,7 @@ impl NixDriver {
             path: self.conf_file.display().to_string(),
             text: NIX_CONF.into(),
         }];
-        if let Some(netrc) = self.cache.as_ref().and_then(|c| c.netrc_file.as_ref()) {
+        if let Some(netrc) = &self.netrc {
             if reads_cache {
                 files.push(ConfigFile {
                     path: netrc.display().to_string(),
@@ -239,11 +256,7 @@ impl NixDriver {
         let mut substituters: Vec<String> = Vec::new();
         let mut keys: Vec<&str> = Vec::new();
         if let Some(cache) = team {
-            let url = match case.cache_via {
-                Some(via) => reroute(&cache.substituter, via),
-                None => cache.substituter.clone(),
-            };
-            substituters.push(url.to_string());
+            substituters.push(cache.read_url(case.cache_via).to_string());
             keys.push(&cache.public_key);
         }
         for upstream in &self.setup.upstream {
@@ -255,8 +268,8 @@ impl NixDriver {
             push_option(&mut args, "trusted-public-keys", &keys.join(" "));
             push_option(&mut args, "narinfo-cache-negative-ttl", "0");
         }
-        if let (Some(cache), BuildMode::FromCache { tool_fallback }) = (team, mode) {
-            if let Some(netrc) = &cache.netrc_file {
+        if let (Some(_), BuildMode::FromCache { tool_fallback }) = (team, mode) {
+            if let Some(netrc) = &self.netrc {
                 push_option(&mut args, "netrc-file", &netrc.display().to_string());
             }
             if case.tuned() {
@@ -289,7 +302,7 @@ impl NixDriver {
     /// `nix copy` of a primed store's outputs (with their closure) to a binary cache.
     fn nix_copy_spec(
         &self,
-        to: &url::Url,
+        cache: &NixCache,
         secret_key_file: Option<&Path>,
         primed: &Primed,
         case: &CaseContext,
@@ -299,10 +312,10 @@ impl NixDriver {
             "--store".into(),
             primed.store.clone().into(),
             "--to".into(),
-            signed_destination(to, secret_key_file).into(),
+            cache.copy_destination(secret_key_file).into(),
         ];
         // The credentials of an http cache whose URL carried them.
-        if let Some(netrc) = self.cache.as_ref().and_then(|c| c.netrc_file.as_ref()) {
+        if let Some(netrc) = &self.netrc {
             push_option(&mut args, "netrc-file", &netrc.display().to_string());
         }
         args.push("--".into());
@@ -310,15 +323,16 @@ impl NixDriver {
         CommandSpec::new(&self.nix, args, case.timeout).env(self.push_env())
     }
 
-    /// `attic push TARGET OUTPUTS`, reading the primed store through `NIX_REMOTE`.
+    /// `attic push SERVER:CACHE OUTPUTS`, reading the primed store through `NIX_REMOTE`.
     fn attic_cli_spec(
         &self,
         program: &Path,
         home: &Path,
-        target: &str,
+        cache: &str,
         primed: &Primed,
         case: &CaseContext,
     ) -> CommandSpec {
+        let target = format!("{ATTIC_LOGIN}:{cache}");
         let mut args: Vec<OsString> = vec!["push".into(), target.into()];
         args.extend(primed.outputs.iter().map(OsString::from));
         // attic reads the paths from the store NIX_REMOTE names: the primed chroot store.
@@ -335,6 +349,52 @@ impl NixDriver {
         CommandSpec::new(program, args, case.timeout).env(env)
     }
 
+    /// Each derivation built instead of substituted, from the log and from what the cache
+    /// answers for its narinfos now (asked directly, not through a fault proxy).
+    fn explain_misses(&self, log: &[Line]) -> Option<MissExplanations> {
+        let cache = self.cache.as_ref()?;
+        let built = nix_built_derivations(log);
+        let mut keys: Vec<&str> = vec![&cache.public_key];
+        keys.extend(self.setup.upstream.iter().map(|u| u.public_key.as_str()));
+        let client = self
+            .client
+            .get_or_init(|| Client::new(&self.setup.proxies))
+            .as_ref()
+            .ok()?;
+        let mut answers = std::collections::HashMap::new();
+        // A cache that does not answer is asked nothing more (each request could wait
+        // out its timeout); the log's own evidence still explains those misses.
+        let mut unreachable: Vec<&str> = Vec::new();
+        for b in &built {
+            for (path, substituter) in &b.queried {
+                // The team cache's narinfos are asked of the cache itself (the log may
+                // name the fault proxy); the upstream layer's of the cache the log names.
+                let asked = self
+                    .setup
+                    .upstream
+                    .iter()
+                    .find(|u| same_url(u.url.as_str(), substituter))
+                    .unwrap_or(cache);
+                if unreachable.contains(&asked.url.as_str()) {
+                    continue;
+                }
+                let Ok(source) = NarinfoSource::of(asked) else {
+                    continue;
+                };
+                match source.narinfo(client, path) {
+                    Ok(answer) => {
+                        answers.insert(
+                            path.clone(),
+                            narinfo_answer(answer.status, &answer.body, &keys),
+                        );
+                    }
+                    Err(_) => unreachable.push(asked.url.as_str()),
+                }
+            }
+        }
+        Some(explain_nix_misses(&built, &answers))
+    }
+
     fn push_env(&self) -> Vec<(String, OsString)> {
         self.env(&self.dir.join("xdg-cache-push"))
     }
@@ -348,27 +408,28 @@ impl NixDriver {
         paths: Vec<OsString>,
         exec: &dyn Executor,
         what: &str,
-    ) -> Result<Outputs> {
+    ) -> StepResult<Outputs> {
         let mut args: Vec<OsString> = vec!["path-info".into(), "--json".into()];
         args.extend(["--store".into(), store.into()]);
         args.extend(paths);
         let stdout = self.query(args, exec, &format!("`nix path-info` of {what}"))?;
-        parse_path_info(&stdout).map_err(Error::Build)
+        Ok(parse_path_info(&stdout).map_err(CaseFailure::new)?)
     }
 
     /// A query of a build's store after the build: its stdout, or an error naming `what`.
-    fn query(&self, args: Vec<OsString>, exec: &dyn Executor, what: &str) -> Result<String> {
+    fn query(&self, args: Vec<OsString>, exec: &dyn Executor, what: &str) -> StepResult<String> {
         let env = self.env(&self.dir.join("xdg-cache-path-info"));
         let out = run_captured(
             exec,
             CommandSpec::new(&self.nix, args, PATH_INFO_TIMEOUT).env(env),
         )?;
         if !out.outcome.success() {
-            return Err(Error::Build(format!(
+            return Err(CaseFailure::new(format!(
                 "{what} failed ({}): {}",
                 out.outcome.describe(),
                 out.stderr.trim()
-            )));
+            ))
+            .into());
         }
         Ok(out.stdout)
     }
@@ -403,59 +464,70 @@ impl BuildDriver for NixDriver {
         );
     }
 
-    fn fill_cache(&mut self, case: &CaseContext, exec: &dyn Executor) -> Result<Option<CacheFill>> {
-        let cache = self.cache()?;
-        let push = cache.push.clone();
-        let substituter = cache.substituter.clone();
-        let primed = match (&push, self.primed.get(&case.state_key())) {
-            (Push::ReadOnly, _) => return Ok(Some(CacheFill::read_only())),
+    fn fill_cache(
+        &mut self,
+        case: &CaseContext,
+        exec: &dyn Executor,
+    ) -> StepResult<Option<CacheFill>> {
+        let cache = self.cache()?.clone();
+        let primed = match (&cache.fill, self.primed.get(&case.state_key())) {
+            (Fill::ReadOnly, _) => return Ok(Some(CacheFill::read_only())),
             (_, None) => {
-                return Err(Error::Build(
-                    "the cache was to be filled before priming".into(),
-                ))
+                return Err(CaseFailure::new("the cache was to be filled before priming").into())
             }
             (_, Some(primed)) if primed.pushed => return Ok(None),
             (_, Some(primed)) => primed,
         };
         let started = Instant::now();
-        let (method, spec) = match &push {
-            Push::AtticApi(target) => {
+        let (method, spec) = match &cache.fill {
+            Fill::AtticApi => {
                 let store = PrimedStore {
                     nix: &self.nix,
                     store: &primed.store,
                     env: self.push_env(),
                     scratch: self.dir.join("attic-push"),
                 };
-                let fill = fill_attic(target, &store, &primed.outputs, exec, case.timeout)?;
+                let fill = fill_attic(
+                    &cache,
+                    &self.setup.proxies,
+                    &store,
+                    &primed.outputs,
+                    exec,
+                    case.timeout,
+                )?;
                 self.mark_pushed(case);
                 return Ok(Some(fill));
             }
-            Push::NixCopy {
-                to,
-                secret_key_file,
-            } => (
+            Fill::NixCopy { secret_key_file } => (
                 FillMethod::NixCopy,
-                self.nix_copy_spec(to, secret_key_file.as_deref(), primed, case),
+                self.nix_copy_spec(&cache, secret_key_file.as_deref(), primed, case),
             ),
-            Push::AtticCli {
-                program,
-                home,
-                target,
-            } => (
-                FillMethod::AtticCli,
-                self.attic_cli_spec(program, home, target, primed, case),
-            ),
+            Fill::AtticCli => {
+                let (Some(program), Some(home)) = (&self.setup.attic, &self.attic_home) else {
+                    return Err(Error::Environment(
+                        "the Attic cache is filled with the `attic` CLI, and none was found".into(),
+                    )
+                    .into());
+                };
+                let (_, name) = cache.attic_server()?;
+                (
+                    FillMethod::AtticCli,
+                    self.attic_cli_spec(program, home, &name, primed, case),
+                )
+            }
             // Answered above: it uploads nothing.
-            Push::ReadOnly => return Ok(None),
+            Fill::ReadOnly => return Ok(None),
         };
         let out = run_captured(exec, spec)?;
         if !out.outcome.success() {
             // The push URL may name the secret key's file; report the public URL only.
-            return Err(Error::Build(format!(
-                "uploading to the cache {substituter} failed ({}): {}",
+            return Err(CaseFailure::new(format!(
+                "uploading to the cache {} failed ({}): {}",
+                cache.url,
                 out.outcome.describe(),
                 out.stderr.trim()
-            )));
+            ))
+            .into());
         }
         self.mark_pushed(case);
         Ok(Some(CacheFill::timed(
@@ -469,13 +541,13 @@ impl BuildDriver for NixDriver {
         case: &CaseContext,
         mode: BuildMode,
         dir: &Path,
-    ) -> Result<PreparedBuild> {
+    ) -> StepResult<PreparedBuild> {
         let store = match mode {
             BuildMode::Noop => self
                 .primed
                 .get(&case.state_key())
                 .map(|p| p.store.clone())
-                .ok_or_else(|| Error::Build("the noop store was not primed".into()))?,
+                .ok_or_else(|| CaseFailure::new("the noop store was not primed"))?,
             // Kept for the run, so outside the build's own folder.
             BuildMode::Prime => {
                 self.primes_started += 1;
@@ -491,9 +563,17 @@ impl BuildDriver for NixDriver {
         })
     }
 
-    fn inspect(&self, build: &PreparedBuild, outcome: &ProcessOutcome) -> BuildReport {
+    /// Everything from one parse of the build's internal-json log; its misses explained
+    /// when asked and something was built.
+    fn inspect(
+        &self,
+        build: &PreparedBuild,
+        outcome: &ProcessOutcome,
+        explain_misses: bool,
+    ) -> BuildReport {
         let stderr = std::fs::read_to_string(&build.spec.stderr).unwrap_or_default();
-        let log = parse_internal_json(&stderr);
+        let lines = parse_lines(&stderr);
+        let log = count_log(&lines);
         BuildReport {
             counters: Counters {
                 built: Some(log.built),
@@ -525,22 +605,26 @@ impl BuildDriver for NixDriver {
                     .unwrap_or_else(|| format!("nix {} and printed no error", outcome.describe()))
             }),
             messages: first_distinct(log.errors.iter().chain(&log.warnings).map(String::as_str)),
-            log_tail: failed_tail(outcome, || build_log_tail(&stderr, LOG_TAIL_LINES)),
+            log_tail: failed_tail(outcome, || build_log_tail(&lines, LOG_TAIL_LINES)),
             time_split: std::fs::read_to_string(stderr_times_path(&build.spec.stderr))
                 .ok()
                 .and_then(|t| parse_arrival_times(&t).ok())
-                .map(|times| split_nix_time(&stderr, &times, outcome.wall.as_secs_f64())),
+                .map(|times| split_nix_time(&lines, &times, outcome.wall.as_secs_f64())),
             transfer: Some(Transfer {
                 // A file:// cache transfers nothing over HTTP: its NARs' announced size.
                 bytes: log.downloaded_bytes.max(log.expected_download_bytes),
                 requests: log.file_transfers,
                 parallelism: HTTP_CONNECTIONS,
             }),
+            explanations: (explain_misses && log.built > 0)
+                .then(|| self.explain_misses(&lines))
+                .flatten(),
+            outputs: None,
         }
     }
 
     /// NAR hashes of the built paths, from `nix path-info --json` in the build's store.
-    fn outputs(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> Result<Outputs> {
+    fn outputs(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<Outputs> {
         let (store, paths) = built_paths(build)?;
         let paths: Vec<OsString> = paths.iter().map(OsString::from).collect();
         self.nar_hashes(store, paths, exec, "the outputs")
@@ -549,11 +633,11 @@ impl BuildDriver for NixDriver {
     /// Every derivation of the targets' closure (`nix show-derivation -r`, evaluated into
     /// the build's store, where the build left its .drv files), with the NAR hashes of
     /// whatever of it the store holds (`nix path-info --json --all`).
-    fn graph(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> Result<BuildGraph> {
+    fn graph(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<BuildGraph> {
         let (store, _) = built_paths(build)?;
         let valid = self.nar_hashes(store, vec!["--all".into()], exec, "the store's paths")?;
         let stdout = std::fs::read_to_string(&build.spec.stdout).unwrap_or_default();
-        let drvs = parse_build_derivations(&stdout).map_err(Error::Build)?;
+        let drvs = parse_build_derivations(&stdout).map_err(CaseFailure::new)?;
         if drvs.is_empty() {
             // Nothing names a derivation (a store path built as such): the outputs alone.
             return Ok(BuildGraph::from_outputs(self.outputs(build, exec)?));
@@ -568,13 +652,17 @@ impl BuildDriver for NixDriver {
             show_command(version).join(" ")
         );
         let derivations =
-            parse_derivations(&self.query(args, exec, &what)?).map_err(Error::Build)?;
+            parse_derivations(&self.query(args, exec, &what)?).map_err(CaseFailure::new)?;
         Ok(build_graph(&derivations, &valid))
     }
 
     /// The outputs `nix build --json` named, inside the build's chroot store (the store
     /// path `/nix/store/X` is the file `STORE/nix/store/X`).
-    fn output_paths(&self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<Vec<PathBuf>> {
+    fn output_paths(
+        &self,
+        build: &PreparedBuild,
+        _exec: &dyn Executor,
+    ) -> StepResult<Vec<PathBuf>> {
         let (store, paths) = built_paths(build)?;
         Ok(paths
             .iter()
@@ -587,13 +675,13 @@ impl BuildDriver for NixDriver {
     fn finish(&mut self, build: &PreparedBuild, _exec: &dyn Executor) -> Result<()> {
         if let BuildState::Nix { store } = &build.state {
             if !self.primed.values().any(|p| &p.store == store) {
-                crate::scratch::stop_processes_in(store, Owner::current().start_ticks);
+                crate::exec::scratch::stop_processes_in(store, Owner::current().start_ticks);
             }
         }
         Ok(())
     }
 
-    fn tool_use(&self, _case: &CaseContext) -> Result<ToolUse> {
+    fn tool_use(&self, _case: &CaseContext) -> StepResult<ToolUse> {
         Ok(ToolUse {
             version: self.setup.version.clone(),
             upstream: self
@@ -606,52 +694,12 @@ impl BuildDriver for NixDriver {
         })
     }
 
-    /// Each derivation built instead of substituted, from the log and from what the cache
-    /// answers for its narinfos now (asked directly, not through a fault proxy).
-    fn explain_misses(
-        &self,
-        build: &PreparedBuild,
-        report: &BuildReport,
-    ) -> Option<MissExplanations> {
-        if report.counters.built? == 0 {
-            return None;
-        }
-        let cache = self.cache.as_ref()?;
-        let stderr = std::fs::read_to_string(&build.spec.stderr).ok()?;
-        let built = nix_built_derivations(&stderr);
-        let mut keys: Vec<&str> = vec![&cache.public_key];
-        keys.extend(self.setup.upstream.iter().map(|u| u.public_key.as_str()));
-        let mut answers = std::collections::HashMap::new();
-        for b in &built {
-            for (path, queried_url) in b.narinfo_requests() {
-                // The team cache's narinfos are asked of the cache itself (the log may
-                // name the fault proxy); the upstream layer's where the log says.
-                let upstream = self
-                    .setup
-                    .upstream
-                    .iter()
-                    .any(|u| queried_url.starts_with(u.url.as_str().trim_end_matches('/')));
-                let url = if upstream {
-                    queried_url
-                } else {
-                    narinfo_url(cache.substituter.as_str(), &path)?
-                };
-                if let Some((status, body)) = crate::cache::fetch_text(&url) {
-                    answers.insert(path, narinfo_answer(status, &body, &keys));
-                }
-            }
-        }
-        Some(explain_nix_misses(&built, &answers))
-    }
-
     fn cache_use(&self) -> Option<CacheUse> {
         self.cache.as_ref().map(NixCache::use_record)
     }
 
     fn cache_location(&self) -> Option<CacheLocation<'_>> {
-        self.cache
-            .as_ref()
-            .map(|c| CacheLocation::Url(&c.substituter))
+        self.cache.as_ref().map(|c| CacheLocation::Url(&c.url))
     }
 
     fn tool_fallback_flag(&self) -> Option<&'static str> {
@@ -659,10 +707,8 @@ impl BuildDriver for NixDriver {
     }
 
     fn signing_key_file(&self) -> Option<&Path> {
-        match &self.cache.as_ref()?.push {
-            Push::NixCopy {
-                secret_key_file, ..
-            } => secret_key_file.as_deref(),
+        match &self.cache.as_ref()?.fill {
+            Fill::NixCopy { secret_key_file } => secret_key_file.as_deref(),
             _ => None,
         }
     }
@@ -675,14 +721,14 @@ impl BuildDriver for NixDriver {
 /// The host folders the sandbox shows, and the repo's own, as Nix sandbox entries (links
 /// mounted where they resolve).
 /// A Nix build's chroot store and the outputs its `nix build --json` named.
-fn built_paths(build: &PreparedBuild) -> Result<(&Path, Vec<String>)> {
+fn built_paths(build: &PreparedBuild) -> Result<(&Path, Vec<String>), CaseFailure> {
     let BuildState::Nix { store } = &build.state else {
-        return Err(Error::Build(
-            "a Nix driver was handed another tool's build".into(),
+        return Err(CaseFailure::new(
+            "a Nix driver was handed another tool's build",
         ));
     };
     let stdout = std::fs::read_to_string(&build.spec.stdout).unwrap_or_default();
-    let paths = parse_build_outputs(&stdout).map_err(Error::Build)?;
+    let paths = parse_build_outputs(&stdout).map_err(CaseFailure::new)?;
     Ok((store, paths))
 }
 
@@ -693,6 +739,26 @@ fn sandbox_paths(extra: &[PathBuf]) -> Vec<String> {
         .chain(extra.iter().cloned())
         .collect();
     sandbox_entries(&host_paths)
+}
+
+/// Whether two cache URLs name the same cache, as Nix logs them (trailing slashes aside).
+fn same_url(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// A private HOME for `attic push`, whose config names the Attic server and holds the token.
+fn write_attic_home(cache: &NixCache, dir: &Path) -> Result<PathBuf> {
+    let (endpoint, _) = cache.attic_server()?;
+    let home = dir.join("attic-home");
+    let config_dir = home.join(".config/attic");
+    std::fs::create_dir_all(&config_dir)
+        .context(|| format!("creating {}", config_dir.display()))?;
+    let toml = format!(
+        "default-server = \"{ATTIC_LOGIN}\"\n\n[servers.{ATTIC_LOGIN}]\nendpoint = \"{endpoint}\"\ntoken = \"{}\"\n",
+        cache.token()?
+    );
+    write_private(&config_dir.join("config.toml"), toml.as_bytes())?;
+    Ok(home)
 }
 
 /// Writes the harness's private nix.conf into `conf_dir`; returns the file.
@@ -755,6 +821,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn credentials_of_a_cache_url_go_to_a_private_netrc() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = crate::plan::cache::NixCache {
+            login: Some(crate::plan::config::Login {
+                user: "bot".into(),
+                password: crate::plan::config::Secret::new("s3cr3t"),
+            }),
+            ..crate::plan::cache::NixCache::store(
+                crate::results::CacheBackend::Http,
+                url::Url::parse("http://127.0.0.1:9/nix").unwrap(),
+                "k:1".into(),
+                None,
+                true,
+            )
+        };
+        let driver =
+            NixDriver::new("nix".into(), dir.path(), Some(cache), NixSetup::default()).unwrap();
+        let netrc = driver.netrc.clone().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&netrc).unwrap(),
+            "machine 127.0.0.1\nlogin bot\npassword s3cr3t\n"
+        );
+        let mode = std::fs::metadata(&netrc).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let cache = driver.cache.as_ref().unwrap();
+        assert_eq!(cache.use_record().url, "http://127.0.0.1:9/nix");
+        assert!(!serde_json::to_string(cache).unwrap().contains("s3cr3t"));
+    }
+
+    #[test]
     fn file_targets_pass_parameters_by_type() {
         let params = BTreeMap::from([
             ("size".to_string(), ParamValue::Int(5)),
@@ -796,6 +893,138 @@ mod tests {
                 "path:/src#default".into(),
                 "nixpkgs#hello".into()
             ]
+        );
+    }
+
+    /// Every build mode's `nix build` argv, snapshotted (the host's sandbox paths redacted:
+    /// they depend on how this machine links /bin and /lib).
+    #[test]
+    fn build_argv_of_every_mode() {
+        use crate::plan::cache::NixCache;
+        use crate::plan::{manifest, Fault, Scenario};
+        use crate::results::CacheBackend;
+        let tmp = tempfile::tempdir().unwrap();
+        let text = "name = \"r\"\ndescription = \"d\"\n[source]\npath = \".\"\n[parameters]\nsize = 3\nflavour = \"plain\"\n[nix]\nfile = \"default.nix\"\nattrs = [\"app\"]\n";
+        std::fs::create_dir(tmp.path().join("src")).unwrap();
+        let repo = manifest::parse(text, &tmp.path().join("src/repo.toml")).unwrap();
+        let url = |u: &str| url::Url::parse(u).unwrap();
+        let team = NixCache::store(
+            CacheBackend::Http,
+            url("http://127.0.0.1:8080/nix"),
+            "team-1:AAAA".into(),
+            None,
+            true,
+        );
+        let attic = NixCache {
+            backend: CacheBackend::Attic,
+            login: Some(crate::plan::config::Login {
+                user: ATTIC_LOGIN.into(),
+                password: crate::plan::config::Secret::new("s3cr3t"),
+            }),
+            fill: Fill::ReadOnly,
+            ..NixCache::store(
+                CacheBackend::Attic,
+                url("https://attic.example.com/main"),
+                "main:BBBB".into(),
+                None,
+                false,
+            )
+        };
+        let setup = NixSetup {
+            upstream: vec![NixCache::upstream(
+                url("https://cache.nixos.org"),
+                "cache.nixos.org-1:CCCC".into(),
+            )],
+            ..NixSetup::default()
+        };
+        let driver = |name: &str, cache: NixCache, setup: NixSetup| {
+            NixDriver::new("nix".into(), &tmp.path().join(name), Some(cache), setup).unwrap()
+        };
+        let mut plain = driver("plain", team.clone(), NixSetup::default());
+        let mut layered = driver("layered", team, setup);
+        let mut read_only = driver("attic", attic, NixSetup::default());
+        let source = tmp.path().join("src");
+        let case = |scenario| CaseContext {
+            repo: &repo,
+            source: &source,
+            scenario,
+            timeout: std::time::Duration::from_secs(1800),
+            cache_via: None,
+            explain: true,
+        };
+        let fallback = Scenario::Fallback {
+            fault: Fault::Blackhole,
+            tuned: true,
+        };
+        let warm = BuildMode::FromCache {
+            tool_fallback: false,
+        };
+        let snap = |name: &str, driver: &mut NixDriver, case: CaseContext, mode| {
+            let build = driver
+                .prepare(&case, mode, &tmp.path().join("build"))
+                .unwrap();
+            let mut text = crate::tools::argv_snapshot(&build, tmp.path());
+            if let Some(at) = text.find("  sandbox-paths\n  ") {
+                let start = at + "  sandbox-paths\n  ".len();
+                let end = start + text[start..].find('\n').unwrap();
+                text.replace_range(start..end, "[host sandbox paths]");
+            }
+            insta::assert_snapshot!(format!("nix_argv_{name}"), text);
+            build
+        };
+        let prime = snap("prime", &mut plain, case(Scenario::Cold), BuildMode::Prime);
+        plain.keep_primed(&case(Scenario::Noop), prime, Outputs::new());
+        snap("cold", &mut plain, case(Scenario::Cold), BuildMode::Fresh);
+        snap("warm", &mut plain, case(Scenario::Warm), warm);
+        snap("noop", &mut plain, case(Scenario::Noop), BuildMode::Noop);
+        let proxied = CaseContext {
+            cache_via: Some("127.0.0.1:4242".parse().unwrap()),
+            ..case(fallback)
+        };
+        snap(
+            "fallback_through_the_proxy_tuned",
+            &mut plain,
+            proxied,
+            warm,
+        );
+        let tool_fallback = BuildMode::FromCache {
+            tool_fallback: true,
+        };
+        snap("fallback_tool_fallback", &mut plain, proxied, tool_fallback);
+        snap(
+            "verify_from_the_cache",
+            &mut plain,
+            case(Scenario::Verify),
+            warm,
+        );
+        snap(
+            "verify_clean_rebuild",
+            &mut plain,
+            case(Scenario::Verify),
+            BuildMode::Fresh,
+        );
+        let unexplained = CaseContext {
+            explain: false,
+            ..case(Scenario::Warm)
+        };
+        snap("warm_explain_off", &mut plain, unexplained, warm);
+        snap(
+            "cold_with_upstream",
+            &mut layered,
+            case(Scenario::Cold),
+            BuildMode::Fresh,
+        );
+        snap(
+            "warm_with_upstream",
+            &mut layered,
+            case(Scenario::Warm),
+            warm,
+        );
+        snap(
+            "warm_read_only_attic",
+            &mut read_only,
+            case(Scenario::Warm),
+            warm,
         );
     }
 }

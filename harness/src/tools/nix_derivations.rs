@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::results::coverage::Derivation;
 use crate::tools::build_graph::{BuildGraph, Step};
 use crate::tools::nix_log::{store_name, NixVersion};
 
@@ -20,20 +21,6 @@ pub fn show_command(version: Option<NixVersion>) -> &'static [&'static str] {
         Some(v) if v < DERIVATION_SHOW => &["show-derivation"],
         _ => &["derivation", "show"],
     }
-}
-
-/// One derivation of the closure.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Derivation {
-    /// The `.drv` store path.
-    pub drv: String,
-    /// Its `name` (`env.name`, else from the path).
-    pub name: String,
-    /// Output name -> store path; absent for floating content-addressed outputs, whose
-    /// path is known only once built.
-    pub outputs: BTreeMap<String, Option<String>>,
-    /// The derivations it builds from, each with the outputs it uses.
-    pub input_drvs: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize)]

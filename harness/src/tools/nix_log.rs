@@ -89,6 +89,12 @@ pub fn parse_line(line: &str) -> Line<'_> {
         .map_or(Line::Plain(line), Line::Event)
 }
 
+/// Every line of a Nix command's stderr, each parsed once: what the counters, the failed
+/// build's tail, the time split and the miss explanations all read.
+pub fn parse_lines(stderr: &str) -> Vec<Line<'_>> {
+    stderr.lines().map(parse_line).collect()
+}
+
 /// What one build did, counted from its internal-json log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NixLog {
@@ -121,15 +127,21 @@ pub struct SourceCounts {
     pub downloaded_bytes: u64,
 }
 
+/// What a build did, counted from its whole stderr.
 pub fn parse_internal_json(stderr: &str) -> NixLog {
+    count_log(&parse_lines(stderr))
+}
+
+/// What a build did, counted from its stderr's parsed lines.
+pub fn count_log(lines: &[Line]) -> NixLog {
     let mut log = NixLog::default();
     // Transfer id -> (URL, bytes so far).
     let mut transfers: HashMap<u64, (String, u64)> = HashMap::new();
     let mut substitution_starts = 0;
     let mut substitutions_done: Option<u64> = None;
     let mut copy_paths_activity = None;
-    for line in stderr.lines() {
-        let event = match parse_line(line) {
+    for line in lines {
+        let event = match line {
             Line::Event(event) => event,
             Line::Plain(text) => {
                 if !text.trim().is_empty() {
@@ -174,9 +186,9 @@ pub fn parse_internal_json(stderr: &str) -> NixLog {
             {
                 log.expected_download_bytes = event.field_u64(1).unwrap_or(0);
             }
-            Action::Msg => match (event.level, event.msg) {
-                (Some(LEVEL_ERROR), Some(msg)) => log.errors.push(strip_ansi(&msg)),
-                (Some(LEVEL_WARN), Some(msg)) => log.warnings.push(strip_ansi(&msg)),
+            Action::Msg => match (event.level, &event.msg) {
+                (Some(LEVEL_ERROR), Some(msg)) => log.errors.push(strip_ansi(msg)),
+                (Some(LEVEL_WARN), Some(msg)) => log.warnings.push(strip_ansi(msg)),
                 _ => {}
             },
             _ => {}
@@ -220,18 +232,19 @@ pub fn store_name(path: &str) -> &str {
 }
 
 /// The last `max_lines` lines the builders themselves printed, as `name> line` (the way
-/// `nix build -L` shows them). Prefers the derivations Nix says failed. Reads the
-/// internal-json form, `-L` output and the plain form's `last N log lines` block. The
-/// caller redacts secrets (`.iter().map(redact)`) before the lines go anywhere.
-pub fn build_log_tail(stderr: &str, max_lines: usize) -> Vec<String> {
+/// `nix build -L` shows them), from a stderr's parsed lines. Prefers the derivations Nix
+/// says failed. Reads the internal-json form, `-L` output and the plain form's `last N log
+/// lines` block. The caller redacts secrets (`.iter().map(redact)`) before the lines go
+/// anywhere.
+pub fn build_log_tail(log: &[Line], max_lines: usize) -> Vec<String> {
     // Build activity id -> derivation path; log lines as (activity, text).
     let mut builds: HashMap<u64, String> = HashMap::new();
     let mut lines: Vec<(u64, String)> = Vec::new();
     let mut failed: Vec<String> = Vec::new();
     let mut plain_lines: Vec<String> = Vec::new();
     let mut block_lines: Vec<String> = Vec::new();
-    for line in stderr.lines() {
-        match parse_line(line) {
+    for line in log {
+        match line {
             Line::Event(event) => match event.action {
                 Action::Start if event.kind == ACT_BUILD => {
                     if let Some(drv) = event.field_str(0) {
@@ -714,26 +727,35 @@ mod tests {
             "cuda-canary> compiling kernel.cu",
             "cuda-canary> sh: 6: nvcc: not found",
         ];
-        let json = build_log_tail(&fixture("failed-nvcc/internal-json.stderr.log"), 40);
+        let json = build_log_tail(
+            &parse_lines(&fixture("failed-nvcc/internal-json.stderr.log")),
+            40,
+        );
         assert_eq!(json, expected);
-        let with_l = build_log_tail(&fixture("failed-nvcc/print-build-logs.stderr.log"), 40);
+        let with_l = build_log_tail(
+            &parse_lines(&fixture("failed-nvcc/print-build-logs.stderr.log")),
+            40,
+        );
         assert_eq!(with_l, expected);
-        let plain = build_log_tail(&fixture("failed-nvcc/plain.stderr.log"), 40);
+        let plain = build_log_tail(&parse_lines(&fixture("failed-nvcc/plain.stderr.log")), 40);
         let unprefixed: Vec<&str> = expected
             .iter()
             .map(|l| l.strip_prefix("cuda-canary> ").unwrap())
             .collect();
         assert_eq!(plain, unprefixed);
         assert_eq!(
-            build_log_tail(&fixture("failed-nvcc/internal-json.stderr.log"), 2),
+            build_log_tail(
+                &parse_lines(&fixture("failed-nvcc/internal-json.stderr.log")),
+                2
+            ),
             expected[5..]
         );
         // The older fixture: two lines, then `failed with exit code 1`.
         assert_eq!(
-            build_log_tail(&fixture("failed.stderr.log"), 40),
+            build_log_tail(&parse_lines(&fixture("failed.stderr.log")), 40),
             ["fails> compiling", "fails> unit.c:1: error: expected ;"]
         );
-        assert!(build_log_tail(&fixture("cold.stderr.log"), 40).is_empty());
+        assert!(build_log_tail(&parse_lines(&fixture("cold.stderr.log")), 40).is_empty());
     }
 
     #[test]

@@ -17,9 +17,8 @@
 
 use crate::results::explain::{Phase, PhaseTime, TimeSplit};
 use crate::tools::nix_log::{
-    parse_line, Action, Line, ACT_BUILD, ACT_BUILDS, ACT_COPY_PATH, ACT_COPY_PATHS,
-    ACT_FILE_TRANSFER, ACT_QUERY_PATH_INFO, ACT_REALISE, ACT_SUBSTITUTE, ACT_UNKNOWN,
-    QUERY_MISSING_TEXT,
+    Action, Line, ACT_BUILD, ACT_BUILDS, ACT_COPY_PATH, ACT_COPY_PATHS, ACT_FILE_TRANSFER,
+    ACT_QUERY_PATH_INFO, ACT_REALISE, ACT_SUBSTITUTE, ACT_UNKNOWN, QUERY_MISSING_TEXT,
 };
 
 /// Reads a `.t` sidecar: one integer per line, microseconds since spawn.
@@ -72,19 +71,19 @@ fn starts_realisation(kind: u64, text: Option<&str>) -> bool {
     ) || (kind == ACT_UNKNOWN && text == Some(QUERY_MISSING_TEXT))
 }
 
-/// Splits `wall_s` (spawn to exit, as the harness measured it). `arrivals_us[i]` is when
-/// stderr line `i` arrived; times past `wall_s` (lines read after exit) count as at exit,
+/// Splits `wall_s` (spawn to exit, as the harness measured it) from a stderr's parsed
+/// lines. `arrivals_us[i]` is when stderr line `i` arrived; times past `wall_s` (lines read after exit) count as at exit,
 /// and lines without a time as at the last known one.
-pub fn split_nix_time(stderr: &str, arrivals_us: &[u64], wall_s: f64) -> TimeSplit {
+pub fn split_nix_time(log: &[Line], arrivals_us: &[u64], wall_s: f64) -> TimeSplit {
     let wall_us = (wall_s.max(0.0) * 1e6) as u64;
     let mut now = 0;
     let mut evaluation_end: Option<u64> = None;
     // Open activities: id -> (phase, start); finished ones as (phase, start, end).
     let mut open: std::collections::HashMap<u64, (Phase, u64)> = Default::default();
     let mut spans: Vec<(Phase, u64, u64)> = Vec::new();
-    for (index, line) in stderr.lines().enumerate() {
+    for (index, line) in log.iter().enumerate() {
         now = arrivals_us.get(index).copied().unwrap_or(now).min(wall_us);
-        let Line::Event(event) = parse_line(line) else {
+        let Line::Event(event) = line else {
             continue;
         };
         match event.action {
@@ -147,6 +146,7 @@ pub fn split_nix_time(stderr: &str, arrivals_us: &[u64], wall_s: f64) -> TimeSpl
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tools::nix_log::parse_lines;
 
     /// A recorded log, its arrival times and the harness-measured wall time.
     fn recorded(dir: &str, name: &str) -> (String, Vec<u64>, f64) {
@@ -162,7 +162,7 @@ mod tests {
     fn split(dir: &str, name: &str) -> TimeSplit {
         let (log, times, wall) = recorded(dir, name);
         assert_eq!(times.len(), log.lines().count());
-        let split = split_nix_time(&log, &times, wall);
+        let split = split_nix_time(&parse_lines(&log), &times, wall);
         let off = (split.accounted_s() - split.wall_s).abs() / split.wall_s;
         assert!(off <= 0.05, "{split:#?}");
         split
@@ -225,11 +225,11 @@ mod tests {
     fn missing_or_late_times_are_clamped() {
         let (log, times, wall) = recorded("timed", "warm");
         // No times at all: everything at 0, so the wall time is other.
-        let none = split_nix_time(&log, &[], wall);
+        let none = split_nix_time(&parse_lines(&log), &[], wall);
         assert_eq!(none.other_s, wall);
         // Every line read after exit: nothing past the wall time.
         let late: Vec<u64> = times.iter().map(|t| t + 10_000_000).collect();
-        let clamped = split_nix_time(&log, &late, wall);
+        let clamped = split_nix_time(&parse_lines(&log), &late, wall);
         assert!((clamped.accounted_s() - wall).abs() < 1e-9, "{clamped:#?}");
     }
 

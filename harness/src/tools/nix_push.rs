@@ -12,15 +12,15 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::cache::attic::target_token;
-use crate::cache::attic_api::{store_path_hash, AtticApi, UploadAnswer, UploadInfo};
-use crate::cache::client::{concurrently, Client};
-use crate::cache::hex;
-use crate::cache::AtticTarget;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{CaseFailure, IoContext, StepResult};
+use crate::exec::http::{concurrently, Client};
+use crate::exec::process::{self, run_captured, CommandSpec, Executor};
+use crate::exec::scratch::remove_tree;
+use crate::plan::cache::NixCache;
+use crate::plan::proxies::Proxies;
 use crate::results::{CacheFill, FillMethod};
-use crate::run::process::{self, run_captured, CommandSpec, Executor};
-use crate::scratch::remove_tree;
+use crate::tools::attic_api::{store_path_hash, AtticApi, UploadAnswer, UploadInfo};
+use crate::tools::hex;
 use crate::tools::nix_log::{parse_path_details, PathDetails};
 
 /// Uploads in flight at once.
@@ -100,33 +100,35 @@ pub fn summarise(closure: usize, uploads: &[(u64, UploadAnswer)], wall: Duration
     }
 }
 
-/// Uploads the closure of `outputs` that the cache lacks. Every failure is an
-/// `Error::Build` naming the path and the server's reason: it fails the case.
+/// Uploads the closure of `outputs` that the cache lacks. Every failure of Nix or the server
+/// fails the case, naming the path and the server's reason.
 pub fn fill_attic(
-    target: &AtticTarget,
+    cache: &NixCache,
+    proxies: &Proxies,
     store: &PrimedStore,
     outputs: &[String],
     exec: &dyn Executor,
     upload_timeout: Duration,
-) -> Result<CacheFill> {
+) -> StepResult<CacheFill> {
     let started = Instant::now();
     let closure = closure_details(store, outputs, exec)?;
-    let token = target_token(target).map_err(Error::Build)?;
-    let client = Client::new(&target.proxies).map_err(Error::Build)?;
+    let token = cache.token()?;
+    let (endpoint, name) = cache.attic_server()?;
+    let client = Client::new(proxies).map_err(CaseFailure::new)?;
     let api = AtticApi {
         client: &client,
-        endpoint: &target.endpoint,
-        cache: &target.cache,
-        token: &token,
+        endpoint: &endpoint,
+        cache: &name,
+        token,
     };
     let hashes = closure
         .iter()
         .map(|p| store_path_hash(&p.path))
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(Error::Build)?;
+        .map_err(CaseFailure::new)?;
     let missing: BTreeSet<String> = api
         .missing_paths(&hashes)
-        .map_err(|e| Error::Build(format!("asking Attic which paths it lacks failed: {e}")))?
+        .map_err(|e| CaseFailure::new(format!("asking Attic which paths it lacks failed: {e}")))?
         .into_iter()
         .collect();
     let to_upload: Vec<PathDetails> = closure
@@ -138,7 +140,7 @@ pub fn fill_attic(
     std::fs::create_dir_all(&store.scratch)
         .context(|| format!("creating {}", store.scratch.display()))?;
     let mut uploads: Vec<(u64, UploadAnswer)> = Vec::new();
-    let outcome = (|| -> Result<()> {
+    let outcome = (|| -> StepResult<()> {
         for round in upload_rounds(to_upload) {
             process::check_interrupted()?;
             let answers = concurrently(&round, PARALLEL_UPLOADS, |path| {
@@ -160,7 +162,7 @@ fn closure_details(
     store: &PrimedStore,
     outputs: &[String],
     exec: &dyn Executor,
-) -> Result<Vec<PathDetails>> {
+) -> StepResult<Vec<PathDetails>> {
     let mut args: Vec<OsString> = ["path-info", "--json", "-r", "--store"]
         .map(OsString::from)
         .into();
@@ -171,13 +173,14 @@ fn closure_details(
         CommandSpec::new(store.nix, args, PATH_INFO_TIMEOUT).env(store.env.clone()),
     )?;
     if !out.outcome.success() {
-        return Err(Error::Build(format!(
+        return Err(CaseFailure::new(format!(
             "`nix path-info -r` of the primed outputs failed ({}): {}",
             out.outcome.describe(),
             out.stderr.trim()
-        )));
+        ))
+        .into());
     }
-    parse_path_details(&out.stdout).map_err(Error::Build)
+    Ok(parse_path_details(&out.stdout).map_err(CaseFailure::new)?)
 }
 
 /// Dumps one path's NAR from the primed store, checks it is the NAR `nix path-info`
@@ -188,9 +191,9 @@ fn upload_one(
     path: &PathDetails,
     exec: &dyn Executor,
     timeout: Duration,
-) -> Result<UploadAnswer> {
+) -> StepResult<UploadAnswer> {
     let failed =
-        |why: String| Error::Build(format!("uploading {} to Attic failed: {why}", path.path));
+        |why: String| CaseFailure::new(format!("uploading {} to Attic failed: {why}", path.path));
     let info = UploadInfo::new(api.cache, path).map_err(failed)?;
     let nar = store.scratch.join(format!("{}.nar", info.store_path_hash));
     let mut spec = CommandSpec::new(
@@ -216,7 +219,8 @@ fn upload_one(
             "`nix store dump-path` {}: {}",
             outcome.describe(),
             stderr.trim()
-        )));
+        ))
+        .into());
     }
     let (digest, size) = sha256_of(&nar).context(|| format!("reading {}", nar.display()))?;
     let dumped = format!("sha256:{}", hex(&digest));
@@ -224,12 +228,13 @@ fn upload_one(
         return Err(failed(format!(
             "the dumped NAR ({dumped}, {size} bytes) is not the one the store records ({}, {} bytes)",
             info.nar_hash, info.nar_size
-        )));
+        ))
+        .into());
     }
     let answer = api.upload(&info, &nar, timeout).map_err(failed);
     let _ = std::fs::remove_file(&nar);
     let _ = std::fs::remove_file(&spec.stderr);
-    answer
+    Ok(answer?)
 }
 
 fn sha256_of(file: &Path) -> std::io::Result<([u8; 32], u64)> {

@@ -318,7 +318,7 @@ pub fn private_nix(dir: &Path, args: &[&str]) -> String {
 
 /// Removes a private store made by `private_nix` (its folders are read-only).
 pub fn remove_private_nix(dir: &Path) {
-    flywheel_bench::scratch::remove_tree(dir).unwrap();
+    flywheel_bench::exec::scratch::remove_tree(dir).unwrap();
 }
 
 /// A test-only nginx (WebDAV on a free loopback port, like the embedded cache) that answers
@@ -362,12 +362,7 @@ impl AuthNginx {
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while std::time::Instant::now() < deadline {
-                let ready = flywheel_bench::cache::http::get(
-                    addr,
-                    "/ready",
-                    std::time::Duration::from_secs(1),
-                );
-                if ready.is_ok_and(|r| r.status == 200 && r.body == b"ready") {
+                if answers_ready(addr) {
                     return AuthNginx {
                         child,
                         port,
@@ -451,4 +446,20 @@ pub fn tree_snapshot(root: &Path, skip: &[&Path]) -> Vec<String> {
     walk(root, skip, &mut out);
     out.sort();
     out
+}
+
+/// Whether `GET /ready` at `addr` answers 200 with the body `ready`.
+fn answers_ready(addr: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(1);
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let request = "GET /ready HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    let mut answer = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
+        && answer.ends_with("\r\n\r\nready")
 }

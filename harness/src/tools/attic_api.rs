@@ -10,8 +10,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::cache::client::{Auth, Body, Client, Method, Request, Response};
-use crate::cache::hex;
+use crate::exec::http::{Auth, Body, Client, Method, Request, Response};
+use crate::tools::hex;
 use crate::tools::nix_log::PathDetails;
 
 /// Each metadata request (cache-config, get-missing-paths) may take this long.
@@ -191,7 +191,6 @@ pub fn nar_hash_hex(hash: &str) -> Result<String, String> {
     Ok(format!("sha256:{}", hex(&bytes)))
 }
 
-/// Lower-case hex digits of `bytes`.
 /// What Attic said about one upload.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct UploadAnswer {

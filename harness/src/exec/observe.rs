@@ -26,7 +26,7 @@ mod tests {
     use std::sync::Mutex;
 
     use crate::error::Result;
-    use crate::run::process::{CommandSpec, Executor, Exit, ProcessOutcome};
+    use crate::exec::process::{CommandSpec, Executor, Exit, ProcessOutcome};
     use crate::testing::{FakeDriver, FakeExecutor, FAKE_TOOL};
 
     /// A lane's executor whose observer notes when it starts and stops, between commands.

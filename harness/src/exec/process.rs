@@ -17,7 +17,7 @@ use super::cgroup::{self, BuildCgroup, RunCgroups};
 use super::observe::BuildObserver;
 use super::procfs;
 use crate::error::{Error, IoContext, Result};
-use crate::scratch::ScratchDir;
+use crate::exec::scratch::ScratchDir;
 
 /// One command to time: what to run, in which environment, where its output goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -1003,7 +1003,7 @@ pub fn interrupting_signal() -> Option<i32> {
 
 pub fn check_interrupted() -> Result<()> {
     match interrupting_signal() {
-        Some(_) => Err(Error::Interrupted),
+        Some(signal) => Err(Error::Interrupted { signal }),
         None => Ok(()),
     }
 }
@@ -1315,7 +1315,7 @@ mod tests {
 
         let run_dir = exec.cgroups.as_ref().unwrap().dir().to_path_buf();
         assert_eq!(
-            crate::scratch::read_record(dir).cgroups,
+            crate::exec::scratch::read_record(dir).cgroups,
             vec![run_dir.clone()]
         );
         drop(exec);

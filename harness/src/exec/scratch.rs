@@ -1,7 +1,7 @@
 //! Private temporary folders that are removed on every exit path, even when they hold
 //! read-only Nix store trees (which `remove_dir_all` alone cannot delete). Each carries a
 //! lock naming the process that owns it and a record of what its run started outside it,
-//! so a later run can clean up after one that died (`run::janitor`).
+//! so a later run can clean up after one that died (`exec::janitor`).
 
 use std::fs;
 use std::io::{self, Write};
@@ -11,7 +11,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, Result};
-use crate::run::procfs;
+use crate::exec::procfs;
 
 /// The lock file in every scratch folder: held (flock) by its owner while it runs and
 /// naming it. Only folders with this file are ever cleaned by the janitor.
@@ -117,7 +117,7 @@ fn unique_part(dir: &Path) -> String {
     let scratch = components.iter().rposition(|c| {
         c.as_os_str()
             .to_string_lossy()
-            .starts_with(crate::run::janitor::SCRATCH_PREFIX)
+            .starts_with(crate::exec::janitor::SCRATCH_PREFIX)
     });
     match scratch {
         Some(at) => components[at..]

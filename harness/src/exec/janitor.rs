@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use super::{cgroup, procfs};
 use crate::error::{exit_code, Result};
+use crate::exec::process::bazel_server_pid_files;
+use crate::exec::scratch::{self, Owner, LOCK_FILE};
 use crate::results::lifecycle::{Leftover, LeftoverKind, SweptRun};
-use crate::run::process::bazel_server_pid_files;
-use crate::scratch::{self, Owner, LOCK_FILE};
 
 /// The name every scratch folder of a run starts with.
 pub const SCRATCH_PREFIX: &str = "flywheel-bench-";
