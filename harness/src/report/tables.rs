@@ -99,7 +99,7 @@ pub fn comparisons(results: &Results) -> Table {
     };
     Table {
         title: "Cold vs warm",
-        note: "Medians over the samples of the build tool's wall time, spawn to exit, and of its CPU time (user + system of every process the build ran, as each sample's cpu_scope counts; \"client only\": the Bazel server's work was not counted); speedup = median(cold) / median(warm); no interval (n/a) from fewer than 3 samples a side.",
+        note: "Medians over the samples of the build tool's wall time, exec to exit, and of its CPU time (user + system of every process the build ran, as each sample's cpu_scope counts; \"client only\": the Bazel server's work was not counted); speedup = median(cold) / median(warm); no interval (n/a) from fewer than 3 samples a side.",
         headers: vec![
             "repo",
             "system",
