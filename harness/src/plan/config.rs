@@ -303,6 +303,8 @@ impl RunConfig {
             poison_suffix: args.poison_suffix.clone().unwrap_or(defaults.poison_suffix),
             fill: !args.no_fill && profile.fill.unwrap_or(defaults.fill),
             explain: args.explain.unwrap_or(defaults.explain),
+            verify: args.verify.unwrap_or(defaults.verify),
+            verify_depth: args.verify_depth.or(defaults.verify_depth),
         };
         let fill = settings.fill;
         let proxies = Proxies::from_env(env).map_err(Error::Environment)?;
@@ -425,6 +427,8 @@ impl RunConfig {
             target_precision: s.target_precision,
             max_samples: s.target_precision.map(|_| s.max_samples),
             explain: s.explain,
+            verify: s.verify,
+            verify_depth: s.verify_depth,
         }
     }
 }

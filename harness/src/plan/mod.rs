@@ -17,7 +17,7 @@ use crate::stats::stopping::StoppingRule;
 
 // A plan is made of the results document's words: systems, lanes, scenarios, parameters.
 pub use crate::results::scenario::{Fault, Scenario, SlowSettings};
-pub use crate::results::{Explain, Lane, ParamValue, System};
+pub use crate::results::{Explain, Lane, ParamValue, System, VerifyPolicy};
 pub use manifest::{RepoManifest, Source};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +43,11 @@ pub struct Settings {
     /// they measure what the caches hold now, and nothing is written to them.
     pub fill: bool,
     pub explain: Explain,
+    /// Which verify mismatches fail the `verified` verdict (`--verify`).
+    pub verify: VerifyPolicy,
+    /// `--verify-depth`: compare only outputs this many steps or fewer from the final
+    /// ones; `None`: the whole closure the build from the cache has.
+    pub verify_depth: Option<usize>,
 }
 
 impl Default for Settings {
@@ -59,6 +64,8 @@ impl Default for Settings {
             poison_suffix: ".txt".into(),
             fill: true,
             explain: Explain::On,
+            verify: VerifyPolicy::Cache,
+            verify_depth: None,
         }
     }
 }
