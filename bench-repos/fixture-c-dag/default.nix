@@ -4,8 +4,9 @@
 # functions each unit compiles, so a compile step costs real compiler time. `toolchain`
 # adds a chain of that many "toolchain" derivations every unit builds against (as a real
 # flake builds against nixpkgs): an upstream cache can serve them while the team cache
-# serves the repo's own paths.
-{ size ? 20, work ? 200, toolchain ? 0, system ? builtins.currentSystem }:
+# serves the repo's own paths. `timestamp = 1` adds a derivation whose output is a time
+# stamp (not reproducible) and one built from it, which the top output copies.
+{ size ? 20, work ? 200, toolchain ? 0, timestamp ? 0, system ? builtins.currentSystem }:
 let
   inherit (builtins) genList concatStringsSep map toString;
 
@@ -60,16 +61,21 @@ let
       gcc -O2 -c unit.c -o $out/lib/unit${toString i}.o ${concatStringsSep " " (map (u: "-I${u}/include") depUnits)} -I$out/include${toolchainFlags}
     '' { src = source i; }) size;
 
+  stamp = mkDrv "stamp" "date +%s%N > $out" { };
+  usesStamp = mkDrv "uses-stamp" "sha256sum ${stamp} | cut -d' ' -f1 > $out" { };
+  # Empty when off, so the top derivation is the same as without the parameter.
+  stampScript = if timestamp == 0 then "" else "cat ${usesStamp} > $out/stamp.txt\n";
+
   main = ''
     #include <stdio.h>
     unsigned long unit${toString (size - 1)}(unsigned long x);
     int main(void) { printf("%lu\n", unit${toString (size - 1)}(1)); return 0; }
   '';
 in
-mkDrv "c-dag-${toString size}" ''
+mkDrv "c-dag-${toString size}" (''
   set -e
   mkdir -p $out/bin
   printf '%s' "$main" > main.c
   gcc -O2 main.c ${concatStringsSep " " (map (u: "${u}/lib/*.o") units)} -o $out/bin/c-dag
   $out/bin/c-dag > $out/result.txt
-'' { inherit main; } // { toolchain = toolchainTop; }
+'' + stampScript) { inherit main; } // { toolchain = toolchainTop; }

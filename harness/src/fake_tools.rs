@@ -25,6 +25,7 @@ use crate::plan::System;
 use crate::results::{CacheBackend, CacheFill, CacheUse, ToolUse};
 use crate::run::scheduler::Drivers;
 use crate::run::session::{CacheSource, Equipment, Need, Toolbox};
+use crate::tools::build_graph::BuildGraph;
 use crate::tools::{
     BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation, CaseContext, Counters, Outputs,
     PreparedBuild,
@@ -395,6 +396,11 @@ impl BuildDriver for FakeDriver {
             .or_else(|| self.outputs.get("fresh"))
             .cloned()
             .unwrap_or_default())
+    }
+
+    /// One step per output, reading nothing.
+    fn graph(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<BuildGraph> {
+        Ok(BuildGraph::from_outputs(self.outputs(build, exec)?))
     }
 
     fn tool_use(&self, _case: &CaseContext) -> StepResult<ToolUse> {

@@ -79,6 +79,14 @@ pub struct RunArgs {
     /// The `poison` fault redirects Bazel outputs whose path ends with this [default: .txt].
     #[arg(long, value_name = "SUFFIX")]
     pub poison_suffix: Option<String>,
+    /// Which verify mismatches fail the verified verdict: `cache` (only outputs the cache
+    /// served wrong) or `strict` (non-reproducible steps too) [default: cache].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub verify: Option<crate::plan::VerifyPolicy>,
+    /// Verify compares only outputs at most this many steps from the final ones (0: the
+    /// final outputs alone) [default: the whole closure the build from the cache has].
+    #[arg(long, value_name = "STEPS")]
+    pub verify_depth: Option<usize>,
     /// Verdict cache_use passes at a warm hit ratio of at least this (0 to 1) [default: 0.9].
     #[arg(long, value_parser = parse_fraction)]
     pub min_hit_ratio: Option<f64>,

@@ -306,6 +306,8 @@ impl RunConfig {
             fill: !args.no_fill && profile.fill.unwrap_or(defaults.fill),
             explain: args.explain.unwrap_or(defaults.explain),
             order: args.order.unwrap_or(defaults.order),
+            verify: args.verify.unwrap_or(defaults.verify),
+            verify_depth: args.verify_depth.or(defaults.verify_depth),
         };
         let fill = settings.fill;
         let proxies = Proxies::from_env(env).map_err(Error::Environment)?;
@@ -430,6 +432,8 @@ impl RunConfig {
             max_samples: s.target_precision.map(|_| s.max_samples),
             explain: s.explain,
             order: Some(s.order),
+            verify: s.verify,
+            verify_depth: s.verify_depth,
         }
     }
 }

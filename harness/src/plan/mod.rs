@@ -17,7 +17,7 @@ use crate::stats::stopping::StoppingRule;
 
 // A plan is made of the results document's words: systems, lanes, scenarios, parameters.
 pub use crate::results::scenario::{Fault, Scenario, SlowSettings};
-pub use crate::results::{Explain, Lane, ParamValue, SampleOrder, System};
+pub use crate::results::{Explain, Lane, ParamValue, SampleOrder, System, VerifyPolicy};
 pub use manifest::{RepoManifest, Source};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +46,11 @@ pub struct Settings {
     /// How the samples of a repo's cold, warm and no-op cases are taken (`--order`).
     #[serde(default)]
     pub order: SampleOrder,
+    /// Which verify mismatches fail the `verified` verdict (`--verify`).
+    pub verify: VerifyPolicy,
+    /// `--verify-depth`: compare only outputs this many steps or fewer from the final
+    /// ones; `None`: the whole closure the build from the cache has.
+    pub verify_depth: Option<usize>,
 }
 
 /// What a failing verdict does to `run`'s exit code (`--verdicts`).
@@ -74,6 +79,8 @@ impl Default for Settings {
             fill: true,
             explain: Explain::On,
             order: SampleOrder::Interleaved,
+            verify: VerifyPolicy::Cache,
+            verify_depth: None,
         }
     }
 }

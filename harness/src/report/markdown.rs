@@ -217,7 +217,7 @@ fn case_details(r: &Results) -> String {
             })
             .collect();
         out.push_str(
-            "Samples are numbered from 1 (sample N is `samples[N-1]` in the JSON); wall is the build tool from spawn to exit; user and sys as its `cpu_scope` counts.\n\n",
+            "Samples are numbered from 1 (sample N is `samples[N-1]` in the JSON); wall is the build tool from exec to exit; user and sys as its `cpu_scope` counts.\n\n",
         );
         out.push_str(&pipe_table(&Table {
             title: "",
@@ -262,9 +262,11 @@ mod tests {
 
     fn evidence() -> Vec<(String, Results)> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/evidence");
+        // Evidence beside the results files (a benchmark's output, a compare's) is text.
         let mut files: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
             .collect();
         files.sort();
         files

@@ -126,6 +126,12 @@ pub struct RunSettings {
     /// from before it was recorded, which were sequential.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<SampleOrder>,
+    /// `--verify`: which verify mismatches fail the verified verdict.
+    #[serde(default)]
+    pub verify: VerifyPolicy,
+    /// `--verify-depth`, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_depth: Option<usize>,
 }
 
 /// In what order a repo's cold, warm and no-op samples are taken (`--order`).
@@ -159,6 +165,29 @@ impl SampleOrder {
             SampleOrder::Sequential => "sequential",
         }
     }
+}
+
+/// Which mismatches fail the `verified` verdict. A wrong output from the cache always does.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyPolicy {
+    /// Only outputs the cache served wrong: a non-reproducible step is reported, named
+    /// with its consumers, and passes (the cache served what a build produced).
+    #[default]
+    Cache,
+    /// Non-reproducible steps fail too: for repos that promise bit-for-bit rebuilds.
+    Strict,
 }
 
 /// Whether builds run with what explains them: Bazel's JSON trace profile, the arrival
@@ -1153,11 +1182,29 @@ pub struct Verification {
     pub clean: String,
     /// Outputs compared per build.
     pub compared: usize,
-    /// Outputs whose content differs: a poisoned or non-reproducible cache entry.
+    /// Outputs whose content differs, each classified when a second clean build could
+    /// tell a non-reproducible step from a wrong output of the cache.
     pub mismatches: Vec<Mismatch>,
+    /// The steps first at fault (actions, derivations), each with the steps that differ
+    /// only because they consume its outputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roots: Vec<FaultRoot>,
+    /// What was compared: the closure, the bound on it, the paths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<VerifyScope>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+impl Verification {
+    /// Mismatches of a class.
+    pub fn count(&self, class: MismatchClass) -> usize {
+        self.mismatches
+            .iter()
+            .filter(|m| m.class.unwrap_or(MismatchClass::Unclassified) == class)
+            .count()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Mismatch {
     /// Store path or output file.
     pub path: String,
@@ -1165,6 +1212,82 @@ pub struct Mismatch {
     pub from_cache: String,
     /// Digest of the clean build's output ("absent" likewise).
     pub clean: String,
+    /// Digest of the same output in a second clean build, in fresh state without any
+    /// cache ("absent" likewise): equal to `clean` means the step is reproducible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second_clean: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<MismatchClass>,
+    /// The action or derivation that wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// When it differs only because it consumes another step's output: the steps from
+    /// the one first at fault to this one's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub because_of: Vec<String>,
+}
+
+/// Why an output differs from a clean build's.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum MismatchClass {
+    /// Both clean builds agree and the build from the cache differs: the cache served a
+    /// wrong output (a poisoned entry).
+    WrongFromCache,
+    /// Two clean builds in fresh state without any cache differ: the step is not
+    /// reproducible (a time stamp, a build id, an unordered archive), not the cache's fault.
+    NotReproducible,
+    /// No second clean build could tell (it failed, or lacks the output).
+    Unclassified,
+}
+
+impl MismatchClass {
+    pub fn describe(self) -> &'static str {
+        match self {
+            MismatchClass::NotReproducible => "not reproducible",
+            MismatchClass::WrongFromCache => "the cache served a wrong output",
+            MismatchClass::Unclassified => "unclassified",
+        }
+    }
+}
+
+/// A step first at fault: its inputs equal in both builds compared, its outputs not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FaultRoot {
+    /// The action (`Executing genrule //:stamp`) or derivation (`stamp`, with its .drv).
+    pub step: String,
+    pub class: MismatchClass,
+    /// Its outputs that differ.
+    pub outputs: Vec<String>,
+    /// Steps whose outputs differ only because they consume its outputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<Consumer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Consumer {
+    pub step: String,
+    /// The steps from the root to this one, both included.
+    pub via: Vec<String>,
+}
+
+/// What a verify compared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct VerifyScope {
+    /// Outputs of the build from the cache: every output of its closure that it has
+    /// (Nix: store paths substituted or built; Bazel: every action's output files).
+    pub closure: usize,
+    /// `--verify-depth`: only outputs this many steps or fewer from the final ones
+    /// were compared (0: the final outputs alone); absent: the whole closure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<usize>,
+    /// The outputs compared.
+    pub paths: Vec<String>,
+    /// How mismatches were classified: the second clean build, or why there was none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classified_by: Option<String>,
 }
 
 /// Cold vs warm for one repo, system and lane.

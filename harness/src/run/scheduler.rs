@@ -533,6 +533,40 @@ mod tests {
             (m.path.as_str(), m.from_cache.as_str(), m.clean.as_str()),
             ("out", "poisoned", "good")
         );
+        // One more clean build classified it: both clean builds agree, so the cache lied.
+        assert_eq!(m.second_clean.as_deref(), Some("good"));
+        assert_eq!(m.class, Some(crate::results::MismatchClass::WrongFromCache));
+        assert_eq!(verification.roots.len(), 1);
+        assert_eq!(verification.roots[0].step, "out");
+        let scope = verification.scope.as_ref().unwrap();
+        assert_eq!(scope.paths, ["out"]);
+        assert!(scope
+            .classified_by
+            .as_ref()
+            .unwrap()
+            .contains("second clean build"));
+        let modes: Vec<String> = exec.builds().iter().map(|b| b[0].clone()).collect();
+        assert_eq!(modes, ["prime", "from-cache", "fresh", "fresh", "fresh"]);
+    }
+
+    #[test]
+    fn a_verify_without_mismatches_builds_nothing_more() {
+        let exec = FakeExecutor::new(|_| Exit::Code(0));
+        let plan = plan(&[Scenario::Verify], settings(0, 1));
+        let (results, _) = schedule(
+            &plan,
+            &exec,
+            FakeDriver::new(Some("http://127.0.0.1:9/nix")),
+            None,
+        );
+        let verification = results[0].verification.as_ref().unwrap();
+        assert!(verification.mismatches.is_empty() && verification.roots.is_empty());
+        assert_eq!(verification.scope.as_ref().unwrap().classified_by, None);
+        assert_eq!(
+            exec.builds().len(),
+            3,
+            "priming, the build from the cache and one clean rebuild"
+        );
     }
 
     #[test]
