@@ -39,6 +39,15 @@ pub struct RunArgs {
     /// case records what explaining cost) [default: on].
     #[arg(long, value_enum)]
     pub explain: Option<crate::plan::Explain>,
+    /// How a repo's cold, warm and no-op samples are taken: interleaved (one of each per
+    /// round, the speedup from paired ratios) or sequential (all cold, then all warm)
+    /// [default: interleaved].
+    #[arg(long, value_enum)]
+    pub order: Option<crate::plan::SampleOrder>,
+    /// What a failing verdict (cache use, speedup, fallback, verified) does to the exit
+    /// code: fail (exit 5 once the run finished) or warn (printed, exit 0) [default: fail].
+    #[arg(long, value_enum)]
+    pub verdicts: Option<crate::plan::VerdictPolicy>,
     /// Untimed builds before the samples of each case (hyperfine's -w/--warmup)
     /// [default: the profile's, else 1].
     #[arg(long, short = 'w', visible_alias = "warmup")]

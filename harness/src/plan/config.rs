@@ -254,6 +254,8 @@ pub struct RunConfig {
     pub lanes: Vec<Lane>,
     pub settings: Settings,
     pub thresholds: Thresholds,
+    /// What a failing verdict does to the exit code.
+    pub verdicts: crate::plan::VerdictPolicy,
     pub nix_cache: NixCacheConfig,
     pub bazel_cache: BazelCacheConfig,
     /// Proxies for the harness's own HTTP requests (Attic API, preflights), from the
@@ -303,6 +305,7 @@ impl RunConfig {
             poison_suffix: args.poison_suffix.clone().unwrap_or(defaults.poison_suffix),
             fill: !args.no_fill && profile.fill.unwrap_or(defaults.fill),
             explain: args.explain.unwrap_or(defaults.explain),
+            order: args.order.unwrap_or(defaults.order),
             verify: args.verify.unwrap_or(defaults.verify),
             verify_depth: args.verify_depth.or(defaults.verify_depth),
         };
@@ -372,6 +375,7 @@ impl RunConfig {
             lanes,
             settings,
             thresholds,
+            verdicts: args.verdicts.unwrap_or_default(),
             nix_cache: nix_cache(args, &profile.nix, env, fill)?,
             bazel_cache: bazel_cache(args, &profile.bazel, env, fill)?,
             nix: NixSetup {
@@ -427,6 +431,7 @@ impl RunConfig {
             target_precision: s.target_precision,
             max_samples: s.target_precision.map(|_| s.max_samples),
             explain: s.explain,
+            order: Some(s.order),
             verify: s.verify,
             verify_depth: s.verify_depth,
         }

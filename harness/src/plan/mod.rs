@@ -17,7 +17,7 @@ use crate::stats::stopping::StoppingRule;
 
 // A plan is made of the results document's words: systems, lanes, scenarios, parameters.
 pub use crate::results::scenario::{Fault, Scenario, SlowSettings};
-pub use crate::results::{Explain, Lane, ParamValue, System, VerifyPolicy};
+pub use crate::results::{Explain, Lane, ParamValue, SampleOrder, System, VerifyPolicy};
 pub use manifest::{RepoManifest, Source};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,11 +43,25 @@ pub struct Settings {
     /// they measure what the caches hold now, and nothing is written to them.
     pub fill: bool,
     pub explain: Explain,
+    /// How the samples of a repo's cold, warm and no-op cases are taken (`--order`).
+    #[serde(default)]
+    pub order: SampleOrder,
     /// Which verify mismatches fail the `verified` verdict (`--verify`).
     pub verify: VerifyPolicy,
     /// `--verify-depth`: compare only outputs this many steps or fewer from the final
     /// ones; `None`: the whole closure the build from the cache has.
     pub verify_depth: Option<usize>,
+}
+
+/// What a failing verdict does to `run`'s exit code (`--verdicts`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum VerdictPolicy {
+    /// The run exits 5 when it finished and a verdict failed: a CI job fails on the
+    /// platform's own criteria without parsing the results.
+    #[default]
+    Fail,
+    /// Failing verdicts are printed; the exit code says only whether cases ran.
+    Warn,
 }
 
 impl Default for Settings {
@@ -64,6 +78,7 @@ impl Default for Settings {
             poison_suffix: ".txt".into(),
             fill: true,
             explain: Explain::On,
+            order: SampleOrder::Interleaved,
             verify: VerifyPolicy::Cache,
             verify_depth: None,
         }

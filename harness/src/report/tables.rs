@@ -99,7 +99,7 @@ pub fn comparisons(results: &Results) -> Table {
     };
     Table {
         title: "Cold vs warm",
-        note: "Medians over the samples of the build tool's wall time, exec to exit, and of its CPU time (user + system of every process the build ran, as each sample's cpu_scope counts; \"client only\": the Bazel server's work was not counted); speedup = median(cold) / median(warm); no interval (n/a) from fewer than 3 samples a side.",
+        note: "Medians over the samples of the build tool's wall time, exec to exit, and of its CPU time (user + system of every process the build ran, as each sample's cpu_scope counts; \"client only\": the Bazel server's work was not counted); speedup = median(cold) / median(warm), or \"paired\": the median of cold_i / warm_i over samples taken round by round (interleaved); no interval (n/a) from fewer than 3 samples a side.",
         headers: vec![
             "repo",
             "system",
@@ -130,7 +130,10 @@ pub fn comparisons(results: &Results) -> Table {
                     seconds(c.warm_median_s),
                     cpu(c.warm_cpu_median_s, case(Scenario::Warm)),
                     c.noop_median_s.map_or("-".into(), seconds),
-                    ratio_interval(&c.speedup),
+                    match c.pairs {
+                        Some(n) => format!("{} (paired, {})", ratio_interval(&c.speedup), numbers::count_of(n, "pair")),
+                        None => ratio_interval(&c.speedup),
+                    },
                     c.hit_ratio.map_or("-".into(), percent),
                 ])
             })

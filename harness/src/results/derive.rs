@@ -8,7 +8,7 @@ use super::{
     CaseKey, CaseResult, Comparison, Mismatch, MismatchClass, Outcome, Results, Sample, Thresholds,
 };
 use crate::results::{Lane, Scenario, System, VerifyPolicy};
-use crate::stats::{median, numbers};
+use crate::stats::{median, numbers, RatioInterval};
 
 /// Recomputes every derived part of `results` from its cases.
 pub fn derive(results: &mut Results) {
@@ -51,7 +51,7 @@ pub fn comparisons(cases: &[CaseResult]) -> Vec<Comparison> {
         let (Some(cold_stats), Some(warm_stats)) = (&cold.stats, &warm.stats) else {
             continue;
         };
-        let Some(speedup) = crate::stats::ratio_of_medians(&cold.walls(), &warm.walls()) else {
+        let Some((speedup, pairs)) = speedup(cold, warm) else {
             continue;
         };
         out.push(Comparison {
@@ -67,10 +67,30 @@ pub fn comparisons(cases: &[CaseResult]) -> Vec<Comparison> {
                 .and_then(|c| c.stats.as_ref())
                 .map(|s| s.median_s),
             speedup,
+            pairs,
             hit_ratio: super::hit_ratio(&warm.samples),
         });
     }
     out
+}
+
+/// cold / warm: from the paired ratios when the samples alternated round by round (with
+/// the number of pairs), else the ratio of the medians.
+pub fn speedup(cold: &CaseResult, warm: &CaseResult) -> Option<(RatioInterval, Option<usize>)> {
+    let (c, w) = (cold.walls(), warm.walls());
+    if paired(cold, warm) {
+        return crate::stats::paired_ratio(&c, &w).map(|r| (r, Some(c.len().min(w.len()))));
+    }
+    crate::stats::ratio_of_medians(&c, &w).map(|r| (r, None))
+}
+
+/// Whether two cases' samples were taken round by round (sample i of each in round i);
+/// not when sequential, nor in files from before sampling was recorded.
+pub fn paired(a: &CaseResult, b: &CaseResult) -> bool {
+    a.sampling
+        .as_ref()
+        .zip(b.sampling.as_ref())
+        .is_some_and(|(a, b)| a.pairs_with(b))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -9,6 +9,7 @@ pub(crate) mod derive;
 pub mod explain;
 pub(crate) mod growth;
 pub(crate) mod lifecycle;
+pub(crate) mod machine;
 pub(crate) mod scenario;
 pub(crate) mod writer;
 
@@ -67,6 +68,11 @@ pub struct Results {
     /// reports say so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_floor: Option<ClockFloor>,
+    /// A short fixed CPU-and-memory workload timed on the host before the first case and
+    /// after the last: its speed index, and how it drifted during the run. `compare`
+    /// gates absolute times only when two runs' probes agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed_probe: Option<machine::SpeedProbe>,
     /// What a reviewer should know about how the run measured (e.g. no cgroup for CPU
     /// accounting, and why), and what loading the file changed (statistics that disagreed
     /// with their samples, recomputed).
@@ -116,12 +122,49 @@ pub struct RunSettings {
     /// `--explain`: whether builds were explained (`interleave`: every other sample).
     #[serde(default)]
     pub explain: Explain,
+    /// `--order`: how a repo's cold, warm and no-op samples were taken; absent in files
+    /// from before it was recorded, which were sequential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<SampleOrder>,
     /// `--verify`: which verify mismatches fail the verified verdict.
     #[serde(default)]
     pub verify: VerifyPolicy,
     /// `--verify-depth`, when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_depth: Option<usize>,
+}
+
+/// In what order a repo's cold, warm and no-op samples are taken (`--order`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleOrder {
+    /// One sample of each case per round, the direction reversed every other round
+    /// (ABC CBA ...): a load that drifts during the run hits every case alike, and sample
+    /// i of each case is in round i, which pairs them.
+    #[default]
+    Interleaved,
+    /// Every sample of a case, then the next case's (all cold, then all warm).
+    Sequential,
+}
+
+impl SampleOrder {
+    pub fn name(self) -> &'static str {
+        match self {
+            SampleOrder::Interleaved => "interleaved",
+            SampleOrder::Sequential => "sequential",
+        }
+    }
 }
 
 /// Which mismatches fail the `verified` verdict. A wrong output from the cache always does.
@@ -224,6 +267,9 @@ pub struct Environment {
     pub memory_bytes: u64,
     /// By tool name; tools that were not found are absent.
     pub tools: BTreeMap<String, ToolVersion>,
+    /// The CPU beyond its brand string; absent in files from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<machine::CpuFingerprint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -570,6 +616,46 @@ pub struct CaseResult {
     /// reads the cache fills it), or that the run only read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_fill: Option<CacheFill>,
+    /// How the samples were taken, and with which cases they alternated; absent in files
+    /// from before it was recorded (sequential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<Sampling>,
+}
+
+/// How a case's samples were taken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Sampling {
+    pub order: SampleOrder,
+    /// Interleaved: the scenarios whose samples alternated with this case's (this one
+    /// included), in the first round's order; odd rounds ran in reverse. Sample i of each
+    /// was taken in round i: that pairs them. Empty when sequential.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group: Vec<Scenario>,
+}
+
+impl Sampling {
+    /// How a report names it: `interleaved with cold, warm (sample N pairs with their sample N)`.
+    pub fn describe(&self) -> String {
+        match self.order {
+            SampleOrder::Interleaved => {
+                let group: Vec<String> = self.group.iter().map(ToString::to_string).collect();
+                format!(
+                    "interleaved, round by round, with {} (sample N pairs with sample N of each)",
+                    group.join(", ")
+                )
+            }
+            SampleOrder::Sequential => {
+                "sequential (every sample of this case, then the next case's)".into()
+            }
+        }
+    }
+
+    /// Whether this case's samples pair with `other`'s, round by round.
+    pub fn pairs_with(&self, other: &Sampling) -> bool {
+        self.order == SampleOrder::Interleaved
+            && other.order == SampleOrder::Interleaved
+            && self.group == other.group
+    }
 }
 
 /// How a cache was filled from the priming build, with what the server reported.
@@ -860,6 +946,10 @@ pub struct Sample {
     pub gpu_trace: Option<GpuTrace>,
     /// Harness time around this build, beyond `wall_s` (and the check's time).
     pub overhead_s: f64,
+    /// Interleaved sampling: this sample's place (0-based) in the order its group's timed
+    /// samples were taken, across the group's cases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
 }
 
 impl CaseResult {
@@ -908,6 +998,7 @@ impl CaseResult {
             explain_overhead: None,
             overhead_median_s: None,
             cache_fill: None,
+            sampling: None,
         }
     }
 
@@ -1217,8 +1308,14 @@ pub struct Comparison {
     pub warm_cpu_median_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noop_median_s: Option<f64>,
-    /// median(cold) / median(warm) with a 95% bootstrap interval.
+    /// Interleaved: the median of the paired ratios cold_i / warm_i, its 95% interval a
+    /// bootstrap over the pairs; sequential: median(cold) / median(warm), both sides
+    /// resampled independently.
     pub speedup: RatioInterval,
+    /// The cold/warm pairs the speedup came from; absent when the samples were not paired
+    /// (sequential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairs: Option<usize>,
     /// Share of the warm builds' work served from the cache (0..1), over all warm samples.
     pub hit_ratio: Option<f64>,
 }
@@ -1283,6 +1380,7 @@ impl Results {
             growth: Vec::new(),
             cache_link: None,
             clock_floor: None,
+            speed_probe: None,
             notes: Vec::new(),
             cleanup: None,
         }

@@ -131,6 +131,7 @@ impl Build {
             check: self.check.clone(),
             gpu_trace: self.observed.gpu_trace.clone(),
             overhead_s: self.overhead_s,
+            position: None,
         }
     }
 

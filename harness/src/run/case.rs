@@ -164,9 +164,27 @@ pub fn compare_outputs(clean: &Outputs, from_cache: &Outputs) -> Vec<Mismatch> {
         .collect()
 }
 
+/// What a case carries from its set-up to its end: the fault proxy (fallback), the
+/// reference outputs and what was checked against them.
+pub struct Begun {
+    proxy: Option<FaultProxy>,
+    reference: Reference,
+    checked: Checked,
+}
+
 impl CaseRun<'_, '_> {
     /// Runs every step of the case into `result`.
     pub fn execute(mut self, result: &mut CaseResult) -> StepResult<()> {
+        let Some(mut begun) = self.begin(result)? else {
+            return Ok(());
+        };
+        self.samples(&mut begun, result)?;
+        self.end(begun, result)
+    }
+
+    /// Everything before the samples: the tool, priming, filling the cache, the fault
+    /// proxy and the reference outputs. `None` when the case is skipped.
+    pub fn begin(&mut self, result: &mut CaseResult) -> StepResult<Option<Begun>> {
         result.tool = Some(self.driver.tool_use(&self.ctx)?);
         if self.scenario.uses_cache() {
             result.cache = self.driver.cache_use();
@@ -177,7 +195,7 @@ impl CaseRun<'_, '_> {
                 Ok(route) => Some((fault, route)),
                 Err(reason) => {
                     skip(result, reason);
-                    return Ok(());
+                    return Ok(None);
                 }
             },
         };
@@ -200,8 +218,16 @@ impl CaseRun<'_, '_> {
             None => None,
         };
         let reference = self.reference()?;
-        let mut checked = Checked::default();
-        self.samples(&reference, &mut checked, result)?;
+        Ok(Some(Begun {
+            proxy,
+            reference,
+            checked: Checked::default(),
+        }))
+    }
+
+    /// Everything after the samples: the cold guard, a read-only cache's hit ratio, the
+    /// tool's own fallback, the verification; the case's folder removed.
+    pub fn end(&mut self, begun: Begun, result: &mut CaseResult) -> StepResult<()> {
         if let Some(reason) = cold_guard(self.scenario, &result.samples) {
             result.outcome = Outcome::Invalid;
             result.reason = Some(reason);
@@ -214,11 +240,12 @@ impl CaseRun<'_, '_> {
         {
             fill.hit_ratio = hit_ratio(&result.samples);
         }
-        if let Some(proxy) = &proxy {
+        if let Some(proxy) = &begun.proxy {
             self.tool_fallback(proxy, result)?;
         }
-        if let Some(clean) = reference.describe() {
-            result.verification = Some(self.verification(clean, &reference, checked)?);
+        if let Some(clean) = begun.reference.describe() {
+            result.verification =
+                Some(self.verification(clean, &begun.reference, begun.checked)?);
         }
         Ok(remove_tree(&self.dir).context(|| format!("removing {}", self.dir.display()))?)
     }
@@ -422,42 +449,61 @@ impl CaseRun<'_, '_> {
         }
     }
 
-    fn samples(
-        &mut self,
-        reference: &Reference,
-        checked: &mut Checked,
-        result: &mut CaseResult,
-    ) -> StepResult<()> {
-        let mode = match self.scenario {
+    fn mode(&self) -> BuildMode {
+        match self.scenario {
             Scenario::Cold | Scenario::Verify => BuildMode::Fresh,
             Scenario::Warm | Scenario::Fallback { .. } => BuildMode::FromCache {
                 tool_fallback: false,
             },
             Scenario::Noop => BuildMode::Noop,
-        };
+        }
+    }
+
+    /// The warm-ups, then samples until the stopping rule says enough.
+    fn samples(&mut self, begun: &mut Begun, result: &mut CaseResult) -> StepResult<()> {
         let (warmups, _) = self.settings.builds(self.scenario);
         let rule = self.settings.stopping_rule(self.scenario);
         for n in 0.. {
-            let warmup = n < warmups;
-            if !warmup {
+            if n >= warmups {
                 if let Some(reason) = self.stop(&rule, &result.samples) {
                     result.stopped = Some(reason);
                     break;
                 }
             }
-            process::check_interrupted()?;
-            let (sample, built, error) = self.one_sample(n, mode, reference, result)?;
-            if let Some(error) = error {
-                self.push_sample(result, warmup, sample)?;
-                let which = if warmup { "warm-up" } else { "sample" };
-                return Err(CaseFailure::new(format!("{which} {} {error}", n + 1)).into());
-            }
-            if let Some(built) = built {
-                checked.add(reference, built);
-            }
-            self.push_sample(result, warmup, sample)?;
+            self.build(n, begun, result, None)?;
         }
         Ok(())
+    }
+
+    /// Build `n` of the case (warm-ups first), recorded as a warm-up or a sample; a
+    /// sample of an interleaved group records its `position` in the group's order.
+    pub fn build(
+        &mut self,
+        n: usize,
+        begun: &mut Begun,
+        result: &mut CaseResult,
+        position: Option<usize>,
+    ) -> StepResult<()> {
+        let (warmups, _) = self.settings.builds(self.scenario);
+        let warmup = n < warmups;
+        process::check_interrupted()?;
+        let (mut sample, built, error) =
+            self.one_sample(n, self.mode(), &begun.reference, result)?;
+        sample.position = position.filter(|_| !warmup);
+        if let Some(error) = error {
+            self.push_sample(result, warmup, sample)?;
+            let which = if warmup { "warm-up" } else { "sample" };
+            return Err(CaseFailure::new(format!("{which} {} {error}", n + 1)).into());
+        }
+        if let Some(built) = built {
+            begun.checked.add(&begun.reference, built);
+        }
+        self.push_sample(result, warmup, sample)
+    }
+
+    /// Whether the case would stop sampling now (interleaved groups ask every case).
+    pub fn would_stop(&self, samples: &[Sample]) -> Option<StopReason> {
+        self.stop(&self.settings.stopping_rule(self.scenario), samples)
     }
 
     /// Whether the case has samples enough: its median's interval (and a warm case's
