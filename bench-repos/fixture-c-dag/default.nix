@@ -9,8 +9,10 @@
 # `compressible_mb` spread that much generated data (pseudo-random bytes; text of four
 # letters, about 4x smaller under xz or zstd) evenly over the units' outputs, so a closure
 # has a real size; the data is deterministic, so outputs stay reproducible.
+# `timestamp = 1` adds a derivation whose output is a time stamp (not reproducible) and one
+# built from it, which the top output copies.
 { size ? 20, work ? 200, toolchain ? 0, refs ? 0, incompressible_mb ? 0, compressible_mb ? 0
-, system ? builtins.currentSystem }:
+, timestamp ? 0, system ? builtins.currentSystem }:
 let
   inherit (builtins) genList concatStringsSep map toString;
 
@@ -106,16 +108,21 @@ let
       gcc -O2 -c unit.c -o $out/lib/unit${toString i}.o ${concatStringsSep " " (map (u: "-I${u}/include") depUnits)} -I$out/include${toolchainFlags}
     '' + dataScript i) { src = source i; }) size;
 
+  stamp = mkDrv "stamp" "date +%s%N > $out" { };
+  usesStamp = mkDrv "uses-stamp" "sha256sum ${stamp} | cut -d' ' -f1 > $out" { };
+  # Empty when off, so the top derivation is the same as without the parameter.
+  stampScript = if timestamp == 0 then "" else "cat ${usesStamp} > $out/stamp.txt\n";
+
   main = ''
     #include <stdio.h>
     unsigned long unit${toString (size - 1)}(unsigned long x);
     int main(void) { printf("%lu\n", unit${toString (size - 1)}(1)); return 0; }
   '';
 in
-mkDrv "c-dag-${toString size}" ''
+mkDrv "c-dag-${toString size}" (''
   set -e
   mkdir -p $out/bin
   printf '%s' "$main" > main.c
   gcc -O2 main.c ${concatStringsSep " " (map (u: "${u}/lib/*.o") units)} -o $out/bin/c-dag
   $out/bin/c-dag > $out/result.txt
-  ${if refs == 0 then "" else "echo ${concatStringsSep " " units} > $out/units\n"}'' { inherit main; } // { toolchain = toolchainTop; }
+  ${if refs == 0 then "" else "echo ${concatStringsSep " " units} > $out/units\n"}'' + stampScript) { inherit main; } // { toolchain = toolchainTop; }

@@ -118,3 +118,26 @@ def fixture_libs(size):
         outs = ["app_output_digest.txt"],
         cmd = "sha256sum $< | cut -d' ' -f1 > $@",
     )
+
+def timestamp_rules(on):
+    """With `on`, a genrule whose output is a time stamp (never the same twice), one that
+    is built from it, and one that joins that with the deterministic chain."""
+    if not on:
+        return
+    native.genrule(
+        name = "stamp",
+        outs = ["stamp.txt"],
+        cmd = "date +%s%N > $@",
+    )
+    native.genrule(
+        name = "uses_stamp",
+        srcs = [":stamp.txt"],
+        outs = ["uses_stamp.txt"],
+        cmd = "sha256sum $< | cut -d' ' -f1 > $@",
+    )
+    native.genrule(
+        name = "stamped_all",
+        srcs = [":uses_stamp.txt", ":app_output_digest.txt"],
+        outs = ["stamped_all.txt"],
+        cmd = "cat $(SRCS) > $@",
+    )

@@ -94,7 +94,7 @@ fn main() {
         row(timed.label, &harness, &spawn);
         if timed.stderr_times {
             // Not interleaved: the whole run came first, before the store was primed here.
-            row("  whole run (before)", &end_to_end, &[]);
+            row("  whole run (ran first)", &end_to_end, &[]);
         }
     }
 }
@@ -233,6 +233,10 @@ fn nix_noop(work: &Path) -> (Timed, Vec<f64>) {
         std::fs::write(&path, &file.text).expect("the config file");
     }
     std::fs::create_dir_all(moved(&cwd)).expect("the working folder");
+    // The driver's temporary folder went with the run's; the replay needs its own.
+    if let Some(dir) = record.env.get("TMPDIR") {
+        std::fs::create_dir_all(moved(dir)).expect("the temporary folder");
+    }
     let timed = Timed {
         label: "nix build (noop)",
         argv: split_words(&moved(&record.command)),

@@ -9,6 +9,7 @@ use crate::exec::process::{self, Executor, ProcessExecutor};
 use crate::fake_tools::{FakeScript, FakeTools};
 use crate::plan::args::{CoverageArgs, RunArgs};
 use crate::plan::config::{Env, RunConfig};
+use crate::plan::VerdictPolicy;
 use crate::results::{self, Results};
 use crate::run::progress::Progress;
 use crate::run::recorder::Recorder;
@@ -273,6 +274,9 @@ fn run(
     let mut progress = Progress::new();
     let outcome = session.run(&mut [&mut progress, &mut recorder]);
     drop(progress);
+    if outcome.is_ok() {
+        recorder.record_speed_after(session.probe_speed_after());
+    }
     recorder.record_cleanup(session.close());
     if let Err(e) = outcome {
         if let Err(w) = recorder.write() {
@@ -289,17 +293,34 @@ fn run(
         recorder.results().clone(),
     )];
     write_reports(&files, reports.markdown.as_deref(), reports.html.as_deref())?;
-    Ok(run_exit_code(recorder.results()))
+    let code = run_exit_code(recorder.results(), config.verdicts);
+    let failed: usize = recorder.results().verdicts.iter().map(|v| v.failed()).sum();
+    if failed > 0 {
+        let verdicts = crate::stats::numbers::count(failed as u64, "verdict");
+        match config.verdicts {
+            VerdictPolicy::Fail if code == exit_code::VERDICT_FAILED => eprintln!(
+                "{verdicts} failed: exit {code} (`--verdicts warn` reports them without failing the run)"
+            ),
+            VerdictPolicy::Fail => {}
+            VerdictPolicy::Warn => eprintln!(
+                "warning: {verdicts} failed; the exit code ignores them (`--verdicts warn`)"
+            ),
+        }
+    }
+    Ok(code)
 }
 
 /// 1 when a case failed; 3 when every case was skipped (nothing could run here: no GPU,
-/// no source, no driver); else 0.
-fn run_exit_code(results: &Results) -> i32 {
+/// no source, no driver); 5 when a verdict failed and `verdicts` says to fail; else 0.
+/// A failed case outranks a failed verdict: its verdicts may be missing.
+fn run_exit_code(results: &Results, verdicts: VerdictPolicy) -> i32 {
     let skipped = |c: &results::CaseResult| c.outcome == results::Outcome::Skipped;
     if results.any_failed() {
         exit_code::CASE_FAILED
     } else if !results.cases.is_empty() && results.cases.iter().all(skipped) {
         exit_code::ENVIRONMENT
+    } else if verdicts == VerdictPolicy::Fail && results.verdicts.iter().any(|v| v.failed() > 0) {
+        exit_code::VERDICT_FAILED
     } else {
         exit_code::OK
     }
@@ -790,14 +811,48 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/results/nix-fixture.json");
         let mut results = results::load(&path).unwrap();
-        assert_eq!(run_exit_code(&results), exit_code::OK);
+        let code = |r: &Results| run_exit_code(r, VerdictPolicy::Fail);
+        assert_eq!(code(&results), exit_code::OK);
         for case in &mut results.cases {
             case.outcome = results::Outcome::Skipped;
         }
-        assert_eq!(run_exit_code(&results), exit_code::ENVIRONMENT);
+        assert_eq!(code(&results), exit_code::ENVIRONMENT);
         results.cases[0].outcome = results::Outcome::Ok;
-        assert_eq!(run_exit_code(&results), exit_code::OK, "one case ran");
+        assert_eq!(code(&results), exit_code::OK, "one case ran");
         results.cases[1].outcome = results::Outcome::Failed;
-        assert_eq!(run_exit_code(&results), exit_code::CASE_FAILED);
+        assert_eq!(code(&results), exit_code::CASE_FAILED);
+    }
+
+    #[test]
+    fn a_failing_verdict_exits_5_unless_told_to_warn() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/results/nix-fixture.json");
+        let mut results = results::load(&path).unwrap();
+        assert_eq!(run_exit_code(&results, VerdictPolicy::Fail), exit_code::OK);
+        // The same cases, a speedup that cannot pass.
+        results.settings.thresholds.min_speedup = 1e9;
+        results::derive(&mut results);
+        assert!(results.verdicts.iter().any(|v| v.failed() > 0));
+        assert_eq!(
+            run_exit_code(&results, VerdictPolicy::Fail),
+            exit_code::VERDICT_FAILED
+        );
+        assert_eq!(run_exit_code(&results, VerdictPolicy::Warn), exit_code::OK);
+        // A failed case outranks it.
+        results.cases[0].outcome = results::Outcome::Failed;
+        assert_eq!(
+            run_exit_code(&results, VerdictPolicy::Fail),
+            exit_code::CASE_FAILED
+        );
+        let distinct: std::collections::BTreeSet<i32> = [
+            exit_code::OK,
+            exit_code::CASE_FAILED,
+            exit_code::INVALID_INPUT,
+            exit_code::ENVIRONMENT,
+            exit_code::INTERNAL,
+            exit_code::VERDICT_FAILED,
+        ]
+        .into();
+        assert_eq!(distinct.len(), 6);
     }
 }

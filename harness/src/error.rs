@@ -14,6 +14,9 @@ pub mod exit_code {
     pub const ENVIRONMENT: i32 = 3;
     /// An I/O or internal error stopped the run.
     pub const INTERNAL: i32 = 4;
+    /// The run finished, every case that ran succeeded, and a verdict failed (with
+    /// `--verdicts fail`, the default).
+    pub const VERDICT_FAILED: i32 = 5;
     /// Interrupted by SIGINT (Ctrl-C); results of finished cases were kept.
     pub const INTERRUPTED: i32 = 130;
     /// Interrupted by SIGHUP (a closed terminal).

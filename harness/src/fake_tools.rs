@@ -25,6 +25,7 @@ use crate::plan::System;
 use crate::results::{CacheBackend, CacheFill, CacheUse, ToolUse};
 use crate::run::scheduler::Drivers;
 use crate::run::session::{CacheSource, Equipment, Need, Toolbox};
+use crate::tools::build_graph::BuildGraph;
 use crate::tools::{
     BuildDriver, BuildMode, BuildReport, BuildState, CacheLocation, CaseContext, Counters, Outputs,
     PreparedBuild,
@@ -161,6 +162,9 @@ impl Default for FakeEnd {
 
 type Answer = Box<dyn Fn(&FakeCall) -> FakeEnd + Sync>;
 
+/// A fake build's wall time from its arguments and its start on the virtual clock.
+type Load = Box<dyn Fn(&[String], f64) -> Duration + Sync>;
+
 /// Runs nothing: answers each fake build with what its script says, writes the fake log
 /// its driver reads, and remembers the builds it was given. Other commands (git, `--version`)
 /// get exit code 1.
@@ -168,6 +172,10 @@ pub struct FakeExecutor {
     answer: Answer,
     /// Wall time of the n-th fake build, where the answer sets none.
     walls: Option<Box<dyn Fn(usize) -> Duration + Sync>>,
+    /// Wall time of a fake build from its arguments and when it starts on a virtual clock
+    /// (the fake builds' wall times so far): a load that changes during the run.
+    loaded: Option<Load>,
+    clock_s: Mutex<f64>,
     ran: Mutex<Vec<Vec<String>>>,
 }
 
@@ -181,6 +189,8 @@ impl FakeExecutor {
         FakeExecutor {
             answer: Box::new(answer),
             walls: None,
+            loaded: None,
+            clock_s: Mutex::new(0.0),
             ran: Mutex::new(Vec::new()),
         }
     }
@@ -221,7 +231,7 @@ impl Executor for FakeExecutor {
         });
         let n = {
             let mut ran = self.ran.lock().unwrap_or_else(|e| e.into_inner());
-            ran.push(args);
+            ran.push(args.clone());
             ran.len() - 1
         };
         let log = end
@@ -234,12 +244,16 @@ impl Executor for FakeExecutor {
         if let Some(signal) = end.signal {
             interrupt_self(signal);
         }
-        let wall = match (end.wall, &self.walls, end.exit) {
-            (_, _, Exit::TimedOut) => Duration::from_millis(500),
-            (Some(wall), _, _) => wall,
-            (None, Some(walls), _) => walls(n),
-            (None, None, _) => Duration::from_millis(10),
+        let mut clock = self.clock_s.lock().unwrap_or_else(|e| e.into_inner());
+        let wall = match (end.wall, &self.walls, &self.loaded, end.exit) {
+            (_, _, _, Exit::TimedOut) => Duration::from_millis(500),
+            (Some(wall), _, _, _) => wall,
+            (None, _, Some(load), _) => load(&args, *clock),
+            (None, Some(walls), None, _) => walls(n),
+            (None, None, None, _) => Duration::from_millis(10),
         };
+        *clock += wall.as_secs_f64();
+        drop(clock);
         // As the real executor does: an interrupted build is an interruption of the run.
         check_interrupted()?;
         Ok(outcome(end.exit, wall))
@@ -384,6 +398,11 @@ impl BuildDriver for FakeDriver {
             .unwrap_or_default())
     }
 
+    /// One step per output, reading nothing.
+    fn graph(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<BuildGraph> {
+        Ok(BuildGraph::from_outputs(self.outputs(build, exec)?))
+    }
+
     fn tool_use(&self, _case: &CaseContext) -> StepResult<ToolUse> {
         Ok(ToolUse {
             version: "fake 1.0".into(),
@@ -523,6 +542,13 @@ impl FakeExecutor {
     /// Gives the n-th fake build (0-based, all modes) the wall time `wall(n)`.
     pub fn with_walls(mut self, wall: impl Fn(usize) -> Duration + Sync + 'static) -> Self {
         self.walls = Some(Box::new(wall));
+        self
+    }
+
+    /// Gives each fake build the wall time `wall(args, start)`, `start` its start on a
+    /// virtual clock that each fake build advances by its own wall time.
+    pub fn with_load(mut self, wall: impl Fn(&[String], f64) -> Duration + Sync + 'static) -> Self {
+        self.loaded = Some(Box::new(wall));
         self
     }
 

@@ -85,6 +85,9 @@ fn attic_run(repo: &Path, config: &Path, output: &Path, extra: &[&str]) -> Comma
     let mut cmd = bin();
     cmd.current_dir(repo_root())
         .args(["run", "--system", "nix", "--warmups", "0", "--samples", "1"])
+        // One sample gives a speedup no interval, so its verdict cannot pass: these tests
+        // are about the cache, not verdicts (exit 5 is tested in nix_bench).
+        .args(["--verdicts", "warn"])
         .args(["--profile", "attic"])
         .arg("--repo")
         .arg(repo)

@@ -40,6 +40,9 @@ impl Fixture {
         cmd.current_dir(self.dir.path())
             .args(["run", "--samples", "2", "--warmups", "0", "--repo"])
             .arg(self.dir.path().join("repo"))
+            // Two samples give a speedup no interval, so its verdict cannot pass: these
+            // tests are about cases, not verdicts (exit 5 is tested in nix_bench).
+            .args(["--verdicts", "warn"])
             .arg("--fake-tools")
             .arg(self.dir.path().join("fake-tools.toml"))
             .arg("--output")
@@ -174,7 +177,12 @@ fn a_missing_tool_exits_3_and_says_how_to_get_it() {
 fn an_interrupted_run_exits_143_and_keeps_what_finished() {
     let fx =
         Fixture::new("[[build]]\nsystem = \"nix\"\nscenario = \"warm\"\nmode = \"from-cache\"\nsignal = \"SIGTERM\"\n");
-    let out = run_exits(&mut fx.run(&["--system", "nix"]), 143);
+    // Sequential, so that cold has finished when warm is interrupted (interleaved, the
+    // group's cases are all in progress, and all recorded failed).
+    let out = run_exits(
+        &mut fx.run(&["--system", "nix", "--order", "sequential"]),
+        143,
+    );
     assert!(
         stderr(&out).contains("interrupted by SIGTERM"),
         "{}",

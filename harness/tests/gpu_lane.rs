@@ -194,7 +194,15 @@ fn checks_run_on_every_build_s_output_and_are_timed_apart() {
         bin()
             .args(["run", "--repo"])
             .arg(bench.path())
-            .args(["--samples", "2", "--warmups", "1", "--output"])
+            .args([
+                "--samples",
+                "2",
+                "--warmups",
+                "1",
+                "--verdicts",
+                "warn",
+                "--output",
+            ])
             .arg(&output)
             .arg("--work-dir")
             .arg(&work),
@@ -412,7 +420,15 @@ fn the_gpu_lane_checks_and_traces_every_sample_with_stand_ins_for_the_gpu() {
                 "--bench-repos",
             ])
             .arg(repo_root().join("bench-repos"))
-            .args(["--samples", "2", "--warmups", "1", "--output"])
+            .args([
+                "--samples",
+                "2",
+                "--warmups",
+                "1",
+                "--verdicts",
+                "warn",
+                "--output",
+            ])
             .arg(&output)
             .arg("--work-dir")
             .arg(&work),

@@ -322,6 +322,7 @@ fn a_bearer_header_with_a_space_reaches_a_cache_that_checks_it_and_nowhere_else(
             .current_dir(repo_root())
             .args(["run", "--repo", "fixture-cc", "--system", "bazel"])
             .args(["--samples", "1", "--warmups", "0", "--param", "size=2"])
+            .args(["--verdicts", "warn"])
             .args(["--scenario", "cold", "--scenario", "warm"])
             .arg("--bazel-remote-cache")
             .arg(format!("http://127.0.0.1:{}", server.port))

@@ -277,3 +277,69 @@ fn a_machine_that_cannot_sandbox_stops_before_building_and_writes_no_nix() {
     assert_eq!(host_nix_snapshot(), nix_before, "the host's /nix changed");
     std::fs::remove_dir(&root).unwrap();
 }
+
+#[test]
+fn a_failing_verdict_exits_5_with_its_results_written_and_warn_exits_0() {
+    require_tools(&["nix", "nginx"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let output = tmp.path().join("results.json");
+    // A speedup no cache can give: the verdict fails, every case succeeds.
+    let args = |policy: &str| {
+        let mut cmd = bin();
+        cmd.current_dir(repo_root())
+            .args([
+                "run",
+                "--repo",
+                "fixture-c-dag",
+                "--system",
+                "nix",
+                "--warmups",
+                "0",
+            ])
+            .args(["--param", "size=2", "--param", "work=5"]);
+        cmd.args([
+            "--scenario",
+            "cold",
+            "--scenario",
+            "warm",
+            "--samples",
+            "3",
+            "--min-speedup",
+            "1000000",
+            "--verdicts",
+            policy,
+        ]);
+        cmd.arg("--output").arg(&output);
+        cmd
+    };
+    let out = run_exits(&mut args("fail"), 5);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 verdict failed: exit 5"), "{stderr}");
+    let results = read_json(&output);
+    assert_valid_results(&results);
+    assert!(results["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["outcome"] == "ok"));
+    assert_eq!(results["verdicts"][0]["speedup"]["pass"], false);
+    // Interleaved by default: the samples alternated and the speedup is from their pairs.
+    assert_eq!(results["settings"]["order"], "interleaved");
+    for scenario in ["cold", "warm"] {
+        let case = case(&results, scenario);
+        assert_eq!(case["sampling"]["order"], "interleaved");
+        assert_eq!(
+            case["sampling"]["group"],
+            serde_json::json!(["cold", "warm"])
+        );
+    }
+    let positions: Vec<u64> = case(&results, "warm")["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, [1, 2, 5]);
+    assert_eq!(results["comparisons"][0]["pairs"], 3);
+    run_exits(&mut args("warn"), 0);
+}

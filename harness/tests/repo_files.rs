@@ -356,3 +356,27 @@ fn nightly_runs_no_scenario_that_takes_hours() {
         "the manual dispatch default differs from the nightly list"
     );
 }
+
+#[test]
+fn lane_jobs_fail_on_a_verdict_after_publishing_the_evidence() {
+    let workflow = std::fs::read_to_string(repo_root().join(WORKFLOW)).unwrap();
+    let lane_job = workflow
+        .split_once("\n  lane:\n")
+        .and_then(|(_, rest)| rest.split_once("\n  coverage:\n"))
+        .expect("the workflow has a lane job before the coverage job")
+        .0;
+    let run = lane_job
+        .lines()
+        .find(|l| l.contains("nix run .#bench -- run "))
+        .expect("the lane job runs the bench");
+    assert!(run.contains("--verdicts fail"), "{run}");
+    // The run step lets 1 and 5 through; the gate comes after the upload.
+    let at = |what: &str| {
+        lane_job
+            .find(what)
+            .unwrap_or_else(|| panic!("the lane job has no `{what}`"))
+    };
+    assert!(lane_job.contains(r#"[ "$status" -eq 5 ]"#));
+    assert!(at("Upload the lane's results") < at("Gate on the run's cases and verdicts"));
+    assert!(lane_job.contains("5) echo"), "the gate names exit 5");
+}

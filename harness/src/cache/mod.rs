@@ -5,6 +5,7 @@
 mod attic;
 mod http;
 pub mod nginx;
+mod poison_nar;
 pub mod proxy;
 mod reapi;
 

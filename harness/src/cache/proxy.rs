@@ -28,6 +28,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
+pub use crate::cache::poison_nar::NarinfoSigner;
+use crate::cache::poison_nar::{poison_nar, POISON_NAR_PATH};
 use crate::cache::reapi;
 use crate::error::{Error, IoContext, Result};
 use crate::plan::{Fault, Link, SlowSettings};
@@ -86,6 +88,8 @@ struct Context {
     /// Which Bazel outputs a poisoned action-cache entry redirects (by path suffix).
     poison_suffix: String,
     poison_hash: String,
+    /// Signs `poison`'s Nix entries anew when the harness holds the cache's key.
+    nix_signer: Option<NarinfoSigner>,
     counters: Arc<ProxyCounters>,
 }
 
@@ -95,6 +99,18 @@ impl FaultProxy {
         mode: Mode,
         slow: SlowSettings,
         poison_suffix: &str,
+    ) -> Result<FaultProxy> {
+        Self::start_signing(upstream, mode, slow, poison_suffix, None)
+    }
+
+    /// `start`, where `poison` serves Nix a validly signed wrong entry (signed with
+    /// `nix_signer`, the cache's own key) instead of an unsigned one.
+    pub fn start_signing(
+        upstream: SocketAddr,
+        mode: Mode,
+        slow: SlowSettings,
+        poison_suffix: &str,
+        nix_signer: Option<NarinfoSigner>,
     ) -> Result<FaultProxy> {
         let counters = Arc::new(ProxyCounters::default());
         let listener = StdListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -122,6 +138,7 @@ impl FaultProxy {
             slow,
             poison_suffix: poison_suffix.to_string(),
             poison_hash: hex(&Sha256::digest(POISON_BLOB)),
+            nix_signer,
             counters: counters.clone(),
         });
         let (tx, rx) = oneshot::channel();
@@ -321,6 +338,9 @@ async fn handle_request(
     if fault == Fault::Poison && is_get && path.ends_with(&format!("/cas/{}", ctx.poison_hash)) {
         return Ok(reply(StatusCode::OK, POISON_BLOB));
     }
+    if fault == Fault::Poison && is_get && path.ends_with(POISON_NAR_PATH) {
+        return Ok(reply(StatusCode::OK, poison_nar()));
+    }
     let response = match forward(req, ctx.upstream).await {
         Ok(r) => r,
         Err(e) => return Ok(upstream_failed(e)),
@@ -463,11 +483,16 @@ fn flip_bytes(chunk: &Bytes, start: u64, middle: Option<u64>) -> Bytes {
     bytes.freeze()
 }
 
-/// Nix: the narinfo loses its signatures (so no trusted key vouches for it).
-/// Bazel: the action-cache entry's outputs matching the suffix point at `POISON_BLOB`.
+/// Nix: the narinfo points at a NAR of the wrong content, signed with the cache's key
+/// when the harness holds it; otherwise it loses its signatures (so no trusted key
+/// vouches for it). Bazel: the action-cache entry's outputs matching the suffix point at
+/// `POISON_BLOB`.
 fn poison(path: &str, body: &Bytes, ctx: &Context) -> Option<Bytes> {
     if path.ends_with(".narinfo") {
         let text = std::str::from_utf8(body).ok()?;
+        if let Some(signer) = &ctx.nix_signer {
+            return signer.poison(text).map(Bytes::from);
+        }
         let unsigned: String = text
             .lines()
             .filter(|l| !l.starts_with("Sig:"))

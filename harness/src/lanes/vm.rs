@@ -740,6 +740,7 @@ impl<'a> GuestLane<'a> {
             cores: self.vm.cpus as usize,
             memory_bytes: u64::from(self.vm.memory_mb) << 20,
             tools: host.tools.clone(),
+            fingerprint: None,
         };
         self.describe(LaneIdentity::of(Lane::Vm, &env))
     }

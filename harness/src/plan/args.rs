@@ -48,6 +48,15 @@ pub struct RunArgs {
     /// measure the proxy itself) [default: the profile's `link`, else direct].
     #[arg(long, value_name = "rtt_ms=MS,bandwidth=BW", value_parser = crate::plan::Link::parse)]
     pub link: Option<crate::plan::Link>,
+    /// How a repo's cold, warm and no-op samples are taken: interleaved (one of each per
+    /// round, the speedup from paired ratios) or sequential (all cold, then all warm)
+    /// [default: interleaved].
+    #[arg(long, value_enum)]
+    pub order: Option<crate::plan::SampleOrder>,
+    /// What a failing verdict (cache use, speedup, fallback, verified) does to the exit
+    /// code: fail (exit 5 once the run finished) or warn (printed, exit 0) [default: fail].
+    #[arg(long, value_enum)]
+    pub verdicts: Option<crate::plan::VerdictPolicy>,
     /// Untimed builds before the samples of each case (hyperfine's -w/--warmup)
     /// [default: the profile's, else 1].
     #[arg(long, short = 'w', visible_alias = "warmup")]
@@ -79,6 +88,14 @@ pub struct RunArgs {
     /// The `poison` fault redirects Bazel outputs whose path ends with this [default: .txt].
     #[arg(long, value_name = "SUFFIX")]
     pub poison_suffix: Option<String>,
+    /// Which verify mismatches fail the verified verdict: `cache` (only outputs the cache
+    /// served wrong) or `strict` (non-reproducible steps too) [default: cache].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub verify: Option<crate::plan::VerifyPolicy>,
+    /// Verify compares only outputs at most this many steps from the final ones (0: the
+    /// final outputs alone) [default: the whole closure the build from the cache has].
+    #[arg(long, value_name = "STEPS")]
+    pub verify_depth: Option<usize>,
     /// Verdict cache_use passes at a warm hit ratio of at least this (0 to 1) [default: 0.9].
     #[arg(long, value_parser = parse_fraction)]
     pub min_hit_ratio: Option<f64>,

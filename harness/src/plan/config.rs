@@ -256,6 +256,8 @@ pub struct RunConfig {
     pub lanes: Vec<Lane>,
     pub settings: Settings,
     pub thresholds: Thresholds,
+    /// What a failing verdict does to the exit code.
+    pub verdicts: crate::plan::VerdictPolicy,
     pub nix_cache: NixCacheConfig,
     pub bazel_cache: BazelCacheConfig,
     /// Proxies for the harness's own HTTP requests (Attic API, preflights), from the
@@ -310,6 +312,9 @@ impl RunConfig {
                 .or(profile.compression)
                 .unwrap_or(defaults.compression),
             link: args.link.or(profile.link),
+            order: args.order.unwrap_or(defaults.order),
+            verify: args.verify.unwrap_or(defaults.verify),
+            verify_depth: args.verify_depth.or(defaults.verify_depth),
         };
         let fill = settings.fill;
         let proxies = Proxies::from_env(env).map_err(Error::Environment)?;
@@ -382,6 +387,7 @@ impl RunConfig {
             lanes,
             settings,
             thresholds,
+            verdicts: args.verdicts.unwrap_or_default(),
             nix_cache: nix_cache(args, &profile.nix, env, fill)?,
             bazel_cache: bazel_cache(args, &profile.bazel, env, fill)?,
             nix: NixSetup {
@@ -438,6 +444,9 @@ impl RunConfig {
             max_samples: s.target_precision.map(|_| s.max_samples),
             explain: s.explain,
             compression: Some(s.compression),
+            order: Some(s.order),
+            verify: s.verify,
+            verify_depth: s.verify_depth,
         }
     }
 }

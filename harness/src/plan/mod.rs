@@ -17,7 +17,9 @@ use crate::stats::stopping::StoppingRule;
 
 // A plan is made of the results document's words: systems, lanes, scenarios, parameters.
 pub use crate::results::scenario::{Fault, Link, Scenario, SlowSettings};
-pub use crate::results::{Compression, Explain, Lane, ParamValue, System};
+pub use crate::results::{
+    Compression, Explain, Lane, ParamValue, SampleOrder, System, VerifyPolicy,
+};
 pub use manifest::{RepoManifest, Source};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +49,25 @@ pub struct Settings {
     pub compression: Compression,
     /// `--link`: warm cases read the team cache through the proxy, shaped so.
     pub link: Option<Link>,
+    /// How the samples of a repo's cold, warm and no-op cases are taken (`--order`).
+    #[serde(default)]
+    pub order: SampleOrder,
+    /// Which verify mismatches fail the `verified` verdict (`--verify`).
+    pub verify: VerifyPolicy,
+    /// `--verify-depth`: compare only outputs this many steps or fewer from the final
+    /// ones; `None`: the whole closure the build from the cache has.
+    pub verify_depth: Option<usize>,
+}
+
+/// What a failing verdict does to `run`'s exit code (`--verdicts`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum VerdictPolicy {
+    /// The run exits 5 when it finished and a verdict failed: a CI job fails on the
+    /// platform's own criteria without parsing the results.
+    #[default]
+    Fail,
+    /// Failing verdicts are printed; the exit code says only whether cases ran.
+    Warn,
 }
 
 impl Default for Settings {
@@ -65,6 +86,9 @@ impl Default for Settings {
             explain: Explain::On,
             compression: Compression::default(),
             link: None,
+            order: SampleOrder::Interleaved,
+            verify: VerifyPolicy::Cache,
+            verify_depth: None,
         }
     }
 }

@@ -191,7 +191,7 @@ pub(super) fn distribution_plots(r: &Results) -> String {
     if cases.is_empty() {
         return String::new();
     }
-    let mut out = String::from("<h3>Sample distributions</h3><p class=\"note\">Each dot is one sample's wall time: the build tool from spawn to exit (for a fallback case, the build through the faulty cache alone, without the retry that the Fallback table's time to a result adds); the line is the median; red dots are outliers (modified z-score &gt; 3.5). Samples are numbered from 1; sample N is samples[N-1] in the JSON.</p><div class=\"plots\">\n");
+    let mut out = String::from("<h3>Sample distributions</h3><p class=\"note\">Each dot is one sample's wall time: the build tool from exec to exit (for a fallback case, the build through the faulty cache alone, without the retry that the Fallback table's time to a result adds); the line is the median; red dots are outliers (modified z-score &gt; 3.5). Samples are numbered from 1; sample N is samples[N-1] in the JSON.</p><div class=\"plots\">\n");
     for c in cases {
         let w = c.walls();
         let (min, max) = (

@@ -110,12 +110,16 @@ fn run_facts(r: &Results) -> String {
             ),
         ],
         vec!["tools".into(), tools.join("; ")],
+        vec!["machine".into(), machine(r)],
         vec![
             "settings".into(),
             format!(
-                "{} after {}; build timeout {}, fallback timeout {}",
+                "{} after {}, {}; build timeout {}, fallback timeout {}",
                 numbers::count_of(r.settings.samples, "sample"),
                 numbers::count_of(r.settings.warmups, "warm-up"),
+                r.settings
+                    .order
+                    .map_or("sequential (not recorded)", |o| o.name()),
                 seconds(r.settings.timeout_s),
                 seconds(r.settings.fallback_timeout_s)
             ),
@@ -129,6 +133,26 @@ fn run_facts(r: &Results) -> String {
         headers: vec!["run", ""],
         rows: rows.into_iter().map(cells).collect(),
     })
+}
+
+/// The CPU's fingerprint and the speed probe, in one line.
+fn machine(r: &Results) -> String {
+    let cpu = r.environment.fingerprint.as_ref().map_or_else(
+        || "no CPU fingerprint recorded".to_string(),
+        |f| {
+            let rows: Vec<String> = f
+                .rows()
+                .into_iter()
+                .map(|(what, value)| format!("{what} {value}"))
+                .collect();
+            rows.join(", ")
+        },
+    );
+    let probe = r.speed_probe.as_ref().map_or_else(
+        || "no speed probe".to_string(),
+        |p| format!("speed probe {}", p.describe()),
+    );
+    format!("{cpu}; {probe}")
 }
 
 fn case_details(r: &Results) -> String {
@@ -156,6 +180,9 @@ fn case_details(r: &Results) -> String {
         }
         if let Some(command) = &c.command {
             let _ = writeln!(out, "Command: `{}`\n", command.replace('`', "'"));
+        }
+        if let Some(sampling) = c.sampling.as_ref().filter(|_| !c.samples.is_empty()) {
+            let _ = writeln!(out, "Sampling: {}\n", sampling.describe());
         }
         let rows = c
             .samples
@@ -190,7 +217,7 @@ fn case_details(r: &Results) -> String {
             })
             .collect();
         out.push_str(
-            "Samples are numbered from 1 (sample N is `samples[N-1]` in the JSON); wall is the build tool from spawn to exit; user and sys as its `cpu_scope` counts.\n\n",
+            "Samples are numbered from 1 (sample N is `samples[N-1]` in the JSON); wall is the build tool from exec to exit; user and sys as its `cpu_scope` counts.\n\n",
         );
         out.push_str(&pipe_table(&Table {
             title: "",
@@ -235,9 +262,11 @@ mod tests {
 
     fn evidence() -> Vec<(String, Results)> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/evidence");
+        // Evidence beside the results files (a benchmark's output, a compare's) is text.
         let mut files: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
             .collect();
         files.sort();
         files

@@ -3,7 +3,8 @@
 
 use crate::plan::Scenario;
 use crate::results::derive::{requirement, FallbackOutcome};
-use crate::results::{CaseResult, Outcome, Results};
+use crate::results::VerifyPolicy;
+use crate::results::{CaseResult, MismatchClass, Outcome, Results};
 use crate::stats::numbers::{
     self, change_interval, median_interval, percent, ratio, ratio_interval, seconds,
 };
@@ -98,7 +99,7 @@ pub fn comparisons(results: &Results) -> Table {
     };
     Table {
         title: "Cold vs warm",
-        note: "Medians over the samples of the build tool's wall time, spawn to exit, and of its CPU time (user + system of every process the build ran, as each sample's cpu_scope counts; \"client only\": the Bazel server's work was not counted); speedup = median(cold) / median(warm); no interval (n/a) from fewer than 3 samples a side.",
+        note: "Medians over the samples of the build tool's wall time, exec to exit, and of its CPU time (user + system of every process the build ran, as each sample's cpu_scope counts; \"client only\": the Bazel server's work was not counted); speedup = median(cold) / median(warm), or \"paired\": the median of cold_i / warm_i over samples taken round by round (interleaved); no interval (n/a) from fewer than 3 samples a side.",
         headers: vec![
             "repo",
             "system",
@@ -129,7 +130,10 @@ pub fn comparisons(results: &Results) -> Table {
                     seconds(c.warm_median_s),
                     cpu(c.warm_cpu_median_s, case(Scenario::Warm)),
                     c.noop_median_s.map_or("-".into(), seconds),
-                    ratio_interval(&c.speedup),
+                    match c.pairs {
+                        Some(n) => format!("{} (paired, {})", ratio_interval(&c.speedup), numbers::count_of(n, "pair")),
+                        None => ratio_interval(&c.speedup),
+                    },
                     c.hit_ratio.map_or("-".into(), percent),
                 ])
             })
@@ -179,6 +183,65 @@ pub fn fallbacks(results: &Results) -> Table {
                 ]
             })
             .collect(),
+    }
+}
+
+/// The steps first at fault behind verify's (and fallback's) mismatches, with what
+/// differs only because it consumes them.
+pub fn faults(results: &Results) -> Table {
+    let strict = results.settings.verify == VerifyPolicy::Strict;
+    let mut rows = Vec::new();
+    for case in &results.cases {
+        let Some(v) = &case.verification else {
+            continue;
+        };
+        for root in &v.roots {
+            let tone = match root.class {
+                MismatchClass::NotReproducible if !strict => Tone::Plain,
+                _ => Tone::Bad,
+            };
+            let consumers: Vec<String> = root
+                .consumers
+                .iter()
+                .map(|c| match c.via.len() {
+                    0..=2 => c.step.clone(),
+                    _ => format!("{} (via {})", c.step, c.via.join(" -> ")),
+                })
+                .collect();
+            rows.push(vec![
+                case.repo.clone().into(),
+                case.system.name().into(),
+                case.scenario.to_string().into(),
+                root.step.clone().into(),
+                Cell::toned(root.class.describe(), tone),
+                if root.outputs.is_empty() {
+                    "-".to_string()
+                } else {
+                    root.outputs.join(", ")
+                }
+                .into(),
+                if consumers.is_empty() {
+                    "-".to_string()
+                } else {
+                    consumers.join("; ")
+                }
+                .into(),
+            ]);
+        }
+    }
+    Table {
+        title: "First at fault",
+        note: "Each output that differs from a clean build's, traced to the step (action, derivation) first at fault: its inputs equal in the builds compared, its outputs not. not reproducible = two clean builds without any cache differ (fails the verified verdict only with --verify strict); the cache served a wrong output = both clean builds agree and the build from the cache does not. Consumers differ because they consume its outputs.",
+        headers: vec![
+            "repo",
+            "system",
+            "scenario",
+            "first at fault",
+            "why",
+            "its outputs that differ",
+            "consumers",
+        ],
+        rows,
     }
 }
 
@@ -376,6 +439,7 @@ pub fn all(results: &Results) -> Vec<Table> {
         .chain([
             claims(results),
             fallbacks(results),
+            faults(results),
             verdicts(results),
             sampling(results),
             problems(results),
@@ -387,6 +451,71 @@ pub fn all(results: &Results) -> Vec<Table> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roots_show_with_their_consumers_and_the_way_from_the_root() {
+        use crate::results::{Consumer, FaultRoot, Verification};
+        let mut results: Results =
+            serde_json::from_str(&crate::tools::fixture("results/nix-fixture.json")).unwrap();
+        assert!(faults(&results).rows.is_empty(), "nothing differed");
+        let root = |class| FaultRoot {
+            step: "genrule //:stamp".into(),
+            class,
+            outputs: vec!["bazel-out/k8-fastbuild/bin/stamp.txt".into()],
+            consumers: vec![
+                Consumer {
+                    step: "genrule //:uses_stamp".into(),
+                    via: vec!["genrule //:stamp".into(), "genrule //:uses_stamp".into()],
+                },
+                Consumer {
+                    step: "genrule //:all".into(),
+                    via: vec![
+                        "genrule //:stamp".into(),
+                        "genrule //:uses_stamp".into(),
+                        "genrule //:all".into(),
+                    ],
+                },
+            ],
+        };
+        results.cases[0].verification = Some(Verification {
+            clean: "a clean rebuild".into(),
+            compared: 3,
+            mismatches: Vec::new(),
+            roots: vec![root(MismatchClass::NotReproducible)],
+            scope: None,
+        });
+        let table = faults(&results);
+        let row: Vec<&str> = table.rows[0].iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(row[3], "genrule //:stamp");
+        assert_eq!(row[4], "not reproducible");
+        assert_eq!(row[5], "bazel-out/k8-fastbuild/bin/stamp.txt");
+        assert_eq!(
+            row[6],
+            "genrule //:uses_stamp; genrule //:all (via genrule //:stamp -> genrule //:uses_stamp -> genrule //:all)"
+        );
+        assert_eq!(table.rows[0][4].tone, Tone::Plain, "passes by default");
+        results.settings.verify = VerifyPolicy::Strict;
+        assert_eq!(faults(&results).rows[0][4].tone, Tone::Bad);
+        results.cases[0].verification.as_mut().unwrap().roots =
+            vec![root(MismatchClass::WrongFromCache)];
+        results.settings.verify = VerifyPolicy::Cache;
+        let table = faults(&results);
+        assert_eq!(table.rows[0][4].text, "the cache served a wrong output");
+        assert_eq!(table.rows[0][4].tone, Tone::Bad);
+        // Every renderer shows it: the terminal summary, Markdown and HTML.
+        crate::results::derive(&mut results);
+        let files = vec![("r.json".to_string(), results.clone())];
+        for text in [
+            crate::report::summary::render(&results),
+            crate::report::markdown::render(&files, crate::report::markdown::Detail::Full),
+            crate::report::html::render(&files),
+        ] {
+            assert!(
+                text.contains("First at fault") && text.contains("genrule //:uses_stamp"),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn claims_stand_beside_the_measured_median() {

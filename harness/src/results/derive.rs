@@ -4,9 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{CaseKey, CaseResult, Comparison, Outcome, Results, Sample, Thresholds};
-use crate::results::{Lane, Scenario, System};
-use crate::stats::{median, numbers};
+use super::{
+    CaseKey, CaseResult, Comparison, Mismatch, MismatchClass, Outcome, Results, Sample, Thresholds,
+};
+use crate::results::{Lane, Scenario, System, VerifyPolicy};
+use crate::stats::{median, numbers, RatioInterval};
 
 /// Recomputes every derived part of `results` from its cases.
 pub fn derive(results: &mut Results) {
@@ -49,7 +51,7 @@ pub fn comparisons(cases: &[CaseResult]) -> Vec<Comparison> {
         let (Some(cold_stats), Some(warm_stats)) = (&cold.stats, &warm.stats) else {
             continue;
         };
-        let Some(speedup) = crate::stats::ratio_of_medians(&cold.walls(), &warm.walls()) else {
+        let Some((speedup, pairs)) = speedup(cold, warm) else {
             continue;
         };
         out.push(Comparison {
@@ -65,10 +67,30 @@ pub fn comparisons(cases: &[CaseResult]) -> Vec<Comparison> {
                 .and_then(|c| c.stats.as_ref())
                 .map(|s| s.median_s),
             speedup,
+            pairs,
             hit_ratio: super::hit_ratio(&warm.samples),
         });
     }
     out
+}
+
+/// cold / warm: from the paired ratios when the samples alternated round by round (with
+/// the number of pairs), else the ratio of the medians.
+pub fn speedup(cold: &CaseResult, warm: &CaseResult) -> Option<(RatioInterval, Option<usize>)> {
+    let (c, w) = (cold.walls(), warm.walls());
+    if paired(cold, warm) {
+        return crate::stats::paired_ratio(&c, &w).map(|r| (r, Some(c.len().min(w.len()))));
+    }
+    crate::stats::ratio_of_medians(&c, &w).map(|r| (r, None))
+}
+
+/// Whether two cases' samples were taken round by round (sample i of each in round i);
+/// not when sequential, nor in files from before sampling was recorded.
+pub fn paired(a: &CaseResult, b: &CaseResult) -> bool {
+    a.sampling
+        .as_ref()
+        .zip(b.sampling.as_ref())
+        .is_some_and(|(a, b)| a.pairs_with(b))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -217,7 +239,10 @@ pub fn requirement(verdict: &str, threshold: Option<f64>) -> String {
             "every fault survived or recovered within {} the cold median",
             at(numbers::ratio)
         ),
-        "verified" => "every output equals a clean build's".into(),
+        "verified" => {
+            "no wrong output from the cache (with --verify strict, every step reproducible too)"
+                .into()
+        }
         other => other.to_string(),
     }
 }
@@ -280,7 +305,8 @@ fn verdicts(results: &Results) -> Vec<Verdicts> {
                         .map(|c| at_point(speedup_check(c, t), c)),
                 },
                 fallback: (!rows.is_empty()).then(|| fallback_check(&rows, t)),
-                verified: (!verified_cases.is_empty()).then(|| verified_check(&verified_cases)),
+                verified: (!verified_cases.is_empty())
+                    .then(|| verified_check(&verified_cases, results.settings.verify)),
             }
         })
         .collect()
@@ -370,42 +396,105 @@ fn fallback_check(rows: &[&FallbackRow], t: &Thresholds) -> Check {
     }
 }
 
-fn verified_check(cases: &[&CaseResult]) -> Check {
+/// Fails on any output the cache served wrong (or that no second clean build could
+/// classify); a non-reproducible step is named with its consumers, and fails only under
+/// `--verify strict`.
+fn verified_check(cases: &[&CaseResult], policy: VerifyPolicy) -> Check {
     let mut problems = Vec::new();
-    let mut compared = 0;
+    let mut reported = Vec::new();
+    let (mut compared, mut differing) = (0, 0);
     for case in cases {
         let v = case
             .verification
             .as_ref()
             .expect("filtered on verification");
         compared += v.compared;
-        if let Some(m) = v.mismatches.first() {
+        differing += v.mismatches.len();
+        let not_reproducible = v.count(MismatchClass::NotReproducible);
+        let wrong: Vec<&Mismatch> = v
+            .mismatches
+            .iter()
+            .filter(|m| m.class != Some(MismatchClass::NotReproducible))
+            .collect();
+        if let Some(m) = wrong.first() {
+            let classified = m.class.is_some_and(|c| c != MismatchClass::Unclassified);
+            let root = m.because_of.first().or(m.step.as_ref());
             problems.push(format!(
-                "{}: {} {} from a clean build, e.g. {}",
+                "{}: {} {} from a clean build{}, e.g. {}{}",
                 case.scenario,
-                numbers::count_of(v.mismatches.len(), "output"),
-                if v.mismatches.len() == 1 {
+                numbers::count_of(wrong.len(), "output"),
+                if wrong.len() == 1 {
                     "differs"
                 } else {
                     "differ"
                 },
-                m.path
+                if classified {
+                    " (the cache served a wrong output: both clean builds agree)"
+                } else {
+                    " (unclassified)"
+                },
+                m.path,
+                root.map_or(String::new(), |r| format!(", first at fault: {r}")),
             ));
         }
+        let roots: Vec<String> = v
+            .roots
+            .iter()
+            .filter(|r| r.class == MismatchClass::NotReproducible)
+            .map(|r| match r.consumers.len() {
+                0 => r.step.clone(),
+                n => format!("{} (consumed by {})", r.step, numbers::count_of(n, "step")),
+            })
+            .collect();
+        if not_reproducible > 0 {
+            let text = format!(
+                "{}: {} not reproducible (two clean builds differ): {}; {} {} because of it",
+                case.scenario,
+                numbers::count_of(roots.len().max(1), "step"),
+                if roots.is_empty() {
+                    "unnamed".to_string()
+                } else {
+                    roots.join(", ")
+                },
+                numbers::count_of(not_reproducible, "output"),
+                if not_reproducible == 1 {
+                    "differs"
+                } else {
+                    "differ"
+                },
+            );
+            match policy {
+                VerifyPolicy::Strict => problems.push(text),
+                VerifyPolicy::Cache => reported.push(text),
+            }
+        }
+    }
+    let pass = problems.is_empty();
+    let mut detail = if pass {
+        let equal = compared.saturating_sub(differing);
+        format!(
+            "{} equal to a clean build's in {}",
+            if equal == compared {
+                numbers::count_of(compared, "output")
+            } else {
+                format!("{equal} of {}", numbers::count_of(compared, "output"))
+            },
+            numbers::count_of(cases.len(), "case")
+        )
+    } else {
+        problems.join("; ")
+    };
+    if !reported.is_empty() {
+        detail.push_str(&format!(
+            "; {} (not the cache's fault: fails only with --verify strict)",
+            reported.join("; ")
+        ));
     }
     Check {
-        pass: problems.is_empty(),
+        pass,
         value: None,
         threshold: None,
-        detail: if problems.is_empty() {
-            format!(
-                "{} equal to a clean build's in {}",
-                numbers::count_of(compared, "output"),
-                numbers::count_of(cases.len(), "case")
-            )
-        } else {
-            problems.join("; ")
-        },
+        detail,
     }
 }
 
@@ -566,7 +655,10 @@ mod tests {
                 path: "bazel-out/x.txt".into(),
                 from_cache: "aa/1".into(),
                 clean: "bb/1".into(),
+                ..Default::default()
             }],
+            roots: Vec::new(),
+            scope: None,
         });
         let r = results(vec![
             case(
@@ -591,6 +683,65 @@ mod tests {
             "{}",
             verified.detail
         );
+    }
+
+    #[test]
+    fn a_non_reproducible_step_fails_the_verdict_only_when_strict() {
+        use super::super::{FaultRoot, Mismatch, MismatchClass, Verification};
+        let mismatch = |path: &str, class| Mismatch {
+            path: path.into(),
+            from_cache: "a".into(),
+            clean: "b".into(),
+            second_clean: Some("c".into()),
+            class: Some(class),
+            step: Some("genrule //:stamp".into()),
+            because_of: Vec::new(),
+        };
+        let verified = |class, policy| {
+            let mut verify = case(Scenario::Verify, vec![sample(10.0, 21, 0)], Outcome::Ok);
+            verify.verification = Some(Verification {
+                clean: "a clean rebuild".into(),
+                compared: 5,
+                mismatches: vec![mismatch("stamp.txt", class)],
+                roots: vec![FaultRoot {
+                    step: "genrule //:stamp".into(),
+                    class,
+                    outputs: vec!["stamp.txt".into()],
+                    consumers: Vec::new(),
+                }],
+                scope: None,
+            });
+            let mut r = results(vec![verify]);
+            r.settings.verify = policy;
+            derive(&mut r);
+            r.verdicts[0].verified.clone().unwrap()
+        };
+        let lenient = verified(MismatchClass::NotReproducible, VerifyPolicy::Cache);
+        assert!(lenient.pass, "{}", lenient.detail);
+        assert!(
+            lenient.detail.starts_with("4 of 5 outputs equal")
+                && lenient.detail.contains("1 step not reproducible")
+                && lenient.detail.contains("genrule //:stamp")
+                && lenient.detail.contains("--verify strict"),
+            "{}",
+            lenient.detail
+        );
+        let strict = verified(MismatchClass::NotReproducible, VerifyPolicy::Strict);
+        assert!(
+            !strict.pass && strict.detail.contains("genrule //:stamp"),
+            "{}",
+            strict.detail
+        );
+        for policy in [VerifyPolicy::Cache, VerifyPolicy::Strict] {
+            let wrong = verified(MismatchClass::WrongFromCache, policy);
+            assert!(!wrong.pass);
+            assert!(
+                wrong.detail.contains("the cache served a wrong output")
+                    && wrong.detail.contains("first at fault: genrule //:stamp"),
+                "{}",
+                wrong.detail
+            );
+        }
     }
 
     #[test]

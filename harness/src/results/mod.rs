@@ -9,6 +9,7 @@ pub(crate) mod derive;
 pub mod explain;
 pub(crate) mod growth;
 pub(crate) mod lifecycle;
+pub(crate) mod machine;
 pub(crate) mod scenario;
 pub(crate) mod writer;
 
@@ -67,6 +68,11 @@ pub struct Results {
     /// reports say so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_floor: Option<ClockFloor>,
+    /// A short fixed CPU-and-memory workload timed on the host before the first case and
+    /// after the last: its speed index, and how it drifted during the run. `compare`
+    /// gates absolute times only when two runs' probes agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed_probe: Option<machine::SpeedProbe>,
     /// What a reviewer should know about how the run measured (e.g. no cgroup for CPU
     /// accounting, and why), and what loading the file changed (statistics that disagreed
     /// with their samples, recomputed).
@@ -120,6 +126,72 @@ pub struct RunSettings {
     /// which stored xz).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<Compression>,
+    /// `--order`: how a repo's cold, warm and no-op samples were taken; absent in files
+    /// from before it was recorded, which were sequential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<SampleOrder>,
+    /// `--verify`: which verify mismatches fail the verified verdict.
+    #[serde(default)]
+    pub verify: VerifyPolicy,
+    /// `--verify-depth`, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_depth: Option<usize>,
+}
+
+/// In what order a repo's cold, warm and no-op samples are taken (`--order`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleOrder {
+    /// One sample of each case per round, the direction reversed every other round
+    /// (ABC CBA ...): a load that drifts during the run hits every case alike, and sample
+    /// i of each case is in round i, which pairs them.
+    #[default]
+    Interleaved,
+    /// Every sample of a case, then the next case's (all cold, then all warm).
+    Sequential,
+}
+
+impl SampleOrder {
+    pub fn name(self) -> &'static str {
+        match self {
+            SampleOrder::Interleaved => "interleaved",
+            SampleOrder::Sequential => "sequential",
+        }
+    }
+}
+
+/// Which mismatches fail the `verified` verdict. A wrong output from the cache always does.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyPolicy {
+    /// Only outputs the cache served wrong: a non-reproducible step is reported, named
+    /// with its consumers, and passes (the cache served what a build produced).
+    #[default]
+    Cache,
+    /// Non-reproducible steps fail too: for repos that promise bit-for-bit rebuilds.
+    Strict,
 }
 
 /// How the NARs a run writes to a `nix copy` cache (the embedded one) are compressed
@@ -233,6 +305,9 @@ pub struct Environment {
     pub memory_bytes: u64,
     /// By tool name; tools that were not found are absent.
     pub tools: BTreeMap<String, ToolVersion>,
+    /// The CPU beyond its brand string; absent in files from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<machine::CpuFingerprint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -583,6 +658,46 @@ pub struct CaseResult {
     /// sweep's point); absent: directly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<scenario::Link>,
+    /// How the samples were taken, and with which cases they alternated; absent in files
+    /// from before it was recorded (sequential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<Sampling>,
+}
+
+/// How a case's samples were taken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Sampling {
+    pub order: SampleOrder,
+    /// Interleaved: the scenarios whose samples alternated with this case's (this one
+    /// included), in the first round's order; odd rounds ran in reverse. Sample i of each
+    /// was taken in round i: that pairs them. Empty when sequential.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group: Vec<Scenario>,
+}
+
+impl Sampling {
+    /// How a report names it: `interleaved with cold, warm (sample N pairs with their sample N)`.
+    pub fn describe(&self) -> String {
+        match self.order {
+            SampleOrder::Interleaved => {
+                let group: Vec<String> = self.group.iter().map(ToString::to_string).collect();
+                format!(
+                    "interleaved, round by round, with {} (sample N pairs with sample N of each)",
+                    group.join(", ")
+                )
+            }
+            SampleOrder::Sequential => {
+                "sequential (every sample of this case, then the next case's)".into()
+            }
+        }
+    }
+
+    /// Whether this case's samples pair with `other`'s, round by round.
+    pub fn pairs_with(&self, other: &Sampling) -> bool {
+        self.order == SampleOrder::Interleaved
+            && other.order == SampleOrder::Interleaved
+            && self.group == other.group
+    }
 }
 
 /// How a cache was filled from the priming build, with what the server reported.
@@ -873,6 +988,10 @@ pub struct Sample {
     pub gpu_trace: Option<GpuTrace>,
     /// Harness time around this build, beyond `wall_s` (and the check's time).
     pub overhead_s: f64,
+    /// Interleaved sampling: this sample's place (0-based) in the order its group's timed
+    /// samples were taken, across the group's cases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
 }
 
 impl CaseResult {
@@ -922,6 +1041,7 @@ impl CaseResult {
             overhead_median_s: None,
             cache_fill: None,
             link: None,
+            sampling: None,
         }
     }
 
@@ -1105,11 +1225,29 @@ pub struct Verification {
     pub clean: String,
     /// Outputs compared per build.
     pub compared: usize,
-    /// Outputs whose content differs: a poisoned or non-reproducible cache entry.
+    /// Outputs whose content differs, each classified when a second clean build could
+    /// tell a non-reproducible step from a wrong output of the cache.
     pub mismatches: Vec<Mismatch>,
+    /// The steps first at fault (actions, derivations), each with the steps that differ
+    /// only because they consume its outputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roots: Vec<FaultRoot>,
+    /// What was compared: the closure, the bound on it, the paths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<VerifyScope>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+impl Verification {
+    /// Mismatches of a class.
+    pub fn count(&self, class: MismatchClass) -> usize {
+        self.mismatches
+            .iter()
+            .filter(|m| m.class.unwrap_or(MismatchClass::Unclassified) == class)
+            .count()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Mismatch {
     /// Store path or output file.
     pub path: String,
@@ -1117,6 +1255,82 @@ pub struct Mismatch {
     pub from_cache: String,
     /// Digest of the clean build's output ("absent" likewise).
     pub clean: String,
+    /// Digest of the same output in a second clean build, in fresh state without any
+    /// cache ("absent" likewise): equal to `clean` means the step is reproducible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second_clean: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<MismatchClass>,
+    /// The action or derivation that wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// When it differs only because it consumes another step's output: the steps from
+    /// the one first at fault to this one's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub because_of: Vec<String>,
+}
+
+/// Why an output differs from a clean build's.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum MismatchClass {
+    /// Both clean builds agree and the build from the cache differs: the cache served a
+    /// wrong output (a poisoned entry).
+    WrongFromCache,
+    /// Two clean builds in fresh state without any cache differ: the step is not
+    /// reproducible (a time stamp, a build id, an unordered archive), not the cache's fault.
+    NotReproducible,
+    /// No second clean build could tell (it failed, or lacks the output).
+    Unclassified,
+}
+
+impl MismatchClass {
+    pub fn describe(self) -> &'static str {
+        match self {
+            MismatchClass::NotReproducible => "not reproducible",
+            MismatchClass::WrongFromCache => "the cache served a wrong output",
+            MismatchClass::Unclassified => "unclassified",
+        }
+    }
+}
+
+/// A step first at fault: its inputs equal in both builds compared, its outputs not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FaultRoot {
+    /// The action (`Executing genrule //:stamp`) or derivation (`stamp`, with its .drv).
+    pub step: String,
+    pub class: MismatchClass,
+    /// Its outputs that differ.
+    pub outputs: Vec<String>,
+    /// Steps whose outputs differ only because they consume its outputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<Consumer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Consumer {
+    pub step: String,
+    /// The steps from the root to this one, both included.
+    pub via: Vec<String>,
+}
+
+/// What a verify compared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct VerifyScope {
+    /// Outputs of the build from the cache: every output of its closure that it has
+    /// (Nix: store paths substituted or built; Bazel: every action's output files).
+    pub closure: usize,
+    /// `--verify-depth`: only outputs this many steps or fewer from the final ones
+    /// were compared (0: the final outputs alone); absent: the whole closure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<usize>,
+    /// The outputs compared.
+    pub paths: Vec<String>,
+    /// How mismatches were classified: the second clean build, or why there was none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classified_by: Option<String>,
 }
 
 /// Cold vs warm for one repo, system and lane.
@@ -1137,8 +1351,14 @@ pub struct Comparison {
     pub warm_cpu_median_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noop_median_s: Option<f64>,
-    /// median(cold) / median(warm) with a 95% bootstrap interval.
+    /// Interleaved: the median of the paired ratios cold_i / warm_i, its 95% interval a
+    /// bootstrap over the pairs; sequential: median(cold) / median(warm), both sides
+    /// resampled independently.
     pub speedup: RatioInterval,
+    /// The cold/warm pairs the speedup came from; absent when the samples were not paired
+    /// (sequential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairs: Option<usize>,
     /// Share of the warm builds' work served from the cache (0..1), over all warm samples.
     pub hit_ratio: Option<f64>,
 }
@@ -1203,6 +1423,7 @@ impl Results {
             growth: Vec::new(),
             cache_link: None,
             clock_floor: None,
+            speed_probe: None,
             notes: Vec::new(),
             cleanup: None,
         }

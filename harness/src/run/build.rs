@@ -10,13 +10,23 @@ use crate::exec::process::{Executor, Exit, ProcessOutcome};
 use crate::exec::scratch::remove_tree;
 use crate::results::{Attempt, CheckResult, Reproduce, Sample};
 use crate::run::check;
+use crate::tools::build_graph::BuildGraph;
 use crate::tools::{BuildDriver, BuildMode, BuildReport, CaseContext, Outputs};
+
+/// What a build's caller takes from it before its state is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    Nothing,
+    /// The outputs' digests and the build graph (every step's inputs and outputs).
+    Graph,
+}
 
 /// One finished build, inspected and cleaned up.
 pub struct Build {
     pub outcome: ProcessOutcome,
     pub report: BuildReport,
     pub outputs: Option<Outputs>,
+    pub graph: Option<BuildGraph>,
     pub reproduce: Reproduce,
     /// Harness time around the build, beyond its own wall time and its check's.
     pub overhead_s: f64,
@@ -27,7 +37,7 @@ pub struct Build {
 }
 
 /// Runs one build in `dir` and cleans up after it: inspects its logs, runs the repo's check
-/// on its output (under the lane's watch, if any), takes its output digests when asked,
+/// on its output (under the lane's watch, if any), takes its output digests (and graph) when asked,
 /// lets the driver stop what it started, removes its folder.
 pub fn run_build(
     driver: &mut dyn BuildDriver,
@@ -35,7 +45,7 @@ pub fn run_build(
     ctx: &CaseContext,
     mode: BuildMode,
     dir: &Path,
-    want_outputs: bool,
+    want: Want,
 ) -> StepResult<Build> {
     std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     let started = Instant::now();
@@ -49,11 +59,17 @@ pub fn run_build(
         report.error = report.error.or_else(|| check::failure(check, spec));
     }
     let observed = watch.map(|w| w.stop()).unwrap_or_default();
+    let succeeded = outcome.success() && want != Want::Nothing;
     let logged_outputs = report.outputs.take();
     let outputs = match logged_outputs {
-        _ if !(want_outputs && outcome.success()) => None,
+        _ if !succeeded => None,
         Some(outputs) => Some(outputs),
         None => Some(driver.outputs(&build, exec)?),
+    };
+    let graph = if succeeded {
+        Some(driver.graph(&build, exec)?)
+    } else {
+        None
     };
     driver.finish(&build, exec)?;
     remove_tree(dir).context(|| format!("removing {}", dir.display()))?;
@@ -64,6 +80,7 @@ pub fn run_build(
         outcome,
         report,
         outputs,
+        graph,
         reproduce: build.reproduce(),
         overhead_s,
         check,
@@ -114,6 +131,7 @@ impl Build {
             check: self.check.clone(),
             gpu_trace: self.observed.gpu_trace.clone(),
             overhead_s: self.overhead_s,
+            position: None,
         }
     }
 

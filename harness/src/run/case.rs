@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::cache::proxy::{FaultProxy, Mode};
+use crate::cache::proxy::{FaultProxy, Mode, NarinfoSigner};
 use crate::cache::CacheRoute;
 use crate::error::{CaseFailure, IoContext, StepResult};
 use crate::exec::process::{self, Executor};
@@ -13,12 +13,14 @@ use crate::plan::{Fault, Link, Scenario, Settings};
 use crate::results::explain::{CacheLink, TransferFloor};
 use crate::results::{
     hit_ratio, CaseResult, FallbackInfo, FillMethod, Mismatch, Outcome, Sample, ToolFallback,
-    Verification,
+    Verification, VerifyScope,
 };
-use crate::run::build::run_build;
+use crate::run::build::{run_build, Want};
 use crate::run::events::{emit, Event, EventSink};
 use crate::run::fallback::{plan_fault, plan_link, proxy_counts};
+use crate::run::verify::{classify, compared_outputs, Builds};
 use crate::stats::stopping::{StopReason, StoppingRule};
+use crate::tools::build_graph::BuildGraph;
 use crate::tools::{BuildDriver, BuildMode, CaseContext, Outputs};
 
 /// What every step of one case works with.
@@ -50,8 +52,13 @@ enum Reference {
     None,
     /// Each sample read the cache: compared with the clean priming build (fallback).
     Clean(Outputs),
-    /// Each sample is a clean rebuild: the build from the cache is compared with it (verify).
-    FromCache(Outputs),
+    /// Each sample is a clean rebuild: the build from the cache is compared with it (verify):
+    /// its outputs within `--verify-depth`, its graph, how many outputs its closure has.
+    FromCache {
+        outputs: Outputs,
+        graph: BuildGraph,
+        closure: usize,
+    },
 }
 
 impl Reference {
@@ -59,9 +66,23 @@ impl Reference {
         match self {
             Reference::None => None,
             Reference::Clean(_) => Some("the priming build, a clean build without any cache"),
-            Reference::FromCache(_) => Some("a clean rebuild without any cache (each sample)"),
+            Reference::FromCache { .. } => Some("a clean rebuild without any cache (each sample)"),
         }
     }
+
+    /// What a build is asked for to be checked against this reference.
+    fn want(&self) -> Want {
+        match self {
+            Reference::None => Want::Nothing,
+            Reference::Clean(_) | Reference::FromCache { .. } => Want::Graph,
+        }
+    }
+}
+
+/// A build's outputs and graph, as checked.
+struct Built {
+    outputs: Outputs,
+    graph: Option<BuildGraph>,
 }
 
 /// The outputs compared so far and every mismatch, once per path.
@@ -69,17 +90,36 @@ impl Reference {
 struct Checked {
     compared: usize,
     mismatches: Vec<Mismatch>,
+    /// The graph of the build the mismatches' other side came from: verify's first clean
+    /// rebuild, a fallback's first build (from the cache) that differed.
+    graph: Option<BuildGraph>,
 }
 
 impl Checked {
-    fn add(&mut self, reference: &Reference, built: &Outputs) {
-        let (clean, from_cache) = match reference {
+    fn add(&mut self, reference: &Reference, built: Built) {
+        let found = match reference {
             Reference::None => return,
-            Reference::Clean(clean) => (clean, built),
-            Reference::FromCache(cached) => (built, cached),
+            Reference::Clean(clean) => {
+                self.compared = self.compared.max(clean.len());
+                compare_outputs(clean, &built.outputs)
+            }
+            Reference::FromCache { outputs, .. } => {
+                // The closure the build from the cache has: what the clean build built
+                // besides (Nix's build-time inputs) was never served by the cache.
+                let clean: Outputs = built
+                    .outputs
+                    .into_iter()
+                    .filter(|(path, _)| outputs.contains_key(path))
+                    .collect();
+                self.compared = self.compared.max(outputs.len());
+                compare_outputs(&clean, outputs)
+            }
         };
-        self.compared = self.compared.max(clean.len());
-        for m in compare_outputs(clean, from_cache) {
+        let keep = matches!(reference, Reference::FromCache { .. }) || !found.is_empty();
+        if keep && self.graph.is_none() {
+            self.graph = built.graph;
+        }
+        for m in found {
             if !self.mismatches.iter().any(|x| x.path == m.path) {
                 self.mismatches.push(m);
             }
@@ -118,14 +158,35 @@ pub fn compare_outputs(clean: &Outputs, from_cache: &Outputs) -> Vec<Mismatch> {
                 path: path.clone(),
                 from_cache: b.map_or(ABSENT.into(), Clone::clone),
                 clean: a.map_or(ABSENT.into(), Clone::clone),
+                ..Mismatch::default()
             })
         })
         .collect()
 }
 
+/// What a case carries from its set-up to its end: the fault proxy (fallback), the
+/// reference outputs and what was checked against them.
+pub struct Begun {
+    proxy: Option<FaultProxy>,
+    /// The shaped link's proxy, kept for as long as the case's builds read through it.
+    _link: Option<FaultProxy>,
+    reference: Reference,
+    checked: Checked,
+}
+
 impl CaseRun<'_, '_> {
     /// Runs every step of the case into `result`.
     pub fn execute(mut self, result: &mut CaseResult) -> StepResult<()> {
+        let Some(mut begun) = self.begin(result)? else {
+            return Ok(());
+        };
+        self.samples(&mut begun, result)?;
+        self.end(begun, result)
+    }
+
+    /// Everything before the samples: the tool, priming, filling the cache, the fault
+    /// proxy and the reference outputs. `None` when the case is skipped.
+    pub fn begin(&mut self, result: &mut CaseResult) -> StepResult<Option<Begun>> {
         result.tool = Some(self.driver.tool_use(&self.ctx)?);
         if self.scenario.uses_cache() {
             result.cache = self.driver.cache_use();
@@ -136,7 +197,7 @@ impl CaseRun<'_, '_> {
                 Ok(route) => Some((fault, route)),
                 Err(reason) => {
                     skip(result, reason);
-                    return Ok(());
+                    return Ok(None);
                 }
             },
         };
@@ -149,7 +210,7 @@ impl CaseRun<'_, '_> {
             Some((link, Ok(route))) => Some((link, route)),
             Some((_, Err(reason))) => {
                 skip(result, format!("--link: {reason}"));
-                return Ok(());
+                return Ok(None);
             }
         };
         // Primed (and the cache filled) directly, before any fault proxy is in the way.
@@ -170,13 +231,22 @@ impl CaseRun<'_, '_> {
             Some((fault, route)) => Some(self.start_proxy(fault, &route, result)?),
             None => None,
         };
-        let _link = match link {
+        let link = match link {
             Some((link, route)) => Some(self.start_link(link, &route, result)?),
             None => None,
         };
         let reference = self.reference()?;
-        let mut checked = Checked::default();
-        self.samples(&reference, &mut checked, result)?;
+        Ok(Some(Begun {
+            proxy,
+            _link: link,
+            reference,
+            checked: Checked::default(),
+        }))
+    }
+
+    /// Everything after the samples: the cold guard, a read-only cache's hit ratio, the
+    /// tool's own fallback, the verification; the case's folder removed.
+    pub fn end(&mut self, begun: Begun, result: &mut CaseResult) -> StepResult<()> {
         if let Some(reason) = cold_guard(self.scenario, &result.samples) {
             result.outcome = Outcome::Invalid;
             result.reason = Some(reason);
@@ -189,17 +259,99 @@ impl CaseRun<'_, '_> {
         {
             fill.hit_ratio = hit_ratio(&result.samples);
         }
-        if let Some(proxy) = &proxy {
+        if let Some(proxy) = &begun.proxy {
             self.tool_fallback(proxy, result)?;
         }
-        if let Some(clean) = reference.describe() {
-            result.verification = Some(Verification {
-                clean: clean.into(),
-                compared: checked.compared,
-                mismatches: checked.mismatches,
-            });
+        if let Some(clean) = begun.reference.describe() {
+            result.verification =
+                Some(self.verification(clean, &begun.reference, begun.checked)?);
         }
         Ok(remove_tree(&self.dir).context(|| format!("removing {}", self.dir.display()))?)
+    }
+
+    /// The verification, each mismatch classified by a second clean build when there are
+    /// any: a step whose clean builds differ is not reproducible, one whose clean builds
+    /// agree was served wrong by the cache.
+    fn verification(
+        &mut self,
+        clean: &str,
+        reference: &Reference,
+        checked: Checked,
+    ) -> StepResult<Verification> {
+        let mut verification = Verification {
+            clean: clean.into(),
+            compared: checked.compared,
+            mismatches: checked.mismatches,
+            roots: Vec::new(),
+            scope: None,
+        };
+        let classified_by = if verification.mismatches.is_empty() {
+            None
+        } else {
+            let n = verification.mismatches.len();
+            self.preparing(&format!(
+                "classifying {}: clean builds in fresh state without any cache",
+                crate::stats::numbers::count_of(n, "mismatch")
+            ))?;
+            // A fallback's reference (the primed build) kept no graph: one more clean build.
+            let (cached, clean) = match reference {
+                Reference::FromCache { graph, .. } => (Some(graph.clone()), checked.graph),
+                _ => (checked.graph, self.clean_graph("classify-clean")?.ok()),
+            };
+            let second = self.clean_graph("classify-second")?;
+            match (cached, clean) {
+                (Some(cached), Some(clean)) => {
+                    let builds = Builds {
+                        cached: &cached,
+                        clean: &clean,
+                        second: second.as_ref().ok(),
+                    };
+                    let (mismatches, roots) = classify(&verification.mismatches, &builds);
+                    verification.mismatches = mismatches;
+                    verification.roots = roots;
+                    Some(match second {
+                        Ok(_) => "a second clean build in fresh state without any cache".into(),
+                        Err(why) => format!("unclassified: the second clean build {why}"),
+                    })
+                }
+                _ => Some("unclassified: no build graph of the builds compared".into()),
+            }
+        };
+        verification.scope = match reference {
+            Reference::FromCache {
+                outputs, closure, ..
+            } => Some(VerifyScope {
+                closure: *closure,
+                depth: self.settings.verify_depth,
+                paths: outputs.keys().cloned().collect(),
+                classified_by,
+            }),
+            Reference::Clean(clean) => classified_by.map(|by| VerifyScope {
+                closure: clean.len(),
+                depth: None,
+                paths: clean.keys().cloned().collect(),
+                classified_by: Some(by),
+            }),
+            Reference::None => None,
+        };
+        Ok(verification)
+    }
+
+    /// The graph of one more clean build (fresh state, no cache), untimed; or why not.
+    fn clean_graph(&mut self, name: &str) -> StepResult<Result<BuildGraph, String>> {
+        let build = run_build(
+            self.driver,
+            self.exec,
+            &self.ctx,
+            BuildMode::Fresh,
+            &self.dir.join(name),
+            Want::Graph,
+        )?;
+        Ok(match (build.report.error, build.graph) {
+            (Some(error), _) => Err(format!("failed: {error}")),
+            (None, Some(graph)) => Ok(graph),
+            (None, None) => Err(format!("ended {}", build.outcome.describe())),
+        })
     }
 
     fn preparing(&mut self, what: &str) -> StepResult<()> {
@@ -245,11 +397,23 @@ impl CaseRun<'_, '_> {
         route: &CacheRoute,
         result: &mut CaseResult,
     ) -> StepResult<FaultProxy> {
-        let proxy = FaultProxy::start(
+        // A poisoned Nix entry signed with the cache's own key looks valid to Nix.
+        let signer = match (fault, self.driver.signing_key_file()) {
+            (Fault::Poison, Some(file)) => {
+                let text = std::fs::read_to_string(file)
+                    .context(|| format!("reading the cache's signing key {}", file.display()))?;
+                Some(NarinfoSigner::parse(&text).map_err(|e| {
+                    CaseFailure::new(format!("the cache's signing key {}: {e}", file.display()))
+                })?)
+            }
+            _ => None,
+        };
+        let proxy = FaultProxy::start_signing(
             route.upstream,
             Mode::Fault(fault),
             self.settings.slow,
             &self.settings.poison_suffix,
+            signer,
         )?;
         self.ctx.cache_via = Some(proxy.addr());
         let tuned = self.ctx.tuned();
@@ -300,7 +464,7 @@ impl CaseRun<'_, '_> {
                         tool_fallback: false,
                     },
                     &self.dir.join("from-cache"),
-                    true,
+                    Want::Graph,
                 )?;
                 if let Some(error) = from_cache.report.error {
                     return Err(CaseFailure::new(format!(
@@ -308,7 +472,12 @@ impl CaseRun<'_, '_> {
                     ))
                     .into());
                 }
-                Ok(Reference::FromCache(from_cache.outputs.unwrap_or_default()))
+                let graph = from_cache.graph.unwrap_or_default();
+                Ok(Reference::FromCache {
+                    outputs: compared_outputs(&graph, self.settings.verify_depth),
+                    closure: graph.outputs().len(),
+                    graph,
+                })
             }
             Scenario::Fallback { .. } => Ok(self
                 .driver
@@ -319,42 +488,61 @@ impl CaseRun<'_, '_> {
         }
     }
 
-    fn samples(
-        &mut self,
-        reference: &Reference,
-        checked: &mut Checked,
-        result: &mut CaseResult,
-    ) -> StepResult<()> {
-        let mode = match self.scenario {
+    fn mode(&self) -> BuildMode {
+        match self.scenario {
             Scenario::Cold | Scenario::Verify => BuildMode::Fresh,
             Scenario::Warm | Scenario::Fallback { .. } => BuildMode::FromCache {
                 tool_fallback: false,
             },
             Scenario::Noop => BuildMode::Noop,
-        };
+        }
+    }
+
+    /// The warm-ups, then samples until the stopping rule says enough.
+    fn samples(&mut self, begun: &mut Begun, result: &mut CaseResult) -> StepResult<()> {
         let (warmups, _) = self.settings.builds(self.scenario);
         let rule = self.settings.stopping_rule(self.scenario);
         for n in 0.. {
-            let warmup = n < warmups;
-            if !warmup {
+            if n >= warmups {
                 if let Some(reason) = self.stop(&rule, &result.samples) {
                     result.stopped = Some(reason);
                     break;
                 }
             }
-            process::check_interrupted()?;
-            let (sample, built, error) = self.one_sample(n, mode, reference, result)?;
-            if let Some(error) = error {
-                self.push_sample(result, warmup, sample)?;
-                let which = if warmup { "warm-up" } else { "sample" };
-                return Err(CaseFailure::new(format!("{which} {} {error}", n + 1)).into());
-            }
-            if let Some(built) = &built {
-                checked.add(reference, built);
-            }
-            self.push_sample(result, warmup, sample)?;
+            self.build(n, begun, result, None)?;
         }
         Ok(())
+    }
+
+    /// Build `n` of the case (warm-ups first), recorded as a warm-up or a sample; a
+    /// sample of an interleaved group records its `position` in the group's order.
+    pub fn build(
+        &mut self,
+        n: usize,
+        begun: &mut Begun,
+        result: &mut CaseResult,
+        position: Option<usize>,
+    ) -> StepResult<()> {
+        let (warmups, _) = self.settings.builds(self.scenario);
+        let warmup = n < warmups;
+        process::check_interrupted()?;
+        let (mut sample, built, error) =
+            self.one_sample(n, self.mode(), &begun.reference, result)?;
+        sample.position = position.filter(|_| !warmup);
+        if let Some(error) = error {
+            self.push_sample(result, warmup, sample)?;
+            let which = if warmup { "warm-up" } else { "sample" };
+            return Err(CaseFailure::new(format!("{which} {} {error}", n + 1)).into());
+        }
+        if let Some(built) = built {
+            begun.checked.add(&begun.reference, built);
+        }
+        self.push_sample(result, warmup, sample)
+    }
+
+    /// Whether the case would stop sampling now (interleaved groups ask every case).
+    pub fn would_stop(&self, samples: &[Sample]) -> Option<StopReason> {
+        self.stop(&self.settings.stopping_rule(self.scenario), samples)
     }
 
     /// Whether the case has samples enough: its median's interval (and a warm case's
@@ -388,8 +576,8 @@ impl CaseRun<'_, '_> {
         mode: BuildMode,
         reference: &Reference,
         result: &mut CaseResult,
-    ) -> StepResult<(Sample, Option<Outputs>, Option<String>)> {
-        let want_outputs = !matches!(reference, Reference::None);
+    ) -> StepResult<(Sample, Option<Built>, Option<String>)> {
+        let want = reference.want();
         // A fault's proxy, not a shaped link's: only a fault may break the build.
         let proxied = self.ctx.cache_via.is_some() && self.scenario.fault().is_some();
         let mut ctx = self.ctx;
@@ -404,7 +592,7 @@ impl CaseRun<'_, '_> {
             &ctx,
             mode,
             &self.dir.join(format!("build-{n}")),
-            want_outputs,
+            want,
         )?;
         result
             .command
@@ -431,7 +619,11 @@ impl CaseRun<'_, '_> {
         }
         if !proxied || first.outcome.success() {
             let error = first.report.error.map(|e| format!("failed: {e}"));
-            return Ok((sample, first.outputs, error));
+            let built = first.outputs.map(|outputs| Built {
+                outputs,
+                graph: first.graph,
+            });
+            return Ok((sample, built, error));
         }
         let retry = run_build(
             self.driver,
@@ -442,7 +634,7 @@ impl CaseRun<'_, '_> {
             },
             BuildMode::Fresh,
             &self.dir.join(format!("retry-{n}")),
-            want_outputs,
+            want,
         )?;
         sample.overhead_s += retry.overhead_s;
         sample.retry = Some(retry.to_attempt());
@@ -450,7 +642,11 @@ impl CaseRun<'_, '_> {
             .report
             .error
             .map(|e| format!("failed through the faulty cache and again without it: {e}"));
-        Ok((sample, retry.outputs, error))
+        let built = retry.outputs.map(|outputs| Built {
+            outputs,
+            graph: retry.graph,
+        });
+        Ok((sample, built, error))
     }
 
     fn push_sample(
@@ -491,7 +687,7 @@ impl CaseRun<'_, '_> {
                     tool_fallback: true,
                 },
                 &self.dir.join("tool-fallback"),
-                false,
+                Want::Nothing,
             )?;
             if let Some(info) = result.fallback.as_mut() {
                 info.tool_fallback = Some(ToolFallback {
@@ -562,14 +758,19 @@ mod tests {
 
     #[test]
     fn verify_compares_the_cached_build_against_each_clean_rebuild() {
-        let cached = outputs(&[("out", "poisoned")]);
-        let rebuilt = outputs(&[("out", "good")]);
+        let reference = Reference::FromCache {
+            outputs: outputs(&[("out", "poisoned")]),
+            graph: BuildGraph::default(),
+            closure: 1,
+        };
+        // The clean build also built what the build from the cache never needed.
+        let rebuilt = || Built {
+            outputs: outputs(&[("out", "good"), ("build-time-input", "x")]),
+            graph: None,
+        };
         let mut checked = Checked::default();
-        checked.add(&Reference::FromCache(cached), &rebuilt);
-        checked.add(
-            &Reference::FromCache(outputs(&[("out", "poisoned")])),
-            &rebuilt,
-        );
+        checked.add(&reference, rebuilt());
+        checked.add(&reference, rebuilt());
         assert_eq!(checked.compared, 1);
         assert_eq!(checked.mismatches.len(), 1, "once per path");
         assert_eq!(checked.mismatches[0].from_cache, "poisoned");

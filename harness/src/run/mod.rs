@@ -13,3 +13,4 @@ pub(crate) mod recorder;
 pub(crate) mod scheduler;
 pub(crate) mod session;
 mod sources;
+mod verify;

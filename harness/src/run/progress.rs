@@ -1,6 +1,7 @@
 //! The progress display: a bar over all timed builds on a terminal, one line per finished
 //! case everywhere (CI logs included).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -16,9 +17,10 @@ use crate::stats::stopping::StopReason;
 pub struct Progress {
     bar: ProgressBar,
     builds_per_case: Vec<u64>,
-    done_in_case: u64,
-    /// The current case's sample wall times: its interval narrows as they come.
-    walls: Vec<f64>,
+    /// Builds done per case in progress (interleaved cases are in progress together).
+    done_in_case: BTreeMap<usize, u64>,
+    /// Each case's sample wall times so far: its interval narrows as they come.
+    walls: BTreeMap<usize, Vec<f64>>,
     labels: Vec<String>,
 }
 
@@ -34,8 +36,8 @@ impl Progress {
         Progress {
             bar,
             builds_per_case: Vec::new(),
-            done_in_case: 0,
-            walls: Vec::new(),
+            done_in_case: BTreeMap::new(),
+            walls: BTreeMap::new(),
             labels: Vec::new(),
         }
     }
@@ -137,8 +139,8 @@ impl EventSink for Progress {
             }
             Event::LaneIdentified { .. } => {}
             Event::CaseStarted { index, .. } => {
-                self.done_in_case = 0;
-                self.walls.clear();
+                self.done_in_case.insert(index, 0);
+                self.walls.insert(index, Vec::new());
                 self.bar.set_message(self.labels[index].clone());
             }
             Event::Preparing { index, what } => {
@@ -150,25 +152,26 @@ impl EventSink for Progress {
                 warmup,
                 sample,
             } => {
-                self.done_in_case += 1;
+                let done = self.done_in_case.entry(index).or_default();
+                *done += 1;
                 self.bar.inc(1);
                 let status = if warmup {
-                    format!("warm-up {} done", self.done_in_case)
+                    format!("warm-up {done} done")
                 } else {
-                    self.walls.push(sample.wall_s);
-                    format!(
-                        "sample {}, {}",
-                        self.walls.len(),
-                        median_so_far(&self.walls)
-                    )
+                    let walls = self.walls.entry(index).or_default();
+                    walls.push(sample.wall_s);
+                    format!("sample {}, {}", walls.len(), median_so_far(walls))
                 };
                 self.bar
                     .set_message(format!("{} ({status})", self.labels[index]));
             }
             Event::CaseFinished { index, result } => {
                 // A failed or skipped case gives back the builds it did not run.
-                self.bar
-                    .inc(self.builds_per_case[index].saturating_sub(self.done_in_case));
+                self.bar.inc(
+                    self.builds_per_case[index]
+                        .saturating_sub(self.done_in_case.remove(&index).unwrap_or(0)),
+                );
+                self.walls.remove(&index);
                 self.line(case_line(&self.labels[index], result));
             }
         }

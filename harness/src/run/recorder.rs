@@ -30,6 +30,13 @@ impl Recorder {
         self.results.cleanup = Some(cleanup);
     }
 
+    /// Records the speed probe's reading after the last case (written with the next write).
+    pub fn record_speed_after(&mut self, reading: crate::results::machine::ProbeReading) {
+        if let Some(probe) = self.results.speed_probe.as_mut() {
+            probe.after = Some(reading);
+        }
+    }
+
     /// Marks the run finished and writes the final document.
     pub fn finish(&mut self) -> Result<()> {
         self.results.finished_at = Some(crate::results::now_rfc3339());

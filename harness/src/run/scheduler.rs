@@ -10,8 +10,8 @@ use crate::lanes::vm::GuestLane;
 use crate::plan::{CaseSpec, Plan, Scenario, Source, System};
 use crate::results::derive::ok_case;
 use crate::results::explain::CacheLink;
-use crate::results::{CaseResult, Outcome, Sample};
-use crate::run::case::{skip, CaseRun};
+use crate::results::{CaseResult, Outcome, Sample, SampleOrder, Sampling};
+use crate::run::case::{skip, Begun, CaseRun};
 use crate::run::events::{emit, Event, EventSink, WireEvent};
 use crate::stats::{median, ratio_of_medians, Summary};
 use crate::tools::{BuildDriver, CaseContext};
@@ -33,36 +33,223 @@ pub struct Scheduler<'a> {
     pub ci_ref: Option<&'a str>,
 }
 
+/// A case of an interleaved group as it goes: its result, and what its set-up left for
+/// the samples (`None` once the case is done: skipped, failed or ended).
+struct Slot {
+    result: CaseResult,
+    begun: Option<Begun>,
+}
+
 impl Scheduler<'_> {
-    /// Runs every case. A case that fails (`StepError::Case`) is recorded and the run goes
-    /// on; an error stops the run, and an interruption first records the case in progress
-    /// as failed.
+    /// Runs every case. A failing case is recorded and the run goes on; an interruption
+    /// records the cases in progress as failed and stops.
     pub fn run(&mut self, sinks: &mut [&mut dyn EventSink]) -> Result<Vec<CaseResult>> {
         emit(sinks, Event::RunStarted { plan: self.plan })?;
         let mut results = Vec::with_capacity(self.plan.cases.len());
-        for (index, case) in self.plan.cases.iter().enumerate() {
+        let mut index = 0;
+        while index < self.plan.cases.len() {
             process::check_interrupted()?;
-            emit(sinks, Event::CaseStarted { index })?;
-            let mut result = self.new_result(case);
-            let interrupted = match self.run_case(index, case, &mut result, &results, sinks) {
-                Ok(()) => None,
-                Err(StepError::Case(failure)) => {
-                    fail(&mut result, failure.to_string());
-                    None
-                }
-                Err(StepError::Run(e @ Error::Interrupted { .. })) => {
-                    fail(&mut result, e.to_string());
-                    Some(e)
-                }
-                Err(StepError::Run(fatal)) => return Err(fatal),
-            };
-            finish_case(index, &mut result, sinks)?;
-            results.push(result);
-            if let Some(interruption) = interrupted {
+            let len = self.group_len(index);
+            if let Some(interruption) = self.run_group(index, len, &mut results, sinks)? {
                 return Err(interruption);
             }
+            index += len;
         }
         Ok(results)
+    }
+
+    /// How many cases from `index` on sample together: with `--order interleaved`, the
+    /// cold, warm and no-op cases of one repo (at one set of parameters) and system.
+    fn group_len(&self, index: usize) -> usize {
+        let cases = &self.plan.cases;
+        let alternates =
+            |c: &CaseSpec| matches!(c.scenario, Scenario::Cold | Scenario::Warm | Scenario::Noop);
+        if self.plan.settings.order == SampleOrder::Sequential || !alternates(&cases[index]) {
+            return 1;
+        }
+        let first = cases[index];
+        1 + cases[index + 1..]
+            .iter()
+            .take_while(|c| {
+                alternates(c)
+                    && (c.repo, c.system, c.lane) == (first.repo, first.system, first.lane)
+            })
+            .count()
+    }
+
+    /// Runs the `len` cases from `start` on: one after the other when alone, else round
+    /// by round. Returns the interruption, if the run was interrupted.
+    fn run_group(
+        &mut self,
+        start: usize,
+        len: usize,
+        results: &mut Vec<CaseResult>,
+        sinks: &mut [&mut dyn EventSink],
+    ) -> Result<Option<Error>> {
+        let specs = &self.plan.cases[start..start + len];
+        let sampling = Sampling {
+            order: if len > 1 {
+                SampleOrder::Interleaved
+            } else {
+                SampleOrder::Sequential
+            },
+            group: if len > 1 {
+                specs.iter().map(|c| c.scenario).collect()
+            } else {
+                Vec::new()
+            },
+        };
+        let mut slots = Vec::with_capacity(len);
+        for (k, case) in specs.iter().enumerate() {
+            emit(sinks, Event::CaseStarted { index: start + k })?;
+            let mut result = self.new_result(case);
+            result.sampling = Some(sampling.clone());
+            slots.push(Slot {
+                result,
+                begun: None,
+            });
+        }
+        let interrupted = if len == 1 {
+            let done = results.as_slice();
+            let outcome =
+                self.with_case(start, &mut slots[0].result, done, None, sinks, |run, r| {
+                    run.execute(r)
+                });
+            failed(&mut slots[0].result, outcome)?
+        } else {
+            self.interleave(start, &mut slots, sinks)?
+        };
+        for (k, mut slot) in slots.into_iter().enumerate() {
+            if let Some(e) = interrupted
+                .as_ref()
+                .filter(|_| slot.result.outcome == Outcome::Ok)
+            {
+                fail(&mut slot.result, e.to_string());
+            }
+            finish_case(start + k, &mut slot.result, sinks)?;
+            results.push(slot.result);
+        }
+        Ok(interrupted)
+    }
+
+    /// The cases of a group round by round: every set-up and warm-up first, then one
+    /// sample of each case per round, the direction reversed every other round, until
+    /// every case's stopping rule says enough. Returns the interruption, if any.
+    fn interleave(
+        &mut self,
+        start: usize,
+        slots: &mut [Slot],
+        sinks: &mut [&mut dyn EventSink],
+    ) -> Result<Option<Error>> {
+        for (k, slot) in slots.iter_mut().enumerate() {
+            let outcome = self.with_case(
+                start + k,
+                &mut slot.result,
+                &[],
+                None,
+                sinks,
+                |mut run, r| run.begin(r),
+            );
+            match outcome {
+                Ok(begun) => slot.begun = begun.flatten(),
+                Err(e) => {
+                    if let Some(interruption) = failed::<()>(&mut slot.result, Err(e))? {
+                        return Ok(Some(interruption));
+                    }
+                }
+            }
+        }
+        let warmups = self.plan.settings.warmups;
+        let mut position = 0;
+        for n in 0.. {
+            let live: Vec<usize> = (0..slots.len())
+                .filter(|&k| slots[k].begun.is_some())
+                .collect();
+            if live.is_empty() {
+                break;
+            }
+            if n >= warmups {
+                let mut reasons = Vec::new();
+                for &k in &live {
+                    let cold = self.cold_walls_in(slots, k);
+                    let reason = self.with_case(
+                        start + k,
+                        &mut slots[k].result,
+                        &[],
+                        cold,
+                        sinks,
+                        |run, r| Ok(run.would_stop(&r.samples)),
+                    );
+                    match reason {
+                        Ok(reason) => reasons.push(reason.flatten()),
+                        Err(e) => return failed::<()>(&mut slots[k].result, Err(e)),
+                    }
+                }
+                if reasons.iter().all(Option::is_some) {
+                    for (&k, reason) in live.iter().zip(reasons) {
+                        slots[k].result.stopped = reason;
+                    }
+                    break;
+                }
+            }
+            let order: Vec<usize> = if (n.saturating_sub(warmups)) % 2 == 0 {
+                live
+            } else {
+                live.into_iter().rev().collect()
+            };
+            for k in order {
+                let timed = (n >= warmups).then_some(position);
+                position += usize::from(n >= warmups);
+                let Some(mut begun) = slots[k].begun.take() else {
+                    continue;
+                };
+                let outcome = self.with_case(
+                    start + k,
+                    &mut slots[k].result,
+                    &[],
+                    None,
+                    sinks,
+                    |mut run, r| run.build(n, &mut begun, r, timed),
+                );
+                match outcome {
+                    Ok(_) => slots[k].begun = Some(begun),
+                    Err(e) => {
+                        if let Some(interruption) = failed::<()>(&mut slots[k].result, Err(e))? {
+                            return Ok(Some(interruption));
+                        }
+                    }
+                }
+            }
+        }
+        for (k, slot) in slots.iter_mut().enumerate() {
+            let Some(begun) = slot.begun.take() else {
+                continue;
+            };
+            let outcome = self.with_case(
+                start + k,
+                &mut slot.result,
+                &[],
+                None,
+                sinks,
+                |mut run, r| run.end(begun, r),
+            );
+            if let Some(interruption) = failed(&mut slot.result, outcome)? {
+                return Ok(Some(interruption));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A warm case's cold counterpart's walls so far, in the same group.
+    fn cold_walls_in(&self, slots: &[Slot], k: usize) -> Option<Vec<f64>> {
+        (slots[k].result.scenario == Scenario::Warm)
+            .then(|| {
+                slots.iter().find(|s| {
+                    s.result.scenario == Scenario::Cold && s.result.outcome == Outcome::Ok
+                })
+            })
+            .flatten()
+            .map(|s| s.result.walls())
     }
 
     fn new_result(&self, case: &CaseSpec) -> CaseResult {
@@ -73,30 +260,35 @@ impl Scheduler<'_> {
         result
     }
 
-    fn run_case(
+    /// Runs `step` with case `index`'s runner; `Ok(None)` when the case is skipped (the
+    /// reason recorded in `result`). `done`: the cases finished before, where a warm
+    /// case run alone finds its cold counterpart; `cold_walls` overrides it.
+    fn with_case<T>(
         &mut self,
         index: usize,
-        case: &CaseSpec,
         result: &mut CaseResult,
         done: &[CaseResult],
+        cold_walls: Option<Vec<f64>>,
         sinks: &mut [&mut dyn EventSink],
-    ) -> StepResult<()> {
+        step: impl FnOnce(CaseRun<'_, '_>, &mut CaseResult) -> StepResult<T>,
+    ) -> StepResult<Option<T>> {
+        let case = &self.plan.cases[index];
         let repo = self.plan.repo(case);
         if let Some(reason) = self.skip_reason {
             skip(result, reason.to_string());
-            return Ok(());
+            return Ok(None);
         }
         let source = match &repo.source {
             Source::Path(path) | Source::Fetched { checkout: path, .. } => path,
             Source::Git { url, rev } => {
                 let url = crate::boundary::redact_urls(url);
                 skip(result, format!("git source {url}@{rev} was not fetched"));
-                return Ok(());
+                return Ok(None);
             }
             Source::Unavailable { url, rev, reason } => {
                 let url = crate::boundary::redact_urls(url);
                 skip(result, format!("could not fetch {url}@{rev}: {reason}"));
-                return Ok(());
+                return Ok(None);
             }
         };
         let Some(driver) = self.drivers.get_mut(&case.system) else {
@@ -105,14 +297,16 @@ impl Scheduler<'_> {
                 result,
                 format!("no {system} driver is configured for this run"),
             );
-            return Ok(());
+            return Ok(None);
         };
         let settings = &self.plan.settings;
-        let cold_walls = (case.scenario == Scenario::Warm)
-            .then(|| ok_case(done, result, Scenario::Cold))
-            .flatten()
-            .map(CaseResult::walls);
-        CaseRun {
+        let cold_walls = cold_walls.or_else(|| {
+            (case.scenario == Scenario::Warm)
+                .then(|| ok_case(done, result, Scenario::Cold))
+                .flatten()
+                .map(CaseResult::walls)
+        });
+        let run = CaseRun {
             index,
             scenario: case.scenario,
             ctx: CaseContext {
@@ -130,8 +324,25 @@ impl Scheduler<'_> {
             cache_link: self.cache_link,
             dir: self.work_dir.join(format!("case-{index}")),
             sinks,
+        };
+        step(run, result).map(Some)
+    }
+}
+
+/// Records a step's case failure or interruption in `result`; returns the interruption,
+/// if the run was interrupted. Any other error stops the run.
+fn failed<T>(result: &mut CaseResult, outcome: StepResult<T>) -> Result<Option<Error>> {
+    match outcome {
+        Ok(_) => Ok(None),
+        Err(StepError::Case(failure)) => {
+            fail(result, failure.to_string());
+            Ok(None)
         }
-        .execute(result)
+        Err(StepError::Run(e @ Error::Interrupted { .. })) => {
+            fail(result, e.to_string());
+            Ok(Some(e))
+        }
+        Err(StepError::Run(fatal)) => Err(fatal),
     }
 }
 
@@ -322,6 +533,40 @@ mod tests {
             (m.path.as_str(), m.from_cache.as_str(), m.clean.as_str()),
             ("out", "poisoned", "good")
         );
+        // One more clean build classified it: both clean builds agree, so the cache lied.
+        assert_eq!(m.second_clean.as_deref(), Some("good"));
+        assert_eq!(m.class, Some(crate::results::MismatchClass::WrongFromCache));
+        assert_eq!(verification.roots.len(), 1);
+        assert_eq!(verification.roots[0].step, "out");
+        let scope = verification.scope.as_ref().unwrap();
+        assert_eq!(scope.paths, ["out"]);
+        assert!(scope
+            .classified_by
+            .as_ref()
+            .unwrap()
+            .contains("second clean build"));
+        let modes: Vec<String> = exec.builds().iter().map(|b| b[0].clone()).collect();
+        assert_eq!(modes, ["prime", "from-cache", "fresh", "fresh", "fresh"]);
+    }
+
+    #[test]
+    fn a_verify_without_mismatches_builds_nothing_more() {
+        let exec = FakeExecutor::new(|_| Exit::Code(0));
+        let plan = plan(&[Scenario::Verify], settings(0, 1));
+        let (results, _) = schedule(
+            &plan,
+            &exec,
+            FakeDriver::new(Some("http://127.0.0.1:9/nix")),
+            None,
+        );
+        let verification = results[0].verification.as_ref().unwrap();
+        assert!(verification.mismatches.is_empty() && verification.roots.is_empty());
+        assert_eq!(verification.scope.as_ref().unwrap().classified_by, None);
+        assert_eq!(
+            exec.builds().len(),
+            3,
+            "priming, the build from the cache and one clean rebuild"
+        );
     }
 
     #[test]
@@ -432,7 +677,11 @@ mod tests {
                 _ => 10,
             })
         });
-        let plan = plan(&[Scenario::Cold, Scenario::Warm], adaptive);
+        let sequential = Settings {
+            order: SampleOrder::Sequential,
+            ..adaptive
+        };
+        let plan = plan(&[Scenario::Cold, Scenario::Warm], sequential);
         let driver = FakeDriver::new(Some("http://127.0.0.1:9/nix"));
         let (results, _) = schedule(&plan, &exec, driver, None);
         assert_eq!(
@@ -473,6 +722,168 @@ mod tests {
         assert!(
             exec.builds().is_empty(),
             "nothing is primed for a skipped case"
+        );
+    }
+
+    /// True walls: cold 1 s, warm 0.25 s (a 4x speedup); a neighbour's load slows every
+    /// build by 3% per second of the run.
+    fn load_ramp(args: &[String], start_s: f64) -> Duration {
+        let base = match args[0].as_str() {
+            "from-cache" => 0.25,
+            "noop" => 0.05,
+            _ => 1.0,
+        };
+        Duration::from_secs_f64(base * (1.0 + 0.03 * start_s))
+    }
+
+    fn speedup_under_load(order: SampleOrder) -> crate::results::Comparison {
+        let exec = FakeExecutor::new(|_| Exit::Code(0)).with_load(load_ramp);
+        let settings = Settings {
+            order,
+            ..settings(1, 5)
+        };
+        let plan = plan(&[Scenario::Cold, Scenario::Warm, Scenario::Noop], settings);
+        let driver = FakeDriver::new(Some("http://127.0.0.1:9/nix"));
+        let (results, _) = schedule(&plan, &exec, driver, None);
+        assert!(
+            results.iter().all(|c| c.outcome == Outcome::Ok),
+            "{results:?}"
+        );
+        crate::results::derive::comparisons(&results).remove(0)
+    }
+
+    #[test]
+    fn a_load_ramp_biases_sequential_speedups_and_not_interleaved_ones() {
+        let truth = 4.0;
+        let sequential = speedup_under_load(SampleOrder::Sequential);
+        let interleaved = speedup_under_load(SampleOrder::Interleaved);
+        let error = |c: &crate::results::Comparison| c.speedup.ratio / truth - 1.0;
+        println!(
+            "true speedup {truth}x; sequential {:.3}x ({:+.1}%), interleaved {:.3}x ({:+.1}%, {} pairs)",
+            sequential.speedup.ratio,
+            100.0 * error(&sequential),
+            interleaved.speedup.ratio,
+            100.0 * error(&interleaved),
+            interleaved.pairs.unwrap_or(0),
+        );
+        assert!(
+            error(&sequential) < -0.10,
+            "sequential is biased: {sequential:?}"
+        );
+        assert!(error(&interleaved).abs() < 0.05, "{interleaved:?}");
+        assert_eq!((sequential.pairs, interleaved.pairs), (None, Some(5)));
+        let (low, high) = interleaved.speedup.interval().unwrap();
+        assert!(
+            low <= truth && truth <= high * 1.05,
+            "{:?}",
+            interleaved.speedup
+        );
+    }
+
+    #[test]
+    fn interleaved_cases_alternate_round_by_round_and_record_it() {
+        let exec = FakeExecutor::new(|_| Exit::Code(0));
+        let plan = plan(
+            &[Scenario::Cold, Scenario::Warm, Scenario::Noop],
+            settings(1, 3),
+        );
+        let driver = FakeDriver::new(Some("http://127.0.0.1:9/nix"));
+        let (results, events) = schedule(&plan, &exec, driver, None);
+        let modes: Vec<String> = exec.builds().iter().map(|a| a[0].clone()).collect();
+        // The set-ups (one priming build serves warm and noop), the warm-ups, then the
+        // rounds: cold warm noop, noop warm cold, cold warm noop.
+        assert_eq!(
+            modes,
+            [
+                "prime",
+                "fresh",
+                "from-cache",
+                "noop",
+                "fresh",
+                "from-cache",
+                "noop",
+                "noop",
+                "from-cache",
+                "fresh",
+                "fresh",
+                "from-cache",
+                "noop"
+            ]
+        );
+        let group = vec![Scenario::Cold, Scenario::Warm, Scenario::Noop];
+        for case in &results {
+            let sampling = case.sampling.as_ref().unwrap();
+            assert_eq!(
+                (sampling.order, &sampling.group),
+                (SampleOrder::Interleaved, &group)
+            );
+            assert_eq!(case.stopped, Some(StopReason::SampleCount));
+            assert!(case.warmups.iter().all(|s| s.position.is_none()));
+        }
+        let positions = |k: usize| -> Vec<usize> {
+            results[k]
+                .samples
+                .iter()
+                .map(|s| s.position.unwrap())
+                .collect()
+        };
+        assert_eq!(positions(0), [0, 5, 6]);
+        assert_eq!(positions(1), [1, 4, 7]);
+        assert_eq!(positions(2), [2, 3, 8]);
+        // Each case is reported finished once, in plan order, after the group.
+        let finished: Vec<&String> = events.iter().filter(|e| e.starts_with("case-")).collect();
+        assert_eq!(
+            finished,
+            [
+                "case-started 0",
+                "case-started 1",
+                "case-started 2",
+                "case-finished 0",
+                "case-finished 1",
+                "case-finished 2"
+            ]
+        );
+        // Sequential: each case alone, recorded as such.
+        let sequential = Settings {
+            order: SampleOrder::Sequential,
+            ..settings(0, 2)
+        };
+        let exec = FakeExecutor::new(|_| Exit::Code(0));
+        let (results, _) = schedule(
+            &crate::testing::plan(&[Scenario::Cold, Scenario::Warm], sequential),
+            &exec,
+            FakeDriver::new(Some("http://127.0.0.1:9/nix")),
+            None,
+        );
+        let modes: Vec<String> = exec.builds().iter().map(|a| a[0].clone()).collect();
+        assert_eq!(
+            modes,
+            ["fresh", "fresh", "prime", "from-cache", "from-cache"]
+        );
+        assert!(results
+            .iter()
+            .all(|c| c.sampling.as_ref().unwrap().order == SampleOrder::Sequential));
+    }
+
+    #[test]
+    fn a_failing_case_of_a_group_leaves_the_others_sampling() {
+        // Every cold build fails: the warm case samples on alone.
+        let exec = FakeExecutor::new(|args| match args[0].as_str() {
+            "fresh" => Exit::Code(1),
+            _ => Exit::Code(0),
+        });
+        let plan = plan(&[Scenario::Cold, Scenario::Warm], settings(0, 3));
+        let driver = FakeDriver::new(Some("http://127.0.0.1:9/nix"));
+        let (results, _) = schedule(&plan, &exec, driver, None);
+        assert_eq!(results[0].outcome, Outcome::Failed);
+        assert!(results[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("sample 1 failed"));
+        assert_eq!(
+            (results[1].outcome, results[1].samples.len()),
+            (Outcome::Ok, 3)
         );
     }
 }

@@ -21,6 +21,7 @@ use crate::plan::proxies::Proxies;
 use crate::plan::{manifest, Explain, Lane, Plan, System};
 use crate::results::explain::CacheLink;
 use crate::results::lifecycle::{Bootstrap, Cleanup, SweptRun, TimedStep};
+use crate::results::machine::{ProbeReading, SpeedProbe};
 use crate::results::{ClockFloor, Environment, Results};
 use crate::run::events::{emit, Event, EventLog, EventSink};
 use crate::run::scheduler::{run_in_guest, Drivers, Scheduler};
@@ -249,6 +250,8 @@ pub struct Session {
     cache_link: Option<CacheLink>,
     /// What the builds' clock reads for `true`, measured once.
     clock_floor: Option<ClockFloor>,
+    /// The speed probe before the first case (none inside a vm guest).
+    speed_before: Option<ProbeReading>,
     scratch: ScratchDir,
     plans: Vec<Plan>,
     qemu: Option<PathBuf>,
@@ -363,6 +366,9 @@ impl Session {
         exec: &dyn Executor,
     ) -> Result<Session> {
         let environment = crate::lanes::host::identity(exec, &lanes.search_path);
+        // Before the first case, after the tools are found: nothing of the run is busy.
+        // A vm guest's own run needs none: the host's results carry the host's.
+        let speed_before = lanes.guest.is_none().then(crate::lanes::host::speed_probe);
         let version = |tool: &str| {
             environment
                 .tools
@@ -410,6 +416,7 @@ impl Session {
             caches: equipment.caches,
             cache_link,
             clock_floor,
+            speed_before,
             scratch,
             plans,
             qemu: equipment.qemu,
@@ -444,7 +451,17 @@ impl Session {
             left: None,
         });
         results.clock_floor = self.clock_floor.clone();
+        results.speed_probe = self.speed_before.clone().map(|before| SpeedProbe {
+            workload: crate::lanes::host::PROBE_WORKLOAD.into(),
+            before,
+            after: None,
+        });
         results
+    }
+
+    /// The speed probe again, after the last case (its drift is the run's).
+    pub fn probe_speed_after(&self) -> ProbeReading {
+        crate::lanes::host::speed_probe()
     }
 
     /// `N cases, M timed builds`.

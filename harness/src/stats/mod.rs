@@ -219,6 +219,29 @@ pub fn ratio_of_medians(numerator: &[f64], denominator: &[f64]) -> Option<RatioI
     Some(RatioInterval::with(ratio, interval))
 }
 
+/// The median of the paired ratios numerator_i / denominator_i (samples taken in the same
+/// round), with a percentile bootstrap over the pairs: each resample keeps a pair together,
+/// so a load that moved both sides of a round alike cancels. Only the first `min(len)`
+/// pairs count. `None` without a pair or with a denominator that is not positive.
+pub fn paired_ratio(numerator: &[f64], denominator: &[f64]) -> Option<RatioInterval> {
+    let ratios = pair_ratios(numerator, denominator)?;
+    let interval = bootstrap(&[&ratios], |resampled| {
+        Some(median_in_place(&mut resampled[0]))
+    });
+    Some(RatioInterval::with(median(&ratios), interval))
+}
+
+/// numerator_i / denominator_i over the pairs; `None` without a pair or with a
+/// denominator that is not positive.
+pub fn pair_ratios(numerator: &[f64], denominator: &[f64]) -> Option<Vec<f64>> {
+    let ratios: Vec<f64> = numerator
+        .iter()
+        .zip(denominator)
+        .map(|(n, d)| (*d > 0.0).then(|| n / d))
+        .collect::<Option<_>>()?;
+    (!ratios.is_empty()).then_some(ratios)
+}
+
 /// median(numerator) / median(denominator) alone, without the bootstrap; `None` as for
 /// [`ratio_of_medians`].
 pub fn median_ratio(numerator: &[f64], denominator: &[f64]) -> Option<f64> {

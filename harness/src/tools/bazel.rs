@@ -24,6 +24,7 @@ use crate::tools::bazel_flags::BazelVersion;
 use crate::tools::bazel_log::{
     self, failure_summary, failure_tail, parse_process_summary, ExecLog, ExecLogReader,
 };
+use crate::tools::build_graph::BuildGraph;
 use crate::tools::explain::explain_bazel_misses;
 use crate::tools::{bazel_profile, Transfer};
 use crate::tools::{
@@ -538,6 +539,17 @@ impl BuildDriver for BazelDriver {
         Ok(scan_exec_log_of(build, false)
             .map(|log| log.outputs)
             .map_err(CaseFailure::new)?)
+    }
+
+    /// Every action of the execution log with its inputs' and outputs' digests.
+    fn graph(&mut self, build: &PreparedBuild, _exec: &dyn Executor) -> StepResult<BuildGraph> {
+        let BuildState::Bazel { exec_log, .. } = &build.state else {
+            return Err(CaseFailure::new("a Bazel driver was handed another tool's build").into());
+        };
+        let log = open_log(exec_log).map_err(CaseFailure::new)?;
+        let graph = bazel_log::read_build_graph(log, &exec_log.display().to_string())
+            .map_err(CaseFailure::new)?;
+        Ok(graph)
     }
 
     /// bazel-bin, as `bazel info` names it for the build's output root (the build makes

@@ -14,6 +14,7 @@ use std::io::BufRead;
 use serde::Deserialize;
 
 use crate::results::MnemonicCount;
+use crate::tools::build_graph::{BuildGraph, Step};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecLog {
@@ -270,6 +271,54 @@ pub fn scan_exec_log(
     Ok(log)
 }
 
+/// Only what a step of the build graph needs of a spawn.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpawnStep {
+    #[serde(default)]
+    inputs: Vec<FileDigest>,
+    #[serde(default)]
+    listed_outputs: Vec<String>,
+    #[serde(default)]
+    actual_outputs: Vec<FileDigest>,
+    #[serde(default)]
+    mnemonic: String,
+    /// `Executing genrule //:stamp`, `Compiling lib0.cc`: names the action.
+    #[serde(default)]
+    progress_message: String,
+}
+
+/// The build's actions as steps (keyed by their listed outputs, named by their progress
+/// message), read as a stream.
+pub fn read_build_graph(reader: impl BufRead, name: &str) -> Result<BuildGraph, String> {
+    let digests = |files: Vec<FileDigest>| {
+        files
+            .into_iter()
+            .map(|f| (f.path, f.digest.map(|d| d.text())))
+            .collect()
+    };
+    let mut steps = Vec::new();
+    let mut spawns = ExecLogReader::new(reader, name);
+    while let Some(spawn) = spawns.next_as::<SpawnStep>()? {
+        let name = match spawn.progress_message.strip_prefix("Executing ") {
+            Some(rest) => rest.to_string(),
+            None if !spawn.progress_message.is_empty() => spawn.progress_message,
+            None => format!(
+                "{} {}",
+                spawn.mnemonic,
+                spawn.listed_outputs.first().map_or("", String::as_str)
+            ),
+        };
+        steps.push(Step {
+            key: spawn.listed_outputs.join(" "),
+            name,
+            inputs: digests(spawn.inputs),
+            outputs: digests(spawn.actual_outputs),
+        });
+    }
+    Ok(BuildGraph { steps })
+}
+
 /// The same for a log already in memory.
 pub fn parse_exec_log(text: &str) -> Result<ExecLog, String> {
     read_exec_log(text.as_bytes(), "execution log")
@@ -524,6 +573,43 @@ mod tests {
         assert!(log.outputs.len() > 100);
         assert!(log.outputs.values().all(|d| d.contains('/')));
         assert_eq!((log.hit_outputs, log.hit_output_bytes), (0, 0));
+    }
+
+    #[test]
+    fn the_build_graph_of_a_real_log_links_every_action_to_what_it_reads() {
+        let text = fixture("cold.exec.json");
+        let graph = read_build_graph(text.as_bytes(), "cold").unwrap();
+        assert_eq!(graph.steps.len(), 106);
+        assert_eq!(graph.outputs(), parse_exec_log(&text).unwrap().outputs);
+        let digest = graph
+            .steps
+            .iter()
+            .find(|s| s.name == "genrule //:digest")
+            .expect("the last genrule, named by its progress message");
+        assert_eq!(
+            digest.key,
+            "bazel-out/k8-fastbuild/bin/app_output_digest.txt"
+        );
+        // In dependency order the genrule chain comes after the binary it runs.
+        let order: Vec<&str> = graph
+            .order()
+            .into_iter()
+            .map(|i| graph.steps[i].name.as_str())
+            .collect();
+        let at = |n: &str| order.iter().position(|x| *x == n).unwrap();
+        assert!(at("genrule //:run_app") < at("genrule //:upper"));
+        assert!(at("genrule //:upper") < at("genrule //:digest"));
+        assert!(
+            order
+                .iter()
+                .position(|n| n.starts_with("Linking app"))
+                .unwrap()
+                < at("genrule //:run_app")
+        );
+        assert_eq!(
+            graph.depths()["bazel-out/k8-fastbuild/bin/app_output_digest.txt"],
+            0
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod bazel;
 mod bazel_flags;
 pub mod bazel_log;
 pub mod bazel_profile;
+pub(crate) mod build_graph;
 mod explain;
 pub(crate) mod git;
 pub mod narinfo;
@@ -27,6 +28,7 @@ use crate::exec::process::{run_captured, CommandSpec, Executor, ProcessOutcome, 
 use crate::plan::{RepoManifest, Scenario};
 use crate::results::explain::MissExplanations;
 use crate::results::{CacheFill, CacheUse, ConfigFile, Reproduce, ToolUse, ToolVersion};
+use crate::tools::build_graph::BuildGraph;
 
 /// External tools the harness knows, with the arguments that make them print a version.
 pub const KNOWN_TOOLS: &[(&str, &[&str])] = &[
@@ -419,6 +421,10 @@ pub trait BuildDriver {
     /// Digests of a finished build's outputs (before its state is removed).
     fn outputs(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<Outputs>;
 
+    /// The build's steps with the digests of what each read and wrote (before its state
+    /// is removed): what verify walks to find the step first at fault.
+    fn graph(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<BuildGraph>;
+
     /// Where a finished build's outputs are on disk (before its state is removed), for the
     /// repo's `[check]`.
     fn output_paths(&self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<Vec<PathBuf>>;
@@ -443,6 +449,12 @@ pub trait BuildDriver {
 
     /// Where that cache is, for the fault proxy.
     fn cache_location(&self) -> Option<CacheLocation<'_>>;
+
+    /// The secret key the cache's entries are signed with, where the harness holds it
+    /// (the embedded cache): the `poison` fault signs its wrong entries with it.
+    fn signing_key_file(&self) -> Option<&Path> {
+        None
+    }
 
     /// The flag that turns on the tool's own fallback when substitution fails, if any.
     fn tool_fallback_flag(&self) -> Option<&'static str> {

@@ -18,10 +18,13 @@ use crate::plan::manifest::NixTargets;
 use crate::plan::{ParamValue, System};
 use crate::results::explain::MissExplanations;
 use crate::results::{CacheFill, CacheUse, ConfigFile, FillMethod, SourceCount, ToolUse};
+use crate::tools::build_graph::BuildGraph;
 use crate::tools::explain::{explain_nix_misses, narinfo_answer, nix_built_derivations};
 use crate::tools::narinfo::NarinfoSource;
+use crate::tools::nix_derivations::{build_graph, parse_derivations, show_command};
 use crate::tools::nix_log::{
-    build_log_tail, count_log, parse_build_outputs, parse_lines, parse_path_info, Line,
+    build_log_tail, count_log, parse_build_derivations, parse_build_outputs, parse_lines,
+    parse_path_info, Line, NixVersion,
 };
 use crate::tools::nix_phases::{parse_arrival_times, split_nix_time};
 use crate::tools::nix_push::{fill_attic, PrimedStore};
@@ -403,6 +406,39 @@ impl NixDriver {
 }
 
 impl NixDriver {
+    /// `nix path-info --json ARGS` in `store`: path -> NAR hash; `what` names the paths.
+    fn nar_hashes(
+        &self,
+        store: &Path,
+        paths: Vec<OsString>,
+        exec: &dyn Executor,
+        what: &str,
+    ) -> StepResult<Outputs> {
+        let mut args: Vec<OsString> = vec!["path-info".into(), "--json".into()];
+        args.extend(["--store".into(), store.into()]);
+        args.extend(paths);
+        let stdout = self.query(args, exec, &format!("`nix path-info` of {what}"))?;
+        Ok(parse_path_info(&stdout).map_err(CaseFailure::new)?)
+    }
+
+    /// A query of a build's store after the build: its stdout, or an error naming `what`.
+    fn query(&self, args: Vec<OsString>, exec: &dyn Executor, what: &str) -> StepResult<String> {
+        let env = self.env(&self.dir.join("xdg-cache-path-info"));
+        let out = run_captured(
+            exec,
+            CommandSpec::new(&self.nix, args, PATH_INFO_TIMEOUT).env(env),
+        )?;
+        if !out.outcome.success() {
+            return Err(CaseFailure::new(format!(
+                "{what} failed ({}): {}",
+                out.outcome.describe(),
+                out.stderr.trim()
+            ))
+            .into());
+        }
+        Ok(out.stdout)
+    }
+
     fn mark_pushed(&mut self, case: &CaseContext) {
         if let Some(primed) = self.primed.get_mut(&case.state_key()) {
             primed.pushed = true;
@@ -604,27 +640,34 @@ impl BuildDriver for NixDriver {
     /// NAR hashes of the built paths, from `nix path-info --json` in the build's store.
     fn outputs(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<Outputs> {
         let (store, paths) = built_paths(build)?;
-        let mut args: Vec<OsString> = vec![
-            "path-info".into(),
-            "--json".into(),
-            "--store".into(),
-            store.into(),
-        ];
-        args.extend(paths.iter().map(OsString::from));
-        let env = self.env(&self.dir.join("xdg-cache-path-info"));
-        let out = run_captured(
-            exec,
-            CommandSpec::new(&self.nix, args, PATH_INFO_TIMEOUT).env(env),
-        )?;
-        if !out.outcome.success() {
-            return Err(CaseFailure::new(format!(
-                "`nix path-info` of the outputs failed ({}): {}",
-                out.outcome.describe(),
-                out.stderr.trim()
-            ))
-            .into());
+        let paths: Vec<OsString> = paths.iter().map(OsString::from).collect();
+        self.nar_hashes(store, paths, exec, "the outputs")
+    }
+
+    /// Every derivation of the targets' closure (`nix show-derivation -r`, evaluated into
+    /// the build's store, where the build left its .drv files), with the NAR hashes of
+    /// whatever of it the store holds (`nix path-info --json --all`).
+    fn graph(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<BuildGraph> {
+        let (store, _) = built_paths(build)?;
+        let valid = self.nar_hashes(store, vec!["--all".into()], exec, "the store's paths")?;
+        let stdout = std::fs::read_to_string(&build.spec.stdout).unwrap_or_default();
+        let drvs = parse_build_derivations(&stdout).map_err(CaseFailure::new)?;
+        if drvs.is_empty() {
+            // Nothing names a derivation (a store path built as such): the outputs alone.
+            return Ok(BuildGraph::from_outputs(self.outputs(build, exec)?));
         }
-        Ok(parse_path_info(&out.stdout).map_err(CaseFailure::new)?)
+        let version = NixVersion::parse(&self.setup.version);
+        let mut args: Vec<OsString> = show_command(version).iter().map(OsString::from).collect();
+        args.extend(["-r".into(), "--store".into(), store.as_os_str().to_owned()]);
+        args.push("--".into());
+        args.extend(drvs.iter().map(OsString::from));
+        let what = format!(
+            "`nix {} -r` of the built derivations",
+            show_command(version).join(" ")
+        );
+        let derivations =
+            parse_derivations(&self.query(args, exec, &what)?).map_err(CaseFailure::new)?;
+        Ok(build_graph(&derivations, &valid))
     }
 
     /// The outputs `nix build --json` named, inside the build's chroot store (the store
@@ -675,6 +718,15 @@ impl BuildDriver for NixDriver {
 
     fn tool_fallback_flag(&self) -> Option<&'static str> {
         Some("--fallback")
+    }
+
+    fn signing_key_file(&self) -> Option<&Path> {
+        match &self.cache.as_ref()?.fill {
+            Fill::NixCopy {
+                secret_key_file, ..
+            } => secret_key_file.as_deref(),
+            _ => None,
+        }
     }
 
     fn tuned_settings(&self) -> Vec<String> {

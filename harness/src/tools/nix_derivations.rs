@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::results::coverage::Derivation;
+use crate::tools::build_graph::{BuildGraph, Step};
 use crate::tools::nix_log::{store_name, NixVersion};
 
 const STORE_DIR: &str = "/nix/store/";
@@ -103,6 +104,37 @@ pub fn parse_derivations(stdout: &str) -> Result<Vec<Derivation>, String> {
         .collect())
 }
 
+/// The derivations as build steps: each reads the outputs of its input derivations it
+/// uses and writes its own, with their NAR hashes where `nar_hashes` (a store's path
+/// info) has them.
+pub fn build_graph(
+    derivations: &[Derivation],
+    nar_hashes: &BTreeMap<String, String>,
+) -> BuildGraph {
+    let by_drv: BTreeMap<&str, &Derivation> =
+        derivations.iter().map(|d| (d.drv.as_str(), d)).collect();
+    let digest = |path: &str| (path.to_string(), nar_hashes.get(path).cloned());
+    let steps = derivations
+        .iter()
+        .map(|d| Step {
+            key: d.drv.clone(),
+            name: d.drv.clone(),
+            inputs: d
+                .input_drvs
+                .iter()
+                .filter_map(|(drv, used)| Some((by_drv.get(drv.as_str())?, used)))
+                .flat_map(|(input, used)| {
+                    used.iter()
+                        .filter_map(|o| input.outputs.get(o).cloned().flatten())
+                })
+                .map(|path| digest(&path))
+                .collect(),
+            outputs: d.outputs.values().flatten().map(|p| digest(p)).collect(),
+        })
+        .collect();
+    BuildGraph { steps }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +174,26 @@ mod tests {
             assert_eq!(roots.len(), 1);
             assert_eq!(roots[0].drv, app.drv);
         }
+    }
+
+    #[test]
+    fn a_closure_becomes_steps_that_read_their_inputs_outputs() {
+        let closure = parse_derivations(&fixture("nix/closure/show-derivation-r.json")).unwrap();
+        let app_out = "/nix/store/azc43fg06314dxn6ia2l9aanzl32bb6v-refs-app";
+        let hashes = BTreeMap::from([(app_out.to_string(), "sha256:app".to_string())]);
+        let graph = build_graph(&closure, &hashes);
+        assert_eq!(graph.steps.len(), 3);
+        let app = graph
+            .steps
+            .iter()
+            .find(|s| s.key.ends_with("-refs-app.drv"))
+            .unwrap();
+        assert_eq!(app.outputs[app_out].as_deref(), Some("sha256:app"));
+        let (lib_out, lib_hash) = app.inputs.iter().next().unwrap();
+        assert!(lib_out.ends_with("-refs-lib"), "{lib_out}");
+        assert_eq!(*lib_hash, None, "not in that store");
+        assert_eq!(graph.depths()[app_out], 0);
+        assert_eq!(graph.outputs().len(), 1);
     }
 
     #[test]

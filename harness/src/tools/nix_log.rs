@@ -414,6 +414,19 @@ pub fn classify_error(message: &str) -> Option<NixFailure> {
 #[derive(Deserialize)]
 struct BuiltPath {
     outputs: BTreeMap<String, String>,
+    #[serde(default, rename = "drvPath")]
+    drv_path: Option<String>,
+}
+
+/// The derivations `nix build --json` built (or substituted the outputs of).
+pub fn parse_build_derivations(stdout: &str) -> Result<Vec<String>, String> {
+    let built: Vec<BuiltPath> = serde_json::from_str(stdout.trim()).map_err(|e| {
+        format!(
+            "unexpected `nix build --json` output ({e}): {:.200}",
+            stdout.trim()
+        )
+    })?;
+    Ok(built.into_iter().filter_map(|b| b.drv_path).collect())
 }
 
 /// Output store paths from `nix build --json` (Nix 2.8 has no `--print-out-paths`).

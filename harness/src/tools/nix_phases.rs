@@ -71,7 +71,7 @@ fn starts_realisation(kind: u64, text: Option<&str>) -> bool {
     ) || (kind == ACT_UNKNOWN && text == Some(QUERY_MISSING_TEXT))
 }
 
-/// Splits `wall_s` (spawn to exit, as the harness measured it) from a stderr's parsed
+/// Splits `wall_s` (exec to exit, as the harness measured it) from a stderr's parsed
 /// lines. `arrivals_us[i]` is when stderr line `i` arrived; times past `wall_s` (lines read after exit) count as at exit,
 /// and lines without a time as at the last known one.
 pub fn split_nix_time(log: &[Line], arrivals_us: &[u64], wall_s: f64) -> TimeSplit {
