@@ -4,9 +4,15 @@
 # functions each unit compiles, so a compile step costs real compiler time. `toolchain`
 # adds a chain of that many "toolchain" derivations every unit builds against (as a real
 # flake builds against nixpkgs): an upstream cache can serve them while the team cache
-# serves the repo's own paths. `timestamp = 1` adds a derivation whose output is a time
-# stamp (not reproducible) and one built from it, which the top output copies.
-{ size ? 20, work ? 200, toolchain ? 0, timestamp ? 0, system ? builtins.currentSystem }:
+# serves the repo's own paths. `refs = 1` makes the top output refer to every unit at run
+# time, so a warm build fetches the whole closure, not one path. `incompressible_mb` and
+# `compressible_mb` spread that much generated data (pseudo-random bytes; text of four
+# letters, about 4x smaller under xz or zstd) evenly over the units' outputs, so a closure
+# has a real size; the data is deterministic, so outputs stay reproducible.
+# `timestamp = 1` adds a derivation whose output is a time stamp (not reproducible) and one
+# built from it, which the top output copies.
+{ size ? 20, work ? 200, toolchain ? 0, refs ? 0, incompressible_mb ? 0, compressible_mb ? 0
+, timestamp ? 0, system ? builtins.currentSystem }:
 let
   inherit (builtins) genList concatStringsSep map toString;
 
@@ -31,6 +37,47 @@ let
   toolchainFlags = if toolchainTop == null then "" else " -I${toolchainTop}/include";
   toolchainInclude = if toolchain == 0 then [ ] else [ "#include \"toolchain.h\"" ];
 
+  # Bytes of each kind per unit (whole MiB totals, divided evenly).
+  perUnit = mb: mb * 1048576 / size;
+  randomBytes = perUnit incompressible_mb;
+  textBytes = perUnit compressible_mb;
+  # A build-time-only generator (its path never reaches a unit's output): xorshift64* bytes,
+  # or lines of 63 letters from "acgt" (2 bits of entropy a byte).
+  datagen = mkDrv "datagen" ''
+    set -e
+    mkdir -p $out/bin
+    printf '%s' "$src" > datagen.c
+    gcc -O2 datagen.c -o $out/bin/datagen
+  '' {
+    src = ''
+      #include <stdio.h>
+      #include <stdlib.h>
+      int main(int argc, char **argv) {
+        unsigned long long x = strtoull(argv[1], 0, 10) * 2654435761ULL + 88172645463325252ULL;
+        long long n = atoll(argv[2]);
+        int text = argv[3][0] == 't';
+        static unsigned char buf[65536];
+        while (n > 0) {
+          int len = n < (long long) sizeof buf ? (int) n : (int) sizeof buf;
+          for (int k = 0; k < len; k++) {
+            x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
+            unsigned char r = (unsigned char) ((x * 2685821657736338717ULL) >> 56);
+            buf[k] = text ? (k % 64 == 63 ? '\n' : "acgt"[r & 3]) : r;
+          }
+          fwrite(buf, 1, len, stdout);
+          n -= len;
+        }
+        return 0;
+      }
+    '';
+  };
+  dataScript = i:
+    if randomBytes == 0 && textBytes == 0 then "" else ''
+      mkdir -p $out/share
+      ${datagen}/bin/datagen ${toString i} ${toString randomBytes} bytes > $out/share/random.bin
+      ${datagen}/bin/datagen ${toString i} ${toString textBytes} text > $out/share/text.txt
+    '';
+
   # Enough arithmetic per unit that compiling it is real work, not just process start-up.
   mix = i: j: ''
     static unsigned long mix${toString j}(unsigned long x) {
@@ -53,13 +100,13 @@ let
 
   units = genList (i:
     let depUnits = map (d: builtins.elemAt units d) (deps i);
-    in mkDrv "unit${toString i}" ''
+    in mkDrv "unit${toString i}" (''
       set -e
       mkdir -p $out/include $out/lib
       echo 'unsigned long unit${toString i}(unsigned long x);' > $out/include/unit${toString i}.h
       printf '%s' "$src" > unit.c
       gcc -O2 -c unit.c -o $out/lib/unit${toString i}.o ${concatStringsSep " " (map (u: "-I${u}/include") depUnits)} -I$out/include${toolchainFlags}
-    '' { src = source i; }) size;
+    '' + dataScript i) { src = source i; }) size;
 
   stamp = mkDrv "stamp" "date +%s%N > $out" { };
   usesStamp = mkDrv "uses-stamp" "sha256sum ${stamp} | cut -d' ' -f1 > $out" { };
@@ -78,4 +125,4 @@ mkDrv "c-dag-${toString size}" (''
   printf '%s' "$main" > main.c
   gcc -O2 main.c ${concatStringsSep " " (map (u: "${u}/lib/*.o") units)} -o $out/bin/c-dag
   $out/bin/c-dag > $out/result.txt
-'' + stampScript) { inherit main; } // { toolchain = toolchainTop; }
+  ${if refs == 0 then "" else "echo ${concatStringsSep " " units} > $out/units\n"}'' + stampScript) { inherit main; } // { toolchain = toolchainTop; }

@@ -183,11 +183,21 @@ fn a_nix_derivation_whose_narinfo_is_gone_is_the_one_explained_as_404() {
     let nix = which::which("nix").unwrap();
     let embedded =
         EmbeddedCache::start(&which::which("nginx").unwrap(), &tmp.path().join("cache")).unwrap();
-    let cache = embedded.nix_cache(&nix, &ProcessExecutor).unwrap();
-    let Fill::NixCopy { secret_key_file } = cache.fill.clone() else {
+    let cache = embedded
+        .nix_cache(
+            &nix,
+            &ProcessExecutor,
+            flywheel_bench::plan::Compression::default(),
+        )
+        .unwrap();
+    let Fill::NixCopy {
+        secret_key_file,
+        compression,
+    } = cache.fill.clone()
+    else {
         unreachable!("the embedded cache is filled with nix copy")
     };
-    let destination = cache.copy_destination(secret_key_file.as_deref());
+    let destination = cache.copy_destination(secret_key_file.as_deref(), compression);
     let mut repo =
         manifest::load(&repo_root().join("bench-repos/fixture-c-dag/repo.toml")).unwrap();
     manifest::apply_overrides(

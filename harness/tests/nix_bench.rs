@@ -86,6 +86,70 @@ fn cold_warm_and_noop_against_the_embedded_cache() {
     assert_left_nothing(&work, &nix_before);
 }
 
+/// fixture-c-dag with run-time references and data, from a profile's `[params.REPO]`:
+/// a warm build fetches every unit with its bytes, and the embedded cache stores them as
+/// `--compression` says (the profile's choice under the flag's).
+#[test]
+fn a_closure_with_run_time_references_is_fetched_whole_and_compressed_as_chosen() {
+    require_tools(&["nix", "nginx", "gcc"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        "[profiles.shaped]\nrepos = [\"fixture-c-dag\"]\ncompression = \"xz\"\n[profiles.shaped.params.fixture-c-dag]\nsize = 6\nwork = 4\nrefs = 1\nincompressible_mb = 3\ncompressible_mb = 3\n",
+    )
+    .unwrap();
+    let nix_before = host_nix_snapshot();
+    let warm = |compression: &str| {
+        let output = tmp.path().join(format!("{compression}.json"));
+        run_ok(
+            bin()
+                .current_dir(repo_root())
+                .args(["run", "--profile", "shaped", "--scenario", "warm"])
+                .arg("--config")
+                .arg(&config)
+                .args([
+                    "--samples",
+                    "1",
+                    "--warmups",
+                    "0",
+                    "--compression",
+                    compression,
+                ])
+                .arg("--output")
+                .arg(&output)
+                .arg("--work-dir")
+                .arg(tmp.path().join("work")),
+        );
+        let results = read_json(&output);
+        assert_valid_results(&results);
+        assert_eq!(results["settings"]["compression"], compression);
+        let case = case(&results, "warm").clone();
+        assert_eq!(case["parameters"]["refs"], 1, "{case}");
+        let sample = case["samples"][0].clone();
+        // Six units and the top output: the top refers to every unit at run time.
+        assert_eq!(
+            (sample["built"].as_u64(), sample["substituted"].as_u64()),
+            (Some(0), Some(7)),
+            "{sample}"
+        );
+        assert_eq!(
+            sample["transfer_floor"]["bytes"],
+            sample["downloaded_bytes"]
+        );
+        sample["downloaded_bytes"].as_u64().unwrap()
+    };
+    let (none, zstd) = (warm("none"), warm("zstd"));
+    const MIB: u64 = 1 << 20;
+    assert!(none >= 6 * MIB, "6 MiB of data, uncompressed: {none}");
+    // The random half stays its size; the text half shrinks about 3x.
+    assert!(
+        zstd >= 3 * MIB && zstd + 3 * MIB / 2 < none,
+        "zstd {zstd} against none {none}"
+    );
+    assert_eq!(host_nix_snapshot(), nix_before);
+}
+
 #[test]
 fn a_failing_build_is_recorded_with_nix_s_error_and_the_run_goes_on() {
     require_tools(&["nix"]);

@@ -18,7 +18,7 @@ use url::Url;
 
 use crate::error::{Error, IoContext, Result};
 use crate::exec::process::{run_captured, CommandSpec, Executor};
-use crate::plan::cache::{BazelCache, BazelEndpoint, NixCache};
+use crate::plan::cache::{BazelCache, BazelEndpoint, Fill, NixCache};
 use crate::plan::config::{BazelCacheConfig, NixCacheConfig};
 use crate::plan::proxies::Proxies;
 use crate::results::explain::CacheLink;
@@ -79,6 +79,8 @@ pub struct CacheNeeds<'a> {
     pub fill: bool,
     /// Proxies for the harness's own requests to the caches.
     pub proxies: &'a Proxies,
+    /// How the embedded cache stores NARs.
+    pub compression: crate::plan::Compression,
 }
 
 /// `--no-fill` against a cache the run starts empty measures nothing.
@@ -131,7 +133,9 @@ impl Caches {
             (Some(_), NixCacheConfig::Embedded) if !needs.fill => {
                 return Err(read_only_embedded("Nix"))
             }
-            (Some(nix), NixCacheConfig::Embedded) => Some(started()?.nix_cache(nix, exec)?),
+            (Some(nix), NixCacheConfig::Embedded) => {
+                Some(started()?.nix_cache(nix, exec, needs.compression)?)
+            }
             (Some(_), NixCacheConfig::External(cache)) => {
                 if cache.backend == CacheBackend::Attic {
                     attic::check(cache, needs.proxies)?;
@@ -183,7 +187,12 @@ impl EmbeddedCache {
     }
 
     /// The Nix side, with a signing key generated for this run only.
-    pub fn nix_cache(&self, nix: &Path, exec: &dyn Executor) -> Result<NixCache> {
+    pub fn nix_cache(
+        &self,
+        nix: &Path,
+        exec: &dyn Executor,
+        compression: crate::plan::Compression,
+    ) -> Result<NixCache> {
         let secret = self.dir.join("signing-key.sec");
         let key_name = format!("flywheel-bench-{}", self.server.addr().port());
         let generated = nix_key(
@@ -194,13 +203,17 @@ impl EmbeddedCache {
         )?;
         crate::exec::scratch::write_private(&secret, generated.as_bytes())?;
         let public_key = nix_key(exec, nix, &["convert-secret-to-public"], Some(&secret))?;
-        Ok(NixCache::store(
+        let mut cache = NixCache::store(
             CacheBackend::EmbeddedNginx,
             self.server.url("nix"),
             public_key.trim().to_string(),
             Some(secret),
             true,
-        ))
+        );
+        if let Fill::NixCopy { compression: c, .. } = &mut cache.fill {
+            *c = Some(compression);
+        }
+        Ok(cache)
     }
 
     /// Measures the link the builds reach this cache through, once per run: throughput from

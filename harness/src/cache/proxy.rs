@@ -32,7 +32,7 @@ pub use crate::cache::poison_nar::NarinfoSigner;
 use crate::cache::poison_nar::{poison_nar, POISON_NAR_PATH};
 use crate::cache::reapi;
 use crate::error::{Error, IoContext, Result};
-use crate::plan::{Fault, SlowSettings};
+use crate::plan::{Fault, Link, SlowSettings};
 use crate::tools::hex;
 
 /// What a proxy did, for the evidence.
@@ -53,6 +53,9 @@ pub struct ProxyCounters {
 pub enum Mode {
     PassThrough,
     Fault(Fault),
+    /// Pass-through shaped as a link to a distant cache (`--link`); unshaped, the plain
+    /// pass-through.
+    Link(Link),
 }
 
 /// Per direction. `splice(2)` through a pipe was tried instead of copying: on loopback it
@@ -195,7 +198,11 @@ async fn serve(listener: StdListener, ctx: Arc<Context>, mut shutdown: oneshot::
 async fn handle_connection(client: TcpStream, ctx: Arc<Context>) {
     let _ = client.set_nodelay(true);
     match ctx.mode {
-        Mode::PassThrough => {
+        Mode::Link(link) if link.shaped() => {
+            let rtt = link.rtt();
+            shaped(client, ctx.upstream, rtt, rtt, link.bandwidth_bytes_per_s).await
+        }
+        Mode::PassThrough | Mode::Link(_) => {
             if let Ok(mut upstream) = TcpStream::connect(ctx.upstream).await {
                 let _ = upstream.set_nodelay(true);
                 let mut client = client;
@@ -215,7 +222,18 @@ async fn handle_connection(client: TcpStream, ctx: Arc<Context>) {
             }
         }
         Mode::Fault(Fault::Blackhole) => blackhole(client).await,
-        Mode::Fault(Fault::Slow) => slow(client, &ctx).await,
+        Mode::Fault(Fault::Slow) => {
+            let rate = ctx.slow.bytes_per_sec.max(1);
+            let no_handshake = Duration::ZERO;
+            shaped(
+                client,
+                ctx.upstream,
+                no_handshake,
+                ctx.slow.latency,
+                Some(rate),
+            )
+            .await
+        }
         Mode::Fault(fault) => {
             let service = hyper::service::service_fn(|req| handle_request(req, fault, ctx.clone()));
             let _ = hyper::server::conn::http1::Builder::new()
@@ -234,17 +252,24 @@ async fn blackhole(mut client: TcpStream) {
 }
 
 /// Each burst from the client waits `latency` before it goes on; the answers trickle at
-/// `bytes_per_sec`. On a raw stream a burst stands for a request: an HTTP/1.1 or gRPC
-/// client sends a small request in one write and then waits, so each request pays the
-/// latency once (a large upload arriving in several reads pays it per read).
-async fn slow(client: TcpStream, ctx: &Context) {
-    let Ok(upstream) = TcpStream::connect(ctx.upstream).await else {
+/// `rate` bytes per second (unlimited: `None`). On a raw stream a burst stands for a
+/// request: an HTTP/1.1 or gRPC client sends a small request in one write and then waits,
+/// so each request pays the latency once (a large upload arriving in several reads pays it
+/// per read). A new connection first waits `handshake` (a TCP handshake's round trip).
+async fn shaped(
+    client: TcpStream,
+    upstream: SocketAddr,
+    handshake: Duration,
+    latency: Duration,
+    rate: Option<u64>,
+) {
+    tokio::time::sleep(handshake).await;
+    let Ok(upstream) = TcpStream::connect(upstream).await else {
         return;
     };
+    let _ = upstream.set_nodelay(true);
     let (mut client_read, mut client_write) = client.into_split();
     let (mut upstream_read, mut upstream_write) = upstream.into_split();
-    let latency = ctx.slow.latency;
-    let rate = ctx.slow.bytes_per_sec.max(1);
     let requests = async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -261,7 +286,9 @@ async fn slow(client: TcpStream, ctx: &Context) {
         let _ = upstream_write.shutdown().await;
     };
     let answers = async move {
-        let chunk = (rate / 20).clamp(512, 64 * 1024) as usize;
+        let chunk = rate.map_or(PASS_THROUGH_BUFFER, |rate| {
+            (rate / 20).clamp(512, 64 * 1024) as usize
+        });
         let mut buf = vec![0u8; chunk];
         loop {
             match upstream_read.read(&mut buf).await {
@@ -270,7 +297,9 @@ async fn slow(client: TcpStream, ctx: &Context) {
                     if client_write.write_all(&buf[..n]).await.is_err() {
                         break;
                     }
-                    tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
+                    if let Some(rate) = rate {
+                        tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
+                    }
                 }
             }
         }
@@ -607,6 +636,34 @@ mod tests {
         let started = std::time::Instant::now();
         assert_eq!(get(proxy.addr(), "/x").unwrap().body, b"hello");
         assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[test]
+    fn a_link_pays_its_round_trip_per_connection_and_request_and_caps_bandwidth() {
+        let body: &'static [u8] = &[7u8; 100_000];
+        let link = |rtt_ms, bandwidth_bytes_per_s| {
+            start(
+                upstream(body),
+                Mode::Link(Link {
+                    rtt_ms,
+                    bandwidth_bytes_per_s,
+                }),
+            )
+        };
+        let proxy = link(150, None);
+        let started = std::time::Instant::now();
+        assert_eq!(get(proxy.addr(), "/x").unwrap().body, body);
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "handshake + request"
+        );
+        // 100 kB at 500 kB/s: at least 0.2 s, whatever the machine.
+        let proxy = link(0, Some(500_000));
+        let started = std::time::Instant::now();
+        assert_eq!(get(proxy.addr(), "/x").unwrap().body, body);
+        assert!(started.elapsed() >= Duration::from_millis(190));
+        // Unshaped: the plain pass-through, bytes unchanged.
+        assert_eq!(get(link(0, None).addr(), "/x").unwrap().body, body);
     }
 
     #[test]

@@ -573,6 +573,7 @@ impl GuestJob {
             }
             if let Fill::NixCopy {
                 secret_key_file: Some(key),
+                ..
             } = &mut cache.fill
             {
                 let from = key.clone();
@@ -926,6 +927,7 @@ mod lane_tests {
             nginx: None,
             fill: true,
             proxies: &config.proxies,
+            compression: config.settings.compression,
         };
         let cache_dir = dir.path().join("cache");
         let exec = crate::exec::process::ProcessExecutor;

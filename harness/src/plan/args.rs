@@ -39,6 +39,15 @@ pub struct RunArgs {
     /// case records what explaining cost) [default: on].
     #[arg(long, value_enum)]
     pub explain: Option<crate::plan::Explain>,
+    /// How the embedded cache stores NARs: none, xz (`nix copy`'s default) or zstd (as
+    /// Attic) [default: the profile's, else zstd].
+    #[arg(long, value_enum)]
+    pub compression: Option<crate::plan::Compression>,
+    /// Warm cases read the team cache through the proxy in pass-through with this round
+    /// trip and bandwidth, e.g. `rtt_ms=40,bandwidth=100mbit` (`rtt_ms=0`: unshaped, to
+    /// measure the proxy itself) [default: the profile's `link`, else direct].
+    #[arg(long, value_name = "rtt_ms=MS,bandwidth=BW", value_parser = crate::plan::Link::parse)]
+    pub link: Option<crate::plan::Link>,
     /// How a repo's cold, warm and no-op samples are taken: interleaved (one of each per
     /// round, the speedup from paired ratios) or sequential (all cold, then all warm)
     /// [default: interleaved].

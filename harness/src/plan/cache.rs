@@ -42,8 +42,13 @@ pub struct NixCache {
 /// How outputs are uploaded to a Nix cache.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Fill {
-    /// `nix copy --to URL`, signed with the key file when there is one.
-    NixCopy { secret_key_file: Option<PathBuf> },
+    /// `nix copy --to URL`, signed with the key file when there is one, its NARs
+    /// compressed so (`None`: as the URL or Nix's default, xz, has it).
+    NixCopy {
+        secret_key_file: Option<PathBuf>,
+        #[serde(default)]
+        compression: Option<crate::plan::Compression>,
+    },
     /// Attic's own API: get-missing-paths, then upload-path for each missing path of the
     /// primed closure, references first.
     AtticApi,
@@ -69,7 +74,10 @@ impl NixCache {
             public_key,
             login: None,
             fill: if fill {
-                Fill::NixCopy { secret_key_file }
+                Fill::NixCopy {
+                    secret_key_file,
+                    compression: None,
+                }
             } else {
                 Fill::ReadOnly
             },
@@ -105,8 +113,17 @@ impl NixCache {
 
     /// `URL?secret-key=FILE` for `nix copy --to`: Nix reads the key from the file it names,
     /// so the destination names a secret file and must itself stay out of logs and results.
-    pub fn copy_destination(&self, secret_key_file: Option<&Path>) -> String {
+    /// With `compression`, `&compression=` too.
+    pub fn copy_destination(
+        &self,
+        secret_key_file: Option<&Path>,
+        compression: Option<crate::plan::Compression>,
+    ) -> String {
         let mut url = self.url.clone();
+        if let Some(compression) = compression {
+            url.query_pairs_mut()
+                .append_pair("compression", compression.name());
+        }
         if let Some(key) = secret_key_file {
             let pair = format!("secret-key={}", key.display());
             let query = match url.query() {
@@ -240,15 +257,18 @@ mod tests {
         let key = Path::new("/run/key.sec");
         let cache = |u: &str| NixCache::store(CacheBackend::Http, url(u), "k:1".into(), None, true);
         assert_eq!(
-            cache("http://127.0.0.1:8080/nix").copy_destination(Some(key)),
+            cache("http://127.0.0.1:8080/nix").copy_destination(Some(key), None),
             "http://127.0.0.1:8080/nix?secret-key=/run/key.sec"
         );
         let s3 = cache("s3://bucket?region=eu-west-1");
         assert_eq!(
-            s3.copy_destination(Some(key)),
+            s3.copy_destination(Some(key), None),
             "s3://bucket?region=eu-west-1&secret-key=/run/key.sec"
         );
-        assert_eq!(s3.copy_destination(None), "s3://bucket?region=eu-west-1");
+        assert_eq!(
+            s3.copy_destination(None, None),
+            "s3://bucket?region=eu-west-1"
+        );
     }
 
     #[test]

@@ -238,6 +238,8 @@ pub struct RepoSelection {
     /// As [`Env::bench_repos`] finds it.
     pub bench_repos: PathBuf,
     pub params: Vec<(String, ParamValue)>,
+    /// The profile's `[params.REPO]` values, applied before `params`.
+    pub profile_params: BTreeMap<String, Vec<(String, ParamValue)>>,
     /// `--sweep`: every repo declaring the parameter runs at each of these values.
     pub sweep: Option<(String, Vec<ParamValue>)>,
 }
@@ -305,6 +307,11 @@ impl RunConfig {
             poison_suffix: args.poison_suffix.clone().unwrap_or(defaults.poison_suffix),
             fill: !args.no_fill && profile.fill.unwrap_or(defaults.fill),
             explain: args.explain.unwrap_or(defaults.explain),
+            compression: args
+                .compression
+                .or(profile.compression)
+                .unwrap_or(defaults.compression),
+            link: args.link.or(profile.link),
             order: args.order.unwrap_or(defaults.order),
             verify: args.verify.unwrap_or(defaults.verify),
             verify_depth: args.verify_depth.or(defaults.verify_depth),
@@ -361,9 +368,14 @@ impl RunConfig {
         Ok(RunConfig {
             profile: profile.name.clone(),
             repos: RepoSelection {
-                names: args.repos.clone(),
+                names: if args.repos.is_empty() {
+                    profile.repos.clone().unwrap_or_default()
+                } else {
+                    args.repos.clone()
+                },
                 bench_repos,
                 params: args.params.clone(),
+                profile_params: profile.params.clone(),
                 sweep: args.sweep.clone(),
             },
             systems: (!args.systems.is_empty()).then(|| args.systems.clone()),
@@ -431,6 +443,7 @@ impl RunConfig {
             target_precision: s.target_precision,
             max_samples: s.target_precision.map(|_| s.max_samples),
             explain: s.explain,
+            compression: Some(s.compression),
             order: Some(s.order),
             verify: s.verify,
             verify_depth: s.verify_depth,
@@ -758,6 +771,49 @@ mod tests {
     }
 
     #[test]
+    fn compression_repos_and_params_come_from_the_profile_under_the_flags() {
+        use crate::plan::Compression;
+        let p = profile(
+            "[profiles.p]\ncompression = \"xz\"\nrepos = [\"fixture-c-dag\"]\n[profiles.p.params.fixture-c-dag]\nsize = 300\nflavour = \"big\"\n",
+        );
+        let config = RunConfig::resolve(&args(&[]), &p, &env(&[])).unwrap();
+        assert_eq!(config.settings.compression, Compression::Xz);
+        assert_eq!(config.repos.names, ["fixture-c-dag"]);
+        assert_eq!(
+            config.repos.profile_params["fixture-c-dag"],
+            [
+                ("flavour".to_string(), ParamValue::Str("big".into())),
+                ("size".to_string(), ParamValue::Int(300)),
+            ]
+        );
+        let config = RunConfig::resolve(
+            &args(&["--compression", "none", "--repo", "fixture-cc"]),
+            &p,
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(config.settings.compression, Compression::None);
+        assert_eq!(config.repos.names, ["fixture-cc"], "--repo replaces them");
+        let plain = RunConfig::resolve(&args(&[]), &Profile::default(), &env(&[])).unwrap();
+        assert_eq!(
+            plain.settings.compression,
+            Compression::Zstd,
+            "as Attic by default"
+        );
+        let bad = crate::plan::profile::parse(
+            "[profiles.p.params.r]\nsize = 1.5\n",
+            Path::new("bench.toml"),
+            "p",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("profiles.p.params.r.size") && bad.contains("not float"),
+            "{bad}"
+        );
+    }
+
+    #[test]
     fn cache_backends_are_typed_with_parsed_urls() {
         let p = profile(
             "[profiles.p.nix]\nbackend = \"attic\"\nendpoint = \"https://attic.example.com\"\ncache = \"main\"\npublic_key = \"main:K\"\ntoken_env = \"ATTIC_TOKEN\"\n[profiles.p.bazel]\nbackend = \"grpc\"\nurl = \"grpcs://cache.example.com\"\nheaders_env = \"HDRS\"\n",
@@ -846,7 +902,8 @@ mod tests {
                 public_key: "k:1".into(),
                 login: None,
                 fill: Fill::NixCopy {
-                    secret_key_file: Some("/run/k".into())
+                    secret_key_file: Some("/run/k".into()),
+                    compression: None,
                 },
             })
         );

@@ -510,6 +510,36 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
 }
 
 impl RepoManifest {
+    /// The parameters the build tool sees: all but the harness's own `link.*` keys.
+    pub fn tool_parameters(&self) -> BTreeMap<String, ParamValue> {
+        self.parameters
+            .iter()
+            .filter(|(k, _)| !is_link_key(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The link this repo's warm cases read through: `base` (`--link`) with the repo's
+    /// `link.*` parameters (a sweep point) over it; `None`: direct.
+    pub fn link(&self, base: Option<crate::plan::Link>) -> Option<crate::plan::Link> {
+        let mut link = base;
+        for (key, value) in &self.parameters {
+            if let Some(key) = key.strip_prefix(crate::plan::Link::PARAMETER_PREFIX) {
+                // Checked when the parameter was set (`link_value`).
+                let _ = link
+                    .get_or_insert_with(Default::default)
+                    .set(key, &value.to_string());
+            }
+        }
+        link
+    }
+
+    /// Whether this is a point of a link sweep: only its warm cases read through a link,
+    /// so only they run (cold and no-op run once, at the sweep's direct point).
+    pub fn is_link_point(&self) -> bool {
+        self.parameters.keys().any(|k| is_link_key(k))
+    }
+
     /// Every path the manifest names, resolved in the repo's source folder `source`: none
     /// may lead out of it through a symbolic link, and the parameters file, which the
     /// harness writes in its copy of the workspace, may pass through no link at all.
@@ -767,11 +797,50 @@ pub fn select(selection: &crate::plan::config::RepoSelection) -> Result<Vec<Repo
             )));
         }
     }
+    apply_profile_params(&mut repos, &selection.profile_params)?;
     apply_overrides(&mut repos, &selection.params)?;
     match &selection.sweep {
         Some((key, values)) => sweep(repos, key, values),
         None => Ok(repos),
     }
+}
+
+fn is_link_key(key: &str) -> bool {
+    crate::plan::Link::is_parameter(key)
+}
+
+/// A `link.*` value as the link takes it, or the error naming the flag.
+fn link_value(key: &str, value: &ParamValue, flag: &str) -> Result<ParamValue> {
+    let name = &key[crate::plan::Link::PARAMETER_PREFIX.len()..];
+    crate::plan::Link::default()
+        .set(name, &value.to_string())
+        .map_err(|why| {
+            Error::Usage(format!(
+                "{flag} {key}={value}: {why}\n  fix: e.g. {flag} link.rtt_ms=0,10,40,160 or link.bandwidth=100mbit"
+            ))
+        })?;
+    Ok(value.clone())
+}
+
+/// A link sweep (`--sweep link.rtt_ms=0,10,40`): every repo once directly (all its
+/// scenarios, no proxy) and then at each value (warm only, through the proxy).
+fn link_sweep(
+    repos: Vec<RepoManifest>,
+    key: &str,
+    values: &[ParamValue],
+) -> Result<Vec<RepoManifest>> {
+    let mut points = Vec::new();
+    for repo in repos {
+        for value in values {
+            let mut point = repo.clone();
+            point
+                .parameters
+                .insert(key.to_string(), link_value(key, value, "--sweep")?);
+            points.push(point);
+        }
+        points.insert(points.len() - values.len(), repo);
+    }
+    Ok(points)
 }
 
 /// Each repo that declares `key`, once per value (in order); the others as they are.
@@ -780,6 +849,9 @@ pub fn sweep(
     key: &str,
     values: &[ParamValue],
 ) -> Result<Vec<RepoManifest>> {
+    if is_link_key(key) {
+        return link_sweep(repos, key, values);
+    }
     if !repos.iter().any(|r| r.parameters.contains_key(key)) {
         return Err(Error::Usage(format!(
             "--sweep {key}=...: none of the selected bench repos has a parameter `{key}`{}\n  fix: check the [parameters] table of the repo's repo.toml",
@@ -837,11 +909,42 @@ fn suggest_parameter(repos: &[RepoManifest], key: &str) -> String {
     )
 }
 
+/// The profile's `[params.REPO]` values on the selected repo of that name (a profile may
+/// name repos this run does not select); a key that repo does not declare is an error.
+fn apply_profile_params(
+    repos: &mut [RepoManifest],
+    params: &BTreeMap<String, Vec<(String, ParamValue)>>,
+) -> Result<()> {
+    for repo in repos.iter_mut() {
+        for (key, value) in params.get(&repo.name).into_iter().flatten() {
+            if !repo.parameters.contains_key(key) {
+                return Err(Error::Usage(format!(
+                    "the profile's [params.{}] sets `{key}`, which bench repo `{}` does not declare{}\n  fix: check the [parameters] table of {}",
+                    repo.name,
+                    repo.name,
+                    suggest_parameter(std::slice::from_ref(repo), key),
+                    repo.manifest_path.display()
+                )));
+            }
+            let typed = typed_value(repo, key, value, &format!("[params.{}]", repo.name))?;
+            repo.parameters.insert(key.clone(), typed);
+        }
+    }
+    Ok(())
+}
+
 pub fn apply_overrides(
     repos: &mut [RepoManifest],
     overrides: &[(String, ParamValue)],
 ) -> Result<()> {
     for (key, value) in overrides {
+        if is_link_key(key) {
+            let value = link_value(key, value, "--param")?;
+            for repo in repos.iter_mut() {
+                repo.parameters.insert(key.clone(), value.clone());
+            }
+            continue;
+        }
         let mut used = false;
         for repo in repos.iter_mut() {
             if repo.parameters.contains_key(key) {
@@ -1226,6 +1329,108 @@ file = "default.nix"
     }
 
     #[test]
+    fn a_link_sweep_runs_each_repo_directly_then_at_each_value() {
+        let repos = vec![parse_in(GOOD).unwrap()];
+        let values = [ParamValue::Int(0), ParamValue::Int(40)];
+        let points = sweep(repos, "link.rtt_ms", &values).unwrap();
+        assert_eq!(points.len(), 3);
+        assert!(!points[0].is_link_point() && points[0].link(None).is_none());
+        let link = points[2].link(None).unwrap();
+        assert_eq!(link.rtt_ms, 40);
+        // The build tool never sees the link, and the points share one primed state.
+        assert_eq!(points[2].tool_parameters(), points[0].parameters);
+        let base = crate::plan::Link::parse("bandwidth=1mbit").unwrap();
+        assert_eq!(
+            points[1].link(Some(base)).unwrap(),
+            crate::plan::Link {
+                rtt_ms: 0,
+                bandwidth_bytes_per_s: Some(125_000)
+            },
+            "the sweep's key over --link's"
+        );
+        let err = sweep(
+            vec![parse_in(GOOD).unwrap()],
+            "link.rtt",
+            &[ParamValue::Int(1)],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown link key `rtt`"), "{err}");
+        let plan = crate::plan::Plan::build(
+            points,
+            None,
+            &[Scenario::Cold, Scenario::Warm],
+            crate::plan::Lane::Host,
+            crate::plan::Settings::default(),
+        )
+        .unwrap();
+        let planned: Vec<(usize, Scenario)> =
+            plan.cases.iter().map(|c| (c.repo, c.scenario)).collect();
+        assert_eq!(
+            planned,
+            [
+                (0, Scenario::Cold),
+                (0, Scenario::Warm),
+                (1, Scenario::Warm),
+                (2, Scenario::Warm)
+            ],
+            "cold runs once, directly"
+        );
+    }
+
+    #[test]
+    fn profile_params_apply_to_their_repo_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("fixture");
+        std::fs::create_dir(&repo).unwrap();
+        std::fs::write(repo.join(MANIFEST_FILE), GOOD).unwrap();
+        let selection = |profile: &[(&str, ParamValue)], flags: &[(&str, ParamValue)]| {
+            crate::plan::config::RepoSelection {
+                names: vec!["fixture".into()],
+                bench_repos: dir.path().to_path_buf(),
+                params: flags
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+                profile_params: BTreeMap::from([
+                    (
+                        "fixture".to_string(),
+                        profile
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.clone()))
+                            .collect(),
+                    ),
+                    // A repo the run does not select is no error.
+                    (
+                        "other".to_string(),
+                        vec![("nope".into(), ParamValue::Int(1))],
+                    ),
+                ]),
+                sweep: None,
+            }
+        };
+        let got = select(&selection(&[("size", ParamValue::Int(300))], &[])).unwrap();
+        assert_eq!(got[0].parameters["size"], ParamValue::Int(300));
+        let got = select(&selection(
+            &[("size", ParamValue::Int(300))],
+            &[("size", ParamValue::Int(7))],
+        ))
+        .unwrap();
+        assert_eq!(got[0].parameters["size"], ParamValue::Int(7));
+        let err = select(&selection(&[("sise", ParamValue::Int(3))], &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[params.fixture] sets `sise`") && err.contains("size"),
+            "{err}"
+        );
+        let err = select(&selection(&[("size", ParamValue::parse("big"))], &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[params.fixture] size=big"), "{err}");
+    }
+
+    #[test]
     fn the_same_repo_selected_twice_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("fixture");
@@ -1235,6 +1440,7 @@ file = "default.nix"
             names: names.iter().map(|n| n.to_string()).collect(),
             bench_repos: dir.path().to_path_buf(),
             params: Vec::new(),
+            profile_params: BTreeMap::new(),
             sweep: None,
         };
         assert_eq!(select(&selection(&["fixture"])).unwrap().len(), 1);

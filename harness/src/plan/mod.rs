@@ -16,8 +16,10 @@ use crate::results::CaseKey;
 use crate::stats::stopping::StoppingRule;
 
 // A plan is made of the results document's words: systems, lanes, scenarios, parameters.
-pub use crate::results::scenario::{Fault, Scenario, SlowSettings};
-pub use crate::results::{Explain, Lane, ParamValue, SampleOrder, System, VerifyPolicy};
+pub use crate::results::scenario::{Fault, Link, Scenario, SlowSettings};
+pub use crate::results::{
+    Compression, Explain, Lane, ParamValue, SampleOrder, System, VerifyPolicy,
+};
 pub use manifest::{RepoManifest, Source};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +45,10 @@ pub struct Settings {
     /// they measure what the caches hold now, and nothing is written to them.
     pub fill: bool,
     pub explain: Explain,
+    /// Compression of the NARs written to the embedded cache.
+    pub compression: Compression,
+    /// `--link`: warm cases read the team cache through the proxy, shaped so.
+    pub link: Option<Link>,
     /// How the samples of a repo's cold, warm and no-op cases are taken (`--order`).
     #[serde(default)]
     pub order: SampleOrder,
@@ -78,6 +84,8 @@ impl Default for Settings {
             poison_suffix: ".txt".into(),
             fill: true,
             explain: Explain::On,
+            compression: Compression::default(),
+            link: None,
             order: SampleOrder::Interleaved,
             verify: VerifyPolicy::Cache,
             verify_depth: None,
@@ -194,6 +202,9 @@ impl Plan {
             };
             for system in wanted {
                 for &scenario in &scenarios {
+                    if repo.is_link_point() && scenario != Scenario::Warm {
+                        continue;
+                    }
                     cases.push(CaseSpec {
                         repo: index,
                         system,

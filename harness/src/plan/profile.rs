@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::plan::args::{check_fraction, check_non_negative, check_positive};
 use crate::plan::cache::NixCache;
 use crate::plan::Lane;
+use crate::plan::ParamValue;
 use crate::results::CacheBackend;
 
 pub const CONFIG_FILE: &str = "bench.toml";
@@ -35,6 +36,14 @@ pub struct Profile {
     pub max_fallback_penalty: Option<f64>,
     /// `fill = false`: warm cases measure the caches as they are and nothing is uploaded.
     pub fill: Option<bool>,
+    /// `compression = "xz"`: how the embedded cache stores NARs.
+    pub compression: Option<crate::plan::Compression>,
+    /// `link = "rtt_ms=40,bandwidth=100mbit"`: warm cases read the team cache so.
+    pub link: Option<crate::plan::Link>,
+    /// `repos = [...]`: the bench repos a run selects when `--repo` is not given.
+    pub repos: Option<Vec<String>>,
+    /// `[params.REPO]`: parameter values for one bench repo (under `--param`).
+    pub params: BTreeMap<String, Vec<(String, ParamValue)>>,
 }
 
 /// How pushes reach an Attic server.
@@ -106,6 +115,11 @@ struct RawProfile {
     warmups: Option<usize>,
     lanes: Option<Vec<Lane>>,
     fill: Option<bool>,
+    compression: Option<crate::plan::Compression>,
+    link: Option<String>,
+    repos: Option<Vec<String>>,
+    #[serde(default)]
+    params: BTreeMap<String, BTreeMap<String, toml::Value>>,
     nix: Option<RawNix>,
     bazel: Option<RawBazel>,
     thresholds: Option<RawThresholds>,
@@ -231,6 +245,19 @@ pub fn parse(text: &str, path: &Path, name: &str) -> Result<Profile> {
             .map_or(Ok(Vec::new()), |n| keys.upstream(&n.upstream))?,
         bazel_shared_repository_cache: p.bazel.as_ref().and_then(|b| b.repository_cache),
         fill: p.fill,
+        compression: p.compression,
+        link: p
+            .link
+            .map(|l| {
+                keys.check(
+                    "link",
+                    crate::plan::Link::parse(&l),
+                    "link = \"rtt_ms=40,bandwidth=100mbit\"",
+                )
+            })
+            .transpose()?,
+        repos: p.repos,
+        params: keys.params(p.params)?,
         nix: p.nix.map_or(Ok(NixBackend::Embedded), |n| keys.nix(n))?,
         bazel: p
             .bazel
@@ -289,6 +316,33 @@ struct Keys<'a> {
 }
 
 impl Keys<'_> {
+    /// `[params.REPO]` tables: whole numbers and strings, as `repo.toml` declares them.
+    fn params(
+        &self,
+        raw: BTreeMap<String, BTreeMap<String, toml::Value>>,
+    ) -> Result<BTreeMap<String, Vec<(String, ParamValue)>>> {
+        raw.into_iter()
+            .map(|(repo, table)| {
+                let values = table
+                    .into_iter()
+                    .map(|(key, value)| match value {
+                        toml::Value::Integer(i) => Ok((key, ParamValue::Int(i))),
+                        toml::Value::String(s) => Ok((key, ParamValue::Str(s))),
+                        other => Err(self.error(
+                            format!(
+                                "key `{}`: a parameter is a whole number or a string, not {}",
+                                self.key(&format!("params.{repo}.{key}")),
+                                other.type_str()
+                            ),
+                            &format!("write e.g. {key} = 20"),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((repo, values))
+            })
+            .collect()
+    }
+
     fn key(&self, k: &str) -> String {
         format!("profiles.{}.{k}", self.name)
     }

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use super::escape_html as esc;
 use crate::report::tables::{cells, Table};
 use crate::results::growth::Growth;
-use crate::stats::numbers::{interval_text, number, per_unit, r_squared, seconds};
+use crate::stats::numbers::{change_interval, interval_text, number, per_unit, r_squared, seconds};
 
 /// The fits, one row per series; `None` without a sweep.
 pub fn table(growth: &[Growth]) -> Option<Table> {
@@ -51,6 +51,47 @@ pub fn table(growth: &[Growth]) -> Option<Table> {
             "intercept",
             "R²",
             "exponent",
+        ],
+        rows,
+    })
+}
+
+/// A link sweep's answers, one row per warm series: where the cache stops paying and
+/// what the proxy costs; `None` without a link sweep.
+pub fn link_table(growth: &[Growth]) -> Option<Table> {
+    let rows: Vec<_> = growth
+        .iter()
+        .filter(|g| g.break_even.is_some() || g.proxy_cost.is_some())
+        .map(|g| {
+            let unit = match g.parameter.as_str() {
+                "link.rtt_ms" => "ms RTT",
+                "link.bandwidth" => "B/s",
+                other => other,
+            };
+            let show = |v: f64| format!("{} {unit}", number((v * 10.0).round() / 10.0));
+            cells([
+                g.repo.clone(),
+                g.system.name().into(),
+                g.lane.name().into(),
+                g.break_even.map_or("-".into(), |b| seconds(b.level)),
+                g.break_even.map_or("-".into(), |b| match b.at {
+                    Some(at) => interval_text(at, b.ci_low.zip(b.ci_high), show),
+                    None => "never (warm does not grow)".into(),
+                }),
+                g.proxy_cost.as_ref().map_or("-".into(), change_interval),
+            ])
+        })
+        .collect();
+    (!rows.is_empty()).then(|| Table {
+        title: "Link to the cache",
+        note: "A link sweep: warm read through the proxy shaped at each value, cold and warm read directly. Break-even: where the line through warm's medians meets the cold median, i.e. the cache stops paying there (95% bootstrap interval). Proxy cost: warm through the unshaped proxy (value 0) against warm read directly.",
+        headers: vec![
+            "repo",
+            "system",
+            "lane",
+            "cold median",
+            "break-even [95% CI]",
+            "proxy cost [95% CI]",
         ],
         rows,
     })
@@ -148,9 +189,21 @@ impl Axis {
 
 fn plot(group: &[&Growth]) -> String {
     let points = group.iter().flat_map(|g| &g.points);
-    let x = Axis::fit(points.clone().map(|p| p.value), LEFT, WIDTH - RIGHT);
+    let crossings = group.iter().filter_map(|g| g.break_even);
+    let x = Axis::fit(
+        points.clone().map(|p| p.value).chain(
+            crossings
+                .clone()
+                .filter_map(|b| b.at)
+                .filter(|at| *at >= 0.0),
+        ),
+        LEFT,
+        WIDTH - RIGHT,
+    );
     let y = Axis::fit(
-        points.flat_map(|p| p.samples.iter().copied()),
+        points
+            .flat_map(|p| p.samples.iter().copied())
+            .chain(crossings.map(|b| b.level)),
         HEIGHT - BOTTOM,
         TOP,
     );
@@ -229,8 +282,47 @@ fn plot(group: &[&Growth]) -> String {
             g.scenario
         );
     }
+    for b in group.iter().filter_map(|g| g.break_even) {
+        break_even(&mut svg, &x, &y, b, &group[0].parameter);
+    }
     svg.push_str("</svg>");
     svg
+}
+
+/// Cold as a dashed line across the plot, and where warm's line meets it.
+fn break_even(
+    svg: &mut String,
+    x: &Axis,
+    y: &Axis,
+    b: crate::stats::fit::Crossing,
+    parameter: &str,
+) {
+    let level = y.at(b.level);
+    let _ = write!(
+        svg,
+        "<line x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{level:.1}\" y2=\"{level:.1}\" stroke=\"#57606a\" stroke-dasharray=\"6 4\"><title>cold (read directly): {}</title></line><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">cold</text>",
+        WIDTH - RIGHT,
+        seconds(b.level),
+        WIDTH - RIGHT - 4.0,
+        level - 4.0
+    );
+    let Some(at) = b.at.filter(|at| *at >= 0.0) else {
+        return;
+    };
+    let text = interval_text(at, b.ci_low.zip(b.ci_high), |v| {
+        number((v * 10.0).round() / 10.0)
+    });
+    let _ = write!(
+        svg,
+        "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{TOP}\" y2=\"{1:.1}\" stroke=\"#cf222e\" stroke-dasharray=\"2 3\"><title>break-even {2} = {3}</title></line><circle cx=\"{0:.1}\" cy=\"{4:.1}\" r=\"5\" fill=\"none\" stroke=\"#cf222e\"/><text x=\"{5:.1}\" y=\"{6:.1}\" style=\"fill:#cf222e\">break-even {3}</text>",
+        x.at(at),
+        HEIGHT - BOTTOM,
+        esc(parameter),
+        esc(&text),
+        level,
+        x.at(at) + 6.0,
+        level + 16.0
+    );
 }
 
 #[cfg(test)]

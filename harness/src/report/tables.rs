@@ -435,6 +435,7 @@ fn clock_floor_note(results: &Results, walls: &[f64]) -> Option<String> {
 pub fn all(results: &Results) -> Vec<Table> {
     std::iter::once(comparisons(results))
         .chain(super::growth::table(&results.growth))
+        .chain(super::growth::link_table(&results.growth))
         .chain([
             claims(results),
             fallbacks(results),

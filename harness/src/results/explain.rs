@@ -372,6 +372,22 @@ pub struct CacheLink {
     pub probe_bytes: u64,
 }
 
+impl CacheLink {
+    /// The link as a shaped one (`--link`) leaves it: its round trip added to the latency,
+    /// its bandwidth capping the throughput.
+    pub fn through(self, link: &crate::results::scenario::Link) -> CacheLink {
+        CacheLink {
+            throughput_bytes_per_s: link
+                .bandwidth_bytes_per_s
+                .map_or(self.throughput_bytes_per_s, |cap| {
+                    self.throughput_bytes_per_s.min(cap as f64)
+                }),
+            latency_s: self.latency_s + link.rtt().as_secs_f64(),
+            ..self
+        }
+    }
+}
+
 /// The least time a warm sample's cache traffic could take, with its inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TransferFloor {

@@ -5,9 +5,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::{CaseResult, Outcome};
+use crate::results::scenario::Link;
 use crate::results::{Lane, ParamValue, Scenario, System};
-use crate::stats::fit::{fit_medians, log_log, slope_interval, LinearFit, Point};
-use crate::stats::median;
+use crate::stats::fit::{
+    crossing, fit_medians, log_log, slope_interval, Crossing, LinearFit, Point,
+};
+use crate::stats::{median, ratio_of_medians, RatioInterval};
 
 /// One scenario's series over the swept parameter, with its fits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -33,6 +36,14 @@ pub struct Growth {
     pub slope_ci_low: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slope_ci_high: Option<f64>,
+    /// A link sweep's warm series (`--sweep link.rtt_ms=...`): where its line meets the
+    /// cold median, i.e. the distance at which the cache stops paying, with its interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_even: Option<Crossing>,
+    /// A link sweep's warm series: the median through the unshaped proxy (`link.*` = 0)
+    /// over the median read directly, with its interval: what the proxy itself costs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_cost: Option<RatioInterval>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -83,11 +94,58 @@ pub fn growth(cases: &[CaseResult]) -> Vec<Growth> {
             None => groups.push(vec![case]),
         }
     }
-    groups.iter().filter_map(|g| series(g)).collect()
+    groups
+        .iter()
+        .filter_map(|g| series(g))
+        .map(|mut growth| {
+            link_sweep(&mut growth, cases);
+            growth
+        })
+        .collect()
+}
+
+/// A link sweep's warm series against the direct cases of the same repo, system, lane
+/// and build parameters: cold (the break-even) and warm read directly (the proxy's cost).
+fn link_sweep(growth: &mut Growth, cases: &[CaseResult]) {
+    if growth.scenario != Scenario::Warm || !Link::is_parameter(&growth.parameter) {
+        return;
+    }
+    let Some(point) = cases.iter().find(|c| {
+        c.repo == growth.repo
+            && c.system == growth.system
+            && c.lane == growth.lane
+            && c.scenario == Scenario::Warm
+            && c.parameters.contains_key(&growth.parameter)
+    }) else {
+        return;
+    };
+    let direct = |scenario: Scenario| {
+        cases.iter().find(|c| {
+            c.key() == point.key()
+                && c.scenario == scenario
+                && c.outcome == Outcome::Ok
+                && !c.samples.is_empty()
+                && c.link.is_none()
+                && c.parameters
+                    == point
+                        .parameters
+                        .iter()
+                        .filter(|(k, _)| !Link::is_parameter(k))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+        })
+    };
+    if let Some(cold) = direct(Scenario::Cold) {
+        growth.break_even = crossing(&growth.series(), &cold.walls());
+    }
+    let unshaped = growth.points.iter().find(|p| p.value == 0.0);
+    if let (Some(warm), Some(unshaped)) = (direct(Scenario::Warm), unshaped) {
+        growth.proxy_cost = ratio_of_medians(&unshaped.samples, &warm.walls());
+    }
 }
 
 fn series(group: &[&CaseResult]) -> Option<Growth> {
-    let parameter = swept_parameter(group)?;
+    let (parameter, group) = swept_parameter(group)?;
     let mut points: Vec<GrowthPoint> = group
         .iter()
         .map(|case| {
@@ -112,6 +170,8 @@ fn series(group: &[&CaseResult]) -> Option<Growth> {
         log_log: None,
         slope_ci_low: None,
         slope_ci_high: None,
+        break_even: None,
+        proxy_cost: None,
     };
     let series = growth.series();
     let (linear, interval) = (fit_medians(&series), slope_interval(&series));
@@ -126,9 +186,10 @@ fn series(group: &[&CaseResult]) -> Option<Growth> {
     Some(growth)
 }
 
-/// The one parameter whose value differs between the cases, when it is numeric everywhere
-/// and takes distinct values (two cases at the same value are not a sweep).
-fn swept_parameter(group: &[&CaseResult]) -> Option<String> {
+/// The one parameter whose value differs between the cases, and the cases that have it
+/// (a link sweep's direct case has none), when it is numeric everywhere and takes
+/// distinct values (two cases at the same value are not a sweep).
+fn swept_parameter<'a>(group: &[&'a CaseResult]) -> Option<(String, Vec<&'a CaseResult>)> {
     if group.len() < 2 {
         return None;
     }
@@ -146,13 +207,18 @@ fn swept_parameter(group: &[&CaseResult]) -> Option<String> {
     let [key] = varying.as_slice() else {
         return None;
     };
+    let group: Vec<&CaseResult> = group
+        .iter()
+        .copied()
+        .filter(|c| c.parameters.contains_key(*key) || !Link::is_parameter(key))
+        .collect();
     let mut values: Vec<f64> = group
         .iter()
         .map(|c| numeric(c.parameters.get(*key)?))
         .collect::<Option<_>>()?;
     values.sort_by(f64::total_cmp);
     values.dedup();
-    (values.len() == group.len()).then(|| (*key).clone())
+    (values.len() == group.len() && group.len() >= 2).then(|| ((*key).clone(), group))
 }
 
 fn numeric(value: &ParamValue) -> Option<f64> {
@@ -190,6 +256,57 @@ pub(crate) mod tests {
             }
         }
         cases
+    }
+
+    #[test]
+    fn a_link_sweep_gives_the_break_even_and_the_proxy_cost() {
+        let results: Results =
+            serde_json::from_str(&crate::tools::fixture("results/nix-fixture.json")).unwrap();
+        let like = |scenario: Scenario| {
+            let mut case = results
+                .cases
+                .iter()
+                .find(|c| c.scenario == scenario)
+                .unwrap()
+                .clone();
+            case.samples.truncate(3);
+            assert_eq!(case.samples.len(), 3, "the fixture has 3 samples a case");
+            case
+        };
+        let walls = |case: &mut CaseResult, at: f64| {
+            for (i, s) in case.samples.iter_mut().enumerate() {
+                s.wall_s = at + 0.01 * i as f64;
+            }
+        };
+        let mut cold = like(Scenario::Cold);
+        walls(&mut cold, 6.0);
+        let mut direct = like(Scenario::Warm);
+        walls(&mut direct, 0.99);
+        let mut cases = vec![cold, direct];
+        // warm = 1 + 0.05 × rtt: the cache stops paying at 100 ms.
+        for rtt in [0i64, 10, 40, 160] {
+            let mut point = like(Scenario::Warm);
+            point
+                .parameters
+                .insert("link.rtt_ms".into(), ParamValue::Int(rtt));
+            point.link = Some(Link {
+                rtt_ms: rtt as u64,
+                bandwidth_bytes_per_s: None,
+            });
+            walls(&mut point, 1.0 + 0.05 * rtt as f64);
+            cases.push(point);
+        }
+        let series = growth(&cases);
+        let [warm] = series.as_slice() else {
+            panic!("one series, warm over the link: {series:?}")
+        };
+        assert_eq!(warm.parameter, "link.rtt_ms");
+        assert_eq!(warm.points.len(), 4, "the direct case is no point");
+        let even = warm.break_even.unwrap();
+        assert!((even.at.unwrap() - 100.0).abs() < 1.0, "{even:?}");
+        assert!((even.level - 6.01).abs() < 1e-9, "{even:?}");
+        let cost = warm.proxy_cost.as_ref().unwrap();
+        assert!((cost.ratio - 1.01 / 1.0).abs() < 0.02, "{cost:?}");
     }
 
     #[test]

@@ -122,6 +122,10 @@ pub struct RunSettings {
     /// `--explain`: whether builds were explained (`interleave`: every other sample).
     #[serde(default)]
     pub explain: Explain,
+    /// How the embedded cache stored NARs (absent in results from before it was chosen,
+    /// which stored xz).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
     /// `--order`: how a repo's cold, warm and no-op samples were taken; absent in files
     /// from before it was recorded, which were sequential.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,6 +192,40 @@ pub enum VerifyPolicy {
     Cache,
     /// Non-reproducible steps fail too: for repos that promise bit-for-bit rebuilds.
     Strict,
+}
+
+/// How the NARs a run writes to a `nix copy` cache (the embedded one) are compressed
+/// (`--compression`): Attic stores zstd, `nix copy`'s own default is xz.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Xz,
+    /// As Attic serves them.
+    #[default]
+    Zstd,
+}
+
+impl Compression {
+    /// The value of a binary cache URL's `compression` setting.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Xz => "xz",
+            Compression::Zstd => "zstd",
+        }
+    }
 }
 
 /// Whether builds run with what explains them: Bazel's JSON trace profile, the arrival
@@ -616,6 +654,10 @@ pub struct CaseResult {
     /// reads the cache fills it), or that the run only read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_fill: Option<CacheFill>,
+    /// A warm case that read the team cache through the shaped link (`--link`, a link
+    /// sweep's point); absent: directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<scenario::Link>,
     /// How the samples were taken, and with which cases they alternated; absent in files
     /// from before it was recorded (sequential).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -998,6 +1040,7 @@ impl CaseResult {
             explain_overhead: None,
             overhead_median_s: None,
             cache_fill: None,
+            link: None,
             sampling: None,
         }
     }

@@ -75,6 +75,111 @@ impl Default for SlowSettings {
     }
 }
 
+/// The link to the team cache that warm cases read through (`--link rtt_ms=40,bandwidth=100mbit`,
+/// a profile's `link`, or a sweep of `link.rtt_ms` / `link.bandwidth`): the fault proxy in
+/// pass-through, each request held back one round trip, answers capped at the bandwidth.
+/// An unshaped link (`rtt_ms=0`, no bandwidth) still goes through the proxy, so what the
+/// proxy itself costs is measured against direct access.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+pub struct Link {
+    /// Added round trip per request (and per connection), milliseconds.
+    pub rtt_ms: u64,
+    /// Cap on the cache's answers, bytes per second; absent: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_bytes_per_s: Option<u64>,
+}
+
+impl Link {
+    /// The keys of `--link` and their parameter names in a sweep (`link.KEY`).
+    pub const KEYS: [&'static str; 2] = ["rtt_ms", "bandwidth"];
+    pub const PARAMETER_PREFIX: &'static str = "link.";
+
+    /// `rtt_ms=40,bandwidth=100mbit`: either key or both.
+    pub fn parse(text: &str) -> std::result::Result<Link, String> {
+        let mut link = Link::default();
+        for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                format!(
+                    "`{pair}` is not KEY=VALUE (keys: {})",
+                    Link::KEYS.join(", ")
+                )
+            })?;
+            link.set(key.trim(), value.trim())?;
+        }
+        Ok(link)
+    }
+
+    /// One key: `rtt_ms` in whole milliseconds, `bandwidth` in bytes per second or with a
+    /// unit of bits (`kbit`, `mbit`, `gbit`, decimal).
+    pub fn set(&mut self, key: &str, value: &str) -> std::result::Result<(), String> {
+        match key {
+            "rtt_ms" => {
+                self.rtt_ms = value
+                    .parse()
+                    .map_err(|_| format!("rtt_ms={value}: not a whole number of milliseconds"))?
+            }
+            "bandwidth" => self.bandwidth_bytes_per_s = Some(parse_bandwidth(value)?),
+            other => {
+                return Err(format!(
+                    "unknown link key `{other}` (keys: {})",
+                    Link::KEYS.join(", ")
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// `link.rtt_ms`, `link.bandwidth`: parameters every repo takes, which shape the link
+    /// to the team cache instead of reaching the build tool.
+    pub fn is_parameter(key: &str) -> bool {
+        key.starts_with(Link::PARAMETER_PREFIX)
+    }
+
+    /// Whether it changes the traffic at all.
+    pub fn shaped(&self) -> bool {
+        self.rtt_ms > 0 || self.bandwidth_bytes_per_s.is_some()
+    }
+
+    pub fn rtt(&self) -> Duration {
+        Duration::from_millis(self.rtt_ms)
+    }
+}
+
+fn parse_bandwidth(text: &str) -> std::result::Result<u64, String> {
+    let lower = text.to_ascii_lowercase();
+    let (digits, bits_per_unit) = [("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)]
+        .iter()
+        .find_map(|(unit, scale)| {
+            lower
+                .strip_suffix(unit)
+                .map(|d| (d.to_string(), Some(*scale)))
+        })
+        .unwrap_or((lower.clone(), None));
+    let number: f64 = digits
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n > 0.0)
+        .ok_or_else(|| {
+            format!("bandwidth={text}: not a positive number of bytes per second, or of kbit, mbit, gbit")
+        })?;
+    let bytes = match bits_per_unit {
+        Some(scale) => number * scale / 8.0,
+        None => number,
+    };
+    Ok((bytes.round() as u64).max(1))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scenario {
     /// Empty local state, no cache.
@@ -253,6 +358,33 @@ named_serde!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(
+            Link::parse("rtt_ms=40,bandwidth=100mbit").unwrap(),
+            Link {
+                rtt_ms: 40,
+                bandwidth_bytes_per_s: Some(12_500_000)
+            }
+        );
+        assert_eq!(
+            Link::parse("bandwidth=1000").unwrap().bandwidth_bytes_per_s,
+            Some(1000)
+        );
+        assert!(!Link::parse("rtt_ms=0").unwrap().shaped());
+        assert!(Link::parse("rtt_ms=1").unwrap().shaped());
+        for (bad, says) in [
+            ("rtt=4", "unknown link key `rtt`"),
+            ("rtt_ms=-1", "not a whole number"),
+            ("bandwidth=0", "not a positive number"),
+            ("bandwidth=fast", "not a positive number"),
+            ("rtt_ms", "not KEY=VALUE"),
+        ] {
+            let err = Link::parse(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn names_round_trip() {

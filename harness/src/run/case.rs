@@ -9,7 +9,7 @@ use crate::cache::CacheRoute;
 use crate::error::{CaseFailure, IoContext, StepResult};
 use crate::exec::process::{self, Executor};
 use crate::exec::scratch::remove_tree;
-use crate::plan::{Fault, Scenario, Settings};
+use crate::plan::{Fault, Link, Scenario, Settings};
 use crate::results::explain::{CacheLink, TransferFloor};
 use crate::results::{
     hit_ratio, CaseResult, FallbackInfo, FillMethod, Mismatch, Outcome, Sample, ToolFallback,
@@ -17,7 +17,7 @@ use crate::results::{
 };
 use crate::run::build::{run_build, Want};
 use crate::run::events::{emit, Event, EventSink};
-use crate::run::fallback::{plan_fault, proxy_counts};
+use crate::run::fallback::{plan_fault, plan_link, proxy_counts};
 use crate::run::verify::{classify, compared_outputs, Builds};
 use crate::stats::stopping::{StopReason, StoppingRule};
 use crate::tools::build_graph::BuildGraph;
@@ -168,6 +168,8 @@ pub fn compare_outputs(clean: &Outputs, from_cache: &Outputs) -> Vec<Mismatch> {
 /// reference outputs and what was checked against them.
 pub struct Begun {
     proxy: Option<FaultProxy>,
+    /// The shaped link's proxy, kept for as long as the case's builds read through it.
+    _link: Option<FaultProxy>,
     reference: Reference,
     checked: Checked,
 }
@@ -199,6 +201,18 @@ impl CaseRun<'_, '_> {
                 }
             },
         };
+        let link = match self.scenario {
+            Scenario::Warm => self.ctx.repo.link(self.settings.link),
+            _ => None,
+        };
+        let link = match link.map(|link| (link, plan_link(self.driver.cache_location()))) {
+            None => None,
+            Some((link, Ok(route))) => Some((link, route)),
+            Some((_, Err(reason))) => {
+                skip(result, format!("--link: {reason}"));
+                return Ok(None);
+            }
+        };
         // Primed (and the cache filled) directly, before any fault proxy is in the way.
         let needs_prime = match self.scenario {
             Scenario::Cold => false,
@@ -217,9 +231,14 @@ impl CaseRun<'_, '_> {
             Some((fault, route)) => Some(self.start_proxy(fault, &route, result)?),
             None => None,
         };
+        let link = match link {
+            Some((link, route)) => Some(self.start_link(link, &route, result)?),
+            None => None,
+        };
         let reference = self.reference()?;
         Ok(Some(Begun {
             proxy,
+            _link: link,
             reference,
             checked: Checked::default(),
         }))
@@ -413,6 +432,26 @@ impl CaseRun<'_, '_> {
         Ok(proxy)
     }
 
+    /// From here on the warm case reads its cache through the shaped link, and its
+    /// transfer floors are the shaped link's.
+    fn start_link(
+        &mut self,
+        link: Link,
+        route: &CacheRoute,
+        result: &mut CaseResult,
+    ) -> StepResult<FaultProxy> {
+        let proxy = FaultProxy::start(
+            route.upstream,
+            Mode::Link(link),
+            self.settings.slow,
+            &self.settings.poison_suffix,
+        )?;
+        self.ctx.cache_via = Some(proxy.addr());
+        self.cache_link = self.cache_link.map(|measured| measured.through(&link));
+        result.link = Some(link);
+        Ok(proxy)
+    }
+
     fn reference(&mut self) -> StepResult<Reference> {
         match self.scenario {
             Scenario::Verify => {
@@ -539,7 +578,8 @@ impl CaseRun<'_, '_> {
         result: &mut CaseResult,
     ) -> StepResult<(Sample, Option<Built>, Option<String>)> {
         let want = reference.want();
-        let proxied = self.ctx.cache_via.is_some();
+        // A fault's proxy, not a shaped link's: only a fault may break the build.
+        let proxied = self.ctx.cache_via.is_some() && self.scenario.fault().is_some();
         let mut ctx = self.ctx;
         if proxied {
             ctx.timeout = self.settings.fallback_timeout;

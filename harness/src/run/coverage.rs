@@ -160,7 +160,7 @@ impl Instantiator<'_> {
             }
             parse_derivations(&out.stdout)
         };
-        let roots = show(target_args(targets, source, &repo.parameters))?;
+        let roots = show(target_args(targets, source, &repo.tool_parameters()))?;
         let mut closure_of: Vec<OsString> = vec!["-r".into()];
         closure_of.extend(roots.iter().map(|d| OsString::from(&d.drv)));
         let closure = show(closure_of)?;

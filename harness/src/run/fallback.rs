@@ -12,6 +12,23 @@ use crate::tools::CacheLocation;
 /// Where the proxy forwards a `fault` case's cache traffic, or why the case must be
 /// skipped (the true reason: no cache, a local folder, TLS, a protocol the fault needs).
 pub fn plan_fault(fault: Fault, cache: Option<CacheLocation>) -> Result<CacheRoute, String> {
+    let (route, url) = routed(cache)?;
+    if fault.needs_http() && !route.plain_http {
+        return Err(format!(
+            "the {} fault needs a plain http:// cache; this one is {url}",
+            fault.name()
+        ));
+    }
+    Ok(route)
+}
+
+/// Where the proxy forwards a shaped link's traffic (`--link`), or why it cannot stand in
+/// front of the case's cache.
+pub fn plan_link(cache: Option<CacheLocation>) -> Result<CacheRoute, String> {
+    routed(cache).map(|(route, _)| route)
+}
+
+fn routed(cache: Option<CacheLocation<'_>>) -> Result<(CacheRoute, &url::Url), String> {
     let url = match cache {
         None => return Err("no cache to put the fault proxy in front of".into()),
         Some(CacheLocation::Folder(path)) => {
@@ -28,14 +45,7 @@ pub fn plan_fault(fault: Fault, cache: Option<CacheLocation>) -> Result<CacheRou
             url.scheme()
         ));
     }
-    let route = network_route(url)?;
-    if fault.needs_http() && !route.plain_http {
-        return Err(format!(
-            "the {} fault needs a plain http:// cache; this one is {url}",
-            fault.name()
-        ));
-    }
-    Ok(route)
+    Ok((network_route(url)?, url))
 }
 
 /// The proxy's counters as results record them.

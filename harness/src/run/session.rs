@@ -61,6 +61,8 @@ pub enum CacheSource<'a> {
         bazel: &'a BazelCacheConfig,
         fill: bool,
         proxies: &'a Proxies,
+        /// How the embedded cache stores NARs.
+        compression: crate::plan::Compression,
     },
     /// Provisioned by someone else (a vm lane's host, for its guest).
     Given {
@@ -115,6 +117,7 @@ impl Toolbox for MachineTools {
                 bazel,
                 fill,
                 proxies,
+                compression,
             } => {
                 let (caches, preflight) = TimedStep::time("cache preflight", || {
                     Caches::provision(
@@ -126,6 +129,7 @@ impl Toolbox for MachineTools {
                             nginx: tools.nginx.as_deref(),
                             fill,
                             proxies,
+                            compression,
                         },
                         &need.scratch.path().join("cache"),
                         exec,
@@ -302,6 +306,7 @@ impl Session {
             bazel: &config.bazel_cache,
             fill: config.settings.fill,
             proxies: &config.proxies,
+            compression: config.settings.compression,
         };
         Session::assemble(
             plans,

@@ -105,6 +105,49 @@ pub fn slope_ratio(baseline: &[Point], new: &[Point]) -> Option<RatioInterval> {
     Some(RatioInterval::with(now / base, interval))
 }
 
+/// Where a growing series meets a flat level: the x at which the linear fit of the
+/// medians equals `median(level)` (warm time against RTT meeting the cold median: where a
+/// cache stops paying), with a 95% bootstrap interval that resamples both.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Crossing {
+    /// The level's median.
+    pub level: f64,
+    /// Where the fit reaches it; absent when the series does not grow (slope ≤ 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_low: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_high: Option<f64>,
+}
+
+pub fn crossing(series: &[Point], level: &[f64]) -> Option<Crossing> {
+    if level.is_empty() {
+        return None;
+    }
+    let fit = fit_medians(series)?;
+    let meet =
+        |fit: LinearFit, level: f64| (fit.slope > 0.0).then(|| (level - fit.intercept) / fit.slope);
+    let level_median = median(level);
+    let mut groups: Vec<&[f64]> = series.iter().map(|p| p.samples).collect();
+    groups.push(level);
+    let interval = bootstrap(&groups, |resampled| {
+        let (points, rest) = resampled.split_at_mut(series.len());
+        let refit: Vec<(f64, f64)> = series
+            .iter()
+            .zip(points.iter_mut())
+            .map(|(p, samples)| (p.x, median_in_place(samples)))
+            .collect();
+        meet(least_squares(&refit)?, median_in_place(&mut rest[0]))
+    });
+    Some(Crossing {
+        level: level_median,
+        at: meet(fit, level_median),
+        ci_low: interval.map(|i| i.low),
+        ci_high: interval.map(|i| i.high),
+    })
+}
+
 fn resampled_slope(series: &[Point], resampled: &mut [Vec<f64>]) -> Option<f64> {
     let points: Vec<(f64, f64)> = series
         .iter()
@@ -120,6 +163,51 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn a_rising_series_meets_a_level_where_its_line_does() {
+        // warm = 1 + 0.05 x (x in ms), cold 6: the cache stops paying at x = 100.
+        let at = |x: f64| vec![1.0 + 0.05 * x - 0.01, 1.0 + 0.05 * x, 1.0 + 0.05 * x + 0.01];
+        let (a, b, c, d) = (at(0.0), at(10.0), at(40.0), at(160.0));
+        let series = [
+            Point {
+                x: 0.0,
+                samples: &a,
+            },
+            Point {
+                x: 10.0,
+                samples: &b,
+            },
+            Point {
+                x: 40.0,
+                samples: &c,
+            },
+            Point {
+                x: 160.0,
+                samples: &d,
+            },
+        ];
+        let cold = [5.9, 6.0, 6.1];
+        let got = crossing(&series, &cold).unwrap();
+        assert!(
+            close(got.level, 6.0) && close(got.at.unwrap(), 100.0),
+            "{got:?}"
+        );
+        let (low, high) = (got.ci_low.unwrap(), got.ci_high.unwrap());
+        assert!(low < 100.0 && 100.0 < high && high - low < 10.0, "{got:?}");
+        // A flat series never meets it.
+        let flat = [
+            Point {
+                x: 0.0,
+                samples: &a,
+            },
+            Point {
+                x: 10.0,
+                samples: &a,
+            },
+        ];
+        assert_eq!(crossing(&flat, &cold).unwrap().at, None);
     }
 
     #[test]

@@ -680,7 +680,7 @@ fn copy_workspace(case: &CaseContext, to: &Path) -> Result<Vec<PathBuf>> {
     })?;
     let targets = case.repo.bazel.as_ref();
     if let Some(file) = targets.and_then(|t| t.parameters_file.as_ref()) {
-        write_parameters(to, file, &parameters_bzl(&case.repo.parameters))?;
+        write_parameters(to, file, &parameters_bzl(&case.repo.tool_parameters()))?;
     }
     Ok(left_out)
 }

@@ -312,12 +312,13 @@ pub struct CaseContext<'a> {
 }
 
 impl CaseContext<'_> {
-    /// Cases of the same repo and parameters share primed state (stores, caches).
+    /// Cases of the same repo and parameters share primed state (stores, caches); the
+    /// points of a link sweep build the same thing, so they share it too.
     pub fn state_key(&self) -> String {
         format!(
             "{}|{:?}",
             self.repo.manifest_path.display(),
-            self.repo.parameters
+            self.repo.tool_parameters()
         )
     }
 

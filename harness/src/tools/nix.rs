@@ -284,7 +284,11 @@ impl NixDriver {
         args.extend(
             ["--no-link", "--json", "--log-format", "internal-json", "-v"].map(OsString::from),
         );
-        args.extend(target_args(targets, case.source, &case.repo.parameters));
+        args.extend(target_args(
+            targets,
+            case.source,
+            &case.repo.tool_parameters(),
+        ));
         Ok(CommandSpec {
             program: self.nix.clone(),
             args,
@@ -304,6 +308,7 @@ impl NixDriver {
         &self,
         cache: &NixCache,
         secret_key_file: Option<&Path>,
+        compression: Option<crate::plan::Compression>,
         primed: &Primed,
         case: &CaseContext,
     ) -> CommandSpec {
@@ -312,7 +317,7 @@ impl NixDriver {
             "--store".into(),
             primed.store.clone().into(),
             "--to".into(),
-            cache.copy_destination(secret_key_file).into(),
+            cache.copy_destination(secret_key_file, compression).into(),
         ];
         // The credentials of an http cache whose URL carried them.
         if let Some(netrc) = &self.netrc {
@@ -498,9 +503,18 @@ impl BuildDriver for NixDriver {
                 self.mark_pushed(case);
                 return Ok(Some(fill));
             }
-            Fill::NixCopy { secret_key_file } => (
+            Fill::NixCopy {
+                secret_key_file,
+                compression,
+            } => (
                 FillMethod::NixCopy,
-                self.nix_copy_spec(&cache, secret_key_file.as_deref(), primed, case),
+                self.nix_copy_spec(
+                    &cache,
+                    secret_key_file.as_deref(),
+                    *compression,
+                    primed,
+                    case,
+                ),
             ),
             Fill::AtticCli => {
                 let (Some(program), Some(home)) = (&self.setup.attic, &self.attic_home) else {
@@ -708,7 +722,9 @@ impl BuildDriver for NixDriver {
 
     fn signing_key_file(&self) -> Option<&Path> {
         match &self.cache.as_ref()?.fill {
-            Fill::NixCopy { secret_key_file } => secret_key_file.as_deref(),
+            Fill::NixCopy {
+                secret_key_file, ..
+            } => secret_key_file.as_deref(),
             _ => None,
         }
     }
