@@ -487,7 +487,7 @@ fn a_run_writes_only_under_its_work_folder_and_its_output() {
             .arg("--repo")
             .arg(&bazel_source)
             .args(["--param", "size=2", "--param", "work=5"])
-            .args(["--samples", "1", "--warmups", "0"])
+            .args(["--samples", "1", "--warmups", "0", "--verdicts", "warn"])
             .args(["--scenario", "cold", "--scenario", "warm", "--scenario", "noop"])
             .arg("--output")
             .arg(&output)

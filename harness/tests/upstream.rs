@@ -71,7 +71,14 @@ fn cold_substitutes_only_from_upstream_and_warm_takes_the_repo_from_the_team_cac
                 "--param",
                 "toolchain=2",
             ])
-            .args(["--scenario", "cold", "--scenario", "warm"])
+            .args([
+                "--scenario",
+                "cold",
+                "--scenario",
+                "warm",
+                "--verdicts",
+                "warn",
+            ])
             .args([
                 "--samples",
                 "1",
