@@ -926,6 +926,7 @@ fn change_table(rows: &[CaseChange], threshold: f64, normalized: bool) -> String
 mod tests {
     use super::*;
     use crate::plan::{ParamValue, Scenario};
+    use crate::stats::SplitMix64;
 
     /// The fixture run, on a machine with a fingerprint and a speed probe.
     fn load() -> Results {
@@ -1436,7 +1437,7 @@ mod tests {
 
     /// Log-normal noise of 3-10% per sample (the spread drawn once per A/A pair), and one
     /// sample in 25 an outlier 1.5-3x slower: how builds on a shared runner scatter.
-    fn noisy_run(rng: &mut Rng, median: f64, sigma: f64, n: usize) -> Vec<f64> {
+    fn noisy_run(rng: &mut SplitMix64, median: f64, sigma: f64, n: usize) -> Vec<f64> {
         (0..n)
             .map(|_| {
                 let outlier = if rng.uniform() < 0.04 {
@@ -1449,33 +1450,11 @@ mod tests {
             .collect()
     }
 
-    /// SplitMix64 with Box-Muller: a fixed seed, so the rates are the same every run.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        fn uniform(&mut self) -> f64 {
-            ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        }
-
-        fn normal(&mut self) -> f64 {
-            let (u, v) = (self.uniform(), self.uniform());
-            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-        }
-    }
-
     /// The share of `pairs` simulated comparisons the gate calls a regression, where the
     /// new run's true median is `change` times the baseline's: the nightly job's counts, a
     /// new run of `samples` against a baseline pooled from `runs` runs of as many.
     fn alarm_rate(pairs: usize, samples: usize, runs: usize, change: f64, threshold: f64) -> f64 {
-        let mut rng = Rng(0xA1A1_2026_1203);
+        let mut rng = SplitMix64(0xA1A1_2026_1203);
         let alarms = (0..pairs)
             .filter(|_| {
                 let sigma = 0.03 + 0.07 * rng.uniform();

@@ -325,9 +325,22 @@ fn percentile_sorted(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// SplitMix64: tiny, fast and good enough for resampling; fixed seed for repeatable intervals.
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
+    /// A uniform draw in (0, 1), for simulations.
+    #[cfg(test)]
+    pub(crate) fn uniform(&mut self) -> f64 {
+        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    /// A standard normal draw (Box-Muller), for simulations.
+    #[cfg(test)]
+    pub(crate) fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
