@@ -348,6 +348,40 @@ fn no_fill_measures_warm_with_a_pull_only_token_and_writes_nothing() {
     assert_no_token(&reader, &texts);
 }
 
+/// A `fill` sample needs an empty cache of its own, which an Attic cache is not: the case is
+/// skipped with the reason and nothing is sent to the server.
+#[test]
+fn fill_against_attic_is_skipped_with_the_reason_and_uploads_nothing() {
+    require_tools(&["nix"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let server = AtticServer::start(&tmp.path().join("attic"));
+    let token = server.token(&[("main", PUSH)]);
+    let config = main_profile(tmp.path(), &server, FROM_ENV);
+    let output = tmp.path().join("fill.json");
+    // Every case skipped: nothing could run here (exit 3).
+    let out = run_exits(
+        attic_run(
+            closure_repo().path(),
+            &config,
+            &output,
+            &["--scenario", "fill"],
+        )
+        .env(TOKEN_ENV, &token),
+        3,
+    );
+    let results = read_json(&output);
+    assert_valid_results(&results);
+    let fill = case(&results, "fill");
+    assert_eq!(fill["outcome"], "skipped", "{fill}");
+    let reason = fill["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("fresh, empty Nix cache") && reason.contains("embedded cache"),
+        "{reason}"
+    );
+    assert_eq!(server.counts(|c| c.puts), 0, "nothing uploaded");
+    assert_no_token(&token, &out_texts(&out));
+}
+
 #[test]
 fn refusals_name_the_missing_permission_and_never_the_token() {
     require_tools(&["nix"]);

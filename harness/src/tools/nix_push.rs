@@ -96,6 +96,7 @@ pub fn summarise(closure: usize, uploads: &[(u64, UploadAnswer)], wall: Duration
                 / weight as f64
         }),
         wall_s: wall.as_secs_f64(),
+        in_build: false,
         hit_ratio: None,
     }
 }
@@ -158,7 +159,7 @@ pub fn fill_attic(
 }
 
 /// `nix path-info --json -r` of the outputs in the primed store.
-fn closure_details(
+pub fn closure_details(
     store: &PrimedStore,
     outputs: &[String],
     exec: &dyn Executor,
