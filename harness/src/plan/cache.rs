@@ -219,7 +219,8 @@ pub struct FreshCache {
 
 impl FreshCache {
     /// The `n`th fresh cache under an embedded cache served at `url` from `root`; `None`
-    /// for a cache the harness does not serve, where no empty one can be made beside it.
+    /// for a cache the harness does not serve (Attic's fresh caches are made through its
+    /// API instead).
     pub fn beside(url: &Url, root: Option<&Path>, n: usize) -> Option<FreshCache> {
         let name = format!("fill-{n}");
         let mut fresh = url.clone();
@@ -233,7 +234,7 @@ impl FreshCache {
     /// Why a `fill` case cannot run against a cache the harness does not serve.
     pub fn unavailable(system: &str) -> String {
         format!(
-            "a fill sample needs a fresh, empty {system} cache of its own, which only the embedded cache offers (the harness cannot empty an external one)\n  fix: run `fill` with the embedded cache (the default profile)"
+            "a fill sample needs a fresh, empty {system} cache of its own, which only the embedded cache and an Attic server (through its API) offer: the harness cannot empty another external cache\n  fix: run `fill` with the embedded cache (the default profile) or an Attic profile with push = \"api\""
         )
     }
 }

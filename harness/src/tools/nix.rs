@@ -27,7 +27,7 @@ use crate::tools::nix_log::{
     parse_path_info, Line, NixVersion,
 };
 use crate::tools::nix_phases::{parse_arrival_times, split_nix_time};
-use crate::tools::nix_push::{closure_details, fill_attic, PrimedStore};
+use crate::tools::nix_push::{closure_details, fill_attic, fill_fresh_attic, PrimedStore};
 use crate::tools::nix_sandbox::sandbox_entries;
 use crate::tools::Transfer;
 use crate::tools::{
@@ -564,21 +564,38 @@ impl BuildDriver for NixDriver {
     }
 
     fn fill_unavailable(&self) -> Option<String> {
-        match self.cache.as_ref() {
-            Some(cache)
-                if cache.fill_root.is_some() && matches!(cache.fill, Fill::NixCopy { .. }) =>
-            {
-                None
-            }
+        match self.cache.as_ref().map(|c| (&c.fill, &c.fill_root)) {
+            Some((Fill::NixCopy { .. }, Some(_)) | (Fill::AtticApi, _)) => None,
             _ => Some(FreshCache::unavailable("Nix")),
         }
     }
 
     /// `nix copy` of the build's closure to a fresh cache beside the embedded one, with the
-    /// run's compression and key; its closure's NAR bytes, what the server stored.
+    /// run's compression and key; its closure's NAR bytes, what the server stored. Attic: a
+    /// fresh cache on the server, filled through its API and destroyed.
     fn fill_fresh(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<CacheFill> {
         let cache = self.cache()?.clone();
         self.fills_started += 1;
+        if cache.fill == Fill::AtticApi {
+            let (_, name) = cache.attic_server()?;
+            let fresh = format!("{name}-fill-{}-{}", std::process::id(), self.fills_started);
+            let (store, outputs) = built_paths(build)?;
+            let primed = PrimedStore {
+                nix: &self.nix,
+                store,
+                env: self.push_env(),
+                scratch: self.dir.join("attic-fill"),
+            };
+            return fill_fresh_attic(
+                &cache,
+                &fresh,
+                &self.setup.proxies,
+                &primed,
+                &outputs,
+                exec,
+                build.spec.timeout,
+            );
+        }
         let fresh = FreshCache::beside(&cache.url, cache.fill_root.as_deref(), self.fills_started)
             .ok_or_else(|| CaseFailure::new(FreshCache::unavailable("Nix")))?;
         let (store, outputs) = built_paths(build)?;
