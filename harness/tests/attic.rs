@@ -364,7 +364,7 @@ fn fill_against_attic_fills_a_fresh_cache_per_sample_and_destroys_it() {
     let repo = closure_repo();
     let mut run = bin();
     run.current_dir(repo_root())
-        .args(["run", "--system", "nix", "--warmups", "0", "--samples", "2"])
+        .args(["run", "--system", "nix", "--warmups", "0", "--samples", "3"])
         .args(["--verdicts", "warn", "--profile", "attic"])
         .args(["--scenario", "cold", "--scenario", "fill"])
         .arg("--repo")
@@ -381,7 +381,7 @@ fn fill_against_attic_fills_a_fresh_cache_per_sample_and_destroys_it() {
     assert_eq!(fill["outcome"], "ok", "{fill}");
     assert_eq!(fill["cache"]["backend"], "attic");
     let samples = fill["samples"].as_array().unwrap();
-    assert_eq!(samples.len(), 2);
+    assert_eq!(samples.len(), 3);
     for (i, s) in samples.iter().enumerate() {
         let sent = &s["fill"];
         assert_eq!(sent["method"], "attic-api", "{s}");
@@ -394,7 +394,7 @@ fn fill_against_attic_fills_a_fresh_cache_per_sample_and_destroys_it() {
         assert_eq!(sent["deduplicated_paths"], deduplicated, "sample {i}: {s}");
         assert_eq!(s["from_team_cache"], 0, "a fill sample reads no cache: {s}");
     }
-    assert_eq!(server.counts(|c| c.puts), 8);
+    assert_eq!(server.counts(|c| c.puts), 12);
     assert_eq!(
         server.cache_names(),
         vec!["main".to_string()],
@@ -403,8 +403,21 @@ fn fill_against_attic_fills_a_fresh_cache_per_sample_and_destroys_it() {
     assert!(server.narinfo_files("main").is_empty());
     let row = &results["fills"][0];
     assert_eq!(row["method"], "attic-api");
-    assert!(row["penalty"]["ratio"].as_f64().unwrap() > 0.0, "{row}");
+    assert_eq!(row["pairs"], 3, "{row}");
+    let penalty = row["penalty"]["ratio"].as_f64().unwrap();
+    assert!(
+        row["penalty"]["ci_low"].as_f64().unwrap() <= penalty,
+        "{row}"
+    );
+    assert!(
+        row["penalty"]["ci_high"].as_f64().unwrap() >= penalty,
+        "{row}"
+    );
     assert_no_token(&token, &out_texts(&out));
+    // The lead's evidence run keeps the file: FLYWHEEL_FILL_EVIDENCE=results/evidence/....
+    if let Some(keep) = std::env::var_os("FLYWHEEL_FILL_EVIDENCE") {
+        std::fs::copy(&output, repo_root().join(keep)).unwrap();
+    }
 }
 
 /// A token that may not create caches: the fill case fails naming the permission.

@@ -213,6 +213,8 @@ fn fill_cells(fill: Option<&crate::results::derive::FillPenalty>) -> Vec<Cell> {
             }
             text
         }
+        // The server did not say what it stored.
+        (Some(sent), None) => format!("{} / -", numbers::bytes(sent)),
         _ => "-".into(),
     };
     cells([penalty, sent])
