@@ -13,11 +13,11 @@ use crate::stats::numbers;
 
 /// What a NAR of one regular file adds to the file's length (its contents padded to 8):
 /// the header and the strings `(`, `type`, `regular`, `contents`, the length and `)`.
-pub const NAR_FILE_OVERHEAD: u64 = 112;
+const NAR_FILE_OVERHEAD: u64 = 112;
 /// No store path of a real closure comes near this: a larger one is a broken input.
-pub const MAX_PATH_BYTES: u64 = 1 << 40;
+const MAX_PATH_BYTES: u64 = 1 << 40;
 /// More paths than any closure a bench should model.
-pub const MAX_PATHS: usize = 20_000;
+const MAX_PATHS: usize = 20_000;
 /// The default cap on a model's total NAR size (`--max-mb`).
 pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
 
@@ -102,7 +102,7 @@ fn check_store_name(name: &str) -> Result<(), String> {
 
 /// The graph of `shape` by index: each path's references, checked (every reference is a
 /// path of the shape, no cycle, sane sizes). Self-references are dropped. Pure.
-pub fn graph(shape: &ClosureShape) -> Result<Vec<Vec<usize>>, String> {
+fn graph(shape: &ClosureShape) -> Result<Vec<Vec<usize>>, String> {
     if shape.paths.is_empty() {
         return Err("the shape has no paths\n  fix: record it with `flywheel-bench coverage` against a cache that holds the closure, or list `paths`".into());
     }
@@ -214,7 +214,7 @@ fn file_bytes(p: &ClosurePath, scale: f64) -> u64 {
 }
 
 /// The NAR size of a file of `len` bytes.
-pub fn nar_size_of_file(len: u64) -> u64 {
+fn nar_size_of_file(len: u64) -> u64 {
     NAR_FILE_OVERHEAD + len.div_ceil(8) * 8
 }
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{exit_code, Error, IoContext, Result};
-use crate::plan::model::{generate, read_shape, ModelOptions};
+use crate::plan::model::{generate, read_shape, Model, ModelOptions};
 use crate::stats::numbers;
 
 /// A coverage or shape file is never larger than this.
@@ -24,8 +24,8 @@ pub struct Request {
     pub max_mb: u64,
 }
 
-/// Reads the shape, makes the model and writes it; prints what was written.
-pub fn run(request: &Request) -> Result<i32> {
+/// The model `request` asks for, from its input file; nothing is written.
+fn make(request: &Request) -> Result<(Model, ModelOptions)> {
     let file = request.input.display().to_string();
     let text = crate::boundary::read_text(&request.input, MAX_INPUT_BYTES)
         .map_err(|why| Error::Usage(format!("{file} {why}")))?;
@@ -40,6 +40,12 @@ pub fn run(request: &Request) -> Result<i32> {
     };
     let model =
         generate(&input.shape, &options).map_err(|why| Error::Usage(format!("{file}: {why}")))?;
+    Ok((model, options))
+}
+
+/// Reads the shape, makes the model and writes it; prints what was written.
+pub fn run(request: &Request) -> Result<i32> {
+    let (model, options) = make(request)?;
     check_folder(&request.output)?;
     std::fs::create_dir_all(&request.output)
         .context(|| format!("creating {}", request.output.display()))?;
@@ -168,6 +174,32 @@ mod tests {
                 .name,
             "mine"
         );
+    }
+
+    #[test]
+    fn the_committed_model_is_what_model_makes_of_the_committed_coverage() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/evidence/model");
+        // As results/evidence/model/README.md says it was made.
+        let request = Request {
+            input: dir.join("coverage-fixture-c-dag-realistic.json"),
+            output: dir.join("realistic"),
+            repo: None,
+            name: Some("model-realistic".into()),
+            scale: 0.5,
+            compressible: 0.33,
+            max_mb: 2048,
+        };
+        let (model, _) = make(&request).unwrap();
+        assert_eq!((model.paths, model.references), (301, 300));
+        for f in &model.files {
+            let committed =
+                std::fs::read_to_string(request.output.join(f.name)).unwrap_or_default();
+            assert!(
+                committed == f.contents,
+                "results/evidence/model/realistic/{} is stale: rerun the `model` command of results/evidence/model/README.md",
+                f.name
+            );
+        }
     }
 
     #[test]
