@@ -27,8 +27,11 @@ pub struct Request {
 /// The model `request` asks for, from its input file; nothing is written.
 fn make(request: &Request) -> Result<(Model, ModelOptions)> {
     let file = request.input.display().to_string();
-    let text = crate::boundary::read_text(&request.input, MAX_INPUT_BYTES)
-        .map_err(|why| Error::Usage(format!("{file} {why}")))?;
+    let text = crate::boundary::read_text(&request.input, MAX_INPUT_BYTES).map_err(|why| {
+        Error::Usage(format!(
+            "{file} {why}\n  fix: pass a coverage file (`flywheel-bench coverage --output`) or a shape file"
+        ))
+    })?;
     let input = read_shape(&text, &file, request.repo.as_deref())
         .map_err(|why| Error::Usage(format!("{file} {why}")))?;
     let options = ModelOptions {
@@ -241,6 +244,14 @@ mod tests {
         ))
         .unwrap_err()
         .to_string();
-        assert!(e.contains("absent.json cannot read it"), "{e}");
+        assert!(
+            e.contains("absent.json cannot read it") && e.contains("fix:"),
+            "{e}"
+        );
+        // A device is refused before it is read, so nothing blocks or fills memory.
+        let e = run(&request(Path::new("/dev/zero"), &tmp.path().join("x")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 }
