@@ -189,7 +189,8 @@ struct BaselineArgs {
 
 #[derive(Args)]
 struct ModelArgs {
-    /// A coverage file (`flywheel-bench coverage`'s JSON) or a shape file.
+    /// A coverage file (`flywheel-bench coverage`'s JSON), a shape file, or the output of
+    /// `nix path-info --json -r`.
     input: PathBuf,
     /// The folder to write the bench repo into: new, empty, or an earlier model.
     #[arg(long, short, value_name = "DIR")]

@@ -390,7 +390,7 @@ pub fn read_shape(text: &str, file: &str, repo: Option<&str>) -> Result<ShapeInp
         .map_err(|e| format!("is not JSON ({e})\n  fix: pass a coverage file or a shape file"))?;
     if value.get("repos").is_none() {
         let shape: ClosureShape = serde_json::from_value(value).map_err(|e| {
-            format!("is neither a coverage file nor a shape file ({e})\n  fix: a shape file has `roots` and `paths` (each with `name`, `path`, `nar_size`, `references`, `source`); see docs/scale-model.md")
+            format!("is neither a coverage file, a shape file nor `nix path-info --json -r` output ({e})\n  fix: a shape file has `roots` and `paths` (each with `name`, `path`, `nar_size`, `references`, `source`); see docs/scale-model.md")
         })?;
         if repo.is_some() {
             return Err("is a shape file, which holds one closure\n  fix: leave out --repo (it picks a repo of a coverage file)".into());
@@ -464,8 +464,48 @@ pub fn read_shape(text: &str, file: &str, repo: Option<&str>) -> Result<ShapeInp
     })
 }
 
+/// The shape of a store's paths as `nix path-info --json -r` lists them (path, NAR size,
+/// references): roots are the paths nothing else references, every source `team` (the
+/// store or cache they were listed from). Pure.
+pub fn shape_of_store_paths(
+    mut paths: Vec<(String, Option<u64>, Vec<String>)>,
+    provenance: String,
+) -> ClosureShape {
+    paths.sort();
+    let referenced: BTreeSet<&str> = paths
+        .iter()
+        .flat_map(|(path, _, refs)| refs.iter().filter(move |r| *r != path))
+        .map(String::as_str)
+        .collect();
+    let roots = paths
+        .iter()
+        .map(|(path, _, _)| path)
+        .filter(|path| !referenced.contains(path.as_str()))
+        .cloned()
+        .collect();
+    let paths = paths
+        .iter()
+        .map(|(path, nar_size, refs)| {
+            let mut references: Vec<String> = refs.iter().filter(|r| *r != path).cloned().collect();
+            references.sort();
+            ClosurePath {
+                name: crate::results::coverage::store_path_name(path).to_string(),
+                path: path.clone(),
+                nar_size: *nar_size,
+                references,
+                source: PathSource::Team,
+            }
+        })
+        .collect();
+    ClosureShape {
+        provenance: Some(provenance),
+        roots,
+        paths,
+    }
+}
+
 /// `text` made a valid bench repo name: other characters become `-`.
-fn repo_name(text: &str) -> String {
+pub fn repo_name(text: &str) -> String {
     text.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "-_.".contains(c) {
@@ -659,7 +699,7 @@ mod tests {
             .contains("is not JSON"));
         assert!(read_shape("{\"paths\": 3}", "x.json", None)
             .unwrap_err()
-            .contains("neither a coverage file nor a shape file"));
+            .contains("neither a coverage file, a shape file nor"));
         let coverage = serde_json::json!({
             "schema_version": 1, "harness_version": "0", "generated_at": "2026-12-03T00:00:00Z",
             "command": [], "profile": "p", "nix_cache": "http://c/nix",
@@ -685,6 +725,26 @@ mod tests {
         assert!(read_shape(&coverage, "cov.json", Some("b"))
             .unwrap_err()
             .contains("(it has: a, old)"));
+    }
+
+    #[test]
+    fn store_paths_make_a_shape_whose_roots_nothing_references() {
+        let (a, b, c) = (path(0), path(1), path(2));
+        let s = shape_of_store_paths(
+            vec![
+                (b.clone(), Some(800), vec![b.clone(), c.clone()]),
+                (a.clone(), Some(900), vec![b.clone()]),
+                (c.clone(), None, vec![]),
+            ],
+            "nix path-info".into(),
+        );
+        assert_eq!(s.roots, [a]);
+        assert_eq!(s.paths[1].references, [c], "no self-reference");
+        assert_eq!(
+            (s.paths[0].name.as_str(), s.paths[0].nar_size),
+            ("p0", Some(900))
+        );
+        assert!(generate(&s, &options()).is_ok());
     }
 
     #[test]

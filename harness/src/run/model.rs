@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{exit_code, Error, IoContext, Result};
-use crate::plan::model::{generate, read_shape, Model, ModelOptions};
+use crate::plan::model::{
+    generate, read_shape, repo_name, shape_of_store_paths, Model, ModelOptions, ShapeInput,
+};
 use crate::stats::numbers;
 
 /// A coverage or shape file is never larger than this.
@@ -32,8 +34,12 @@ fn make(request: &Request) -> Result<(Model, ModelOptions)> {
             "{file} {why}\n  fix: pass a coverage file (`flywheel-bench coverage --output`) or a shape file"
         ))
     })?;
-    let input = read_shape(&text, &file, request.repo.as_deref())
-        .map_err(|why| Error::Usage(format!("{file} {why}")))?;
+    let input = match read_shape(&text, &file, request.repo.as_deref()) {
+        Ok(input) => input,
+        Err(why) => store_paths(&text, &file)
+            .filter(|_| request.repo.is_none())
+            .ok_or_else(|| Error::Usage(format!("{file} {why}")))?,
+    };
     let options = ModelOptions {
         name: request.name.clone().unwrap_or(input.default_name),
         scale: request.scale,
@@ -44,6 +50,25 @@ fn make(request: &Request) -> Result<(Model, ModelOptions)> {
     let model =
         generate(&input.shape, &options).map_err(|why| Error::Usage(format!("{file}: {why}")))?;
     Ok((model, options))
+}
+
+/// The shape of `nix path-info --json -r` output (any Nix version's form), if `text` is one:
+/// what a team can record from its cache without the harness (`--store URL`).
+fn store_paths(text: &str, file: &str) -> Option<ShapeInput> {
+    let details = crate::tools::nix_log::parse_path_details(text).ok()?;
+    let stem = Path::new(file)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let paths = details
+        .into_iter()
+        .map(|d| (d.path, d.nar_size, d.references))
+        .collect();
+    Some(ShapeInput {
+        shape: shape_of_store_paths(paths, format!("`nix path-info --json -r` in {file}")),
+        origin: format!("the store paths of `nix path-info --json -r` in {file}"),
+        default_name: repo_name(&format!("model-{stem}")),
+    })
 }
 
 /// Reads the shape, makes the model and writes it; prints what was written.
@@ -115,6 +140,7 @@ fn check_folder(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::results::coverage::{store_path_name, ClosureShape};
 
     fn request(input: &Path, output: &Path) -> Request {
         Request {
@@ -203,6 +229,41 @@ mod tests {
                 f.name
             );
         }
+    }
+
+    #[test]
+    fn nix_path_info_of_a_closure_is_a_shape() {
+        // Recorded with Nix 2.26.3 (the object form): refs-app -> refs-lib -> {data, note}.
+        let input = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/nix-2.26.3/path-info-closure-r.json");
+        let tmp = tempfile::tempdir().unwrap();
+        let (model, options) = make(&request(&input, tmp.path())).unwrap();
+        assert_eq!((model.paths, model.references), (4, 3));
+        assert_eq!(options.name, "model-path-info-closure-r");
+        let shape: ClosureShape = serde_json::from_str(
+            &model
+                .files
+                .iter()
+                .find(|f| f.name == "shape.json")
+                .unwrap()
+                .contents,
+        )
+        .unwrap();
+        let names = |paths: &[String]| -> Vec<String> {
+            paths
+                .iter()
+                .map(|p| store_path_name(p).to_string())
+                .collect()
+        };
+        assert_eq!(names(&shape.roots), ["refs-app"]);
+        let lib = shape.paths.iter().find(|p| p.name == "refs-lib").unwrap();
+        assert_eq!(names(&lib.references), ["refs-data", "refs-note"]);
+        assert_eq!(lib.nar_size, Some(400));
+        assert!(make(&Request {
+            repo: Some("x".into()),
+            ..request(&input, tmp.path())
+        })
+        .is_err());
     }
 
     #[test]
