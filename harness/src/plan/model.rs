@@ -390,7 +390,7 @@ pub fn read_shape(text: &str, file: &str, repo: Option<&str>) -> Result<ShapeInp
         .map_err(|e| format!("is not JSON ({e})\n  fix: pass a coverage file or a shape file"))?;
     if value.get("repos").is_none() {
         let shape: ClosureShape = serde_json::from_value(value).map_err(|e| {
-            format!("is neither a coverage file, a shape file nor `nix path-info --json -r` output ({e})\n  fix: a shape file has `roots` and `paths` (each with `name`, `path`, `nar_size`, `references`, `source`); see docs/scale-model.md")
+            format!("is neither a coverage file, a shape file nor `nix path-info --json -r` output ({e})\n  fix: a shape file has `roots` and `paths`, each with `name`, `path`, `nar_size` and optional `references` and `source`; see docs/scale-model.md")
         })?;
         if repo.is_some() {
             return Err("is a shape file, which holds one closure\n  fix: leave out --repo (it picks a repo of a coverage file)".into());

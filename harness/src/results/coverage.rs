@@ -129,15 +129,20 @@ pub struct ClosurePath {
     /// and paths outside the closure left out).
     #[serde(default)]
     pub references: Vec<String>,
-    /// Which cache a warm build would take it from.
+    /// Which cache a warm build would take it from (a hand-written shape may leave it out:
+    /// the team cache).
+    #[serde(default)]
     pub source: PathSource,
 }
 
 /// Where a warm build gets a path of the closure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PathSource {
     /// The team cache.
+    #[default]
     Team,
     /// An upstream cache (the team cache lacks it).
     Upstream,

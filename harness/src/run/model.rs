@@ -158,8 +158,7 @@ mod tests {
       "paths": [
         {"name": "app", "path": "/nix/store/00000000000000000000000000000000-app", "nar_size": 4096,
          "references": ["/nix/store/11111111111111111111111111111111-lib"], "source": "team"},
-        {"name": "lib", "path": "/nix/store/11111111111111111111111111111111-lib", "nar_size": 9000,
-         "references": [], "source": "upstream"}]}"#;
+        {"name": "lib", "path": "/nix/store/11111111111111111111111111111111-lib", "nar_size": 9000}]}"#;
 
     #[test]
     fn writes_a_bench_repo_into_the_folder_only_and_over_an_earlier_model() {
