@@ -96,8 +96,8 @@ pub struct NixCoverage {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
     /// The shape of what a warm build needs: every needed path with its NAR size and
-    /// references, as `flywheel-bench model` takes it. Absent in files of harness 0.1
-    /// before the shape was recorded.
+    /// references, as `flywheel-bench model` takes it. Absent in files written before
+    /// shapes were recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shape: Option<ClosureShape>,
 }
