@@ -1,10 +1,13 @@
 //! Whether the harness's clock agrees with hyperfine: the same commands timed by the
 //! harness's build executor (a run's: cgroup, pre-exec hooks and stderr timing included), by
-//! a minimal posix_spawn timer of this bench and by hyperfine (`-N`, one run per call), in
-//! turns whose order rotates so that drift on a busy machine hits all three alike. Prints
-//! each ratio of medians with its 95 % interval for a ~1 ms command (`true`), a no-op
-//! `nix build` of fixture-c-dag (20-30 ms here) and `sleep 1`, and the median of a whole
-//! `flywheel-bench run --scenario noop` of the same build against hyperfine's.
+//! the same executor without a cgroup, by a minimal posix_spawn timer of this bench and by
+//! hyperfine (`-N`, one run per call), in rounds whose order rotates so that drift on a busy
+//! machine hits all four alike. For a ~1 ms command (`true`), a no-op `nix build` of
+//! fixture-c-dag (20-30 ms here) and `sleep 1` it prints the harness's median against each
+//! other timer's: the ratio of medians with its 95 % interval, and the median of the
+//! per-round ratios with its paired interval (narrower: a round's load hits both sides).
+//! Last, the median of a whole `flywheel-bench run --scenario noop` of the same build
+//! against hyperfine's.
 //!
 //! `cargo bench --bench fidelity` (about 4 minutes; run it with nothing else on the machine,
 //! e.g. under `flock -x /tmp/fb-quiet.lock`). The Nix command and its environment come from
@@ -19,10 +22,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flywheel_bench::exec::process::{BuildExecutor, CommandSpec, Executor};
+use flywheel_bench::exec::process::{BuildExecutor, CommandSpec, Executor, ProcessExecutor};
 use flywheel_bench::exec::scratch::ScratchDir;
 use flywheel_bench::plan::Scenario;
-use flywheel_bench::stats::{median, ratio_of_medians, RatioInterval};
+use flywheel_bench::stats::{median, paired_ratio, ratio_of_medians, RatioInterval};
 
 /// One command to time, as the harness and hyperfine run it.
 struct Timed {
@@ -73,41 +76,50 @@ fn main() {
         },
     ];
     println!(
-        "{:<24} {:>10} {:>10} {:>10}  {:<24} {:<24}",
-        "command", "harness", "spawn", "hyperfine", "harness/spawn", "harness/hyperfine"
+        "{:<24} {:>10} {:>10} {:>10} {:>10}",
+        "command", "harness", "no cgroup", "spawn", "hyperfine"
     );
     for timed in &commands {
         let logs = scratch.path().join(timed.label.replace(' ', "-"));
         std::fs::create_dir_all(&logs).expect("a log folder");
-        let [harness, spawn, reference] = interleaved(&exec, hyperfine.as_deref(), timed, &logs);
-        let row = |label: &str, harness: &[f64], spawn: &[f64]| {
-            let against = |other: &[f64]| ratio(ratio_of_medians(harness, other));
+        let walls = interleaved(&exec, hyperfine.as_deref(), timed, &logs);
+        let [harness, _, _, reference] = &walls;
+        println!(
+            "{:<24} {:>10} {:>10} {:>10} {:>10}",
+            timed.label,
+            ms(harness),
+            ms(&walls[1]),
+            ms(&walls[2]),
+            ms(reference)
+        );
+        for (other, label) in walls[1..].iter().zip(["no cgroup", "spawn", "hyperfine"]) {
             println!(
-                "{label:<24} {:>10} {:>10} {:>10}  {:<24} {:<24}",
-                ms(harness),
-                ms(spawn),
-                ms(&reference),
-                against(spawn),
-                against(&reference),
-            )
-        };
-        row(timed.label, &harness, &spawn);
+                "  harness/{label:<15} medians {:<24} paired {}",
+                ratio(ratio_of_medians(harness, other)),
+                ratio(paired_ratio(harness, other)),
+            );
+        }
         if timed.stderr_times {
             // Not interleaved: the whole run came first, before the store was primed here.
-            row("  whole run (ran first)", &end_to_end, &[]);
+            println!(
+                "  whole run (ran first): median {}, against hyperfine's: {}",
+                ms(&end_to_end),
+                ratio(ratio_of_medians(&end_to_end, reference))
+            );
         }
     }
 }
 
-/// Wall times (seconds) of `timed` through the harness's executor, through a plain
-/// posix_spawn and through hyperfine (one run per call; empty without it), in turns whose
-/// order rotates, after three warm-ups of each.
+/// Wall times (seconds) of `timed` through the harness's executor, through it without a
+/// cgroup, through a plain posix_spawn and through hyperfine (one run per call; empty
+/// without it), in rounds whose order rotates, after three warm-ups of each: sample `i` of
+/// every timer comes from round `i`.
 fn interleaved(
     exec: &BuildExecutor,
     hyperfine: Option<&Path>,
     timed: &Timed,
     logs: &Path,
-) -> [Vec<f64>; 3] {
+) -> [Vec<f64>; 4] {
     let mut spec = CommandSpec::new(
         &timed.argv[0],
         timed.argv[1..].iter().map(OsString::from).collect(),
@@ -125,22 +137,23 @@ fn interleaved(
     spec.stderr = logs.join("stderr");
     spec.stderr_times = timed.stderr_times;
     let time = |timer: usize| -> Option<f64> {
-        match timer {
-            0 => {
-                let outcome = exec.run(&spec).expect("the harness runs the command");
-                assert!(outcome.success(), "{}: {}", timed.label, outcome.describe());
-                Some(outcome.wall.as_secs_f64())
-            }
-            1 => Some(spawn_timer(timed, logs)),
-            _ => hyperfine.map(|h| run_hyperfine(h, timed, logs)),
-        }
+        let executor: &dyn Executor = match timer {
+            0 => exec,
+            1 => &ProcessExecutor,
+            2 => return Some(spawn_timer(timed, logs)),
+            _ => return hyperfine.map(|h| run_hyperfine(h, timed, logs)),
+        };
+        let outcome = executor.run(&spec).expect("the harness runs the command");
+        assert!(outcome.success(), "{}: {}", timed.label, outcome.describe());
+        Some(outcome.wall.as_secs_f64())
     };
-    for timer in (0..3).cycle().take(9) {
+    const TIMERS: usize = 4;
+    for timer in (0..TIMERS).cycle().take(3 * TIMERS) {
         time(timer);
     }
-    let mut walls: [Vec<f64>; 3] = Default::default();
+    let mut walls: [Vec<f64>; TIMERS] = Default::default();
     for i in 0..timed.samples {
-        for timer in (0..3).map(|t| (t + i) % 3) {
+        for timer in (0..TIMERS).map(|t| (t + i) % TIMERS) {
             walls[timer].extend(time(timer));
         }
     }

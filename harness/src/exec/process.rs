@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{mpsc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::cgroup::{self, BuildCgroup, RunCgroups};
 use super::observe::BuildObserver;
@@ -392,23 +392,24 @@ fn run_accounted(
     let clock = ExecClock::new()?;
     // SAFETY: the hook makes only async-signal-safe calls.
     unsafe { cmd.pre_exec(clock.hook()) };
+    let stderr_log = if spec.stderr_times {
+        Some(StderrLog::create(&spec.stderr)?)
+    } else {
+        None
+    };
     let before = ServersBefore::read(cgroups, probe);
     let spawning = monotonic_now();
     let mut child = spawn_registered(&mut cmd, &spec.program)?;
     let start = clock.started().unwrap_or(spawning);
     let pid = child.id() as i32;
-    let timer = match child.stderr.take() {
-        Some(pipe) => Some(StderrTimer::start(pipe, spec, start)?),
-        None => None,
-    };
+    let stderr = child
+        .stderr
+        .take()
+        .zip(stderr_log)
+        .map(|(pipe, log)| StderrCopy::new(pipe, log, start));
     // Joining happened before exec; a child that is not in it is counted without it.
     let build_cgroup = build_cgroup.filter(|g| g.contains(pid));
-    let waited = wait_within(pid, spec.timeout);
-    if let Some(timer) = timer {
-        timer.finish();
-    }
-    // Grandchildren left in the group (build hooks) die with their leader.
-    kill_group(pid, libc::SIGKILL);
+    let waited = supervise(pid, spec.timeout, stderr);
     unregister(pid);
     let (status, timed_out) =
         waited.context(|| format!("waiting for `{}`", spec.program.display()))?;
@@ -496,49 +497,221 @@ fn monotonic_now() -> Duration {
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
-/// Copies a child's stderr into its log file as it arrives and notes when each line came.
-struct StderrTimer {
-    done: mpsc::Receiver<()>,
+/// The log files of a build's stderr and of its lines' arrival times, made before the fork
+/// so that nothing but the build runs in its timed span.
+struct StderrLog {
+    log: File,
+    times: File,
 }
 
-impl StderrTimer {
+impl StderrLog {
+    fn create(stderr: &Path) -> Result<StderrLog> {
+        Ok(StderrLog {
+            log: create_log(stderr)?,
+            times: create_log(&stderr_times_path(stderr))?,
+        })
+    }
+}
+
+/// A build's stderr, copied from its pipe into its log as it arrives, each line's arrival
+/// noted in microseconds since the build's clock started.
+struct StderrCopy {
+    pipe: std::process::ChildStderr,
+    log: StderrLog,
+    start: Duration,
+    stamps: String,
+    buf: Vec<u8>,
+    open: bool,
+}
+
+impl StderrCopy {
     /// `start` is the build's clock start, on [`monotonic_now`]'s clock.
-    fn start(
-        mut pipe: std::process::ChildStderr,
-        spec: &CommandSpec,
-        start: Duration,
-    ) -> Result<Self> {
-        use std::io::{Read, Write};
-        let mut log = create_log(&spec.stderr)?;
-        let times_path = stderr_times_path(&spec.stderr);
-        let mut times = create_log(&times_path)?;
-        let (tx, done) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut stamps = String::new();
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                // Lines read together arrived together, as far as anyone can tell.
-                let micros = monotonic_now().saturating_sub(start).as_micros();
-                for _ in buf[..n].iter().filter(|&&b| b == b'\n') {
-                    stamps.push_str(&format!("{micros}\n"));
-                }
-                if log.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-            let _ = times.write_all(stamps.as_bytes());
-            let _ = tx.send(());
-        });
-        Ok(StderrTimer { done })
+    fn new(pipe: std::process::ChildStderr, log: StderrLog, start: Duration) -> StderrCopy {
+        StderrCopy {
+            pipe,
+            log,
+            start,
+            stamps: String::new(),
+            buf: vec![0u8; 64 * 1024],
+            open: true,
+        }
     }
 
-    /// Waits until the log is written: the pipe closes when the build's processes are gone
-    /// (a grandchild holding it past a short grace is not waited for).
-    fn finish(self) {
-        let _ = self.done.recv_timeout(Duration::from_secs(5));
+    /// The pipe, while it may still give data.
+    fn fd(&self) -> Option<i32> {
+        self.open.then(|| self.pipe.as_raw_fd())
+    }
+
+    /// Copies what one read gives (call when the pipe is readable); at its end, or when the
+    /// log cannot be written, the pipe is left alone from then on.
+    fn copy(&mut self) {
+        use std::io::{Read, Write};
+        match self.pipe.read(&mut self.buf) {
+            Ok(0) | Err(_) => self.open = false,
+            Ok(n) => {
+                // Lines read together arrived together, as far as anyone can tell.
+                let micros = monotonic_now().saturating_sub(self.start).as_micros();
+                for _ in self.buf[..n].iter().filter(|&&b| b == b'\n') {
+                    self.stamps.push_str(&format!("{micros}\n"));
+                }
+                if self.log.log.write_all(&self.buf[..n]).is_err() {
+                    self.open = false;
+                }
+            }
+        }
+    }
+
+    /// Copies the rest, until the pipe closes (when the build's processes are gone) or
+    /// `grace` has passed (a grandchild holding it is not waited for), and writes the times.
+    fn finish(mut self, grace: Duration) {
+        use std::io::Write;
+        let until = Instant::now() + grace;
+        while let Some(fd) = self.fd() {
+            match poll_readable(&[fd], until.saturating_duration_since(Instant::now())) {
+                Ok(Some(_)) => self.copy(),
+                Ok(None) if Instant::now() < until => {}
+                _ => break,
+            }
+        }
+        let _ = self.log.times.write_all(self.stamps.as_bytes());
+    }
+}
+
+/// How long a build's stderr is still copied after the build's exit.
+const STDERR_GRACE: Duration = Duration::from_secs(5);
+
+/// Waits for `pid` in the calling thread, copying its piped stderr meanwhile, and kills its
+/// group (SIGTERM, then SIGKILL) past `timeout`; whether it timed out. No thread is started
+/// while the build runs (where the kernel has pidfds), so the harness's own work beside a
+/// build is a read per stderr chunk. Whatever is left in the group dies with its leader.
+fn supervise(
+    pid: i32,
+    timeout: Duration,
+    mut stderr: Option<StderrCopy>,
+) -> std::io::Result<(WaitStatus, bool)> {
+    let waited = wait_copying(pid, timeout, &mut stderr);
+    // Grandchildren left in the group (build hooks) die here, which closes their stderr.
+    kill_group(pid, libc::SIGKILL);
+    if let Some(stderr) = stderr {
+        stderr.finish(STDERR_GRACE);
+    }
+    waited
+}
+
+fn wait_copying(
+    pid: i32,
+    timeout: Duration,
+    stderr: &mut Option<StderrCopy>,
+) -> std::io::Result<(WaitStatus, bool)> {
+    let exit = ExitWatch::new(pid)?;
+    let mut deadline = Some(Instant::now() + timeout);
+    let mut timed_out = false;
+    loop {
+        let mut fds = vec![exit.fd()];
+        fds.extend(stderr.as_ref().and_then(StderrCopy::fd));
+        let wait = deadline.map_or(Duration::from_secs(3600), |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        match poll_readable(&fds, wait)? {
+            Some(0) => return Ok((exit.reap()?, timed_out)),
+            Some(_) => stderr.iter_mut().for_each(StderrCopy::copy),
+            None if deadline.is_some_and(|d| Instant::now() < d) => {}
+            None if !timed_out => {
+                kill_group(pid, libc::SIGTERM);
+                timed_out = true;
+                deadline = Some(Instant::now() + TERM_GRACE);
+            }
+            None => {
+                kill_group(pid, libc::SIGKILL);
+                deadline = None;
+            }
+        }
+    }
+}
+
+/// Which of `fds` is readable (or closed) first, within `wait`: its index, or `None` when
+/// the time passed or a signal came first.
+fn poll_readable(fds: &[i32], wait: Duration) -> std::io::Result<Option<usize>> {
+    let mut polled: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let millis = i32::try_from(wait.as_millis().saturating_add(1)).unwrap_or(i32::MAX);
+    // SAFETY: `polled` is a live array of `polled.len()` pollfds.
+    let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, millis) };
+    if n < 0 {
+        let err = std::io::Error::last_os_error();
+        return match err.kind() {
+            std::io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(err),
+        };
+    }
+    Ok(polled.iter().position(|p| p.revents != 0))
+}
+
+/// What tells that a child exited: its pidfd (Linux 5.3+), or else a reaper thread that
+/// closes a pipe once wait4 returned.
+enum ExitWatch {
+    Pidfd {
+        pid: i32,
+        fd: OwnedFd,
+    },
+    Reaper {
+        closed: File,
+        status: mpsc::Receiver<std::io::Result<WaitStatus>>,
+    },
+}
+
+impl ExitWatch {
+    fn new(pid: i32) -> std::io::Result<ExitWatch> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd >= 0 {
+            // SAFETY: the descriptor is new and owned by nothing else.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+            return Ok(ExitWatch::Pidfd { pid, fd });
+        }
+        ExitWatch::reaper(pid)
+    }
+
+    /// For kernels without pidfds (before 5.3, or a seccomp filter that refuses them).
+    fn reaper(pid: i32) -> std::io::Result<ExitWatch> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two new descriptors into the array, which this takes over.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors are new and owned by nothing else.
+        let (closed, write) = unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (tx, status) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(wait4(pid));
+            drop(write);
+        });
+        Ok(ExitWatch::Reaper { closed, status })
+    }
+
+    fn fd(&self) -> i32 {
+        match self {
+            ExitWatch::Pidfd { fd, .. } => fd.as_raw_fd(),
+            ExitWatch::Reaper { closed, .. } => closed.as_raw_fd(),
+        }
+    }
+
+    /// The exit, once [`fd`](Self::fd) is readable.
+    fn reap(&self) -> std::io::Result<WaitStatus> {
+        match self {
+            ExitWatch::Pidfd { pid, .. } => wait4(*pid),
+            ExitWatch::Reaper { status, .. } => status.recv().unwrap_or_else(|_| {
+                Err(std::io::Error::other(
+                    "the reaper thread ended without a status",
+                ))
+            }),
+        }
     }
 }
 
@@ -565,29 +738,6 @@ fn command_of(spec: &CommandSpec) -> Result<Command> {
     }
     die_with_parent(&mut cmd);
     Ok(cmd)
-}
-
-/// Reaps `pid`, killing its group (SIGTERM, then SIGKILL) past `timeout`; whether it timed
-/// out. `Child::wait` gives no rusage, so a helper thread reaps with wait4 and reports back.
-fn wait_within(pid: i32, timeout: Duration) -> std::io::Result<(WaitStatus, bool)> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(wait4(pid));
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(status) => status.map(|s| (s, false)),
-        Err(_) => {
-            kill_group(pid, libc::SIGTERM);
-            let status = match rx.recv_timeout(TERM_GRACE) {
-                Ok(s) => s,
-                Err(_) => {
-                    kill_group(pid, libc::SIGKILL);
-                    rx.recv().expect("the reaper thread always sends")
-                }
-            };
-            status.map(|s| (s, true))
-        }
-    }
 }
 
 /// Servers' counters before a build: the run's servers cgroup and each known server.
@@ -1159,6 +1309,68 @@ mod tests {
         assert_eq!(times.len(), 3, "one time per line");
         assert!(times[1] >= times[0] + 250_000, "{times:?}");
         assert!(times[2] >= times[1]);
+    }
+
+    #[test]
+    fn a_grandchild_holding_stderr_dies_with_its_leader_and_its_lines_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // The background sleep keeps the pipe open long after its leader exits.
+        let script = "sh -c 'echo $$ > grandchild; echo late >&2; exec sleep 300' & \
+                      while [ ! -s grandchild ]; do sleep 0.01; done; echo first >&2";
+        let mut s = spec(dir.path(), script, Duration::from_secs(60));
+        s.stderr_times = true;
+        let began = Instant::now();
+        assert!(ProcessExecutor.run(&s).unwrap().success());
+        assert!(
+            began.elapsed() < Duration::from_secs(300),
+            "waited for the grandchild"
+        );
+        let grandchild: i32 = std::fs::read_to_string(dir.path().join("grandchild"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            dies_soon(grandchild),
+            "grandchild {grandchild} outlived its build"
+        );
+        let log = std::fs::read_to_string(&s.stderr).unwrap();
+        assert!(log.contains("late\n") && log.contains("first\n"), "{log:?}");
+        let times = std::fs::read_to_string(stderr_times_path(&s.stderr)).unwrap();
+        assert_eq!(times.lines().count(), 2, "{times:?}");
+    }
+
+    #[test]
+    fn a_timed_out_build_with_piped_stderr_is_killed_and_its_log_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(
+            dir.path(),
+            "echo started >&2; exec sleep 300",
+            Duration::from_millis(300),
+        );
+        s.stderr_times = true;
+        let outcome = ProcessExecutor.run(&s).unwrap();
+        assert_eq!(outcome.exit, Exit::TimedOut);
+        assert_eq!(std::fs::read_to_string(&s.stderr).unwrap(), "started\n");
+    }
+
+    #[test]
+    fn without_pidfds_a_reaper_thread_tells_the_exit() {
+        // Reaped by the watch's wait4, which std's `Child` does not know of.
+        #[allow(clippy::zombie_processes)]
+        let child = Command::new("/bin/sh")
+            .args(["-c", "sleep 0.2; exit 3"])
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let watch = ExitWatch::reaper(pid).unwrap();
+        assert_eq!(
+            poll_readable(&[watch.fd()], Duration::from_millis(10)).unwrap(),
+            None
+        );
+        let ready = poll_readable(&[watch.fd()], Duration::from_secs(60)).unwrap();
+        assert_eq!(ready, Some(0));
+        assert_eq!(watch.reap().unwrap().exit, Exit::Code(3));
     }
 
     #[test]
