@@ -85,6 +85,16 @@ fn full_after_a_fill_and_the_exact_missing_paths_after_narinfos_are_deleted() {
     );
     assert_eq!(nix["percent"], 100.0);
     assert_eq!(nix["missing"], 0);
+    // The shape: the one needed path, its NAR size from the narinfo, from the team cache.
+    let shape = &nix["shape"];
+    assert_eq!(shape["roots"].as_array().unwrap().len(), 1, "{shape}");
+    assert_eq!(shape["paths"].as_array().unwrap().len(), 1, "{shape}");
+    assert_eq!(shape["paths"][0]["name"], "c-dag-2");
+    assert_eq!(shape["paths"][0]["source"], "team");
+    assert!(
+        shape["paths"][0]["nar_size"].as_u64().unwrap() > 0,
+        "{shape}"
+    );
     // Only the top output went up: the units are intermediate build products.
     assert_eq!(
         (
@@ -118,6 +128,14 @@ fn full_after_a_fill_and_the_exact_missing_paths_after_narinfos_are_deleted() {
     );
     assert_eq!(nix["percent"], 0.0);
     assert_eq!(names(nix), ["c-dag-2", "unit0", "unit1"]);
+    let paths = nix["shape"]["paths"].as_array().unwrap();
+    assert_eq!(paths.len(), 3);
+    assert!(
+        paths
+            .iter()
+            .all(|p| p["source"] == "missing" && p.get("nar_size").is_none()),
+        "{paths:?}"
+    );
     for m in nix["missing_paths"].as_array().unwrap() {
         let (path, drv) = (
             m["path"].as_str().unwrap(),

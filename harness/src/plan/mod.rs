@@ -4,6 +4,7 @@ pub(crate) mod args;
 pub mod cache;
 pub mod config;
 pub mod manifest;
+pub mod model;
 pub mod profile;
 pub mod proxies;
 

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::report::escape_html;
-use crate::results::coverage::{Coverage, MAX_LISTED};
+use crate::results::coverage::{ClosureShape, Coverage, PathSource, MAX_LISTED};
 use crate::stats::numbers;
 
 /// Missing paths shown per repo; the JSON lists up to `MAX_LISTED`.
@@ -46,6 +46,11 @@ pub fn render(doc: &Coverage) -> String {
                     n.closure_present,
                     n.closure_outputs
                 );
+            }
+        }
+        for repo in &doc.repos {
+            if let Some(shape) = repo.nix.as_ref().and_then(|n| n.shape.as_ref()) {
+                let _ = writeln!(out, "\n{}", shape_line(&repo.repo, shape));
             }
         }
         for repo in &doc.repos {
@@ -136,11 +141,38 @@ pub fn render(doc: &Coverage) -> String {
     out
 }
 
+/// One sentence on a closure's shape: paths, NAR bytes by source, references.
+fn shape_line(repo: &str, shape: &ClosureShape) -> String {
+    let bytes_of = |source: PathSource| -> u64 {
+        shape
+            .paths
+            .iter()
+            .filter(|p| p.source == source)
+            .filter_map(|p| p.nar_size)
+            .sum()
+    };
+    let count_of = |source: PathSource| shape.paths.iter().filter(|p| p.source == source).count();
+    let references: usize = shape.paths.iter().map(|p| p.references.len()).sum();
+    format!(
+        "{}: the closure a warm build needs is {} ({} of NARs) with {}: team cache {} ({}), upstream {} ({}), missing {}, unknown {}. `flywheel-bench model` makes a bench repo of this shape.",
+        escape_html(repo),
+        numbers::count_of(shape.paths.len(), "path"),
+        numbers::bytes(bytes_of(PathSource::Team) + bytes_of(PathSource::Upstream)),
+        numbers::count_of(references, "reference"),
+        count_of(PathSource::Team),
+        numbers::bytes(bytes_of(PathSource::Team)),
+        count_of(PathSource::Upstream),
+        numbers::bytes(bytes_of(PathSource::Upstream)),
+        count_of(PathSource::Missing),
+        count_of(PathSource::Unknown),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::results::coverage::{
-        BazelCoverage, MissingPath, NixCoverage, RepoCoverage, COVERAGE_SCHEMA_VERSION,
+        BazelCoverage, ClosurePath, MissingPath, NixCoverage, RepoCoverage, COVERAGE_SCHEMA_VERSION,
     };
 
     #[test]
@@ -172,6 +204,26 @@ mod tests {
                         derivation: "/nix/store/def-c-dag-20.drv".into(),
                     }],
                     errors: vec![],
+                    shape: Some(ClosureShape {
+                        provenance: None,
+                        roots: vec!["/nix/store/abc-c-dag-20".into()],
+                        paths: vec![
+                            ClosurePath {
+                                name: "c-dag-20".into(),
+                                path: "/nix/store/abc-c-dag-20".into(),
+                                nar_size: None,
+                                references: vec!["/nix/store/u0-unit0".into()],
+                                source: PathSource::Missing,
+                            },
+                            ClosurePath {
+                                name: "unit0".into(),
+                                path: "/nix/store/u0-unit0".into(),
+                                nar_size: Some(2 << 20),
+                                references: vec![],
+                                source: PathSource::Team,
+                            },
+                        ],
+                    }),
                 }),
                 bazel: Some(BazelCoverage::not_measured(
                     "the execution log has no action digests",
@@ -190,6 +242,10 @@ mod tests {
         );
         assert!(
             text.contains("| c-dag-20 | `/nix/store/abc-c-dag-20` |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fixture-c-dag: the closure a warm build needs is 2 paths (2.00 MiB of NARs) with 1 reference: team cache 1 (2.00 MiB), upstream 0 (0 B), missing 1, unknown 0."),
             "{text}"
         );
         assert!(

@@ -95,6 +95,71 @@ pub struct NixCoverage {
     /// The first few narinfo requests that failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// The shape of what a warm build needs: every needed path with its NAR size and
+    /// references, as `flywheel-bench model` takes it. Absent in files written before
+    /// shapes were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<ClosureShape>,
+}
+
+/// A closure's shape: its store paths, their NAR sizes and the references between them.
+/// `coverage` records one per repo; `flywheel-bench model` turns one (from a coverage file
+/// or a shape file of this form) into an offline bench repo with the same graph and sizes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ClosureShape {
+    /// Where the shape came from (a shape file's provenance; coverage leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<String>,
+    /// The store paths the targets build (the outputs of the requested derivations).
+    pub roots: Vec<String>,
+    /// Every path of the closure, sorted by store path.
+    pub paths: Vec<ClosurePath>,
+}
+
+/// One store path of a closure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ClosurePath {
+    /// The store path's name, after the hash (`openssl-3.0.13`).
+    pub name: String,
+    pub path: String,
+    /// The NAR's size in bytes, from the narinfo; absent for a path no cache holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nar_size: Option<u64>,
+    /// The other paths of the closure it references at run time (full store paths; itself
+    /// and paths outside the closure left out).
+    #[serde(default)]
+    pub references: Vec<String>,
+    /// Which cache a warm build would take it from (a hand-written shape may leave it out:
+    /// the team cache).
+    #[serde(default)]
+    pub source: PathSource,
+}
+
+/// Where a warm build gets a path of the closure.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PathSource {
+    /// The team cache.
+    #[default]
+    Team,
+    /// An upstream cache (the team cache lacks it).
+    Upstream,
+    /// No cache: a warm build would build it.
+    Missing,
+    /// Its narinfo could not be read.
+    Unknown,
+}
+
+/// The name part of a store path (`/nix/store/<hash>-<name>`), or the base name when it
+/// has no hash.
+pub fn store_path_name(path: &str) -> &str {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    match base.split_once('-') {
+        Some((hash, name)) if hash.len() == 32 => name,
+        _ => base,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -157,17 +222,31 @@ pub struct MissingAction {
 /// What a cache answered about one entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// Held; for a store path, the full paths its narinfo says it references.
+    /// Held; for a store path, the full paths its narinfo says it references and its
+    /// `NarSize`.
     Present {
         references: Vec<String>,
+        nar_size: Option<u64>,
     },
     /// Not held by the team cache, held by an upstream cache.
     Upstream {
         references: Vec<String>,
+        nar_size: Option<u64>,
     },
     Missing,
     /// The request failed: why.
     Failed(String),
+}
+
+impl Answer {
+    /// Held, with nothing more known (an action-cache entry, a narinfo without references
+    /// or size).
+    pub fn held() -> Answer {
+        Answer::Present {
+            references: Vec::new(),
+            nar_size: None,
+        }
+    }
 }
 
 /// `percent` of `present` over `present + missing`; 100 when there is nothing to hold.
@@ -205,7 +284,7 @@ pub fn classify_closure(
             continue;
         }
         match answers.get(path) {
-            Some(Answer::Present { references } | Answer::Upstream { references }) => {
+            Some(Answer::Present { references, .. } | Answer::Upstream { references, .. }) => {
                 // Fetched, with its runtime closure; references that no derivation builds
                 // are sources, which instantiating already put into the store.
                 stack.extend(
@@ -244,6 +323,7 @@ pub fn classify_closure(
             .count() as u64,
         missing_paths: Vec::new(),
         errors: Vec::new(),
+        shape: Some(shape_of(roots, &by_drv, &needed, answers)),
     };
     let mut missing: Vec<MissingPath> = Vec::new();
     for path in needed {
@@ -274,6 +354,57 @@ pub fn classify_closure(
     coverage.missing_paths = missing;
     coverage.percent = percent(coverage.present, coverage.missing);
     coverage
+}
+
+/// The shape of the `needed` paths: each with its NAR size, its references among them and
+/// where a warm build gets it.
+fn shape_of(
+    roots: &[String],
+    by_drv: &HashMap<&str, &Derivation>,
+    needed: &BTreeSet<&str>,
+    answers: &BTreeMap<String, Answer>,
+) -> ClosureShape {
+    let roots = roots
+        .iter()
+        .filter_map(|r| by_drv.get(r.as_str()))
+        .flat_map(|d| d.outputs.values().flatten().cloned())
+        .collect();
+    let paths = needed
+        .iter()
+        .map(|&path| {
+            let (references, nar_size, source) = match answers.get(path) {
+                Some(Answer::Present {
+                    references,
+                    nar_size,
+                }) => (references.as_slice(), *nar_size, PathSource::Team),
+                Some(Answer::Upstream {
+                    references,
+                    nar_size,
+                }) => (references.as_slice(), *nar_size, PathSource::Upstream),
+                Some(Answer::Missing) => (&[][..], None, PathSource::Missing),
+                Some(Answer::Failed(_)) | None => (&[][..], None, PathSource::Unknown),
+            };
+            let mut references: Vec<String> = references
+                .iter()
+                .filter(|r| r.as_str() != path && needed.contains(r.as_str()))
+                .cloned()
+                .collect();
+            references.sort();
+            references.dedup();
+            ClosurePath {
+                name: store_path_name(path).to_string(),
+                path: path.to_string(),
+                nar_size,
+                references,
+                source,
+            }
+        })
+        .collect();
+    ClosureShape {
+        provenance: None,
+        roots,
+        paths,
+    }
 }
 
 /// Pushes the outputs of `d` named in `names` (all when `None`); returns how many of them
@@ -346,6 +477,7 @@ mod tests {
     fn present(refs: &[&str]) -> Answer {
         Answer::Present {
             references: refs.iter().map(|r| r.to_string()).collect(),
+            nar_size: Some(1000 + refs.len() as u64),
         }
     }
 
@@ -410,6 +542,7 @@ mod tests {
                 LIB,
                 Answer::Upstream {
                     references: vec![DATA.into()],
+                    nar_size: Some(4096),
                 },
             ),
             (
@@ -421,6 +554,47 @@ mod tests {
         assert_eq!((c.present, c.upstream, c.missing, c.unknown), (1, 1, 0, 1));
         assert_eq!(c.percent, 100.0);
         assert_eq!(c.errors.len(), 1);
+        let sources: Vec<(&str, PathSource, Option<u64>)> = c
+            .shape
+            .as_ref()
+            .unwrap()
+            .paths
+            .iter()
+            .map(|p| (p.name.as_str(), p.source, p.nar_size))
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                ("refs-lib", PathSource::Upstream, Some(4096)),
+                ("refs-app", PathSource::Team, Some(1001)),
+                ("refs-data", PathSource::Unknown, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_shape_is_the_needed_paths_with_their_sizes_and_references_among_them() {
+        let all = answers(&[
+            // A self-reference and one to a path outside the closure are left out.
+            (APP, present(&[LIB, APP, "/nix/store/0000-source"])),
+            (LIB, present(&[DATA, NOTE])),
+            (DATA, present(&[])),
+        ]);
+        let c = classify_closure(&closure(), &[APP_DRV.into()], &all);
+        let shape = c.shape.unwrap();
+        assert_eq!(shape.roots, [APP]);
+        assert_eq!(shape.paths.len() as u64, c.needed);
+        let app = shape.paths.iter().find(|p| p.path == APP).unwrap();
+        assert_eq!(
+            (app.name.as_str(), app.nar_size, app.source),
+            ("refs-app", Some(1003), PathSource::Team)
+        );
+        assert_eq!(app.references, [LIB]);
+        let lib = shape.paths.iter().find(|p| p.path == LIB).unwrap();
+        // refs-note is no derivation's output: a source, not part of the shape.
+        assert_eq!(lib.references, [DATA]);
+        assert_eq!(store_path_name(APP), "refs-app");
+        assert_eq!(store_path_name("/nix/store/short-x"), "short-x");
     }
 
     #[test]

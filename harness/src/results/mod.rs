@@ -1727,7 +1727,10 @@ mod tests {
                         stack.push(path);
                     } else if path.extension().is_some_and(|e| e == "json")
                         && std::fs::read_to_string(&path)
-                            .is_ok_and(|t| t.contains("\"harness_version\""))
+                            // Coverage documents carry a harness_version too, and no cases.
+                            .is_ok_and(|t| {
+                                t.contains("\"harness_version\"") && t.contains("\"cases\"")
+                            })
                     {
                         files.push(path);
                     }

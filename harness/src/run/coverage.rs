@@ -29,7 +29,7 @@ use crate::results::coverage::{
 };
 use crate::results::CacheBackend;
 use crate::tools::bazel_log::{Digest, ExecLogReader};
-use crate::tools::narinfo::{narinfo_name, NarinfoSource};
+use crate::tools::narinfo::{narinfo_field, narinfo_name, NarinfoSource};
 use crate::tools::nix::{target_args, NixDriver};
 use crate::tools::nix_derivations::{parse_derivations, show_command};
 use crate::tools::nix_log::NixVersion;
@@ -63,16 +63,18 @@ pub fn ask(client: &Client, cache: &NarinfoSource, path: &str) -> Answer {
     }
 }
 
-/// A narinfo's answer: present, with the full paths of its `References:`.
+/// A narinfo's answer: present, with the full paths of its `References:` and its `NarSize:`.
 fn present(narinfo: &str) -> Answer {
-    let references = narinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("References:"))
+    let references = narinfo_field(narinfo, "References")
         .unwrap_or_default()
         .split_whitespace()
         .map(|base| format!("/nix/store/{base}"))
         .collect();
-    Answer::Present { references }
+    let nar_size = narinfo_field(narinfo, "NarSize").and_then(|n| n.parse().ok());
+    Answer::Present {
+        references,
+        nar_size,
+    }
 }
 
 /// Asks `cache` about every path, at most `limit` at a time; answers in the paths' order.
@@ -110,8 +112,18 @@ pub fn answers_for(
             .map(|(p, _)| p.clone())
             .collect();
         for (path, answer) in lacking.iter().zip(ask_all(client, cache, &lacking, limit)) {
-            if let Answer::Present { references } = answer {
-                answers.insert(path.clone(), Answer::Upstream { references });
+            if let Answer::Present {
+                references,
+                nar_size,
+            } = answer
+            {
+                answers.insert(
+                    path.clone(),
+                    Answer::Upstream {
+                        references,
+                        nar_size,
+                    },
+                );
             }
         }
     }
@@ -257,9 +269,7 @@ impl ActionCache {
                     .join(hash);
                 let flat = dir.join("ac").join(hash);
                 if nested.is_file() || flat.is_file() {
-                    Answer::Present {
-                        references: Vec::new(),
-                    }
+                    Answer::held()
                 } else {
                     Answer::Missing
                 }
@@ -275,9 +285,7 @@ impl ActionCache {
                     request = request.header(name, value);
                 }
                 match client.send(request) {
-                    Ok(a) if a.status == 200 => Answer::Present {
-                        references: Vec::new(),
-                    },
+                    Ok(a) if a.status == 200 => Answer::held(),
                     Ok(a) if a.status == 404 => Answer::Missing,
                     Ok(a) => Answer::Failed(format!("GET {url} answered {}", a.status)),
                     Err(e) => Answer::Failed(e.to_string()),
@@ -522,16 +530,17 @@ mod tests {
 
     #[test]
     fn narinfo_references_become_full_paths() {
-        let text = "StorePath: /nix/store/abc-app\nReferences: def-lib ghi-data\nSig: k:x\n";
+        let text = "StorePath: /nix/store/abc-app\nNarSize: 16816\nReferences: def-lib ghi-data\nSig: k:x\n";
         assert_eq!(
             present(text),
             Answer::Present {
-                references: vec!["/nix/store/def-lib".into(), "/nix/store/ghi-data".into()]
+                references: vec!["/nix/store/def-lib".into(), "/nix/store/ghi-data".into()],
+                nar_size: Some(16816),
             }
         );
         assert_eq!(
             present("StorePath: /nix/store/abc-app\nReferences: \n"),
-            Answer::Present { references: vec![] }
+            Answer::held()
         );
     }
 
@@ -552,7 +561,7 @@ mod tests {
                 &cache,
                 "/nix/store/abcd1234abcd1234abcd1234abcd1234-x"
             ),
-            Answer::Present { references: vec![] }
+            Answer::held()
         );
         assert_eq!(
             ask(

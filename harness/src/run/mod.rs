@@ -8,6 +8,7 @@ mod check;
 pub mod coverage;
 pub(crate) mod events;
 mod fallback;
+pub(crate) mod model;
 pub(crate) mod progress;
 pub(crate) mod recorder;
 pub(crate) mod scheduler;

@@ -16,6 +16,15 @@ use crate::plan::config::Login;
 /// One narinfo or nix-cache-info request may take this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The value of a narinfo's `key:` line (`NarSize`, `References`), trimmed.
+pub fn narinfo_field<'a>(narinfo: &'a str, key: &str) -> Option<&'a str> {
+    narinfo.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
 /// A Nix binary cache as the harness itself reads it.
 pub enum NarinfoSource {
     Http {
