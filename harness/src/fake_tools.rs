@@ -301,6 +301,7 @@ fn mode_name(mode: BuildMode) -> &'static str {
         BuildMode::Fresh => "fresh",
         BuildMode::FromCache { .. } => "from-cache",
         BuildMode::Noop => "noop",
+        BuildMode::Fill => "fill",
     }
 }
 
@@ -319,6 +320,19 @@ impl BuildDriver for FakeDriver {
         _exec: &dyn Executor,
     ) -> StepResult<Option<CacheFill>> {
         Ok(None)
+    }
+
+    fn fill_unavailable(&self) -> Option<String> {
+        None
+    }
+
+    /// A fill that took no time after the build: the fake tool has nothing to upload.
+    fn fill_fresh(
+        &mut self,
+        _build: &PreparedBuild,
+        _exec: &dyn Executor,
+    ) -> StepResult<CacheFill> {
+        Ok(CacheFill::timed(crate::results::FillMethod::NixCopy, 0.0))
     }
 
     fn prepare(
@@ -496,6 +510,7 @@ impl Toolbox for FakeTools {
                         endpoint: BazelEndpoint::Remote(url("bazel")),
                         headers: Vec::new(),
                         read_only: false,
+                        fill_root: None,
                     },
                     BazelCacheConfig::External(cache) => cache.clone(),
                 },

@@ -348,6 +348,109 @@ fn no_fill_measures_warm_with_a_pull_only_token_and_writes_nothing() {
     assert_no_token(&reader, &texts);
 }
 
+/// `fill` against Attic: each sample is a cold build whose closure then goes through the
+/// API into a fresh cache the harness creates on the server and destroys after. The first
+/// sample uploads every NAR; Attic keeps one copy of a NAR for all its caches, so later
+/// samples' uploads are deduplicated, and the results say so.
+#[test]
+fn fill_against_attic_fills_a_fresh_cache_per_sample_and_destroys_it() {
+    require_tools(&["nix"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let server = AtticServer::start(&tmp.path().join("attic"));
+    // Creating caches next to `main` needs a grant beyond it.
+    let token = server.token(&[("*", PUSH)]);
+    let config = main_profile(tmp.path(), &server, FROM_ENV);
+    let output = tmp.path().join("fill.json");
+    let repo = closure_repo();
+    let mut run = bin();
+    run.current_dir(repo_root())
+        .args(["run", "--system", "nix", "--warmups", "0", "--samples", "3"])
+        .args(["--verdicts", "warn", "--profile", "attic"])
+        .args(["--scenario", "cold", "--scenario", "fill"])
+        .arg("--repo")
+        .arg(repo.path())
+        .arg("--config")
+        .arg(&config)
+        .arg("--output")
+        .arg(&output)
+        .env(TOKEN_ENV, &token);
+    let out = run_ok(&mut run);
+    let results = read_json(&output);
+    assert_valid_results(&results);
+    let fill = case(&results, "fill");
+    assert_eq!(fill["outcome"], "ok", "{fill}");
+    assert_eq!(fill["cache"]["backend"], "attic");
+    let samples = fill["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 3);
+    for (i, s) in samples.iter().enumerate() {
+        let sent = &s["fill"];
+        assert_eq!(sent["method"], "attic-api", "{s}");
+        // The whole closure every time: each cache starts empty.
+        assert_eq!(sent["closure_paths"], 4, "{s}");
+        assert_eq!(sent["already_present"], 0, "{s}");
+        assert_eq!(sent["uploaded_paths"], 4, "{s}");
+        assert_eq!(sent["uploaded_bytes"], 1168, "{s}");
+        let deduplicated = if i == 0 { 0 } else { 4 };
+        assert_eq!(sent["deduplicated_paths"], deduplicated, "sample {i}: {s}");
+        assert_eq!(s["from_team_cache"], 0, "a fill sample reads no cache: {s}");
+    }
+    assert_eq!(server.counts(|c| c.puts), 12);
+    assert_eq!(
+        server.cache_names(),
+        vec!["main".to_string()],
+        "every fresh cache destroyed, the team cache untouched"
+    );
+    assert!(server.narinfo_files("main").is_empty());
+    let row = &results["fills"][0];
+    assert_eq!(row["method"], "attic-api");
+    assert_eq!(row["pairs"], 3, "{row}");
+    let penalty = row["penalty"]["ratio"].as_f64().unwrap();
+    assert!(
+        row["penalty"]["ci_low"].as_f64().unwrap() <= penalty,
+        "{row}"
+    );
+    assert!(
+        row["penalty"]["ci_high"].as_f64().unwrap() >= penalty,
+        "{row}"
+    );
+    assert_no_token(&token, &out_texts(&out));
+    // The lead's evidence run keeps the file: FLYWHEEL_FILL_EVIDENCE=results/evidence/....
+    if let Some(keep) = std::env::var_os("FLYWHEEL_FILL_EVIDENCE") {
+        std::fs::copy(&output, repo_root().join(keep)).unwrap();
+    }
+}
+
+/// A token that may not create caches: the fill case fails naming the permission.
+#[test]
+fn fill_without_the_right_to_create_caches_names_it() {
+    require_tools(&["nix"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let server = AtticServer::start(&tmp.path().join("attic"));
+    let token = server.token(&[("main", PUSH)]);
+    let config = main_profile(tmp.path(), &server, FROM_ENV);
+    let output = tmp.path().join("fill.json");
+    let out = run_exits(
+        attic_run(
+            closure_repo().path(),
+            &config,
+            &output,
+            &["--scenario", "fill"],
+        )
+        .env(TOKEN_ENV, &token),
+        1,
+    );
+    let results = read_json(&output);
+    let fill = case(&results, "fill");
+    assert_eq!(fill["outcome"], "failed", "{fill}");
+    let reason = fill["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("fresh Attic cache") && reason.contains("create-cache"),
+        "{reason}"
+    );
+    assert_eq!(server.counts(|c| c.puts), 0, "nothing uploaded");
+    assert_no_token(&token, &out_texts(&out));
+}
+
 #[test]
 fn refusals_name_the_missing_permission_and_never_the_token() {
     require_tools(&["nix"]);

@@ -126,14 +126,34 @@ fn bench_fixture_cc(
 }
 
 #[test]
-fn cold_warm_and_noop_against_the_embedded_http_cache() {
+fn cold_warm_noop_and_fill_against_the_embedded_http_cache() {
     require_tools(&["bazel", "nginx"]);
-    let (results, _) = bench_fixture_cc(&["cold", "warm", "noop"], |_| {});
+    let (results, _) = bench_fixture_cc(&["cold", "warm", "noop", "fill"], |_| {});
     let cases = results["cases"].as_array().unwrap();
     assert_eq!(cases[1]["cache"]["backend"], "embedded-nginx");
     let noop = &cases[2]["samples"][0];
     assert_eq!(noop["remote_cache_hits"], 0, "{noop}");
     assert_eq!(noop["actions"], 0, "a no-op build runs nothing: {noop}");
+
+    // Fill: a cold build that uploads everything it made to a fresh, empty cache.
+    let fill = case(&results, "fill");
+    assert_eq!(fill["outcome"], "ok", "{fill}");
+    let cold = &case(&results, "cold")["samples"][0];
+    let sample = &fill["samples"][0];
+    assert_eq!(sample["actions"], cold["actions"], "{sample}");
+    assert_eq!(sample["remote_cache_hits"], 0, "it read no cache: {sample}");
+    let sent = &sample["fill"];
+    assert_eq!(sent["method"], "bazel-upload", "{sample}");
+    assert_eq!(sent["in_build"], true);
+    assert_eq!(sent["wall_s"], 0.0, "Bazel uploads inside its own span");
+    // Each compile and link result is an action-cache entry and CAS blobs.
+    assert!(sent["uploaded_paths"].as_u64().unwrap() > 5, "{sent}");
+    assert!(sent["stored_bytes"].as_u64().unwrap() > 1000, "{sent}");
+    let row = &results["fills"][0];
+    assert_eq!(row["repo"], "fixture-cc");
+    assert_eq!(row["system"], "bazel");
+    assert!(row["penalty"]["ratio"].as_f64().unwrap() > 0.0, "{row}");
+    assert_eq!(row["fill_only_median_s"], 0.0);
 }
 
 /// A real REAPI cache server (BuildGrid, installed by scripts/setup), stopped when dropped.

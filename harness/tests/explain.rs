@@ -96,6 +96,7 @@ fn a_bazel_action_whose_environment_changed_is_explained_by_the_variable() {
     let server = nginx(&tmp.path().join("nginx"));
     std::fs::create_dir_all(server.root().join("bazel")).unwrap();
     let cache = BazelCache {
+        fill_root: None,
         backend: CacheBackend::EmbeddedNginx,
         endpoint: BazelEndpoint::Remote(server.url("bazel")),
         headers: Vec::new(),

@@ -151,6 +151,93 @@ fn a_closure_with_run_time_references_is_fetched_whole_and_compressed_as_chosen(
     assert_eq!(host_nix_snapshot(), nix_before);
 }
 
+/// `fill`: each sample is a cold build that then `nix copy`s its closure to a fresh, empty
+/// cache beside the embedded one (zstd, signed), removed after the sample; the penalty is
+/// (cold + fill) / cold against the cold case, paired, with an interval.
+#[test]
+fn fill_samples_pay_the_whole_fill_of_a_fresh_embedded_cache() {
+    require_tools(&["nix", "nginx", "gcc"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        "[profiles.filled]\nrepos = [\"fixture-c-dag\"]\n[profiles.filled.params.fixture-c-dag]\nsize = 3\nwork = 4\nrefs = 1\nincompressible_mb = 1\ncompressible_mb = 1\n",
+    )
+    .unwrap();
+    let nix_before = host_nix_snapshot();
+    let output = tmp.path().join("fill.json");
+    let work = tmp.path().join("work");
+    let out = run_ok(
+        bin()
+            .current_dir(repo_root())
+            .args(["run", "--profile", "filled", "--system", "nix"])
+            .args(["--scenario", "cold", "--scenario", "fill"])
+            .args(["--samples", "3", "--warmups", "0", "--verdicts", "warn"])
+            .arg("--config")
+            .arg(&config)
+            .arg("--output")
+            .arg(&output)
+            .arg("--work-dir")
+            .arg(&work),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("fill penalty [95% CI]"), "{stdout}");
+    let results = read_json(&output);
+    assert_valid_results(&results);
+    let fill = case(&results, "fill").clone();
+    assert_eq!(fill["outcome"], "ok", "{fill}");
+    assert_eq!(fill["cache"]["backend"], "embedded-nginx");
+    let cold_built = case(&results, "cold")["samples"][0]["built"].clone();
+    assert!(cold_built.as_u64().unwrap() >= 4, "{cold_built}");
+    const MIB: u64 = 1 << 20;
+    for s in fill["samples"].as_array().unwrap() {
+        // Everything built, as cold: a fill sample reads no cache.
+        assert_eq!(s["built"], cold_built, "{s}");
+        assert_eq!(s["substituted"], 0, "{s}");
+        let sent = &s["fill"];
+        assert_eq!(sent["method"], "nix-copy", "{s}");
+        // A fresh cache each time: the whole run-time closure (three units and the top
+        // output that refers to them) goes every sample.
+        assert_eq!(sent["closure_paths"], 4, "{s}");
+        assert_eq!(sent["uploaded_paths"], 4, "{s}");
+        let (bytes, stored) = (
+            sent["uploaded_bytes"].as_u64().unwrap(),
+            sent["stored_bytes"].as_u64().unwrap(),
+        );
+        assert!(bytes >= 2 * MIB, "{s}");
+        // zstd leaves the random MiB and shrinks the text one.
+        assert!(stored > MIB && stored < bytes, "{s}");
+        assert!(sent["wall_s"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    // The case's median is of build + fill.
+    let median = fill["stats"]["median_s"].as_f64().unwrap();
+    let builds: Vec<f64> = fill["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["wall_s"].as_f64().unwrap())
+        .collect();
+    assert!(
+        median > builds.iter().cloned().fold(f64::MAX, f64::min),
+        "{fill}"
+    );
+    let row = &results["fills"][0];
+    assert_eq!(row["method"], "nix-copy");
+    assert_eq!(row["pairs"], 3, "interleaved with cold: {row}");
+    let penalty = row["penalty"]["ratio"].as_f64().unwrap();
+    assert!(penalty > 1.0, "filling costs something: {row}");
+    assert!(
+        row["penalty"]["ci_low"].as_f64().unwrap() <= penalty,
+        "{row}"
+    );
+    assert!(
+        row["penalty"]["ci_high"].as_f64().unwrap() >= penalty,
+        "{row}"
+    );
+    assert!(row["stored_ratio"].as_f64().unwrap() < 1.0, "{row}");
+    assert_eq!(host_nix_snapshot(), nix_before);
+}
+
 #[test]
 fn a_failing_build_is_recorded_with_nix_s_error_and_the_run_goes_on() {
     require_tools(&["nix"]);

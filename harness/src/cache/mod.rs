@@ -213,6 +213,7 @@ impl EmbeddedCache {
         if let Fill::NixCopy { compression: c, .. } = &mut cache.fill {
             *c = Some(compression);
         }
+        cache.fill_root = Some(self.server.root().join("nix"));
         Ok(cache)
     }
 
@@ -262,6 +263,7 @@ impl EmbeddedCache {
             endpoint: BazelEndpoint::Remote(self.server.url("bazel")),
             headers: Vec::new(),
             read_only: false,
+            fill_root: Some(self.server.root().join("bazel")),
         }
     }
 }

@@ -25,6 +25,7 @@ pub enum Method {
     Get,
     Post,
     Put,
+    Delete,
 }
 
 impl Method {
@@ -33,6 +34,7 @@ impl Method {
             Method::Get => "GET",
             Method::Post => "POST",
             Method::Put => "PUT",
+            Method::Delete => "DELETE",
         }
     }
 }
@@ -176,6 +178,7 @@ impl Client {
             Method::Get => ureq::http::Request::get(uri),
             Method::Post => ureq::http::Request::post(uri),
             Method::Put => ureq::http::Request::put(uri),
+            Method::Delete => ureq::http::Request::delete(uri),
         };
         match request.auth {
             Auth::None => {}

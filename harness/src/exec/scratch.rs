@@ -257,6 +257,30 @@ fn make_dirs_writable(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The regular files under `dir` and their bytes (what a cache folder stores); links are
+/// not followed.
+pub fn tree_bytes(dir: &Path) -> crate::error::Result<(u64, u64)> {
+    use crate::error::IoContext;
+    let (mut files, mut bytes) = (0, 0);
+    for entry in fs::read_dir(dir).context(|| format!("listing {}", dir.display()))? {
+        let entry = entry.context(|| format!("listing {}", dir.display()))?;
+        let kind = entry
+            .file_type()
+            .context(|| format!("reading {}", entry.path().display()))?;
+        if kind.is_dir() {
+            let (f, b) = tree_bytes(&entry.path())?;
+            (files, bytes) = (files + f, bytes + b);
+        } else if kind.is_file() {
+            let len = entry
+                .metadata()
+                .context(|| format!("reading {}", entry.path().display()))?
+                .len();
+            (files, bytes) = (files + 1, bytes + len);
+        }
+    }
+    Ok((files, bytes))
+}
+
 /// Writes a new file only its owner can read (keys, credentials).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::OpenOptions::new()

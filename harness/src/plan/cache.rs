@@ -37,6 +37,10 @@ pub struct NixCache {
     pub login: Option<Login>,
     /// How the priming build's outputs get into the cache.
     pub fill: Fill,
+    /// The embedded cache: the folder its URL serves, where `fill` samples' fresh caches
+    /// are made and removed.
+    #[serde(skip)]
+    pub fill_root: Option<PathBuf>,
 }
 
 /// How outputs are uploaded to a Nix cache.
@@ -69,6 +73,7 @@ impl NixCache {
         fill: bool,
     ) -> NixCache {
         NixCache {
+            fill_root: None,
             backend,
             url,
             public_key,
@@ -87,6 +92,7 @@ impl NixCache {
     /// An upstream cache: read by every build, never filled, no credentials.
     pub fn upstream(url: Url, public_key: String) -> NixCache {
         NixCache {
+            fill_root: None,
             backend: nix_backend_of(&url),
             url,
             public_key,
@@ -197,6 +203,40 @@ pub struct BazelCache {
     pub headers: Vec<Secret>,
     /// A read-only run (`--no-fill`): no build may upload to the cache.
     pub read_only: bool,
+    /// The embedded cache: the folder its URL serves, where `fill` samples' fresh caches
+    /// are made and removed.
+    #[serde(skip)]
+    pub fill_root: Option<PathBuf>,
+}
+
+/// A fresh, empty cache beside the embedded one, for one `fill` sample: where the tool
+/// uploads and the folder the server keeps it in (removed after the sample).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FreshCache {
+    pub url: Url,
+    pub folder: PathBuf,
+}
+
+impl FreshCache {
+    /// The `n`th fresh cache under an embedded cache served at `url` from `root`; `None`
+    /// for a cache the harness does not serve (Attic's fresh caches are made through its
+    /// API instead).
+    pub fn beside(url: &Url, root: Option<&Path>, n: usize) -> Option<FreshCache> {
+        let name = format!("fill-{n}");
+        let mut fresh = url.clone();
+        fresh.path_segments_mut().ok()?.pop_if_empty().push(&name);
+        Some(FreshCache {
+            url: fresh,
+            folder: root?.join(name),
+        })
+    }
+
+    /// Why a `fill` case cannot run against a cache the harness does not serve.
+    pub fn unavailable(system: &str) -> String {
+        format!(
+            "a fill sample needs a fresh, empty {system} cache of its own, which only the embedded cache and an Attic server (through its API) offer: the harness cannot empty another external cache\n  fix: run `fill` with the embedded cache (the default profile) or an Attic profile with push = \"api\""
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -285,9 +325,25 @@ mod tests {
     }
 
     #[test]
+    fn fresh_caches_sit_beside_the_embedded_one() {
+        let fresh = FreshCache::beside(
+            &url("http://127.0.0.1:8080/nix"),
+            Some(Path::new("/r/nix")),
+            3,
+        )
+        .unwrap();
+        assert_eq!(fresh.url.as_str(), "http://127.0.0.1:8080/nix/fill-3");
+        assert_eq!(fresh.folder, Path::new("/r/nix/fill-3"));
+        let slash = FreshCache::beside(&url("http://h/bazel/"), Some(Path::new("/b")), 0);
+        assert_eq!(slash.unwrap().url.as_str(), "http://h/bazel/fill-0");
+        assert_eq!(FreshCache::beside(&url("http://h/nix"), None, 1), None);
+    }
+
+    #[test]
     fn an_attic_cache_is_one_url_with_its_server_and_name_inside() {
         for endpoint in ["https://attic.example.com", "https://h.example/attic/"] {
             let cache = NixCache {
+                fill_root: None,
                 backend: CacheBackend::Attic,
                 url: attic_url(&url(endpoint), "main").unwrap(),
                 public_key: "main:K".into(),
@@ -313,6 +369,7 @@ mod tests {
     #[test]
     fn header_rc_lines_carry_each_header_as_one_quoted_word_and_serialising_drops_secrets() {
         let cache = BazelCache {
+            fill_root: None,
             backend: CacheBackend::Http,
             endpoint: BazelEndpoint::Remote(url("http://cache:8080")),
             headers: vec![
@@ -328,6 +385,7 @@ mod tests {
         let json = serde_json::to_string(&cache).unwrap();
         assert!(!json.contains("Bearer"), "{json}");
         let nix = NixCache {
+            fill_root: None,
             login: Some(Login {
                 user: "bot".into(),
                 password: Secret::new("s3cr3t"),

@@ -194,6 +194,8 @@ pub struct BazelSetup {
 }
 
 /// The Nix cache warm cases read from.
+// Resolved once per run and never copied in bulk: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum NixCacheConfig {
     /// The harness's own nginx, with a signing key generated for the run: its URL and key
@@ -517,6 +519,7 @@ fn nix_cache(
             token,
             push,
         } => NixCacheConfig::External(NixCache {
+            fill_root: None,
             backend: CacheBackend::Attic,
             url: attic_url(endpoint, cache)?,
             public_key: public_key.clone(),
@@ -665,6 +668,7 @@ fn bazel_cache(
             ))),
         };
         Ok(BazelCacheConfig::External(BazelCache {
+            fill_root: None,
             backend,
             endpoint: BazelEndpoint::Remote(parsed),
             headers,
@@ -679,6 +683,7 @@ fn bazel_cache(
             headers_env.as_deref().unwrap_or(BAZEL_HEADERS_ENV),
         ),
         (None, BazelBackend::Disk { path }) => Ok(BazelCacheConfig::External(BazelCache {
+            fill_root: None,
             backend: CacheBackend::Disk,
             endpoint: BazelEndpoint::Disk(path.clone()),
             headers: Vec::new(),
@@ -897,6 +902,7 @@ mod tests {
         assert_eq!(
             config.nix_cache,
             NixCacheConfig::External(NixCache {
+                fill_root: None,
                 backend: CacheBackend::S3,
                 url: Url::parse("s3://bucket?region=eu-west-1").unwrap(),
                 public_key: "k:1".into(),
@@ -1018,6 +1024,7 @@ mod tests {
         assert_eq!(
             config.bazel_cache,
             BazelCacheConfig::External(BazelCache {
+                fill_root: None,
                 backend: CacheBackend::Disk,
                 endpoint: BazelEndpoint::Disk("/srv/bazel".into()),
                 headers: Vec::new(),

@@ -57,7 +57,7 @@ pub fn render(files: &[(String, Results)]) -> String {
     out
 }
 
-fn html_table(table: &Table) -> String {
+pub(super) fn html_table(table: &Table) -> String {
     let mut out = format!(
         "<h3>{}</h3><p class=\"note\">{}</p><table><tr>",
         esc(table.title),

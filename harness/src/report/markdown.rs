@@ -239,7 +239,7 @@ fn case_details(r: &Results) -> String {
     out
 }
 
-fn pipe_table(table: &Table) -> String {
+pub(super) fn pipe_table(table: &Table) -> String {
     let mut out = format!("| {} |\n", table.headers.join(" | "));
     let _ = writeln!(out, "|{}", " --- |".repeat(table.headers.len()));
     for row in &table.rows {

@@ -157,6 +157,43 @@ mod snapshots {
         snapshot!("compare.md", super::compare::render_markdown(&c));
     }
 
+    /// The cold-vs-warm table of a run that also filled the cache: a `fill` case beside the
+    /// cold and warm ones (each sample a cold build plus half as long again to fill).
+    #[test]
+    fn cold_vs_warm_with_the_fill_penalty() {
+        use crate::results::{CacheFill, FillMethod, Scenario};
+        let mut results: Results =
+            serde_json::from_str(&crate::tools::fixture("results/nix-fixture.json")).unwrap();
+        let mut fill = results
+            .cases
+            .iter()
+            .find(|c| c.scenario == Scenario::Cold)
+            .unwrap()
+            .clone();
+        fill.scenario = Scenario::Fill;
+        for s in &mut fill.samples {
+            s.fill = Some(CacheFill {
+                closure_paths: Some(22),
+                uploaded_paths: Some(22),
+                uploaded_bytes: Some(300 << 20),
+                stored_bytes: Some(120 << 20),
+                ..CacheFill::timed(FillMethod::NixCopy, s.wall_s / 2.0)
+            });
+        }
+        results.cases.push(fill);
+        crate::results::derive(&mut results);
+        assert_eq!(results.fills.len(), 1);
+        let table = super::tables::comparisons(&results);
+        snapshot!(
+            "cold_vs_warm_fill.md",
+            format!(
+                "{}\n{}",
+                super::markdown::pipe_table(&table),
+                super::html::html_table(&table)
+            )
+        );
+    }
+
     #[test]
     fn numbers_across_magnitudes() {
         use crate::stats::numbers::*;

@@ -88,6 +88,9 @@ pub fn explain_cost(r: &RatioInterval) -> String {
     )
 }
 
+const COMPARISONS_NOTE: &str = "Medians over the samples of the build tool's wall time, exec to exit, and of its CPU time (user + system of every process the build ran, as each sample's cpu_scope counts; \"client only\": the Bazel server's work was not counted); speedup = median(cold) / median(warm), or \"paired\": the median of cold_i / warm_i over samples taken round by round (interleaved); no interval (n/a) from fewer than 3 samples a side.";
+const FILL_NOTE: &str = "Medians over the samples of the build tool's wall time, exec to exit, and of its CPU time (user + system of every process the build ran, as each sample's cpu_scope counts; \"client only\": the Bazel server's work was not counted); speedup = median(cold) / median(warm), or \"paired\": the median of cold_i / warm_i over samples taken round by round (interleaved); no interval (n/a) from fewer than 3 samples a side. Fill penalty = (cold + fill) / cold: each fill sample is a cold build that then fills a fresh, empty team cache, against the cold case, paired like the speedup; sent = the closure's NAR bytes (Bazel: its blobs), stored = what the cache kept, with stored/sent.";
+
 pub fn comparisons(results: &Results) -> Table {
     // A CPU median from samples that did not count the build server's work says so.
     let cpu = |median: Option<f64>, case: Option<&CaseResult>| match median {
@@ -97,48 +100,124 @@ pub fn comparisons(results: &Results) -> Table {
         }
         Some(m) => seconds(m),
     };
-    Table {
-        title: "Cold vs warm",
-        note: "Medians over the samples of the build tool's wall time, exec to exit, and of its CPU time (user + system of every process the build ran, as each sample's cpu_scope counts; \"client only\": the Bazel server's work was not counted); speedup = median(cold) / median(warm), or \"paired\": the median of cold_i / warm_i over samples taken round by round (interleaved); no interval (n/a) from fewer than 3 samples a side.",
-        headers: vec![
-            "repo",
-            "system",
-            "lane",
-            "cold",
-            "cold cpu",
-            "warm",
-            "warm cpu",
-            "noop",
-            "speedup [95% CI]",
-            "hit ratio",
-        ],
-        rows: results
+    let with_fills = !results.fills.is_empty();
+    let fill_of = |key: crate::results::CaseKey, parameters| {
+        results
+            .fills
+            .iter()
+            .find(|f| f.key() == key && &f.parameters == parameters)
+    };
+    let mut headers = vec![
+        "repo",
+        "system",
+        "lane",
+        "cold",
+        "cold cpu",
+        "warm",
+        "warm cpu",
+        "noop",
+        "speedup [95% CI]",
+        "hit ratio",
+    ];
+    if with_fills {
+        headers.extend(["fill penalty [95% CI]", "fill sent / stored"]);
+    }
+    let mut rows: Vec<Vec<Cell>> = results
+        .comparisons
+        .iter()
+        .map(|c| {
+            let case = |scenario| {
+                results.cases.iter().find(|k| {
+                    k.key() == c.key() && k.parameters == c.parameters && k.scenario == scenario
+                })
+            };
+            let mut row = cells([
+                repo_at_point(results, c.key(), &c.parameters),
+                c.system.name().into(),
+                c.lane.name().into(),
+                seconds(c.cold_median_s),
+                cpu(c.cold_cpu_median_s, case(Scenario::Cold)),
+                seconds(c.warm_median_s),
+                cpu(c.warm_cpu_median_s, case(Scenario::Warm)),
+                c.noop_median_s.map_or("-".into(), seconds),
+                match c.pairs {
+                    Some(n) => format!(
+                        "{} (paired, {})",
+                        ratio_interval(&c.speedup),
+                        numbers::count_of(n, "pair")
+                    ),
+                    None => ratio_interval(&c.speedup),
+                },
+                c.hit_ratio.map_or("-".into(), percent),
+            ]);
+            if with_fills {
+                row.extend(fill_cells(fill_of(c.key(), &c.parameters)));
+            }
+            row
+        })
+        .collect();
+    // A fill case whose run had no warm case still gets its row.
+    for f in results.fills.iter().filter(|f| {
+        !results
             .comparisons
             .iter()
-            .map(|c| {
-                let case = |scenario| {
-                    results.cases.iter().find(|k| {
-                        k.key() == c.key() && k.parameters == c.parameters && k.scenario == scenario
-                    })
-                };
-                cells([
-                    repo_at_point(results, c.key(), &c.parameters),
-                    c.system.name().into(),
-                    c.lane.name().into(),
-                    seconds(c.cold_median_s),
-                    cpu(c.cold_cpu_median_s, case(Scenario::Cold)),
-                    seconds(c.warm_median_s),
-                    cpu(c.warm_cpu_median_s, case(Scenario::Warm)),
-                    c.noop_median_s.map_or("-".into(), seconds),
-                    match c.pairs {
-                        Some(n) => format!("{} (paired, {})", ratio_interval(&c.speedup), numbers::count_of(n, "pair")),
-                        None => ratio_interval(&c.speedup),
-                    },
-                    c.hit_ratio.map_or("-".into(), percent),
-                ])
-            })
-            .collect(),
+            .any(|c| c.key() == f.key() && c.parameters == f.parameters)
+    }) {
+        let cold = results.cases.iter().find(|k| {
+            k.key() == f.key() && k.parameters == f.parameters && k.scenario == Scenario::Cold
+        });
+        let mut row = cells([
+            repo_at_point(results, f.key(), &f.parameters),
+            f.system.name().into(),
+            f.lane.name().into(),
+            seconds(f.cold_median_s),
+            cpu(cold.and_then(crate::results::derive::cpu_median), cold),
+        ]);
+        row.extend(cells(["-"; 5]));
+        row.extend(fill_cells(Some(f)));
+        rows.push(row);
     }
+    Table {
+        title: "Cold vs warm",
+        note: if with_fills {
+            FILL_NOTE
+        } else {
+            COMPARISONS_NOTE
+        },
+        headers,
+        rows,
+    }
+}
+
+/// The fill penalty with its interval, and what the fill sent and stored.
+fn fill_cells(fill: Option<&crate::results::derive::FillPenalty>) -> Vec<Cell> {
+    let Some(f) = fill else {
+        return cells(["-", "-"]);
+    };
+    let penalty = match f.pairs {
+        Some(n) => format!(
+            "{} (paired, {})",
+            ratio_interval(&f.penalty),
+            numbers::count_of(n, "pair")
+        ),
+        None => ratio_interval(&f.penalty),
+    };
+    let sent = match (f.uploaded_bytes, f.stored_bytes) {
+        (Some(sent), Some(stored)) => {
+            let mut text = format!("{} / {}", numbers::bytes(sent), numbers::bytes(stored));
+            if let Some(r) = f.stored_ratio {
+                text.push_str(&format!(" ({})", percent(r)));
+            }
+            if let Some(d) = f.dedup_fraction {
+                text.push_str(&format!(", {} deduplicated", percent(d)));
+            }
+            text
+        }
+        // The server did not say what it stored.
+        (Some(sent), None) => format!("{} / -", numbers::bytes(sent)),
+        _ => "-".into(),
+    };
+    cells([penalty, sent])
 }
 
 pub fn fallbacks(results: &Results) -> Table {

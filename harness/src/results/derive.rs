@@ -1,11 +1,12 @@
 //! What a results file concludes, derived from its cases alone: cold/warm comparisons,
-//! the fallback table and the verdicts. Pure, so it is recomputed after every case and can
+//! the fallback table, the fill penalties and the verdicts. Pure, so it is recomputed after every case and can
 //! be recomputed from any results file.
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CaseKey, CaseResult, Comparison, Mismatch, MismatchClass, Outcome, Results, Sample, Thresholds,
+    CacheFill, CaseKey, CaseResult, Comparison, FillMethod, Mismatch, MismatchClass, Outcome,
+    ParamValue, Results, Sample, Thresholds,
 };
 use crate::results::{Lane, Scenario, System, VerifyPolicy};
 use crate::stats::{median, numbers, RatioInterval};
@@ -14,6 +15,7 @@ use crate::stats::{median, numbers, RatioInterval};
 pub fn derive(results: &mut Results) {
     results.comparisons = comparisons(&results.cases);
     results.fallbacks = fallbacks(&results.cases);
+    results.fills = fills(&results.cases);
     results.verdicts = verdicts(results);
     results.growth = super::growth::growth(&results.cases);
 }
@@ -91,6 +93,108 @@ pub fn paired(a: &CaseResult, b: &CaseResult) -> bool {
         .as_ref()
         .zip(b.sampling.as_ref())
         .is_some_and(|(a, b)| a.pairs_with(b))
+}
+
+/// A `fill` case against its cold case (same repo, system, lane and parameters): what a
+/// job that builds cold and then fills an empty team cache pays over one that only builds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FillPenalty {
+    pub repo: String,
+    pub system: System,
+    pub lane: Lane,
+    #[serde(default)]
+    pub parameters: std::collections::BTreeMap<String, ParamValue>,
+    pub method: FillMethod,
+    pub cold_median_s: f64,
+    /// Median of the fill samples' build plus fill ([`Sample::with_fill_s`]).
+    pub fill_median_s: f64,
+    /// Median of the fill alone, after the build (0 where the tool uploads as it builds).
+    pub fill_only_median_s: f64,
+    /// (cold + fill) / cold. Interleaved: the median of the paired ratios, its 95% interval
+    /// a bootstrap over the pairs; sequential: the ratio of the medians, both sides
+    /// resampled independently (as speedups are).
+    pub penalty: RatioInterval,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairs: Option<usize>,
+    /// Medians over the samples: store paths (Bazel: blobs and action results) and NAR
+    /// bytes sent, bytes the server stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded_paths: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
+    /// Median of stored / sent: compression and deduplication together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_ratio: Option<f64>,
+    /// Median share of the sent bytes the server said it already had (Attic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_fraction: Option<f64>,
+}
+
+/// Every successful `fill` case priced against its successful cold case.
+pub fn fills(cases: &[CaseResult]) -> Vec<FillPenalty> {
+    cases
+        .iter()
+        .filter(|c| c.scenario == Scenario::Fill && c.outcome == Outcome::Ok)
+        .filter_map(|fill| {
+            let cold = ok_case(cases, fill, Scenario::Cold)?;
+            let fills: Vec<&CacheFill> = fill
+                .samples
+                .iter()
+                .filter_map(|s| s.fill.as_ref())
+                .collect();
+            let method = fills.first()?.method;
+            let (penalty, pairs) = fill_penalty(cold, fill)?;
+            let only: Vec<f64> = fills.iter().map(|f| f.wall_s).collect();
+            let of = |field: fn(&CacheFill) -> Option<u64>| {
+                let xs: Vec<f64> = fills
+                    .iter()
+                    .filter_map(|f| field(f))
+                    .map(|x| x as f64)
+                    .collect();
+                (!xs.is_empty()).then(|| median(&xs).round() as u64)
+            };
+            let ratios = |field: fn(&CacheFill) -> Option<f64>| {
+                let xs: Vec<f64> = fills.iter().filter_map(|f| field(f)).collect();
+                (!xs.is_empty()).then(|| median(&xs))
+            };
+            Some(FillPenalty {
+                repo: fill.repo.clone(),
+                system: fill.system,
+                lane: fill.lane,
+                parameters: fill.parameters.clone(),
+                method,
+                cold_median_s: median(&cold.walls()),
+                fill_median_s: median(&fill.walls()),
+                fill_only_median_s: median(&only),
+                penalty,
+                pairs,
+                uploaded_paths: of(|f| f.uploaded_paths),
+                uploaded_bytes: of(|f| f.uploaded_bytes),
+                stored_bytes: of(|f| f.stored_bytes),
+                stored_ratio: ratios(|f| {
+                    f.stored_bytes
+                        .zip(f.uploaded_bytes.filter(|&b| b > 0))
+                        .map(|(s, u)| s as f64 / u as f64)
+                }),
+                dedup_fraction: ratios(|f| f.dedup_fraction),
+            })
+        })
+        .collect()
+}
+
+/// (cold + fill) / cold, paired when the samples alternated round by round (with the
+/// number of pairs), else the ratio of the medians.
+pub fn fill_penalty(
+    cold: &CaseResult,
+    fill: &CaseResult,
+) -> Option<(RatioInterval, Option<usize>)> {
+    let (c, f) = (cold.walls(), fill.walls());
+    if paired(cold, fill) {
+        return crate::stats::paired_ratio(&f, &c).map(|r| (r, Some(c.len().min(f.len()))));
+    }
+    crate::stats::ratio_of_medians(&f, &c).map(|r| (r, None))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -601,6 +705,79 @@ mod tests {
             samples,
             Outcome::Ok,
         )
+    }
+
+    fn fill_sample(build: f64, fill: f64) -> Sample {
+        Sample {
+            fill: Some(CacheFill {
+                closure_paths: Some(40),
+                uploaded_paths: Some(40),
+                uploaded_bytes: Some(1000),
+                stored_bytes: Some(250),
+                ..CacheFill::timed(FillMethod::NixCopy, fill)
+            }),
+            ..sample(build, 21, 0)
+        }
+    }
+
+    #[test]
+    fn the_fill_penalty_is_cold_plus_fill_over_cold_with_an_interval() {
+        let cold = case(
+            Scenario::Cold,
+            [10.0, 11.0, 9.0, 10.0, 10.5]
+                .map(|w| sample(w, 21, 0))
+                .to_vec(),
+            Outcome::Ok,
+        );
+        let fill = case(
+            Scenario::Fill,
+            [
+                (10.0, 5.0),
+                (11.0, 4.0),
+                (9.0, 6.0),
+                (10.0, 5.0),
+                (10.5, 5.0),
+            ]
+            .map(|(b, f)| fill_sample(b, f))
+            .to_vec(),
+            Outcome::Ok,
+        );
+        // The case's own statistics are of build + fill.
+        assert_eq!(fill.walls()[0], 15.0);
+        let r = results(vec![cold.clone(), fill.clone()]);
+        assert_eq!(r.fills.len(), 1);
+        let row = &r.fills[0];
+        assert_eq!(row.method, FillMethod::NixCopy);
+        assert_eq!(row.cold_median_s, 10.0);
+        assert_eq!(row.fill_median_s, 15.0);
+        assert_eq!(row.fill_only_median_s, 5.0);
+        assert!((row.penalty.ratio - 1.5).abs() < 1e-9, "{row:?}");
+        let (low, high) = (row.penalty.ci_low.unwrap(), row.penalty.ci_high.unwrap());
+        assert!(low <= 1.5 && 1.5 <= high && low > 1.0, "{low} {high}");
+        assert_eq!(row.pairs, None, "sequential: the ratio of the medians");
+        assert_eq!(
+            (row.uploaded_paths, row.uploaded_bytes, row.stored_bytes),
+            (Some(40), Some(1000), Some(250))
+        );
+        assert_eq!(row.stored_ratio, Some(0.25));
+        assert_eq!(row.dedup_fraction, None);
+
+        // Taken round by round, the penalty is the median of the paired ratios.
+        let interleaved = crate::results::Sampling {
+            order: crate::results::SampleOrder::Interleaved,
+            group: vec![Scenario::Cold, Scenario::Fill],
+        };
+        let (mut cold, mut fill) = (cold, fill);
+        cold.sampling = Some(interleaved.clone());
+        fill.sampling = Some(interleaved);
+        let (penalty, pairs) = fill_penalty(&cold, &fill).unwrap();
+        assert_eq!(pairs, Some(5));
+        assert!((penalty.ratio - 1.5).abs() < 1e-9, "{penalty:?}");
+
+        // No cold case, or a failed fill case: nothing to price.
+        assert!(results(vec![fill.clone()]).fills.is_empty());
+        fill.outcome = Outcome::Failed;
+        assert!(results(vec![cold, fill]).fills.is_empty());
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub struct Results {
     /// One row per fallback case: what a bad cache cost and whether it was noticed.
     #[serde(default)]
     pub fallbacks: Vec<derive::FallbackRow>,
+    /// One row per `fill` case with its cold case: what filling an empty team cache costs
+    /// the job that fills it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fills: Vec<derive::FillPenalty>,
     /// Pass/fail per repo, system and lane, with the thresholds used.
     #[serde(default)]
     pub verdicts: Vec<derive::Verdicts>,
@@ -567,6 +571,7 @@ keyed!(
     CaseResult,
     Comparison,
     derive::FallbackRow,
+    derive::FillPenalty,
     derive::Verdicts,
     growth::Growth
 );
@@ -726,8 +731,12 @@ pub struct CacheFill {
     /// deduplication), weighted by NAR size, where it said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup_fraction: Option<f64>,
-    /// Wall time of the fill.
+    /// Wall time of the fill (a `fill` sample's: after its build ended).
     pub wall_s: f64,
+    /// The tool uploaded as it built (Bazel's `--remote_upload_local_results`): the fill is
+    /// inside the build's own span, so `wall_s` (after it) is 0.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_build: bool,
     /// Read-only cases: the share of what the samples needed that came from the cache as
     /// it was (why each item missed is in the samples' explanations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -747,6 +756,7 @@ impl CacheFill {
             stored_bytes: None,
             dedup_fraction: None,
             wall_s,
+            in_build: false,
             hit_ratio: None,
         }
     }
@@ -767,6 +777,8 @@ pub enum FillMethod {
     AtticCli,
     /// Attic's HTTP API, spoken by the harness.
     AtticApi,
+    /// Bazel's upload of its local results to the remote cache, as it builds.
+    BazelUpload,
     /// `--no-fill` / `fill = false`: the case measured the cache as it was.
     ReadOnly,
 }
@@ -992,6 +1004,18 @@ pub struct Sample {
     /// samples were taken, across the group's cases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<usize>,
+    /// A `fill` sample: what filling its fresh, empty team cache sent, stored and took
+    /// after the build (`wall_s` is the cold build's own span; the sample's whole cost is
+    /// [`Sample::with_fill_s`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill: Option<CacheFill>,
+}
+
+impl Sample {
+    /// The build and the fill after it: what a job that fills the cache pays.
+    pub fn with_fill_s(&self) -> f64 {
+        self.wall_s + self.fill.as_ref().map_or(0.0, |f| f.wall_s)
+    }
 }
 
 impl CaseResult {
@@ -1006,9 +1030,10 @@ impl CaseResult {
                 .any(|s| matches!(s.cpu_scope.as_deref(), None | Some("children")))
     }
 
-    /// The wall times of its samples, in order.
+    /// The wall times of its samples, in order (a `fill` sample's: its build and its fill,
+    /// what its statistics and penalty are of).
     pub fn walls(&self) -> Vec<f64> {
-        self.samples.iter().map(|s| s.wall_s).collect()
+        self.samples.iter().map(Sample::with_fill_s).collect()
     }
 
     /// A case before anything ran: `ok` until a step says otherwise.
@@ -1419,6 +1444,7 @@ impl Results {
             cases: Vec::new(),
             comparisons: Vec::new(),
             fallbacks: Vec::new(),
+            fills: Vec::new(),
             verdicts: Vec::new(),
             growth: Vec::new(),
             cache_link: None,

@@ -1,5 +1,5 @@
 //! Scenarios and faults, and their names on the command line and in results
-//! (`cold`, `warm`, `noop`, `fallback:<fault>[+tuned]`, `verify`). Pure.
+//! (`cold`, `warm`, `noop`, `fill`, `fallback:<fault>[+tuned]`, `verify`). Pure.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -188,6 +188,9 @@ pub enum Scenario {
     Warm,
     /// Everything already local: the cost of asking the tool to do nothing.
     Noop,
+    /// Empty local state, no cache to read: a cold build that then fills a fresh, empty
+    /// team cache of its own with everything it made (each sample pays the whole fill).
+    Fill,
     /// Empty local state, populated cache behind the fault proxy. `tuned`: with the
     /// tool's timeout settings that bound the penalty.
     Fallback { fault: Fault, tuned: bool },
@@ -218,6 +221,7 @@ impl Scenario {
 
     pub fn all() -> Vec<Scenario> {
         let mut all = Scenario::DEFAULT.to_vec();
+        all.push(Scenario::Fill);
         all.extend(Scenario::all_fallbacks());
         all.push(Scenario::Verify);
         all
@@ -232,7 +236,8 @@ impl Scenario {
         }
     }
 
-    /// Whether the case reads from a cache (and so needs one).
+    /// Whether the case needs a team cache: it reads one, or (`fill`) fills fresh ones of
+    /// its kind.
     pub fn uses_cache(self) -> bool {
         !matches!(self, Scenario::Cold | Scenario::Noop)
     }
@@ -251,6 +256,7 @@ impl fmt::Display for Scenario {
             Scenario::Cold => f.write_str("cold"),
             Scenario::Warm => f.write_str("warm"),
             Scenario::Noop => f.write_str("noop"),
+            Scenario::Fill => f.write_str("fill"),
             Scenario::Verify => f.write_str("verify"),
             Scenario::Fallback { fault, tuned } => {
                 write!(
@@ -346,7 +352,7 @@ macro_rules! named_serde {
 
 named_serde!(
     Scenario,
-    "cold, warm, noop, fallback:<fault>[+tuned] or verify",
+    "cold, warm, noop, fill, fallback:<fault>[+tuned] or verify",
     Scenario::all().iter().map(|s| s.to_string()).collect()
 );
 named_serde!(
@@ -401,6 +407,8 @@ mod tests {
             .to_string(),
             "fallback:blackhole+tuned"
         );
+        assert_eq!(Scenario::Fill.to_string(), "fill");
+        assert_eq!(serde_json::to_string(&Scenario::Fill).unwrap(), "\"fill\"");
     }
 
     #[test]
@@ -411,7 +419,16 @@ mod tests {
         );
         // Six faults, two of them with a tuned variant.
         assert_eq!(Scenario::parse_selection("fallback").unwrap().len(), 8);
-        assert_eq!(Scenario::parse_selection("all").unwrap().len(), 3 + 8 + 1);
+        assert_eq!(
+            Scenario::parse_selection("all").unwrap().len(),
+            3 + 1 + 8 + 1
+        );
+        assert_eq!(
+            Scenario::parse_selection("fill").unwrap(),
+            vec![Scenario::Fill]
+        );
+        let err = Scenario::parse_selection("fil").unwrap_err();
+        assert!(err.contains("(did you mean `fill`?)"), "{err}");
         let err = Scenario::parse_selection("fallback:fire").unwrap_err();
         assert!(err.contains("fallback:http-500"), "{err}");
         assert!("fallback:refuse+tuned".parse::<Scenario>().is_err());
@@ -434,7 +451,7 @@ mod tests {
     }
 
     #[test]
-    fn order_is_cold_warm_noop_fallbacks_verify() {
+    fn order_is_cold_warm_noop_fill_fallbacks_verify() {
         let mut all = Scenario::all();
         all.reverse();
         all.sort();

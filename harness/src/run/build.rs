@@ -8,7 +8,7 @@ use crate::error::{IoContext, StepResult};
 use crate::exec::observe::Observation;
 use crate::exec::process::{Executor, Exit, ProcessOutcome};
 use crate::exec::scratch::remove_tree;
-use crate::results::{Attempt, CheckResult, Reproduce, Sample};
+use crate::results::{Attempt, CacheFill, CheckResult, Reproduce, Sample};
 use crate::run::check;
 use crate::tools::build_graph::BuildGraph;
 use crate::tools::{BuildDriver, BuildMode, BuildReport, CaseContext, Outputs};
@@ -34,11 +34,14 @@ pub struct Build {
     pub check: Option<CheckResult>,
     /// What the lane's observer saw while the build and its check ran.
     pub observed: Observation,
+    /// A `BuildMode::Fill` build that succeeded: what filling its fresh cache did.
+    pub fill: Option<CacheFill>,
 }
 
 /// Runs one build in `dir` and cleans up after it: inspects its logs, runs the repo's check
-/// on its output (under the lane's watch, if any), takes its output digests (and graph) when asked,
-/// lets the driver stop what it started, removes its folder.
+/// on its output (under the lane's watch, if any), fills a `fill` build's fresh cache, takes
+/// its output digests (and graph) when asked, lets the driver stop what it started, removes
+/// its folder.
 pub fn run_build(
     driver: &mut dyn BuildDriver,
     exec: &dyn Executor,
@@ -59,6 +62,11 @@ pub fn run_build(
         report.error = report.error.or_else(|| check::failure(check, spec));
     }
     let observed = watch.map(|w| w.stop()).unwrap_or_default();
+    let fill = if mode == BuildMode::Fill && outcome.success() && report.error.is_none() {
+        Some(driver.fill_fresh(&build, exec)?)
+    } else {
+        None
+    };
     let succeeded = outcome.success() && want != Want::Nothing;
     let logged_outputs = report.outputs.take();
     let outputs = match logged_outputs {
@@ -74,8 +82,9 @@ pub fn run_build(
     driver.finish(&build, exec)?;
     remove_tree(dir).context(|| format!("removing {}", dir.display()))?;
     let check_s = check.as_ref().map_or(0.0, |c| c.wall_s);
+    let fill_s = fill.as_ref().map_or(0.0, |f| f.wall_s);
     let overhead_s =
-        (started.elapsed().saturating_sub(outcome.wall).as_secs_f64() - check_s).max(0.0);
+        (started.elapsed().saturating_sub(outcome.wall).as_secs_f64() - check_s - fill_s).max(0.0);
     Ok(Build {
         outcome,
         report,
@@ -85,6 +94,7 @@ pub fn run_build(
         overhead_s,
         check,
         observed,
+        fill,
     })
 }
 
@@ -132,6 +142,7 @@ impl Build {
             gpu_trace: self.observed.gpu_trace.clone(),
             overhead_s: self.overhead_s,
             position: None,
+            fill: self.fill.clone(),
         }
     }
 

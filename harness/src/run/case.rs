@@ -1,6 +1,7 @@
 //! One case, step by step: prime (a clean build that fills the cache), put the fault
 //! proxy in front of the cache, take the reference outputs, time the samples (retrying
-//! a build a faulty cache broke), try the tool's own fallback, record the verification.
+//! a build a faulty cache broke; a `fill` sample's build then fills a fresh cache), try
+//! the tool's own fallback, record the verification.
 
 use std::path::PathBuf;
 
@@ -128,9 +129,10 @@ impl Checked {
 }
 
 /// Why a case's samples measured the wrong thing, if they did: a cold sample (or verify's
-/// clean rebuild) that took items from the team cache was not cold, whatever it cost.
+/// clean rebuild, or a fill sample's build) that took items from the team cache was not
+/// cold, whatever it cost.
 pub fn cold_guard(scenario: Scenario, samples: &[Sample]) -> Option<String> {
-    if !matches!(scenario, Scenario::Cold | Scenario::Verify) {
+    if !matches!(scenario, Scenario::Cold | Scenario::Verify | Scenario::Fill) {
         return None;
     }
     let (n, hits) = samples
@@ -191,6 +193,12 @@ impl CaseRun<'_, '_> {
         if self.scenario.uses_cache() {
             result.cache = self.driver.cache_use();
         }
+        if self.scenario == Scenario::Fill {
+            if let Some(reason) = self.driver.fill_unavailable() {
+                skip(result, reason);
+                return Ok(None);
+            }
+        }
         let route = match self.scenario.fault() {
             None => None,
             Some(fault) => match plan_fault(fault, self.driver.cache_location()) {
@@ -215,7 +223,8 @@ impl CaseRun<'_, '_> {
         };
         // Primed (and the cache filled) directly, before any fault proxy is in the way.
         let needs_prime = match self.scenario {
-            Scenario::Cold => false,
+            // Each fill sample is a cold build that fills a fresh cache of its own.
+            Scenario::Cold | Scenario::Fill => false,
             // Their state (noop) or their reference (fallback) is the primed build.
             Scenario::Noop | Scenario::Fallback { .. } => true,
             // Only to fill the cache, which a read-only run (`--no-fill`) never does.
@@ -224,7 +233,7 @@ impl CaseRun<'_, '_> {
         if needs_prime {
             self.prime()?;
         }
-        if self.scenario.uses_cache() {
+        if self.scenario.uses_cache() && self.scenario != Scenario::Fill {
             result.cache_fill = self.driver.fill_cache(&self.ctx, self.exec)?;
         }
         let proxy = match route {
@@ -484,7 +493,9 @@ impl CaseRun<'_, '_> {
                 .primed(&self.ctx)
                 .cloned()
                 .map_or(Reference::None, Reference::Clean)),
-            Scenario::Cold | Scenario::Warm | Scenario::Noop => Ok(Reference::None),
+            Scenario::Cold | Scenario::Warm | Scenario::Noop | Scenario::Fill => {
+                Ok(Reference::None)
+            }
         }
     }
 
@@ -495,6 +506,7 @@ impl CaseRun<'_, '_> {
                 tool_fallback: false,
             },
             Scenario::Noop => BuildMode::Noop,
+            Scenario::Fill => BuildMode::Fill,
         }
     }
 
@@ -548,7 +560,7 @@ impl CaseRun<'_, '_> {
     /// Whether the case has samples enough: its median's interval (and a warm case's
     /// speedup's, against its cold case) as narrow as asked, or the maximum reached.
     fn stop(&self, rule: &StoppingRule, samples: &[Sample]) -> Option<StopReason> {
-        let walls: Vec<f64> = samples.iter().map(|s| s.wall_s).collect();
+        let walls: Vec<f64> = samples.iter().map(Sample::with_fill_s).collect();
         let own = rule.check_median(&walls).stop?;
         match (&self.cold_walls, own) {
             (Some(cold), StopReason::PrecisionReached) => {
@@ -732,6 +744,10 @@ mod tests {
         assert_eq!(
             cold_guard(Scenario::Cold, std::slice::from_ref(&clean)),
             None
+        );
+        assert!(
+            cold_guard(Scenario::Fill, std::slice::from_ref(&hit)).is_some(),
+            "a fill sample's build reads no cache either"
         );
         assert_eq!(
             cold_guard(Scenario::Warm, &[hit]),

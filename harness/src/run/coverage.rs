@@ -624,6 +624,7 @@ mod tests {
                 endpoint: BazelEndpoint::Remote(Url::parse("grpc://c:9092").unwrap()),
                 headers: vec![],
                 read_only: false,
+                fill_root: None,
             }
         ))
         .err()

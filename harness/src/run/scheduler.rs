@@ -59,11 +59,15 @@ impl Scheduler<'_> {
     }
 
     /// How many cases from `index` on sample together: with `--order interleaved`, the
-    /// cold, warm and no-op cases of one repo (at one set of parameters) and system.
+    /// cold, warm, no-op and fill cases of one repo (at one set of parameters) and system.
     fn group_len(&self, index: usize) -> usize {
         let cases = &self.plan.cases;
-        let alternates =
-            |c: &CaseSpec| matches!(c.scenario, Scenario::Cold | Scenario::Warm | Scenario::Noop);
+        let alternates = |c: &CaseSpec| {
+            matches!(
+                c.scenario,
+                Scenario::Cold | Scenario::Warm | Scenario::Noop | Scenario::Fill
+            )
+        };
         if self.plan.settings.order == SampleOrder::Sequential || !alternates(&cases[index]) {
             return 1;
         }
@@ -412,8 +416,7 @@ pub fn blank_result(plan: &Plan, case: &CaseSpec) -> CaseResult {
 }
 
 fn finish_stats(result: &mut CaseResult) {
-    let walls: Vec<f64> = result.samples.iter().map(|s| s.wall_s).collect();
-    result.stats = Summary::of(&walls);
+    result.stats = Summary::of(&result.walls());
     let (plain, explained): (Vec<&Sample>, Vec<&Sample>) =
         result.samples.iter().partition(|s| s.explain_off);
     let walls_of = |samples: Vec<&Sample>| samples.iter().map(|s| s.wall_s).collect::<Vec<_>>();

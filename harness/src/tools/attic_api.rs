@@ -1,6 +1,7 @@
 //! Attic's own API (`{endpoint}/_api/v1/...`), as its server implements it: cache-config
-//! (needs pull), get-missing-paths and upload-path (need push), with the token as a bearer
-//! credential. A refusal becomes an error that names the request, the permission it needs
+//! (needs pull; creating and destroying a cache, for `fill` samples' fresh caches, need
+//! create-cache and destroy-cache), get-missing-paths and upload-path (need push), with the
+//! token as a bearer credential. A refusal becomes an error that names the request, the permission it needs
 //! and the fix. The token goes into a header only, never into an error.
 
 use std::path::Path;
@@ -26,6 +27,8 @@ const PREAMBLE_SIZE_HEADER: &str = "x-attic-nar-info-preamble-size";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
     CacheConfig,
+    CreateCache,
+    DestroyCache,
     GetMissingPaths,
     UploadPath,
 }
@@ -34,6 +37,8 @@ impl Call {
     pub fn describe(self) -> &'static str {
         match self {
             Call::CacheConfig => "GET /_api/v1/cache-config",
+            Call::CreateCache => "POST /_api/v1/cache-config",
+            Call::DestroyCache => "DELETE /_api/v1/cache-config",
             Call::GetMissingPaths => "POST /_api/v1/get-missing-paths",
             Call::UploadPath => "PUT /_api/v1/upload-path",
         }
@@ -43,6 +48,8 @@ impl Call {
     pub fn permission(self) -> &'static str {
         match self {
             Call::CacheConfig => "pull",
+            Call::CreateCache => "create-cache",
+            Call::DestroyCache => "destroy-cache",
             Call::GetMissingPaths | Call::UploadPath => "push",
         }
     }
@@ -244,6 +251,34 @@ impl AtticApi<'_> {
         serde_json::from_slice(&answer.body).map_err(|e| {
             format!("{url} did not answer a cache configuration ({e}): is it an Attic server?")
         })
+    }
+
+    /// Creates the (new, private, empty) cache this API speaks to, with a key of its own.
+    pub fn create_cache(&self) -> Result<(), String> {
+        let url = self.url(&format!("cache-config/{}", self.cache))?;
+        let body = serde_json::to_vec(&serde_json::json!({
+            "keypair": "Generate",
+            "is_public": false,
+            "store_dir": "/nix/store",
+            "priority": 41,
+            "upstream_cache_key_names": [],
+        }))
+        .expect("the request serialises");
+        self.send(
+            Call::CreateCache,
+            Request::new(Method::Post, &url, API_TIMEOUT).body(Body::Json(body)),
+        )
+        .map(drop)
+    }
+
+    /// Destroys the cache this API speaks to.
+    pub fn destroy_cache(&self) -> Result<(), String> {
+        let url = self.url(&format!("cache-config/{}", self.cache))?;
+        self.send(
+            Call::DestroyCache,
+            Request::new(Method::Delete, &url, API_TIMEOUT),
+        )
+        .map(drop)
     }
 
     /// The hashes of `store_path_hashes` that the cache lacks.

@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use crate::error::{CaseFailure, Error, IoContext, Result, StepResult};
 use crate::exec::process::{run_captured, CommandSpec, Executor, ProcessOutcome, ServerProbe};
-use crate::plan::cache::{reroute, BazelCache, BazelEndpoint};
+use crate::exec::scratch::{remove_tree, tree_bytes};
+use crate::plan::cache::{reroute, BazelCache, BazelEndpoint, FreshCache};
 use crate::plan::config::BazelSetup;
 use crate::plan::{ParamValue, System};
 use crate::results::explain::TimeSplit;
-use crate::results::{CacheFill, CacheUse, ConfigFile, ToolUse};
+use crate::results::{CacheFill, CacheUse, ConfigFile, FillMethod, ToolUse};
 use crate::results::{ExternalDeps, FlagSet};
 use crate::tools::bazel_flags::BazelVersion;
 use crate::tools::bazel_log::{
@@ -70,6 +71,8 @@ pub struct BazelDriver {
     /// fills the cache when one is configured.
     primed: BTreeMap<String, Primed>,
     next_root: usize,
+    /// The fresh cache the `fill` build being run uploads to.
+    fill_to: Option<FreshCache>,
     /// Special files left out of workspace copies, each told once.
     left_out: std::collections::BTreeSet<PathBuf>,
 }
@@ -88,6 +91,8 @@ enum Remote {
     None,
     /// Upload only: the priming build must not read what it measures against.
     UploadOnly,
+    /// Upload only, to the `fill` build's fresh cache.
+    FillFresh,
     Read,
 }
 
@@ -141,6 +146,7 @@ impl BazelDriver {
             cache,
             primed: BTreeMap::new(),
             next_root: 0,
+            fill_to: None,
             left_out: Default::default(),
         })
     }
@@ -299,7 +305,14 @@ impl BazelDriver {
         remote: Remote,
     ) -> Result<Vec<OsString>> {
         let (mut disk, mut remote_url) = (String::new(), String::new());
-        if remote != Remote::None {
+        if remote == Remote::FillFresh {
+            remote_url = self
+                .fill_to
+                .as_ref()
+                .ok_or_else(|| Error::Environment("the fill build has no fresh cache".into()))?
+                .url
+                .to_string();
+        } else if remote != Remote::None {
             match &self.cache()?.endpoint {
                 BazelEndpoint::Disk(path) => disk = path.display().to_string(),
                 BazelEndpoint::Remote(url) => {
@@ -315,8 +328,11 @@ impl BazelDriver {
             .cache_flags(&disk, &remote_url)
             .map(OsString::from)
             .into();
-        if remote == Remote::UploadOnly {
+        if matches!(remote, Remote::UploadOnly | Remote::FillFresh) {
             args.push("--noremote_accept_cached".into());
+        }
+        if remote == Remote::FillFresh {
+            args.push("--remote_upload_local_results".into());
         }
         // Measuring a cache as it is: nothing this build made goes into it.
         if remote != Remote::None && self.cache()?.read_only {
@@ -394,6 +410,44 @@ impl BuildDriver for BazelDriver {
             .map(|_| CacheFill::read_only()))
     }
 
+    fn fill_unavailable(&self) -> Option<String> {
+        match self.cache.as_ref() {
+            Some(BazelCache {
+                endpoint: BazelEndpoint::Remote(_),
+                fill_root: Some(_),
+                ..
+            }) => None,
+            _ => Some(FreshCache::unavailable("Bazel")),
+        }
+    }
+
+    /// Bazel uploaded as it built (`--remote_upload_local_results`): what its fresh cache
+    /// holds, CAS blobs and action results, as the server stored them.
+    fn fill_fresh(
+        &mut self,
+        _build: &PreparedBuild,
+        _exec: &dyn Executor,
+    ) -> StepResult<CacheFill> {
+        let fresh = self
+            .fill_to
+            .take()
+            .ok_or_else(|| CaseFailure::new("the fill build had no fresh cache"))?;
+        // A build that made nothing new uploads nothing, and the server made no folder.
+        let (files, bytes) = if fresh.folder.exists() {
+            tree_bytes(&fresh.folder)?
+        } else {
+            (0, 0)
+        };
+        remove_tree(&fresh.folder).context(|| format!("removing {}", fresh.folder.display()))?;
+        Ok(CacheFill {
+            uploaded_paths: Some(files),
+            uploaded_bytes: Some(bytes),
+            stored_bytes: Some(bytes),
+            in_build: true,
+            ..CacheFill::timed(FillMethod::BazelUpload, 0.0)
+        })
+    }
+
     fn prepare(
         &mut self,
         case: &CaseContext,
@@ -430,6 +484,15 @@ impl BuildDriver for BazelDriver {
                 (root.with_extension("ws"), root, remote, true)
             }
             BuildMode::Fresh => (dir.join("ws"), self.new_output_root(), Remote::None, false),
+            BuildMode::Fill => {
+                let root = self.new_output_root();
+                let cache = self.cache()?;
+                let BazelEndpoint::Remote(url) = &cache.endpoint else {
+                    return Err(CaseFailure::new(FreshCache::unavailable("Bazel")).into());
+                };
+                self.fill_to = FreshCache::beside(url, cache.fill_root.as_deref(), self.next_root);
+                (dir.join("ws"), root, Remote::FillFresh, false)
+            }
             BuildMode::FromCache { .. } => {
                 (dir.join("ws"), self.new_output_root(), Remote::Read, false)
             }
@@ -591,6 +654,11 @@ impl BuildDriver for BazelDriver {
         else {
             return Ok(()); // The primed server serves every no-op build.
         };
+        // A failed fill build's fresh cache, which `fill_fresh` never took.
+        if let Some(fresh) = self.fill_to.take() {
+            remove_tree(&fresh.folder)
+                .context(|| format!("removing {}", fresh.folder.display()))?;
+        }
         self.shutdown(output_root, workspace, exec);
         crate::exec::scratch::remove_tree(output_root)
             .context(|| format!("removing {}", output_root.display()))
@@ -895,12 +963,14 @@ mod tests {
             (dir, repo)
         };
         let remote = |read_only: bool, headers: Vec<Secret>| BazelCache {
+            fill_root: None,
             backend: CacheBackend::Http,
             endpoint: BazelEndpoint::Remote(url::Url::parse("http://127.0.0.1:9090").unwrap()),
             headers,
             read_only,
         };
         let disk = BazelCache {
+            fill_root: None,
             backend: CacheBackend::Disk,
             endpoint: BazelEndpoint::Disk(tmp.path().join("disk-cache")),
             headers: Vec::new(),

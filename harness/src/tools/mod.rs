@@ -295,6 +295,9 @@ pub enum BuildMode {
     FromCache { tool_fallback: bool },
     /// The primed state, where everything is already local.
     Noop,
+    /// Fresh local state, no cache to read; what the build makes goes to a fresh, empty
+    /// cache of the team cache's kind (as it builds, or in [`BuildDriver::fill_fresh`]).
+    Fill,
 }
 
 /// What a driver needs to know about the case it builds for.
@@ -400,6 +403,15 @@ pub trait BuildDriver {
         case: &CaseContext,
         exec: &dyn Executor,
     ) -> StepResult<Option<CacheFill>>;
+
+    /// Why `fill` samples cannot run against this driver's cache, if they cannot: each
+    /// needs a fresh, empty cache of its own.
+    fn fill_unavailable(&self) -> Option<String>;
+
+    /// After a `BuildMode::Fill` build that succeeded, before its state is removed: fills
+    /// its fresh cache with what the build made (unless the tool did as it built), says
+    /// what was sent, stored and how long it took after the build, and removes the cache.
+    fn fill_fresh(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<CacheFill>;
 
     /// One build in `mode`, with its logs (and fresh state, unless primed) under `dir`.
     fn prepare(

@@ -11,8 +11,8 @@ use crate::error::{CaseFailure, Error, IoContext, Result, StepResult};
 use crate::exec::http::Client;
 use crate::exec::process::stderr_times_path;
 use crate::exec::process::{run_captured, CommandSpec, Executor, ProcessOutcome};
-use crate::exec::scratch::{write_private, Owner};
-use crate::plan::cache::{Fill, NixCache, ATTIC_LOGIN};
+use crate::exec::scratch::{remove_tree, tree_bytes, write_private, Owner};
+use crate::plan::cache::{Fill, FreshCache, NixCache, ATTIC_LOGIN};
 use crate::plan::config::NixSetup;
 use crate::plan::manifest::NixTargets;
 use crate::plan::{ParamValue, System};
@@ -27,7 +27,7 @@ use crate::tools::nix_log::{
     parse_path_info, Line, NixVersion,
 };
 use crate::tools::nix_phases::{parse_arrival_times, split_nix_time};
-use crate::tools::nix_push::{fill_attic, PrimedStore};
+use crate::tools::nix_push::{closure_details, fill_attic, fill_fresh_attic, PrimedStore};
 use crate::tools::nix_sandbox::sandbox_entries;
 use crate::tools::Transfer;
 use crate::tools::{
@@ -87,6 +87,8 @@ pub struct NixDriver {
     primed: BTreeMap<String, Primed>,
     /// Numbers primed stores, so a retried priming never reuses a failed one's folder.
     primes_started: usize,
+    /// Numbers `fill` samples' fresh caches.
+    fills_started: usize,
 }
 
 struct Primed {
@@ -133,6 +135,7 @@ impl NixDriver {
             setup,
             primed: BTreeMap::new(),
             primes_started: 0,
+            fills_started: 0,
         })
     }
 
@@ -304,28 +307,41 @@ impl NixDriver {
     }
 
     /// `nix copy` of a primed store's outputs (with their closure) to a binary cache.
+    /// `nix copy --to` the cache at `url` (the team cache, or a fill sample's fresh one)
+    /// of `outputs` from `store`.
     fn nix_copy_spec(
         &self,
         cache: &NixCache,
-        secret_key_file: Option<&Path>,
-        compression: Option<crate::plan::Compression>,
-        primed: &Primed,
-        case: &CaseContext,
+        url: &url::Url,
+        store: &Path,
+        outputs: &[String],
+        timeout: std::time::Duration,
     ) -> CommandSpec {
+        let (secret_key_file, compression) = match &cache.fill {
+            Fill::NixCopy {
+                secret_key_file,
+                compression,
+            } => (secret_key_file.as_deref(), *compression),
+            _ => (None, None),
+        };
+        let to = NixCache {
+            url: url.clone(),
+            ..cache.clone()
+        };
         let mut args: Vec<OsString> = vec![
             "copy".into(),
             "--store".into(),
-            primed.store.clone().into(),
+            store.into(),
             "--to".into(),
-            cache.copy_destination(secret_key_file, compression).into(),
+            to.copy_destination(secret_key_file, compression).into(),
         ];
         // The credentials of an http cache whose URL carried them.
         if let Some(netrc) = &self.netrc {
             push_option(&mut args, "netrc-file", &netrc.display().to_string());
         }
         args.push("--".into());
-        args.extend(primed.outputs.iter().map(OsString::from));
-        CommandSpec::new(&self.nix, args, case.timeout).env(self.push_env())
+        args.extend(outputs.iter().map(OsString::from));
+        CommandSpec::new(&self.nix, args, timeout).env(self.push_env())
     }
 
     /// `attic push SERVER:CACHE OUTPUTS`, reading the primed store through `NIX_REMOTE`.
@@ -503,17 +519,14 @@ impl BuildDriver for NixDriver {
                 self.mark_pushed(case);
                 return Ok(Some(fill));
             }
-            Fill::NixCopy {
-                secret_key_file,
-                compression,
-            } => (
+            Fill::NixCopy { .. } => (
                 FillMethod::NixCopy,
                 self.nix_copy_spec(
                     &cache,
-                    secret_key_file.as_deref(),
-                    *compression,
-                    primed,
-                    case,
+                    &cache.url,
+                    &primed.store,
+                    &primed.outputs,
+                    case.timeout,
                 ),
             ),
             Fill::AtticCli => {
@@ -550,6 +563,76 @@ impl BuildDriver for NixDriver {
         )))
     }
 
+    fn fill_unavailable(&self) -> Option<String> {
+        match self.cache.as_ref().map(|c| (&c.fill, &c.fill_root)) {
+            Some((Fill::NixCopy { .. }, Some(_)) | (Fill::AtticApi, _)) => None,
+            _ => Some(FreshCache::unavailable("Nix")),
+        }
+    }
+
+    /// `nix copy` of the build's closure to a fresh cache beside the embedded one, with the
+    /// run's compression and key; its closure's NAR bytes, what the server stored. Attic: a
+    /// fresh cache on the server, filled through its API and destroyed.
+    fn fill_fresh(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<CacheFill> {
+        let cache = self.cache()?.clone();
+        self.fills_started += 1;
+        if cache.fill == Fill::AtticApi {
+            let (_, name) = cache.attic_server()?;
+            let fresh = format!("{name}-fill-{}-{}", std::process::id(), self.fills_started);
+            let (store, outputs) = built_paths(build)?;
+            let primed = PrimedStore {
+                nix: &self.nix,
+                store,
+                env: self.push_env(),
+                scratch: self.dir.join("attic-fill"),
+            };
+            return fill_fresh_attic(
+                &cache,
+                &fresh,
+                &self.setup.proxies,
+                &primed,
+                &outputs,
+                exec,
+                build.spec.timeout,
+            );
+        }
+        let fresh = FreshCache::beside(&cache.url, cache.fill_root.as_deref(), self.fills_started)
+            .ok_or_else(|| CaseFailure::new(FreshCache::unavailable("Nix")))?;
+        let (store, outputs) = built_paths(build)?;
+        let started = Instant::now();
+        let spec = self.nix_copy_spec(&cache, &fresh.url, store, &outputs, build.spec.timeout);
+        let out = run_captured(exec, spec)?;
+        let wall_s = started.elapsed().as_secs_f64();
+        if !out.outcome.success() {
+            let _ = remove_tree(&fresh.folder);
+            return Err(CaseFailure::new(format!(
+                "filling a fresh cache at {} failed ({}): {}",
+                fresh.url,
+                out.outcome.describe(),
+                out.stderr.trim()
+            ))
+            .into());
+        }
+        let (_, stored) = tree_bytes(&fresh.folder)?;
+        remove_tree(&fresh.folder).context(|| format!("removing {}", fresh.folder.display()))?;
+        let primed = PrimedStore {
+            nix: &self.nix,
+            store,
+            env: self.push_env(),
+            scratch: self.dir.join("fill-scratch"),
+        };
+        let closure = closure_details(&primed, &outputs, exec)?;
+        let paths = closure.len() as u64;
+        Ok(CacheFill {
+            closure_paths: Some(paths),
+            already_present: Some(0),
+            uploaded_paths: Some(paths),
+            uploaded_bytes: Some(closure.iter().filter_map(|p| p.nar_size).sum()),
+            stored_bytes: Some(stored),
+            ..CacheFill::timed(FillMethod::NixCopy, wall_s)
+        })
+    }
+
     fn prepare(
         &mut self,
         case: &CaseContext,
@@ -568,7 +651,7 @@ impl BuildDriver for NixDriver {
                 self.dir
                     .join(format!("prime-{}/store", self.primes_started))
             }
-            BuildMode::Fresh | BuildMode::FromCache { .. } => dir.join("store"),
+            BuildMode::Fresh | BuildMode::FromCache { .. } | BuildMode::Fill => dir.join("store"),
         };
         Ok(PreparedBuild {
             spec: self.build_spec(case, &store, dir, mode)?,

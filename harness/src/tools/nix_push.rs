@@ -96,6 +96,7 @@ pub fn summarise(closure: usize, uploads: &[(u64, UploadAnswer)], wall: Duration
                 / weight as f64
         }),
         wall_s: wall.as_secs_f64(),
+        in_build: false,
         hit_ratio: None,
     }
 }
@@ -157,8 +158,50 @@ pub fn fill_attic(
     Ok(summarise(closure.len(), &uploads, started.elapsed()))
 }
 
+/// A `fill` sample against Attic: creates the fresh, empty cache `fresh` on the server,
+/// fills it through the API with the closure of `outputs`, and destroys it again (also
+/// when the fill failed). Attic keeps one copy of a NAR for all its caches, so what it
+/// already held from earlier samples is deduplicated: the fill says so.
+pub fn fill_fresh_attic(
+    cache: &NixCache,
+    fresh: &str,
+    proxies: &Proxies,
+    store: &PrimedStore,
+    outputs: &[String],
+    exec: &dyn Executor,
+    upload_timeout: Duration,
+) -> StepResult<CacheFill> {
+    let token = cache.token()?;
+    let (endpoint, _) = cache.attic_server()?;
+    let client = Client::new(proxies).map_err(CaseFailure::new)?;
+    let api = AtticApi {
+        client: &client,
+        endpoint: &endpoint,
+        cache: fresh,
+        token,
+    };
+    api.create_cache().map_err(|e| {
+        CaseFailure::new(format!(
+            "creating the fill sample's fresh Attic cache failed: {e}"
+        ))
+    })?;
+    let target = NixCache {
+        url: crate::plan::cache::attic_url(&endpoint, fresh)?,
+        ..cache.clone()
+    };
+    let filled = fill_attic(&target, proxies, store, outputs, exec, upload_timeout);
+    let destroyed = api.destroy_cache().map_err(|e| {
+        CaseFailure::new(format!(
+            "destroying the fill sample's fresh Attic cache failed: {e}"
+        ))
+    });
+    let fill = filled?;
+    destroyed?;
+    Ok(fill)
+}
+
 /// `nix path-info --json -r` of the outputs in the primed store.
-fn closure_details(
+pub fn closure_details(
     store: &PrimedStore,
     outputs: &[String],
     exec: &dyn Executor,

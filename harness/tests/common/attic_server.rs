@@ -1,6 +1,8 @@
 //! An in-test Attic server: no real one can be installed here, so this implements the part
 //! of Attic's protocol the harness speaks, the way its server (zhaofengli/attic,
 //! server/src/api) does: `GET /_api/v1/cache-config/{cache}` (pull permission),
+//! `POST` and `DELETE` of it (create and destroy a cache: Attic checks its create-cache and
+//! destroy-cache permissions, this server a push grant on the name or `*`),
 //! `POST /_api/v1/get-missing-paths` and `PUT /_api/v1/upload-path` (push permission; the
 //! NAR info in `X-Attic-Nar-Info` or as a body preamble of
 //! `X-Attic-Nar-Info-Preamble-Size` bytes; the NAR re-hashed and its size checked, a
@@ -146,16 +148,12 @@ impl AtticServer {
     }
 
     pub fn create_cache(&self, name: &str) {
-        let mut state = self.state.lock().unwrap();
-        let seed: [u8; 32] = Sha256::digest(name.as_bytes()).into();
-        std::fs::create_dir_all(state.root.join(name).join("nar")).unwrap();
-        state.caches.insert(
-            name.to_string(),
-            Cache {
-                key_name: format!("{name}-attic-test"),
-                key: SigningKey::from_bytes(&seed),
-            },
-        );
+        add_cache(&mut self.state.lock().unwrap(), name);
+    }
+
+    /// The caches the server has now.
+    pub fn cache_names(&self) -> Vec<String> {
+        self.state.lock().unwrap().caches.keys().cloned().collect()
     }
 
     /// `name:base64`, as cache-config answers it.
@@ -219,6 +217,26 @@ impl Drop for AtticServer {
 }
 
 type Answer = (u16, Vec<u8>, &'static str);
+
+fn add_cache(state: &mut State, name: &str) {
+    let seed: [u8; 32] = Sha256::digest(name.as_bytes()).into();
+    std::fs::create_dir_all(state.root.join(name).join("nar")).unwrap();
+    state.caches.insert(
+        name.to_string(),
+        Cache {
+            key_name: format!("{name}-attic-test"),
+            key: SigningKey::from_bytes(&seed),
+        },
+    );
+}
+
+/// Creating or destroying a cache: a push grant on its name (or `*`), else 401.
+fn may_manage(state: &State, token: Option<&str>, cache: &str) -> bool {
+    token
+        .and_then(|t| state.tokens.get(t))
+        .and_then(|g| g.get(cache).or_else(|| g.get("*")))
+        .is_some_and(|g| g.push)
+}
 
 fn json_error(code: u16, error: &str, message: &str) -> Answer {
     let body = serde_json::json!({"code": code, "error": error, "message": message});
@@ -334,6 +352,29 @@ fn route(
                 "priority": 41,
                 "upstream_cache_key_names": [],
             }))
+        }
+        ("POST", p) if p.starts_with("/_api/v1/cache-config/") => {
+            let cache = &p["/_api/v1/cache-config/".len()..];
+            if !may_manage(state, token, cache) {
+                return json_error(401, "Unauthorized", "Unauthorized.");
+            }
+            if state.caches.contains_key(cache) {
+                return json_error(400, "CacheAlreadyExists", "The cache already exists.");
+            }
+            add_cache(state, cache);
+            json(serde_json::json!({}))
+        }
+        ("DELETE", p) if p.starts_with("/_api/v1/cache-config/") => {
+            let cache = &p["/_api/v1/cache-config/".len()..];
+            if !may_manage(state, token, cache) {
+                return json_error(401, "Unauthorized", "Unauthorized.");
+            }
+            if state.caches.remove(cache).is_none() {
+                return json_error(404, "NoSuchCache", "The requested cache does not exist.");
+            }
+            // Attic keeps the NARs (deduplicated across caches) until garbage collection.
+            let _ = std::fs::remove_dir_all(state.root.join(cache));
+            json(serde_json::json!({}))
         }
         ("POST", "/_api/v1/get-missing-paths") => {
             state.counts.missing_queries += 1;
