@@ -404,15 +404,18 @@ mod tests {
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let sampler = GpuSampler::new(script, tmp.path());
+        let began = Instant::now();
         let watch = sampler.start();
         std::thread::sleep(Duration::from_millis(450));
         let started = Instant::now();
         let trace = watch.stop().gpu_trace.unwrap();
         assert!(started.elapsed() < STOP_GRACE, "stopped by SIGINT");
         assert_eq!(trace.unavailable, None);
+        // One line per 100 ms while it ran (longer than 450 ms on a loaded machine).
+        let most = began.elapsed().as_millis() / 100 + 2;
         assert!(
-            (2..=6).contains(&trace.summary.samples),
-            "{}",
+            (2..=most as usize).contains(&trace.summary.samples),
+            "{} samples, at most {most} expected",
             trace.summary.samples
         );
         assert_eq!(
