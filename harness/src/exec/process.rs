@@ -1176,6 +1176,23 @@ mod tests {
         }
     }
 
+    /// `spec` with its stderr piped and its lines' arrival times noted.
+    fn spec_timing_stderr(dir: &Path, script: &str, timeout: Duration) -> CommandSpec {
+        CommandSpec {
+            stderr_times: true,
+            ..spec(dir, script, timeout)
+        }
+    }
+
+    /// The pid a test script wrote into `file`.
+    fn pid_in(file: &Path) -> i32 {
+        std::fs::read_to_string(file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// A killed process may linger as a zombie until its new parent reaps it; that is dead.
     fn running(pid: i32) -> bool {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -1276,11 +1293,7 @@ mod tests {
             .unwrap();
         assert_eq!(outcome.exit, Exit::TimedOut);
         assert!(outcome.wall < Duration::from_secs(30));
-        let grandchild: i32 = std::fs::read_to_string(dir.path().join("grandchild"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let grandchild = pid_in(&dir.path().join("grandchild"));
         assert!(
             dies_soon(grandchild),
             "grandchild {grandchild} survived the timeout"
@@ -1290,12 +1303,11 @@ mod tests {
     #[test]
     fn stderr_lines_get_their_arrival_times() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = spec(
+        let s = spec_timing_stderr(
             dir.path(),
             "echo one >&2; sleep 0.3; echo two >&2; echo three >&2",
             Duration::from_secs(30),
         );
-        s.stderr_times = true;
         assert!(ProcessExecutor.run(&s).unwrap().success());
         assert_eq!(
             std::fs::read_to_string(&s.stderr).unwrap(),
@@ -1317,19 +1329,14 @@ mod tests {
         // The background sleep keeps the pipe open long after its leader exits.
         let script = "sh -c 'echo $$ > grandchild; echo late >&2; exec sleep 300' & \
                       while [ ! -s grandchild ]; do sleep 0.01; done; echo first >&2";
-        let mut s = spec(dir.path(), script, Duration::from_secs(60));
-        s.stderr_times = true;
+        let s = spec_timing_stderr(dir.path(), script, Duration::from_secs(60));
         let began = Instant::now();
         assert!(ProcessExecutor.run(&s).unwrap().success());
         assert!(
             began.elapsed() < Duration::from_secs(300),
             "waited for the grandchild"
         );
-        let grandchild: i32 = std::fs::read_to_string(dir.path().join("grandchild"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let grandchild = pid_in(&dir.path().join("grandchild"));
         assert!(
             dies_soon(grandchild),
             "grandchild {grandchild} outlived its build"
@@ -1343,12 +1350,11 @@ mod tests {
     #[test]
     fn a_timed_out_build_with_piped_stderr_is_killed_and_its_log_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = spec(
+        let s = spec_timing_stderr(
             dir.path(),
             "echo started >&2; exec sleep 300",
             Duration::from_millis(300),
         );
-        s.stderr_times = true;
         let outcome = ProcessExecutor.run(&s).unwrap();
         assert_eq!(outcome.exit, Exit::TimedOut);
         assert_eq!(std::fs::read_to_string(&s.stderr).unwrap(), "started\n");
