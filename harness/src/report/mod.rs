@@ -146,12 +146,19 @@ mod snapshots {
     fn compare_of_two_evidence_files() {
         let (_, baseline) = evidence("nix-fixture-c-dag-host.json");
         let (_, new) = evidence("default-bench-host.json");
+        // What the manifest's defaults fill in for parameters the older file predates.
         let defaults = super::compare::Defaults::from([(
             "fixture-c-dag".to_string(),
-            std::collections::BTreeMap::from([(
-                "toolchain".to_string(),
-                crate::plan::ParamValue::Int(0),
-            )]),
+            [
+                "toolchain",
+                "refs",
+                "incompressible_mb",
+                "compressible_mb",
+                "timestamp",
+            ]
+            .into_iter()
+            .map(|key| (key.to_string(), crate::plan::ParamValue::Int(0)))
+            .collect(),
         )]);
         let c = super::compare::compare(&baseline, &new, 0.10, &defaults).unwrap();
         snapshot!("compare.md", super::compare::render_markdown(&c));
