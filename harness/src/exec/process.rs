@@ -381,7 +381,7 @@ fn run_accounted(
     probe: &ServerProbe,
 ) -> Result<ProcessOutcome> {
     check_interrupted()?;
-    let mut cmd = command_of(spec)?;
+    let (mut cmd, stderr_log) = command_of(spec)?;
     // A cgroup that cannot be made only narrows what is counted (cpu_scope says so).
     let build_cgroup = cgroups.and_then(|c| c.new_build().ok());
     if let Some(group) = &build_cgroup {
@@ -392,11 +392,6 @@ fn run_accounted(
     let clock = ExecClock::new()?;
     // SAFETY: the hook makes only async-signal-safe calls.
     unsafe { cmd.pre_exec(clock.hook()) };
-    let stderr_log = if spec.stderr_times {
-        Some(StderrLog::create(&spec.stderr)?)
-    } else {
-        None
-    };
     let before = ServersBefore::read(cgroups, probe);
     let spawning = monotonic_now();
     let mut child = spawn_registered(&mut cmd, &spec.program)?;
@@ -450,14 +445,8 @@ struct ExecClock {
 
 impl ExecClock {
     fn new() -> Result<ExecClock> {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two new descriptors into the array, which this takes over.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(Error::io("creating the pipe of a build's clock", e));
-        }
-        // SAFETY: both descriptors are new and owned by nothing else.
-        let (read, write) = unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (read, write) =
+            cloexec_pipe().map_err(|e| Error::io("creating the pipe of a build's clock", e))?;
         Ok(ExecClock { read, write })
     }
 
@@ -483,6 +472,17 @@ impl ExecClock {
         read.read_exact(&mut now).ok()?;
         Some(Duration::from_nanos(u64::from_ne_bytes(now)))
     }
+}
+
+/// A pipe whose ends close on exec: (read end, write end).
+fn cloexec_pipe() -> std::io::Result<(File, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new descriptors into the array, which this takes over.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are new and owned by nothing else.
+    Ok(unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// CLOCK_MONOTONIC (what `Instant` reads on Linux), readable in a child between fork and
@@ -680,13 +680,7 @@ impl ExitWatch {
 
     /// For kernels without pidfds (before 5.3, or a seccomp filter that refuses them).
     fn reaper(pid: i32) -> std::io::Result<ExitWatch> {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two new descriptors into the array, which this takes over.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: both descriptors are new and owned by nothing else.
-        let (closed, write) = unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (closed, write) = cloexec_pipe()?;
         let (tx, status) = mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(wait4(pid));
@@ -715,8 +709,13 @@ impl ExitWatch {
     }
 }
 
-/// The child process of `spec`: its own process group, its logs, dying with the harness.
-fn command_of(spec: &CommandSpec) -> Result<Command> {
+/// The child process of `spec`: its own process group, its logs, dying with the harness;
+/// and, when its stderr is piped to be timed, that stderr's log files.
+fn command_of(spec: &CommandSpec) -> Result<(Command, Option<StderrLog>)> {
+    let stderr_log = match spec.stderr_times {
+        true => Some(StderrLog::create(&spec.stderr)?),
+        false => None,
+    };
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -727,17 +726,16 @@ fn command_of(spec: &CommandSpec) -> Result<Command> {
             None => Stdio::null(),
         })
         .stdout(create_log(&spec.stdout)?)
-        .stderr(if spec.stderr_times {
-            Stdio::piped()
-        } else {
-            Stdio::from(create_log(&spec.stderr)?)
+        .stderr(match stderr_log {
+            Some(_) => Stdio::piped(),
+            None => Stdio::from(create_log(&spec.stderr)?),
         })
         .process_group(0);
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
     die_with_parent(&mut cmd);
-    Ok(cmd)
+    Ok((cmd, stderr_log))
 }
 
 /// Servers' counters before a build: the run's servers cgroup and each known server.
