@@ -730,6 +730,16 @@ fn spawn_build(
             return Ok(pid);
         }
     }
+    spawn_joining(spec, io, cgroup, clock)
+}
+
+/// Starts `spec` through `Command`, the child joining `cgroup` between fork and exec.
+fn spawn_joining(
+    spec: &CommandSpec,
+    io: ChildIo,
+    cgroup: Option<&BuildCgroup>,
+    clock: &ExecClock,
+) -> Result<i32> {
     let mut cmd = command_of(spec, io);
     if let Some(group) = cgroup {
         // SAFETY: the hook makes only async-signal-safe calls.
@@ -1564,13 +1574,18 @@ mod tests {
         server_is_counted_later_and_dies_with_the_run(cgroup::Version::V1);
     }
 
-    /// Runs `spec` to its end, born in `group` (`Some`) or through `Command` (`None`),
-    /// and gives its stdout.
-    fn started_by(spec: &CommandSpec, group: Option<&BuildCgroup>) -> String {
+    /// How a test starts a build.
+    enum Start<'a> {
+        Born(&'a BuildCgroup),
+        Joining(Option<&'a BuildCgroup>),
+    }
+
+    /// Runs `spec` to its end, started as `start` says, and gives its stdout.
+    fn started_by(spec: &CommandSpec, start: Start) -> String {
         let (io, _) = child_io(spec).unwrap();
         let clock = ExecClock::new().unwrap();
-        let pid = match group {
-            Some(group) => {
+        let pid = match start {
+            Start::Born(group) => {
                 let exec = spawn::Exec::of(spec).unwrap();
                 let stdio = [
                     io.stdin.as_raw_fd(),
@@ -1582,15 +1597,12 @@ mod tests {
                     .unwrap()
                     .expect("this kernel (5.7+) takes clone3 into a cgroup")
             }
-            None => {
-                let mut cmd = command_of(spec, io);
-                // SAFETY: the hook makes only async-signal-safe calls.
-                unsafe { cmd.pre_exec(clock.hook()) };
-                cmd.spawn().unwrap().id() as i32
-            }
+            Start::Joining(group) => spawn_joining(spec, io, group, &clock).unwrap(),
         };
         assert!(clock.started().is_some(), "the clock started before exec");
-        assert_eq!(wait4(pid).unwrap().exit, Exit::Code(0));
+        let exit = wait4(pid).unwrap().exit;
+        unregister(pid);
+        assert_eq!(exit, Exit::Code(0));
         std::fs::read_to_string(&spec.stdout).unwrap()
     }
 
@@ -1619,8 +1631,8 @@ mod tests {
                 stderr: dir.join(format!("{name}.err")),
                 ..spec(dir, "", Duration::from_secs(30))
             };
-            let born = started_by(&spec("born"), Some(&group));
-            let commanded = started_by(&spec("commanded"), None);
+            let born = started_by(&spec("born"), Start::Born(&group));
+            let commanded = started_by(&spec("commanded"), Start::Joining(None));
             let lines = |text: &str, cgroup: bool| -> Vec<String> {
                 let mut lines: Vec<String> = text
                     .lines()
@@ -1669,6 +1681,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn where_clone3_is_refused_the_build_joins_its_cgroup_before_exec() {
+        let Some((scratch, exec)) = cgroup_executor(cgroup::Version::V2) else {
+            return;
+        };
+        let group = exec.cgroups.as_ref().unwrap().new_build().unwrap();
+        let spec = CommandSpec {
+            program: "/bin/cat".into(),
+            args: vec!["/proc/self/cgroup".into()],
+            ..spec(scratch.path(), "", Duration::from_secs(30))
+        };
+        let run = exec.cgroups.as_ref().unwrap().dir().file_name().unwrap();
+        let joined = started_by(&spec, Start::Joining(Some(&group)));
+        let suffix = format!("/{}/build-0", run.to_string_lossy());
+        assert!(
+            joined
+                .lines()
+                .any(|l| l.starts_with("0::") && l.ends_with(&suffix)),
+            "{joined}"
+        );
     }
 
     #[test]
