@@ -388,11 +388,12 @@ fn run_accounted(
     let clock = ExecClock::new()?;
     let before = ServersBefore::read(cgroups, probe);
     let spawning = monotonic_now();
-    let pid = spawn_build(spec, io, build_cgroup.as_ref(), &clock)?;
+    let (pid, born) = spawn_build(spec, io, build_cgroup.as_ref(), &clock)?;
     let start = clock.started().unwrap_or(spawning);
     let stderr = stderr_pipe.map(|(pipe, log)| StderrCopy::new(pipe, log, start));
-    // A child that is not in its cgroup (the join failed) is counted without it.
-    let build_cgroup = build_cgroup.filter(|g| g.contains(pid));
+    // A child that joined may have failed to (it goes on without); one born there is in it.
+    // Reading /proc here is beside the build, so a born child is not asked.
+    let build_cgroup = build_cgroup.filter(|g| born || g.contains(pid));
     let waited = supervise(pid, spec.timeout, stderr);
     unregister(pid);
     let (status, timed_out) =
@@ -712,13 +713,14 @@ fn child_io(spec: &CommandSpec) -> Result<(ChildIo, Option<(File, StderrLog)>)> 
 }
 
 /// Starts `spec` with its clock: born in its cgroup where the kernel can (see
-/// [`spawn`]), else through `Command`, joining the cgroup before exec.
+/// [`spawn`]), else through `Command`, joining the cgroup before exec. Its pid, and
+/// whether it was born in the cgroup.
 fn spawn_build(
     spec: &CommandSpec,
     io: ChildIo,
     cgroup: Option<&BuildCgroup>,
     clock: &ExecClock,
-) -> Result<i32> {
+) -> Result<(i32, bool)> {
     if let Some((exec, dir)) = cgroup.and_then(|g| Some((spawn::Exec::of(spec)?, g.v2_dir()?))) {
         let stdio = [
             io.stdin.as_raw_fd(),
@@ -727,10 +729,10 @@ fn spawn_build(
         ];
         let spawn = || spawn::spawn_into_cgroup(&exec, stdio, dir.as_fd(), clock.write_fd());
         if let Some(pid) = spawn_registered(&spec.program, spawn, |pid| *pid)? {
-            return Ok(pid);
+            return Ok((pid, true));
         }
     }
-    spawn_joining(spec, io, cgroup, clock)
+    Ok((spawn_joining(spec, io, cgroup, clock)?, false))
 }
 
 /// Starts `spec` through `Command`, the child joining `cgroup` between fork and exec.
