@@ -7,7 +7,7 @@
 //! other timer's: the ratio of medians with its 95 % interval, and the median of the
 //! per-round ratios with its paired interval (narrower: a round's load hits both sides).
 //! Last, the median of a whole `flywheel-bench run --scenario noop` of the same build
-//! against hyperfine's.
+//! against hyperfine's on its replayed command, run just before and just after it.
 //!
 //! `cargo bench --bench fidelity` (about 4 minutes; run it with nothing else on the machine,
 //! e.g. under `flock -x /tmp/fb-quiet.lock`). The Nix command and its environment come from
@@ -55,7 +55,7 @@ fn main() {
             .display()
             .to_string()
     };
-    let (nix, end_to_end) = nix_noop(work.path());
+    let nix = nix_noop(work.path());
     let commands = [
         Timed {
             label: "true",
@@ -99,15 +99,26 @@ fn main() {
                 ratio(paired_ratio(harness, other)),
             );
         }
-        if timed.stderr_times {
-            // Not interleaved: the whole run came first, before the store was primed here.
-            println!(
-                "  whole run (ran first): median {}, against hyperfine's: {}",
-                ms(&end_to_end),
-                ratio(ratio_of_medians(&end_to_end, reference))
-            );
+        if let (true, Some(hyperfine)) = (timed.stderr_times, hyperfine.as_deref()) {
+            whole_run_against_hyperfine(hyperfine, timed, work.path(), &logs);
         }
     }
+}
+
+/// A whole run cannot be interleaved with another timer, and this machine drifts by 10%
+/// within minutes: the whole run goes between two hyperfine runs of its replayed command,
+/// and is compared with both together.
+fn whole_run_against_hyperfine(hyperfine: &Path, timed: &Timed, work: &Path, logs: &Path) {
+    let before = hyperfine_times(hyperfine, timed, logs, 3, WHOLE_RUN_SAMPLES);
+    let walls = whole_run(&work.join("runs-bracketed"), &work.join("bracketed.json")).walls();
+    let after = hyperfine_times(hyperfine, timed, logs, 3, WHOLE_RUN_SAMPLES);
+    println!(
+        "  whole run: median {}, between hyperfine's {} and {}, against both: {}",
+        ms(&walls),
+        ms(&before),
+        ms(&after),
+        ratio(ratio_of_medians(&walls, &[before, after].concat()))
+    );
 }
 
 /// Wall times (seconds) of `timed` through the harness's executor, through it without a
@@ -178,6 +189,17 @@ fn spawn_timer(timed: &Timed, logs: &Path) -> f64 {
 
 /// One run of `timed` measured by hyperfine (`-N`: no shell), in seconds.
 fn run_hyperfine(hyperfine: &Path, timed: &Timed, logs: &Path) -> f64 {
+    hyperfine_times(hyperfine, timed, logs, 0, 1)[0]
+}
+
+/// `runs` runs of `timed` measured by hyperfine after `warmups`, in seconds.
+fn hyperfine_times(
+    hyperfine: &Path,
+    timed: &Timed,
+    logs: &Path,
+    warmups: usize,
+    runs: usize,
+) -> Vec<f64> {
     let json = logs.join("hyperfine.json");
     let line = timed
         .argv
@@ -186,7 +208,8 @@ fn run_hyperfine(hyperfine: &Path, timed: &Timed, logs: &Path) -> f64 {
         .collect::<Vec<_>>()
         .join(" ");
     let status = Command::new(hyperfine)
-        .args(["-N", "--style", "none", "--runs", "1", "--export-json"])
+        .args(["-N", "--style", "none", "--warmup", &warmups.to_string()])
+        .args(["--runs", &runs.to_string(), "--export-json"])
         .arg(&json)
         .arg(line)
         .envs(timed.env.iter().map(|(k, v)| (k, v)))
@@ -198,38 +221,47 @@ fn run_hyperfine(hyperfine: &Path, timed: &Timed, logs: &Path) -> f64 {
     assert!(status.success(), "hyperfine failed on {}", timed.label);
     let doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("hyperfine's JSON")).expect("JSON");
-    doc["results"][0]["times"][0]
-        .as_f64()
-        .expect("hyperfine's time")
+    doc["results"][0]["times"]
+        .as_array()
+        .expect("hyperfine's times")
+        .iter()
+        .map(|t| t.as_f64().expect("a time"))
+        .collect()
 }
 
-/// The harness's end-to-end noop run of fixture-c-dag, and its command replayed from the
-/// reproduce record in a store primed here: (the command, the run's sample walls).
-fn nix_noop(work: &Path) -> (Timed, Vec<f64>) {
+/// Samples of the harness's end-to-end noop run of fixture-c-dag.
+const WHOLE_RUN_SAMPLES: usize = 60;
+
+/// The harness's end-to-end noop run of fixture-c-dag in `runs`: its noop case.
+fn whole_run(runs: &Path, results: &Path) -> flywheel_bench::results::CaseResult {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let runs = work.join("runs");
-    let results = work.join("noop.json");
     let harness = std::env::var_os("FLYWHEEL_BENCH_BIN")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_flywheel-bench").into());
     let status = Command::new(harness)
         .args(["run", "--repo", "fixture-c-dag", "--system", "nix"])
         .args(["--scenario", "noop", "--param", "size=4", "--warmups", "3"])
-        .args(["--samples", "60"])
+        .args(["--samples", &WHOLE_RUN_SAMPLES.to_string()])
         .arg("--work-dir")
-        .arg(&runs)
+        .arg(runs)
         .arg("--output")
-        .arg(&results)
+        .arg(results)
         .current_dir(&root)
         .stdout(Stdio::null())
         .status()
         .expect("the harness runs");
     assert!(status.success(), "the harness's noop run failed");
-    let doc = flywheel_bench::results::load(&results).expect("its results");
-    let case = doc
-        .cases
-        .iter()
+    let doc = flywheel_bench::results::load(results).expect("its results");
+    doc.cases
+        .into_iter()
         .find(|c| c.scenario == Scenario::Noop)
-        .expect("a noop case");
+        .expect("a noop case")
+}
+
+/// The harness's end-to-end noop run of fixture-c-dag, and its command replayed from the
+/// reproduce record in a store primed here.
+fn nix_noop(work: &Path) -> Timed {
+    let runs = work.join("runs");
+    let case = whole_run(&runs, &work.join("noop.json"));
     let record = case.reproduce.as_ref().expect("a reproduce record");
     // The record names the run's scratch folder, gone with the run: replay it in ours.
     let cwd = record.cwd.clone().expect("a working folder");
@@ -266,7 +298,7 @@ fn nix_noop(work: &Path) -> (Timed, Vec<f64>) {
     let logs = work.join("prime");
     std::fs::create_dir_all(&logs).expect("a log folder");
     spawn_timer(&timed, &logs);
-    (timed, case.walls())
+    timed
 }
 
 /// Splits a command line that `shell_quote` wrote: words, some in single quotes, and
