@@ -1045,6 +1045,94 @@ mod tests {
         );
     }
 
+    /// A compression sweep's point reads and fills its own root of the embedded cache; a
+    /// vm guest's copy of the embedded cache has no folder, so its fill says so.
+    #[test]
+    fn each_compression_point_has_its_root_and_a_guest_cannot_fill_a_fresh_cache() {
+        use crate::plan::cache::NixCache;
+        use crate::plan::{manifest, Compression, Scenario};
+        use crate::results::CacheBackend;
+        let tmp = tempfile::tempdir().unwrap();
+        let text = "name = \"r\"\ndescription = \"d\"\n[source]\npath = \".\"\n[nix]\nfile = \"default.nix\"\n";
+        let plain = manifest::parse(text, &tmp.path().join("repo.toml")).unwrap();
+        let mut xz = plain.clone();
+        xz.parameters
+            .insert(Compression::PARAMETER.into(), ParamValue::Str("xz".into()));
+        let case = |repo| CaseContext {
+            repo,
+            source: tmp.path(),
+            scenario: Scenario::Fill,
+            timeout: std::time::Duration::from_secs(60),
+            cache_via: None,
+            explain: false,
+        };
+        let mut embedded = NixCache::store(
+            CacheBackend::EmbeddedNginx,
+            url::Url::parse("http://127.0.0.1:8080/nix/zstd").unwrap(),
+            "k:1".into(),
+            Some(tmp.path().join("key.sec")),
+            true,
+        );
+        embedded.fill = Fill::NixCopy {
+            secret_key_file: Some(tmp.path().join("key.sec")),
+            compression: Some(Compression::Zstd),
+        };
+        embedded.fill_root = Some(tmp.path().join("root/nix/zstd"));
+        let driver = |name: &str, cache: NixCache| {
+            NixDriver::new(
+                "nix".into(),
+                &tmp.path().join(name),
+                Some(cache),
+                NixSetup::default(),
+            )
+            .unwrap()
+        };
+        let host = driver("host", embedded.clone());
+        let used = host.cache_use(&case(&xz)).unwrap();
+        assert_eq!(
+            (used.url.as_str(), used.compression),
+            ("http://127.0.0.1:8080/nix/xz", Some(Compression::Xz))
+        );
+        assert_eq!(
+            host.cache_use(&case(&plain)).unwrap().compression,
+            Some(Compression::Zstd)
+        );
+        assert_eq!(host.fill_unavailable(&case(&xz)), None);
+        assert_eq!(
+            host.team(&case(&xz)).unwrap().fill_root,
+            Some(tmp.path().join("root/nix/xz"))
+        );
+        assert_eq!(
+            host.root_of("http://127.0.0.1:4242/nix/xz")
+                .map(|r| r.url.as_str()),
+            Some("http://127.0.0.1:8080/nix/xz"),
+            "a miss is explained by the root the build read, through the proxy or not"
+        );
+        // What the vm lane's guest gets: the job file drops the host's folder.
+        let guest: NixCache =
+            serde_json::from_str(&serde_json::to_string(&embedded).unwrap()).unwrap();
+        let guest = driver("guest", guest);
+        let reason = guest.fill_unavailable(&case(&plain)).unwrap();
+        assert!(
+            reason.contains("the vm lane's guest") && reason.contains("--lane host"),
+            "{reason}"
+        );
+        // Another cache has no roots: a point of a compression sweep cannot run against it.
+        let http = driver(
+            "http",
+            NixCache {
+                backend: CacheBackend::Http,
+                ..embedded
+            },
+        );
+        let err = http.fill_unavailable(&case(&xz)).unwrap();
+        assert!(
+            err.contains("not the embedded one") && err.contains("fix:"),
+            "{err}"
+        );
+        assert_eq!(http.cache_use(&case(&xz)), None);
+    }
+
     /// Every build mode's `nix build` argv, snapshotted (the host's sandbox paths redacted:
     /// they depend on how this machine links /bin and /lib).
     #[test]
