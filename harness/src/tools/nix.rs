@@ -615,8 +615,8 @@ impl BuildDriver for NixDriver {
         }
     }
 
-    /// `nix copy` of the build's closure to a fresh cache beside the embedded one, with the
-    /// run's compression and key; its closure's NAR bytes, what the server stored. Attic: a
+    /// `nix copy` of the build's closure to a fresh cache under the case's root of the
+    /// embedded cache, with that root's compression and the run's key; its closure's NAR bytes, what the server stored. Attic: a
     /// fresh cache on the server, filled through its API and destroyed.
     fn fill_fresh(
         &mut self,
