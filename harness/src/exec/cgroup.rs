@@ -6,6 +6,7 @@
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -270,6 +271,20 @@ impl BuildCgroup {
             }
             Ok(())
         }
+    }
+
+    /// Its folder, open for `clone3(CLONE_INTO_CGROUP)`, which takes cgroup v2 folders only.
+    pub fn v2_dir(&self) -> Option<OwnedFd> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if self.version != Version::V2 {
+            return None;
+        }
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&self.dir)
+            .ok()?;
+        Some(dir.into())
     }
 
     /// Whether `pid` (a child not yet reaped) is in this cgroup.

@@ -10,3 +10,4 @@ pub(crate) mod observe;
 pub mod process;
 mod procfs;
 pub mod scratch;
+mod spawn;

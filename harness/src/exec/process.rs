@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use super::cgroup::{self, BuildCgroup, RunCgroups};
 use super::observe::BuildObserver;
 use super::procfs;
+use super::spawn::{self, cloexec_pipe, monotonic_now, write_clock};
 use crate::error::{Error, IoContext, Result};
 use crate::exec::scratch::ScratchDir;
 
@@ -381,29 +382,18 @@ fn run_accounted(
     probe: &ServerProbe,
 ) -> Result<ProcessOutcome> {
     check_interrupted()?;
-    let (mut cmd, stderr_log) = command_of(spec)?;
+    let (io, stderr_pipe) = child_io(spec)?;
     // A cgroup that cannot be made only narrows what is counted (cpu_scope says so).
     let build_cgroup = cgroups.and_then(|c| c.new_build().ok());
-    if let Some(group) = &build_cgroup {
-        // SAFETY: the hook makes only async-signal-safe calls.
-        unsafe { cmd.pre_exec(group.join_hook()) };
-    }
-    // The last hook: what runs before it (the fork, the cgroup join) is not the build's.
     let clock = ExecClock::new()?;
-    // SAFETY: the hook makes only async-signal-safe calls.
-    unsafe { cmd.pre_exec(clock.hook()) };
     let before = ServersBefore::read(cgroups, probe);
     let spawning = monotonic_now();
-    let mut child = spawn_registered(&mut cmd, &spec.program)?;
+    let (pid, born) = spawn_build(spec, io, build_cgroup.as_ref(), &clock)?;
     let start = clock.started().unwrap_or(spawning);
-    let pid = child.id() as i32;
-    let stderr = child
-        .stderr
-        .take()
-        .zip(stderr_log)
-        .map(|(pipe, log)| StderrCopy::new(pipe, log, start));
-    // Joining happened before exec; a child that is not in it is counted without it.
-    let build_cgroup = build_cgroup.filter(|g| g.contains(pid));
+    let stderr = stderr_pipe.map(|(pipe, log)| StderrCopy::new(pipe, log, start));
+    // A child that joined may have failed to (it goes on without); one born there is in it.
+    // Reading /proc here is beside the build, so a born child is not asked.
+    let build_cgroup = build_cgroup.filter(|g| born || g.contains(pid));
     let waited = supervise(pid, spec.timeout, stderr);
     unregister(pid);
     let (status, timed_out) =
@@ -455,11 +445,14 @@ impl ExecClock {
     fn hook(&self) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
         let fd = self.write.as_raw_fd();
         move || {
-            let now = (monotonic_now().as_nanos() as u64).to_ne_bytes();
-            // SAFETY: clock_gettime and write are async-signal-safe; `now` is a live local.
-            unsafe { libc::write(fd, now.as_ptr().cast(), now.len()) };
+            write_clock(fd);
             Ok(())
         }
+    }
+
+    /// The pipe's write end, for the child.
+    fn write_fd(&self) -> i32 {
+        self.write.as_raw_fd()
     }
 
     /// When the spawned child was about to exec; `None` if it never said.
@@ -472,29 +465,6 @@ impl ExecClock {
         read.read_exact(&mut now).ok()?;
         Some(Duration::from_nanos(u64::from_ne_bytes(now)))
     }
-}
-
-/// A pipe whose ends close on exec: (read end, write end).
-fn cloexec_pipe() -> std::io::Result<(File, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two new descriptors into the array, which this takes over.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors are new and owned by nothing else.
-    Ok(unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// CLOCK_MONOTONIC (what `Instant` reads on Linux), readable in a child between fork and
-/// exec, where `Instant`s cannot be sent back from.
-fn monotonic_now() -> Duration {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 /// The log files of a build's stderr and of its lines' arrival times, made before the fork
@@ -516,7 +486,7 @@ impl StderrLog {
 /// A build's stderr, copied from its pipe into its log as it arrives, each line's arrival
 /// noted in microseconds since the build's clock started.
 struct StderrCopy {
-    pipe: std::process::ChildStderr,
+    pipe: File,
     log: StderrLog,
     start: Duration,
     stamps: String,
@@ -526,7 +496,7 @@ struct StderrCopy {
 
 impl StderrCopy {
     /// `start` is the build's clock start, on [`monotonic_now`]'s clock.
-    fn new(pipe: std::process::ChildStderr, log: StderrLog, start: Duration) -> StderrCopy {
+    fn new(pipe: File, log: StderrLog, start: Duration) -> StderrCopy {
         StderrCopy {
             pipe,
             log,
@@ -709,33 +679,96 @@ impl ExitWatch {
     }
 }
 
-/// The child process of `spec`: its own process group, its logs, dying with the harness;
-/// and, when its stderr is piped to be timed, that stderr's log files.
-fn command_of(spec: &CommandSpec) -> Result<(Command, Option<StderrLog>)> {
-    let stderr_log = match spec.stderr_times {
-        true => Some(StderrLog::create(&spec.stderr)?),
-        false => None,
+/// A child's standard streams, opened before the fork.
+struct ChildIo {
+    stdin: File,
+    stdout: File,
+    /// The log file, or the write end of the pipe the harness copies from.
+    stderr: OwnedFd,
+}
+
+/// Where `spec`'s streams go and, when its stderr is piped to be timed, the pipe's read
+/// end with that stderr's log files.
+fn child_io(spec: &CommandSpec) -> Result<(ChildIo, Option<(File, StderrLog)>)> {
+    let stdin = spec.stdin.as_deref().unwrap_or(Path::new("/dev/null"));
+    let stdin = File::open(stdin).context(|| format!("opening {}", stdin.display()))?;
+    let stdout = create_log(&spec.stdout)?;
+    let (stderr, pipe) = match spec.stderr_times {
+        true => {
+            let log = StderrLog::create(&spec.stderr)?;
+            let (read, write) = cloexec_pipe()
+                .map_err(|e| Error::io("creating the pipe of a build's stderr", e))?;
+            (write, Some((read, log)))
+        }
+        false => (create_log(&spec.stderr)?.into(), None),
     };
+    Ok((
+        ChildIo {
+            stdin,
+            stdout,
+            stderr,
+        },
+        pipe,
+    ))
+}
+
+/// Starts `spec` with its clock: born in its cgroup where the kernel can (see
+/// [`spawn`]), else through `Command`, joining the cgroup before exec. Its pid, and
+/// whether it was born in the cgroup.
+fn spawn_build(
+    spec: &CommandSpec,
+    io: ChildIo,
+    cgroup: Option<&BuildCgroup>,
+    clock: &ExecClock,
+) -> Result<(i32, bool)> {
+    if let Some((exec, dir)) = cgroup.and_then(|g| Some((spawn::Exec::of(spec)?, g.v2_dir()?))) {
+        let stdio = [
+            io.stdin.as_raw_fd(),
+            io.stdout.as_raw_fd(),
+            io.stderr.as_raw_fd(),
+        ];
+        let spawn = || spawn::spawn_into_cgroup(&exec, stdio, dir.as_fd(), clock.write_fd());
+        if let Some(pid) = spawn_registered(&spec.program, spawn, |pid| *pid)? {
+            return Ok((pid, true));
+        }
+    }
+    Ok((spawn_joining(spec, io, cgroup, clock)?, false))
+}
+
+/// Starts `spec` through `Command`, the child joining `cgroup` between fork and exec.
+fn spawn_joining(
+    spec: &CommandSpec,
+    io: ChildIo,
+    cgroup: Option<&BuildCgroup>,
+    clock: &ExecClock,
+) -> Result<i32> {
+    let mut cmd = command_of(spec, io);
+    if let Some(group) = cgroup {
+        // SAFETY: the hook makes only async-signal-safe calls.
+        unsafe { cmd.pre_exec(group.join_hook()) };
+    }
+    // The last hook: what runs before it (the fork, the cgroup join) is not the build's.
+    // SAFETY: the hook makes only async-signal-safe calls.
+    unsafe { cmd.pre_exec(clock.hook()) };
+    let child = spawn_registered(&spec.program, || cmd.spawn(), |c| Some(c.id() as i32))?;
+    Ok(child.id() as i32)
+}
+
+/// The child process of `spec` through `Command`: its own process group, its streams,
+/// dying with the harness.
+fn command_of(spec: &CommandSpec, io: ChildIo) -> Command {
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(match &spec.stdin {
-            Some(path) => {
-                Stdio::from(File::open(path).context(|| format!("opening {}", path.display()))?)
-            }
-            None => Stdio::null(),
-        })
-        .stdout(create_log(&spec.stdout)?)
-        .stderr(match stderr_log {
-            Some(_) => Stdio::piped(),
-            None => Stdio::from(create_log(&spec.stderr)?),
-        })
+        .stdin(io.stdin)
+        .stdout(io.stdout)
+        .stderr(io.stderr)
         .process_group(0);
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
     die_with_parent(&mut cmd);
-    Ok((cmd, stderr_log))
+    cmd
 }
 
 /// Servers' counters before a build: the run's servers cgroup and each known server.
@@ -872,25 +905,19 @@ fn create_log(path: &Path) -> Result<File> {
 /// janitor's: the flag is not inherited across fork).
 fn die_with_parent(cmd: &mut Command) {
     let parent = std::process::id() as i32;
-    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before prctl; then nothing would kill this child.
-            if libc::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
+    // SAFETY: the hook makes only async-signal-safe calls.
+    unsafe { cmd.pre_exec(move || spawn::die_with_parent(parent)) };
 }
 
-fn spawn_registered(cmd: &mut Command, program: &Path) -> Result<Child> {
-    // Hold the registry lock across spawn so a signal cannot slip between spawn and register.
+/// Runs `spawn`, registering the process group it started (`pid` of what it gave) under
+/// the registry's lock, so that a signal cannot slip between spawn and register.
+fn spawn_registered<T>(
+    program: &Path,
+    spawn: impl FnOnce() -> std::io::Result<T>,
+    pid: impl FnOnce(&T) -> Option<i32>,
+) -> Result<T> {
     let mut groups = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
-    let child = cmd.spawn().map_err(|e| {
+    let spawned = spawn().map_err(|e| {
         Error::io(
             format!(
                 "starting `{}` (is it installed and executable?)",
@@ -899,8 +926,8 @@ fn spawn_registered(cmd: &mut Command, program: &Path) -> Result<Child> {
             e,
         )
     })?;
-    groups.insert(child.id() as i32);
-    Ok(child)
+    groups.extend(pid(&spawned));
+    Ok(spawned)
 }
 
 struct WaitStatus {
@@ -1028,7 +1055,7 @@ impl OwnedChild {
         cmd.stdin(Stdio::null()).process_group(0);
         die_with_parent(&mut cmd);
         let program = PathBuf::from(cmd.get_program());
-        let child = spawn_registered(&mut cmd, &program)?;
+        let child = spawn_registered(&program, || cmd.spawn(), |c| Some(c.id() as i32))?;
         Ok(OwnedChild {
             child,
             name: name.to_string(),
@@ -1547,6 +1574,175 @@ mod tests {
     #[test]
     fn cgroup_v1_counts_a_server_later_and_kills_it_with_the_run() {
         server_is_counted_later_and_dies_with_the_run(cgroup::Version::V1);
+    }
+
+    /// How a test starts a build.
+    enum Start<'a> {
+        Born(&'a BuildCgroup),
+        Joining(Option<&'a BuildCgroup>),
+    }
+
+    /// Runs `spec` to its end, started as `start` says, and gives its stdout.
+    fn started_by(spec: &CommandSpec, start: Start) -> String {
+        let (io, _) = child_io(spec).unwrap();
+        let clock = ExecClock::new().unwrap();
+        let pid = match start {
+            Start::Born(group) => {
+                let exec = spawn::Exec::of(spec).unwrap();
+                let stdio = [
+                    io.stdin.as_raw_fd(),
+                    io.stdout.as_raw_fd(),
+                    io.stderr.as_raw_fd(),
+                ];
+                let dir = group.v2_dir().unwrap();
+                spawn::spawn_into_cgroup(&exec, stdio, dir.as_fd(), clock.write_fd())
+                    .unwrap()
+                    .expect("this kernel (5.7+) takes clone3 into a cgroup")
+            }
+            Start::Joining(group) => spawn_joining(spec, io, group, &clock).unwrap(),
+        };
+        assert!(clock.started().is_some(), "the clock started before exec");
+        let exit = wait4(pid).unwrap().exit;
+        unregister(pid);
+        assert_eq!(exit, Exit::Code(0));
+        std::fs::read_to_string(&spec.stdout).unwrap()
+    }
+
+    #[test]
+    fn a_build_born_in_its_cgroup_starts_as_command_would_start_it() {
+        let Some((scratch, exec)) = cgroup_executor(cgroup::Version::V2) else {
+            return;
+        };
+        let group = exec.cgroups.as_ref().unwrap().new_build().unwrap();
+        let dir = scratch.path();
+        let status = [
+            "-hE",
+            "^(SigBlk|SigIgn|NStgid|NSpgid):|^0::",
+            "/proc/self/status",
+        ];
+        let probes: [(&str, &[&str]); 3] = [
+            ("/bin/grep", &[&status[..], &["/proc/self/cgroup"]].concat()),
+            ("/usr/bin/env", &[]),
+            ("/bin/pwd", &[]),
+        ];
+        for (program, args) in probes {
+            let spec = |name: &str| CommandSpec {
+                program: program.into(),
+                args: args.iter().map(OsString::from).collect(),
+                stdout: dir.join(format!("{name}.out")),
+                stderr: dir.join(format!("{name}.err")),
+                ..spec(dir, "", Duration::from_secs(30))
+            };
+            let born = started_by(&spec("born"), Start::Born(&group));
+            let commanded = started_by(&spec("commanded"), Start::Joining(None));
+            let lines = |text: &str, cgroup: bool| -> Vec<String> {
+                let mut lines: Vec<String> = text
+                    .lines()
+                    .filter(|l| l.starts_with("0::") == cgroup)
+                    .map(str::to_string)
+                    .collect();
+                lines.sort();
+                lines
+            };
+            // Signal mask and ignored signals (SIGPIPE, which this test binary ignores,
+            // is reset), environment and folder: the same on both paths.
+            let differs = |l: &String| l.starts_with("NS");
+            let same = |text: &str| -> Vec<String> {
+                lines(text, false)
+                    .into_iter()
+                    .filter(|l| !differs(l))
+                    .collect()
+            };
+            assert_eq!(same(&born), same(&commanded), "{program}");
+            if program == "/bin/grep" {
+                for text in [&born, &commanded] {
+                    let field = |name: &str| {
+                        text.lines()
+                            .find_map(|l| l.strip_prefix(name))
+                            .map(|v| v.trim().to_string())
+                    };
+                    assert_eq!(
+                        field("NStgid:"),
+                        field("NSpgid:"),
+                        "leads its own group:\n{text}"
+                    );
+                    let ignored = field("SigIgn:").and_then(|m| u64::from_str_radix(&m, 16).ok());
+                    let sigpipe = 1u64 << (libc::SIGPIPE - 1);
+                    assert_eq!(
+                        ignored.map(|m| m & sigpipe),
+                        Some(0),
+                        "SIGPIPE is reset:\n{text}"
+                    );
+                }
+                let run = exec.cgroups.as_ref().unwrap().dir().file_name().unwrap();
+                let born_in = lines(&born, true);
+                assert!(
+                    born_in.len() == 1
+                        && born_in[0].ends_with(&format!("/{}/build-0", run.to_string_lossy())),
+                    "born in the build's cgroup: {born_in:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn where_clone3_is_refused_the_build_joins_its_cgroup_before_exec() {
+        let Some((scratch, exec)) = cgroup_executor(cgroup::Version::V2) else {
+            return;
+        };
+        let group = exec.cgroups.as_ref().unwrap().new_build().unwrap();
+        let spec = CommandSpec {
+            program: "/bin/cat".into(),
+            args: vec!["/proc/self/cgroup".into()],
+            ..spec(scratch.path(), "", Duration::from_secs(30))
+        };
+        let run = exec.cgroups.as_ref().unwrap().dir().file_name().unwrap();
+        let joined = started_by(&spec, Start::Joining(Some(&group)));
+        let suffix = format!("/{}/build-0", run.to_string_lossy());
+        assert!(
+            joined
+                .lines()
+                .any(|l| l.starts_with("0::") && l.ends_with(&suffix)),
+            "{joined}"
+        );
+    }
+
+    #[test]
+    fn a_program_that_cannot_be_exec_d_into_a_cgroup_says_why() {
+        let Some((scratch, exec)) = cgroup_executor(cgroup::Version::V2) else {
+            return;
+        };
+        let group = exec.cgroups.as_ref().unwrap().new_build().unwrap();
+        let spec = CommandSpec {
+            program: scratch.path().join("missing"),
+            ..spec(scratch.path(), "", Duration::from_secs(30))
+        };
+        let (io, _) = child_io(&spec).unwrap();
+        let err = spawn_build(&spec, io, Some(&group), &ExecClock::new().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("is it installed"), "{err}");
+        assert!(group.pids().is_empty(), "nothing is left in the cgroup");
+    }
+
+    #[test]
+    fn only_an_exec_of_a_path_is_spawned_without_command() {
+        let dir = Path::new("/tmp");
+        assert!(spawn::Exec::of(&spec(dir, "", Duration::from_secs(1))).is_some());
+        let bare = CommandSpec {
+            program: "sh".into(),
+            ..spec(dir, "", Duration::from_secs(1))
+        };
+        assert!(
+            spawn::Exec::of(&bare).is_none(),
+            "PATH is searched by Command"
+        );
+        let nul = CommandSpec {
+            args: vec!["a\0b".into()],
+            ..spec(dir, "", Duration::from_secs(1))
+        };
+        assert!(
+            spawn::Exec::of(&nul).is_none(),
+            "Command names the NUL byte"
+        );
     }
 
     #[test]
