@@ -322,13 +322,14 @@ impl BuildDriver for FakeDriver {
         Ok(None)
     }
 
-    fn fill_unavailable(&self) -> Option<String> {
+    fn fill_unavailable(&self, _case: &CaseContext) -> Option<String> {
         None
     }
 
     /// A fill that took no time after the build: the fake tool has nothing to upload.
     fn fill_fresh(
         &mut self,
+        _case: &CaseContext,
         _build: &PreparedBuild,
         _exec: &dyn Executor,
     ) -> StepResult<CacheFill> {
@@ -435,11 +436,11 @@ impl BuildDriver for FakeDriver {
         Ok(vec![store.clone()])
     }
 
-    fn cache_use(&self) -> Option<CacheUse> {
+    fn cache_use(&self, _case: &CaseContext) -> Option<CacheUse> {
         self.cache.clone()
     }
 
-    fn cache_location(&self) -> Option<CacheLocation<'_>> {
+    fn cache_location(&self, _case: &CaseContext) -> Option<CacheLocation<'_>> {
         self.cache_url.as_ref().map(CacheLocation::Url)
     }
 
@@ -580,6 +581,7 @@ impl FakeDriver {
         let cache = cache.map(|u| CacheUse {
             backend: CacheBackend::Http,
             url: u.to_string(),
+            compression: None,
         });
         FakeDriver::of(System::Nix, cache)
     }

@@ -199,6 +199,10 @@ fn a_nix_derivation_whose_narinfo_is_gone_is_the_one_explained_as_404() {
         unreachable!("the embedded cache is filled with nix copy")
     };
     let destination = cache.copy_destination(secret_key_file.as_deref(), compression);
+    let root = cache
+        .fill_root
+        .clone()
+        .expect("the embedded cache's folder");
     let mut repo =
         manifest::load(&repo_root().join("bench-repos/fixture-c-dag/repo.toml")).unwrap();
     manifest::apply_overrides(
@@ -248,9 +252,7 @@ fn a_nix_derivation_whose_narinfo_is_gone_is_the_one_explained_as_404() {
         .split('-')
         .next()
         .unwrap();
-    let narinfo = tmp
-        .path()
-        .join(format!("cache/nginx/root/nix/{hash}.narinfo"));
+    let narinfo = root.join(format!("{hash}.narinfo"));
     std::fs::remove_file(&narinfo).unwrap();
     let mode = BuildMode::FromCache {
         tool_fallback: false,

@@ -20,6 +20,8 @@ fn a_vm_runs_nix_cases_against_the_host_cache_and_says_how_it_was_accelerated() 
             "cold",
             "--scenario",
             "warm",
+            "--scenario",
+            "fill",
             "--samples",
             "1",
         ])
@@ -70,6 +72,18 @@ fn a_vm_runs_nix_cases_against_the_host_cache_and_says_how_it_was_accelerated() 
         warm["cache"]["url"].as_str().unwrap().contains("10.0.2.2"),
         "the guest reads the host's cache: {warm}"
     );
+
+    // A fill sample measures and removes its fresh cache in the cache's folder, which stays
+    // on the host: skipped with that reason and the fix, before anything is built.
+    let fill = case(&results, "fill");
+    assert_eq!(fill["outcome"], "skipped", "{fill}");
+    let reason = fill["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the vm lane's guest reaches the embedded cache only over the network")
+            && reason.contains("fix: run `fill` on the host lane (--lane host)"),
+        "{reason}"
+    );
+    assert_eq!(fill["samples"], serde_json::json!([]), "{fill}");
 
     // The lane's bootstrap: the host's checks, the VM's image and KVM probe, then the
     // guest's own user-namespace probe, each timed; and nothing left at the end.

@@ -196,3 +196,204 @@ fn bazel_link_sweeps_too() {
         }
     }
 }
+
+/// The NARs of the embedded cache's compression roots (`…/nix/COMPRESSION/nar/*`) under
+/// `work`, by root: what the run's fills wrote, seen while the run is alive (the session
+/// removes its scratch folder when it ends).
+fn nars_by_root(
+    work: &std::path::Path,
+    seen: &mut std::collections::BTreeMap<String, (String, Vec<u8>)>,
+) {
+    let Ok(walk) = walk(work) else { return };
+    for path in walk {
+        let Some(nar_dir) = path.parent().filter(|d| d.ends_with("nar")) else {
+            continue;
+        };
+        let Some(root) = nar_dir.parent().and_then(|r| r.file_name()) else {
+            continue;
+        };
+        let root = root.to_string_lossy().into_owned();
+        // Each root holds NARs of one compression: the first one seen stands for it.
+        if seen.contains_key(&root) {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        seen.insert(root, (name, bytes.into_iter().take(24).collect()));
+    }
+}
+
+fn walk(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            out.extend(walk(&path).unwrap_or_default());
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn nix_compression_sweep_fills_a_root_per_compression_and_records_it() {
+    require_tools(&["nix", "nginx", "gcc"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (output, work) = (tmp.path().join("results.json"), tmp.path().join("work"));
+    let nix_before = host_nix_snapshot();
+    let mut child = bin()
+        .current_dir(repo_root())
+        .args(["run", "--repo", "fixture-c-dag", "--system", "nix"])
+        .args(["--sweep", "compression=none,xz,zstd"])
+        .args([
+            "--param", "size=3", "--param", "work=4", "--param", "refs=1",
+        ])
+        .args([
+            "--param",
+            "incompressible_mb=1",
+            "--param",
+            "compressible_mb=2",
+        ])
+        .args(["--scenario", "cold", "--scenario", "warm"])
+        .args(["--samples", "1", "--warmups", "0", "--verdicts", "warn"])
+        .arg("--output")
+        .arg(&output)
+        .arg("--work-dir")
+        .arg(&work)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let printed = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+    let mut nars = std::collections::BTreeMap::new();
+    let status = loop {
+        nars_by_root(&work, &mut nars);
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let printed = printed.join().unwrap();
+    assert!(status.success(), "{printed}");
+    assert!(
+        printed.contains("[compression=xz]"),
+        "points are named: {printed}"
+    );
+
+    // Each root holds NARs of its own compression: by name and by their first bytes.
+    let magic = |root: &str| {
+        nars.get(root)
+            .unwrap_or_else(|| panic!("no NAR in {root}: {nars:?}"))
+    };
+    let (name, head) = magic("none");
+    assert!(
+        name.ends_with(".nar") && head.starts_with(b"\x0d\0\0\0\0\0\0\0nix-archive-1"),
+        "{name} {head:?}"
+    );
+    let (name, head) = magic("xz");
+    assert!(
+        name.ends_with(".nar.xz") && head.starts_with(b"\xfd7zXZ\0"),
+        "{name} {head:?}"
+    );
+    let (name, head) = magic("zstd");
+    assert!(
+        name.ends_with(".nar.zst") && head.starts_with(b"\x28\xb5\x2f\xfd"),
+        "{name} {head:?}"
+    );
+
+    let results = read_json(&output);
+    assert_valid_results(&results);
+    let cases = results["cases"].as_array().unwrap();
+    let scenarios: Vec<(&str, &str)> = cases
+        .iter()
+        .map(|c| {
+            assert_eq!(c["outcome"], "ok", "{c}");
+            (
+                c["scenario"].as_str().unwrap(),
+                c["parameters"]["compression"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        scenarios,
+        [
+            ("cold", "none"),
+            ("warm", "none"),
+            ("warm", "xz"),
+            ("warm", "zstd")
+        ],
+        "cold once, at the first point; warm at each"
+    );
+    let mut downloaded = std::collections::BTreeMap::new();
+    for warm in cases.iter().filter(|c| c["scenario"] == "warm") {
+        let compression = warm["parameters"]["compression"].as_str().unwrap();
+        assert_eq!(
+            warm["cache"]["compression"], compression,
+            "{}",
+            warm["cache"]
+        );
+        let url = warm["cache"]["url"].as_str().unwrap();
+        assert!(url.ends_with(&format!("/nix/{compression}")), "{url}");
+        assert!(
+            warm["cache_fill"]["wall_s"].as_f64().unwrap() > 0.0,
+            "each root filled: {warm}"
+        );
+        let sample = &warm["samples"][0];
+        assert_eq!(
+            (sample["built"].as_u64(), sample["substituted"].as_u64()),
+            (Some(0), Some(4)),
+            "{sample}"
+        );
+        downloaded.insert(compression, sample["downloaded_bytes"].as_u64().unwrap());
+    }
+    const MIB: u64 = 1 << 20;
+    assert!(downloaded["none"] >= 3 * MIB, "{downloaded:?}");
+    for compressed in ["xz", "zstd"] {
+        assert!(
+            downloaded[compressed] + MIB < downloaded["none"],
+            "the text shrinks: {downloaded:?}"
+        );
+    }
+    assert_eq!(
+        results["growth"].as_array().map_or(0, Vec::len),
+        0,
+        "no fit through names"
+    );
+    let report = tmp.path().join("report.md");
+    run_ok(
+        bin()
+            .arg("report")
+            .arg(&output)
+            .arg("--markdown")
+            .arg(&report),
+    );
+    let report = std::fs::read_to_string(&report).unwrap();
+    assert!(report.contains("Compression of the cache"), "{report}");
+    assert_left_nothing(&work, &nix_before);
+
+    // Bazel's cache has no NAR compression: a sweep of only Bazel repos is refused.
+    let out = run_exits(
+        bin()
+            .current_dir(repo_root())
+            .args([
+                "run",
+                "--repo",
+                "fixture-cc",
+                "--sweep",
+                "compression=xz,zstd",
+            ])
+            .arg("--output")
+            .arg(tmp.path().join("never.json")),
+        2,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("builds with Nix") && err.contains("fix:"),
+        "{err}"
+    );
+}

@@ -162,7 +162,8 @@ impl Caches {
 const KEY_TIMEOUT: Duration = Duration::from_secs(60);
 const NIX_CACHE_INFO: &str = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n";
 
-/// The embedded cache server: one nginx serving a Nix binary cache under `/nix` and a
+/// The embedded cache server: one nginx serving a Nix binary cache per compression under
+/// `/nix/COMPRESSION` (`/nix/zstd`, ...; each filled when a case first reads it) and a
 /// Bazel HTTP cache under `/bazel`; stopped when dropped.
 pub struct EmbeddedCache {
     server: Nginx,
@@ -173,20 +174,25 @@ impl EmbeddedCache {
     /// `dir` must be private to the harness: it will hold the Nix signing key.
     pub fn start(nginx: &Path, dir: &Path) -> Result<Self> {
         let server = Nginx::start(nginx, &dir.join("nginx"))?;
-        for prefix in ["nix", "bazel"] {
+        let nix_roots = crate::plan::Compression::ALL.map(|c| format!("nix/{}", c.name()));
+        for prefix in nix_roots.iter().map(String::as_str).chain(["bazel"]) {
             let folder = server.root().join(prefix);
             std::fs::create_dir_all(&folder)
                 .context(|| format!("creating {}", folder.display()))?;
         }
-        let info = server.root().join("nix/nix-cache-info");
-        std::fs::write(&info, NIX_CACHE_INFO).context(|| format!("writing {}", info.display()))?;
+        for root in &nix_roots {
+            let info = server.root().join(root).join("nix-cache-info");
+            std::fs::write(&info, NIX_CACHE_INFO)
+                .context(|| format!("writing {}", info.display()))?;
+        }
         Ok(EmbeddedCache {
             server,
             dir: dir.to_path_buf(),
         })
     }
 
-    /// The Nix side, with a signing key generated for this run only.
+    /// The Nix side, at the root of `compression` (the others: `NixCache::with_compression`),
+    /// with a signing key generated for this run only.
     pub fn nix_cache(
         &self,
         nix: &Path,
@@ -203,9 +209,10 @@ impl EmbeddedCache {
         )?;
         crate::exec::scratch::write_private(&secret, generated.as_bytes())?;
         let public_key = nix_key(exec, nix, &["convert-secret-to-public"], Some(&secret))?;
+        let root = format!("nix/{}", compression.name());
         let mut cache = NixCache::store(
             CacheBackend::EmbeddedNginx,
-            self.server.url("nix"),
+            self.server.url(&root),
             public_key.trim().to_string(),
             Some(secret),
             true,
@@ -213,7 +220,7 @@ impl EmbeddedCache {
         if let Fill::NixCopy { compression: c, .. } = &mut cache.fill {
             *c = Some(compression);
         }
-        cache.fill_root = Some(self.server.root().join("nix"));
+        cache.fill_root = Some(self.server.root().join(root));
         Ok(cache)
     }
 

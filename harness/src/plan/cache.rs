@@ -106,7 +106,51 @@ impl NixCache {
         CacheUse {
             backend: self.backend,
             url: self.url.to_string(),
+            compression: self.compression(),
         }
+    }
+
+    /// How `nix copy` compresses the NARs it writes here, where the harness chose it.
+    pub fn compression(&self) -> Option<crate::plan::Compression> {
+        match &self.fill {
+            Fill::NixCopy { compression, .. } => *compression,
+            _ => None,
+        }
+    }
+
+    /// The embedded cache's root that holds NARs of `compression`: each compression has a
+    /// root of its own beside the others (`…/nix/zstd`, `…/nix/xz`), signed with the same
+    /// key, so a compression sweep's points never read each other's NARs. `None` for a
+    /// cache the harness does not serve, whose compression it does not choose.
+    pub fn with_compression(&self, compression: crate::plan::Compression) -> Option<NixCache> {
+        if self.backend != CacheBackend::EmbeddedNginx {
+            return None;
+        }
+        let Fill::NixCopy {
+            secret_key_file, ..
+        } = &self.fill
+        else {
+            return None;
+        };
+        let mut url = self.url.clone();
+        url.path_segments_mut()
+            .ok()?
+            .pop_if_empty()
+            .pop()
+            .push(compression.name());
+        Some(NixCache {
+            url,
+            fill: Fill::NixCopy {
+                secret_key_file: secret_key_file.clone(),
+                compression: Some(compression),
+            },
+            fill_root: self
+                .fill_root
+                .as_deref()
+                .and_then(Path::parent)
+                .map(|parent| parent.join(compression.name())),
+            ..self.clone()
+        })
     }
 
     /// The URL a build reads, through `via` (the fault proxy) when set.
@@ -231,8 +275,15 @@ impl FreshCache {
         })
     }
 
-    /// Why a `fill` case cannot run against a cache the harness does not serve.
-    pub fn unavailable(system: &str) -> String {
+    /// Why a `fill` case cannot run against a cache of `backend` whose folder the harness
+    /// does not have at hand.
+    pub fn unavailable(system: &str, backend: CacheBackend) -> String {
+        if backend == CacheBackend::EmbeddedNginx {
+            // Only a vm lane's guest has the embedded cache without its folder.
+            return format!(
+                "a fill sample makes a fresh, empty {system} cache beside the embedded one, then measures what it stored and removes it in the cache's folder; the vm lane's guest reaches the embedded cache only over the network, its folder stays on the host\n  fix: run `fill` on the host lane (--lane host), or on the vm lane against an Attic profile with push = \"api\" (its fresh caches are made and removed through its API)"
+            );
+        }
         format!(
             "a fill sample needs a fresh, empty {system} cache of its own, which only the embedded cache and an Attic server (through its API) offer: the harness cannot empty another external cache\n  fix: run `fill` with the embedded cache (the default profile) or an Attic profile with push = \"api\""
         )
@@ -255,6 +306,7 @@ impl BazelCache {
                 BazelEndpoint::Remote(url) => url.to_string(),
                 BazelEndpoint::Disk(path) => path.display().to_string(),
             },
+            compression: None,
         }
     }
 
@@ -337,6 +389,70 @@ mod tests {
         let slash = FreshCache::beside(&url("http://h/bazel/"), Some(Path::new("/b")), 0);
         assert_eq!(slash.unwrap().url.as_str(), "http://h/bazel/fill-0");
         assert_eq!(FreshCache::beside(&url("http://h/nix"), None, 1), None);
+    }
+
+    #[test]
+    fn each_compression_has_a_root_of_the_embedded_cache_with_the_same_key() {
+        use crate::plan::Compression;
+        let key = PathBuf::from("/run/key.sec");
+        let mut zstd = NixCache::store(
+            CacheBackend::EmbeddedNginx,
+            url("http://127.0.0.1:8080/nix/zstd"),
+            "k:1".into(),
+            Some(key.clone()),
+            true,
+        );
+        zstd.fill = Fill::NixCopy {
+            secret_key_file: Some(key.clone()),
+            compression: Some(Compression::Zstd),
+        };
+        zstd.fill_root = Some(PathBuf::from("/srv/nix/zstd"));
+        let xz = zstd.with_compression(Compression::Xz).unwrap();
+        assert_eq!(xz.url.as_str(), "http://127.0.0.1:8080/nix/xz");
+        assert_eq!(xz.fill_root.as_deref(), Some(Path::new("/srv/nix/xz")));
+        assert_eq!(
+            (xz.public_key.as_str(), xz.compression()),
+            ("k:1", Some(Compression::Xz))
+        );
+        assert_eq!(
+            xz.copy_destination(Some(&key), xz.compression()),
+            "http://127.0.0.1:8080/nix/xz?compression=xz&secret-key=/run/key.sec"
+        );
+        assert_eq!(xz.use_record().compression, Some(Compression::Xz));
+        assert_eq!(xz.with_compression(Compression::Zstd), Some(zstd.clone()));
+        // A vm guest's copy has no folder, and keeps none.
+        let guest = NixCache {
+            fill_root: None,
+            ..zstd.clone()
+        };
+        assert_eq!(
+            guest.with_compression(Compression::None).unwrap().fill_root,
+            None
+        );
+        // Another cache compresses as it does: the harness chooses nothing there.
+        let http = NixCache {
+            backend: CacheBackend::Http,
+            ..zstd
+        };
+        assert_eq!(http.with_compression(Compression::Xz), None);
+        let attic = NixCache::upstream(url("https://cache.nixos.org"), "k:1".into());
+        assert_eq!(attic.with_compression(Compression::Xz), None);
+        assert_eq!(attic.use_record().compression, None);
+    }
+
+    #[test]
+    fn a_fill_without_the_embedded_caches_folder_says_why_and_the_fix() {
+        let guest = FreshCache::unavailable("Nix", CacheBackend::EmbeddedNginx);
+        assert!(
+            guest.contains("vm lane's guest reaches the embedded cache only over the network")
+                && guest.contains("fix: run `fill` on the host lane (--lane host)"),
+            "{guest}"
+        );
+        let other = FreshCache::unavailable("Bazel", CacheBackend::Grpc);
+        assert!(
+            other.contains("cannot empty another external cache"),
+            "{other}"
+        );
     }
 
     #[test]

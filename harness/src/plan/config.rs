@@ -366,6 +366,24 @@ impl RunConfig {
                 settings.max_samples, settings.samples, settings.samples
             )));
         }
+        let nix_cache = nix_cache(args, &profile.nix, env, fill)?;
+        if let Some((key, _)) = args
+            .sweep
+            .as_ref()
+            .filter(|(key, _)| key == crate::plan::Compression::PARAMETER)
+        {
+            if args.compression.is_some() {
+                return Err(Error::Usage(format!(
+                    "--sweep {key}=... and --compression both choose the embedded cache's compression\n  fix: drop --compression: the sweep runs each of its values"
+                )));
+            }
+            if let NixCacheConfig::External(cache) = &nix_cache {
+                return Err(Error::Usage(format!(
+                    "--sweep {key}=...: the Nix cache is {}, which compresses NARs its own way; only the embedded cache stores them as the harness chooses\n  fix: sweep compression with the embedded cache (a profile without a nix cache, e.g. the default)",
+                    cache.url
+                )));
+            }
+        }
         let (bench_repos, _) = env.bench_repos(args.bench_repos.as_deref());
         Ok(RunConfig {
             profile: profile.name.clone(),
@@ -390,7 +408,7 @@ impl RunConfig {
             settings,
             thresholds,
             verdicts: args.verdicts.unwrap_or_default(),
-            nix_cache: nix_cache(args, &profile.nix, env, fill)?,
+            nix_cache,
             bazel_cache: bazel_cache(args, &profile.bazel, env, fill)?,
             nix: NixSetup {
                 version: String::new(),
@@ -1133,6 +1151,32 @@ mod tests {
         let e = err(&["--samples", "40", "--target-precision", "0.05"]);
         assert!(e.contains("--max-samples 30 is below --samples 40"), "{e}");
         RunConfig::resolve(&args(&["--samples", "40"]), &Profile::default(), &env(&[])).unwrap();
+        let e = err(&["--sweep", "compression=xz,zstd", "--compression", "none"]);
+        assert!(e.contains("fix: drop --compression"), "{e}");
+        let e = err(&[
+            "--sweep",
+            "compression=xz,zstd",
+            "--nix-cache",
+            "http://cache:8080/nix",
+            "--nix-cache-public-key",
+            "k:1",
+        ]);
+        assert!(
+            e.contains("the Nix cache is http://cache:8080/nix")
+                && e.contains("fix: sweep compression with the embedded cache"),
+            "{e}"
+        );
+        // A profile's compression is what the sweep's points stand in for.
+        let profile = Profile {
+            compression: Some(crate::plan::Compression::Xz),
+            ..Profile::default()
+        };
+        RunConfig::resolve(
+            &args(&["--sweep", "compression=none,zstd"]),
+            &profile,
+            &env(&[]),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::plan::Scenario;
+use crate::plan::{Compression, Scenario};
 use crate::results::Claim;
 use crate::results::ParamValue;
 
@@ -510,11 +510,12 @@ pub fn parse(text: &str, path: &Path) -> Result<RepoManifest> {
 }
 
 impl RepoManifest {
-    /// The parameters the build tool sees: all but the harness's own `link.*` keys.
+    /// The parameters the build tool sees: all but the harness's own `link.*` and
+    /// `compression` keys.
     pub fn tool_parameters(&self) -> BTreeMap<String, ParamValue> {
         self.parameters
             .iter()
-            .filter(|(k, _)| !is_link_key(k))
+            .filter(|(k, _)| !is_link_key(k) && *k != Compression::PARAMETER)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
@@ -532,6 +533,16 @@ impl RepoManifest {
             }
         }
         link
+    }
+
+    /// The compression of the embedded cache this repo's cases read and fill: its point of
+    /// a compression sweep (`--sweep compression=none,xz,zstd`); `None`: the run's.
+    pub fn compression(&self) -> Option<Compression> {
+        match self.parameters.get(Compression::PARAMETER)? {
+            // Checked when the sweep set it (`compression_sweep`).
+            ParamValue::Str(name) => Compression::parse(name).ok(),
+            ParamValue::Int(_) => None,
+        }
     }
 
     /// Whether this is a point of a link sweep: only its warm cases read through a link,
@@ -843,6 +854,55 @@ fn link_sweep(
     Ok(points)
 }
 
+/// A compression sweep (`--sweep compression=none,xz,zstd`): each repo with Nix targets
+/// once per compression, in order (the first point runs every scenario, the others only
+/// those that read or fill a cache: `Plan::build`); the others as they are, since
+/// Bazel's cache stores blobs as they are, without NAR compression.
+fn compression_sweep(repos: Vec<RepoManifest>, values: &[ParamValue]) -> Result<Vec<RepoManifest>> {
+    let key = Compression::PARAMETER;
+    let mut compressions = Vec::new();
+    for value in values {
+        let compression = Compression::parse(&value.to_string()).map_err(|why| {
+            Error::Usage(format!(
+                "--sweep {key}={value}: {why}\n  fix: e.g. --sweep {key}=none,xz,zstd"
+            ))
+        })?;
+        compressions.push(compression);
+    }
+    if let Some(repo) = repos.iter().find(|r| r.parameters.contains_key(key)) {
+        return Err(Error::Usage(format!(
+            "--sweep {key}=...: bench repo `{}` declares a parameter `{key}` of its own ({}), which the harness's compression sweep would hide from its build\n  fix: rename that parameter in its repo.toml",
+            repo.name,
+            repo.manifest_path.display()
+        )));
+    }
+    if !repos.iter().any(|r| r.nix.is_some()) {
+        let names: Vec<&str> = repos.iter().map(|r| r.name.as_str()).collect();
+        return Err(Error::Usage(format!(
+            "--sweep {key}=...: none of the selected bench repos ({}) builds with Nix; compression is how the embedded cache stores Nix's NARs, and Bazel's cache stores blobs as they are, so every point would run the same builds\n  fix: select a repo with Nix targets (e.g. --repo fixture-c-dag), or drop the sweep",
+            names.join(", ")
+        )));
+    }
+    Ok(repos
+        .into_iter()
+        .flat_map(|repo| {
+            if repo.nix.is_none() {
+                return vec![repo];
+            }
+            compressions
+                .iter()
+                .map(|c| {
+                    let mut point = repo.clone();
+                    point
+                        .parameters
+                        .insert(key.to_string(), ParamValue::Str(c.name().to_string()));
+                    point
+                })
+                .collect()
+        })
+        .collect())
+}
+
 /// Each repo that declares `key`, once per value (in order); the others as they are.
 pub fn sweep(
     repos: Vec<RepoManifest>,
@@ -851,6 +911,9 @@ pub fn sweep(
 ) -> Result<Vec<RepoManifest>> {
     if is_link_key(key) {
         return link_sweep(repos, key, values);
+    }
+    if key == Compression::PARAMETER {
+        return compression_sweep(repos, values);
     }
     if !repos.iter().any(|r| r.parameters.contains_key(key)) {
         return Err(Error::Usage(format!(
@@ -944,6 +1007,11 @@ pub fn apply_overrides(
                 repo.parameters.insert(key.clone(), value.clone());
             }
             continue;
+        }
+        if key == Compression::PARAMETER {
+            return Err(Error::Usage(format!(
+                "--param {key}={value}: the embedded cache's compression is a setting of the run, not a repo parameter\n  fix: pass --compression {value} (or sweep it: --sweep {key}=none,xz,zstd)"
+            )));
         }
         let mut used = false;
         for repo in repos.iter_mut() {
@@ -1376,6 +1444,125 @@ file = "default.nix"
             ],
             "cold runs once, directly"
         );
+    }
+
+    /// GOOD with both Nix and Bazel targets, and one with Bazel's only.
+    fn nix_and_bazel() -> (RepoManifest, RepoManifest) {
+        let both = GOOD.to_string() + "[bazel]\ntargets = [\"//...\"]\n";
+        let bazel_only = GOOD.replace("\"fixture\"", "\"cc\"").replace(
+            "[nix]\nfile = \"default.nix\"\n",
+            "[bazel]\ntargets = [\"//...\"]\n",
+        );
+        (parse_in(&both).unwrap(), parse_in(&bazel_only).unwrap())
+    }
+
+    #[test]
+    fn a_compression_sweep_makes_a_point_per_compression_of_each_nix_repo() {
+        use crate::plan::{Compression, Lane, Plan, Settings, System};
+        let (both, bazel_only) = nix_and_bazel();
+        let values = ["none", "xz", "zstd"].map(ParamValue::parse);
+        let points = sweep(vec![both, bazel_only], "compression", &values).unwrap();
+        let at: Vec<(&str, Option<Compression>)> = points
+            .iter()
+            .map(|r| (r.name.as_str(), r.compression()))
+            .collect();
+        assert_eq!(
+            at,
+            [
+                ("fixture", Some(Compression::None)),
+                ("fixture", Some(Compression::Xz)),
+                ("fixture", Some(Compression::Zstd)),
+                ("cc", None),
+            ],
+            "a Bazel-only repo is left as it is: its cache has no NAR compression"
+        );
+        // The build tool never sees it, so the points share one primed state.
+        assert_eq!(points[1].tool_parameters(), points[3].tool_parameters());
+        assert!(!points[1].tool_parameters().contains_key("compression"));
+        let scenarios = [
+            Scenario::Cold,
+            Scenario::Warm,
+            Scenario::Noop,
+            Scenario::Fill,
+        ];
+        let plan = Plan::build(points, None, &scenarios, Lane::Host, Settings::default()).unwrap();
+        let planned: Vec<(usize, System, Scenario)> = plan
+            .cases
+            .iter()
+            .map(|c| (c.repo, c.system, c.scenario))
+            .collect();
+        let (nix, bazel) = (System::Nix, System::Bazel);
+        assert_eq!(
+            planned,
+            [
+                (0, nix, Scenario::Cold),
+                (0, nix, Scenario::Warm),
+                (0, nix, Scenario::Noop),
+                (0, nix, Scenario::Fill),
+                (0, bazel, Scenario::Cold),
+                (0, bazel, Scenario::Warm),
+                (0, bazel, Scenario::Noop),
+                (0, bazel, Scenario::Fill),
+                (1, nix, Scenario::Warm),
+                (1, nix, Scenario::Fill),
+                (2, nix, Scenario::Warm),
+                (2, nix, Scenario::Fill),
+                (3, bazel, Scenario::Cold),
+                (3, bazel, Scenario::Warm),
+                (3, bazel, Scenario::Noop),
+                (3, bazel, Scenario::Fill),
+            ],
+            "later points run only what reads or fills a cache, with Nix only"
+        );
+        // The first point's Bazel cases are there to be skipped with the reason.
+        let reason = crate::plan::compression_skip(&plan.repos[0], bazel).unwrap();
+        assert!(
+            reason.contains("bazel's cache stores blobs as they are")
+                && reason.contains("fix: sweep compression with --system nix"),
+            "{reason}"
+        );
+        assert_eq!(crate::plan::compression_skip(&plan.repos[0], nix), None);
+        assert_eq!(crate::plan::compression_skip(&plan.repos[3], bazel), None);
+    }
+
+    #[test]
+    fn a_compression_sweep_refuses_what_it_cannot_run() {
+        let (both, bazel_only) = nix_and_bazel();
+        let err = |repos: Vec<RepoManifest>, values: &[&str]| {
+            let values: Vec<ParamValue> = values.iter().map(|v| ParamValue::parse(v)).collect();
+            let e = sweep(repos, "compression", &values).unwrap_err();
+            assert_eq!(e.exit_code(), crate::error::exit_code::INVALID_INPUT);
+            e.to_string()
+        };
+        let gzip = err(vec![both.clone()], &["xz", "gzip"]);
+        assert!(
+            gzip.contains("--sweep compression=gzip")
+                && gzip.contains("none, xz, zstd")
+                && gzip.contains("fix: e.g. --sweep compression=none,xz,zstd"),
+            "{gzip}"
+        );
+        let bazel = err(vec![bazel_only], &["xz", "zstd"]);
+        assert!(
+            bazel.contains("none of the selected bench repos (cc) builds with Nix")
+                && bazel.contains("fix: select a repo with Nix targets"),
+            "{bazel}"
+        );
+        let mut own = both.clone();
+        own.parameters
+            .insert("compression".into(), ParamValue::parse("high"));
+        let own = err(vec![own], &["xz", "zstd"]);
+        assert!(
+            own.contains("declares a parameter `compression` of its own"),
+            "{own}"
+        );
+        let mut repos = vec![both];
+        let param = apply_overrides(
+            &mut repos,
+            &[("compression".into(), ParamValue::parse("xz"))],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(param.contains("fix: pass --compression xz"), "{param}");
     }
 
     #[test]

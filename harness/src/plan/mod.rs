@@ -201,9 +201,21 @@ impl Plan {
                     .filter(|s| has_targets(repo, *s))
                     .collect(),
             };
+            // A compression sweep's later points run only what reads or fills a cache,
+            // and only with Nix: the rest would repeat the first point's builds.
+            let later_compression_point = repo.compression().is_some()
+                && repos[..index]
+                    .iter()
+                    .any(|r| r.name == repo.name && r.compression().is_some());
             for system in wanted {
+                if later_compression_point && system != System::Nix {
+                    continue;
+                }
                 for &scenario in &scenarios {
                     if repo.is_link_point() && scenario != Scenario::Warm {
+                        continue;
+                    }
+                    if later_compression_point && !scenario.uses_cache() {
                         continue;
                     }
                     cases.push(CaseSpec {
@@ -265,6 +277,20 @@ impl Plan {
             .map(|c| self.settings.max_builds(c.scenario))
             .sum()
     }
+}
+
+/// Why a case of a compression sweep's point does not run: Bazel's cache has no NAR
+/// compression, so its builds would be the same at every point.
+pub fn compression_skip(repo: &RepoManifest, system: System) -> Option<String> {
+    let compression = repo.compression()?;
+    (system != System::Nix).then(|| {
+        format!(
+            "a compression sweep (here compression={}) chooses how the embedded cache stores Nix's NARs; {}'s cache stores blobs as they are, so its builds would be the same at every point\n  fix: sweep compression with --system nix, and run {} without the sweep",
+            compression.name(),
+            system.name(),
+            system.name()
+        )
+    })
 }
 
 fn has_targets(repo: &RepoManifest, system: System) -> bool {

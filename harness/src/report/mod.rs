@@ -1,6 +1,7 @@
 //! Reports: results in, text out. Pure.
 
 pub mod compare;
+mod compression;
 pub mod coverage;
 pub mod export;
 pub mod growth;
@@ -193,6 +194,89 @@ mod snapshots {
         let table = super::tables::comparisons(&results);
         snapshot!(
             "cold_vs_warm_fill.md",
+            format!(
+                "{}\n{}",
+                super::markdown::pipe_table(&table),
+                super::html::html_table(&table)
+            )
+        );
+    }
+
+    /// A compression sweep of the fixture: one cold case (at the first point), warm at
+    /// none, xz and zstd, each with its bytes, transfer floor and fill, and a fill case at
+    /// xz; the points are names, so no growth line is fitted through them.
+    #[test]
+    fn a_compression_sweep_is_a_table_per_compression_not_a_growth_fit() {
+        use crate::results::explain::{CacheLink, TransferFloor};
+        use crate::results::{CacheFill, Compression, FillMethod, ParamValue, Scenario};
+        let mut results: Results =
+            serde_json::from_str(&crate::tools::fixture("results/nix-fixture.json")).unwrap();
+        let at = |case: &crate::results::CaseResult, compression: Compression| {
+            let mut case = case.clone();
+            case.parameters.insert(
+                Compression::PARAMETER.into(),
+                ParamValue::Str(compression.name().into()),
+            );
+            case
+        };
+        let pick = |scenario| {
+            results
+                .cases
+                .iter()
+                .find(|c| c.scenario == scenario)
+                .unwrap()
+                .clone()
+        };
+        let (cold, warm) = (pick(Scenario::Cold), pick(Scenario::Warm));
+        let link = CacheLink {
+            throughput_bytes_per_s: 1e9,
+            latency_s: 100e-6,
+            probe_bytes: 8 << 20,
+        };
+        let mut cases = vec![at(&cold, Compression::None)];
+        for (compression, wall, bytes, fill) in [
+            (Compression::None, 3.0, 300u64 << 20, 1.5),
+            (Compression::Xz, 7.0, 240 << 20, 103.0),
+            (Compression::Zstd, 2.5, 246 << 20, 2.5),
+        ] {
+            let mut case = at(&warm, compression);
+            for (i, s) in case.samples.iter_mut().enumerate() {
+                s.wall_s = wall + 0.1 * i as f64;
+                s.downloaded_bytes = Some(bytes);
+                s.transfer_floor = TransferFloor::compute(bytes, 600, 25, link, s.wall_s).ok();
+            }
+            if let Some(cache) = case.cache.as_mut() {
+                cache.compression = Some(compression);
+            }
+            case.cache_fill = Some(CacheFill::timed(FillMethod::NixCopy, fill));
+            cases.push(case);
+        }
+        let mut fill = at(&cold, Compression::Xz);
+        fill.scenario = Scenario::Fill;
+        for s in &mut fill.samples {
+            s.fill = Some(CacheFill::timed(FillMethod::NixCopy, s.wall_s * 4.0));
+        }
+        cases.push(fill);
+        results.cases = cases;
+        crate::results::derive(&mut results);
+        assert!(
+            results.growth.is_empty(),
+            "no line through none, xz and zstd"
+        );
+        assert_eq!(
+            results.fills.len(),
+            1,
+            "xz's fill against the one cold case"
+        );
+        let table = super::compression::table(&results).unwrap();
+        assert_eq!(table.rows.len(), 3);
+        let markdown = super::markdown::render(
+            &[("compression.json".into(), results.clone())],
+            super::markdown::Detail::Full,
+        );
+        assert!(markdown.contains("Compression of the cache"), "{markdown}");
+        snapshot!(
+            "compression_sweep.md",
             format!(
                 "{}\n{}",
                 super::markdown::pipe_table(&table),

@@ -515,6 +515,7 @@ pub fn all(results: &Results) -> Vec<Table> {
     std::iter::once(comparisons(results))
         .chain(super::growth::table(&results.growth))
         .chain(super::growth::link_table(&results.growth))
+        .chain(super::compression::table(results))
         .chain([
             claims(results),
             fallbacks(results),

@@ -34,6 +34,28 @@ pub fn ok_case<'a>(
     })
 }
 
+/// The successful cold case `like` is measured against: at its own parameters, else (a
+/// later point of a compression sweep, which runs no cold case: cold reads no cache) at
+/// the same parameters but the compression.
+pub fn cold_case<'a>(cases: &'a [CaseResult], like: &CaseResult) -> Option<&'a CaseResult> {
+    ok_case(cases, like, Scenario::Cold).or_else(|| {
+        let key = super::Compression::PARAMETER;
+        like.parameters.get(key)?;
+        let others = |c: &CaseResult| {
+            let mut parameters = c.parameters.clone();
+            parameters.remove(key);
+            parameters
+        };
+        cases.iter().find(|c| {
+            c.key() == like.key()
+                && c.scenario == Scenario::Cold
+                && c.outcome == Outcome::Ok
+                && c.parameters.contains_key(key)
+                && others(c) == others(like)
+        })
+    })
+}
+
 /// Median CPU time of a case's samples.
 pub fn cpu_median(case: &CaseResult) -> Option<f64> {
     let cpu: Vec<f64> = case.samples.iter().map(|s| s.user_s + s.sys_s).collect();
@@ -138,7 +160,7 @@ pub fn fills(cases: &[CaseResult]) -> Vec<FillPenalty> {
         .iter()
         .filter(|c| c.scenario == Scenario::Fill && c.outcome == Outcome::Ok)
         .filter_map(|fill| {
-            let cold = ok_case(cases, fill, Scenario::Cold)?;
+            let cold = cold_case(cases, fill)?;
             let fills: Vec<&CacheFill> = fill
                 .samples
                 .iter()
@@ -1006,6 +1028,44 @@ mod tests {
             "{}",
             cache_use.detail
         );
+    }
+
+    #[test]
+    fn a_later_compression_point_is_priced_against_the_sweeps_one_cold_case() {
+        let at = |mut c: CaseResult, compression: &str, size: i64| {
+            c.parameters = BTreeMap::from([
+                ("compression".into(), ParamValue::Str(compression.into())),
+                ("size".into(), ParamValue::Int(size)),
+            ]);
+            c
+        };
+        let cold = at(
+            case(Scenario::Cold, vec![sample(10.0, 3, 0); 3], Outcome::Ok),
+            "none",
+            4,
+        );
+        let fill = |compression| {
+            let samples = vec![fill_sample(10.0, 5.0); 3];
+            at(case(Scenario::Fill, samples, Outcome::Ok), compression, 4)
+        };
+        let other_size = at(
+            case(Scenario::Cold, vec![sample(99.0, 3, 0); 3], Outcome::Ok),
+            "none",
+            8,
+        );
+        let cases = vec![other_size, cold.clone(), fill("none"), fill("xz")];
+        assert_eq!(
+            cold_case(&cases, &cases[3]),
+            Some(&cold),
+            "same size, another compression"
+        );
+        assert_eq!(cold_case(&cases, &cases[2]), Some(&cold));
+        let r = results(cases);
+        assert_eq!(r.fills.len(), 2, "{:?}", r.fills);
+        assert!(r.fills.iter().all(|f| (f.penalty.ratio - 1.5).abs() < 1e-9));
+        // Outside a compression sweep the parameters must match exactly.
+        let plain = case(Scenario::Fill, vec![fill_sample(10.0, 5.0); 3], Outcome::Ok);
+        assert_eq!(cold_case(&[at(plain.clone(), "xz", 4)], &plain), None);
     }
 
     #[test]

@@ -222,6 +222,20 @@ pub enum Compression {
 }
 
 impl Compression {
+    pub const ALL: [Compression; 3] = [Compression::None, Compression::Xz, Compression::Zstd];
+    /// Its name as a repo parameter: `--sweep compression=none,xz,zstd`.
+    pub const PARAMETER: &'static str = "compression";
+
+    /// `none`, `xz` or `zstd`.
+    pub fn parse(text: &str) -> std::result::Result<Compression, String> {
+        Compression::ALL
+            .into_iter()
+            .find(|c| c.name() == text)
+            .ok_or_else(|| {
+                format!("`{text}` is not a compression the embedded cache offers (none, xz, zstd)")
+            })
+    }
+
     /// The value of a binary cache URL's `compression` setting.
     pub fn name(self) -> &'static str {
         match self {
@@ -788,6 +802,10 @@ pub struct CacheUse {
     pub backend: CacheBackend,
     /// Where the build tool read from: a URL (never with credentials) or a folder.
     pub url: String,
+    /// How the NARs it served were compressed, where the harness chose it (the embedded
+    /// Nix cache: the run's `--compression`, or the case's point of a compression sweep).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
 }
 
 /// The kind of cache a case read from.

@@ -63,7 +63,7 @@ pub fn run_build(
     }
     let observed = watch.map(|w| w.stop()).unwrap_or_default();
     let fill = if mode == BuildMode::Fill && outcome.success() && report.error.is_none() {
-        Some(driver.fill_fresh(&build, exec)?)
+        Some(driver.fill_fresh(ctx, &build, exec)?)
     } else {
         None
     };

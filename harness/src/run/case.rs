@@ -191,17 +191,17 @@ impl CaseRun<'_, '_> {
     pub fn begin(&mut self, result: &mut CaseResult) -> StepResult<Option<Begun>> {
         result.tool = Some(self.driver.tool_use(&self.ctx)?);
         if self.scenario.uses_cache() {
-            result.cache = self.driver.cache_use();
+            result.cache = self.driver.cache_use(&self.ctx);
         }
         if self.scenario == Scenario::Fill {
-            if let Some(reason) = self.driver.fill_unavailable() {
+            if let Some(reason) = self.driver.fill_unavailable(&self.ctx) {
                 skip(result, reason);
                 return Ok(None);
             }
         }
         let route = match self.scenario.fault() {
             None => None,
-            Some(fault) => match plan_fault(fault, self.driver.cache_location()) {
+            Some(fault) => match plan_fault(fault, self.driver.cache_location(&self.ctx)) {
                 Ok(route) => Some((fault, route)),
                 Err(reason) => {
                     skip(result, reason);
@@ -213,7 +213,7 @@ impl CaseRun<'_, '_> {
             Scenario::Warm => self.ctx.repo.link(self.settings.link),
             _ => None,
         };
-        let link = match link.map(|link| (link, plan_link(self.driver.cache_location()))) {
+        let link = match link.map(|link| (link, plan_link(self.driver.cache_location(&self.ctx)))) {
             None => None,
             Some((link, Ok(route))) => Some((link, route)),
             Some((_, Err(reason))) => {

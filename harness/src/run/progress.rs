@@ -9,9 +9,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::error::Result;
 use crate::report::tables::explain_cost;
 use crate::results::sweep_point;
-use crate::results::{CaseResult, Outcome};
+use crate::results::{CaseResult, Outcome, Sample};
 use crate::run::events::{Event, EventSink};
-use crate::stats::numbers::{count_of, median_interval};
+use crate::stats::numbers::{count_of, median_interval, seconds};
 use crate::stats::stopping::StopReason;
 
 pub struct Progress {
@@ -60,6 +60,21 @@ impl Default for Progress {
 /// `median 1.20 s [1.10 s, 1.31 s]` once there are samples enough for an interval.
 fn median_so_far(walls: &[f64]) -> String {
     format!("median {}", median_interval(walls))
+}
+
+/// `sample 2, median ...` after a timed build, whose walls include it; a fill sample names
+/// its build and its fill, whose sum the case's statistics are of.
+fn sample_status(sample: &Sample, walls: &[f64]) -> String {
+    let n = walls.len();
+    match &sample.fill {
+        Some(fill) => format!(
+            "sample {n}: build {} + fill {}, {}",
+            seconds(sample.wall_s),
+            seconds(fill.wall_s),
+            median_so_far(walls)
+        ),
+        None => format!("sample {n}, {}", median_so_far(walls)),
+    }
 }
 
 fn case_line(label: &str, result: &CaseResult) -> String {
@@ -159,8 +174,8 @@ impl EventSink for Progress {
                     format!("warm-up {done} done")
                 } else {
                     let walls = self.walls.entry(index).or_default();
-                    walls.push(sample.wall_s);
-                    format!("sample {}, {}", walls.len(), median_so_far(walls))
+                    walls.push(sample.with_fill_s());
+                    sample_status(sample, walls)
                 };
                 self.bar
                     .set_message(format!("{} ({status})", self.labels[index]));
@@ -182,5 +197,28 @@ impl EventSink for Progress {
 impl Drop for Progress {
     fn drop(&mut self) {
         self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::{CacheFill, FillMethod};
+
+    #[test]
+    fn a_fill_sample_shows_its_build_and_its_fill_and_the_median_of_their_sum() {
+        let mut sample = Sample {
+            wall_s: 2.0,
+            ..Sample::default()
+        };
+        assert_eq!(
+            sample_status(&sample, &[2.0]),
+            "sample 1, median 2.00 s [n/a]"
+        );
+        sample.fill = Some(CacheFill::timed(FillMethod::NixCopy, 0.5));
+        assert_eq!(
+            sample_status(&sample, &[2.5, sample.with_fill_s()]),
+            "sample 2: build 2.00 s + fill 500 ms, median 2.50 s [n/a]"
+        );
     }
 }

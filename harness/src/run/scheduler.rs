@@ -8,7 +8,7 @@ use crate::error::{Error, Result, StepError, StepResult};
 use crate::exec::process::{self, Executor};
 use crate::lanes::vm::GuestLane;
 use crate::plan::{CaseSpec, Plan, Scenario, Source, System};
-use crate::results::derive::ok_case;
+use crate::results::derive::cold_case;
 use crate::results::explain::CacheLink;
 use crate::results::{CaseResult, Outcome, Sample, SampleOrder, Sampling};
 use crate::run::case::{skip, Begun, CaseRun};
@@ -295,6 +295,10 @@ impl Scheduler<'_> {
                 return Ok(None);
             }
         };
+        if let Some(reason) = crate::plan::compression_skip(repo, case.system) {
+            skip(result, reason);
+            return Ok(None);
+        }
         let Some(driver) = self.drivers.get_mut(&case.system) else {
             let system = case.system.name();
             skip(
@@ -306,7 +310,7 @@ impl Scheduler<'_> {
         let settings = &self.plan.settings;
         let cold_walls = cold_walls.or_else(|| {
             (case.scenario == Scenario::Warm)
-                .then(|| ok_case(done, result, Scenario::Cold))
+                .then(|| cold_case(done, result))
                 .flatten()
                 .map(CaseResult::walls)
         });

@@ -19,7 +19,7 @@ use crate::plan::cache::{reroute, BazelCache, BazelEndpoint, FreshCache};
 use crate::plan::config::BazelSetup;
 use crate::plan::{ParamValue, System};
 use crate::results::explain::TimeSplit;
-use crate::results::{CacheFill, CacheUse, ConfigFile, FillMethod, ToolUse};
+use crate::results::{CacheBackend, CacheFill, CacheUse, ConfigFile, FillMethod, ToolUse};
 use crate::results::{ExternalDeps, FlagSet};
 use crate::tools::bazel_flags::BazelVersion;
 use crate::tools::bazel_log::{
@@ -410,14 +410,17 @@ impl BuildDriver for BazelDriver {
             .map(|_| CacheFill::read_only()))
     }
 
-    fn fill_unavailable(&self) -> Option<String> {
+    fn fill_unavailable(&self, _case: &CaseContext) -> Option<String> {
         match self.cache.as_ref() {
             Some(BazelCache {
                 endpoint: BazelEndpoint::Remote(_),
                 fill_root: Some(_),
                 ..
             }) => None,
-            _ => Some(FreshCache::unavailable("Bazel")),
+            cache => Some(FreshCache::unavailable(
+                "Bazel",
+                cache.map_or(CacheBackend::Http, |c| c.backend),
+            )),
         }
     }
 
@@ -425,6 +428,7 @@ impl BuildDriver for BazelDriver {
     /// holds, CAS blobs and action results, as the server stored them.
     fn fill_fresh(
         &mut self,
+        _case: &CaseContext,
         _build: &PreparedBuild,
         _exec: &dyn Executor,
     ) -> StepResult<CacheFill> {
@@ -488,7 +492,9 @@ impl BuildDriver for BazelDriver {
                 let root = self.new_output_root();
                 let cache = self.cache()?;
                 let BazelEndpoint::Remote(url) = &cache.endpoint else {
-                    return Err(CaseFailure::new(FreshCache::unavailable("Bazel")).into());
+                    return Err(
+                        CaseFailure::new(FreshCache::unavailable("Bazel", cache.backend)).into(),
+                    );
                 };
                 self.fill_to = FreshCache::beside(url, cache.fill_root.as_deref(), self.next_root);
                 (dir.join("ws"), root, Remote::FillFresh, false)
@@ -681,11 +687,11 @@ impl BuildDriver for BazelDriver {
         }
     }
 
-    fn cache_use(&self) -> Option<CacheUse> {
+    fn cache_use(&self, _case: &CaseContext) -> Option<CacheUse> {
         self.cache.as_ref().map(BazelCache::use_record)
     }
 
-    fn cache_location(&self) -> Option<CacheLocation<'_>> {
+    fn cache_location(&self, _case: &CaseContext) -> Option<CacheLocation<'_>> {
         self.cache.as_ref().map(|c| match &c.endpoint {
             BazelEndpoint::Remote(url) => CacheLocation::Url(url),
             BazelEndpoint::Disk(path) => CacheLocation::Folder(path),

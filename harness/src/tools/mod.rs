@@ -406,12 +406,17 @@ pub trait BuildDriver {
 
     /// Why `fill` samples cannot run against this driver's cache, if they cannot: each
     /// needs a fresh, empty cache of its own.
-    fn fill_unavailable(&self) -> Option<String>;
+    fn fill_unavailable(&self, case: &CaseContext) -> Option<String>;
 
     /// After a `BuildMode::Fill` build that succeeded, before its state is removed: fills
     /// its fresh cache with what the build made (unless the tool did as it built), says
     /// what was sent, stored and how long it took after the build, and removes the cache.
-    fn fill_fresh(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<CacheFill>;
+    fn fill_fresh(
+        &mut self,
+        case: &CaseContext,
+        build: &PreparedBuild,
+        exec: &dyn Executor,
+    ) -> StepResult<CacheFill>;
 
     /// One build in `mode`, with its logs (and fresh state, unless primed) under `dir`.
     fn prepare(
@@ -456,11 +461,11 @@ pub trait BuildDriver {
         ServerProbe::default()
     }
 
-    /// The cache warm builds read from, as recorded in results.
-    fn cache_use(&self) -> Option<CacheUse>;
+    /// The cache the case's builds read from, as recorded in results.
+    fn cache_use(&self, case: &CaseContext) -> Option<CacheUse>;
 
     /// Where that cache is, for the fault proxy.
-    fn cache_location(&self) -> Option<CacheLocation<'_>>;
+    fn cache_location(&self, case: &CaseContext) -> Option<CacheLocation<'_>>;
 
     /// The secret key the cache's entries are signed with, where the harness holds it
     /// (the embedded cache): the `poison` fault signs its wrong entries with it.

@@ -15,7 +15,7 @@ use crate::exec::scratch::{remove_tree, tree_bytes, write_private, Owner};
 use crate::plan::cache::{Fill, FreshCache, NixCache, ATTIC_LOGIN};
 use crate::plan::config::NixSetup;
 use crate::plan::manifest::NixTargets;
-use crate::plan::{ParamValue, System};
+use crate::plan::{Compression, ParamValue, System};
 use crate::results::explain::MissExplanations;
 use crate::results::{CacheFill, CacheUse, ConfigFile, FillMethod, SourceCount, ToolUse};
 use crate::tools::build_graph::BuildGraph;
@@ -75,6 +75,9 @@ pub struct NixDriver {
     dir: PathBuf,
     conf_file: PathBuf,
     cache: Option<NixCache>,
+    /// The embedded cache's root for each compression (none for another cache): where a
+    /// compression sweep's points read and fill.
+    roots: Vec<NixCache>,
     /// A private netrc with the cache's token, for the builds that read it.
     netrc: Option<PathBuf>,
     /// A private HOME whose attic config holds the token, for `attic push`.
@@ -95,7 +98,8 @@ struct Primed {
     store: PathBuf,
     outputs: Vec<String>,
     digests: Outputs,
-    pushed: bool,
+    /// The caches (by URL) its outputs were uploaded to.
+    pushed: Vec<url::Url>,
 }
 
 impl NixDriver {
@@ -124,11 +128,17 @@ impl NixDriver {
         };
         let tmp = dir.join("tmp");
         std::fs::create_dir_all(&tmp).context(|| format!("creating {}", tmp.display()))?;
+        let roots = cache
+            .iter()
+            .flat_map(|c| Compression::ALL.map(|k| c.with_compression(k)))
+            .flatten()
+            .collect();
         Ok(NixDriver {
             nix,
             dir: dir.to_path_buf(),
             conf_file,
             cache,
+            roots,
             netrc,
             attic_home,
             client: std::sync::OnceLock::new(),
@@ -218,6 +228,26 @@ impl NixDriver {
         })
     }
 
+    /// The team cache `case` reads and fills: its compression sweep point's root of the
+    /// embedded cache, else the run's cache.
+    fn team(&self, case: &CaseContext) -> Result<&NixCache> {
+        let cache = self.cache()?;
+        let Some(compression) = case.repo.compression() else {
+            return Ok(cache);
+        };
+        self.roots
+            .iter()
+            .find(|root| root.compression() == Some(compression))
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "bench repo `{}` is a point of a compression sweep ({}), but the Nix cache {} is not the embedded one, so the harness does not choose how it compresses NARs\n  fix: sweep compression against the embedded cache (the default profile)",
+                    case.repo.name,
+                    compression.name(),
+                    cache.url
+                ))
+            })
+    }
+
     /// What a reviewer needs besides the command: the nix.conf, and where the credentials
     /// are (never their content).
     fn config_files(&self, reads_cache: bool) -> Vec<ConfigFile> {
@@ -253,7 +283,7 @@ impl NixDriver {
         push_option(&mut args, "sandbox-paths", &sandbox_paths.join(" "));
         // The team cache only where the mode reads it, first; the upstream layer always.
         let team = match mode {
-            BuildMode::FromCache { .. } => Some(self.cache()?),
+            BuildMode::FromCache { .. } => Some(self.team(case)?),
             _ => None,
         };
         let mut substituters: Vec<String> = Vec::new();
@@ -395,6 +425,7 @@ impl NixDriver {
                     .upstream
                     .iter()
                     .find(|u| same_url(u.url.as_str(), substituter))
+                    .or_else(|| self.root_of(substituter))
                     .unwrap_or(cache);
                 if unreachable.contains(&asked.url.as_str()) {
                     continue;
@@ -414,6 +445,16 @@ impl NixDriver {
             }
         }
         Some(explain_nix_misses(&built, &answers))
+    }
+
+    /// The embedded cache's root a substituter URL names (through the fault proxy or not:
+    /// the path tells the roots apart).
+    fn root_of(&self, substituter: &str) -> Option<&NixCache> {
+        let path = url::Url::parse(substituter).ok()?;
+        let path = path.path().trim_end_matches('/');
+        self.roots
+            .iter()
+            .find(|root| root.url.path().trim_end_matches('/') == path)
     }
 
     fn push_env(&self) -> Vec<(String, OsString)> {
@@ -455,9 +496,9 @@ impl NixDriver {
         Ok(out.stdout)
     }
 
-    fn mark_pushed(&mut self, case: &CaseContext) {
+    fn mark_pushed(&mut self, case: &CaseContext, cache: &url::Url) {
         if let Some(primed) = self.primed.get_mut(&case.state_key()) {
-            primed.pushed = true;
+            primed.pushed.push(cache.clone());
         }
     }
 }
@@ -480,7 +521,7 @@ impl BuildDriver for NixDriver {
                 store,
                 outputs: paths,
                 digests: outputs,
-                pushed: false,
+                pushed: Vec::new(),
             },
         );
     }
@@ -490,13 +531,13 @@ impl BuildDriver for NixDriver {
         case: &CaseContext,
         exec: &dyn Executor,
     ) -> StepResult<Option<CacheFill>> {
-        let cache = self.cache()?.clone();
+        let cache = self.team(case)?.clone();
         let primed = match (&cache.fill, self.primed.get(&case.state_key())) {
             (Fill::ReadOnly, _) => return Ok(Some(CacheFill::read_only())),
             (_, None) => {
                 return Err(CaseFailure::new("the cache was to be filled before priming").into())
             }
-            (_, Some(primed)) if primed.pushed => return Ok(None),
+            (_, Some(primed)) if primed.pushed.contains(&cache.url) => return Ok(None),
             (_, Some(primed)) => primed,
         };
         let started = Instant::now();
@@ -516,7 +557,7 @@ impl BuildDriver for NixDriver {
                     exec,
                     case.timeout,
                 )?;
-                self.mark_pushed(case);
+                self.mark_pushed(case, &cache.url);
                 return Ok(Some(fill));
             }
             Fill::NixCopy { .. } => (
@@ -556,25 +597,34 @@ impl BuildDriver for NixDriver {
             ))
             .into());
         }
-        self.mark_pushed(case);
+        self.mark_pushed(case, &cache.url);
         Ok(Some(CacheFill::timed(
             method,
             started.elapsed().as_secs_f64(),
         )))
     }
 
-    fn fill_unavailable(&self) -> Option<String> {
-        match self.cache.as_ref().map(|c| (&c.fill, &c.fill_root)) {
-            Some((Fill::NixCopy { .. }, Some(_)) | (Fill::AtticApi, _)) => None,
-            _ => Some(FreshCache::unavailable("Nix")),
+    fn fill_unavailable(&self, case: &CaseContext) -> Option<String> {
+        let cache = match self.team(case) {
+            Ok(cache) => cache,
+            Err(e) => return Some(e.to_string()),
+        };
+        match (&cache.fill, &cache.fill_root) {
+            (Fill::NixCopy { .. }, Some(_)) | (Fill::AtticApi, _) => None,
+            _ => Some(FreshCache::unavailable("Nix", cache.backend)),
         }
     }
 
-    /// `nix copy` of the build's closure to a fresh cache beside the embedded one, with the
-    /// run's compression and key; its closure's NAR bytes, what the server stored. Attic: a
+    /// `nix copy` of the build's closure to a fresh cache under the case's root of the
+    /// embedded cache, with that root's compression and the run's key; its closure's NAR bytes, what the server stored. Attic: a
     /// fresh cache on the server, filled through its API and destroyed.
-    fn fill_fresh(&mut self, build: &PreparedBuild, exec: &dyn Executor) -> StepResult<CacheFill> {
-        let cache = self.cache()?.clone();
+    fn fill_fresh(
+        &mut self,
+        case: &CaseContext,
+        build: &PreparedBuild,
+        exec: &dyn Executor,
+    ) -> StepResult<CacheFill> {
+        let cache = self.team(case)?.clone();
         self.fills_started += 1;
         if cache.fill == Fill::AtticApi {
             let (_, name) = cache.attic_server()?;
@@ -597,7 +647,7 @@ impl BuildDriver for NixDriver {
             );
         }
         let fresh = FreshCache::beside(&cache.url, cache.fill_root.as_deref(), self.fills_started)
-            .ok_or_else(|| CaseFailure::new(FreshCache::unavailable("Nix")))?;
+            .ok_or_else(|| CaseFailure::new(FreshCache::unavailable("Nix", cache.backend)))?;
         let (store, outputs) = built_paths(build)?;
         let started = Instant::now();
         let spec = self.nix_copy_spec(&cache, &fresh.url, store, &outputs, build.spec.timeout);
@@ -791,12 +841,12 @@ impl BuildDriver for NixDriver {
         })
     }
 
-    fn cache_use(&self) -> Option<CacheUse> {
-        self.cache.as_ref().map(NixCache::use_record)
+    fn cache_use(&self, case: &CaseContext) -> Option<CacheUse> {
+        self.team(case).ok().map(NixCache::use_record)
     }
 
-    fn cache_location(&self) -> Option<CacheLocation<'_>> {
-        self.cache.as_ref().map(|c| CacheLocation::Url(&c.url))
+    fn cache_location(&self, case: &CaseContext) -> Option<CacheLocation<'_>> {
+        self.team(case).ok().map(|c| CacheLocation::Url(&c.url))
     }
 
     fn tool_fallback_flag(&self) -> Option<&'static str> {
@@ -993,6 +1043,94 @@ mod tests {
                 "nixpkgs#hello".into()
             ]
         );
+    }
+
+    /// A compression sweep's point reads and fills its own root of the embedded cache; a
+    /// vm guest's copy of the embedded cache has no folder, so its fill says so.
+    #[test]
+    fn each_compression_point_has_its_root_and_a_guest_cannot_fill_a_fresh_cache() {
+        use crate::plan::cache::NixCache;
+        use crate::plan::{manifest, Compression, Scenario};
+        use crate::results::CacheBackend;
+        let tmp = tempfile::tempdir().unwrap();
+        let text = "name = \"r\"\ndescription = \"d\"\n[source]\npath = \".\"\n[nix]\nfile = \"default.nix\"\n";
+        let plain = manifest::parse(text, &tmp.path().join("repo.toml")).unwrap();
+        let mut xz = plain.clone();
+        xz.parameters
+            .insert(Compression::PARAMETER.into(), ParamValue::Str("xz".into()));
+        let case = |repo| CaseContext {
+            repo,
+            source: tmp.path(),
+            scenario: Scenario::Fill,
+            timeout: std::time::Duration::from_secs(60),
+            cache_via: None,
+            explain: false,
+        };
+        let mut embedded = NixCache::store(
+            CacheBackend::EmbeddedNginx,
+            url::Url::parse("http://127.0.0.1:8080/nix/zstd").unwrap(),
+            "k:1".into(),
+            Some(tmp.path().join("key.sec")),
+            true,
+        );
+        embedded.fill = Fill::NixCopy {
+            secret_key_file: Some(tmp.path().join("key.sec")),
+            compression: Some(Compression::Zstd),
+        };
+        embedded.fill_root = Some(tmp.path().join("root/nix/zstd"));
+        let driver = |name: &str, cache: NixCache| {
+            NixDriver::new(
+                "nix".into(),
+                &tmp.path().join(name),
+                Some(cache),
+                NixSetup::default(),
+            )
+            .unwrap()
+        };
+        let host = driver("host", embedded.clone());
+        let used = host.cache_use(&case(&xz)).unwrap();
+        assert_eq!(
+            (used.url.as_str(), used.compression),
+            ("http://127.0.0.1:8080/nix/xz", Some(Compression::Xz))
+        );
+        assert_eq!(
+            host.cache_use(&case(&plain)).unwrap().compression,
+            Some(Compression::Zstd)
+        );
+        assert_eq!(host.fill_unavailable(&case(&xz)), None);
+        assert_eq!(
+            host.team(&case(&xz)).unwrap().fill_root,
+            Some(tmp.path().join("root/nix/xz"))
+        );
+        assert_eq!(
+            host.root_of("http://127.0.0.1:4242/nix/xz")
+                .map(|r| r.url.as_str()),
+            Some("http://127.0.0.1:8080/nix/xz"),
+            "a miss is explained by the root the build read, through the proxy or not"
+        );
+        // What the vm lane's guest gets: the job file drops the host's folder.
+        let guest: NixCache =
+            serde_json::from_str(&serde_json::to_string(&embedded).unwrap()).unwrap();
+        let guest = driver("guest", guest);
+        let reason = guest.fill_unavailable(&case(&plain)).unwrap();
+        assert!(
+            reason.contains("the vm lane's guest") && reason.contains("--lane host"),
+            "{reason}"
+        );
+        // Another cache has no roots: a point of a compression sweep cannot run against it.
+        let http = driver(
+            "http",
+            NixCache {
+                backend: CacheBackend::Http,
+                ..embedded
+            },
+        );
+        let err = http.fill_unavailable(&case(&xz)).unwrap();
+        assert!(
+            err.contains("not the embedded one") && err.contains("fix:"),
+            "{err}"
+        );
+        assert_eq!(http.cache_use(&case(&xz)), None);
     }
 
     /// Every build mode's `nix build` argv, snapshotted (the host's sandbox paths redacted:
