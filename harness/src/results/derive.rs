@@ -62,14 +62,16 @@ pub fn cpu_median(case: &CaseResult) -> Option<f64> {
     (!cpu.is_empty()).then(|| median(&cpu))
 }
 
-/// Cold vs warm (and no-op) per repo, system and lane, from the successful cases.
+/// Cold vs warm (and no-op) per repo, system and lane, from the successful cases: one per
+/// warm case, so that every point of a compression sweep, whose one cold case ran at the
+/// first point, is compared (and judged) too.
 pub fn comparisons(cases: &[CaseResult]) -> Vec<Comparison> {
     let mut out = Vec::new();
-    for cold in cases
+    for warm in cases
         .iter()
-        .filter(|c| c.scenario == Scenario::Cold && c.outcome == Outcome::Ok)
+        .filter(|c| c.scenario == Scenario::Warm && c.outcome == Outcome::Ok)
     {
-        let Some(warm) = ok_case(cases, cold, Scenario::Warm) else {
+        let Some(cold) = cold_case(cases, warm) else {
             continue;
         };
         let (Some(cold_stats), Some(warm_stats)) = (&cold.stats, &warm.stats) else {
@@ -79,10 +81,10 @@ pub fn comparisons(cases: &[CaseResult]) -> Vec<Comparison> {
             continue;
         };
         out.push(Comparison {
-            repo: cold.repo.clone(),
-            system: cold.system,
-            lane: cold.lane,
-            parameters: cold.parameters.clone(),
+            repo: warm.repo.clone(),
+            system: warm.system,
+            lane: warm.lane,
+            parameters: warm.parameters.clone(),
             cold_median_s: cold_stats.median_s,
             warm_median_s: warm_stats.median_s,
             cold_cpu_median_s: cpu_median(cold),
@@ -1066,6 +1068,38 @@ mod tests {
         // Outside a compression sweep the parameters must match exactly.
         let plain = case(Scenario::Fill, vec![fill_sample(10.0, 5.0); 3], Outcome::Ok);
         assert_eq!(cold_case(&[at(plain.clone(), "xz", 4)], &plain), None);
+    }
+
+    #[test]
+    fn every_compression_point_is_compared_and_the_weakest_judged() {
+        let at = |mut c: CaseResult, compression: &str| {
+            c.parameters =
+                BTreeMap::from([("compression".into(), ParamValue::Str(compression.into()))]);
+            c
+        };
+        let warm = |wall: f64, compression| {
+            at(
+                case(Scenario::Warm, vec![sample(wall, 0, 3); 3], Outcome::Ok),
+                compression,
+            )
+        };
+        let r = results(vec![
+            at(
+                case(Scenario::Cold, vec![sample(40.0, 3, 0); 3], Outcome::Ok),
+                "none",
+            ),
+            warm(4.0, "none"),
+            warm(10.0, "xz"),
+            warm(5.0, "zstd"),
+        ]);
+        let speedups: Vec<f64> = r.comparisons.iter().map(|c| c.speedup.ratio).collect();
+        assert_eq!(speedups.len(), 3, "one comparison per warm point");
+        assert!((speedups[1] - 4.0).abs() < 1e-9, "{speedups:?}");
+        assert!((r.comparisons[1].cold_median_s - 40.0).abs() < 1e-9);
+        assert_eq!(
+            r.comparisons[1].parameters.get("compression"),
+            Some(&ParamValue::Str("xz".into()))
+        );
     }
 
     #[test]
